@@ -1,0 +1,2 @@
+//! x86_64 hardware layer.
+#![no_std]
