@@ -1,0 +1,119 @@
+//! The console on COM1 and the `log` backend that writes to it.
+//!
+//! Lines look like `[    1.234] INFO  pci: 00:03.0 ...`: seconds since entry,
+//! level, optional subsystem, message. The image is single-threaded with
+//! interrupts off, so the only way to reach the console twice at once is a
+//! panic while logging; the panic path then takes the port regardless.
+
+use core::cell::UnsafeCell;
+use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicBool, Ordering};
+use hal_x86::clock::Clock;
+use hal_x86::serial::Serial;
+
+struct Console {
+    serial: UnsafeCell<Option<Serial>>,
+    clock: UnsafeCell<Option<Clock>>,
+    busy: AtomicBool,
+}
+
+// SAFETY: one CPU, no interrupts; `busy` guards re-entrance (see module docs).
+unsafe impl Sync for Console {}
+
+static CONSOLE: Console = Console {
+    serial: UnsafeCell::new(None),
+    clock: UnsafeCell::new(None),
+    busy: AtomicBool::new(false),
+};
+
+/// Brings up COM1 and installs the logger. Without a UART the image runs
+/// silently (the log calls cost nothing).
+pub fn init() {
+    // SAFETY: called once at boot, before any other use of COM1.
+    let serial = unsafe { Serial::com1() };
+    with_console(|s, _| *s = serial);
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(log::LevelFilter::Info);
+}
+
+/// Gives log lines a time base.
+pub fn set_clock(clock: Clock) {
+    with_console(|_, c| *c = Some(clock));
+}
+
+fn with_console<R>(f: impl FnOnce(&mut Option<Serial>, &mut Option<Clock>) -> R) -> Option<R> {
+    if CONSOLE.busy.swap(true, Ordering::Acquire) {
+        return None;
+    }
+    // SAFETY: `busy` was false, so nobody else holds these references.
+    let r = unsafe { f(&mut *CONSOLE.serial.get(), &mut *CONSOLE.clock.get()) };
+    CONSOLE.busy.store(false, Ordering::Release);
+    Some(r)
+}
+
+/// Reads one byte from the console, if one is waiting.
+pub fn try_read() -> Option<u8> {
+    with_console(|s, _| s.as_mut().and_then(Serial::try_read)).flatten()
+}
+
+/// Writes raw text to the console (no log prefix).
+pub fn print(args: fmt::Arguments) {
+    with_console(|s, _| {
+        if let Some(s) = s {
+            let _ = s.write_fmt(args);
+        }
+    });
+}
+
+/// A writer for the panic handler: takes the port even if a log line was
+/// half written when the panic hit.
+pub fn panic_writer() -> PanicWriter {
+    CONSOLE.busy.store(true, Ordering::Release);
+    PanicWriter
+}
+
+pub struct PanicWriter;
+
+impl Write for PanicWriter {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        // SAFETY: the panic path owns the console from here on.
+        let serial = unsafe { &mut *CONSOLE.serial.get() };
+        if let Some(serial) = serial {
+            serial.write_str(s)?;
+        }
+        Ok(())
+    }
+}
+
+struct Logger;
+static LOGGER: Logger = Logger;
+
+impl log::Log for Logger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        with_console(|s, clock| {
+            let Some(s) = s else { return };
+            let _ = match clock {
+                Some(c) => {
+                    let us = c.now_ns() / 1000;
+                    write!(s, "[{:5}.{:06}] ", us / 1_000_000, us % 1_000_000)
+                }
+                None => write!(s, "[      ?     ] "),
+            };
+            let _ = write!(s, "{:<5} ", record.level());
+            let target = record.target();
+            if !target.starts_with("routerd") {
+                let _ = write!(s, "{target}: ");
+            }
+            let _ = write!(s, "{}\n", record.args());
+        });
+    }
+
+    fn flush(&self) {}
+}

@@ -1,0 +1,67 @@
+//! Memory for devices: the `virtio-drivers` HAL over the identity map.
+//!
+//! The image runs identity-mapped (virtual address == physical address), so
+//! sharing a buffer with a device is handing over its address. Descriptor
+//! rings come from a fixed pool in `.bss`, carved once at start-up; drivers
+//! allocate their queues when they are brought up and never free them, so the
+//! pool is a bump allocator and `dma_dealloc` does not reclaim.
+
+use core::cell::UnsafeCell;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicUsize, Ordering};
+use virtio_drivers::{BufferDirection, Hal, PhysAddr, PAGE_SIZE};
+
+/// Pages in the DMA pool (1 MiB).
+pub const DMA_POOL_PAGES: usize = 256;
+
+#[repr(C, align(4096))]
+struct Pool(UnsafeCell<[u8; DMA_POOL_PAGES * PAGE_SIZE]>);
+
+// SAFETY: pages are handed out once each (atomic bump), so no two owners
+// ever share a page.
+unsafe impl Sync for Pool {}
+
+static POOL: Pool = Pool(UnsafeCell::new([0; DMA_POOL_PAGES * PAGE_SIZE]));
+static NEXT_PAGE: AtomicUsize = AtomicUsize::new(0);
+
+/// Pages of the pool handed out so far.
+pub fn pages_used() -> usize {
+    NEXT_PAGE.load(Ordering::Relaxed).min(DMA_POOL_PAGES)
+}
+
+/// The identity-mapped HAL.
+pub struct IdentityHal;
+
+// SAFETY: memory is identity mapped, so physical addresses returned by
+// `dma_alloc`/`share` are exactly where the device will read and write; pool
+// pages are zeroed (.bss) and never handed out twice.
+unsafe impl Hal for IdentityHal {
+    fn dma_alloc(pages: usize, _direction: BufferDirection) -> (PhysAddr, NonNull<u8>) {
+        let first = NEXT_PAGE.fetch_add(pages, Ordering::Relaxed);
+        match first.checked_add(pages) {
+            Some(end) if end <= DMA_POOL_PAGES => {}
+            // Running out is a build-time sizing error (too many queues for
+            // the pool), found on the first boot with that NIC set.
+            _ => panic!("DMA pool exhausted: {pages} pages requested, {DMA_POOL_PAGES} in the pool"),
+        }
+        let base = POOL.0.get().cast::<u8>();
+        // SAFETY: first + pages <= DMA_POOL_PAGES, so the pointer stays inside the pool.
+        let ptr = unsafe { base.add(first * PAGE_SIZE) };
+        let nn = NonNull::new(ptr).unwrap_or(NonNull::dangling());
+        (ptr as PhysAddr, nn)
+    }
+
+    unsafe fn dma_dealloc(_paddr: PhysAddr, _vaddr: NonNull<u8>, _pages: usize) -> i32 {
+        0
+    }
+
+    unsafe fn mmio_phys_to_virt(paddr: PhysAddr, _size: usize) -> NonNull<u8> {
+        NonNull::new(paddr as usize as *mut u8).unwrap_or(NonNull::dangling())
+    }
+
+    unsafe fn share(buffer: NonNull<[u8]>, _direction: BufferDirection) -> PhysAddr {
+        buffer.cast::<u8>().as_ptr() as PhysAddr
+    }
+
+    unsafe fn unshare(_paddr: PhysAddr, _buffer: NonNull<[u8]>, _direction: BufferDirection) {}
+}

@@ -1,0 +1,245 @@
+//! PCI: configuration access, enumeration, and what a device is.
+//!
+//! Configuration space is reached through the legacy 0xCF8/0xCFC mechanism,
+//! which both QEMU machines (`pc` and `q35`) and every PC chipset provide.
+//! The enumeration walks bus 0 and every bus behind a PCI-to-PCI bridge, in
+//! bus/device/function order — the order that defines `lan0`, `wan0`, …
+//! Register layouts and BAR decoding come from the `virtio-drivers` crate's
+//! PCI module, which the virtio driver uses anyway.
+
+use core::ptr::NonNull;
+use virtio_drivers::transport::pci::bus::{
+    BarInfo, ConfigurationAccess, DeviceFunction, DeviceFunctionInfo, HeaderType, PciRoot,
+};
+use virtio_drivers::transport::pci::PciTransport;
+use virtio_drivers::transport::Transport;
+use x86_64::instructions::port::Port;
+
+pub use virtio_drivers::transport::pci::bus;
+
+/// PCI vendor ids we know by name.
+pub const VENDOR_INTEL: u16 = 0x8086;
+pub const VENDOR_VIRTIO: u16 = 0x1af4;
+pub const VENDOR_REDHAT: u16 = 0x1b36;
+
+/// Most devices kept by one enumeration.
+pub const MAX_DEVICES: usize = 64;
+
+/// Configuration access through I/O ports 0xCF8 (address) and 0xCFC (data).
+pub struct PortCam {
+    _private: (),
+}
+
+impl PortCam {
+    /// # Safety
+    /// The caller must be the only user of ports 0xCF8..0xCFF.
+    pub unsafe fn new() -> PortCam {
+        PortCam { _private: () }
+    }
+
+    fn address(df: DeviceFunction, offset: u8) -> u32 {
+        0x8000_0000
+            | (u32::from(df.bus) << 16)
+            | (u32::from(df.device & 0x1f) << 11)
+            | (u32::from(df.function & 0x7) << 8)
+            | u32::from(offset & 0xfc)
+    }
+}
+
+impl ConfigurationAccess for PortCam {
+    fn read_word(&self, df: DeviceFunction, offset: u8) -> u32 {
+        // SAFETY: we own the configuration ports (constructor contract);
+        // address then data is the whole access, with nothing in between.
+        unsafe {
+            Port::<u32>::new(0xCF8).write(Self::address(df, offset));
+            Port::<u32>::new(0xCFC).read()
+        }
+    }
+
+    fn write_word(&mut self, df: DeviceFunction, offset: u8, data: u32) {
+        // SAFETY: as in `read_word`.
+        unsafe {
+            Port::<u32>::new(0xCF8).write(Self::address(df, offset));
+            Port::<u32>::new(0xCFC).write(data);
+        }
+    }
+
+    unsafe fn unsafe_clone(&self) -> Self {
+        PortCam { _private: () }
+    }
+}
+
+/// One function found on the bus.
+#[derive(Clone, Debug)]
+pub struct Device {
+    pub address: DeviceFunction,
+    pub info: DeviceFunctionInfo,
+}
+
+impl Device {
+    /// An Ethernet controller (class 02, subclass 00).
+    pub fn is_network(&self) -> bool {
+        self.info.class == 0x02 && self.info.subclass == 0x00
+    }
+
+    /// A short human name for the device's class.
+    pub fn class_name(&self) -> &'static str {
+        class_name(self.info.class, self.info.subclass)
+    }
+}
+
+/// Human name of a PCI class/subclass pair.
+pub fn class_name(class: u8, subclass: u8) -> &'static str {
+    match (class, subclass) {
+        (0x00, _) => "unclassified",
+        (0x01, 0x01) => "IDE controller",
+        (0x01, 0x06) => "SATA controller",
+        (0x01, 0x08) => "NVMe controller",
+        (0x01, _) => "storage controller",
+        (0x02, 0x00) => "Ethernet controller",
+        (0x02, _) => "network controller",
+        (0x03, _) => "display controller",
+        (0x04, _) => "multimedia controller",
+        (0x05, _) => "memory controller",
+        (0x06, 0x00) => "host bridge",
+        (0x06, 0x01) => "ISA bridge",
+        (0x06, 0x04) => "PCI bridge",
+        (0x06, _) => "bridge",
+        (0x07, _) => "communication controller",
+        (0x08, _) => "system peripheral",
+        (0x0c, 0x03) => "USB controller",
+        (0x0c, 0x05) => "SMBus controller",
+        (0x0c, _) => "serial bus controller",
+        (0x10, _) => "crypto controller",
+        (0xff, _) => "unassigned class",
+        _ => "other",
+    }
+}
+
+/// The devices found, in enumeration order.
+pub struct Devices {
+    list: [Option<Device>; MAX_DEVICES],
+    len: usize,
+    /// Functions found beyond [`MAX_DEVICES`].
+    pub dropped: usize,
+}
+
+impl Devices {
+    pub fn iter(&self) -> impl Iterator<Item = &Device> {
+        self.list.iter().take(self.len).flatten()
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn push(&mut self, d: Device) {
+        match self.list.get_mut(self.len) {
+            Some(slot) => {
+                *slot = Some(d);
+                self.len += 1;
+            }
+            None => self.dropped += 1,
+        }
+    }
+}
+
+/// Lists every function on bus 0 and behind bridges (read-only accesses).
+pub fn enumerate<C: ConfigurationAccess>(access: &C) -> Devices {
+    let mut out = Devices { list: [const { None }; MAX_DEVICES], len: 0, dropped: 0 };
+    // SAFETY: enumeration only reads identification registers.
+    let root = PciRoot::new(unsafe { access.unsafe_clone() });
+    // Buses still to scan; each bridge adds its secondary bus. A visited set
+    // stops a misconfigured bridge loop from scanning forever.
+    let mut pending = [0u8; 32];
+    let mut pending_len = 1usize;
+    let mut visited = [false; 256];
+    while pending_len > 0 {
+        pending_len -= 1;
+        let bus = pending[pending_len];
+        if core::mem::replace(&mut visited[usize::from(bus)], true) {
+            continue;
+        }
+        for (address, info) in root.enumerate_bus(bus) {
+            if info.header_type == HeaderType::PciPciBridge {
+                // Secondary bus number: byte 1 of the dword at 0x18.
+                let secondary = (access.read_word(address, 0x18) >> 8) as u8;
+                if secondary != 0 && pending_len < pending.len() {
+                    pending[pending_len] = secondary;
+                    pending_len += 1;
+                }
+            }
+            out.push(Device { address, info });
+        }
+    }
+    out
+}
+
+/// The MAC address of a network device, when we know how to read it:
+/// virtio-net from its device configuration, Intel e1000-family from receive
+/// address register 0 (loaded from the EEPROM at reset).
+pub fn network_mac<C: ConfigurationAccess, H: virtio_drivers::Hal>(
+    root: &mut PciRoot<C>,
+    dev: &Device,
+) -> Option<[u8; 6]> {
+    match dev.info.vendor_id {
+        VENDOR_VIRTIO => {
+            let transport = PciTransport::new::<H, C>(root, dev.address).ok()?;
+            transport.read_config_space::<[u8; 6]>(0).ok()
+        }
+        VENDOR_INTEL => {
+            let Ok(Some(BarInfo::Memory { address, size, .. })) = root.bar_info(dev.address, 0) else {
+                return None;
+            };
+            if address == 0 || size < 0x5408 {
+                return None;
+            }
+            // Decode memory accesses so the register window answers.
+            let (_, command) = root.get_status_command(dev.address);
+            root.set_command(dev.address, command | bus::Command::MEMORY_SPACE);
+            // SAFETY: BAR0 of an Intel NIC is its register window, identity
+            // mapped; RAL0/RAH0 are plain 32-bit registers.
+            let (ral, rah) = unsafe {
+                let base = H::mmio_phys_to_virt(address, size as usize);
+                let ral = base.add(0x5400).cast::<u32>();
+                let rah = base.add(0x5404).cast::<u32>();
+                (read_volatile_u32(ral), read_volatile_u32(rah))
+            };
+            if rah & 0x8000_0000 == 0 {
+                return None;
+            }
+            let l = ral.to_le_bytes();
+            let h = rah.to_le_bytes();
+            Some([l[0], l[1], l[2], l[3], h[0], h[1]])
+        }
+        _ => None,
+    }
+}
+
+/// # Safety
+/// `p` must point at a readable, aligned device register.
+unsafe fn read_volatile_u32(p: NonNull<u32>) -> u32 {
+    // SAFETY: forwarded from the caller.
+    unsafe { p.as_ptr().read_volatile() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_cam_addresses_follow_the_spec() {
+        let df = DeviceFunction { bus: 1, device: 3, function: 2 };
+        assert_eq!(PortCam::address(df, 0x13), 0x8001_1a10);
+    }
+
+    #[test]
+    fn names_network_classes() {
+        assert_eq!(class_name(0x02, 0x00), "Ethernet controller");
+        assert_eq!(class_name(0x06, 0x04), "PCI bridge");
+    }
+}
