@@ -1,1 +1,446 @@
-//! QEMU launcher.
+//! The one place that knows how to start the routerd image under QEMU.
+//!
+//! Tests, the lab and `routerctl` describe a machine ([`Machine`]) — machine
+//! type, NICs with their model, MAC and backend, kernel command line — and get
+//! a running [`Vm`] with its serial console on a unix socket. Nothing else in
+//! the workspace builds QEMU command lines.
+//!
+//! Choices made here, once:
+//! - TCG only (`-accel tcg`): KVM is not dependable on the machines we test
+//!   on, and the image must not depend on it.
+//! - `-nodefaults -no-reboot -display none`: only the devices we ask for, and a
+//!   triple fault ends QEMU (status 0, which no test accepts as success)
+//!   instead of rebooting forever.
+//! - `isa-debug-exit` at 0xf4: the image ends the run with a status the
+//!   harness can tell apart (33 clean shutdown, 35 panic).
+//! - The serial console is a unix socket server that waits for the harness to
+//!   connect before the guest starts, so no early output is lost.
+//! - NIC backends: unix `dgram` and `stream` sockets (a harness exchanges raw
+//!   Ethernet frames without root) and TAP (namespace tests, needs root).
+
+use std::fmt;
+use std::io::{self, Read};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Status QEMU exits with when the image shuts down cleanly (debug-exit 0x10).
+pub const EXIT_CLEAN: i32 = 33;
+/// Status QEMU exits with when the image panics (debug-exit 0x11).
+pub const EXIT_PANIC: i32 = 35;
+
+/// The QEMU binary used, unless `ROUTERD_QEMU` names another.
+pub fn qemu_binary() -> PathBuf {
+    std::env::var_os("ROUTERD_QEMU")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("qemu-system-x86_64"))
+}
+
+/// The emulated chipset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MachineType {
+    /// i440FX + PIIX, conventional PCI.
+    Pc,
+    /// Q35 + ICH9, PCI Express.
+    Q35,
+}
+
+impl MachineType {
+    fn arg(self) -> &'static str {
+        match self {
+            MachineType::Pc => "pc",
+            MachineType::Q35 => "q35",
+        }
+    }
+}
+
+/// NIC device models the image supports (or will).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NicModel {
+    VirtioNet,
+    E1000e,
+}
+
+impl NicModel {
+    fn device(self) -> &'static str {
+        match self {
+            NicModel::VirtioNet => "virtio-net-pci",
+            NicModel::E1000e => "e1000e",
+        }
+    }
+}
+
+/// Where a NIC's frames go.
+#[derive(Clone, Debug)]
+pub enum NetBackend {
+    /// Unix datagram sockets, one frame per datagram. QEMU binds `guest`
+    /// and sends to `harness`; the harness binds `harness` and sends to `guest`.
+    Dgram { guest: PathBuf, harness: PathBuf },
+    /// A unix stream socket QEMU connects to (4-byte big-endian length
+    /// before each frame). The harness must be listening before spawn.
+    Stream { path: PathBuf },
+    /// A Linux TAP device (needs root or a pre-made persistent TAP).
+    Tap { ifname: String },
+}
+
+/// One NIC: model, MAC and backend.
+#[derive(Clone, Debug)]
+pub struct Nic {
+    pub model: NicModel,
+    pub mac: [u8; 6],
+    pub backend: NetBackend,
+}
+
+/// Formats a MAC the way QEMU and the console print it.
+pub fn format_mac(mac: [u8; 6]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+/// A machine to start.
+#[derive(Clone, Debug)]
+pub struct Machine {
+    pub image: PathBuf,
+    pub machine: MachineType,
+    pub memory_mib: u32,
+    pub nics: Vec<Nic>,
+    /// Kernel command line (`-append`).
+    pub cmdline: String,
+    /// Directory for the serial socket (and anything else per run).
+    pub run_dir: PathBuf,
+}
+
+impl Machine {
+    /// A pc machine with 128 MiB, no NICs, and a fresh run directory under
+    /// the system temp dir.
+    pub fn new(image: impl Into<PathBuf>) -> io::Result<Machine> {
+        Ok(Machine {
+            image: image.into(),
+            machine: MachineType::Pc,
+            memory_mib: 128,
+            nics: Vec::new(),
+            cmdline: String::new(),
+            run_dir: make_run_dir()?,
+        })
+    }
+
+    /// Where the serial console socket lives.
+    pub fn serial_path(&self) -> PathBuf {
+        self.run_dir.join("serial.sock")
+    }
+
+    /// The QEMU invocation for this machine.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(qemu_binary());
+        c.args(["-machine", self.machine.arg(), "-accel", "tcg", "-cpu", "max"]);
+        c.args(["-m", &format!("{}M", self.memory_mib)]);
+        c.args(["-nodefaults", "-no-reboot", "-display", "none"]);
+        c.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4"]);
+        c.arg("-chardev").arg(format!(
+            "socket,id=console,path={},server=on,wait=on",
+            self.serial_path().display()
+        ));
+        c.args(["-serial", "chardev:console"]);
+        c.arg("-kernel").arg(&self.image);
+        if !self.cmdline.is_empty() {
+            c.args(["-append", &self.cmdline]);
+        }
+        for (i, nic) in self.nics.iter().enumerate() {
+            let id = format!("net{i}");
+            let netdev = match &nic.backend {
+                NetBackend::Dgram { guest, harness } => format!(
+                    "dgram,id={id},local.type=unix,local.path={},remote.type=unix,remote.path={}",
+                    guest.display(),
+                    harness.display()
+                ),
+                NetBackend::Stream { path } => format!(
+                    "stream,id={id},server=off,addr.type=unix,addr.path={}",
+                    path.display()
+                ),
+                NetBackend::Tap { ifname } => {
+                    format!("tap,id={id},ifname={ifname},script=no,downscript=no")
+                }
+            };
+            c.args(["-netdev", &netdev]);
+            c.arg("-device").arg(format!(
+                "{},netdev={id},mac={}",
+                nic.model.device(),
+                format_mac(nic.mac)
+            ));
+        }
+        c
+    }
+
+    /// Starts QEMU and connects to its console. The guest starts running
+    /// once the console is connected.
+    pub fn spawn(&self) -> Result<Vm, Error> {
+        if !self.image.is_file() {
+            return Err(Error::NoImage(self.image.clone()));
+        }
+        let _ = std::fs::remove_file(self.serial_path());
+        let mut cmd = self.command();
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| Error::Spawn(qemu_binary(), e))?;
+        let stderr = child.stderr.take();
+        let stderr_buf = Arc::new(Mutex::new(Vec::new()));
+        if let Some(mut s) = stderr {
+            let buf = Arc::clone(&stderr_buf);
+            thread::spawn(move || {
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = s.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    if let Ok(mut b) = buf.lock() {
+                        b.extend_from_slice(&chunk[..n]);
+                    }
+                }
+            });
+        }
+        // QEMU creates the socket, then waits for us.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let stream = loop {
+            match UnixStream::connect(self.serial_path()) {
+                Ok(s) => break s,
+                Err(_) if Instant::now() < deadline => {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        let stderr = String::from_utf8_lossy(&stderr_buf.lock().map(|b| b.clone()).unwrap_or_default()).into_owned();
+                        return Err(Error::EarlyExit { status, stderr });
+                    }
+                    thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(Error::Console(e));
+                }
+            }
+        };
+        Ok(Vm::start(child, stream, stderr_buf, self.run_dir.clone()))
+    }
+}
+
+fn make_run_dir() -> io::Result<PathBuf> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "routerd-qemu-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Why a VM could not be started or did not do what was awaited.
+#[derive(Debug)]
+pub enum Error {
+    NoImage(PathBuf),
+    Spawn(PathBuf, io::Error),
+    EarlyExit { status: ExitStatus, stderr: String },
+    Console(io::Error),
+    /// The awaited text did not appear in time; carries the console so far.
+    Timeout { waiting_for: String, console: String },
+    /// QEMU exited while we waited for console text.
+    Exited { status: ExitStatus, waiting_for: String, console: String, stderr: String },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Error::NoImage(p) => write!(f, "no image at {} (build it with `cargo xtask image`)", p.display()),
+            Error::Spawn(q, e) => write!(
+                f,
+                "cannot start {}: {e} (install it: apt-get install -y qemu-system-x86)",
+                q.display()
+            ),
+            Error::EarlyExit { status, stderr } => {
+                write!(f, "QEMU exited before the console opened ({status}):\n{stderr}")
+            }
+            Error::Console(e) => write!(f, "cannot connect to the serial console: {e}"),
+            Error::Timeout { waiting_for, console } => write!(
+                f,
+                "timed out waiting for {waiting_for:?} on the console; console so far:\n{console}"
+            ),
+            Error::Exited { status, waiting_for, console, stderr } => write!(
+                f,
+                "QEMU exited ({status}) while waiting for {waiting_for:?}; console:\n{console}\nQEMU stderr:\n{stderr}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// A running VM: QEMU's process and everything its console has printed.
+pub struct Vm {
+    child: Child,
+    console: Arc<Mutex<Vec<u8>>>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    serial: UnixStream,
+    run_dir: PathBuf,
+    echo: Arc<Mutex<bool>>,
+}
+
+impl Vm {
+    fn start(child: Child, serial: UnixStream, stderr: Arc<Mutex<Vec<u8>>>, run_dir: PathBuf) -> Vm {
+        let console = Arc::new(Mutex::new(Vec::new()));
+        let echo = Arc::new(Mutex::new(false));
+        if let Ok(mut reader) = serial.try_clone() {
+            let console = Arc::clone(&console);
+            let echo = Arc::clone(&echo);
+            thread::spawn(move || {
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = reader.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    if echo.lock().map(|e| *e).unwrap_or(false) {
+                        use std::io::Write;
+                        let mut out = io::stdout().lock();
+                        let _ = out.write_all(&chunk[..n]);
+                        let _ = out.flush();
+                    }
+                    if let Ok(mut c) = console.lock() {
+                        c.extend_from_slice(&chunk[..n]);
+                    }
+                }
+            });
+        }
+        Vm { child, console, stderr, serial, run_dir, echo }
+    }
+
+    /// Copy console output to stdout as it arrives (from now on).
+    pub fn echo_console(&self, on: bool) {
+        if let Ok(mut e) = self.echo.lock() {
+            *e = on;
+        }
+    }
+
+    /// The serial line, for writing to the guest.
+    pub fn serial(&self) -> &UnixStream {
+        &self.serial
+    }
+
+    /// Everything the console printed so far (CR LF folded to LF).
+    pub fn console(&self) -> String {
+        let bytes = self.console.lock().map(|c| c.clone()).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).replace("\r\n", "\n")
+    }
+
+    fn stderr_text(&self) -> String {
+        let bytes = self.stderr.lock().map(|c| c.clone()).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Waits until the console contains `text`.
+    pub fn wait_for(&mut self, text: &str, timeout: Duration) -> Result<(), Error> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.console().contains(text) {
+                return Ok(());
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // The reader may still be draining the last bytes.
+                thread::sleep(Duration::from_millis(100));
+                if self.console().contains(text) {
+                    return Ok(());
+                }
+                return Err(Error::Exited {
+                    status,
+                    waiting_for: text.to_string(),
+                    console: self.console(),
+                    stderr: self.stderr_text(),
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout { waiting_for: text.to_string(), console: self.console() });
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for QEMU to exit; kills it after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, Error> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                thread::sleep(Duration::from_millis(50));
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                return Err(Error::Timeout {
+                    waiting_for: "QEMU to exit".to_string(),
+                    console: self.console(),
+                });
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops QEMU now.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The per-run directory (sockets live here).
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.run_dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(m: &Machine) -> Vec<String> {
+        m.command().get_args().map(|a| a.to_string_lossy().into_owned()).collect()
+    }
+
+    #[test]
+    fn command_line_names_every_device() {
+        let mut m = Machine::new("/tmp/routerd").unwrap();
+        m.machine = MachineType::Q35;
+        m.cmdline = "routerd.test=shutdown".into();
+        m.nics.push(Nic {
+            model: NicModel::VirtioNet,
+            mac: [0x52, 0x54, 0, 0, 0, 1],
+            backend: NetBackend::Dgram { guest: "/r/g0".into(), harness: "/r/h0".into() },
+        });
+        m.nics.push(Nic {
+            model: NicModel::E1000e,
+            mac: [0x52, 0x54, 0, 0, 0, 2],
+            backend: NetBackend::Tap { ifname: "tap7".into() },
+        });
+        let a = args(&m).join(" ");
+        assert!(a.contains("-machine q35 -accel tcg"));
+        assert!(a.contains("-append routerd.test=shutdown"));
+        assert!(a.contains(
+            "-netdev dgram,id=net0,local.type=unix,local.path=/r/g0,remote.type=unix,remote.path=/r/h0"
+        ));
+        assert!(a.contains("-device virtio-net-pci,netdev=net0,mac=52:54:00:00:00:01"));
+        assert!(a.contains("-netdev tap,id=net1,ifname=tap7,script=no,downscript=no"));
+        assert!(a.contains("-device e1000e,netdev=net1,mac=52:54:00:00:00:02"));
+        assert!(a.contains("isa-debug-exit,iobase=0xf4,iosize=4"));
+        let _ = std::fs::remove_dir_all(&m.run_dir);
+    }
+
+    #[test]
+    fn missing_image_is_a_clear_error() {
+        let m = Machine::new("/nonexistent/routerd").unwrap();
+        let e = m.spawn().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("no image at /nonexistent/routerd"), "{e}");
+        let _ = std::fs::remove_dir_all(&m.run_dir);
+    }
+}

@@ -1,0 +1,88 @@
+//! The image boots, reports its hardware and ends the way it was asked to.
+
+use routerd_e2e::{check, image, qemu, test_mac};
+use qemu::{Machine, MachineType, NetBackend, Nic, NicModel};
+use std::time::Duration;
+
+/// TCG on a loaded 2-core machine: boot takes well under a second, but leave
+/// room for a busy CI host.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn two_nic_machine(kind: MachineType, model: NicModel, cmdline: &str) -> Machine {
+    let mut m = Machine::new(image()).expect("run dir");
+    m.machine = kind;
+    m.cmdline = cmdline.to_string();
+    for n in 0..2u8 {
+        let backend = NetBackend::Dgram {
+            guest: m.run_dir.join(format!("nic{n}.guest")),
+            harness: m.run_dir.join(format!("nic{n}.harness")),
+        };
+        m.nics.push(Nic { model, mac: test_mac(1, n), backend });
+    }
+    m
+}
+
+fn boots_and_shuts_down(kind: MachineType, model: NicModel) {
+    let m = two_nic_machine(kind, model, "routerd.test=shutdown");
+    let mut vm = check(m.spawn());
+    check(vm.wait_for("routerd 0.1.0 (build ", BOOT_TIMEOUT));
+    for (n, name) in [(0u8, "lan0"), (1u8, "wan0")] {
+        let line = format!("{name} mac {}", qemu::format_mac(test_mac(1, n)));
+        check(vm.wait_for(&line, BOOT_TIMEOUT));
+    }
+    check(vm.wait_for("boot: ready in ", BOOT_TIMEOUT));
+    let status = check(vm.wait_exit(BOOT_TIMEOUT));
+    let console = vm.console();
+    assert_eq!(status.code(), Some(qemu::EXIT_CLEAN), "not a clean shutdown ({status}); console:\n{console}");
+    assert!(console.contains("mem: ") && console.contains("MiB usable"), "no memory map; console:\n{console}");
+    assert!(console.contains("(2 NICs)"), "wrong NIC count; console:\n{console}");
+    assert!(!console.contains("PANIC"), "panicked; console:\n{console}");
+}
+
+#[test]
+fn pc_two_virtio_nics_boot_and_shut_down_cleanly() {
+    boots_and_shuts_down(MachineType::Pc, NicModel::VirtioNet);
+}
+
+#[test]
+fn q35_two_virtio_nics_boot_and_shut_down_cleanly() {
+    boots_and_shuts_down(MachineType::Q35, NicModel::VirtioNet);
+}
+
+#[test]
+fn q35_two_e1000e_nics_are_listed_with_their_macs() {
+    boots_and_shuts_down(MachineType::Q35, NicModel::E1000e);
+}
+
+#[test]
+fn panic_is_reported_on_the_console_and_as_failure() {
+    let m = two_nic_machine(MachineType::Pc, NicModel::VirtioNet, "routerd.test=panic");
+    let mut vm = check(m.spawn());
+    check(vm.wait_for("PANIC: deliberate panic requested by routerd.test=panic", BOOT_TIMEOUT));
+    check(vm.wait_for("  at firmware/image/src/main.rs:", BOOT_TIMEOUT));
+    let status = check(vm.wait_exit(BOOT_TIMEOUT));
+    assert_eq!(status.code(), Some(qemu::EXIT_PANIC), "panic did not report failure ({status}); console:\n{}", vm.console());
+}
+
+#[test]
+fn boot_information_reaches_the_image() {
+    let m = two_nic_machine(MachineType::Pc, NicModel::VirtioNet, "routerd.test=shutdown extra=1");
+    let mut vm = check(m.spawn());
+    check(vm.wait_for("boot: loader Pvh, command line \"routerd.test=shutdown extra=1\"", BOOT_TIMEOUT));
+    check(vm.wait_exit(BOOT_TIMEOUT));
+}
+
+#[test]
+fn grub_accepts_the_image_as_multiboot2() {
+    let out = std::process::Command::new("grub-file")
+        .args(["--is-x86-multiboot2"])
+        .arg(image())
+        .status();
+    match out {
+        Ok(s) => assert!(s.success(), "grub-file rejects the image as multiboot2 ({s})"),
+        Err(e) if std::env::var_os("CI").is_none() => {
+            eprintln!("skipped: grub-file not available ({e}); apt-get install -y grub-common");
+        }
+        Err(e) => panic!("grub-file not available in CI ({e}); .ci/run must install grub-common"),
+    }
+}
