@@ -86,3 +86,22 @@ fn grub_accepts_the_image_as_multiboot2() {
         Err(e) => panic!("grub-file not available in CI ({e}); .ci/run must install grub-common"),
     }
 }
+
+#[test]
+fn grub_boots_the_image_through_multiboot2() {
+    let mut m = two_nic_machine(MachineType::Pc, NicModel::VirtioNet, "");
+    let iso = m.run_dir.join("routerd.iso");
+    if let Err(e) = qemu::grub_iso(image(), "routerd.test=shutdown via=grub", &iso) {
+        if std::env::var_os("CI").is_none() {
+            eprintln!("skipped: {e}");
+            return;
+        }
+        panic!("{e}");
+    }
+    m.boot = qemu::Boot::GrubIso(iso);
+    let mut vm = check(m.spawn());
+    check(vm.wait_for("boot: loader Multiboot2, command line \"routerd.test=shutdown via=grub\"", BOOT_TIMEOUT));
+    check(vm.wait_for("wan0 mac ", BOOT_TIMEOUT));
+    let status = check(vm.wait_exit(BOOT_TIMEOUT));
+    assert_eq!(status.code(), Some(qemu::EXIT_CLEAN), "GRUB boot did not shut down cleanly; console:\n{}", vm.console());
+}

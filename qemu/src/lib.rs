@@ -110,6 +110,18 @@ pub struct Machine {
     pub cmdline: String,
     /// Directory for the serial socket (and anything else per run).
     pub run_dir: PathBuf,
+    /// How the image is loaded.
+    pub boot: Boot,
+}
+
+/// How QEMU loads the image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Boot {
+    /// `-kernel` through the PVH entry note (the fast path for tests).
+    Pvh,
+    /// BIOS → GRUB from a CD image made by [`grub_iso`] → multiboot2 (the
+    /// path a USB stick or disk takes). The command line is in the ISO.
+    GrubIso(PathBuf),
 }
 
 impl Machine {
@@ -123,6 +135,7 @@ impl Machine {
             nics: Vec::new(),
             cmdline: String::new(),
             run_dir: make_run_dir()?,
+            boot: Boot::Pvh,
         })
     }
 
@@ -143,9 +156,16 @@ impl Machine {
             self.serial_path().display()
         ));
         c.args(["-serial", "chardev:console"]);
-        c.arg("-kernel").arg(&self.image);
-        if !self.cmdline.is_empty() {
-            c.args(["-append", &self.cmdline]);
+        match &self.boot {
+            Boot::Pvh => {
+                c.arg("-kernel").arg(&self.image);
+                if !self.cmdline.is_empty() {
+                    c.args(["-append", &self.cmdline]);
+                }
+            }
+            Boot::GrubIso(iso) => {
+                c.arg("-cdrom").arg(iso);
+            }
         }
         for (i, nic) in self.nics.iter().enumerate() {
             let id = format!("net{i}");
@@ -176,8 +196,12 @@ impl Machine {
     /// Starts QEMU and connects to its console. The guest starts running
     /// once the console is connected.
     pub fn spawn(&self) -> Result<Vm, Error> {
-        if !self.image.is_file() {
-            return Err(Error::NoImage(self.image.clone()));
+        let media = match &self.boot {
+            Boot::Pvh => &self.image,
+            Boot::GrubIso(iso) => iso,
+        };
+        if !media.is_file() {
+            return Err(Error::NoImage(media.clone()));
         }
         let _ = std::fs::remove_file(self.serial_path());
         let mut cmd = self.command();
@@ -222,6 +246,38 @@ impl Machine {
     }
 }
 
+/// Makes a BIOS-bootable CD image in which GRUB loads `image` through
+/// multiboot2 with `cmdline`, its menu on the serial console. Needs
+/// `grub-mkrescue` with the i386-pc modules and `xorriso`
+/// (`apt-get install -y grub-pc-bin grub-common xorriso mtools`).
+pub fn grub_iso(image: &Path, cmdline: &str, out: &Path) -> Result<(), Error> {
+    let root = out.with_extension("isoroot");
+    let _ = std::fs::remove_dir_all(&root);
+    let io = |e: io::Error| Error::Media(format!("preparing {}: {e}", root.display()));
+    std::fs::create_dir_all(root.join("boot/grub")).map_err(io)?;
+    std::fs::copy(image, root.join("boot/routerd")).map_err(io)?;
+    let cfg = format!(
+        "set timeout=0\nset default=0\nserial --unit=0 --speed=115200\nterminal_input serial\n\
+         terminal_output serial\nmenuentry \"routerd\" {{\n  multiboot2 /boot/routerd {cmdline}\n  boot\n}}\n"
+    );
+    std::fs::write(root.join("boot/grub/grub.cfg"), cfg).map_err(io)?;
+    let output = Command::new("grub-mkrescue")
+        .arg("-o")
+        .arg(out)
+        .arg(&root)
+        .output()
+        .map_err(|e| Error::Media(format!("cannot run grub-mkrescue: {e} (apt-get install -y grub-pc-bin grub-common xorriso mtools)")))?;
+    let _ = std::fs::remove_dir_all(&root);
+    if !output.status.success() {
+        return Err(Error::Media(format!(
+            "grub-mkrescue failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )));
+    }
+    Ok(())
+}
+
 fn make_run_dir() -> io::Result<PathBuf> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static N: AtomicUsize = AtomicUsize::new(0);
@@ -241,6 +297,8 @@ pub enum Error {
     Spawn(PathBuf, io::Error),
     EarlyExit { status: ExitStatus, stderr: String },
     Console(io::Error),
+    /// Boot media could not be made.
+    Media(String),
     /// The awaited text did not appear in time; carries the console so far.
     Timeout { waiting_for: String, console: String },
     /// QEMU exited while we waited for console text.
@@ -260,6 +318,7 @@ impl fmt::Display for Error {
                 write!(f, "QEMU exited before the console opened ({status}):\n{stderr}")
             }
             Error::Console(e) => write!(f, "cannot connect to the serial console: {e}"),
+            Error::Media(m) => f.write_str(m),
             Error::Timeout { waiting_for, console } => write!(
                 f,
                 "timed out waiting for {waiting_for:?} on the console; console so far:\n{console}"

@@ -1,1 +1,231 @@
-fn main() {}
+//! Developer tasks, run as `cargo xtask <task>`.
+//!
+//! Each task sets up what it needs: it checks the system packages the task
+//! uses and installs the missing ones with apt-get when running as root (or
+//! stops and prints the exact `apt-get install` line when not).
+
+use routerd_qemu::{self as qemu, Machine, MachineType, NetBackend, Nic, NicModel};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+const USAGE: &str = "\
+usage: cargo xtask <task> [options]
+
+tasks:
+  lab [--machine pc|q35] [--nic virtio|e1000e] [--once]
+          build the image and boot it in QEMU (TCG) with two NICs, showing
+          its console; Ctrl-C stops it. --once shuts the box down after boot.
+  test    install what the tests need, build the image, run every test
+  image   build the firmware image and print where it landed
+  deps    check (and as root, install) the system packages of all tasks
+";
+
+/// (command that must exist, Debian package that provides it)
+const LAB_PACKAGES: &[(&str, &str)] = &[("qemu-system-x86_64", "qemu-system-x86")];
+const TEST_PACKAGES: &[(&str, &str)] = &[
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("grub-file", "grub-common"),
+    ("grub-mkrescue", "grub-common"),
+    ("/usr/lib/grub/i386-pc/multiboot2.mod", "grub-pc-bin"),
+    ("xorriso", "xorriso"),
+    ("mformat", "mtools"),
+    ("ip", "iproute2"),
+    ("wireguard-go", "wireguard-go"),
+    ("wg", "wireguard-tools"),
+];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("lab") => lab(&args[1..]),
+        Some("test") => test(&args[1..]),
+        Some("image") => build_image().map(|p| {
+            report_image(&p);
+        }),
+        Some("deps") => ensure_packages(TEST_PACKAGES),
+        Some("-h" | "--help" | "help") | None => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => Err(Failure::Usage(format!("unknown task {other:?}"))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(m)) => {
+            eprintln!("error: {m}\n\n{USAGE}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Failed(m)) => {
+            eprintln!("error: {m}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+enum Failure {
+    /// Bad usage or missing prerequisites the user must install (exit 2).
+    Usage(String),
+    /// The task ran and failed (exit 1).
+    Failed(String),
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn run(mut c: Command, what: &str) -> Result<(), Failure> {
+    let status = c.status().map_err(|e| Failure::Failed(format!("{what}: cannot start: {e}")))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Failure::Failed(format!("{what} failed ({status})")))
+    }
+}
+
+fn build_image() -> Result<PathBuf, Failure> {
+    eprintln!("building the firmware image (cargo build -p routerd --release)");
+    let mut c = cargo();
+    c.args(["build", "--package", "routerd", "--release"]);
+    run(c, "building the image")?;
+    Ok(target_dir().join("release").join("routerd"))
+}
+
+fn report_image(path: &Path) {
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    println!("image: {} ({} bytes, {:.1} KiB)", path.display(), size, size as f64 / 1024.0);
+}
+
+fn exists(what: &str) -> bool {
+    if what.starts_with('/') {
+        return Path::new(what).exists();
+    }
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths)
+            .chain(["/usr/sbin", "/sbin"].iter().map(PathBuf::from))
+            .any(|dir| dir.join(what).is_file())
+    })
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Installs missing packages as root; otherwise names the command to run.
+fn ensure_packages(wanted: &[(&str, &str)]) -> Result<(), Failure> {
+    let mut missing: Vec<&str> = wanted.iter().filter(|(cmd, _)| !exists(cmd)).map(|(_, pkg)| *pkg).collect();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let line = format!("apt-get install -y {}", missing.join(" "));
+    if !is_root() || !exists("apt-get") {
+        return Err(Failure::Usage(format!("missing system packages; install them with:\n    sudo {line}")));
+    }
+    eprintln!("installing missing system packages: {}", missing.join(" "));
+    let mut update = Command::new("apt-get");
+    update.args(["update", "-qq"]).env("DEBIAN_FRONTEND", "noninteractive");
+    run(update, "apt-get update")?;
+    let mut install = Command::new("apt-get");
+    install.args(["install", "-y", "-qq"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive");
+    run(install, &line)?;
+    let still: Vec<&str> = wanted.iter().filter(|(cmd, _)| !exists(cmd)).map(|(c, _)| *c).collect();
+    if still.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::Failed(format!("still missing after install: {}", still.join(" "))))
+    }
+}
+
+fn test(args: &[String]) -> Result<(), Failure> {
+    if let Some(a) = args.first() {
+        return Err(Failure::Usage(format!("`test` takes no options, got {a:?}")));
+    }
+    ensure_packages(TEST_PACKAGES)?;
+    let image = build_image()?;
+    report_image(&image);
+    let mut c = cargo();
+    c.args(["test", "--workspace"]).env("ROUTERD_IMAGE", &image);
+    run(c, "the test suite")
+}
+
+fn lab(args: &[String]) -> Result<(), Failure> {
+    let mut machine = MachineType::Pc;
+    let mut model = NicModel::VirtioNet;
+    let mut once = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--machine" => {
+                machine = match it.next().map(String::as_str) {
+                    Some("pc") => MachineType::Pc,
+                    Some("q35") => MachineType::Q35,
+                    v => return Err(Failure::Usage(format!("--machine: expected pc or q35, got {v:?}"))),
+                }
+            }
+            "--nic" => {
+                model = match it.next().map(String::as_str) {
+                    Some("virtio") => NicModel::VirtioNet,
+                    Some("e1000e") => NicModel::E1000e,
+                    v => return Err(Failure::Usage(format!("--nic: expected virtio or e1000e, got {v:?}"))),
+                }
+            }
+            "--once" => once = true,
+            other => return Err(Failure::Usage(format!("lab: unknown option {other:?}"))),
+        }
+    }
+    ensure_packages(LAB_PACKAGES)?;
+    let image = build_image()?;
+    report_image(&image);
+
+    let mut m = Machine::new(&image).map_err(|e| Failure::Failed(format!("run directory: {e}")))?;
+    m.machine = machine;
+    if once {
+        m.cmdline = "routerd.test=shutdown".into();
+    }
+    for (n, name) in ["lan0", "wan0"].iter().enumerate() {
+        m.nics.push(Nic {
+            model,
+            mac: [0x52, 0x54, 0x00, 0x1a, 0xb0, n as u8],
+            backend: NetBackend::Dgram {
+                guest: m.run_dir.join(format!("{name}.guest.sock")),
+                harness: m.run_dir.join(format!("{name}.lab.sock")),
+            },
+        });
+    }
+    eprintln!(
+        "starting QEMU ({machine:?}, 2 x {model:?}, TCG); console follows{}",
+        if once { "" } else { " — Ctrl-C to stop" }
+    );
+    let started = Instant::now();
+    let mut vm = m.spawn().map_err(|e| Failure::Failed(e.to_string()))?;
+    vm.echo_console(true);
+    if let Err(e) = vm.wait_for("boot: ready in ", Duration::from_secs(60)) {
+        return Err(Failure::Failed(e.to_string()));
+    }
+    eprintln!("(console reached \"boot: ready\" {:.0} ms after QEMU started)", started.elapsed().as_secs_f64() * 1000.0);
+    let limit = if once { Duration::from_secs(60) } else { Duration::from_secs(u64::MAX / 4) };
+    let status = vm.wait_exit(limit).map_err(|e| Failure::Failed(e.to_string()))?;
+    match status.code() {
+        Some(qemu::EXIT_CLEAN) => {
+            eprintln!("routerd shut down cleanly");
+            Ok(())
+        }
+        Some(qemu::EXIT_PANIC) => Err(Failure::Failed("routerd panicked (see the console above)".into())),
+        _ => Err(Failure::Failed(format!("QEMU ended: {status}"))),
+    }
+}
