@@ -11,8 +11,8 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use virtio_drivers::{BufferDirection, Hal, PhysAddr, PAGE_SIZE};
 
-/// Pages in the DMA pool (1 MiB).
-pub const DMA_POOL_PAGES: usize = 256;
+/// Pages in the DMA pool (4 MiB: rings and packet buffers for up to eight NICs).
+pub const DMA_POOL_PAGES: usize = 1024;
 
 #[repr(C, align(4096))]
 struct Pool(UnsafeCell<[u8; DMA_POOL_PAGES * PAGE_SIZE]>);
@@ -29,6 +29,33 @@ pub fn pages_used() -> usize {
     NEXT_PAGE.load(Ordering::Relaxed).min(DMA_POOL_PAGES)
 }
 
+/// A block of DMA-able memory: physically contiguous, page aligned, zeroed,
+/// identity mapped, owned for the rest of the run.
+pub struct DmaRegion {
+    /// Physical (= virtual) address.
+    pub phys: u64,
+    /// Where the CPU reaches it.
+    pub ptr: NonNull<u8>,
+    /// Length in bytes (whole pages).
+    pub len: usize,
+}
+
+/// Takes `pages` pages from the pool, or `None` when the pool is exhausted.
+pub fn alloc_pages(pages: usize) -> Option<DmaRegion> {
+    let mut first = NEXT_PAGE.load(Ordering::Relaxed);
+    loop {
+        let end = first.checked_add(pages).filter(|&e| e <= DMA_POOL_PAGES)?;
+        match NEXT_PAGE.compare_exchange(first, end, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => break,
+            Err(now) => first = now,
+        }
+    }
+    let base = POOL.0.get().cast::<u8>();
+    // SAFETY: first + pages <= DMA_POOL_PAGES, so the range lies inside the pool.
+    let ptr = unsafe { base.add(first * PAGE_SIZE) };
+    Some(DmaRegion { phys: ptr as u64, ptr: NonNull::new(ptr)?, len: pages * PAGE_SIZE })
+}
+
 /// The identity-mapped HAL.
 pub struct IdentityHal;
 
@@ -37,18 +64,12 @@ pub struct IdentityHal;
 // pages are zeroed (.bss) and never handed out twice.
 unsafe impl Hal for IdentityHal {
     fn dma_alloc(pages: usize, _direction: BufferDirection) -> (PhysAddr, NonNull<u8>) {
-        let first = NEXT_PAGE.fetch_add(pages, Ordering::Relaxed);
-        match first.checked_add(pages) {
-            Some(end) if end <= DMA_POOL_PAGES => {}
-            // Running out is a build-time sizing error (too many queues for
-            // the pool), found on the first boot with that NIC set.
-            _ => panic!("DMA pool exhausted: {pages} pages requested, {DMA_POOL_PAGES} in the pool"),
+        match alloc_pages(pages) {
+            Some(r) => (r.phys, r.ptr),
+            // Running out is a sizing error (too many queues for the pool),
+            // found on the first boot with that NIC set, never by traffic.
+            None => panic!("DMA pool exhausted: {pages} pages requested, {DMA_POOL_PAGES} in the pool"),
         }
-        let base = POOL.0.get().cast::<u8>();
-        // SAFETY: first + pages <= DMA_POOL_PAGES, so the pointer stays inside the pool.
-        let ptr = unsafe { base.add(first * PAGE_SIZE) };
-        let nn = NonNull::new(ptr).unwrap_or(NonNull::dangling());
-        (ptr as PhysAddr, nn)
     }
 
     unsafe fn dma_dealloc(_paddr: PhysAddr, _vaddr: NonNull<u8>, _pages: usize) -> i32 {

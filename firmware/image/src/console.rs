@@ -90,7 +90,13 @@ static LOGGER: Logger = Logger;
 
 impl log::Log for Logger {
     fn enabled(&self, metadata: &log::Metadata) -> bool {
-        metadata.level() <= log::max_level()
+        // Library chatter (virtio feature negotiation, …) only when it matters.
+        let max = if metadata.target().starts_with("virtio_drivers") {
+            log::Level::Warn
+        } else {
+            log::Level::Info
+        };
+        metadata.level() <= max && metadata.level() <= log::max_level()
     }
 
     fn log(&self, record: &log::Record) {

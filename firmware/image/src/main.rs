@@ -8,7 +8,9 @@
 //!
 //! Kernel command-line options (space separated `key=value`):
 //! - `routerd.test=shutdown` — end the run cleanly once boot is complete;
-//! - `routerd.test=panic` — panic once boot is complete (tests the panic path).
+//! - `routerd.test=panic` — panic once boot is complete (tests the panic path);
+//! - `routerd.test=echo` — send every received frame back out of the port it
+//!   came in on, addressed to its sender (tests the NIC drivers end to end).
 #![no_std]
 #![no_main]
 
@@ -19,8 +21,10 @@ mod rt;
 use hal_x86::bootinfo::{BootInfo, IdentityMapped, MemoryKind};
 use hal_x86::clock::{self, Clock};
 use hal_x86::dma::IdentityHal;
+use hal_x86::nic::{self, Nic};
 use hal_x86::pci::{self, PortCam};
 use log::{info, warn};
+use routerd_netdev::{NetDevice, TxToken, MAX_FRAME};
 use virtio_drivers::transport::pci::bus::PciRoot;
 
 /// The release this image was built from.
@@ -59,13 +63,15 @@ pub extern "C" fn routerd_main(eax: u32, ebx: u32) -> ! {
         report_boot_info(b);
     }
 
-    let nics = report_pci();
+    let mut nics = Nics::new();
+    let found = bring_up_pci(&mut nics);
 
     let ready_ns = clock.tsc_to_ns(clock::rdtsc());
     info!(
-        "boot: ready in {}.{:03} ms since entry ({nics} NICs)",
+        "boot: ready in {}.{:03} ms since entry ({found} NICs, {} running)",
         ready_ns / 1_000_000,
-        ready_ns / 1000 % 1000
+        ready_ns / 1000 % 1000,
+        nics.len()
     );
 
     match boot_info.as_ref().and_then(|b| b.cmdline_option("routerd.test")) {
@@ -74,6 +80,7 @@ pub extern "C" fn routerd_main(eax: u32, ebx: u32) -> ! {
             hal_x86::power::shutdown()
         }
         Some("panic") => panic!("deliberate panic requested by routerd.test=panic"),
+        Some("echo") => echo(&mut nics),
         Some(other) => warn!("ignoring unknown routerd.test={other}"),
         None => {}
     }
@@ -82,7 +89,85 @@ pub extern "C" fn routerd_main(eax: u32, ebx: u32) -> ! {
     loop {
         // Console input has no meaning yet; drain it so the UART never stalls.
         let _ = console::try_read();
+        // Keep the receive rings moving so the devices never back up.
+        for (_, n) in nics.iter_mut() {
+            n.receive(64, &mut |_| {});
+            n.poll();
+        }
         core::hint::spin_loop();
+    }
+}
+
+/// Most NICs the image drives.
+const MAX_NICS: usize = 8;
+
+/// The running NICs, in contract order, with their names.
+struct Nics {
+    list: [Option<(NicName, Nic)>; MAX_NICS],
+}
+
+impl Nics {
+    fn new() -> Nics {
+        Nics { list: [const { None }; MAX_NICS] }
+    }
+
+    fn len(&self) -> usize {
+        self.list.iter().flatten().count()
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = (&NicName, &mut Nic)> {
+        self.list.iter_mut().flatten().map(|(name, nic)| (&*name, nic))
+    }
+
+    fn push(&mut self, name: NicName, nic: Nic) -> bool {
+        match self.list.iter_mut().find(|s| s.is_none()) {
+            Some(slot) => {
+                *slot = Some((name, nic));
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Test mode: every frame goes back out of its port to its sender.
+fn echo(nics: &mut Nics) -> ! {
+    const BATCH: usize = 32;
+    info!("echo: reflecting frames on {} NICs", nics.len());
+    let mut batch = [[0u8; MAX_FRAME]; BATCH];
+    let mut lens = [0usize; BATCH];
+    let mut dropped = 0u64;
+    loop {
+        for (_, n) in nics.iter_mut() {
+            let mac = n.mac();
+            let mut count = 0usize;
+            n.receive(BATCH, &mut |frame| {
+                if let (Some(buf), Some(len)) = (batch.get_mut(count), lens.get_mut(count)) {
+                    if let Some(dst) = buf.get_mut(..frame.len()) {
+                        dst.copy_from_slice(frame);
+                        *len = frame.len();
+                        count += 1;
+                    }
+                }
+            });
+            for (buf, &len) in batch.iter_mut().zip(lens.iter()).take(count) {
+                if len < 14 {
+                    dropped += 1;
+                    continue;
+                }
+                // Destination := sender, source := us.
+                let (dst, rest) = buf.split_at_mut(6);
+                dst.copy_from_slice(&rest[..6]);
+                rest[..6].copy_from_slice(&mac);
+                match n.transmit() {
+                    Some(tx) => tx.send(len, |out| out.copy_from_slice(&buf[..len])),
+                    None => dropped += 1,
+                }
+            }
+            n.poll();
+        }
+        let _ = dropped;
+        let _ = console::try_read();
     }
 }
 
@@ -113,13 +198,14 @@ fn report_boot_info(b: &BootInfo) {
     info!("mem: {} MiB usable in {} regions", b.usable_bytes() >> 20, b.memory().len());
 }
 
-/// Lists every PCI function and names the NICs; returns the NIC count.
-fn report_pci() -> usize {
+/// Lists every PCI function, names the NICs and brings up their drivers;
+/// returns how many network functions were found.
+fn bring_up_pci(nics: &mut Nics) -> usize {
     // SAFETY: the image is the only user of the PCI configuration ports.
     let cam = unsafe { PortCam::new() };
     let devices = pci::enumerate(&cam);
     let mut root = PciRoot::new(cam);
-    let mut nics = 0usize;
+    let mut found = 0usize;
     for dev in devices.iter() {
         let info = &dev.info;
         if !dev.is_network() {
@@ -129,27 +215,48 @@ fn report_pci() -> usize {
             );
             continue;
         }
-        let name = NicName(nics);
-        nics += 1;
+        let name = NicName(found);
+        found += 1;
         match pci::network_mac::<_, IdentityHal>(&mut root, dev) {
             Some(m) => info!(
-                "pci: {} {:04x}:{:04x} class {:02x}.{:02x} {} {name} mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                "pci: {} {:04x}:{:04x} class {:02x}.{:02x} {} {name} mac {}",
                 dev.address, info.vendor_id, info.device_id, info.class, info.subclass,
-                dev.class_name(), m[0], m[1], m[2], m[3], m[4], m[5]
+                dev.class_name(), Mac(m)
             ),
             None => info!(
                 "pci: {} {:04x}:{:04x} class {:02x}.{:02x} {} {name} mac unknown",
                 dev.address, info.vendor_id, info.device_id, info.class, info.subclass, dev.class_name()
             ),
         }
+        match nic::probe(&mut root, dev) {
+            Ok(mut n) => {
+                let up = if n.link_up() { "up" } else { "down" };
+                info!("nic: {name} {} mac {} link {up}", n.driver(), Mac(n.mac()));
+                if !nics.push(name, n) {
+                    warn!("nic: {name} not used: the image drives at most {MAX_NICS} NICs");
+                }
+            }
+            Err(e) => warn!("nic: {name} not usable: {e:?}"),
+        }
     }
     if devices.dropped > 0 {
         warn!("pci: {} further functions not recorded", devices.dropped);
     }
-    nics
+    found
+}
+
+/// A MAC address as the console prints it.
+struct Mac([u8; 6]);
+
+impl core::fmt::Display for Mac {
+    fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+        let m = self.0;
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+    }
 }
 
 /// The contract name of the n-th NIC: `lan0`, `wan0`, then `lan1`, `lan2`, …
+#[derive(Clone, Copy)]
 struct NicName(usize);
 
 impl core::fmt::Display for NicName {
