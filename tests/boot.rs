@@ -105,3 +105,19 @@ fn grub_boots_the_image_through_multiboot2() {
     let status = check(vm.wait_exit(BOOT_TIMEOUT));
     assert_eq!(status.code(), Some(qemu::EXIT_CLEAN), "GRUB boot did not shut down cleanly; console:\n{}", vm.console());
 }
+
+#[test]
+fn entropy_is_health_checked_and_its_absence_refused() {
+    let m = two_nic_machine(MachineType::Pc, NicModel::VirtioNet, "routerd.test=shutdown");
+    let mut vm = check(m.spawn());
+    check(vm.wait_for("passed its health check; ChaCha20 generator seeded", BOOT_TIMEOUT));
+    check(vm.wait_exit(BOOT_TIMEOUT));
+
+    // qemu64 has neither RDRAND nor RDSEED: the box must say it will not make keys.
+    let mut m = two_nic_machine(MachineType::Pc, NicModel::VirtioNet, "routerd.test=shutdown");
+    m.cpu = "qemu64".into();
+    let mut vm = check(m.spawn());
+    check(vm.wait_for("entropy: NoSource; the box will refuse to generate keys", BOOT_TIMEOUT));
+    let status = check(vm.wait_exit(BOOT_TIMEOUT));
+    assert_eq!(status.code(), Some(qemu::EXIT_CLEAN), "console:\n{}", vm.console());
+}

@@ -13,6 +13,7 @@
 pub mod bootinfo;
 pub mod clock;
 pub mod dma;
+pub mod entropy;
 pub mod nic;
 pub mod pci;
 pub mod power;

@@ -112,6 +112,9 @@ pub struct Machine {
     pub run_dir: PathBuf,
     /// How the image is loaded.
     pub boot: Boot,
+    /// QEMU CPU model; `max` (everything TCG emulates: AVX2, RDRAND, RDSEED)
+    /// unless a test wants an older CPU.
+    pub cpu: String,
 }
 
 /// How QEMU loads the image.
@@ -136,6 +139,7 @@ impl Machine {
             cmdline: String::new(),
             run_dir: make_run_dir()?,
             boot: Boot::Pvh,
+            cpu: "max".to_string(),
         })
     }
 
@@ -147,7 +151,7 @@ impl Machine {
     /// The QEMU invocation for this machine.
     pub fn command(&self) -> Command {
         let mut c = Command::new(qemu_binary());
-        c.args(["-machine", self.machine.arg(), "-accel", "tcg", "-cpu", "max"]);
+        c.args(["-machine", self.machine.arg(), "-accel", "tcg", "-cpu", &self.cpu]);
         c.args(["-m", &format!("{}M", self.memory_mib)]);
         c.args(["-nodefaults", "-no-reboot", "-display", "none"]);
         c.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4"]);

@@ -21,6 +21,7 @@ mod rt;
 use hal_x86::bootinfo::{BootInfo, IdentityMapped, MemoryKind};
 use hal_x86::clock::{self, Clock};
 use hal_x86::dma::IdentityHal;
+use hal_x86::entropy::Entropy;
 use hal_x86::nic::{self, Nic};
 use hal_x86::pci::{self, PortCam};
 use log::{info, warn};
@@ -62,6 +63,20 @@ pub extern "C" fn routerd_main(eax: u32, ebx: u32) -> ! {
     if let Some(b) = &boot_info {
         report_boot_info(b);
     }
+
+    // Keys are generated on the device, so the box must know before anything
+    // else whether it has randomness it can trust.
+    let entropy = match Entropy::new() {
+        Ok(e) => {
+            info!("entropy: {:?} passed its health check; ChaCha20 generator seeded", e.source());
+            Some(e)
+        }
+        Err(e) => {
+            warn!("entropy: {e:?}; the box will refuse to generate keys");
+            None
+        }
+    };
+    let _ = entropy;
 
     let mut nics = Nics::new();
     let found = bring_up_pci(&mut nics);
