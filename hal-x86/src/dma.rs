@@ -21,6 +21,9 @@ struct Pool(UnsafeCell<[u8; DMA_POOL_PAGES * PAGE_SIZE]>);
 // ever share a page.
 unsafe impl Sync for Pool {}
 
+// `.bss.dma` lets the image's linker script keep the pool out of the range
+// the boot code clears; `alloc_pages` zeroes what it hands out instead.
+#[link_section = ".bss.dma"]
 static POOL: Pool = Pool(UnsafeCell::new([0; DMA_POOL_PAGES * PAGE_SIZE]));
 static NEXT_PAGE: AtomicUsize = AtomicUsize::new(0);
 
@@ -31,6 +34,7 @@ pub fn pages_used() -> usize {
 
 /// A block of DMA-able memory: physically contiguous, page aligned, zeroed,
 /// identity mapped, owned for the rest of the run.
+/// Zeroed when handed out.
 pub struct DmaRegion {
     /// Physical (= virtual) address.
     pub phys: u64,
@@ -51,8 +55,13 @@ pub fn alloc_pages(pages: usize) -> Option<DmaRegion> {
         }
     }
     let base = POOL.0.get().cast::<u8>();
-    // SAFETY: first + pages <= DMA_POOL_PAGES, so the range lies inside the pool.
-    let ptr = unsafe { base.add(first * PAGE_SIZE) };
+    // SAFETY: first + pages <= DMA_POOL_PAGES, so the range lies inside the
+    // pool, and the atomic bump made it ours alone.
+    let ptr = unsafe {
+        let p = base.add(first * PAGE_SIZE);
+        core::ptr::write_bytes(p, 0, pages * PAGE_SIZE);
+        p
+    };
     Some(DmaRegion { phys: ptr as u64, ptr: NonNull::new(ptr)?, len: pages * PAGE_SIZE })
 }
 

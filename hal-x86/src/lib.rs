@@ -10,6 +10,7 @@
 //! parsing, PCI class names) are unit-tested there.
 #![no_std]
 
+pub mod acpi;
 pub mod bootinfo;
 pub mod clock;
 pub mod dma;

@@ -69,6 +69,67 @@ impl ConfigurationAccess for PortCam {
     }
 }
 
+/// Configuration access: PCIe ECAM when the firmware describes one (all 4 KiB
+/// of each function's space, one memory access per register), port I/O
+/// otherwise.
+pub enum Cam {
+    Port(PortCam),
+    Ecam(bus::MmioCam<'static>),
+}
+
+impl Cam {
+    /// ECAM at `ecam` when given (and covering bus 0), else port I/O.
+    ///
+    /// # Safety
+    /// The caller must own PCI configuration space; `ecam` must come from the
+    /// firmware's MCFG and lie inside the identity map.
+    pub unsafe fn new(ecam: Option<crate::acpi::Ecam>) -> Cam {
+        match ecam {
+            Some(e) if e.start_bus == 0 && e.base != 0 && e.base % 4096 == 0 => {
+                // SAFETY: MCFG describes a 256 MiB window for buses 0..=255 of
+                // segment 0 at `base`, identity mapped by the boot code.
+                Cam::Ecam(unsafe { bus::MmioCam::new(e.base as *mut u8, bus::Cam::Ecam) })
+            }
+            // SAFETY: forwarded from the caller.
+            _ => Cam::Port(unsafe { PortCam::new() }),
+        }
+    }
+
+    /// The mechanism's name for the console.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Cam::Port(_) => "port I/O 0xCF8",
+            Cam::Ecam(_) => "ECAM",
+        }
+    }
+}
+
+impl ConfigurationAccess for Cam {
+    fn read_word(&self, df: DeviceFunction, offset: u8) -> u32 {
+        match self {
+            Cam::Port(c) => c.read_word(df, offset),
+            Cam::Ecam(c) => c.read_word(df, offset),
+        }
+    }
+
+    fn write_word(&mut self, df: DeviceFunction, offset: u8, data: u32) {
+        match self {
+            Cam::Port(c) => c.write_word(df, offset, data),
+            Cam::Ecam(c) => c.write_word(df, offset, data),
+        }
+    }
+
+    unsafe fn unsafe_clone(&self) -> Self {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            match self {
+                Cam::Port(c) => Cam::Port(c.unsafe_clone()),
+                Cam::Ecam(c) => Cam::Ecam(c.unsafe_clone()),
+            }
+        }
+    }
+}
+
 /// One function found on the bus.
 #[derive(Clone, Debug)]
 pub struct Device {

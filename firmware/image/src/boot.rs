@@ -18,7 +18,10 @@
 use core::arch::global_asm;
 
 /// TSC value read by the very first instructions; boot time is measured from it.
+/// It lives in `.data`, not `.bss`, because the boot code clears `.bss` after
+/// recording it.
 #[no_mangle]
+#[link_section = ".data.boot_tsc"]
 pub static mut BOOT_TSC: u64 = 0;
 
 /// Number of 1 GiB regions identity-mapped at boot.
@@ -68,12 +71,14 @@ _start32:
     mov %eax, BOOT_TSC
     mov %edx, BOOT_TSC + 4
 
-    /* Zero .bss (page tables and the stack live there). */
+    /* Zero .bss (page tables and the stack live there); both ends are
+       8-byte aligned, so dwords cover it exactly. */
     mov $__bss_start, %edi
     mov $__bss_end, %ecx
     sub %edi, %ecx
+    shr $2, %ecx
     xor %eax, %eax
-    rep stosb
+    rep stosl
 
     mov $boot_stack_top, %esp
 

@@ -23,7 +23,7 @@ use hal_x86::clock::{self, Clock};
 use hal_x86::dma::IdentityHal;
 use hal_x86::entropy::Entropy;
 use hal_x86::nic::{self, Nic};
-use hal_x86::pci::{self, PortCam};
+use hal_x86::pci::{self, Cam};
 use log::{info, warn};
 use routerd_netdev::{NetDevice, TxToken, MAX_FRAME};
 use virtio_drivers::transport::pci::bus::PciRoot;
@@ -78,8 +78,9 @@ pub extern "C" fn routerd_main(eax: u32, ebx: u32) -> ! {
     };
     let _ = entropy;
 
+    let ecam = hal_x86::acpi::find_ecam(&mem, boot_info.as_ref().and_then(|b| b.rsdp));
     let mut nics = Nics::new();
-    let found = bring_up_pci(&mut nics);
+    let found = bring_up_pci(ecam, &mut nics);
 
     let ready_ns = clock.tsc_to_ns(clock::rdtsc());
     info!(
@@ -215,9 +216,14 @@ fn report_boot_info(b: &BootInfo) {
 
 /// Lists every PCI function, names the NICs and brings up their drivers;
 /// returns how many network functions were found.
-fn bring_up_pci(nics: &mut Nics) -> usize {
-    // SAFETY: the image is the only user of the PCI configuration ports.
-    let cam = unsafe { PortCam::new() };
+fn bring_up_pci(ecam: Option<hal_x86::acpi::Ecam>, nics: &mut Nics) -> usize {
+    // SAFETY: the image is the only user of PCI configuration space; the
+    // ECAM window comes from the firmware's MCFG and is identity mapped.
+    let cam = unsafe { Cam::new(ecam) };
+    match ecam {
+        Some(e) => info!("pci: configuration through {} at {:#x} (buses {}-{})", cam.name(), e.base, e.start_bus, e.end_bus),
+        None => info!("pci: configuration through {}", cam.name()),
+    }
     let devices = pci::enumerate(&cam);
     let mut root = PciRoot::new(cam);
     let mut found = 0usize;
