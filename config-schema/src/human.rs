@@ -1,0 +1,271 @@
+//! The human form: TOML files (host only, feature `toml`).
+//!
+//! `from_toml` parses a file into a `Config`; its errors name the line,
+//! column and field, with the offending text. Parsing only checks each
+//! value; run `validate()` afterwards for the relations between values.
+//! `to_toml` writes the normalized form (defaults filled in).
+
+use std::string::{String, ToString};
+
+use crate::Config;
+
+/// Largest TOML file accepted. A full configuration is far below this; the
+/// bound keeps a hostile file from costing more than a moment.
+pub const MAX_TOML_LEN: usize = 1024 * 1024;
+
+/// Why a TOML file could not be read as a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TomlError {
+    /// 1-based line and column of the offending text, when known.
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    /// What is wrong, without position.
+    pub message: String,
+    /// The full report with the source line and a marker under the value.
+    pub report: String,
+}
+
+impl std::fmt::Display for TomlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.report.trim_end())
+    }
+}
+
+impl std::error::Error for TomlError {}
+
+fn position(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Parses a configuration file.
+pub fn from_toml(text: &str) -> Result<Config, TomlError> {
+    if text.len() > MAX_TOML_LEN {
+        let message = std::format!(
+            "the file is {} bytes; a configuration file is at most {MAX_TOML_LEN} bytes",
+            text.len()
+        );
+        return Err(TomlError {
+            line: None,
+            column: None,
+            report: message.clone(),
+            message,
+        });
+    }
+    let de = toml::Deserializer::parse(text).map_err(|e| toml_error(text, &e, None))?;
+    serde_path_to_error::deserialize::<_, Config>(de).map_err(|e| {
+        let path = e.path().to_string();
+        // The root path "." says nothing; a missing field is already named.
+        let path = (path != "." && !path.is_empty()).then_some(path);
+        toml_error(text, e.inner(), path.as_deref())
+    })
+}
+
+fn toml_error(text: &str, e: &toml::de::Error, path: Option<&str>) -> TomlError {
+    let (line, column) = match e.span() {
+        Some(span) => {
+            let (l, c) = position(text, span.start);
+            (Some(l), Some(c))
+        }
+        None => (None, None),
+    };
+    let message = match path {
+        Some(p) => std::format!("{p}: {}", e.message().trim_end()),
+        None => e.message().trim_end().to_string(),
+    };
+    let report = match path {
+        Some(p) => std::format!("{}\nfield: {p}", e.to_string().trim_end()),
+        None => e.to_string(),
+    };
+    TomlError {
+        line,
+        column,
+        message,
+        report,
+    }
+}
+
+/// Writes the normalized TOML form of a configuration.
+pub fn to_toml(config: &Config) -> Result<String, toml::ser::Error> {
+    // Drop empty top-level lists (`segments = []`): absent means empty.
+    let mut table = toml::Table::try_from(config)?;
+    table.retain(|_, v| !matches!(v, toml::Value::Array(a) if a.is_empty()));
+    toml::to_string_pretty(&table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::*;
+    use std::format;
+
+    #[test]
+    fn every_example_round_trips_through_toml() {
+        for (name, text) in EXAMPLES {
+            let c = from_toml(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let again = to_toml(&c).unwrap();
+            assert_eq!(from_toml(&again).unwrap(), c, "{name}:\n{again}");
+            // Field order is kept (name first), empty lists are left out.
+            assert!(again.contains("[device]\nname = "), "{again}");
+            assert!(!again.contains("= []"), "{again}");
+        }
+        let max = maximal_config();
+        let text = to_toml(&max).unwrap();
+        assert_eq!(from_toml(&text).unwrap(), max);
+    }
+
+    #[test]
+    fn random_configs_round_trip_through_toml() {
+        for seed in 0..200u64 {
+            let c = random_config(seed.wrapping_mul(0x2545_f491_4f6c_dd1d));
+            let text = to_toml(&c).unwrap();
+            assert_eq!(from_toml(&text).unwrap(), c, "seed {seed}:\n{text}");
+        }
+    }
+
+    fn err(text: &str) -> TomlError {
+        from_toml(text).expect_err("should fail")
+    }
+
+    const HEAD: &str = "[device]\nname = \"b\"\nside = \"onprem\"\n";
+
+    #[test]
+    fn wrong_types_name_line_and_field() {
+        let e = err(&format!(
+            "{HEAD}[[ports]]\nname = \"lan0\"\nrole = \"lan\"\nmtu = \"big\"\n"
+        ));
+        assert_eq!(e.line, Some(7), "{e}");
+        assert!(e.message.starts_with("ports[0].mtu: "), "{e}");
+        let e = err(&format!(
+            "{HEAD}[[ports]]\nname = \"lan0\"\nrole = \"router\"\n"
+        ));
+        assert_eq!(e.line, Some(6), "{e}");
+        assert!(
+            e.message.contains("lan") && e.message.contains("wan"),
+            "{e}"
+        );
+        let e = err(&format!("{HEAD}[[ports]]\nname = 7\nrole = \"lan\"\n"));
+        assert_eq!(e.line, Some(5), "{e}");
+        assert!(e.message.starts_with("ports[0].name: "), "{e}");
+    }
+
+    #[test]
+    fn bad_values_say_what_is_expected() {
+        let e = err(&format!(
+            "{HEAD}[[ports]]\nname = \"lan 0\"\nrole = \"lan\"\n"
+        ));
+        assert!(
+            e.message.contains("' '") || e.message.contains("\" \""),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{HEAD}[[claims]]\naddress = \"10.0.0.300\"\nowner = \"cloud\"\n\
+             capture = {{ method = \"proxy-arp\", port = \"lan0\" }}\n\
+             delivery = {{ tunnel = \"wg0\", peer = \"cloud\" }}\n"
+        ));
+        assert_eq!(e.line, Some(5), "{e}");
+        assert!(e.message.contains("10.0.0.9/32"), "{e}");
+        let e = err(&format!(
+            "{HEAD}[[claims]]\naddress = \"10.0.0.3\"\nowner = \"cloud\"\n\
+             capture = {{ method = \"arp\", port = \"lan0\" }}\n\
+             delivery = {{ tunnel = \"wg0\", peer = \"cloud\" }}\n"
+        ));
+        assert!(
+            e.message.contains("proxy-arp") && e.message.contains("provider-secondary-ip"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{HEAD}[[wireguard]]\nname = \"wg0\"\nprivate_key = \"yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\"\n"
+        ));
+        assert!(e.message.contains("device:NAME"), "{e}");
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let e = err(&format!(
+            "{HEAD}[[ports]]\nname = \"lan0\"\nrole = \"lan\"\nmut = 1500\n"
+        ));
+        assert_eq!(e.line, Some(7), "{e}");
+        assert!(e.message.contains("mut"), "{e}");
+    }
+
+    #[test]
+    fn missing_fields_are_named() {
+        let e = err("[device]\nname = \"b\"\n");
+        assert!(e.message.contains("side"), "{e}");
+    }
+
+    #[test]
+    fn huge_strings_are_refused_clearly() {
+        let long = "x".repeat(100_000);
+        let e = err(&format!("[device]\nname = \"{long}\"\nside = \"a\"\n"));
+        assert!(e.message.contains("at most 24"), "{}", e.message);
+        assert_eq!(e.line, Some(2));
+        let e = err(&format!(
+            "{HEAD}[[wireguard]]\nname = \"wg0\"\nprivate_key = \"device:wg0\"\n\
+             [[peers]]\nname = \"p\"\ntunnel = \"wg0\"\n\
+             public_key = \"HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=\"\nendpoint = \"{}.net:1\"\n",
+            "a.".repeat(200)
+        ));
+        assert!(e.message.contains("253"), "{}", e.message);
+    }
+
+    #[test]
+    fn too_many_entries_are_refused_clearly() {
+        let mut text = std::string::String::from(HEAD);
+        for i in 0..=crate::limits::MAX_PORTS {
+            text.push_str(&format!("[[ports]]\nname = \"lan{i}\"\nrole = \"lan\"\n"));
+        }
+        let e = err(&text);
+        assert!(e.message.contains("at most 8"), "{e}");
+        let ips: std::vec::Vec<std::string::String> = (0..=crate::limits::MAX_ALLOWED_IPS)
+            .map(|i| format!("\"10.0.{i}.0/24\""))
+            .collect();
+        let e = err(&format!(
+            "{HEAD}[[peers]]\nname = \"p\"\ntunnel = \"wg0\"\n\
+             public_key = \"HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=\"\nallowed_ips = [{}]\n",
+            ips.join(", ")
+        ));
+        assert!(e.message.contains("at most 16"), "{e}");
+        assert!(e.message.starts_with("peers[0].allowed_ips: "), "{e}");
+        assert_eq!(e.line, Some(8));
+    }
+
+    #[test]
+    fn oversized_files_and_garbage_never_panic() {
+        let e = err(&"#".repeat(MAX_TOML_LEN + 1));
+        assert!(e.message.contains("at most"));
+        for junk in [
+            "",
+            "\0",
+            "[[[",
+            "device = 5",
+            "[device]\nname = \"a\"\nside = \"b\"\n[device]\n",
+            "a = [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[",
+            "x = { y = { z = { w = 1 } } }",
+            "\u{feff}[device]",
+            "[ports]\nname=1",
+            "mtu = 99999999999999999999999",
+        ] {
+            let _ = from_toml(junk);
+        }
+        let deep = format!("x = {}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let _ = from_toml(&deep);
+        let deep = format!("x = {}1{}", "{a=".repeat(10_000), "}".repeat(10_000));
+        let _ = from_toml(&deep);
+    }
+
+    #[test]
+    fn values_out_of_range_for_their_type() {
+        let e = err(&format!(
+            "{HEAD}[[ports]]\nname = \"lan0\"\nrole = \"lan\"\nmtu = 70000\n"
+        ));
+        assert_eq!(e.line, Some(7), "{e}");
+        let e = err(&format!(
+            "{HEAD}[[ports]]\nname = \"lan0\"\nrole = \"lan\"\nmtu = -1\n"
+        ));
+        assert_eq!(e.line, Some(7), "{e}");
+    }
+}
