@@ -101,3 +101,13 @@ fn pc_virtio_net_echoes_every_frame() {
 fn q35_virtio_net_echoes_every_frame() {
     echoes_every_frame(MachineType::Q35, NicModel::VirtioNet);
 }
+
+#[test]
+fn pc_e1000e_echoes_every_frame() {
+    echoes_every_frame(MachineType::Pc, NicModel::E1000e);
+}
+
+#[test]
+fn q35_e1000e_echoes_every_frame() {
+    echoes_every_frame(MachineType::Q35, NicModel::E1000e);
+}
