@@ -33,6 +33,7 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("wireguard-go", "wireguard-go"),
     ("wg", "wireguard-tools"),
+    ("ping", "iputils-ping"),
 ];
 
 fn main() -> ExitCode {
