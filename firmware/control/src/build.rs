@@ -1,0 +1,296 @@
+//! From configuration to runtime tables.
+
+use config_schema::{CaptureMethod, ClaimAction, Config, Host, KeyRef, MssClamp, PortAddress, PortRole};
+use core::fmt;
+use core::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use heapless::Vec;
+use routerd_dataplane as dp;
+
+/// Most NICs a box binds.
+pub const MAX_NICS: usize = 8;
+/// Most peers of the (one) WireGuard interface.
+pub const MAX_PEERS: usize = 16;
+
+/// A NIC the platform found, in contract order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NicInfo {
+    pub mac: [u8; 6],
+}
+
+/// The contract name of the n-th NIC: `lan0`, `wan0`, then `lan1`, `lan2`, …
+pub fn contract_name(n: usize, out: &mut heapless::String<8>) {
+    use core::fmt::Write;
+    out.clear();
+    let _ = match n {
+        0 => out.push_str("lan0").map_err(|_| fmt::Error),
+        1 => out.push_str("wan0").map_err(|_| fmt::Error),
+        n => write!(out, "lan{}", n - 1),
+    };
+}
+
+/// One WireGuard peer as the tunnel needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerPlan {
+    pub public_key: [u8; 32],
+    pub endpoint: Option<SocketAddr>,
+    pub persistent_keepalive: Option<u16>,
+    pub allowed: Vec<dp::Prefix, { dp::config::MAX_ALLOWED_PER_PEER }>,
+}
+
+/// The WireGuard interface as the tunnel needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TunnelPlan {
+    /// Key-store slot of the private key (`device:NAME`).
+    pub key_slot: config_schema::Name,
+    pub mtu: u16,
+    pub listen_port: u16,
+    /// Peer `i` here has dataplane and WireGuard id `i`.
+    pub peers: Vec<PeerPlan, MAX_PEERS>,
+}
+
+/// Everything the platform needs to run a configuration.
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    pub dataplane: dp::Config,
+    /// `nic_of_port[p]`: which NIC (index in the platform's list) carries
+    /// dataplane port `p`.
+    pub nic_of_port: Vec<usize, MAX_NICS>,
+    pub tunnel: Option<TunnelPlan>,
+}
+
+/// Why a configuration cannot run on this box. Each names the path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BuildError {
+    /// `ports[i]`: no NIC matches (by MAC or by contract name).
+    NoNic { port: usize },
+    /// `ports[i]`: two ports bound to one NIC.
+    NicTaken { port: usize },
+    /// `ports[i].address`: missing, or `dhcp` (not implemented yet).
+    PortAddress { port: usize },
+    /// `wireguard[i]`: this build drives one WireGuard interface.
+    ExtraTunnel { tunnel: usize },
+    /// `peers[i].endpoint`: a DNS name (the box has no resolver yet) or IPv6
+    /// (the underlay is IPv4 today).
+    PeerEndpoint { peer: usize },
+    /// `peers[i].preshared_key`: the key store cannot supply it yet.
+    PresharedKey { peer: usize },
+    /// `peers[i]` or `claims[i]` names something missing (validate() catches
+    /// this first; kept so `build` is total).
+    Reference { what: &'static str, index: usize },
+    /// `claims[i]`: owned here but no LAN port's subnet contains it.
+    NoLocalPort { claim: usize },
+    /// `segments[i].local_vtep`: neither the WAN address nor the tunnel address.
+    LocalVtep { segment: usize },
+    /// A table is larger than this build's capacity.
+    Capacity { what: &'static str },
+    /// The dataplane refused the result (a bug if validate() passed).
+    Dataplane(dp::ConfigError),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::NoNic { port } => write!(f, "ports[{port}]: no NIC with that MAC or contract name on this box"),
+            BuildError::NicTaken { port } => write!(f, "ports[{port}]: its NIC is already bound to another port"),
+            BuildError::PortAddress { port } => {
+                write!(f, "ports[{port}].address: a static a.b.c.d/len is required (dhcp is not implemented yet)")
+            }
+            BuildError::ExtraTunnel { tunnel } => {
+                write!(f, "wireguard[{tunnel}]: this build drives one WireGuard interface")
+            }
+            BuildError::PeerEndpoint { peer } => write!(
+                f,
+                "peers[{peer}].endpoint: give an IPv4 address (DNS names and IPv6 endpoints are not supported yet)"
+            ),
+            BuildError::PresharedKey { peer } => {
+                write!(f, "peers[{peer}].preshared_key: pre-shared keys from the key store are not supported yet")
+            }
+            BuildError::Reference { what, index } => write!(f, "{what}[{index}]: names something that does not exist"),
+            BuildError::NoLocalPort { claim } => {
+                write!(f, "claims[{claim}]: owned by this side, but no LAN port's subnet contains it")
+            }
+            BuildError::LocalVtep { segment } => {
+                write!(f, "segments[{segment}].local_vtep: must be the WAN address or the tunnel address")
+            }
+            BuildError::Capacity { what } => write!(f, "{what}: more entries than this build holds"),
+            BuildError::Dataplane(e) => write!(f, "the dataplane refused the configuration: {e:?}"),
+        }
+    }
+}
+
+fn port_index(cfg: &Config, name: &config_schema::Name) -> Option<usize> {
+    cfg.ports.iter().position(|p| p.name == *name)
+}
+
+/// Builds the runtime for `cfg` on a box with `nics`. `cfg` should have
+/// passed `config_schema::validate`.
+pub fn build(cfg: &Config, nics: &[NicInfo]) -> Result<Runtime, BuildError> {
+    // Ports → NICs.
+    let mut nic_of_port: Vec<usize, MAX_NICS> = Vec::new();
+    let mut ports: Vec<dp::PortConfig, { dp::config::MAX_PORTS }> = Vec::new();
+    let mut wan_address = None;
+    for (i, p) in cfg.ports.iter().enumerate() {
+        let nic = match p.mac {
+            Some(mac) => nics.iter().position(|n| n.mac == mac.0),
+            None => (0..nics.len()).find(|&n| {
+                let mut name = heapless::String::new();
+                contract_name(n, &mut name);
+                name.as_str() == p.name.as_str()
+            }),
+        }
+        .ok_or(BuildError::NoNic { port: i })?;
+        if nic_of_port.contains(&nic) {
+            return Err(BuildError::NicTaken { port: i });
+        }
+        let Some(PortAddress::Static(cidr)) = p.address else {
+            return Err(BuildError::PortAddress { port: i });
+        };
+        let role = match p.role {
+            PortRole::Lan => dp::PortRole::Lan,
+            PortRole::Wan => {
+                wan_address = Some(cidr.addr());
+                dp::PortRole::Wan
+            }
+        };
+        let mac = nics.get(nic).map(|n| n.mac).unwrap_or_default();
+        nic_of_port.push(nic).map_err(|_| BuildError::Capacity { what: "ports" })?;
+        ports
+            .push(dp::PortConfig {
+                role,
+                mac: dp::Mac(mac),
+                address: cidr.addr(),
+                prefix_len: cidr.prefix_len(),
+                gateway: p.gateway,
+                mtu: p.mtu,
+            })
+            .map_err(|_| BuildError::Capacity { what: "ports" })?;
+    }
+
+    // The WireGuard interface and its peers.
+    if cfg.wireguard.len() > 1 {
+        return Err(BuildError::ExtraTunnel { tunnel: 1 });
+    }
+    let wg = cfg.wireguard.first();
+    // Config peer index → tunnel peer id.
+    let mut peer_ids: Vec<Option<u16>, { config_schema::limits::MAX_PEERS }> = Vec::new();
+    let mut plan_peers: Vec<PeerPlan, MAX_PEERS> = Vec::new();
+    let mut dp_peers: Vec<dp::PeerConfig, { dp::config::MAX_PEERS }> = Vec::new();
+    for (i, p) in cfg.peers.iter().enumerate() {
+        let on_tunnel = wg.is_some_and(|t| t.name == p.tunnel);
+        if !on_tunnel {
+            let _ = peer_ids.push(None);
+            continue;
+        }
+        if p.preshared_key.is_some() {
+            return Err(BuildError::PresharedKey { peer: i });
+        }
+        let endpoint = match &p.endpoint {
+            None => None,
+            Some(e) => match e.host {
+                Host::V4(a) => Some(SocketAddr::V4(SocketAddrV4::new(a, e.port))),
+                Host::V6(_) | Host::Dns(_) => return Err(BuildError::PeerEndpoint { peer: i }),
+            },
+        };
+        let id = plan_peers.len() as u16;
+        let mut allowed = Vec::new();
+        for c in &p.allowed_ips {
+            let prefix = dp::Prefix::new(c.network(), c.prefix_len()).ok_or(BuildError::Reference { what: "peers", index: i })?;
+            allowed.push(prefix).map_err(|_| BuildError::Capacity { what: "peers[].allowed_ips" })?;
+        }
+        plan_peers
+            .push(PeerPlan { public_key: p.public_key.0, endpoint, persistent_keepalive: p.persistent_keepalive, allowed: allowed.clone() })
+            .map_err(|_| BuildError::Capacity { what: "peers" })?;
+        dp_peers
+            .push(dp::PeerConfig { id: dp::PeerId(id), allowed })
+            .map_err(|_| BuildError::Capacity { what: "peers" })?;
+        let _ = peer_ids.push(Some(id));
+    }
+    let peer_id = |tunnel: &config_schema::Name, name: &config_schema::Name| {
+        cfg.peers
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.name == *name && p.tunnel == *tunnel)
+            .and_then(|(i, _)| peer_ids.get(i).copied().flatten())
+    };
+
+    // Claims, seen from this box's side.
+    let mut claims: Vec<dp::ClaimConfig, { dp::config::MAX_CLAIMS }> = Vec::new();
+    let mut garp = 0u8;
+    for (i, c) in cfg.claims.iter().enumerate() {
+        let side = match cfg.claim_action(c) {
+            ClaimAction::Capture { method, port, tunnel, peer } => {
+                let port = port_index(cfg, port).ok_or(BuildError::Reference { what: "claims", index: i })?;
+                let peer = peer_id(tunnel, peer).ok_or(BuildError::Reference { what: "claims", index: i })?;
+                let capture = match method {
+                    CaptureMethod::ProxyArp => {
+                        garp = garp.max(c.gratuitous_arp_count());
+                        dp::Capture::ProxyArp
+                    }
+                    CaptureMethod::ProviderSecondaryIp => dp::Capture::ProviderSecondaryIp,
+                };
+                dp::ClaimSide::Remote { capture, port: dp::PortId(port as u8), peer: dp::PeerId(peer) }
+            }
+            ClaimAction::DeliverLocally { port } => {
+                let port = port
+                    .and_then(|n| port_index(cfg, n))
+                    .ok_or(BuildError::NoLocalPort { claim: i })?;
+                dp::ClaimSide::Local { port: dp::PortId(port as u8) }
+            }
+        };
+        let mss = match c.mss_clamp {
+            MssClamp::Auto => None,
+            MssClamp::Value(v) => Some(v),
+        };
+        claims
+            .push(dp::ClaimConfig { address: c.address.addr(), side, mss })
+            .map_err(|_| BuildError::Capacity { what: "claims" })?;
+    }
+
+    // VXLAN segments.
+    let tunnel_address = wg.and_then(|t| t.address).map(|a| a.addr());
+    let mut segments: Vec<dp::SegmentConfig, { dp::config::MAX_SEGMENTS }> = Vec::new();
+    for (i, s) in cfg.segments.iter().enumerate() {
+        if Some(s.local_vtep) != wan_address && Some(s.local_vtep) != tunnel_address {
+            return Err(BuildError::LocalVtep { segment: i });
+        }
+        let port = port_index(cfg, &s.port).ok_or(BuildError::Reference { what: "segments", index: i })?;
+        let mut vteps = Vec::new();
+        for v in &s.remote_vteps {
+            vteps.push(*v).map_err(|_| BuildError::Capacity { what: "segments[].remote_vteps" })?;
+        }
+        let mss = match s.mss_clamp {
+            MssClamp::Auto => None,
+            MssClamp::Value(v) => Some(v),
+        };
+        segments
+            .push(dp::SegmentConfig { vni: s.vni, port: dp::PortId(port as u8), vteps, udp_port: s.udp_port, mss })
+            .map_err(|_| BuildError::Capacity { what: "segments" })?;
+    }
+
+    let mut timing = dp::Timing::default();
+    if garp > 0 {
+        timing.garp_count = garp;
+    }
+    let dataplane = dp::Config {
+        ports,
+        tunnel: dp::TunnelConfig {
+            address: tunnel_address,
+            mtu: wg.map(|t| t.mtu).unwrap_or(config_schema::config::DEFAULT_TUNNEL_MTU),
+            listen_port: wg.map(|t| t.listen_port).unwrap_or(config_schema::config::DEFAULT_LISTEN_PORT),
+            peers: dp_peers,
+        },
+        claims,
+        segments,
+        timing,
+    };
+    dataplane.validate().map_err(BuildError::Dataplane)?;
+    let tunnel = match wg {
+        Some(t) => {
+            let KeyRef::Device(slot) = &t.private_key;
+            Some(TunnelPlan { key_slot: slot.clone(), mtu: t.mtu, listen_port: t.listen_port, peers: plan_peers })
+        }
+        None => None,
+    };
+    let _ = Ipv4Addr::UNSPECIFIED;
+    Ok(Runtime { dataplane, nic_of_port, tunnel })
+}
