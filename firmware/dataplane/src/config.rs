@@ -1,0 +1,393 @@
+//! The dataplane's own runtime configuration.
+//!
+//! Plain values, constructible in tests; the image translates the persisted
+//! `config-schema` document into these (this crate does not depend on it).
+//! [`Config::validate`] refuses anything the pipeline could not honour, so the
+//! per-packet code can rely on indices being in range.
+
+use core::net::Ipv4Addr;
+
+use heapless::Vec;
+pub use smoltcp::wire::EthernetAddress as Mac;
+
+/// Most ports (NICs) the dataplane drives.
+pub const MAX_PORTS: usize = 4;
+/// Most WireGuard peers on the tunnel.
+pub const MAX_PEERS: usize = 16;
+/// Most allowed prefixes per peer.
+pub const MAX_ALLOWED_PER_PEER: usize = 8;
+/// Most claims.
+pub const MAX_CLAIMS: usize = 64;
+/// Most VXLAN segments.
+pub const MAX_SEGMENTS: usize = 8;
+/// Most remote VTEPs per segment.
+pub const MAX_VTEPS: usize = 8;
+
+/// Index of a port in [`Config::ports`] (`lan0` is usually 0, `wan0` 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortId(pub u8);
+
+impl PortId {
+    /// As an index.
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// A WireGuard peer, as the tunnel implementation numbers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PeerId(pub u16);
+
+/// An IPv4 prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Prefix {
+    addr: Ipv4Addr,
+    len: u8,
+}
+
+impl Prefix {
+    /// `addr/len`; host bits are cleared. `None` if `len > 32`.
+    pub const fn new(addr: Ipv4Addr, len: u8) -> Option<Prefix> {
+        if len > 32 {
+            return None;
+        }
+        let bits = addr.to_bits() & mask(len);
+        Some(Prefix { addr: Ipv4Addr::from_bits(bits), len })
+    }
+
+    /// A /32 host prefix.
+    pub const fn host(addr: Ipv4Addr) -> Prefix {
+        Prefix { addr, len: 32 }
+    }
+
+    /// The network address.
+    pub const fn addr(&self) -> Ipv4Addr {
+        self.addr
+    }
+
+    /// The prefix length.
+    pub const fn prefix_len(&self) -> u8 {
+        self.len
+    }
+
+    /// True for `0.0.0.0/0`.
+    pub const fn is_default(&self) -> bool {
+        self.len == 0
+    }
+
+    /// True when `addr` is inside the prefix.
+    pub const fn contains(&self, addr: Ipv4Addr) -> bool {
+        addr.to_bits() & mask(self.len) == self.addr.to_bits()
+    }
+}
+
+/// The netmask of a prefix length (`len` ≤ 32).
+pub const fn mask(len: u8) -> u32 {
+    if len == 0 {
+        0
+    } else if len >= 32 {
+        u32::MAX
+    } else {
+        u32::MAX << (32 - len as u32)
+    }
+}
+
+/// What a port is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortRole {
+    /// A capture/delivery side: local hosts live here.
+    Lan,
+    /// The underlay: the box's own address and gateway; nothing but
+    /// WireGuard (and VXLAN from configured VTEPs) is answered here.
+    Wan,
+}
+
+/// One NIC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortConfig {
+    /// LAN or WAN.
+    pub role: PortRole,
+    /// The port's MAC address (used as source and in proxy-ARP replies).
+    pub mac: Mac,
+    /// The box's own address on this port.
+    pub address: Ipv4Addr,
+    /// Prefix length of the connected subnet.
+    pub prefix_len: u8,
+    /// Default gateway (only meaningful on the WAN port).
+    pub gateway: Option<Ipv4Addr>,
+    /// IP MTU of the port (1500 on Ethernet).
+    pub mtu: u16,
+}
+
+impl PortConfig {
+    /// The connected subnet.
+    pub fn subnet(&self) -> Prefix {
+        Prefix::new(self.address, self.prefix_len.min(32)).unwrap_or(Prefix::host(self.address))
+    }
+}
+
+/// A WireGuard peer as the dataplane sees it: an id and the inner addresses
+/// it may use (cryptokey routing; see `Dataplane` docs for who checks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    /// The tunnel's id for this peer.
+    pub id: PeerId,
+    /// Inner source addresses accepted from this peer, and routed to it.
+    pub allowed: Vec<Prefix, MAX_ALLOWED_PER_PEER>,
+}
+
+/// The WireGuard interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelConfig {
+    /// The box's own address inside the tunnel (source of VXLAN over the
+    /// tunnel and of ICMP errors for tunnel traffic), if it has one.
+    pub address: Option<Ipv4Addr>,
+    /// Inner MTU (1420 is WireGuard's default over a 1500 underlay).
+    pub mtu: u16,
+    /// UDP port WireGuard listens on at the WAN address.
+    pub listen_port: u16,
+    /// The peers.
+    pub peers: Vec<PeerConfig, MAX_PEERS>,
+}
+
+/// How a remote-owned claim captures packets on this side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capture {
+    /// Answer ARP for the address on a LAN port.
+    ProxyArp,
+    /// The provider fabric delivers the packets to the port's MAC; never
+    /// answer ARP or anything else for the address.
+    ProviderSecondaryIp,
+}
+
+/// Where the claimed address lives, seen from this box.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimSide {
+    /// The address lives on the other side: capture on `port` and deliver
+    /// into the tunnel to `peer`.
+    Remote {
+        /// How packets are captured.
+        capture: Capture,
+        /// The capture port.
+        port: PortId,
+        /// The delivery peer.
+        peer: PeerId,
+    },
+    /// The address lives here: packets for it from the tunnel are delivered
+    /// on `port` (ARP-resolving the real host).
+    Local {
+        /// The delivery port.
+        port: PortId,
+    },
+}
+
+/// A /32 claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimConfig {
+    /// The claimed address.
+    pub address: Ipv4Addr,
+    /// Which side owns it.
+    pub side: ClaimSide,
+    /// MSS for this claim's path; `None` derives it from the tunnel MTU − 40.
+    pub mss: Option<u16>,
+}
+
+/// A VXLAN segment: one LAN port bridged to remote VTEPs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentConfig {
+    /// The VNI (24 bits).
+    pub vni: u32,
+    /// The bridged LAN port.
+    pub port: PortId,
+    /// Remote VTEPs (flood list; decapsulation is accepted only from these).
+    /// A VTEP inside a peer's allowed prefixes is reached through the tunnel
+    /// (seed 003: VXLAN over WireGuard), any other over the WAN.
+    pub vteps: Vec<Ipv4Addr, MAX_VTEPS>,
+    /// UDP destination port (4789 unless configured).
+    pub udp_port: u16,
+    /// MSS for TCP carried on the segment; `None` derives it from the
+    /// underlay MTU − 50 (VXLAN) − 40.
+    pub mss: Option<u16>,
+}
+
+/// Timers and rate limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// Gratuitous ARPs sent when a proxy-ARP claim becomes active.
+    pub garp_count: u8,
+    /// Spacing of gratuitous ARPs.
+    pub garp_interval_ms: u64,
+    /// ARP requests per resolution before giving up.
+    pub arp_attempts: u8,
+    /// Spacing of ARP retries.
+    pub arp_retry_ms: u64,
+    /// Lifetime of a resolved neighbour.
+    pub arp_reachable_ms: u64,
+    /// Lifetime of a learned FDB entry.
+    pub fdb_age_ms: u64,
+    /// Proxy-ARP replies per second per claim (token bucket rate).
+    pub arp_reply_rate: u32,
+    /// Proxy-ARP reply burst per claim.
+    pub arp_reply_burst: u32,
+    /// ICMP errors per second (whole box).
+    pub icmp_rate: u32,
+    /// ICMP error burst.
+    pub icmp_burst: u32,
+}
+
+impl Default for Timing {
+    fn default() -> Timing {
+        Timing {
+            garp_count: 3,
+            garp_interval_ms: 1_000,
+            arp_attempts: 3,
+            arp_retry_ms: 1_000,
+            arp_reachable_ms: 60_000,
+            fdb_age_ms: 300_000,
+            arp_reply_rate: 10,
+            arp_reply_burst: 20,
+            icmp_rate: 10,
+            icmp_burst: 10,
+        }
+    }
+}
+
+/// Everything the dataplane needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// NICs, indexed by [`PortId`]. Exactly one must be the WAN.
+    pub ports: Vec<PortConfig, MAX_PORTS>,
+    /// The WireGuard interface.
+    pub tunnel: TunnelConfig,
+    /// Claims, indexed by position (the control plane's claim id).
+    pub claims: Vec<ClaimConfig, MAX_CLAIMS>,
+    /// VXLAN segments.
+    pub segments: Vec<SegmentConfig, MAX_SEGMENTS>,
+    /// Timers and rate limits.
+    pub timing: Timing,
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigError {
+    /// There must be exactly one WAN port.
+    WanCount,
+    /// A prefix length above 32, an MTU below 576 or above 1500, a MAC that
+    /// is not unicast.
+    BadPort(PortId),
+    /// A claim names a port that does not exist.
+    ClaimPort(usize),
+    /// A proxy-ARP claim must capture on a LAN port.
+    ProxyArpOnWan(usize),
+    /// A claim names a peer that does not exist.
+    ClaimPeer(usize),
+    /// Two claims for the same address.
+    DuplicateClaim(usize),
+    /// A claim for one of the box's own addresses.
+    ClaimOnOwnAddress(usize),
+    /// Two peers with the same id.
+    DuplicatePeer(PeerId),
+    /// Tunnel MTU below 576 or above the WAN MTU.
+    TunnelMtu,
+    /// A segment names a missing port, a WAN port, a port already bridged,
+    /// a VNI above 24 bits or the same VNI twice.
+    BadSegment(usize),
+    /// A segment's VTEP is reached through the tunnel but the tunnel has no
+    /// address to use as the outer source.
+    SegmentNeedsTunnelAddress(usize),
+}
+
+impl Config {
+    /// The WAN port.
+    pub fn wan(&self) -> Option<PortId> {
+        self.ports.iter().position(|p| p.role == PortRole::Wan).map(|i| PortId(i as u8))
+    }
+
+    /// The peer entry for `id`.
+    pub fn peer(&self, id: PeerId) -> Option<&PeerConfig> {
+        self.tunnel.peers.iter().find(|p| p.id == id)
+    }
+
+    /// True when `addr` is one of the box's own addresses.
+    pub fn is_own_address(&self, addr: Ipv4Addr) -> bool {
+        self.ports.iter().any(|p| p.address == addr) || self.tunnel.address == Some(addr)
+    }
+
+    /// Check everything the pipeline relies on.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.ports.iter().filter(|p| p.role == PortRole::Wan).count() != 1 {
+            return Err(ConfigError::WanCount);
+        }
+        for (i, p) in self.ports.iter().enumerate() {
+            if p.prefix_len > 32 || p.mtu < 576 || p.mtu > 1500 || !p.mac.is_unicast() {
+                return Err(ConfigError::BadPort(PortId(i as u8)));
+            }
+        }
+        let wan_mtu = self.wan().and_then(|w| self.ports.get(w.index())).map_or(1500, |p| p.mtu);
+        if self.tunnel.mtu < 576 || self.tunnel.mtu > wan_mtu {
+            return Err(ConfigError::TunnelMtu);
+        }
+        for (i, p) in self.tunnel.peers.iter().enumerate() {
+            if self.tunnel.peers.iter().skip(i + 1).any(|q| q.id == p.id) {
+                return Err(ConfigError::DuplicatePeer(p.id));
+            }
+        }
+        for (i, c) in self.claims.iter().enumerate() {
+            if self.claims.iter().skip(i + 1).any(|d| d.address == c.address) {
+                return Err(ConfigError::DuplicateClaim(i));
+            }
+            if self.is_own_address(c.address) {
+                return Err(ConfigError::ClaimOnOwnAddress(i));
+            }
+            let port = match c.side {
+                ClaimSide::Remote { port, .. } | ClaimSide::Local { port } => port,
+            };
+            let Some(pc) = self.ports.get(port.index()) else {
+                return Err(ConfigError::ClaimPort(i));
+            };
+            if let ClaimSide::Remote { capture, peer, .. } = c.side {
+                if capture == Capture::ProxyArp && pc.role != PortRole::Lan {
+                    return Err(ConfigError::ProxyArpOnWan(i));
+                }
+                if self.peer(peer).is_none() {
+                    return Err(ConfigError::ClaimPeer(i));
+                }
+            }
+        }
+        for (i, s) in self.segments.iter().enumerate() {
+            let bad = || ConfigError::BadSegment(i);
+            let pc = self.ports.get(s.port.index()).ok_or_else(bad)?;
+            if pc.role != PortRole::Lan || s.vni > crate::vxlan::MAX_VNI {
+                return Err(bad());
+            }
+            if self.segments.iter().skip(i + 1).any(|t| t.port == s.port || (t.vni == s.vni && t.udp_port == s.udp_port)) {
+                return Err(bad());
+            }
+            let via_tunnel = s
+                .vteps
+                .iter()
+                .any(|v| self.tunnel.peers.iter().any(|p| p.allowed.iter().any(|a| a.contains(*v))));
+            if via_tunnel && self.tunnel.address.is_none() {
+                return Err(ConfigError::SegmentNeedsTunnelAddress(i));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes() {
+        let p = Prefix::new(Ipv4Addr::new(10, 1, 2, 3), 16).unwrap();
+        assert_eq!(p.addr(), Ipv4Addr::new(10, 1, 0, 0));
+        assert!(p.contains(Ipv4Addr::new(10, 1, 255, 1)));
+        assert!(!p.contains(Ipv4Addr::new(10, 2, 0, 1)));
+        assert!(Prefix::new(Ipv4Addr::UNSPECIFIED, 0).unwrap().contains(Ipv4Addr::BROADCAST));
+        assert!(Prefix::new(Ipv4Addr::UNSPECIFIED, 33).is_none());
+        assert!(Prefix::host(Ipv4Addr::new(1, 2, 3, 4)).contains(Ipv4Addr::new(1, 2, 3, 4)));
+        assert_eq!(mask(24), 0xffff_ff00);
+    }
+}

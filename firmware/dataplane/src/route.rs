@@ -1,0 +1,133 @@
+//! Longest-prefix-match routing.
+//!
+//! Two tables, built once from the configuration:
+//!
+//! * the **claim index**: every claim's /32 sorted by address, searched by
+//!   binary search. Claims win over every other route (they are /32 and, at
+//!   equal length, are consulted first);
+//! * the **route list**: connected subnets of the ports, each peer's allowed
+//!   prefixes (→ that peer through the tunnel) and the WAN default route via
+//!   the gateway, sorted longest prefix first; the first match wins.
+//!   A linear scan: at most [`MAX_ROUTES`] entries, built at configuration
+//!   time, so "full" cannot happen at run time (the capacity covers the
+//!   configuration limits; see the compile-time assertion).
+
+use core::net::Ipv4Addr;
+
+use heapless::Vec;
+
+use crate::config::{ClaimSide, Config, PeerId, PortId, Prefix, MAX_ALLOWED_PER_PEER, MAX_CLAIMS, MAX_PEERS, MAX_PORTS};
+
+/// Capacity of the route list: connected subnets, allowed prefixes, default.
+pub const MAX_ROUTES: usize = MAX_PORTS + MAX_PEERS * MAX_ALLOWED_PER_PEER + 1;
+
+/// Where a packet goes next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextHop {
+    /// Into the tunnel, to this peer.
+    Tunnel(PeerId),
+    /// Out of a port, to the destination itself (`gateway: None`) or a gateway.
+    Port {
+        /// Egress port.
+        port: PortId,
+        /// Next-hop router, if the destination is not on-link.
+        gateway: Option<Ipv4Addr>,
+    },
+}
+
+/// A route-list entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// Destination prefix.
+    pub prefix: Prefix,
+    /// Next hop.
+    pub hop: NextHop,
+}
+
+/// Result of a lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// Next hop.
+    pub hop: NextHop,
+    /// The claim whose /32 matched, if any.
+    pub claim: Option<usize>,
+}
+
+/// The routing tables.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    claims: Vec<(u32, u8), MAX_CLAIMS>,
+    routes: Vec<Route, MAX_ROUTES>,
+}
+
+const _: () = assert!(MAX_CLAIMS <= u8::MAX as usize + 1);
+
+impl RouteTable {
+    /// Build from a validated configuration.
+    pub fn build(cfg: &Config) -> RouteTable {
+        let mut t = RouteTable::default();
+        for (i, c) in cfg.claims.iter().enumerate() {
+            // Capacity equals MAX_CLAIMS, the config's own limit.
+            let _ = t.claims.push((c.address.to_bits(), i as u8));
+        }
+        t.claims.sort_unstable_by_key(|(a, _)| *a);
+        for (i, p) in cfg.ports.iter().enumerate() {
+            let _ = t.routes.push(Route { prefix: p.subnet(), hop: NextHop::Port { port: PortId(i as u8), gateway: None } });
+        }
+        for peer in &cfg.tunnel.peers {
+            for a in &peer.allowed {
+                let _ = t.routes.push(Route { prefix: *a, hop: NextHop::Tunnel(peer.id) });
+            }
+        }
+        if let Some(wan) = cfg.wan() {
+            if let Some(gw) = cfg.ports.get(wan.index()).and_then(|p| p.gateway) {
+                let _ = t.routes.push(Route {
+                    prefix: Prefix::new(Ipv4Addr::UNSPECIFIED, 0).unwrap_or(Prefix::host(Ipv4Addr::UNSPECIFIED)),
+                    hop: NextHop::Port { port: wan, gateway: Some(gw) },
+                });
+            }
+        }
+        // Insertion sort (core has no stable sort; runs once per config):
+        // longest first, and at equal length connected subnets stay ahead of
+        // peer prefixes, which stay ahead of the default route.
+        for i in 1..t.routes.len() {
+            let mut j = i;
+            while j > 0 && t.routes[j - 1].prefix.prefix_len() < t.routes[j].prefix.prefix_len() {
+                t.routes.swap(j - 1, j);
+                j -= 1;
+            }
+        }
+        t
+    }
+
+    /// The claim index for `addr`.
+    pub fn claim(&self, addr: Ipv4Addr) -> Option<usize> {
+        let key = addr.to_bits();
+        self.claims.binary_search_by_key(&key, |(a, _)| *a).ok().and_then(|i| self.claims.get(i)).map(|(_, c)| usize::from(*c))
+    }
+
+    /// Longest-prefix match over the route list only (claims excluded).
+    pub fn lookup_routes(&self, dst: Ipv4Addr) -> Option<NextHop> {
+        self.routes.iter().find(|r| r.prefix.contains(dst)).map(|r| r.hop)
+    }
+
+    /// Full lookup: an enabled claim first (`claim_enabled` tells), then
+    /// the route list.
+    pub fn lookup(&self, cfg: &Config, dst: Ipv4Addr, claim_enabled: impl Fn(usize) -> bool) -> Option<Decision> {
+        if let Some(i) = self.claim(dst).filter(|i| claim_enabled(*i)) {
+            if let Some(c) = cfg.claims.get(i) {
+                let hop = match c.side {
+                    ClaimSide::Remote { peer, .. } => NextHop::Tunnel(peer),
+                    ClaimSide::Local { port } => NextHop::Port { port, gateway: None },
+                };
+                return Some(Decision { hop, claim: Some(i) });
+            }
+        }
+        self.lookup_routes(dst).map(|hop| Decision { hop, claim: None })
+    }
+
+    /// The route list (status output).
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+}
