@@ -16,7 +16,7 @@ pub const PVH_MAGIC: u32 = 0x336e_c578;
 /// Most memory-map entries kept; further ones are counted, not stored.
 pub const MAX_MEMORY_REGIONS: usize = 64;
 /// Longest command line kept (bytes); longer ones are truncated.
-pub const MAX_CMDLINE: usize = 512;
+pub const MAX_CMDLINE: usize = 4096;
 /// Largest multiboot2 information structure we will walk.
 const MAX_MULTIBOOT2_INFO: usize = 64 * 1024;
 

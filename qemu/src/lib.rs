@@ -400,15 +400,22 @@ impl Vm {
 
     /// Waits until the console contains `text`.
     pub fn wait_for(&mut self, text: &str, timeout: Duration) -> Result<(), Error> {
+        self.wait_for_after(0, text, timeout)
+    }
+
+    /// Waits until `text` appears in the console after byte `start` of
+    /// [`Vm::console`] (e.g. the length before a command was typed).
+    pub fn wait_for_after(&mut self, start: usize, text: &str, timeout: Duration) -> Result<(), Error> {
         let deadline = Instant::now() + timeout;
+        let seen = |c: String| c.get(start..).is_some_and(|tail| tail.contains(text));
         loop {
-            if self.console().contains(text) {
+            if seen(self.console()) {
                 return Ok(());
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 // The reader may still be draining the last bytes.
                 thread::sleep(Duration::from_millis(100));
-                if self.console().contains(text) {
+                if seen(self.console()) {
                     return Ok(());
                 }
                 return Err(Error::Exited {

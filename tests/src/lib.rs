@@ -7,6 +7,8 @@ use std::sync::OnceLock;
 
 pub use routerd_qemu as qemu;
 
+pub mod net;
+
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -123,3 +123,38 @@ impl log::Log for Logger {
 
     fn flush(&self) {}
 }
+
+/// Collects console input into lines (a human typing at the serial port).
+/// Bytes beyond the line length are dropped; control bytes other than
+/// backspace end nothing and are ignored.
+pub struct LineReader {
+    buf: [u8; 80],
+    len: usize,
+}
+
+impl LineReader {
+    pub const fn new() -> LineReader {
+        LineReader { buf: [0; 80], len: 0 }
+    }
+
+    /// Returns a completed line, if the user pressed Enter.
+    pub fn poll(&mut self) -> Option<&str> {
+        while let Some(b) = try_read() {
+            match b {
+                b'\r' | b'\n' => {
+                    let n = core::mem::take(&mut self.len);
+                    return core::str::from_utf8(self.buf.get(..n).unwrap_or(&[])).ok();
+                }
+                0x08 | 0x7f => self.len = self.len.saturating_sub(1),
+                0x20..=0x7e => {
+                    if let Some(slot) = self.buf.get_mut(self.len) {
+                        *slot = b;
+                        self.len += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+}

@@ -16,17 +16,20 @@
 
 mod boot;
 mod console;
+mod nics;
+mod router;
 mod rt;
+
+extern crate alloc;
 
 use hal_x86::bootinfo::{BootInfo, IdentityMapped, MemoryKind};
 use hal_x86::clock::{self, Clock};
-use hal_x86::dma::IdentityHal;
 use hal_x86::entropy::Entropy;
-use hal_x86::nic::{self, Nic};
-use hal_x86::pci::{self, Cam};
 use log::{info, warn};
+use nics::{bring_up_pci, Nics};
+use router::WgDevice;
+use routerd_control::Runtime;
 use routerd_netdev::{NetDevice, TxToken, MAX_FRAME};
-use virtio_drivers::transport::pci::bus::PciRoot;
 
 /// The release this image was built from.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -39,6 +42,7 @@ pub const BUILD_ID: &str = env!("ROUTERD_BUILD_ID");
 pub extern "C" fn routerd_main(eax: u32, ebx: u32) -> ! {
     // SAFETY: written once by the boot code before any Rust ran.
     let entry_tsc = unsafe { core::ptr::addr_of!(boot::BOOT_TSC).read() };
+    rt::init_heap();
     console::init();
     console::print(format_args!("\n"));
     // SAFETY: nothing else in the image uses the PIT.
@@ -76,7 +80,6 @@ pub extern "C" fn routerd_main(eax: u32, ebx: u32) -> ! {
             None
         }
     };
-    let _ = entropy;
 
     let ecam = hal_x86::acpi::find_ecam(&mem, boot_info.as_ref().and_then(|b| b.rsdp));
     let mut nics = Nics::new();
@@ -101,47 +104,99 @@ pub extern "C" fn routerd_main(eax: u32, ebx: u32) -> ! {
         None => {}
     }
 
-    info!("no dataplane in this build yet: idling");
+    if let Some(mut entropy) = entropy {
+        if let Some(runtime) = load_config(boot_info.as_ref(), &nics) {
+            // SAFETY: routerd_main runs once; these statics are taken here
+            // and nowhere else.
+            let (wg, bufs) = unsafe {
+                (
+                    &mut *core::ptr::addr_of_mut!(WG_DEVICE),
+                    &mut *core::ptr::addr_of_mut!(FRAME_BUFFERS),
+                )
+            };
+            let wg = wg.write(WgDevice::new(routerd_wireguard::SecretKey::from_bytes([1; 32]), Default::default()));
+            let tunnel_ok = match &runtime.tunnel {
+                Some(plan) => router::wireguard(plan, &mut entropy, wg),
+                None => true,
+            };
+            let now = routerd_dataplane::Instant::from_millis(clock.now_ms());
+            match (tunnel_ok, routerd_dataplane::Dataplane::new(runtime.dataplane.clone(), now)) {
+                (true, Ok(dataplane)) => {
+                    info!(
+                        "dataplane: {} ports, {} claims, {} segments; forwarding",
+                        runtime.dataplane.ports.len(),
+                        runtime.dataplane.claims.len(),
+                        runtime.dataplane.segments.len()
+                    );
+                    let mut r = router::Router { dataplane, wg, entropy, runtime, clock };
+                    r.run(&mut nics, bufs)
+                }
+                (_, Err(e)) => warn!("dataplane: configuration refused: {e:?}"),
+                (false, _) => warn!("wg: tunnel not started"),
+            }
+        }
+    } else {
+        warn!("dataplane: not started without a trusted entropy source (no keys)");
+    }
+
+    info!("not forwarding: idling (console: type `help`)");
     loop {
-        // Console input has no meaning yet; drain it so the UART never stalls.
-        let _ = console::try_read();
         // Keep the receive rings moving so the devices never back up.
         for (_, n) in nics.iter_mut() {
             n.receive(64, &mut |_| {});
             n.poll();
         }
+        let _ = console::try_read();
         core::hint::spin_loop();
     }
 }
 
-/// Most NICs the image drives.
-const MAX_NICS: usize = 8;
+static mut WG_DEVICE: core::mem::MaybeUninit<WgDevice> = core::mem::MaybeUninit::uninit();
+static mut FRAME_BUFFERS: router::Buffers = router::Buffers::new();
 
-/// The running NICs, in contract order, with their names.
-struct Nics {
-    list: [Option<(NicName, Nic)>; MAX_NICS],
-}
-
-impl Nics {
-    fn new() -> Nics {
-        Nics { list: [const { None }; MAX_NICS] }
+/// The configuration from `routerd.config=<base64 postcard>` on the kernel
+/// command line, validated and bound to this box's NICs. Every problem is
+/// logged with its configuration path; any error means no forwarding.
+fn load_config(boot: Option<&BootInfo>, nics: &Nics) -> Option<Runtime> {
+    use base64::Engine;
+    let Some(text) = boot.and_then(|b| b.cmdline_option("routerd.config")) else {
+        info!("config: none given (routerd.config=…); waiting for provisioning");
+        return None;
+    };
+    let mut bytes = [0u8; config_schema::CONFIG_WIRE_MAX];
+    let n = match base64::engine::general_purpose::STANDARD.decode_slice(text, &mut bytes) {
+        Ok(n) => n,
+        Err(e) => {
+            warn!("config: routerd.config is not base64 ({e})");
+            return None;
+        }
+    };
+    let cfg = match config_schema::decode(bytes.get(..n).unwrap_or(&[])) {
+        Ok(c) => c,
+        Err(e) => {
+            warn!("config: cannot decode ({e:?})");
+            return None;
+        }
+    };
+    let report = config_schema::validate(&cfg);
+    for p in &report.problems {
+        match p.severity {
+            config_schema::Severity::Error => warn!("config: error: {p}"),
+            config_schema::Severity::Warning => warn!("config: warning: {p}"),
+        }
     }
-
-    fn len(&self) -> usize {
-        self.list.iter().flatten().count()
+    if !report.is_valid() {
+        warn!("config: {} errors; not applied", report.errors);
+        return None;
     }
-
-    fn iter_mut(&mut self) -> impl Iterator<Item = (&NicName, &mut Nic)> {
-        self.list.iter_mut().flatten().map(|(name, nic)| (&*name, nic))
-    }
-
-    fn push(&mut self, name: NicName, nic: Nic) -> bool {
-        match self.list.iter_mut().find(|s| s.is_none()) {
-            Some(slot) => {
-                *slot = Some((name, nic));
-                true
-            }
-            None => false,
+    match routerd_control::build(&cfg, &nics.infos()) {
+        Ok(rt) => {
+            info!("config: device {} side {} applied", cfg.device.name.as_str(), cfg.device.side.as_str());
+            Some(rt)
+        }
+        Err(e) => {
+            warn!("config: {e}");
+            None
         }
     }
 }
@@ -214,78 +269,3 @@ fn report_boot_info(b: &BootInfo) {
     info!("mem: {} MiB usable in {} regions", b.usable_bytes() >> 20, b.memory().len());
 }
 
-/// Lists every PCI function, names the NICs and brings up their drivers;
-/// returns how many network functions were found.
-fn bring_up_pci(ecam: Option<hal_x86::acpi::Ecam>, nics: &mut Nics) -> usize {
-    // SAFETY: the image is the only user of PCI configuration space; the
-    // ECAM window comes from the firmware's MCFG and is identity mapped.
-    let cam = unsafe { Cam::new(ecam) };
-    match ecam {
-        Some(e) => info!("pci: configuration through {} at {:#x} (buses {}-{})", cam.name(), e.base, e.start_bus, e.end_bus),
-        None => info!("pci: configuration through {}", cam.name()),
-    }
-    let devices = pci::enumerate(&cam);
-    let mut root = PciRoot::new(cam);
-    let mut found = 0usize;
-    for dev in devices.iter() {
-        let info = &dev.info;
-        if !dev.is_network() {
-            info!(
-                "pci: {} {:04x}:{:04x} class {:02x}.{:02x} {}",
-                dev.address, info.vendor_id, info.device_id, info.class, info.subclass, dev.class_name()
-            );
-            continue;
-        }
-        let name = NicName(found);
-        found += 1;
-        match pci::network_mac::<_, IdentityHal>(&mut root, dev) {
-            Some(m) => info!(
-                "pci: {} {:04x}:{:04x} class {:02x}.{:02x} {} {name} mac {}",
-                dev.address, info.vendor_id, info.device_id, info.class, info.subclass,
-                dev.class_name(), Mac(m)
-            ),
-            None => info!(
-                "pci: {} {:04x}:{:04x} class {:02x}.{:02x} {} {name} mac unknown",
-                dev.address, info.vendor_id, info.device_id, info.class, info.subclass, dev.class_name()
-            ),
-        }
-        match nic::probe(&mut root, dev) {
-            Ok(mut n) => {
-                let up = if n.link_up() { "up" } else { "down" };
-                info!("nic: {name} {} mac {} link {up}", n.driver(), Mac(n.mac()));
-                if !nics.push(name, n) {
-                    warn!("nic: {name} not used: the image drives at most {MAX_NICS} NICs");
-                }
-            }
-            Err(e) => warn!("nic: {name} not usable: {e:?}"),
-        }
-    }
-    if devices.dropped > 0 {
-        warn!("pci: {} further functions not recorded", devices.dropped);
-    }
-    found
-}
-
-/// A MAC address as the console prints it.
-struct Mac([u8; 6]);
-
-impl core::fmt::Display for Mac {
-    fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
-        let m = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
-    }
-}
-
-/// The contract name of the n-th NIC: `lan0`, `wan0`, then `lan1`, `lan2`, …
-#[derive(Clone, Copy)]
-struct NicName(usize);
-
-impl core::fmt::Display for NicName {
-    fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
-        match self.0 {
-            0 => f.write_str("lan0"),
-            1 => f.write_str("wan0"),
-            n => write!(f, "lan{}", n - 1),
-        }
-    }
-}

@@ -100,3 +100,20 @@ fn panic(info: &PanicInfo) -> ! {
     let _ = write!(out, "\nrouterd stopped: fatal error\n");
     hal_x86::power::fail()
 }
+
+/// The heap: `ring` links against `alloc` (its crypto paths used here do not
+/// allocate per packet); nothing in the dataplane allocates.
+#[global_allocator]
+static HEAP: linked_list_allocator::LockedHeap = linked_list_allocator::LockedHeap::empty();
+
+/// Bytes of heap.
+const HEAP_BYTES: usize = 256 * 1024;
+static mut HEAP_MEMORY: [u8; HEAP_BYTES] = [0; HEAP_BYTES];
+
+/// Hands the heap its memory; call once, before anything allocates.
+pub fn init_heap() {
+    // SAFETY: called once at boot; the array is used for nothing else.
+    unsafe {
+        HEAP.lock().init(core::ptr::addr_of_mut!(HEAP_MEMORY).cast::<u8>(), HEAP_BYTES);
+    }
+}

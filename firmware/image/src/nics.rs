@@ -1,0 +1,129 @@
+//! The NICs the image drives: found on PCI, named by the contract (`lan0`,
+//! `wan0`, `lan1`, … in bus order), brought up through `hal_x86::nic`.
+
+use hal_x86::dma::IdentityHal;
+use hal_x86::nic::{self, Nic};
+use hal_x86::pci::{self, Cam};
+use log::{info, warn};
+use routerd_netdev::NetDevice;
+use virtio_drivers::transport::pci::bus::PciRoot;
+
+/// Most NICs the image drives.
+pub const MAX_NICS: usize = 8;
+
+/// The running NICs, in contract order, with their names.
+pub struct Nics {
+    list: [Option<(NicName, Nic)>; MAX_NICS],
+}
+
+impl Nics {
+    pub fn new() -> Nics {
+        Nics { list: [const { None }; MAX_NICS] }
+    }
+
+    pub fn len(&self) -> usize {
+        self.list.iter().flatten().count()
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&NicName, &mut Nic)> {
+        self.list.iter_mut().flatten().map(|(name, nic)| (&*name, nic))
+    }
+
+    pub fn push(&mut self, name: NicName, nic: Nic) -> bool {
+        match self.list.iter_mut().find(|s| s.is_none()) {
+            Some(slot) => {
+                *slot = Some((name, nic));
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+
+impl Nics {
+    pub fn get_mut(&mut self, i: usize) -> Option<&mut Nic> {
+        self.list.get_mut(i)?.as_mut().map(|(_, n)| n)
+    }
+
+    /// The MACs in contract order, for binding configuration ports.
+    pub fn infos(&self) -> heapless::Vec<routerd_control::NicInfo, MAX_NICS> {
+        self.list.iter().flatten().map(|(_, n)| routerd_control::NicInfo { mac: n.mac() }).collect()
+    }
+}
+
+/// Lists every PCI function, names the NICs and brings up their drivers;
+/// returns how many network functions were found.
+pub fn bring_up_pci(ecam: Option<hal_x86::acpi::Ecam>, nics: &mut Nics) -> usize {
+    // SAFETY: the image is the only user of PCI configuration space; the
+    // ECAM window comes from the firmware's MCFG and is identity mapped.
+    let cam = unsafe { Cam::new(ecam) };
+    match ecam {
+        Some(e) => info!("pci: configuration through {} at {:#x} (buses {}-{})", cam.name(), e.base, e.start_bus, e.end_bus),
+        None => info!("pci: configuration through {}", cam.name()),
+    }
+    let devices = pci::enumerate(&cam);
+    let mut root = PciRoot::new(cam);
+    let mut found = 0usize;
+    for dev in devices.iter() {
+        let info = &dev.info;
+        if !dev.is_network() {
+            info!(
+                "pci: {} {:04x}:{:04x} class {:02x}.{:02x} {}",
+                dev.address, info.vendor_id, info.device_id, info.class, info.subclass, dev.class_name()
+            );
+            continue;
+        }
+        let name = NicName(found);
+        found += 1;
+        match pci::network_mac::<_, IdentityHal>(&mut root, dev) {
+            Some(m) => info!(
+                "pci: {} {:04x}:{:04x} class {:02x}.{:02x} {} {name} mac {}",
+                dev.address, info.vendor_id, info.device_id, info.class, info.subclass,
+                dev.class_name(), Mac(m)
+            ),
+            None => info!(
+                "pci: {} {:04x}:{:04x} class {:02x}.{:02x} {} {name} mac unknown",
+                dev.address, info.vendor_id, info.device_id, info.class, info.subclass, dev.class_name()
+            ),
+        }
+        match nic::probe(&mut root, dev) {
+            Ok(mut n) => {
+                let up = if n.link_up() { "up" } else { "down" };
+                info!("nic: {name} {} mac {} link {up}", n.driver(), Mac(n.mac()));
+                if !nics.push(name, n) {
+                    warn!("nic: {name} not used: the image drives at most {MAX_NICS} NICs");
+                }
+            }
+            Err(e) => warn!("nic: {name} not usable: {e:?}"),
+        }
+    }
+    if devices.dropped > 0 {
+        warn!("pci: {} further functions not recorded", devices.dropped);
+    }
+    found
+}
+
+/// A MAC address as the console prints it.
+pub struct Mac(pub [u8; 6]);
+
+impl core::fmt::Display for Mac {
+    fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+        let m = self.0;
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+    }
+}
+
+/// The contract name of the n-th NIC: `lan0`, `wan0`, then `lan1`, `lan2`, …
+#[derive(Clone, Copy)]
+pub struct NicName(usize);
+
+impl core::fmt::Display for NicName {
+    fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+        match self.0 {
+            0 => f.write_str("lan0"),
+            1 => f.write_str("wan0"),
+            n => write!(f, "lan{}", n - 1),
+        }
+    }
+}
