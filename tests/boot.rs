@@ -120,4 +120,14 @@ fn entropy_is_health_checked_and_its_absence_refused() {
     check(vm.wait_for("entropy: NoSource; the box will refuse to generate keys", BOOT_TIMEOUT));
     let status = check(vm.wait_exit(BOOT_TIMEOUT));
     assert_eq!(status.code(), Some(qemu::EXIT_CLEAN), "console:\n{}", vm.console());
+
+    // The same CPU with a virtio-rng device: the device's bytes, checked,
+    // seed the generator.
+    let mut m = two_nic_machine(MachineType::Q35, NicModel::VirtioNet, "routerd.test=shutdown");
+    m.cpu = "qemu64".into();
+    m.devices.push("virtio-rng-pci".into());
+    let mut vm = check(m.spawn());
+    check(vm.wait_for("virtio-rng delivered 32 bytes", BOOT_TIMEOUT));
+    check(vm.wait_for("entropy: VirtioRng passed its health check", BOOT_TIMEOUT));
+    check(vm.wait_exit(BOOT_TIMEOUT));
 }

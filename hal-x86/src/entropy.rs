@@ -25,6 +25,10 @@ const RETRIES: usize = 10;
 pub enum Source {
     Rdseed,
     Rdrand,
+    /// A virtio entropy device (the hypervisor's `/dev/urandom`), for CPUs
+    /// without RDRAND. It seeds the generator once; reseeds need a CPU
+    /// source.
+    VirtioRng,
 }
 
 /// Why no trusted randomness is available.
@@ -51,6 +55,7 @@ impl Source {
         match self {
             Source::Rdseed => cpu_has(7, true, 18),
             Source::Rdrand => cpu_has(1, false, 30),
+            Source::VirtioRng => false,
         }
     }
 
@@ -63,6 +68,7 @@ impl Source {
                 match self {
                     Source::Rdseed => rdseed(&mut v),
                     Source::Rdrand => rdrand(&mut v),
+                    Source::VirtioRng => false,
                 }
             };
             if ok {
@@ -115,14 +121,30 @@ pub struct Entropy {
 }
 
 impl Entropy {
-    /// Picks the first healthy source and seeds the generator from it.
+    /// Picks the first healthy CPU source and seeds the generator from it.
     pub fn new() -> Result<Entropy, EntropyError> {
+        Entropy::with_device_seed(None)
+    }
+
+    /// Like [`Entropy::new`], also mixing in bytes from an entropy device
+    /// (virtio-rng) when one answered. The device alone is enough when the
+    /// CPU has no healthy source, provided its bytes pass the same checks
+    /// (not stuck, not repeating); with neither, this refuses.
+    pub fn with_device_seed(device: Option<[u8; 32]>) -> Result<Entropy, EntropyError> {
+        let device = device.filter(|d| device_seed_healthy(d));
         let sources = [Source::Rdseed, Source::Rdrand];
-        if !sources.iter().any(|s| s.available()) {
-            return Err(EntropyError::NoSource);
+        let cpu = sources.into_iter().find(|s| s.healthy());
+        let (mut seed, source) = match (cpu, device) {
+            (Some(s), _) => (seed_from(s).ok_or(EntropyError::HealthCheckFailed)?, s),
+            (None, Some(_)) => ([0u8; 32], Source::VirtioRng),
+            (None, None) if sources.iter().any(|s| s.available()) => return Err(EntropyError::HealthCheckFailed),
+            (None, None) => return Err(EntropyError::NoSource),
+        };
+        if let Some(d) = device {
+            for (s, b) in seed.iter_mut().zip(d.iter()) {
+                *s ^= b;
+            }
         }
-        let source = sources.into_iter().find(|s| s.healthy()).ok_or(EntropyError::HealthCheckFailed)?;
-        let seed = seed_from(source).ok_or(EntropyError::HealthCheckFailed)?;
         Ok(Entropy { rng: ChaCha20Rng::from_seed(seed), source, since_reseed: 0, reseed_failures: 0 })
     }
 
@@ -135,7 +157,7 @@ impl Entropy {
         self.since_reseed = self.since_reseed.saturating_add(bytes as u64);
         if self.since_reseed >= RESEED_INTERVAL_BYTES {
             self.since_reseed = 0;
-            match seed_from(self.source) {
+            match (self.source != Source::VirtioRng).then(|| seed_from(self.source)).flatten() {
                 Some(fresh) => {
                     // New state = ChaCha(old output XOR fresh hardware bytes):
                     // neither a compromised source nor a known state alone
@@ -151,6 +173,19 @@ impl Entropy {
             }
         }
     }
+}
+
+/// An entropy device's 32 bytes: no 8-byte word stuck at all zeros or all
+/// ones, and no two words equal.
+fn device_seed_healthy(d: &[u8; 32]) -> bool {
+    let mut words = [0u64; 4];
+    for (w, c) in words.iter_mut().zip(d.chunks_exact(8)) {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(c);
+        *w = u64::from_le_bytes(b);
+    }
+    words.iter().all(|&w| w != 0 && w != u64::MAX)
+        && (0..4).all(|i| (i + 1..4).all(|j| words[i] != words[j]))
 }
 
 fn seed_from(source: Source) -> Option<[u8; 32]> {
@@ -200,6 +235,25 @@ mod tests {
                 assert!(block.iter().any(|&x| x != 0));
             }
             Err(err) => assert!(matches!(err, EntropyError::NoSource | EntropyError::HealthCheckFailed)),
+        }
+    }
+
+    #[test]
+    fn a_device_seed_is_checked_and_mixed_in() {
+        assert!(!device_seed_healthy(&[0; 32]));
+        assert!(!device_seed_healthy(&[0xff; 32]));
+        let mut repeating = [0u8; 32];
+        for c in repeating.chunks_exact_mut(8) {
+            c.copy_from_slice(&0x0123_4567_89ab_cdefu64.to_le_bytes());
+        }
+        assert!(!device_seed_healthy(&repeating));
+        let good: [u8; 32] = core::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(11));
+        assert!(device_seed_healthy(&good));
+        if let (Ok(mut a), Ok(mut b)) = (Entropy::with_device_seed(Some(good)), Entropy::with_device_seed(Some(good))) {
+            // The CPU source still contributes: same device bytes, different streams.
+            if a.source() != Source::VirtioRng {
+                assert_ne!(a.next_u64(), b.next_u64());
+            }
         }
     }
 

@@ -17,5 +17,6 @@ pub mod dma;
 pub mod entropy;
 pub mod nic;
 pub mod pci;
+pub mod rng;
 pub mod power;
 pub mod serial;

@@ -115,6 +115,8 @@ pub struct Machine {
     /// QEMU CPU model; `max` (everything TCG emulates: AVX2, RDRAND, RDSEED)
     /// unless a test wants an older CPU.
     pub cpu: String,
+    /// Further devices, as `-device` arguments (e.g. `virtio-rng-pci`).
+    pub devices: Vec<String>,
 }
 
 /// How QEMU loads the image.
@@ -140,6 +142,7 @@ impl Machine {
             run_dir: make_run_dir()?,
             boot: Boot::Pvh,
             cpu: "max".to_string(),
+            devices: Vec::new(),
         })
     }
 
@@ -170,6 +173,9 @@ impl Machine {
             Boot::GrubIso(iso) => {
                 c.arg("-cdrom").arg(iso);
             }
+        }
+        for d in &self.devices {
+            c.args(["-device", d]);
         }
         for (i, nic) in self.nics.iter().enumerate() {
             let id = format!("net{i}");

@@ -68,9 +68,14 @@ pub extern "C" fn routerd_main(eax: u32, ebx: u32) -> ! {
         report_boot_info(b);
     }
 
+    let ecam = hal_x86::acpi::find_ecam(&mem, boot_info.as_ref().and_then(|b| b.rsdp));
+    let mut nics = Nics::new();
+    let mut device_seed = None;
+    let found = bring_up_pci(ecam, &mut nics, &mut device_seed);
+
     // Keys are generated on the device, so the box must know before anything
     // else whether it has randomness it can trust.
-    let entropy = match Entropy::new() {
+    let entropy = match Entropy::with_device_seed(device_seed) {
         Ok(e) => {
             info!("entropy: {:?} passed its health check; ChaCha20 generator seeded", e.source());
             Some(e)
@@ -81,9 +86,6 @@ pub extern "C" fn routerd_main(eax: u32, ebx: u32) -> ! {
         }
     };
 
-    let ecam = hal_x86::acpi::find_ecam(&mem, boot_info.as_ref().and_then(|b| b.rsdp));
-    let mut nics = Nics::new();
-    let found = bring_up_pci(ecam, &mut nics);
 
     let ready_ns = clock.tsc_to_ns(clock::rdtsc());
     info!(

@@ -54,7 +54,7 @@ impl Nics {
 
 /// Lists every PCI function, names the NICs and brings up their drivers;
 /// returns how many network functions were found.
-pub fn bring_up_pci(ecam: Option<hal_x86::acpi::Ecam>, nics: &mut Nics) -> usize {
+pub fn bring_up_pci(ecam: Option<hal_x86::acpi::Ecam>, nics: &mut Nics, rng_seed: &mut Option<[u8; 32]>) -> usize {
     // SAFETY: the image is the only user of PCI configuration space; the
     // ECAM window comes from the firmware's MCFG and is identity mapped.
     let cam = unsafe { Cam::new(ecam) };
@@ -67,6 +67,14 @@ pub fn bring_up_pci(ecam: Option<hal_x86::acpi::Ecam>, nics: &mut Nics) -> usize
     let mut found = 0usize;
     for dev in devices.iter() {
         let info = &dev.info;
+        if hal_x86::rng::is_virtio_rng(dev) && rng_seed.is_none() {
+            *rng_seed = hal_x86::rng::seed(&mut root, dev);
+            match rng_seed {
+                Some(_) => info!("pci: {} {:04x}:{:04x} virtio-rng delivered 32 bytes", dev.address, info.vendor_id, info.device_id),
+                None => warn!("pci: {} virtio-rng did not deliver entropy", dev.address),
+            }
+            continue;
+        }
         if !dev.is_network() {
             info!(
                 "pci: {} {:04x}:{:04x} class {:02x}.{:02x} {}",

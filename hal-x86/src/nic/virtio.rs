@@ -10,7 +10,7 @@ use crate::dma::{self, IdentityHal};
 use crate::pci::Device;
 use routerd_netdev::{DeviceStats, NetDevice, TxToken, MAX_FRAME, MIN_FRAME};
 use virtio_drivers::device::net::VirtIONetRaw;
-use virtio_drivers::transport::pci::bus::{ConfigurationAccess, PciRoot};
+use virtio_drivers::transport::pci::bus::{Command, ConfigurationAccess, PciRoot};
 use virtio_drivers::transport::pci::PciTransport;
 
 /// Descriptors per queue (and buffers per direction).
@@ -44,6 +44,10 @@ pub struct VirtioNet {
 impl VirtioNet {
     /// Resets and initialises the device and posts every receive buffer.
     pub fn new<C: ConfigurationAccess>(root: &mut PciRoot<C>, dev: &Device) -> Result<VirtioNet, Error> {
+        // The device reads and writes the rings itself: it must be allowed
+        // to master the bus (firmware may have left this off).
+        let (_, command) = root.get_status_command(dev.address);
+        root.set_command(dev.address, command | Command::MEMORY_SPACE | Command::IO_SPACE | Command::BUS_MASTER);
         let transport = PciTransport::new::<IdentityHal, C>(root, dev.address).map_err(Error::Transport)?;
         let raw = VirtIONetRaw::new(transport).map_err(Error::Device)?;
         let rx = dma::alloc_pages(PAGES_PER_DIRECTION).ok_or(Error::NoDmaMemory)?;
