@@ -131,3 +131,19 @@ fn entropy_is_health_checked_and_its_absence_refused() {
     check(vm.wait_for("entropy: VirtioRng passed its health check", BOOT_TIMEOUT));
     check(vm.wait_exit(BOOT_TIMEOUT));
 }
+
+#[test]
+fn without_the_debug_exit_device_shutdown_powers_off_through_acpi() {
+    for kind in [MachineType::Pc, MachineType::Q35] {
+        let mut m = two_nic_machine(kind, NicModel::VirtioNet, "routerd.test=shutdown");
+        m.debug_exit = false;
+        let mut vm = check(m.spawn());
+        check(vm.wait_for("power: ACPI soft off through PM1a", BOOT_TIMEOUT));
+        let status = check(vm.wait_exit(BOOT_TIMEOUT));
+        // QEMU exits 0 on an ACPI power-off (a triple fault would too, but
+        // then the console would not end with the shutdown line and no panic).
+        assert_eq!(status.code(), Some(0), "{kind:?}: console:\n{}", vm.console());
+        let console = vm.console();
+        assert!(console.contains("shutdown requested") && !console.contains("PANIC"), "{console}");
+    }
+}

@@ -53,8 +53,8 @@ fn table<'m>(mem: &'m impl PhysMemory, addr: u64) -> Option<&'m [u8]> {
     checksum_ok(t).then_some(t)
 }
 
-/// The ECAM window of PCI segment 0, if the firmware describes one.
-pub fn find_ecam(mem: &impl PhysMemory, rsdp_hint: Option<u64>) -> Option<Ecam> {
+/// The first table with `signature` listed by the XSDT (or RSDT).
+fn find_table<'m>(mem: &'m impl PhysMemory, rsdp_hint: Option<u64>, signature: &[u8; 4]) -> Option<&'m [u8]> {
     let rsdp_addr = find_rsdp(mem, rsdp_hint)?;
     let rsdp = mem.read(rsdp_addr, 36).or_else(|| mem.read(rsdp_addr, 20))?;
     let revision = *rsdp.get(15)?;
@@ -67,19 +67,80 @@ pub fn find_ecam(mem: &impl PhysMemory, rsdp_hint: Option<u64>) -> Option<Ecam> 
     let entries = root.get(36..)?;
     for e in entries.chunks_exact(entry_size) {
         let addr = if entry_size == 8 { u64_at(e, 0)? } else { u64::from(u32_at(e, 0)?) };
-        let Some(t) = table(mem, addr) else { continue };
-        if t.get(..4) != Some(b"MCFG") {
-            continue;
-        }
-        // Allocation structures start at offset 44, 16 bytes each.
-        for a in t.get(44..)?.chunks_exact(16) {
-            let segment = u16::from_le_bytes([a[8], a[9]]);
-            if segment == 0 {
-                return Some(Ecam { base: u64_at(a, 0)?, start_bus: a[10], end_bus: a[11] });
-            }
+        if let Some(t) = table(mem, addr).filter(|t| t.get(..4) == Some(&signature[..])) {
+            return Some(t);
         }
     }
     None
+}
+
+/// The ECAM window of PCI segment 0, if the firmware describes one.
+pub fn find_ecam(mem: &impl PhysMemory, rsdp_hint: Option<u64>) -> Option<Ecam> {
+    let t = find_table(mem, rsdp_hint, b"MCFG")?;
+    // Allocation structures start at offset 44, 16 bytes each.
+    for a in t.get(44..)?.chunks_exact(16) {
+        let segment = u16::from_le_bytes([a[8], a[9]]);
+        if segment == 0 {
+            return Some(Ecam { base: u64_at(a, 0)?, start_bus: a[10], end_bus: a[11] });
+        }
+    }
+    None
+}
+
+/// How to enter S5 (soft off): the PM1 control ports from the FADT and the
+/// sleep types from the DSDT's `\_S5_` package.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SoftOff {
+    pub pm1a_control: u16,
+    pub pm1b_control: Option<u16>,
+    pub slp_typ_a: u16,
+    pub slp_typ_b: u16,
+}
+
+/// Reads what [`crate::power::soft_off`] needs, when the firmware has it.
+///
+/// The `\_S5_` object is found by scanning the DSDT's AML for its name
+/// followed by a package (the usual firmware encoding, `Name (_S5, Package
+/// () {a, b, …})`), not by interpreting AML.
+pub fn find_soft_off(mem: &impl PhysMemory, rsdp_hint: Option<u64>) -> Option<SoftOff> {
+    let fadt = find_table(mem, rsdp_hint, b"FACP")?;
+    let dsdt_addr = match fadt.get(140..148).and_then(|_| u64_at(fadt, 140)).filter(|&a| a != 0) {
+        Some(x) => x,
+        None => u64::from(u32_at(fadt, 40)?),
+    };
+    let pm1a = u32_at(fadt, 64).filter(|&p| p != 0 && p <= 0xffff)? as u16;
+    let pm1b = u32_at(fadt, 68).filter(|&p| p != 0 && p <= 0xffff).map(|p| p as u16);
+    let dsdt = table(mem, dsdt_addr).filter(|t| t.get(..4) == Some(b"DSDT"))?;
+    let (a, b) = s5_from_aml(dsdt.get(36..)?)?;
+    Some(SoftOff { pm1a_control: pm1a, pm1b_control: pm1b, slp_typ_a: a, slp_typ_b: b })
+}
+
+/// `_S5_` `PackageOp PkgLength NumElements a b …` → (a, b).
+fn s5_from_aml(aml: &[u8]) -> Option<(u16, u16)> {
+    let at = aml.windows(4).position(|w| w == b"_S5_")?;
+    let mut i = at + 4;
+    if *aml.get(i)? != 0x12 {
+        return None; // not a package
+    }
+    i += 1;
+    // PkgLength: the top two bits of the first byte count the extra bytes.
+    i += 1 + usize::from(*aml.get(i)? >> 6);
+    i += 1; // NumElements
+    let mut value = || -> Option<u16> {
+        let op = *aml.get(i)?;
+        let (v, len) = match op {
+            0x00 => (0, 1),                              // ZeroOp
+            0x01 => (1, 1),                              // OneOp
+            0x0a => (u16::from(*aml.get(i + 1)?), 2),    // BytePrefix
+            0x0b => (u16::from_le_bytes([*aml.get(i + 1)?, *aml.get(i + 2)?]), 3), // WordPrefix
+            _ => return None,
+        };
+        i += len;
+        Some(v)
+    };
+    let a = value()?;
+    let b = value().unwrap_or(a);
+    Some((a & 7, b & 7))
 }
 
 #[cfg(test)]
@@ -146,6 +207,20 @@ mod tests {
         assert_eq!(find_ecam(&m, None), Some(Ecam { base: 0xb000_0000, start_bus: 0, end_bus: 0xff }));
         // A wrong hint falls back to the scan.
         assert_eq!(find_ecam(&m, Some(0x4000)).map(|e| e.base), Some(0xb000_0000));
+    }
+
+    #[test]
+    fn reads_s5_sleep_types_in_every_encoding() {
+        // Name(_S5, Package(4) {Zero, Zero, Zero, Zero}) as QEMU writes it.
+        assert_eq!(s5_from_aml(b"\x08_S5_\x12\x06\x04\x00\x00\x00\x00"), Some((0, 0)));
+        // BytePrefix values (typical real firmware: SLP_TYP 7).
+        assert_eq!(s5_from_aml(b"xx\x08_S5_\x12\x08\x04\x0a\x07\x0a\x07\x00\x00"), Some((7, 7)));
+        // A two-byte PkgLength.
+        assert_eq!(s5_from_aml(b"\x08_S5_\x12\x40\x01\x02\x0a\x05\x01"), Some((5, 1)));
+        // Truncated or not a package: nothing, never a fault.
+        assert_eq!(s5_from_aml(b"\x08_S5_\x12\x06"), None);
+        assert_eq!(s5_from_aml(b"\x08_S5_\x10"), None);
+        assert_eq!(s5_from_aml(b"no such object"), None);
     }
 
     #[test]

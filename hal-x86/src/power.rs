@@ -1,8 +1,9 @@
 //! Ending a run: QEMU's isa-debug-exit, reset, and halt.
 //!
-//! Real-hardware power-off needs the ACPI tables (FADT PM1a control block);
-//! until the image parses them, `shutdown` ends QEMU when the debug-exit
-//! device is present and otherwise halts with the CPU idle.
+//! `shutdown` ends QEMU through the debug-exit device when it is present
+//! (tests read its status), and otherwise enters ACPI S5 (soft off) with the
+//! PM1 control ports and sleep types from the firmware's tables; without
+//! those it halts with the CPU idle.
 
 use x86_64::instructions::port::Port;
 
@@ -67,9 +68,30 @@ pub fn reset() -> ! {
     halt()
 }
 
-/// Ends the run cleanly: QEMU exits with success; hardware halts.
-pub fn shutdown() -> ! {
+/// Enters ACPI S5: `SLP_TYPx | SLP_EN` to the PM1 control register(s).
+pub fn soft_off(s5: &crate::acpi::SoftOff) {
+    const SLP_EN: u16 = 1 << 13;
+    // SAFETY: the ports come from the FADT, which defines them as the PM1
+    // control blocks; writing SLP_EN there is how ACPI powers the box off.
+    unsafe {
+        Port::<u16>::new(s5.pm1a_control).write((s5.slp_typ_a << 10) | SLP_EN);
+        if let Some(b) = s5.pm1b_control {
+            Port::<u16>::new(b).write((s5.slp_typ_b << 10) | SLP_EN);
+        }
+    }
+    // Power-off takes a moment to land.
+    for _ in 0..10_000_000 {
+        core::hint::spin_loop();
+    }
+}
+
+/// Ends the run cleanly: QEMU's debug-exit with success when present, else
+/// ACPI soft off, else halt.
+pub fn shutdown(s5: Option<&crate::acpi::SoftOff>) -> ! {
     exit_qemu(ExitCode::Success);
+    if let Some(s5) = s5 {
+        soft_off(s5);
+    }
     halt()
 }
 

@@ -117,6 +117,9 @@ pub struct Machine {
     pub cpu: String,
     /// Further devices, as `-device` arguments (e.g. `virtio-rng-pci`).
     pub devices: Vec<String>,
+    /// Attach `isa-debug-exit` (the image's test verdict channel). Without
+    /// it the image powers off through ACPI like on hardware.
+    pub debug_exit: bool,
 }
 
 /// How QEMU loads the image.
@@ -143,6 +146,7 @@ impl Machine {
             boot: Boot::Pvh,
             cpu: "max".to_string(),
             devices: Vec::new(),
+            debug_exit: true,
         })
     }
 
@@ -157,7 +161,9 @@ impl Machine {
         c.args(["-machine", self.machine.arg(), "-accel", "tcg", "-cpu", &self.cpu]);
         c.args(["-m", &format!("{}M", self.memory_mib)]);
         c.args(["-nodefaults", "-no-reboot", "-display", "none"]);
-        c.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4"]);
+        if self.debug_exit {
+            c.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4"]);
+        }
         c.arg("-chardev").arg(format!(
             "socket,id=console,path={},server=on,wait=on",
             self.serial_path().display()

@@ -68,7 +68,13 @@ pub extern "C" fn routerd_main(eax: u32, ebx: u32) -> ! {
         report_boot_info(b);
     }
 
-    let ecam = hal_x86::acpi::find_ecam(&mem, boot_info.as_ref().and_then(|b| b.rsdp));
+    let rsdp = boot_info.as_ref().and_then(|b| b.rsdp);
+    let ecam = hal_x86::acpi::find_ecam(&mem, rsdp);
+    let soft_off = hal_x86::acpi::find_soft_off(&mem, rsdp);
+    match &soft_off {
+        Some(s) => info!("power: ACPI soft off through PM1a {:#x} (SLP_TYP {})", s.pm1a_control, s.slp_typ_a),
+        None => warn!("power: no ACPI soft-off description; shutdown will halt"),
+    }
     let mut nics = Nics::new();
     let mut device_seed = None;
     let found = bring_up_pci(ecam, &mut nics, &mut device_seed);
@@ -98,7 +104,7 @@ pub extern "C" fn routerd_main(eax: u32, ebx: u32) -> ! {
     match boot_info.as_ref().and_then(|b| b.cmdline_option("routerd.test")) {
         Some("shutdown") => {
             info!("shutdown requested by routerd.test=shutdown");
-            hal_x86::power::shutdown()
+            hal_x86::power::shutdown(soft_off.as_ref())
         }
         Some("panic") => panic!("deliberate panic requested by routerd.test=panic"),
         Some("echo") => echo(&mut nics),
