@@ -1,7 +1,7 @@
 //! `keygen` and `pubkey`: WireGuard keys in the base64 form `wg` uses.
 //!
-//! These move onto routerd-wireguard's key module once it exists, so the
-//! box and routerctl derive public keys with the same code.
+//! The public key is derived by `routerd-wireguard`'s key module, the code
+//! the box itself uses, so routerctl and the box can never disagree.
 
 use std::io::{Read, Write};
 
@@ -31,8 +31,7 @@ pub fn generate_private() -> Result<[u8; 32], Failure> {
 }
 
 pub fn public_from_private(private: [u8; 32]) -> [u8; 32] {
-    let secret = x25519_dalek::StaticSecret::from(private);
-    x25519_dalek::PublicKey::from(&secret).to_bytes()
+    routerd_wireguard::SecretKey::from_bytes(private).public_key().0
 }
 
 /// Parses a base64 key as `wg` prints it; the error says what is wrong.

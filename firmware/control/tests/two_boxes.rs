@@ -4,7 +4,7 @@
 //! underlay wire. LAN hosts are played by the test with frames built and
 //! parsed by `etherparse`, an implementation independent of ours.
 
-use etherparse::{ArpHardwareId, ArpOperation, ArpPacket, EtherType, PacketBuilder, SlicedPacket, TransportSlice};
+use routerd_e2e::net;
 use rand_core::OsRng;
 use routerd_control::{build, NicInfo, Runtime, WgTunnel};
 use routerd_dataplane::{self as dp, Dataplane, FrameBuf, Instant, PortId, Transmit, Verdict};
@@ -134,60 +134,16 @@ fn pump(now: Instant, a: &mut Box_, b: &mut Box_, a_lan: &mut Vec<Vec<u8>>, b_la
     panic!("the boxes never went quiet");
 }
 
-fn arp_request(src_mac: [u8; 6], src_ip: [u8; 4], target: [u8; 4]) -> Vec<u8> {
-    let mut f = Vec::new();
-    PacketBuilder::ethernet2(src_mac, [0xff; 6])
-        .arp(ArpPacket::new(ArpHardwareId::ETHERNET, EtherType::IPV4, ArpOperation::REQUEST, &src_mac, &src_ip, &[0; 6], &target).unwrap())
-        .write(&mut f)
-        .unwrap();
-    f
-}
-
-fn arp_reply_for(request: &[u8], mac: [u8; 6]) -> Option<Vec<u8>> {
-    let p = SlicedPacket::from_ethernet(request).ok()?;
-    let Some(etherparse::NetSlice::Arp(arp)) = p.net else { return None };
-    if arp.operation() != ArpOperation::REQUEST {
-        return None;
-    }
-    let mut f = Vec::new();
-    let spa: [u8; 4] = arp.target_protocol_addr().try_into().ok()?;
-    let tha: [u8; 6] = arp.sender_hw_addr().try_into().ok()?;
-    let tpa: [u8; 4] = arp.sender_protocol_addr().try_into().ok()?;
-    PacketBuilder::ethernet2(mac, tha)
-        .arp(ArpPacket::new(ArpHardwareId::ETHERNET, EtherType::IPV4, ArpOperation::REPLY, &mac, &spa, &tha, &tpa).ok()?)
-        .write(&mut f)
-        .ok()?;
-    Some(f)
-}
-
 fn tcp_syn(src_mac: [u8; 6], dst_mac: [u8; 6], src: [u8; 4], dst: [u8; 4], ack: bool, mss: u16) -> Vec<u8> {
-    let mut f = Vec::new();
-    let b = PacketBuilder::ethernet2(src_mac, dst_mac).ipv4(src, dst, 64).tcp(40000, 443, 1000, 64240).syn();
-    let b = if ack { b.ack(77) } else { b };
-    b.options(&[etherparse::TcpOptionElement::MaximumSegmentSize(mss), etherparse::TcpOptionElement::Noop, etherparse::TcpOptionElement::WindowScale(7)])
-        .unwrap()
-        .write(&mut f, &[])
-        .unwrap();
-    f
+    net::ethernet(src_mac, dst_mac, &net::tcp_syn_packet(src, dst, ack, mss))
 }
 
 fn tcp_mss(frame: &[u8]) -> Option<(bool, u16)> {
-    let p = SlicedPacket::from_ethernet(frame).ok()?;
-    let Some(TransportSlice::Tcp(t)) = p.transport else { return None };
-    let mss = t.options_iterator().find_map(|o| match o {
-        Ok(etherparse::TcpOptionElement::MaximumSegmentSize(m)) => Some(m),
-        _ => None,
-    })?;
-    Some((t.ack(), mss))
+    net::ip_payload(frame).and_then(net::tcp_syn_mss)
 }
 
 fn checksums_valid(frame: &[u8]) -> bool {
-    let p = SlicedPacket::from_ethernet(frame).unwrap();
-    let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else { return false };
-    let Some(TransportSlice::Tcp(t)) = &p.transport else { return false };
-    let hdr = ip.header().to_header();
-    let want = t.to_header().calc_checksum_ipv4(&hdr, t.payload()).unwrap();
-    hdr.calc_header_checksum() == hdr.header_checksum && want == t.checksum()
+    net::ip_payload(frame).is_some_and(net::checksums_valid)
 }
 
 #[test]
@@ -212,7 +168,7 @@ fn a_syn_crosses_from_onprem_to_the_cloud_host_and_back_clamped_both_ways() {
 
     // The on-prem host asks who has the cloud-owned address: the box answers
     // with its LAN MAC.
-    onprem.input(now, 0, &arp_request(HOST_ONPREM_MAC, HOST_ONPREM, HOST_CLOUD));
+    onprem.input(now, 0, &net::arp_request(HOST_ONPREM_MAC, HOST_ONPREM, HOST_CLOUD));
     pump(now, &mut onprem, &mut cloud, &mut onprem_lan, &mut cloud_lan);
     let reply = onprem_lan.pop().expect("proxy-ARP reply");
     assert_eq!(&reply[..6], &HOST_ONPREM_MAC);
@@ -228,7 +184,7 @@ fn a_syn_crosses_from_onprem_to_the_cloud_host_and_back_clamped_both_ways() {
             pump(now, &mut onprem, &mut cloud, &mut onprem_lan, &mut cloud_lan);
             // The cloud box ARPs for the real host on its LAN: answer it.
             for f in std::mem::take(&mut cloud_lan) {
-                if let Some(r) = arp_reply_for(&f, HOST_CLOUD_MAC) {
+                if let Some(r) = net::answer_arp(&f, HOST_CLOUD, HOST_CLOUD_MAC) {
                     cloud.input(now, 0, &r);
                 } else if tcp_mss(&f).is_some() {
                     delivered = Some(f);
@@ -258,7 +214,7 @@ fn a_syn_crosses_from_onprem_to_the_cloud_host_and_back_clamped_both_ways() {
     for _ in 0..5 {
         pump(now, &mut onprem, &mut cloud, &mut onprem_lan, &mut cloud_lan);
         for f in std::mem::take(&mut onprem_lan) {
-            if let Some(r) = arp_reply_for(&f, HOST_ONPREM_MAC) {
+            if let Some(r) = net::answer_arp(&f, HOST_ONPREM, HOST_ONPREM_MAC) {
                 onprem.input(now, 0, &r);
             } else if tcp_mss(&f).is_some() {
                 back = Some(f);
