@@ -216,6 +216,17 @@ fn lab(args: &[String]) -> Result<(), Failure> {
     let started = Instant::now();
     let mut vm = m.spawn().map_err(|e| Failure::Failed(e.to_string()))?;
     vm.echo_console(true);
+    // What the user types goes to the box's console (line by line).
+    if let Ok(mut serial) = vm.serial().try_clone() {
+        std::thread::spawn(move || {
+            use std::io::{BufRead, Write};
+            for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+                if serial.write_all(line.as_bytes()).and_then(|()| serial.write_all(b"\r")).is_err() {
+                    break;
+                }
+            }
+        });
+    }
     if let Err(e) = vm.wait_for("boot: ready in ", Duration::from_secs(60)) {
         return Err(Failure::Failed(e.to_string()));
     }

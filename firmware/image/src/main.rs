@@ -148,13 +148,21 @@ pub extern "C" fn routerd_main(eax: u32, ebx: u32) -> ! {
     }
 
     info!("not forwarding: idling (console: type `help`)");
+    let mut line = console::LineReader::new();
     loop {
         // Keep the receive rings moving so the devices never back up.
         for (_, n) in nics.iter_mut() {
             n.receive(64, &mut |_| {});
             n.poll();
         }
-        let _ = console::try_read();
+        if let Some(l) = line.poll() {
+            if !l.trim().is_empty() {
+                console::print(format_args!(
+                    "not forwarding: no configuration applied. Boot with routerd.config=<base64 postcard> \
+                     (serial provisioning with routerctl is coming); `status` works once forwarding\n"
+                ));
+            }
+        }
         core::hint::spin_loop();
     }
 }
