@@ -122,11 +122,12 @@ pub extern "C" fn routerd_main(eax: u32, ebx: u32) -> ! {
                     &mut *core::ptr::addr_of_mut!(FRAME_BUFFERS),
                 )
             };
-            let wg = wg.write(WgDevice::new(routerd_wireguard::SecretKey::from_bytes([1; 32]), Default::default()));
-            let tunnel_ok = match &runtime.tunnel {
-                Some(plan) => router::wireguard(plan, &mut entropy, wg),
-                None => true,
-            };
+            let device = router::wireguard(runtime.tunnel.as_ref(), &mut entropy);
+            let tunnel_ok = device.is_some();
+            let wg = wg.write(match device {
+                Some(d) => d,
+                None => WgDevice::new(routerd_wireguard::SecretKey::generate(&mut entropy), Default::default()),
+            });
             let now = routerd_dataplane::Instant::from_millis(clock.now_ms());
             match (tunnel_ok, routerd_dataplane::Dataplane::new(runtime.dataplane.clone(), now)) {
                 (true, Ok(dataplane)) => {

@@ -64,11 +64,16 @@ pub struct Router<'a> {
     pub clock: Clock,
 }
 
-/// Brings up WireGuard for the runtime's tunnel plan: generates the device
-/// key (there is no key store yet, so a new key every boot) and adds peers.
-pub fn wireguard(plan: &routerd_control::TunnelPlan, entropy: &mut Entropy, wg: &mut WgDevice) -> bool {
+/// The WireGuard device for the runtime's tunnel plan: a key generated on
+/// the device (there is no key store yet, so a new key every boot) and the
+/// peers. `None` (logged) when a peer is refused.
+pub fn wireguard(plan: Option<&routerd_control::TunnelPlan>, entropy: &mut Entropy) -> Option<WgDevice> {
     let key = SecretKey::generate(entropy);
-    *wg = Device::new(key, wg::Config { mtu: plan.mtu, ..wg::Config::default() });
+    let Some(plan) = plan else {
+        // No tunnel configured: an empty device (every seal fails, counted).
+        return Some(Device::new(key, wg::Config::default()));
+    };
+    let mut wg: WgDevice = Device::new(key, wg::Config { mtu: plan.mtu, ..wg::Config::default() });
     info!("wg: {} public key {} (generated on this boot)", plan.key_slot.as_str(), wg.public_key().to_base64().as_str());
     for (i, p) in plan.peers.iter().enumerate() {
         let mut pc = wg::PeerConfig::new(wg::PublicKey(p.public_key));
@@ -77,18 +82,18 @@ pub fn wireguard(plan: &routerd_control::TunnelPlan, entropy: &mut Entropy, wg: 
         let id = match wg.add_peer(pc) {
             Ok(id) => id,
             Err(e) => {
-                warn!("wg: peer {i} refused: {e:?}");
-                return false;
+                warn!("wg: peers[{i}] refused: {e:?}");
+                return None;
             }
         };
         for a in &p.allowed {
             if let Err(e) = wg.add_allowed_ip(id, a.addr().into(), a.prefix_len()) {
-                warn!("wg: peer {i} allowed IP refused: {e:?}");
-                return false;
+                warn!("wg: peers[{i}] allowed IP {:?} refused: {e:?}", a.addr());
+                return None;
             }
         }
     }
-    true
+    Some(wg)
 }
 
 impl Router<'_> {
