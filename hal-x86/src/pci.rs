@@ -5,14 +5,12 @@
 //! The enumeration walks bus 0 and every bus behind a PCI-to-PCI bridge, in
 //! bus/device/function order — the order that defines `lan0`, `wan0`, …
 //! Register layouts and BAR decoding come from the `virtio-drivers` crate's
-//! PCI module, which the virtio driver uses anyway.
+//! PCI module, which the virtio driver uses anyway. MAC addresses are read by
+//! the NIC drivers (`crate::nic`) as part of bringing a device up.
 
-use core::ptr::NonNull;
 use virtio_drivers::transport::pci::bus::{
-    BarInfo, ConfigurationAccess, DeviceFunction, DeviceFunctionInfo, HeaderType, PciRoot,
+    ConfigurationAccess, DeviceFunction, DeviceFunctionInfo, HeaderType, PciRoot,
 };
-use virtio_drivers::transport::pci::PciTransport;
-use virtio_drivers::transport::Transport;
 use x86_64::instructions::port::Port;
 
 pub use virtio_drivers::transport::pci::bus;
@@ -238,54 +236,6 @@ pub fn enumerate<C: ConfigurationAccess>(access: &C) -> Devices {
         }
     }
     out
-}
-
-/// The MAC address of a network device, when we know how to read it:
-/// virtio-net from its device configuration, Intel e1000-family from receive
-/// address register 0 (loaded from the EEPROM at reset).
-pub fn network_mac<C: ConfigurationAccess, H: virtio_drivers::Hal>(
-    root: &mut PciRoot<C>,
-    dev: &Device,
-) -> Option<[u8; 6]> {
-    match dev.info.vendor_id {
-        VENDOR_VIRTIO => {
-            let transport = PciTransport::new::<H, C>(root, dev.address).ok()?;
-            transport.read_config_space::<[u8; 6]>(0).ok()
-        }
-        VENDOR_INTEL => {
-            let Ok(Some(BarInfo::Memory { address, size, .. })) = root.bar_info(dev.address, 0) else {
-                return None;
-            };
-            if address == 0 || size < 0x5408 {
-                return None;
-            }
-            // Decode memory accesses so the register window answers.
-            let (_, command) = root.get_status_command(dev.address);
-            root.set_command(dev.address, command | bus::Command::MEMORY_SPACE);
-            // SAFETY: BAR0 of an Intel NIC is its register window, identity
-            // mapped; RAL0/RAH0 are plain 32-bit registers.
-            let (ral, rah) = unsafe {
-                let base = H::mmio_phys_to_virt(address, size as usize);
-                let ral = base.add(0x5400).cast::<u32>();
-                let rah = base.add(0x5404).cast::<u32>();
-                (read_volatile_u32(ral), read_volatile_u32(rah))
-            };
-            if rah & 0x8000_0000 == 0 {
-                return None;
-            }
-            let l = ral.to_le_bytes();
-            let h = rah.to_le_bytes();
-            Some([l[0], l[1], l[2], l[3], h[0], h[1]])
-        }
-        _ => None,
-    }
-}
-
-/// # Safety
-/// `p` must point at a readable, aligned device register.
-unsafe fn read_volatile_u32(p: NonNull<u32>) -> u32 {
-    // SAFETY: forwarded from the caller.
-    unsafe { p.as_ptr().read_volatile() }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use config_schema::{CaptureMethod, ClaimAction, Config, Host, KeyRef, MssClamp, PortAddress, PortRole};
 use core::fmt;
-use core::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use core::net::{SocketAddr, SocketAddrV4};
 use heapless::Vec;
 use routerd_dataplane as dp;
 
@@ -17,15 +17,19 @@ pub struct NicInfo {
     pub mac: [u8; 6],
 }
 
-/// The contract name of the n-th NIC: `lan0`, `wan0`, then `lan1`, `lan2`, …
-pub fn contract_name(n: usize, out: &mut heapless::String<8>) {
-    use core::fmt::Write;
-    out.clear();
-    let _ = match n {
-        0 => out.push_str("lan0").map_err(|_| fmt::Error),
-        1 => out.push_str("wan0").map_err(|_| fmt::Error),
-        n => write!(out, "lan{}", n - 1),
-    };
+/// The contract name of the n-th NIC the platform found: `lan0`, `wan0`,
+/// then `lan1`, `lan2`, … (PRODUCT.md, "NIC order").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContractName(pub usize);
+
+impl fmt::Display for ContractName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            0 => f.write_str("lan0"),
+            1 => f.write_str("wan0"),
+            n => write!(f, "lan{}", n - 1),
+        }
+    }
 }
 
 /// One WireGuard peer as the tunnel needs it.
@@ -133,9 +137,9 @@ pub fn build(cfg: &Config, nics: &[NicInfo]) -> Result<Runtime, BuildError> {
         let nic = match p.mac {
             Some(mac) => nics.iter().position(|n| n.mac == mac.0),
             None => (0..nics.len()).find(|&n| {
-                let mut name = heapless::String::new();
-                contract_name(n, &mut name);
-                name.as_str() == p.name.as_str()
+                use core::fmt::Write;
+                let mut name = heapless::String::<8>::new();
+                write!(name, "{}", ContractName(n)).is_ok() && name.as_str() == p.name.as_str()
             }),
         }
         .ok_or(BuildError::NoNic { port: i })?;
@@ -291,6 +295,5 @@ pub fn build(cfg: &Config, nics: &[NicInfo]) -> Result<Runtime, BuildError> {
         }
         None => None,
     };
-    let _ = Ipv4Addr::UNSPECIFIED;
     Ok(Runtime { dataplane, nic_of_port, tunnel })
 }

@@ -14,5 +14,5 @@
 pub mod build;
 pub mod tunnel;
 
-pub use build::{build, BuildError, NicInfo, Runtime, TunnelPlan};
+pub use build::{build, BuildError, ContractName, NicInfo, Runtime, TunnelPlan};
 pub use tunnel::WgTunnel;

@@ -1,7 +1,6 @@
 //! The NICs the image drives: found on PCI, named by the contract (`lan0`,
 //! `wan0`, `lan1`, … in bus order), brought up through `hal_x86::nic`.
 
-use hal_x86::dma::IdentityHal;
 use hal_x86::nic::{self, Nic};
 use hal_x86::pci::{self, Cam};
 use log::{info, warn};
@@ -84,21 +83,15 @@ pub fn bring_up_pci(ecam: Option<hal_x86::acpi::Ecam>, nics: &mut Nics, rng_seed
         }
         let name = NicName(found);
         found += 1;
-        match pci::network_mac::<_, IdentityHal>(&mut root, dev) {
-            Some(m) => info!(
-                "pci: {} {:04x}:{:04x} class {:02x}.{:02x} {} {name} mac {}",
-                dev.address, info.vendor_id, info.device_id, info.class, info.subclass,
-                dev.class_name(), Mac(m)
-            ),
-            None => info!(
-                "pci: {} {:04x}:{:04x} class {:02x}.{:02x} {} {name} mac unknown",
-                dev.address, info.vendor_id, info.device_id, info.class, info.subclass, dev.class_name()
-            ),
-        }
+        info!(
+            "pci: {} {:04x}:{:04x} class {:02x}.{:02x} {} {name}",
+            dev.address, info.vendor_id, info.device_id, info.class, info.subclass, dev.class_name()
+        );
+        // The driver reads the MAC as part of bringing the device up.
         match nic::probe(&mut root, dev) {
             Ok(mut n) => {
                 let up = if n.link_up() { "up" } else { "down" };
-                info!("nic: {name} {} mac {} link {up}", n.driver(), Mac(n.mac()));
+                info!("nic: {name} mac {} ({}, link {up})", Mac(n.mac()), n.driver());
                 if !nics.push(name, n) {
                     warn!("nic: {name} not used: the image drives at most {MAX_NICS} NICs");
                 }
@@ -122,16 +115,5 @@ impl core::fmt::Display for Mac {
     }
 }
 
-/// The contract name of the n-th NIC: `lan0`, `wan0`, then `lan1`, `lan2`, …
-#[derive(Clone, Copy)]
-pub struct NicName(usize);
-
-impl core::fmt::Display for NicName {
-    fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
-        match self.0 {
-            0 => f.write_str("lan0"),
-            1 => f.write_str("wan0"),
-            n => write!(f, "lan{}", n - 1),
-        }
-    }
-}
+/// NICs are named by the contract (`lan0`, `wan0`, `lan1`, …).
+pub use routerd_control::ContractName as NicName;
