@@ -1,7 +1,7 @@
 //! The image boots, reports its hardware and ends the way it was asked to.
 
 use routerd_e2e::{check, image, qemu, test_mac};
-use qemu::{Machine, MachineType, NetBackend, Nic, NicModel};
+use qemu::{Machine, MachineType, NicModel};
 use std::time::Duration;
 
 /// TCG on a loaded 2-core machine: boot takes well under a second, but leave
@@ -9,17 +9,7 @@ use std::time::Duration;
 const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn two_nic_machine(kind: MachineType, model: NicModel, cmdline: &str) -> Machine {
-    let mut m = Machine::new(image()).expect("run dir");
-    m.machine = kind;
-    m.cmdline = cmdline.to_string();
-    for n in 0..2u8 {
-        let backend = NetBackend::Dgram {
-            guest: m.run_dir.join(format!("nic{n}.guest")),
-            harness: m.run_dir.join(format!("nic{n}.harness")),
-        };
-        m.nics.push(Nic { model, mac: test_mac(1, n), backend });
-    }
-    m
+    routerd_e2e::two_nic_machine(kind, model, 1, cmdline).0
 }
 
 fn boots_and_shuts_down(kind: MachineType, model: NicModel) {

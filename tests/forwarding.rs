@@ -20,10 +20,10 @@ use base64::Engine;
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 use etherparse::ArpOperation;
-use qemu::{Machine, MachineType, NetBackend, Nic, NicModel, Vm};
+use qemu::{MachineType, NicModel, Vm};
 use rand_core::{OsRng, RngCore};
 use routerd_e2e::net::{self, Ip, Link, Mac};
-use routerd_e2e::{check, image, qemu, test_mac};
+use routerd_e2e::{check, qemu, test_mac};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
@@ -108,16 +108,8 @@ impl Lab {
         let peer_public = PublicKey::from(&peer_secret);
         let peer_b64 = base64::engine::general_purpose::STANDARD.encode(peer_public.as_bytes());
 
-        let mut m = Machine::new(image()).expect("run dir");
-        m.machine = kind;
-        m.cmdline = format!("routerd.config={}", encoded(&config(&peer_b64)));
-        let mut links = Vec::new();
-        for n in 0..2u8 {
-            let guest = m.run_dir.join(format!("nic{n}.guest"));
-            let harness = m.run_dir.join(format!("nic{n}.harness"));
-            links.push(Link::bind(harness.clone(), guest.clone()));
-            m.nics.push(Nic { model, mac: test_mac(3, n), backend: NetBackend::Dgram { guest, harness } });
-        }
+        let cmdline = format!("routerd.config={}", encoded(&config(&peer_b64)));
+        let (m, mut links) = routerd_e2e::two_nic_machine(kind, model, 3, &cmdline);
         let mut vm = check(m.spawn());
         check(vm.wait_for("dataplane: 2 ports, 2 claims, 0 segments; forwarding", BOOT));
         let console = vm.console();

@@ -2,8 +2,8 @@
 //! mode sends every frame back to its sender, and the harness checks every
 //! byte on both NICs, across NIC models and machine types.
 
-use qemu::{Machine, MachineType, NetBackend, Nic, NicModel};
-use routerd_e2e::{check, image, qemu, test_mac};
+use qemu::{Machine, MachineType, NicModel};
+use routerd_e2e::{check, qemu, test_mac};
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,22 +19,15 @@ struct Port {
 }
 
 fn echo_machine(kind: MachineType, model: NicModel) -> (Machine, Vec<Port>) {
-    let mut m = Machine::new(image()).expect("run dir");
-    m.machine = kind;
-    m.cmdline = "routerd.test=echo".into();
-    let mut ports = Vec::new();
-    for n in 0..2u8 {
-        let guest = m.run_dir.join(format!("nic{n}.guest"));
-        let harness = m.run_dir.join(format!("nic{n}.harness"));
-        let sock = UnixDatagram::bind(&harness).expect("bind harness socket");
-        sock.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-        m.nics.push(Nic {
-            model,
-            mac: test_mac(2, n),
-            backend: NetBackend::Dgram { guest: guest.clone(), harness },
-        });
-        ports.push(Port { sock, guest, mac: test_mac(2, n) });
-    }
+    let (m, links) = routerd_e2e::two_nic_machine(kind, model, 2, "routerd.test=echo");
+    let ports = links
+        .into_iter()
+        .zip(0..2u8)
+        .map(|(l, n)| {
+            l.sock.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+            Port { sock: l.sock, guest: l.guest, mac: test_mac(2, n) }
+        })
+        .collect();
     (m, ports)
 }
 

@@ -48,3 +48,20 @@ pub fn check<T>(r: Result<T, qemu::Error>) -> T {
         Err(e) => panic!("{e}"),
     }
 }
+
+/// A `kind` machine with two `model` NICs on unix datagram sockets (MACs
+/// `test_mac(id, 0)` for `lan0` and `test_mac(id, 1)` for `wan0`), booting
+/// with `cmdline`, and the harness end of each NIC.
+pub fn two_nic_machine(kind: qemu::MachineType, model: qemu::NicModel, id: u8, cmdline: &str) -> (qemu::Machine, Vec<net::Link>) {
+    let mut m = qemu::Machine::new(image()).expect("run dir");
+    m.machine = kind;
+    m.cmdline = cmdline.to_string();
+    let mut links = Vec::new();
+    for n in 0..2u8 {
+        let guest = m.run_dir.join(format!("nic{n}.guest"));
+        let harness = m.run_dir.join(format!("nic{n}.harness"));
+        links.push(net::Link::bind(harness.clone(), guest.clone()));
+        m.nics.push(qemu::Nic { model, mac: test_mac(id, n), backend: qemu::NetBackend::Dgram { guest, harness } });
+    }
+    (m, links)
+}
