@@ -19,6 +19,15 @@ use crate::{Failure, EXIT_FAILED, EXIT_USAGE};
 
 #[derive(Subcommand)]
 pub enum ConfigCommand {
+    /// Print the configuration a box is running (as TOML, or --json)
+    #[command(after_long_help = "Example:\n  routerctl config get --port unix:/tmp/onprem.sock > running.toml")]
+    Get {
+        #[command(flatten)]
+        conn: crate::box_cmd::Conn,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a configuration file and list every problem
     #[command(
         long_about = "Check a configuration file the way the box will before applying it, and list \
@@ -111,6 +120,7 @@ impl Example {
 
 pub fn run(cmd: ConfigCommand) -> Result<u8, Failure> {
     match cmd {
+        ConfigCommand::Get { conn, json } => crate::box_cmd::config_get(&conn, json),
         ConfigCommand::Validate { file, json } => validate_cmd(&file, json),
         ConfigCommand::Show { file, json } => show_cmd(&file, json),
         ConfigCommand::Example { which, json } => {

@@ -1,16 +1,20 @@
 //! `routerctl`: the operator's tool for routerd boxes.
 //!
-//! This first part works on files and keys only: `config validate`, `config
-//! show`, `config example`, `keygen`, `pubkey`. Talking to a box over its
-//! serial port comes with the provisioning protocol.
+//! Files and keys: `config validate|show|example`, `keygen`, `pubkey`.
+//! A box, over its serial line (`--port`): `status`, `plan`, `apply`,
+//! `config get`, `claims list|add|remove`, `key show|generate|import`,
+//! `logs`, `reboot`. And `completions`, `man`.
 //!
 //! Exit codes (PRODUCT.md, "Contracts"): 0 success, 1 a check or command
 //! failed (e.g. the configuration has errors), 2 bad usage or unreadable input.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod box_cmd;
+mod client;
 mod config_cmd;
 mod keys;
 
@@ -43,12 +47,15 @@ impl Failure {
     long_about = "Provision and diagnose routerd boxes.\n\n\
         routerd is firmware for a small router box that moves single /32 addresses \
         between sites over WireGuard (claims) and joins sites with VXLAN segments. \
-        routerctl checks configurations before they reach a box and creates keys.",
+        routerctl checks configurations before they reach a box, provisions boxes over their \
+        serial line (plan, then an atomic apply), and shows what they are doing.",
     after_long_help = "Examples:\n  \
         routerctl config example hybrid-onprem > onprem.toml\n  \
         routerctl config validate onprem.toml\n  \
         routerctl config show onprem.toml --json\n  \
-        wg genkey | routerctl pubkey\n\n\
+        wg genkey | routerctl pubkey\n  \
+        routerctl apply onprem.toml --port unix:/tmp/onprem.sock\n  \
+        routerctl status --port /dev/ttyUSB0 --json\n\n\
         Exit codes: 0 success, 1 a check failed (e.g. errors in the configuration), \
         2 bad usage or a file that cannot be read or parsed."
 )]
@@ -87,6 +94,86 @@ enum Command {
             Exit code 2 when stdin is not a 44-character base64 key."
     )]
     Pubkey,
+    /// Show a box's ports, tunnel, peers, claims and drop counters
+    #[command(after_long_help = "Examples:\n  routerctl status --port unix:/tmp/onprem.sock\n  \
+        routerctl status --port /dev/ttyUSB0 --json | jq '.status.claims'")]
+    Status {
+        #[command(flatten)]
+        conn: box_cmd::Conn,
+        /// Print one JSON document {schema, port, status}
+        #[arg(long)]
+        json: bool,
+        /// Remember the drop counters now, so the next status shows drops since
+        #[arg(long)]
+        mark: bool,
+    },
+    /// Show what applying a file would change on a box (changes nothing)
+    #[command(long_about = "Send the file to the box as a plan: the box validates it, binds it to its NICs, \
+        builds it beside the running configuration and reports what would change (by claim address, \
+        peer and port name), which keys it would generate and every warning. Nothing changes.")]
+    Plan {
+        /// The TOML file, or `-` for stdin
+        file: PathBuf,
+        #[command(flatten)]
+        conn: box_cmd::Conn,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply a file on a box: shows the plan, then swaps it in atomically
+    #[command(long_about = "Validate the file here, show the box's plan, then apply. The apply is atomic: \
+        the box builds the whole new configuration beside the running one and swaps only when every \
+        step succeeded; on any error the running configuration is untouched and the error names the \
+        field. Keys the configuration names (`device:wg0`) are generated on the box; their public \
+        halves are printed for the other box's configuration.",
+        after_long_help = "Examples:\n  routerctl apply onprem.toml --port unix:/tmp/onprem.sock --yes\n  \
+        routerctl apply onprem.toml --port /dev/ttyUSB0\n\n\
+        Exit codes: 0 applied, 1 not applied (declined, unreachable, refused by the box), 2 invalid file.")]
+    Apply {
+        /// The TOML file, or `-` for stdin
+        file: PathBuf,
+        #[command(flatten)]
+        conn: box_cmd::Conn,
+        /// Apply without asking
+        #[arg(long, short)]
+        yes: bool,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// List, add and remove claims on a running box
+    #[command(subcommand)]
+    Claims(box_cmd::ClaimsCommand),
+    /// The box's WireGuard keys (made on the box; only public halves leave it)
+    #[command(subcommand)]
+    Key(box_cmd::KeyCommand),
+    /// Follow the box's console log through a provisioning session
+    Logs {
+        #[command(flatten)]
+        conn: box_cmd::Conn,
+        /// Stop after this many seconds (default: until interrupted)
+        #[arg(long, value_name = "SECONDS")]
+        r#for: Option<u64>,
+        /// One JSON object per line
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reboot a box
+    Reboot {
+        #[command(flatten)]
+        conn: box_cmd::Conn,
+        /// Reboot without asking
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Print a shell completion script (bash, zsh, fish, …)
+    #[command(after_long_help = "Example:\n  routerctl completions bash > /etc/bash_completion.d/routerctl")]
+    Completions {
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff)
+    #[command(after_long_help = "Example:\n  routerctl man | man -l -")]
+    Man,
 }
 
 fn main() -> ExitCode {
@@ -95,6 +182,28 @@ fn main() -> ExitCode {
         Command::Config(cmd) => config_cmd::run(cmd),
         Command::Keygen => keys::keygen(),
         Command::Pubkey => keys::pubkey(),
+        Command::Status { conn, json, mark } => box_cmd::status(&conn, json, mark),
+        Command::Plan { file, conn, json } => box_cmd::plan(&file, &conn, json),
+        Command::Apply { file, conn, yes, json } => box_cmd::apply(&file, &conn, yes, json),
+        Command::Claims(cmd) => box_cmd::claims(cmd),
+        Command::Key(cmd) => box_cmd::key(cmd),
+        Command::Logs { conn, r#for, json } => box_cmd::logs(&conn, r#for, json),
+        Command::Reboot { conn, yes } => box_cmd::reboot(&conn, yes),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "routerctl", &mut std::io::stdout());
+            Ok(0)
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            match clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut out) {
+                Ok(()) => {
+                    use std::io::Write;
+                    let _ = std::io::stdout().write_all(&out);
+                    Ok(0)
+                }
+                Err(e) => Err(Failure { code: EXIT_FAILED, message: format!("cannot render the man page: {e}") }),
+            }
+        }
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -363,9 +363,15 @@ impl Vm {
     fn start(child: Child, serial: UnixStream, stderr: Arc<Mutex<Vec<u8>>>, run_dir: PathBuf) -> Vm {
         let console = Arc::new(Mutex::new(Vec::new()));
         let echo = Arc::new(Mutex::new(false));
+        Vm::capture(&serial, &console, &echo);
+        Vm { child, console, stderr, serial, run_dir, echo }
+    }
+
+    /// Appends what `serial` receives to `console` on a thread.
+    fn capture(serial: &UnixStream, console: &Arc<Mutex<Vec<u8>>>, echo: &Arc<Mutex<bool>>) {
         if let Ok(mut reader) = serial.try_clone() {
-            let console = Arc::clone(&console);
-            let echo = Arc::clone(&echo);
+            let console = Arc::clone(console);
+            let echo = Arc::clone(echo);
             thread::spawn(move || {
                 let mut chunk = [0u8; 4096];
                 while let Ok(n) = reader.read(&mut chunk) {
@@ -384,7 +390,35 @@ impl Vm {
                 }
             });
         }
-        Vm { child, console, stderr, serial, run_dir, echo }
+    }
+
+    /// Lets go of the serial socket so another client (routerctl) can
+    /// connect: QEMU's socket takes one client at a time. Console output
+    /// is not captured until [`Vm::attach_serial`].
+    pub fn release_serial(&mut self) {
+        let _ = self.serial.shutdown(std::net::Shutdown::Both);
+    }
+
+    /// Connects to the serial socket again (after the other client left)
+    /// and resumes capturing the console.
+    pub fn attach_serial(&mut self, timeout: Duration) -> Result<(), Error> {
+        let path = self.run_dir.join("serial.sock");
+        let deadline = Instant::now() + timeout;
+        let stream = loop {
+            match UnixStream::connect(&path) {
+                Ok(s) => break s,
+                Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+                Err(e) => return Err(Error::Console(e)),
+            }
+        };
+        Vm::capture(&stream, &self.console, &self.echo);
+        self.serial = stream;
+        Ok(())
+    }
+
+    /// The serial socket's path (`--port unix:PATH` for routerctl).
+    pub fn serial_path(&self) -> PathBuf {
+        self.run_dir.join("serial.sock")
     }
 
     /// Copy console output to stdout as it arrives (from now on).

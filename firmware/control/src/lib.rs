@@ -11,8 +11,12 @@
 //!   implemented on `routerd-wireguard`.
 #![no_std]
 
+extern crate alloc;
+
 pub mod build;
+pub mod node;
 pub mod tunnel;
 
 pub use build::{build, BuildError, ContractName, NicInfo, Runtime, TunnelPlan};
+pub use node::{NicSnapshot, Node, WgDevice};
 pub use tunnel::WgTunnel;

@@ -119,12 +119,15 @@ pub struct ClaimStatus {
     pub state: ClaimState,
     /// Its counters.
     pub counters: ClaimCounters,
+    /// The MAC of the live host last seen using the address (conflicts).
+    pub conflict_mac: Option<[u8; 6]>,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct ClaimRuntime {
     state: ClaimState,
     counters: ClaimCounters,
+    conflict_mac: Option<[u8; 6]>,
     garp_left: u8,
     garp_next: Instant,
     replies: TokenBucket,
@@ -176,6 +179,7 @@ impl Dataplane {
             let _ = claims.push(ClaimRuntime {
                 state: ClaimState::Active,
                 counters: ClaimCounters::default(),
+                conflict_mac: None,
                 garp_left: t.garp_count,
                 garp_next: now,
                 replies: TokenBucket::new(t.arp_reply_rate, t.arp_reply_burst, now),
@@ -263,7 +267,7 @@ impl Dataplane {
     pub fn claim_status(&self, claim: usize) -> Option<ClaimStatus> {
         let cfg = self.core.cfg.claims.get(claim)?;
         let rt = self.core.claims.get(claim)?;
-        Some(ClaimStatus { address: cfg.address, state: rt.state, counters: rt.counters })
+        Some(ClaimStatus { address: cfg.address, state: rt.state, counters: rt.counters, conflict_mac: rt.conflict_mac })
     }
 
     /// Every claim, in configuration order.
@@ -576,6 +580,7 @@ impl Core {
                     if let Some(rt) = self.claims.get_mut(ci) {
                         rt.state = ClaimState::InConflict;
                         rt.counters.conflicts += 1;
+                        rt.conflict_mac = Some(sha.0);
                     }
                     return self.drop(DropReason::ArpConflict);
                 }

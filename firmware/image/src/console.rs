@@ -15,6 +15,8 @@ struct Console {
     serial: UnsafeCell<Option<Serial>>,
     clock: UnsafeCell<Option<Clock>>,
     busy: AtomicBool,
+    /// A provisioning session holds the line: log lines travel as frames.
+    session: AtomicBool,
 }
 
 // SAFETY: one CPU, no interrupts; `busy` guards re-entrance (see module docs).
@@ -24,6 +26,7 @@ static CONSOLE: Console = Console {
     serial: UnsafeCell::new(None),
     clock: UnsafeCell::new(None),
     busy: AtomicBool::new(false),
+    session: AtomicBool::new(false),
 };
 
 /// Brings up COM1 and installs the logger. Without a UART the image runs
@@ -56,8 +59,26 @@ pub fn try_read() -> Option<u8> {
     with_console(|s, _| s.as_mut().and_then(Serial::try_read)).flatten()
 }
 
-/// Writes raw text to the console (no log prefix).
+/// A provisioning session opened or closed: log lines become frames or text.
+pub fn set_session(open: bool) {
+    CONSOLE.session.store(open, Ordering::Release);
+}
+
+/// Writes bytes as they are (protocol frames).
+pub fn write_bytes(bytes: &[u8]) {
+    with_console(|s, _| {
+        if let Some(s) = s {
+            s.write_bytes(bytes);
+        }
+    });
+}
+
+/// Writes raw text to the console (no log prefix). Suppressed while a
+/// provisioning session holds the line (log lines still go, as frames).
 pub fn print(args: fmt::Arguments) {
+    if CONSOLE.session.load(Ordering::Acquire) {
+        return;
+    }
     with_console(|s, _| {
         if let Some(s) = s {
             let _ = s.write_fmt(args);
@@ -103,6 +124,23 @@ impl log::Log for Logger {
         if !self.enabled(record.metadata()) {
             return;
         }
+        if CONSOLE.session.load(Ordering::Acquire) {
+            with_console(|s, clock| {
+                let Some(s) = s else { return };
+                let ms = clock.map_or(0, |c| c.now_ms());
+                let mut line = heapless::String::<{ routerd_provision::message::LOG_TEXT }>::new();
+                let target = record.target();
+                if !target.starts_with("routerd") {
+                    let _ = write!(Trunc(&mut line), "{target}: ");
+                }
+                let _ = write!(Trunc(&mut line), "{}", record.args());
+                let mut frame = [0u8; 2 * routerd_provision::message::LOG_TEXT];
+                if let Some(f) = routerd_provision::session::encode_log(ms, record.level() as u8, &line, &mut frame) {
+                    s.write_bytes(f);
+                }
+            });
+            return;
+        }
         with_console(|s, clock| {
             let Some(s) = s else { return };
             let _ = match clock {
@@ -124,36 +162,59 @@ impl log::Log for Logger {
     fn flush(&self) {}
 }
 
+/// Keeps what fits of a formatted line.
+struct Trunc<'a, const N: usize>(&'a mut heapless::String<N>);
+
+impl<const N: usize> Write for Trunc<'_, N> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for ch in s.chars() {
+            if self.0.push(ch).is_err() {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Collects console input into lines (a human typing at the serial port).
-/// Bytes beyond the line length are dropped; control bytes other than
-/// backspace end nothing and are ignored.
+/// Bytes beyond the line length are dropped. A line holding bytes no
+/// keyboard makes (pieces of a protocol frame, line noise) is discarded
+/// whole, and a frame delimiter (`0x00`) forgets the line so far.
 pub struct LineReader {
     buf: [u8; 80],
     len: usize,
+    binary: bool,
 }
 
 impl LineReader {
     pub const fn new() -> LineReader {
-        LineReader { buf: [0; 80], len: 0 }
+        LineReader { buf: [0; 80], len: 0, binary: false }
     }
 
-    /// Returns a completed line, if the user pressed Enter.
-    pub fn poll(&mut self) -> Option<&str> {
-        while let Some(b) = try_read() {
-            match b {
-                b'\r' | b'\n' => {
-                    let n = core::mem::take(&mut self.len);
-                    return core::str::from_utf8(self.buf.get(..n).unwrap_or(&[])).ok();
+    pub fn clear(&mut self) {
+        self.len = 0;
+        self.binary = false;
+    }
+
+    /// Feeds one byte; returns a completed line when the user pressed Enter.
+    pub fn push(&mut self, b: u8) -> Option<&str> {
+        match b {
+            b'\r' | b'\n' => {
+                let n = core::mem::take(&mut self.len);
+                if core::mem::take(&mut self.binary) {
+                    return None;
                 }
-                0x08 | 0x7f => self.len = self.len.saturating_sub(1),
-                0x20..=0x7e => {
-                    if let Some(slot) = self.buf.get_mut(self.len) {
-                        *slot = b;
-                        self.len += 1;
-                    }
-                }
-                _ => {}
+                return core::str::from_utf8(self.buf.get(..n).unwrap_or(&[])).ok();
             }
+            0 => self.clear(),
+            0x08 | 0x7f => self.len = self.len.saturating_sub(1),
+            b'\t' | 0x20..=0x7e => {
+                if let Some(slot) = self.buf.get_mut(self.len) {
+                    *slot = b;
+                    self.len += 1;
+                }
+            }
+            _ => self.binary = true,
         }
         None
     }

@@ -27,8 +27,10 @@ use hal_x86::clock::{self, Clock};
 use hal_x86::entropy::Entropy;
 use log::{info, warn};
 use nics::{bring_up_pci, Nics};
-use router::WgDevice;
-use routerd_control::Runtime;
+use alloc::boxed::Box;
+use routerd_control::Node;
+use routerd_provision::message::Reply;
+use routerd_provision::session::Session;
 use routerd_netdev::{NetDevice, TxToken, MAX_FRAME};
 
 /// The release this image was built from.
@@ -112,75 +114,58 @@ pub extern "C" fn routerd_main(eax: u32, ebx: u32) -> ! {
         None => {}
     }
 
-    if let Some(mut entropy) = entropy {
-        if let Some(runtime) = load_config(boot_info.as_ref(), &nics) {
-            // SAFETY: routerd_main runs once; these statics are taken here
-            // and nowhere else.
-            let (wg, bufs) = unsafe {
-                (
-                    &mut *core::ptr::addr_of_mut!(WG_DEVICE),
-                    &mut *core::ptr::addr_of_mut!(FRAME_BUFFERS),
-                )
-            };
-            let device = router::wireguard(runtime.tunnel.as_ref(), &mut entropy);
-            let tunnel_ok = device.is_some();
-            let wg = wg.write(match device {
-                Some(d) => d,
-                None => WgDevice::new(routerd_wireguard::SecretKey::generate(&mut entropy), Default::default()),
-            });
-            let now = routerd_dataplane::Instant::from_millis(clock.now_ms());
-            match (tunnel_ok, routerd_dataplane::Dataplane::new(runtime.dataplane.clone(), now)) {
-                (true, Ok(dataplane)) => {
-                    info!(
-                        "dataplane: {} ports, {} claims, {} segments; forwarding",
-                        runtime.dataplane.ports.len(),
-                        runtime.dataplane.claims.len(),
-                        runtime.dataplane.segments.len()
-                    );
-                    let mut r = router::Router { dataplane, wg, entropy, runtime, clock };
-                    r.run(&mut nics, bufs)
+    if entropy.is_none() {
+        warn!("dataplane: no trusted entropy source: the box cannot make keys and will refuse configurations");
+    }
+    let mut node = Box::new(Node::new(&nics.infos(), entropy, VERSION, BUILD_ID));
+    let mut session = Box::new(Session::new(VERSION, BUILD_ID));
+    if let Some(cfg) = boot_config(boot_info.as_ref()) {
+        let now = routerd_dataplane::Instant::from_millis(clock.now_ms());
+        match node.apply(cfg, now) {
+            Reply::Applied(out) => {
+                for k in &out.keys_created {
+                    let key = routerd_wireguard::PublicKey(k.public_key);
+                    info!("wg: {} public key {} (generated on this boot)", k.slot.as_str(), key.to_base64().as_str());
                 }
-                (_, Err(e)) => warn!("dataplane: configuration refused: {e:?}"),
-                (false, _) => warn!("wg: tunnel not started"),
+                if let Some(c) = node.config() {
+                    session.set_device_name(c.device.name.as_str());
+                    info!(
+                        "config: device {} side {} applied; dataplane: {} ports, {} claims, {} segments; forwarding",
+                        c.device.name.as_str(),
+                        c.device.side.as_str(),
+                        c.ports.len(),
+                        c.claims.len(),
+                        c.segments.len()
+                    );
+                }
             }
-        }
-    } else {
-        warn!("dataplane: not started without a trusted entropy source (no keys)");
-    }
-
-    info!("not forwarding: idling (console: type `help`)");
-    let mut line = console::LineReader::new();
-    loop {
-        // Keep the receive rings moving so the devices never back up.
-        for (_, n) in nics.iter_mut() {
-            n.receive(64, &mut |_| {});
-            n.poll();
-        }
-        if let Some(l) = line.poll() {
-            if !l.trim().is_empty() {
-                console::print(format_args!(
-                    "not forwarding: no configuration applied. Boot with routerd.config=<base64 postcard> \
-                     (serial provisioning with routerctl is coming); `status` works once forwarding\n"
-                ));
+            Reply::Error(f) => {
+                warn!("config: not applied: {}", f.message.as_str());
+                for p in &f.problems {
+                    warn!("config: {}: {}: {}", if p.error { "error" } else { "warning" }, p.path.as_str(), p.message.as_str());
+                }
             }
+            _ => {}
         }
-        core::hint::spin_loop();
     }
+    if node.config().is_none() {
+        info!("not forwarding: no configuration yet; provision with routerctl on this serial line (console: type `help`)");
+    }
+    // SAFETY: routerd_main runs once; this static is taken here and nowhere else.
+    let bufs = unsafe { &mut *core::ptr::addr_of_mut!(FRAME_BUFFERS) };
+    let mut r = router::Router { node, session, clock };
+    r.run(&mut nics, bufs)
 }
 
-static mut WG_DEVICE: core::mem::MaybeUninit<WgDevice> = core::mem::MaybeUninit::uninit();
 static mut FRAME_BUFFERS: router::Buffers = router::Buffers::new();
 
 /// The configuration from `routerd.config=<base64 postcard>` on the kernel
-/// command line, validated and bound to this box's NICs. Every problem is
-/// logged with its configuration path; any error means no forwarding.
-fn load_config(boot: Option<&BootInfo>, nics: &Nics) -> Option<Runtime> {
+/// command line, decoded (the node validates and applies it like one sent
+/// by routerctl).
+fn boot_config(boot: Option<&BootInfo>) -> Option<Box<config_schema::Config>> {
     use base64::Engine;
-    let Some(text) = boot.and_then(|b| b.cmdline_option("routerd.config")) else {
-        info!("config: none given (routerd.config=…); waiting for provisioning");
-        return None;
-    };
-    let mut bytes = [0u8; config_schema::CONFIG_WIRE_MAX];
+    let text = boot.and_then(|b| b.cmdline_option("routerd.config"))?;
+    let mut bytes = alloc::vec![0u8; config_schema::CONFIG_WIRE_MAX];
     let n = match base64::engine::general_purpose::STANDARD.decode_slice(text, &mut bytes) {
         Ok(n) => n,
         Err(e) => {
@@ -188,31 +173,10 @@ fn load_config(boot: Option<&BootInfo>, nics: &Nics) -> Option<Runtime> {
             return None;
         }
     };
-    let cfg = match config_schema::decode(bytes.get(..n).unwrap_or(&[])) {
-        Ok(c) => c,
+    match config_schema::decode(bytes.get(..n).unwrap_or(&[])) {
+        Ok(c) => Some(Box::new(c)),
         Err(e) => {
-            warn!("config: cannot decode ({e:?})");
-            return None;
-        }
-    };
-    let report = config_schema::validate(&cfg);
-    for p in &report.problems {
-        match p.severity {
-            config_schema::Severity::Error => warn!("config: error: {p}"),
-            config_schema::Severity::Warning => warn!("config: warning: {p}"),
-        }
-    }
-    if !report.is_valid() {
-        warn!("config: {} errors; not applied", report.errors);
-        return None;
-    }
-    match routerd_control::build(&cfg, &nics.infos()) {
-        Ok(rt) => {
-            info!("config: device {} side {} applied", cfg.device.name.as_str(), cfg.device.side.as_str());
-            Some(rt)
-        }
-        Err(e) => {
-            warn!("config: {e}");
+            warn!("config: routerd.config cannot be decoded ({e:?})");
             None
         }
     }

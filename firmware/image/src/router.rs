@@ -1,27 +1,33 @@
-//! The polled main loop: NICs ⇄ dataplane ⇄ WireGuard.
+//! The polled main loop: NICs ⇄ node (dataplane + WireGuard), and COM1.
 //!
 //! Each turn: read the clock once; take a bounded batch from every NIC into
-//! frame buffers with headroom; run each frame through the dataplane (which
-//! calls the WireGuard tunnel for sealing and opening); send what it returns
-//! on the NIC bound to the port; run the dataplane's timers when due; let
-//! the drivers reclaim transmit slots. No interrupts: when a turn finds
-//! nothing to do the CPU `pause`s, and the console is polled between turns.
+//! frame buffers with headroom; run each frame through the node's dataplane
+//! (which calls the WireGuard tunnel for sealing and opening); send what it
+//! returns on the NIC bound to the port; run timers when due; let the
+//! drivers reclaim transmit slots; then read what arrived on COM1.
+//!
+//! COM1 carries two audiences (`routerd_provision::session`): every byte
+//! goes to the provisioning session; while no session is open it also goes
+//! to the human's line editor. Requests run between forwarding turns, so a
+//! long answer (a whole configuration at 115200 baud) delays forwarding
+//! for its duration; nothing is lost, the NIC rings buffer meanwhile.
 
 use crate::console;
 use crate::nics::Nics;
+use alloc::boxed::Box;
 use hal_x86::clock::Clock;
 use hal_x86::entropy::Entropy;
 use log::{info, warn};
-use routerd_control::{Runtime, WgTunnel};
-use routerd_dataplane::{self as dp, Dataplane, FrameBuf, Instant, PortId, Transmit, Verdict};
+use routerd_control::{NicSnapshot, Node};
+use routerd_dataplane::{self as dp, FrameBuf, Instant, PortId, Transmit, Verdict};
 use routerd_netdev::{NetDevice, TxToken};
-use routerd_wireguard::{self as wg, Device, SecretKey};
+use routerd_provision::message::{Op, Reply};
+use routerd_provision::session::{Session, Step};
 
 /// Frames taken from one NIC per turn.
 const BATCH: usize = 32;
-
-/// The WireGuard device: fixed capacity, lives in a static (it is ~95 KiB).
-pub type WgDevice = Device<{ routerd_control::build::MAX_PEERS }, 64>;
+/// Serial bytes taken per turn (the UART FIFO holds 16; QEMU holds more).
+const SERIAL_BUDGET: usize = 4096;
 
 /// Extra frames from the dataplane go straight to the NICs.
 struct NicTransmit<'a> {
@@ -56,160 +62,215 @@ impl Buffers {
 }
 
 /// Everything the loop owns.
-pub struct Router<'a> {
-    pub dataplane: Dataplane,
-    pub wg: &'a mut WgDevice,
-    pub entropy: Entropy,
-    pub runtime: Runtime,
+pub struct Router {
+    pub node: Box<Node<Entropy>>,
+    pub session: Box<Session>,
     pub clock: Clock,
 }
 
-/// The WireGuard device for the runtime's tunnel plan: a key generated on
-/// the device (there is no key store yet, so a new key every boot) and the
-/// peers. `None` (logged) when a peer is refused.
-pub fn wireguard(plan: Option<&routerd_control::TunnelPlan>, entropy: &mut Entropy) -> Option<WgDevice> {
-    let key = SecretKey::generate(entropy);
-    let Some(plan) = plan else {
-        // No tunnel configured: an empty device (every seal fails, counted).
-        return Some(Device::new(key, wg::Config::default()));
-    };
-    let mut wg: WgDevice = Device::new(key, wg::Config { mtu: plan.mtu, ..wg::Config::default() });
-    info!("wg: {} public key {} (generated on this boot)", plan.key_slot.as_str(), wg.public_key().to_base64().as_str());
-    for (i, p) in plan.peers.iter().enumerate() {
-        let mut pc = wg::PeerConfig::new(wg::PublicKey(p.public_key));
-        pc.endpoint = p.endpoint;
-        pc.persistent_keepalive = p.persistent_keepalive;
-        let id = match wg.add_peer(pc) {
-            Ok(id) => id,
-            Err(e) => {
-                warn!("wg: peers[{i}] refused: {e:?}");
-                return None;
-            }
-        };
-        for a in &p.allowed {
-            if let Err(e) = wg.add_allowed_ip(id, a.addr().into(), a.prefix_len()) {
-                warn!("wg: peers[{i}] allowed IP {:?} refused: {e:?}", a.addr());
-                return None;
-            }
-        }
-    }
-    Some(wg)
-}
-
-impl Router<'_> {
+impl Router {
     fn now(&self) -> Instant {
         Instant::from_millis(self.clock.now_ms())
     }
 
     /// Runs forever.
     pub fn run(&mut self, nics: &mut Nics, bufs: &mut Buffers) -> ! {
-        let nic_of_port = self.runtime.nic_of_port.clone();
-        let mut port_of_nic = [None::<PortId>; crate::nics::MAX_NICS];
-        for (p, &n) in nic_of_port.iter().enumerate() {
-            if let Some(slot) = port_of_nic.get_mut(n) {
-                *slot = Some(PortId(p as u8));
-            }
-        }
-        let mut console_line = console::LineReader::new();
+        let mut line = console::LineReader::new();
         loop {
             let now = self.now();
-            let mut busy = false;
-            for nic in 0..nics.len() {
-                let Some(port) = port_of_nic.get(nic).copied().flatten() else {
-                    // A NIC the configuration does not use: keep its ring moving.
-                    if let Some(n) = nics.get_mut(nic) {
-                        n.receive(BATCH, &mut |_| {});
-                        n.poll();
-                    }
-                    continue;
-                };
-                let mut count = 0usize;
-                if let Some(n) = nics.get_mut(nic) {
-                    let Buffers { frames, lens } = &mut *bufs;
-                    n.receive(BATCH, &mut |frame| {
-                        if let (Some(buf), Some(len)) = (frames.get_mut(count), lens.get_mut(count)) {
-                            if let Some(dst) = buf.get_mut(dp::HEADROOM..dp::HEADROOM + frame.len()) {
-                                dst.copy_from_slice(frame);
-                                *len = frame.len();
-                                count += 1;
-                            }
-                        }
-                    });
-                }
-                busy |= count > 0;
-                for i in 0..count {
-                    let (Some(raw), Some(&len)) = (bufs.frames.get_mut(i), bufs.lens.get(i)) else { continue };
-                    let Ok(mut fb) = FrameBuf::new(raw, dp::HEADROOM, len) else { continue };
-                    let mut tunnel = WgTunnel { device: &mut *self.wg, rng: &mut self.entropy };
-                    let mut tx = NicTransmit { nics: &mut *nics, nic_of_port: &nic_of_port };
-                    if let Verdict::Transmit(out) = self.dataplane.process(now, port, &mut fb, &mut tunnel, &mut tx) {
-                        let frame = fb.frame();
-                        let _ = tx.send(out, frame);
-                    }
-                }
-            }
-            let due = self
-                .dataplane
-                .poll_at(&WgTunnel { device: &mut *self.wg, rng: &mut self.entropy })
-                .is_none_or(|t| t <= now);
-            if due || busy {
-                let mut tunnel = WgTunnel { device: &mut *self.wg, rng: &mut self.entropy };
-                let mut tx = NicTransmit { nics: &mut *nics, nic_of_port: &nic_of_port };
-                self.dataplane.poll(now, &mut tunnel, &mut tx);
-            }
+            let busy = self.forward(now, nics, bufs);
             for (_, n) in nics.iter_mut() {
                 n.poll();
             }
-            if let Some(line) = console_line.poll() {
-                self.command(line.trim(), nics);
-            }
+            self.serial(now, nics, &mut line);
             if !busy {
                 core::hint::spin_loop();
             }
         }
     }
 
-    /// Console commands, for a human at the serial port (until the
-    /// provisioning protocol takes over the line).
-    fn command(&mut self, line: &str, nics: &mut Nics) {
+    /// One forwarding turn; true when any NIC had frames.
+    fn forward(&mut self, now: Instant, nics: &mut Nics, bufs: &mut Buffers) -> bool {
+        let mut busy = false;
+        for nic in 0..nics.len() {
+            let port = self.node.port_of_nic(nic);
+            let Some(n) = nics.get_mut(nic) else { continue };
+            let Some(port) = port else {
+                // A NIC the configuration does not use (or none yet): keep
+                // its ring moving.
+                n.receive(BATCH, &mut |_| {});
+                continue;
+            };
+            let mut count = 0usize;
+            let Buffers { frames, lens } = &mut *bufs;
+            n.receive(BATCH, &mut |frame| {
+                if let (Some(buf), Some(len)) = (frames.get_mut(count), lens.get_mut(count)) {
+                    if let Some(dst) = buf.get_mut(dp::HEADROOM..dp::HEADROOM + frame.len()) {
+                        dst.copy_from_slice(frame);
+                        *len = frame.len();
+                        count += 1;
+                    }
+                }
+            });
+            busy |= count > 0;
+            for i in 0..count {
+                let (Some(raw), Some(&len)) = (bufs.frames.get_mut(i), bufs.lens.get(i)) else { continue };
+                let Ok(mut fb) = FrameBuf::new(raw, dp::HEADROOM, len) else { continue };
+                let Some(mut f) = self.node.forwarding() else { continue };
+                let mut tx = NicTransmit { nics: &mut *nics, nic_of_port: f.nic_of_port };
+                if let Verdict::Transmit(out) = f.dataplane.process(now, port, &mut fb, &mut f.tunnel, &mut tx) {
+                    let _ = tx.send(out, fb.frame());
+                }
+            }
+        }
+        if let Some(mut f) = self.node.forwarding() {
+            let due = f.dataplane.poll_at(&f.tunnel).is_none_or(|t| t <= now);
+            if due || busy {
+                let mut tx = NicTransmit { nics: &mut *nics, nic_of_port: f.nic_of_port };
+                f.dataplane.poll(now, &mut f.tunnel, &mut tx);
+            }
+        }
+        busy
+    }
+
+    /// COM1: the provisioning session, and the human when no session is open.
+    fn serial(&mut self, now: Instant, nics: &mut Nics, line: &mut console::LineReader) {
+        if self.session.poll(now.millis()) {
+            console::set_session(false);
+            console::print(format_args!(
+                "provisioning session closed after {} s idle; console is yours again\n",
+                routerd_provision::session::IDLE_TIMEOUT_MS / 1000
+            ));
+        }
+        for _ in 0..SERIAL_BUDGET {
+            let Some(b) = console::try_read() else { break };
+            let was_open = self.session.is_open();
+            let request = match self.session.push(b, now.millis()) {
+                Step::Nothing => None,
+                Step::Send(frame) => {
+                    console::write_bytes(frame);
+                    None
+                }
+                Step::Execute(req) => Some(req),
+            };
+            if let Some(req) = request {
+                let reboot = matches!(req.op, Op::Reboot);
+                let reply = self.execute(now, req.op, nics);
+                let frame = self.session.respond(req.seq, reply);
+                console::write_bytes(frame);
+                if reboot {
+                    console::set_session(false);
+                    info!("reboot requested over the provisioning session");
+                    hal_x86::power::reset();
+                }
+            }
+            let open = self.session.is_open();
+            if open != was_open {
+                console::set_session(open);
+                if open {
+                    info!("provisioning session opened");
+                } else {
+                    console::print(format_args!("provisioning session closed; console is yours again\n"));
+                }
+                line.clear();
+            }
+            if !open && !was_open {
+                if let Some(l) = line.push(b) {
+                    let mut text = heapless::String::<80>::new();
+                    let _ = text.push_str(l.trim());
+                    self.command(now, text.as_str(), nics);
+                }
+            }
+        }
+    }
+
+    fn snapshots(nics: &mut Nics) -> heapless::Vec<NicSnapshot, { crate::nics::MAX_NICS }> {
+        nics.iter_mut()
+            .map(|(_, n)| {
+                let s = n.stats();
+                NicSnapshot {
+                    link_up: n.link_up(),
+                    rx_frames: s.rx_frames,
+                    tx_frames: s.tx_frames,
+                    rx_errors: s.rx_errors,
+                    tx_ring_full: s.tx_ring_full,
+                }
+            })
+            .collect()
+    }
+
+    fn execute(&mut self, now: Instant, op: Op, nics: &mut Nics) -> Reply {
+        let snaps = Self::snapshots(nics);
+        let applying = matches!(op, Op::Apply(_) | Op::ClaimAdd(_) | Op::ClaimRemove(_));
+        let mut reply = self.node.handle(now, op, &snaps);
+        match &mut reply {
+            Reply::Status(s) => s.serial = self.session.stats(),
+            Reply::Applied(out) if applying => {
+                if let Some(c) = self.node.config() {
+                    self.session.set_device_name(c.device.name.as_str());
+                    info!(
+                        "config: device {} side {} applied ({} changes)",
+                        c.device.name.as_str(),
+                        c.device.side.as_str(),
+                        out.changes.len()
+                    );
+                }
+            }
+            Reply::Error(f) if applying => warn!("config: refused: {}", f.message.as_str()),
+            _ => {}
+        }
+        reply
+    }
+
+    /// Console commands, for a human at the serial port.
+    fn command(&mut self, now: Instant, line: &str, nics: &mut Nics) {
         match line {
             "" => {}
-            "status" => self.print_status(nics),
-            "help" => console::print(format_args!("commands: status, help\n")),
+            "status" => self.print_status(now, nics),
+            "help" => console::print(format_args!(
+                "commands: status, help. Provision with `routerctl apply FILE --port …` on this serial line.\n"
+            )),
             other => console::print(format_args!("unknown command {other:?}; try help\n")),
         }
     }
 
-    fn print_status(&mut self, nics: &mut Nics) {
-        let now = self.now();
+    fn print_status(&mut self, now: Instant, nics: &mut Nics) {
+        let snaps = Self::snapshots(nics);
+        let st = self.node.status(now, false, &snaps);
         console::print(format_args!("status at {} ms\n", now.millis()));
-        for (name, n) in nics.iter_mut() {
-            let s = n.stats();
+        if !st.configured {
+            console::print(format_args!("  not forwarding: no configuration applied (routerctl apply)\n"));
+        }
+        for p in &st.ports {
             console::print(format_args!(
-                "  {name}: rx {} frames, tx {} frames, rx errors {}, tx ring full {}\n",
-                s.rx_frames, s.tx_frames, s.rx_errors, s.tx_ring_full
+                "  {}: link {}, rx {} frames, tx {} frames, rx errors {}, tx ring full {}\n",
+                p.name.as_str(),
+                if p.link_up { "up" } else { "down" },
+                p.rx_frames,
+                p.tx_frames,
+                p.rx_errors,
+                p.tx_ring_full
             ));
         }
-        for c in self.dataplane.claims() {
-            console::print(format_args!("  claim {:?}\n", c));
+        for c in &st.claims {
+            console::print(format_args!(
+                "  claim {}: {:?} {:?} on {}, to tunnel {} pkts, from tunnel {} pkts\n",
+                c.address, c.role, c.state, c.port, c.to_tunnel_packets, c.from_tunnel_packets
+            ));
         }
-        let wg_now = wg::Instant::from_millis(now.millis());
-        for id in self.wg.peers().collect::<heapless::Vec<_, 16>>() {
-            if let Some(p) = self.wg.peer_status(id, wg_now) {
-                console::print(format_args!(
-                    "  peer {}: endpoint {:?}, session {}, rx {} B, tx {} B\n",
-                    id.0, p.endpoint, p.has_session, p.rx_bytes, p.tx_bytes
-                ));
-            }
+        for p in &st.peers {
+            console::print(format_args!(
+                "  peer {}: endpoint {:?}, session {}, rx {} B, tx {} B\n",
+                p.name, p.endpoint, p.has_session, p.rx_bytes, p.tx_bytes
+            ));
         }
-        for (reason, n) in self.dataplane.counters().nonzero_drops() {
-            console::print(format_args!("  drop {reason:?}: {n}\n"));
+        for d in &st.drops {
+            console::print(format_args!("  drop {}: {}\n", d.name.as_str(), d.value));
         }
-        console::print(format_args!("  drops total: {}\n", self.dataplane.counters().total_drops()));
-        for (name, n) in self.wg.counters().iter() {
-            if n > 0 {
-                console::print(format_args!("  wg {name}: {n}\n"));
-            }
+        let total = st.drops.iter().fold(0u64, |a, d| a.saturating_add(d.value));
+        console::print(format_args!("  drops total: {total}\n"));
+        for w in &st.wireguard {
+            console::print(format_args!("  wg {}: {}\n", w.name.as_str(), w.value));
         }
         console::print(format_args!("end of status\n"));
     }

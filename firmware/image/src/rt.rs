@@ -107,7 +107,7 @@ fn panic(info: &PanicInfo) -> ! {
 static HEAP: linked_list_allocator::LockedHeap = linked_list_allocator::LockedHeap::empty();
 
 /// Bytes of heap.
-const HEAP_BYTES: usize = 256 * 1024;
+const HEAP_BYTES: usize = 4 * 1024 * 1024;
 static mut HEAP_MEMORY: [u8; HEAP_BYTES] = [0; HEAP_BYTES];
 
 /// Hands the heap its memory; call once, before anything allocates.

@@ -12,4 +12,10 @@
 //! `routerctl` use it.
 #![no_std]
 
+extern crate alloc;
+
 pub mod frame;
+pub mod message;
+pub mod session;
+
+pub use message::*;

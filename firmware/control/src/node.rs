@@ -1,0 +1,614 @@
+//! The box as routerctl sees it: configuration, keys, dataplane and
+//! WireGuard behind one object that answers provisioning requests.
+//!
+//! Platform-neutral: the image drives it from its polled loop and the
+//! serial line, the host build from tokio and a unix socket. The platform
+//! owns the NICs and the line; the node owns everything that a
+//! configuration decides.
+//!
+//! **Apply is atomic.** A candidate configuration is validated, its key
+//! slots resolved, bound to the NICs ([`crate::build`]) and a complete new
+//! dataplane (and, when the tunnel changed, a new WireGuard device) is built
+//! beside the running one. Only when every step succeeded is it swapped in;
+//! on any error the running configuration is untouched and the error names
+//! the path. When peers, key and listen port are unchanged the WireGuard
+//! device is kept, so sessions survive (a claim add does not re-handshake).
+//!
+//! **Keys** live in slots (`private_key = "device:NAME"`). A slot a
+//! configuration needs is generated on the box from its entropy source the
+//! first time; private keys never leave the node. Importing one is a
+//! separate, explicit operation. The slots live in RAM: a reboot makes new
+//! keys (there is no persistent store yet).
+
+use alloc::boxed::Box;
+use config_schema::{Claim, Config, KeyRef, Name, PortAddress};
+use core::net::{IpAddr, SocketAddr};
+use heapless::Vec;
+use rand_core::{CryptoRng, RngCore};
+use routerd_dataplane::{self as dp, Dataplane, FrameBuf, Instant, PortId, Transmit, Verdict};
+use routerd_provision::message::{
+    self as msg, text, Change, ChangeKind, ClaimRole, Count, Failure, FailureKind, KeyInfo, Op, Outcome, Reply,
+    Status, WireProblem,
+};
+use routerd_wireguard::{self as wg, Device, SecretKey};
+
+use crate::build::{build, NicInfo, Runtime, TunnelPlan, MAX_NICS, MAX_PEERS};
+use crate::tunnel::WgTunnel;
+
+/// Prefixes the WireGuard device routes (all peers together).
+pub const WG_ROUTES: usize = 64;
+/// The WireGuard device a node drives (~95 KiB; boxed).
+pub type WgDevice = Device<MAX_PEERS, WG_ROUTES>;
+
+/// A NIC as the platform reports it for status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NicSnapshot {
+    pub link_up: bool,
+    pub rx_frames: u64,
+    pub tx_frames: u64,
+    pub rx_errors: u64,
+    pub tx_ring_full: u64,
+}
+
+struct KeySlot {
+    name: Name,
+    secret: SecretKey,
+    generated: bool,
+}
+
+struct Running {
+    config: Box<Config>,
+    runtime: Runtime,
+    dataplane: Box<Dataplane>,
+    wg: Box<WgDevice>,
+    applied_at: Instant,
+}
+
+/// A candidate built beside the running configuration.
+struct Staged {
+    config: Box<Config>,
+    runtime: Runtime,
+    dataplane: Box<Dataplane>,
+    /// `None`: keep the running WireGuard device (sessions survive).
+    wg: Option<Box<WgDevice>>,
+    new_keys: Vec<KeySlot, { msg::MAX_KEYS }>,
+    outcome: Box<Outcome>,
+}
+
+/// The box's control plane.
+pub struct Node<R> {
+    nics: Vec<NicInfo, MAX_NICS>,
+    rng: Option<R>,
+    keys: Vec<KeySlot, { msg::MAX_KEYS }>,
+    running: Option<Running>,
+    software: &'static str,
+    build_id: &'static str,
+    mark: Option<(Instant, [u64; dp::counters::DROP_REASONS])>,
+}
+
+/// What the platform's loop uses to forward.
+pub struct Forwarding<'a, R> {
+    pub dataplane: &'a mut Dataplane,
+    pub tunnel: WgTunnel<'a, MAX_PEERS, WG_ROUTES, R>,
+    /// Which NIC carries each dataplane port.
+    pub nic_of_port: &'a [usize],
+}
+
+impl<R: RngCore + CryptoRng> Node<R> {
+    /// A node with no configuration. Without `rng` (no trusted entropy)
+    /// it answers status but refuses keys and applies.
+    pub fn new(nics: &[NicInfo], rng: Option<R>, software: &'static str, build_id: &'static str) -> Node<R> {
+        Node {
+            nics: nics.iter().copied().take(MAX_NICS).collect(),
+            rng,
+            keys: Vec::new(),
+            running: None,
+            software,
+            build_id,
+            mark: None,
+        }
+    }
+
+    /// The running configuration.
+    pub fn config(&self) -> Option<&Config> {
+        self.running.as_ref().map(|r| &*r.config)
+    }
+
+    /// Forwarding state, once a configuration runs.
+    pub fn forwarding(&mut self) -> Option<Forwarding<'_, R>> {
+        let running = self.running.as_mut()?;
+        let rng = self.rng.as_mut()?;
+        Some(Forwarding {
+            dataplane: &mut running.dataplane,
+            tunnel: WgTunnel { device: &mut running.wg, rng },
+            nic_of_port: &running.runtime.nic_of_port,
+        })
+    }
+
+    /// The dataplane port bound to NIC `nic`.
+    pub fn port_of_nic(&self, nic: usize) -> Option<PortId> {
+        let r = self.running.as_ref()?;
+        r.runtime.nic_of_port.iter().position(|&n| n == nic).map(|p| PortId(p as u8))
+    }
+
+    /// Runs one received frame through the dataplane (no-op unconfigured).
+    pub fn process<X: Transmit + ?Sized>(&mut self, now: Instant, port: PortId, frame: &mut FrameBuf, tx: &mut X) -> Verdict {
+        match self.forwarding() {
+            Some(mut f) => f.dataplane.process(now, port, frame, &mut f.tunnel, tx),
+            None => Verdict::Consumed,
+        }
+    }
+
+    /// Runs timers when due; returns when they are next due.
+    pub fn poll<X: Transmit + ?Sized>(&mut self, now: Instant, tx: &mut X) -> Option<Instant> {
+        let mut f = self.forwarding()?;
+        if f.dataplane.poll_at(&f.tunnel).is_none_or(|t| t <= now) {
+            f.dataplane.poll(now, &mut f.tunnel, tx);
+        }
+        f.dataplane.poll_at(&f.tunnel)
+    }
+
+    /// Carries out one request. `nics` are indexed like the NICs given to
+    /// [`Node::new`]. `Reboot` is answered here and done by the platform.
+    pub fn handle(&mut self, now: Instant, op: Op, nics: &[NicSnapshot]) -> Reply {
+        match op {
+            Op::Hello { .. } | Op::Ping => Reply::Pong,
+            Op::Bye | Op::Reboot => Reply::Done,
+            Op::Status { mark } => Reply::Status(self.status(now, mark, nics)),
+            Op::GetConfig => Reply::Config(self.running.as_ref().map(|r| r.config.clone())),
+            Op::Plan(cfg) => match self.stage(cfg, now) {
+                Ok(s) => Reply::Plan(s.outcome),
+                Err(f) => Reply::Error(f),
+            },
+            Op::Apply(cfg) => self.apply(cfg, now),
+            Op::ClaimAdd(claim) => self.claim_add(claim, now),
+            Op::ClaimRemove(addr) => self.claim_remove(addr, now),
+            Op::KeyShow => Reply::Keys(self.key_infos()),
+            Op::KeyGenerate(slot) => self.key_set(slot, None, now),
+            Op::KeyImport(slot, secret) => self.key_set(slot, Some(secret), now),
+        }
+    }
+
+    /// Applies a configuration (also used for one given at boot).
+    pub fn apply(&mut self, cfg: Box<Config>, now: Instant) -> Reply {
+        match self.stage(cfg, now) {
+            Ok(s) => {
+                let outcome = s.outcome.clone();
+                self.commit(s, now);
+                Reply::Applied(outcome)
+            }
+            Err(f) => Reply::Error(f),
+        }
+    }
+
+    fn commit(&mut self, s: Staged, now: Instant) {
+        for k in s.new_keys {
+            let _ = self.keys.push(k);
+        }
+        let wg = match (s.wg, self.running.take()) {
+            (Some(new), _) => new,
+            (None, Some(old)) => old.wg,
+            // stage() builds a device whenever nothing runs; keep total.
+            (None, None) => Box::new(Device::new(SecretKey::from_bytes([1; 32]), wg::Config::default())),
+        };
+        self.mark = None;
+        self.running = Some(Running { config: s.config, runtime: s.runtime, dataplane: s.dataplane, wg, applied_at: now });
+    }
+
+    fn stage(&mut self, cfg: Box<Config>, now: Instant) -> Result<Staged, Box<Failure>> {
+        let report = config_schema::validate(&cfg);
+        if !report.is_valid() {
+            let mut f = Failure::new(
+                FailureKind::Invalid,
+                if report.errors == 1 { "the configuration has 1 error" } else { "the configuration has errors" },
+            );
+            // Errors first: they are why nothing was applied.
+            let errors = report.problems.iter().filter(|p| p.severity == config_schema::Severity::Error);
+            let warnings = report.problems.iter().filter(|p| p.severity != config_schema::Severity::Error);
+            for p in errors.chain(warnings) {
+                if f.problems.push(WireProblem::from(p)).is_err() {
+                    break;
+                }
+            }
+            return Err(f);
+        }
+        let mut outcome = Box::new(Outcome::default());
+        outcome.warnings = report.warnings as u16;
+        for p in &report.problems {
+            let _ = outcome.problems.push(WireProblem::from(p));
+        }
+
+        // Key slots: existing ones are used, missing ones made here.
+        let mut new_keys: Vec<KeySlot, { msg::MAX_KEYS }> = Vec::new();
+        for t in &cfg.wireguard {
+            let KeyRef::Device(slot) = &t.private_key;
+            if self.key(slot).is_some() || new_keys.iter().any(|k| k.name == *slot) {
+                continue;
+            }
+            let Some(rng) = self.rng.as_mut() else {
+                return Err(Failure::new(
+                    FailureKind::NoEntropy,
+                    "no trusted entropy source on this box: it cannot make the WireGuard key (import one with `routerctl key import`)",
+                ));
+            };
+            let k = KeySlot { name: slot.clone(), secret: SecretKey::generate(rng), generated: true };
+            let _ = outcome.keys_created.push(KeyInfo {
+                slot: slot.clone(),
+                public_key: k.secret.public_key().0,
+                generated: true,
+                in_use: true,
+            });
+            new_keys
+                .push(k)
+                .map_err(|_| Failure::new(FailureKind::Refused, "wireguard: more key slots than the box holds"))?;
+        }
+
+        let runtime = build(&cfg, &self.nics).map_err(|e| refused(format_args!("{e}")))?;
+        let dataplane = Dataplane::new(runtime.dataplane.clone(), now)
+            .map_err(|e| refused(format_args!("the dataplane refused the configuration: {e:?}")))?;
+        let dataplane = Box::new(dataplane);
+
+        let keep = self.running.as_ref().is_some_and(|r| r.runtime.tunnel == runtime.tunnel && new_keys.is_empty());
+        let wg = if keep {
+            None
+        } else {
+            let secret = match &runtime.tunnel {
+                Some(plan) => new_keys
+                    .iter()
+                    .find(|k| k.name == plan.key_slot)
+                    .map(|k| k.secret.clone())
+                    .or_else(|| self.key(&plan.key_slot).map(|k| k.secret.clone())),
+                None => None,
+            };
+            Some(wireguard_device(runtime.tunnel.as_ref(), secret)?)
+        };
+        outcome.tunnel_restarts = wg.is_some() && self.running.is_some();
+        diff(self.config(), &cfg, &mut outcome);
+        Ok(Staged { config: cfg, runtime, dataplane, wg, new_keys, outcome })
+    }
+
+    fn claim_add(&mut self, claim: Claim, now: Instant) -> Reply {
+        let Some(mut cfg) = self.running.as_ref().map(|r| r.config.clone()) else { return not_configured() };
+        if cfg.claims.iter().any(|c| c.address == claim.address) {
+            return Reply::Error(Failure::new(
+                FailureKind::Exists,
+                "claims: the address is already claimed (remove it first or apply a new configuration)",
+            ));
+        }
+        if cfg.claims.push(claim).is_err() {
+            return Reply::Error(Failure::new(FailureKind::Refused, "claims: the list is full (64)"));
+        }
+        self.apply(cfg, now)
+    }
+
+    fn claim_remove(&mut self, addr: config_schema::Ipv4Cidr, now: Instant) -> Reply {
+        let Some(mut cfg) = self.running.as_ref().map(|r| r.config.clone()) else { return not_configured() };
+        let Some(i) = cfg.claims.iter().position(|c| c.address.addr() == addr.addr()) else {
+            return Reply::Error(Failure::new(FailureKind::NotFound, "claims: no claim for that address"));
+        };
+        cfg.claims.remove(i);
+        self.apply(cfg, now)
+    }
+
+    fn key(&self, slot: &Name) -> Option<&KeySlot> {
+        self.keys.iter().find(|k| k.name == *slot)
+    }
+
+    fn key_infos(&self) -> Vec<KeyInfo, { msg::MAX_KEYS }> {
+        let used = |slot: &Name| {
+            self.config()
+                .is_some_and(|c| c.wireguard.iter().any(|t| matches!(&t.private_key, KeyRef::Device(s) if s == slot)))
+        };
+        self.keys
+            .iter()
+            .map(|k| KeyInfo {
+                slot: k.name.clone(),
+                public_key: k.secret.public_key().0,
+                generated: k.generated,
+                in_use: used(&k.name),
+            })
+            .collect()
+    }
+
+    /// Makes (or imports) the key in `slot`; a tunnel using it restarts
+    /// with the new key.
+    fn key_set(&mut self, slot: Name, import: Option<[u8; 32]>, now: Instant) -> Reply {
+        let secret = match import {
+            Some(bytes) => SecretKey::from_bytes(bytes),
+            None => match self.rng.as_mut() {
+                Some(rng) => SecretKey::generate(rng),
+                None => {
+                    return Reply::Error(Failure::new(FailureKind::NoEntropy, "no trusted entropy source: cannot make a key"))
+                }
+            },
+        };
+        // Build the restarted tunnel first: if it fails, nothing changes.
+        let restarted = match self.running.as_ref().and_then(|r| r.runtime.tunnel.as_ref()) {
+            Some(plan) if plan.key_slot == slot => match wireguard_device(Some(plan), Some(secret.clone())) {
+                Ok(d) => Some(d),
+                Err(f) => return Reply::Error(f),
+            },
+            _ => None,
+        };
+        let generated = import.is_none();
+        match self.keys.iter_mut().find(|k| k.name == slot) {
+            Some(k) => {
+                k.secret = secret;
+                k.generated = generated;
+            }
+            None => {
+                if self.keys.push(KeySlot { name: slot, secret, generated }).is_err() {
+                    return Reply::Error(Failure::new(FailureKind::Refused, "keys: every slot is taken"));
+                }
+            }
+        }
+        if let (Some(d), Some(r)) = (restarted, self.running.as_mut()) {
+            r.wg = d;
+            r.applied_at = now;
+        }
+        Reply::Keys(self.key_infos())
+    }
+
+    /// The node's view for `routerctl status` and `doctor`.
+    pub fn status(&mut self, now: Instant, mark: bool, nics: &[NicSnapshot]) -> Box<Status> {
+        let mut st = Box::new(Status::default());
+        st.software = text(self.software);
+        st.build = text(self.build_id);
+        st.uptime_ms = now.millis();
+        let cfg = self.running.as_ref().map(|r| &*r.config);
+        for (i, n) in nics.iter().enumerate().take(MAX_NICS) {
+            let port = self.running.as_ref().and_then(|r| r.runtime.nic_of_port.iter().position(|&x| x == i));
+            let pc = port.and_then(|p| cfg.and_then(|c| c.ports.get(p)));
+            let mut name = heapless::String::<24>::new();
+            match pc {
+                Some(p) => name = text(p.name.as_str()),
+                None => {
+                    let _ = core::fmt::write(&mut name, format_args!("{}", crate::ContractName(i)));
+                }
+            }
+            let _ = st.ports.push(msg::PortStatus {
+                name,
+                role: pc.map(|p| p.role),
+                mac: self.nics.get(i).map(|n| n.mac).unwrap_or_default(),
+                link_up: n.link_up,
+                address: pc.and_then(|p| match p.address {
+                    Some(PortAddress::Static(c)) => Some(c),
+                    _ => None,
+                }),
+                rx_frames: n.rx_frames,
+                tx_frames: n.tx_frames,
+                rx_errors: n.rx_errors,
+                tx_ring_full: n.tx_ring_full,
+            });
+        }
+        let Some(r) = self.running.as_ref() else { return st };
+        let cfg = &*r.config;
+        st.configured = true;
+        st.device = text(cfg.device.name.as_str());
+        st.side = text(cfg.device.side.as_str());
+        st.applied_ms_ago = Some(now.millis().saturating_sub(r.applied_at.millis()));
+        let wg_now = wg::Instant::from_millis(now.millis());
+        if let (Some(t), Some(plan)) = (cfg.wireguard.first(), r.runtime.tunnel.as_ref()) {
+            st.tunnel = Some(msg::TunnelStatus {
+                name: t.name.clone(),
+                listen_port: plan.listen_port,
+                mtu: plan.mtu,
+                public_key: r.wg.public_key().0,
+                underlay_mtu: config_schema::budget::underlay_mtu(cfg),
+            });
+        }
+        for (i, p) in cfg.peers.iter().enumerate() {
+            let s = r.wg.peer_status(wg::PeerId(i as u16), wg_now);
+            let mut endpoint_configured = heapless::String::<64>::new();
+            if let Some(e) = &p.endpoint {
+                let _ = core::fmt::write(&mut endpoint_configured, format_args!("{e}"));
+            }
+            let _ = st.peers.push(msg::PeerStatus {
+                name: p.name.clone(),
+                public_key: p.public_key.0,
+                endpoint_configured,
+                endpoint: s.as_ref().and_then(|s| match s.endpoint {
+                    Some(SocketAddr::V4(a)) => Some((*a.ip(), a.port())),
+                    _ => None,
+                }),
+                allowed_ips: p.allowed_ips.clone(),
+                last_handshake_ms_ago: s
+                    .as_ref()
+                    .and_then(|s| s.last_handshake)
+                    .map(|t| wg_now.as_nanos().saturating_sub(t.as_nanos()) / 1_000_000),
+                has_session: s.as_ref().is_some_and(|s| s.has_session),
+                rx_bytes: s.as_ref().map_or(0, |s| s.rx_bytes),
+                tx_bytes: s.as_ref().map_or(0, |s| s.tx_bytes),
+                persistent_keepalive: p.persistent_keepalive,
+            });
+        }
+        for (i, c) in cfg.claims.iter().enumerate() {
+            let Some(ds) = r.dataplane.claim_status(i) else { continue };
+            let dc = r.runtime.dataplane.claims.get(i);
+            let (role, port) = match cfg.claim_action(c) {
+                config_schema::ClaimAction::Capture { method: config_schema::CaptureMethod::ProxyArp, port, .. } => {
+                    (ClaimRole::ProxyArp, port.clone())
+                }
+                config_schema::ClaimAction::Capture { port, .. } => (ClaimRole::ProviderSecondaryIp, port.clone()),
+                _ => (ClaimRole::LocalDelivery, cfg.local_port_for(c).cloned().unwrap_or_else(|| c.capture.port.clone())),
+            };
+            let tunnel_mtu = cfg.tunnel(&c.delivery.tunnel).map_or(config_schema::config::DEFAULT_TUNNEL_MTU, |t| t.mtu);
+            let auto = tunnel_mtu.saturating_sub(config_schema::budget::TCP_IPV4_HEADERS);
+            let k = ds.counters;
+            let _ = st.claims.push(msg::ClaimStatus {
+                address: ds.address,
+                owner: c.owner.clone(),
+                role,
+                port,
+                tunnel: c.delivery.tunnel.clone(),
+                peer: c.delivery.peer.clone(),
+                state: match ds.state {
+                    dp::ClaimState::Active => msg::ClaimState::Active,
+                    dp::ClaimState::InConflict => msg::ClaimState::Conflict,
+                    dp::ClaimState::Disabled => msg::ClaimState::Disabled,
+                },
+                conflict_mac: ds.conflict_mac,
+                mss: dc.and_then(|d| d.mss).unwrap_or(auto),
+                mss_auto: matches!(c.mss_clamp, config_schema::MssClamp::Auto),
+                arp_replies: k.arp_replies,
+                garps_sent: k.garps_sent,
+                probes_seen: k.probes_seen,
+                conflicts: k.conflicts,
+                to_tunnel_packets: k.to_tunnel.packets,
+                to_tunnel_bytes: k.to_tunnel.bytes,
+                from_tunnel_packets: k.from_tunnel.packets,
+                from_tunnel_bytes: k.from_tunnel.bytes,
+                syns_clamped: k.syns_clamped,
+                loops: k.loops,
+            });
+        }
+        let c = r.dataplane.counters();
+        for (name, value) in [
+            ("forwarded", c.forwarded),
+            ("syns_clamped", c.syns_clamped),
+            ("arp_replies_own", c.arp_replies_own),
+            ("arp_requests_sent", c.arp_requests_sent),
+            ("echo_replies", c.echo_replies),
+            ("icmp_errors_sent", c.icmp_errors_sent),
+            ("tunnel_rx", c.tunnel_rx),
+            ("tunnel_tx", c.tunnel_tx),
+            ("tunnel_control", c.tunnel_control),
+            ("tunnel_held", c.tunnel_held),
+            ("vxlan_encap", c.vxlan_encap),
+            ("vxlan_decap", c.vxlan_decap),
+            ("vxlan_floods", c.vxlan_floods),
+        ] {
+            let _ = st.counters.push(Count { name: text(name), value });
+        }
+        for (reason, value) in c.nonzero_drops() {
+            let _ = st.drops.push(Count { name: text(reason.name()), value });
+        }
+        if let Some((at, base)) = &self.mark {
+            st.mark_age_ms = Some(now.millis().saturating_sub(at.millis()));
+            for (reason, value) in c.nonzero_drops() {
+                let since = value.saturating_sub(base.get(reason as usize).copied().unwrap_or(0));
+                if since > 0 {
+                    let _ = st.drops_since_mark.push(Count { name: text(reason.name()), value: since });
+                }
+            }
+        }
+        if mark {
+            self.mark = Some((now, c.drops));
+        }
+        for (name, value) in r.wg.counters().iter() {
+            if value > 0 {
+                let _ = st.wireguard.push(Count { name: text(name), value });
+            }
+        }
+        st
+    }
+}
+
+fn refused(args: core::fmt::Arguments<'_>) -> Box<Failure> {
+    let mut f = Failure::new(FailureKind::Refused, "");
+    let _ = core::fmt::write(&mut TruncWriter(&mut f.message), args);
+    f
+}
+
+fn not_configured() -> Reply {
+    Reply::Error(Failure::new(
+        FailureKind::NotConfigured,
+        "the box runs no configuration yet: `routerctl apply FILE` first",
+    ))
+}
+
+struct TruncWriter<'a, const N: usize>(&'a mut heapless::String<N>);
+
+impl<const N: usize> core::fmt::Write for TruncWriter<'_, N> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        for ch in s.chars() {
+            if self.0.push(ch).is_err() {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The WireGuard device for a tunnel plan with its key; an empty device
+/// (every seal fails, counted) when the configuration has no tunnel.
+pub fn wireguard_device(plan: Option<&TunnelPlan>, secret: Option<SecretKey>) -> Result<Box<WgDevice>, Box<Failure>> {
+    let Some(plan) = plan else {
+        return Ok(Box::new(Device::new(secret.unwrap_or(SecretKey::from_bytes([1; 32])), wg::Config::default())));
+    };
+    let Some(secret) = secret else {
+        return Err(Failure::new(FailureKind::NotFound, "wireguard: the key slot is empty"));
+    };
+    let mut d: Box<WgDevice> = Box::new(Device::new(secret, wg::Config { mtu: plan.mtu, ..wg::Config::default() }));
+    for (i, p) in plan.peers.iter().enumerate() {
+        let mut pc = wg::PeerConfig::new(wg::PublicKey(p.public_key));
+        pc.endpoint = p.endpoint;
+        pc.persistent_keepalive = p.persistent_keepalive;
+        let id = d.add_peer(pc).map_err(|e| refused(format_args!("peers[{i}]: WireGuard refused the peer: {e:?}")))?;
+        for a in &p.allowed {
+            d.add_allowed_ip(id, IpAddr::V4(a.addr()), a.prefix_len())
+                .map_err(|e| refused(format_args!("peers[{i}].allowed_ips: WireGuard refused {:?}: {e:?}", a.addr())))?;
+        }
+    }
+    Ok(d)
+}
+
+/// Changes from `old` to `new` by identity, into `out.changes`.
+fn diff(old: Option<&Config>, new: &Config, out: &mut Outcome) {
+    let mut push = |kind: ChangeKind, section: &str, subject: &dyn core::fmt::Display| {
+        let mut s = heapless::String::<48>::new();
+        let _ = core::fmt::write(&mut TruncWriter(&mut s), format_args!("{subject}"));
+        if out.changes.push(Change { kind, section: text(section), subject: s }).is_err() {
+            out.changes_omitted = out.changes_omitted.saturating_add(1);
+        }
+    };
+    let Some(old) = old else {
+        push(ChangeKind::Add, "device", &new.device.name);
+        for p in &new.ports {
+            push(ChangeKind::Add, "ports", &p.name);
+        }
+        for t in &new.wireguard {
+            push(ChangeKind::Add, "wireguard", &t.name);
+        }
+        for p in &new.peers {
+            push(ChangeKind::Add, "peers", &p.name);
+        }
+        for c in &new.claims {
+            push(ChangeKind::Add, "claims", &c.address);
+        }
+        for g in &new.segments {
+            push(ChangeKind::Add, "segments", &g.name);
+        }
+        return;
+    };
+    if old.device != new.device {
+        push(ChangeKind::Modify, "device", &new.device.name);
+    }
+    section(&old.ports, &new.ports, |x| &x.name, "ports", &mut push);
+    section(&old.wireguard, &new.wireguard, |x| &x.name, "wireguard", &mut push);
+    section(&old.peers, &new.peers, |x| &x.name, "peers", &mut push);
+    section(&old.claims, &new.claims, |x| &x.address, "claims", &mut push);
+    section(&old.segments, &new.segments, |x| &x.name, "segments", &mut push);
+}
+
+/// One list's additions, removals and modifications, matched by `key`.
+fn section<'a, T: PartialEq, K: PartialEq + core::fmt::Display + 'a>(
+    old: &'a [T],
+    new: &'a [T],
+    key: impl Fn(&'a T) -> &'a K,
+    name: &str,
+    push: &mut dyn FnMut(ChangeKind, &str, &dyn core::fmt::Display),
+) {
+    for o in old {
+        match new.iter().find(|n| key(n) == key(o)) {
+            None => push(ChangeKind::Remove, name, key(o)),
+            Some(n) if n != o => push(ChangeKind::Modify, name, key(o)),
+            Some(_) => {}
+        }
+    }
+    for n in new {
+        if !old.iter().any(|o| key(o) == key(n)) {
+            push(ChangeKind::Add, name, key(n));
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! The node's operations: plan, atomic apply, claims, keys, status.
+
+use rand_core::OsRng;
+use routerd_control::{NicInfo, NicSnapshot, Node};
+use routerd_dataplane::Instant;
+use routerd_provision::message::{ChangeKind, ClaimRole, ClaimState, FailureKind, Op, Reply};
+
+const MACS: [[u8; 6]; 2] = [[0x02, 0xa0, 0, 0, 0, 0], [0x02, 0xa0, 0, 0, 0, 1]];
+const PEER_KEY: &str = "ca67+D0dVOzK/Bjvjlowc7W4uQ/zJ1jT9fh1LNCS51w=";
+
+fn toml(extra_claim: bool) -> String {
+    let mut s = format!(
+        r#"
+[device]
+name = "edge"
+side = "onprem"
+
+[[ports]]
+name = "lan0"
+role = "lan"
+address = "10.20.0.2/24"
+
+[[ports]]
+name = "wan0"
+role = "wan"
+address = "192.168.1.35/24"
+gateway = "192.168.1.1"
+
+[[wireguard]]
+name = "wg0"
+private_key = "device:wg0"
+
+[[peers]]
+name = "cloud"
+tunnel = "wg0"
+public_key = "{PEER_KEY}"
+endpoint = "203.0.113.10:51820"
+allowed_ips = ["10.20.0.50/32", "10.20.0.51/32", "10.20.0.52/32"]
+
+[[claims]]
+address = "10.20.0.50/32"
+owner = "cloud"
+capture = {{ method = "proxy-arp", port = "lan0" }}
+delivery = {{ tunnel = "wg0", peer = "cloud" }}
+"#
+    );
+    if extra_claim {
+        s.push_str(
+            r#"
+[[claims]]
+address = "10.20.0.51/32"
+owner = "cloud"
+mss_clamp = 1300
+capture = { method = "proxy-arp", port = "lan0" }
+delivery = { tunnel = "wg0", peer = "cloud" }
+"#,
+        );
+    }
+    s
+}
+
+fn cfg(extra: bool) -> Box<config_schema::Config> {
+    Box::new(config_schema::human::from_toml(&toml(extra)).unwrap())
+}
+
+fn node() -> Box<Node<OsRng>> {
+    let nics: Vec<NicInfo> = MACS.iter().map(|&mac| NicInfo { mac }).collect();
+    Box::new(Node::new(&nics, Some(OsRng), "0.1.0", "test"))
+}
+
+fn t(ms: u64) -> Instant {
+    Instant::from_millis(ms)
+}
+
+fn nics() -> [NicSnapshot; 2] {
+    [NicSnapshot { link_up: true, rx_frames: 5, ..NicSnapshot::default() }; 2]
+}
+
+fn status(n: &mut Node<OsRng>, now: u64) -> Box<routerd_provision::Status> {
+    match n.handle(t(now), Op::Status { mark: false }, &nics()) {
+        Reply::Status(s) => s,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn unconfigured_node_reports_ports_and_refuses_claim_ops() {
+    let mut n = node();
+    let st = status(&mut n, 1);
+    assert!(!st.configured);
+    assert_eq!(st.ports.len(), 2);
+    assert_eq!(st.ports[0].name.as_str(), "lan0");
+    assert_eq!(st.ports[1].name.as_str(), "wan0");
+    assert_eq!(st.ports[1].mac, MACS[1]);
+    let c = cfg(true).claims[1].clone();
+    match n.handle(t(2), Op::ClaimAdd(c), &nics()) {
+        Reply::Error(f) => assert_eq!(f.kind, FailureKind::NotConfigured),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(n.handle(t(3), Op::GetConfig, &nics()), Reply::Config(None)));
+}
+
+#[test]
+fn plan_changes_nothing_and_apply_runs_with_a_generated_key() {
+    let mut n = node();
+    let Reply::Plan(plan) = n.handle(t(1), Op::Plan(cfg(false)), &nics()) else { panic!() };
+    assert!(plan.changes.iter().any(|c| c.kind == ChangeKind::Add && c.subject.as_str() == "10.20.0.50/32"));
+    assert_eq!(plan.keys_created.len(), 1, "the plan says a key will be made");
+    assert!(n.config().is_none(), "plan applied something");
+    assert!(matches!(n.handle(t(2), Op::KeyShow, &nics()), Reply::Keys(k) if k.is_empty()));
+
+    let Reply::Applied(out) = n.handle(t(3), Op::Apply(cfg(false)), &nics()) else { panic!() };
+    assert_eq!(out.keys_created.len(), 1);
+    let public = out.keys_created[0].public_key;
+    let st = status(&mut n, 4);
+    assert!(st.configured);
+    assert_eq!(st.device.as_str(), "edge");
+    assert_eq!(st.tunnel.as_ref().unwrap().public_key, public);
+    assert_eq!(st.peers[0].endpoint, Some(("203.0.113.10".parse().unwrap(), 51820)));
+    let claim = &st.claims[0];
+    assert_eq!(claim.role, ClaimRole::ProxyArp);
+    assert_eq!(claim.state, ClaimState::Active);
+    assert_eq!(claim.mss, 1380);
+    assert!(matches!(n.handle(t(5), Op::GetConfig, &nics()), Reply::Config(Some(c)) if *c == *cfg(false)));
+    // The private key never leaves: KeyShow lists public halves only.
+    let Reply::Keys(keys) = n.handle(t(6), Op::KeyShow, &nics()) else { panic!() };
+    assert_eq!(keys[0].public_key, public);
+    assert!(keys[0].in_use && keys[0].generated);
+}
+
+#[test]
+fn an_invalid_apply_names_the_path_and_keeps_the_running_config() {
+    let mut n = node();
+    assert!(matches!(n.handle(t(1), Op::Apply(cfg(false)), &nics()), Reply::Applied(_)));
+    let mut bad = cfg(true);
+    bad.claims[1].address = config_schema::Ipv4Cidr::new("10.20.0.51".parse().unwrap(), 24).unwrap();
+    match n.handle(t(2), Op::Apply(bad), &nics()) {
+        Reply::Error(f) => {
+            assert_eq!(f.kind, FailureKind::Invalid);
+            assert!(f.problems.iter().any(|p| p.path.as_str() == "claims[1].address" && p.error), "{f:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(n.config(), Some(&*cfg(false)));
+    // Valid, but this box has no third NIC: refused at bind time, nothing changes.
+    let mut three = cfg(false);
+    let mut extra = three.ports[0].clone();
+    extra.name = config_schema::Name::new("lan1").unwrap();
+    extra.address = Some(config_schema::PortAddress::Static(config_schema::Ipv4Cidr::new("10.30.0.2".parse().unwrap(), 24).unwrap()));
+    three.ports.push(extra).unwrap();
+    match n.handle(t(3), Op::Apply(three), &nics()) {
+        Reply::Error(f) => {
+            assert_eq!(f.kind, FailureKind::Refused);
+            assert!(f.message.starts_with("ports[2]"), "{}", f.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(n.config(), Some(&*cfg(false)));
+    assert_eq!(status(&mut n, 4).claims.len(), 1);
+}
+
+#[test]
+fn claim_add_and_remove_keep_the_tunnel() {
+    let mut n = node();
+    assert!(matches!(n.handle(t(1), Op::Apply(cfg(false)), &nics()), Reply::Applied(_)));
+    let before = status(&mut n, 2).tunnel.unwrap().public_key;
+    let claim = cfg(true).claims[1].clone();
+    let Reply::Applied(out) = n.handle(t(3), Op::ClaimAdd(claim.clone()), &nics()) else { panic!() };
+    assert!(!out.tunnel_restarts, "a claim add must not restart WireGuard");
+    assert_eq!(out.changes.len(), 1);
+    assert_eq!(out.changes[0].subject.as_str(), "10.20.0.51/32");
+    let st = status(&mut n, 4);
+    assert_eq!(st.claims.len(), 2);
+    assert_eq!(st.claims[1].mss, 1300);
+    assert!(!st.claims[1].mss_auto);
+    assert_eq!(st.tunnel.unwrap().public_key, before);
+    match n.handle(t(5), Op::ClaimAdd(claim.clone()), &nics()) {
+        Reply::Error(f) => assert_eq!(f.kind, FailureKind::Exists),
+        other => panic!("{other:?}"),
+    }
+    let Reply::Applied(out) = n.handle(t(6), Op::ClaimRemove(claim.address), &nics()) else { panic!() };
+    assert_eq!(out.changes[0].kind, ChangeKind::Remove);
+    assert_eq!(n.config(), Some(&*cfg(false)));
+    match n.handle(t(7), Op::ClaimRemove(claim.address), &nics()) {
+        Reply::Error(f) => assert_eq!(f.kind, FailureKind::NotFound),
+        other => panic!("{other:?}"),
+    }
+    // A claim whose address is outside every peer's allowed IPs is invalid:
+    // the add is refused with the path, the running config stays.
+    let mut stray = claim;
+    stray.address = config_schema::Ipv4Cidr::new("10.20.0.99".parse().unwrap(), 32).unwrap();
+    match n.handle(t(8), Op::ClaimAdd(stray), &nics()) {
+        Reply::Error(f) => assert!(f.problems.iter().any(|p| p.path.starts_with("claims[1]")), "{f:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(n.config(), Some(&*cfg(false)));
+}
+
+#[test]
+fn key_generate_replaces_the_running_key_and_import_is_explicit() {
+    let mut n = node();
+    let Reply::Applied(out) = n.handle(t(1), Op::Apply(cfg(false)), &nics()) else { panic!() };
+    let first = out.keys_created[0].public_key;
+    let slot = config_schema::Name::new("wg0").unwrap();
+    let Reply::Keys(k) = n.handle(t(2), Op::KeyGenerate(slot.clone()), &nics()) else { panic!() };
+    assert_ne!(k[0].public_key, first);
+    assert_eq!(status(&mut n, 3).tunnel.unwrap().public_key, k[0].public_key);
+    let secret = [0x42u8; 32];
+    let Reply::Keys(k) = n.handle(t(4), Op::KeyImport(slot, secret), &nics()) else { panic!() };
+    let want = routerd_wireguard::SecretKey::from_bytes(secret).public_key().0;
+    assert_eq!(k[0].public_key, want);
+    assert!(!k[0].generated);
+    // Re-applying the same configuration keeps the imported key.
+    let Reply::Applied(out) = n.handle(t(5), Op::Apply(cfg(false)), &nics()) else { panic!() };
+    assert!(out.keys_created.is_empty());
+    assert!(out.changes.is_empty());
+    assert_eq!(status(&mut n, 6).tunnel.unwrap().public_key, want);
+}
+
+#[test]
+fn without_entropy_keys_and_applies_are_refused() {
+    let nics_info: Vec<NicInfo> = MACS.iter().map(|&mac| NicInfo { mac }).collect();
+    let mut n: Node<OsRng> = Node::new(&nics_info, None, "0.1.0", "test");
+    match n.handle(t(1), Op::Apply(cfg(false)), &nics()) {
+        Reply::Error(f) => assert_eq!(f.kind, FailureKind::NoEntropy),
+        other => panic!("{other:?}"),
+    }
+    assert!(n.config().is_none());
+}
+
+#[test]
+fn status_mark_reports_drops_since() {
+    let mut n = node();
+    assert!(matches!(n.handle(t(1), Op::Apply(cfg(false)), &nics()), Reply::Applied(_)));
+    let Reply::Status(s) = n.handle(t(2), Op::Status { mark: true }, &nics()) else { panic!() };
+    assert!(s.mark_age_ms.is_none());
+    // Garbage into lan0: one drop.
+    let mut raw = [0u8; routerd_dataplane::BUF_SIZE];
+    let mut fb = routerd_dataplane::FrameBuf::new(&mut raw, routerd_dataplane::HEADROOM, 3).unwrap();
+    struct NoTx;
+    impl routerd_dataplane::Transmit for NoTx {
+        fn send(&mut self, _: routerd_dataplane::PortId, _: &[u8]) -> bool {
+            false
+        }
+    }
+    n.process(t(3), routerd_dataplane::PortId(0), &mut fb, &mut NoTx);
+    let Reply::Status(s) = n.handle(t(10), Op::Status { mark: true }, &nics()) else { panic!() };
+    assert_eq!(s.mark_age_ms, Some(8));
+    assert_eq!(s.drops_since_mark.len(), 1, "{:?}", s.drops_since_mark);
+    assert_eq!(s.drops_since_mark[0].name.as_str(), "ethernet_truncated");
+    let Reply::Status(s) = n.handle(t(11), Op::Status { mark: false }, &nics()) else { panic!() };
+    assert!(s.drops_since_mark.is_empty());
+    assert_eq!(s.drops.len(), 1);
+}
+

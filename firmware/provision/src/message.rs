@@ -1,0 +1,655 @@
+//! The messages inside frames: postcard-encoded, fixed-capacity, versioned.
+//!
+//! routerctl sends [`Request`]s; the box sends [`Up`] frames: a
+//! [`Response`] echoing the request's sequence number, or a [`LogLine`]
+//! (console output while a session holds the line).
+//!
+//! Compatibility rule: postcard carries no field names, so both sides must
+//! agree on the layout. The first variant of [`Op`], [`Up`] and [`Reply`]
+//! is the hello and never changes shape; everything else may change with
+//! [`PROTOCOL_VERSION`]. A hello carries the protocol version and
+//! [`PROTOCOL_HASH`] (which covers the configuration's `SCHEMA_HASH`); a box
+//! refuses every other request from a peer whose hello did not match.
+//!
+//! Decoding treats input as hostile: postcard checks lengths and tags,
+//! heapless refuses lists and strings beyond their capacity, config values
+//! re-check themselves, and trailing bytes are refused.
+
+use alloc::boxed::Box;
+use config_schema::{Claim, Config, Ipv4Cidr, Name, PortRole};
+use core::net::Ipv4Addr;
+use heapless::{String, Vec};
+use serde::{Deserialize, Serialize};
+
+use crate::frame::MAX_PAYLOAD;
+
+/// Bumped with every change of a message layout.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The message layout, summarised by hand (edit it with any change to a
+/// type in this module; the hash is what is compared).
+pub const PROTOCOL_DESCRIPTION: &str = "routerd-provision/1;\
+Request{seq:u32,op:Op};Op{Hello{version,hash},Bye,Ping,Status{mark},GetConfig,Plan(Config),Apply(Config),\
+ClaimAdd(Claim),ClaimRemove(Cidr),KeyShow,KeyGenerate(Name),KeyImport(Name,[u8;32]),Reboot};\
+Up{Response{seq,reply},Log{ms,level,text}};Reply{Hello,Done,Pong,Status,Config,Plan,Applied,Keys,Error};\
+Status{device,software,uptime,configured,ports,tunnel,peers,claims,counters,drops,drops_since_mark,mark_age,wireguard,serial};\
+Outcome{applied,errors,warnings,problems,changes,keys,omitted};Failure{kind,message,problems}";
+
+const fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
+    let mut i = 0;
+    while i < bytes.len() {
+        hash ^= bytes[i] as u64;
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        i += 1;
+    }
+    hash
+}
+
+/// Identifies the protocol layout *and* the configuration schema: two ends
+/// with the same hash read each other's messages correctly.
+pub const PROTOCOL_HASH: u64 = fnv1a(
+    fnv1a(0xcbf2_9ce4_8422_2325, PROTOCOL_DESCRIPTION.as_bytes()),
+    &config_schema::SCHEMA_HASH.to_le_bytes(),
+);
+
+/// Lists in a reply are bounded; these are the bounds.
+pub const MAX_PROBLEMS: usize = 16;
+pub const MAX_CHANGES: usize = 48;
+pub const MAX_KEYS: usize = config_schema::limits::MAX_TUNNELS;
+pub const MAX_PORT_STATUS: usize = config_schema::limits::MAX_PORTS;
+pub const MAX_PEER_STATUS: usize = config_schema::limits::MAX_PEERS;
+pub const MAX_CLAIM_STATUS: usize = config_schema::limits::MAX_CLAIMS;
+pub const MAX_COUNTS: usize = 48;
+pub const LOG_TEXT: usize = 240;
+
+/// Short text in messages.
+pub type Text<const N: usize> = String<N>;
+
+/// Host → box.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Echoed in the response. A request with the same number as the last
+    /// one is a retransmission: the box resends its answer without running
+    /// the operation twice.
+    pub seq: u32,
+    pub op: Op,
+}
+
+/// What routerctl asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)]
+pub enum Op {
+    /// Opens a session (must stay variant 0).
+    Hello { version: u16, hash: u64 },
+    /// Ends the session; the console is readable again.
+    Bye,
+    /// Keeps an idle session open.
+    Ping,
+    /// Ports, tunnel, peers, claims, counters. With `mark`, the box also
+    /// remembers the drop counters so the next status reports drops since.
+    Status { mark: bool },
+    /// The running configuration (none before the first apply).
+    GetConfig,
+    /// Everything apply would check and change, changing nothing.
+    Plan(Box<Config>),
+    /// Validate, bind, build and swap in atomically; on any error nothing changes.
+    Apply(Box<Config>),
+    /// The running configuration plus one claim, applied as a whole.
+    ClaimAdd(Claim),
+    /// The running configuration minus the claim for this address.
+    ClaimRemove(Ipv4Cidr),
+    /// Public keys of the box's key slots.
+    KeyShow,
+    /// Make a new private key in the slot (`device:NAME`), on the box.
+    KeyGenerate(Name),
+    /// Put a private key made elsewhere in the slot (explicit, discouraged).
+    KeyImport(Name, [u8; 32]),
+    /// Answer, then reset the box.
+    Reboot,
+}
+
+/// Box → host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)]
+pub enum Up {
+    /// Must stay variant 0 (carries the hello reply).
+    Response(Response),
+    /// A console line produced while the session held the line.
+    Log(LogLine),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    pub seq: u32,
+    pub reply: Reply,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// Milliseconds since boot.
+    pub ms: u64,
+    /// 1 error … 5 trace (`log::Level as u8`).
+    pub level: u8,
+    pub text: Text<LOG_TEXT>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)]
+pub enum Reply {
+    /// Must stay variant 0.
+    Hello(Hello),
+    /// The operation was carried out (bye, reboot).
+    Done,
+    Pong,
+    Status(Box<Status>),
+    Config(Option<Box<Config>>),
+    /// What an apply of this configuration would do (nothing was changed).
+    Plan(Box<Outcome>),
+    /// The configuration is running.
+    Applied(Box<Outcome>),
+    Keys(Vec<KeyInfo, MAX_KEYS>),
+    Error(Box<Failure>),
+}
+
+/// The box introduces itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub version: u16,
+    pub hash: u64,
+    /// Software version and build (`0.1.0`, git id).
+    pub software: Text<16>,
+    pub build: Text<40>,
+    /// Device name, empty before the first apply.
+    pub device: Text<24>,
+    /// Seconds the session may stay idle before the box closes it.
+    pub idle_timeout_s: u16,
+}
+
+/// A validation finding, as `config_schema::Problem` says it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireProblem {
+    /// Stable code (`claim-not-slash-32`).
+    pub code: Text<32>,
+    pub error: bool,
+    pub path: Text<48>,
+    pub value: Text<64>,
+    pub message: Text<200>,
+    pub hint: Text<200>,
+}
+
+impl From<&config_schema::Problem> for WireProblem {
+    fn from(p: &config_schema::Problem) -> WireProblem {
+        WireProblem {
+            code: text(p.code.as_str()),
+            error: p.severity == config_schema::Severity::Error,
+            path: text(&p.path),
+            value: text(&p.value),
+            message: text(&p.message),
+            hint: text(&p.hint),
+        }
+    }
+}
+
+/// Copies `s` into a fixed string, cutting at a character boundary.
+pub fn text<const N: usize>(s: &str) -> Text<N> {
+    let mut out = String::new();
+    for ch in s.chars() {
+        if out.push(ch).is_err() {
+            break;
+        }
+    }
+    out
+}
+
+/// One change an apply makes, by identity (claims by address, peers and
+/// ports by name, segments by VNI).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub kind: ChangeKind,
+    /// `claims`, `peers`, `ports`, `wireguard`, `segments`, `device`, `key`.
+    pub section: Text<12>,
+    /// `10.20.0.50/32`, `cloud`, `wan0`, `vni 100`.
+    pub subject: Text<48>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChangeKind {
+    Add,
+    Remove,
+    Modify,
+}
+
+/// The result of plan or apply.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Outcome {
+    pub errors: u16,
+    pub warnings: u16,
+    /// Warnings (an apply with errors is a [`Failure`]).
+    pub problems: Vec<WireProblem, MAX_PROBLEMS>,
+    pub changes: Vec<Change, MAX_CHANGES>,
+    /// Changes not listed (beyond `MAX_CHANGES`).
+    pub changes_omitted: u16,
+    /// WireGuard sessions restart (peers, key or listen port changed).
+    pub tunnel_restarts: bool,
+    /// Key slots the apply created (their public keys, for the peer's
+    /// config). In a plan the key made for the dry run is not kept: only
+    /// the slot names are meaningful.
+    pub keys_created: Vec<KeyInfo, MAX_KEYS>,
+}
+
+/// A key slot's public half.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyInfo {
+    pub slot: Name,
+    pub public_key: [u8; 32],
+    /// Made on this box (false: imported).
+    pub generated: bool,
+    /// Used by a tunnel of the running configuration.
+    pub in_use: bool,
+}
+
+/// Why a request was refused. Nothing was changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub message: Text<200>,
+    pub problems: Vec<WireProblem, MAX_PROBLEMS>,
+}
+
+impl Failure {
+    pub fn new(kind: FailureKind, message: &str) -> Box<Failure> {
+        Box::new(Failure { kind, message: text(message), problems: Vec::new() })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FailureKind {
+    /// The frame was not a request this box understands.
+    Malformed,
+    /// A request arrived without a hello first.
+    NoSession,
+    /// Protocol version or hash differ; the hello reply says the box's.
+    Version,
+    /// The configuration has errors (listed).
+    Invalid,
+    /// Valid, but this box cannot run it (a NIC missing, a capacity).
+    Refused,
+    /// No trusted entropy source: no keys can be made.
+    NoEntropy,
+    /// The operation needs a running configuration.
+    NotConfigured,
+    /// No such claim or key slot.
+    NotFound,
+    /// The claim or key slot exists already.
+    Exists,
+}
+
+/// Everything `routerctl status` and `doctor` read.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Status {
+    pub device: Text<24>,
+    pub side: Text<24>,
+    pub software: Text<16>,
+    pub build: Text<40>,
+    pub uptime_ms: u64,
+    pub configured: bool,
+    /// Milliseconds since the running configuration was applied.
+    pub applied_ms_ago: Option<u64>,
+    pub ports: Vec<PortStatus, MAX_PORT_STATUS>,
+    pub tunnel: Option<TunnelStatus>,
+    pub peers: Vec<PeerStatus, MAX_PEER_STATUS>,
+    pub claims: Vec<ClaimStatus, MAX_CLAIM_STATUS>,
+    /// Dataplane event counters (forwarded, syns_clamped, …).
+    pub counters: Vec<Count, MAX_COUNTS>,
+    /// Non-zero drop counters since the configuration was applied.
+    pub drops: Vec<Count, MAX_COUNTS>,
+    /// Non-zero drops since the last `Status { mark: true }`.
+    pub drops_since_mark: Vec<Count, MAX_COUNTS>,
+    pub mark_age_ms: Option<u64>,
+    /// Non-zero WireGuard counters.
+    pub wireguard: Vec<Count, MAX_COUNTS>,
+    pub serial: SerialStats,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Count {
+    pub name: Text<28>,
+    pub value: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortStatus {
+    /// Contract name (`lan0`, `wan0`) or the configured port name.
+    pub name: Text<24>,
+    pub role: Option<PortRole>,
+    pub mac: [u8; 6],
+    pub link_up: bool,
+    pub address: Option<Ipv4Cidr>,
+    pub rx_frames: u64,
+    pub tx_frames: u64,
+    pub rx_errors: u64,
+    pub tx_ring_full: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelStatus {
+    pub name: Name,
+    pub listen_port: u16,
+    pub mtu: u16,
+    pub public_key: [u8; 32],
+    /// The WAN port MTU the tunnel MTU must fit in (MTU + 80 ≤ this).
+    pub underlay_mtu: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub name: Name,
+    pub public_key: [u8; 32],
+    /// As configured (`host:port`; a DNS name stays a name).
+    pub endpoint_configured: Text<64>,
+    /// Where the peer is reached now (learned from its packets when roaming).
+    pub endpoint: Option<(Ipv4Addr, u16)>,
+    pub allowed_ips: Vec<Ipv4Cidr, { config_schema::limits::MAX_ALLOWED_IPS }>,
+    pub last_handshake_ms_ago: Option<u64>,
+    pub has_session: bool,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub persistent_keepalive: Option<u16>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClaimRole {
+    /// This box answers ARP for the address on the port.
+    ProxyArp,
+    /// The provider delivers the address's packets to the port; never answered.
+    ProviderSecondaryIp,
+    /// The owner's box: packets from the tunnel go to the host on the port.
+    LocalDelivery,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClaimState {
+    Active,
+    /// Seen live on the LAN: capture stopped.
+    Conflict,
+    Disabled,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimStatus {
+    pub address: Ipv4Addr,
+    pub owner: Name,
+    pub role: ClaimRole,
+    pub port: Name,
+    pub tunnel: Name,
+    pub peer: Name,
+    pub state: ClaimState,
+    /// The live host seen using the address (why the claim is in conflict).
+    pub conflict_mac: Option<[u8; 6]>,
+    /// The MSS this claim's SYN/SYN-ACKs are clamped to, and the tunnel MTU it came from.
+    pub mss: u16,
+    pub mss_auto: bool,
+    pub arp_replies: u64,
+    pub garps_sent: u64,
+    pub probes_seen: u64,
+    pub conflicts: u64,
+    pub to_tunnel_packets: u64,
+    pub to_tunnel_bytes: u64,
+    pub from_tunnel_packets: u64,
+    pub from_tunnel_bytes: u64,
+    pub syns_clamped: u64,
+    pub loops: u64,
+}
+
+/// The serial line as the box sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SerialStats {
+    pub frames: u64,
+    pub not_a_frame: u64,
+    pub bad_checksum: u64,
+    pub overflow: u64,
+    pub malformed: u64,
+    pub retransmits: u64,
+    pub sessions: u64,
+    pub idle_timeouts: u64,
+}
+
+/// Why a message could not be encoded or decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageError {
+    /// Larger than the buffer or [`MAX_PAYLOAD`].
+    TooLarge,
+    /// Not a valid message (wrong layout, a value out of range, trailing bytes).
+    Malformed,
+}
+
+/// Encodes a message into `buf`; returns the bytes used.
+pub fn encode<'b, T: Serialize>(msg: &T, buf: &'b mut [u8]) -> Result<&'b mut [u8], MessageError> {
+    let n = buf.len().min(MAX_PAYLOAD);
+    let buf = buf.get_mut(..n).ok_or(MessageError::TooLarge)?;
+    postcard::to_slice(msg, buf).map_err(|_| MessageError::TooLarge)
+}
+
+/// Decodes one whole message; trailing bytes are refused.
+pub fn decode<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, MessageError> {
+    match postcard::take_from_bytes(bytes) {
+        Ok((v, [])) => Ok(v),
+        _ => Err(MessageError::Malformed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use config_schema::{Capture, CaptureMethod, Delivery, MssClamp};
+    use std::vec;
+
+    fn name(s: &str) -> Name {
+        Name::new(s).unwrap()
+    }
+
+    fn claim(last: u8) -> Claim {
+        Claim {
+            address: Ipv4Cidr::new(Ipv4Addr::new(10, 20, 0, last), 32).unwrap(),
+            owner: name("cloud"),
+            gratuitous_arp: Some(3),
+            local_port: None,
+            mss_clamp: MssClamp::Auto,
+            capture: Capture { method: CaptureMethod::ProxyArp, port: name("lan0"), configure_os_address: false },
+            delivery: Delivery { tunnel: name("wg0"), peer: name("cloud") },
+        }
+    }
+
+    fn big_text<const N: usize>() -> Text<N> {
+        let mut s = String::new();
+        while s.push('é').is_ok() {}
+        while s.push('x').is_ok() {}
+        s
+    }
+
+    /// The largest status the box can produce still fits in one frame.
+    #[test]
+    fn maximal_status_fits_a_frame() {
+        let mut st = Status {
+            device: big_text(),
+            side: big_text(),
+            software: big_text(),
+            build: big_text(),
+            uptime_ms: u64::MAX,
+            configured: true,
+            applied_ms_ago: Some(u64::MAX),
+            mark_age_ms: Some(u64::MAX),
+            tunnel: Some(TunnelStatus {
+                name: name("abcdefghijklmnopqrstuvwx"),
+                listen_port: u16::MAX,
+                mtu: u16::MAX,
+                public_key: [0xff; 32],
+                underlay_mtu: u16::MAX,
+            }),
+            serial: SerialStats {
+                frames: u64::MAX,
+                not_a_frame: u64::MAX,
+                bad_checksum: u64::MAX,
+                overflow: u64::MAX,
+                malformed: u64::MAX,
+                retransmits: u64::MAX,
+                sessions: u64::MAX,
+                idle_timeouts: u64::MAX,
+            },
+            ..Status::default()
+        };
+        let long = name("abcdefghijklmnopqrstuvwx");
+        while st
+            .ports
+            .push(PortStatus {
+                name: big_text(),
+                role: Some(PortRole::Wan),
+                mac: [0xff; 6],
+                link_up: true,
+                address: Some(Ipv4Cidr::new(Ipv4Addr::BROADCAST, 32).unwrap()),
+                rx_frames: u64::MAX,
+                tx_frames: u64::MAX,
+                rx_errors: u64::MAX,
+                tx_ring_full: u64::MAX,
+            })
+            .is_ok()
+        {}
+        while st
+            .peers
+            .push(PeerStatus {
+                name: long.clone(),
+                public_key: [0xff; 32],
+                endpoint_configured: big_text(),
+                endpoint: Some((Ipv4Addr::BROADCAST, u16::MAX)),
+                allowed_ips: core::iter::repeat_n(Ipv4Cidr::new(Ipv4Addr::BROADCAST, 32).unwrap(), 16).collect(),
+                last_handshake_ms_ago: Some(u64::MAX),
+                has_session: true,
+                rx_bytes: u64::MAX,
+                tx_bytes: u64::MAX,
+                persistent_keepalive: Some(u16::MAX),
+            })
+            .is_ok()
+        {}
+        while st
+            .claims
+            .push(ClaimStatus {
+                address: Ipv4Addr::BROADCAST,
+                owner: long.clone(),
+                role: ClaimRole::LocalDelivery,
+                port: long.clone(),
+                tunnel: long.clone(),
+                peer: long.clone(),
+                state: ClaimState::Disabled,
+                conflict_mac: Some([0xff; 6]),
+                mss: u16::MAX,
+                mss_auto: true,
+                arp_replies: u64::MAX,
+                garps_sent: u64::MAX,
+                probes_seen: u64::MAX,
+                conflicts: u64::MAX,
+                to_tunnel_packets: u64::MAX,
+                to_tunnel_bytes: u64::MAX,
+                from_tunnel_packets: u64::MAX,
+                from_tunnel_bytes: u64::MAX,
+                syns_clamped: u64::MAX,
+                loops: u64::MAX,
+            })
+            .is_ok()
+        {}
+        for list in [&mut st.counters, &mut st.drops, &mut st.drops_since_mark, &mut st.wireguard] {
+            while list.push(Count { name: big_text(), value: u64::MAX }).is_ok() {}
+        }
+        let up = Up::Response(Response { seq: u32::MAX, reply: Reply::Status(Box::new(st.clone())) });
+        let mut buf = vec![0u8; MAX_PAYLOAD];
+        let n = encode(&up, &mut buf).expect("maximal status must fit MAX_PAYLOAD").len();
+        std::println!("maximal status: {n} bytes of {MAX_PAYLOAD}");
+        assert_eq!(decode::<Up>(&buf[..n]), Ok(up));
+    }
+
+    #[test]
+    fn a_maximal_apply_fits_a_frame() {
+        let mut cfg = Config {
+            device: config_schema::Device { name: name("abcdefghijklmnopqrstuvwx"), side: name("cloud") },
+            ports: Vec::new(),
+            wireguard: Vec::new(),
+            peers: Vec::new(),
+            claims: Vec::new(),
+            segments: Vec::new(),
+        };
+        while cfg.claims.push(claim(1)).is_ok() {}
+        let mut buf = vec![0u8; MAX_PAYLOAD];
+        let req = Request { seq: u32::MAX, op: Op::Apply(Box::new(cfg)) };
+        let n = encode(&req, &mut buf).unwrap().len();
+        assert!(n + 16 <= MAX_PAYLOAD);
+        // The configuration's own bound leaves room for the envelope.
+        const _: () = assert!(config_schema::CONFIG_WIRE_MAX + 16 <= MAX_PAYLOAD);
+    }
+
+    #[test]
+    fn requests_round_trip_and_trailing_bytes_are_refused() {
+        let reqs = [
+            Request { seq: 0, op: Op::Hello { version: PROTOCOL_VERSION, hash: PROTOCOL_HASH } },
+            Request { seq: 1, op: Op::Status { mark: true } },
+            Request { seq: 2, op: Op::ClaimAdd(claim(50)) },
+            Request { seq: 3, op: Op::ClaimRemove(Ipv4Cidr::new(Ipv4Addr::new(10, 20, 0, 50), 32).unwrap()) },
+            Request { seq: 4, op: Op::KeyImport(name("wg0"), [7; 32]) },
+            Request { seq: u32::MAX, op: Op::Reboot },
+        ];
+        for r in reqs {
+            let mut buf = [0u8; 512];
+            let n = encode(&r, &mut buf).unwrap().len();
+            assert_eq!(decode::<Request>(&buf[..n]), Ok(r.clone()));
+            assert_eq!(decode::<Request>(&buf[..n + 1]), Err(MessageError::Malformed));
+            for cut in 0..n {
+                assert!(decode::<Request>(&buf[..cut]).is_err(), "{cut}/{n} of {r:?}");
+            }
+        }
+    }
+
+    /// A hello keeps its layout across versions: variant 0, version, hash.
+    #[test]
+    fn hello_layout_is_pinned() {
+        let mut buf = [0u8; 64];
+        let n = encode(&Request { seq: 5, op: Op::Hello { version: 1, hash: 0x0102 } }, &mut buf).unwrap().len();
+        assert_eq!(&buf[..n], &[5, 0, 1, 0x82, 0x02]);
+    }
+
+    #[test]
+    fn hostile_bytes_never_panic() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut buf = [0u8; 300];
+        for round in 0..20_000 {
+            let len = (round % 300) as usize;
+            for b in buf.iter_mut().take(len) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            let _ = decode::<Request>(&buf[..len]);
+            let _ = decode::<Up>(&buf[..len]);
+        }
+    }
+
+    #[test]
+    fn problems_keep_their_path_and_code() {
+        let mut cfg = config_schema::Config {
+            device: config_schema::Device { name: name("a"), side: name("onprem") },
+            ports: Vec::new(),
+            wireguard: Vec::new(),
+            peers: Vec::new(),
+            claims: Vec::new(),
+            segments: Vec::new(),
+        };
+        let mut c = claim(9);
+        c.address = Ipv4Cidr::new(Ipv4Addr::new(10, 0, 0, 9), 24).unwrap();
+        cfg.claims.push(c).unwrap();
+        let report = config_schema::validate(&cfg);
+        let p = report.problems.iter().find(|p| p.path.as_str() == "claims[0].address").unwrap();
+        let w = WireProblem::from(p);
+        assert!(w.error);
+        assert_eq!(w.path.as_str(), "claims[0].address");
+        assert!(w.message.contains("10.0.0.9/24"), "{}", w.message);
+    }
+}

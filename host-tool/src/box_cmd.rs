@@ -1,0 +1,775 @@
+//! Commands that talk to a box over its serial line (or the host build's
+//! control socket): status, plan, apply, claims, keys, logs, reboot.
+
+use std::io::{IsTerminal, Read, Write};
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+use config_schema::{Capture, CaptureMethod, Claim, Config, Delivery, Ipv4Cidr, MssClamp, Name};
+use routerd_provision::message::{ChangeKind, ClaimRole, ClaimState, Failure as BoxFailure, FailureKind, KeyInfo, Op, Outcome, Reply, Status};
+use serde_json::{json, Value};
+
+use crate::client::{Client, PortSpec};
+use crate::{Failure, EXIT_FAILED, EXIT_USAGE};
+
+/// How to reach the box.
+#[derive(Args, Clone, Debug)]
+pub struct Conn {
+    /// The box's serial line: a tty (/dev/ttyUSB0), pty:/dev/pts/N, or
+    /// unix:PATH (a QEMU `-serial unix:PATH,server=on` socket or the host
+    /// build's control socket)
+    #[arg(long, env = "ROUTERCTL_PORT", value_name = "PORT")]
+    pub port: String,
+    /// Line speed for a tty
+    #[arg(long, default_value_t = 115_200)]
+    pub baud: u32,
+    /// How long to wait for each answer, in milliseconds (retried 3 times)
+    #[arg(long, default_value_t = 3000, value_name = "MS")]
+    pub timeout: u64,
+}
+
+impl Conn {
+    pub fn connect(&self) -> Result<Client, Failure> {
+        let spec = PortSpec::parse(&self.port).map_err(Failure::usage)?;
+        let timeout = Duration::from_millis(self.timeout.max(50));
+        progress(&format!("opening a session on {spec}"), || Client::connect(&spec, self.baud, timeout))
+            .map_err(|e| failed(e.to_string()))
+    }
+}
+
+fn failed(message: impl Into<String>) -> Failure {
+    Failure { code: EXIT_FAILED, message: message.into() }
+}
+
+/// Runs `f`, showing a spinner on a terminal when it takes over a second.
+pub fn progress<T>(what: &str, f: impl FnOnce() -> T) -> T {
+    if !std::io::stderr().is_terminal() {
+        return f();
+    }
+    let done = Arc::new(AtomicBool::new(false));
+    let flag = done.clone();
+    let what = what.to_string();
+    let spinner = std::thread::spawn(move || {
+        let frames = ['|', '/', '-', '\\'];
+        let mut shown = false;
+        for i in 0..usize::MAX {
+            std::thread::sleep(Duration::from_millis(100));
+            if flag.load(Ordering::Acquire) {
+                break;
+            }
+            if i >= 10 {
+                eprint!("\r{} {what}… {:.1} s", frames[i % 4], i as f64 / 10.0);
+                shown = true;
+            }
+        }
+        if shown {
+            eprint!("\r\x1b[2K");
+        }
+    });
+    let r = f();
+    done.store(true, Ordering::Release);
+    let _ = spinner.join();
+    r
+}
+
+/// Turns a box's refusal into the exit code and text (problems listed).
+fn refusal(f: &BoxFailure) -> Failure {
+    let mut s = format!("the box refused: {}", f.message);
+    for p in &f.problems {
+        s.push_str(&format!(
+            "\n  {}[{}] {}: {}\n    hint: {}",
+            if p.error { "error" } else { "warning" },
+            p.code,
+            p.path,
+            p.message,
+            p.hint
+        ));
+    }
+    let code = match f.kind {
+        FailureKind::Invalid | FailureKind::Exists | FailureKind::NotFound => EXIT_USAGE,
+        _ => EXIT_FAILED,
+    };
+    Failure { code, message: s }
+}
+
+fn unexpected(r: &Reply) -> Failure {
+    failed(format!("unexpected answer from the box: {r:?}"))
+}
+
+fn print_json(v: &Value) -> Result<u8, Failure> {
+    println!("{}", serde_json::to_string_pretty(v).map_err(|e| failed(format!("cannot format JSON: {e}")))?);
+    Ok(0)
+}
+
+/// A message as JSON, with keys in base64 and MACs as `aa:bb:…`.
+pub fn to_json<T: serde::Serialize>(v: &T) -> Value {
+    fn fix(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                for (k, val) in m.iter_mut() {
+                    match (k.as_str(), &*val) {
+                        ("public_key", Value::Array(a)) if a.len() == 32 => *val = json!(key_b64(&bytes(a))),
+                        ("mac" | "conflict_mac", Value::Array(a)) if a.len() == 6 => *val = json!(mac_text(&bytes(a))),
+                        _ => fix(val),
+                    }
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(fix),
+            _ => {}
+        }
+    }
+    fn bytes(a: &[Value]) -> Vec<u8> {
+        a.iter().map(|x| x.as_u64().unwrap_or(0) as u8).collect()
+    }
+    let mut v = serde_json::to_value(v).unwrap_or(Value::Null);
+    fix(&mut v);
+    v
+}
+
+pub fn key_b64(k: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(k)
+}
+
+pub fn mac_text(m: &[u8]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+fn load_file(file: &Path) -> Result<Box<Config>, Failure> {
+    let text = if file == Path::new("-") {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s).map_err(|e| Failure::usage(format!("cannot read stdin: {e}")))?;
+        s
+    } else {
+        std::fs::read_to_string(file).map_err(|e| Failure::usage(format!("cannot read {}: {e}", file.display())))?
+    };
+    let cfg = config_schema::human::from_toml(&text)
+        .map_err(|e| Failure::usage(format!("{}: {}", file.display(), e.report.trim_end())))?;
+    // The box runs the same check; doing it here first saves a round trip
+    // and keeps the line free of configurations that cannot apply.
+    let report = config_schema::validate(&cfg);
+    if !report.is_valid() {
+        let mut s = format!("{}: {} errors; nothing was sent to the box", file.display(), report.errors);
+        for p in report.problems.iter().filter(|p| p.severity == config_schema::Severity::Error) {
+            s.push_str(&format!("\n  error[{}] {p}\n    hint: {}", p.code.as_str(), p.hint));
+        }
+        s.push_str(&format!("\n(run `routerctl config validate {}` for the full report)", file.display()));
+        return Err(Failure::usage(s));
+    }
+    Ok(Box::new(cfg))
+}
+
+// ---------------------------------------------------------------- status
+
+pub fn status(conn: &Conn, json_out: bool, mark: bool) -> Result<u8, Failure> {
+    let mut c = conn.connect()?;
+    let st = get_status(&mut c, mark)?;
+    let _ = c.close();
+    if json_out {
+        return print_json(&json!({ "schema": 1, "port": conn.port, "status": to_json(&*st) }));
+    }
+    print!("{}", status_text(&st));
+    Ok(0)
+}
+
+pub fn get_status(c: &mut Client, mark: bool) -> Result<Box<Status>, Failure> {
+    match c.request(Op::Status { mark }).map_err(|e| failed(e.to_string()))? {
+        Reply::Status(s) => Ok(s),
+        Reply::Error(f) => Err(refusal(&f)),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn ago(ms: Option<u64>) -> String {
+    match ms {
+        None => "never".into(),
+        Some(ms) if ms < 1000 => format!("{ms} ms ago"),
+        Some(ms) => format!("{} s ago", ms / 1000),
+    }
+}
+
+pub fn status_text(st: &Status) -> String {
+    let mut o = String::new();
+    let up = st.uptime_ms / 1000;
+    if st.configured {
+        o += &format!(
+            "{} (side {}), routerd {} build {}, up {}h{:02}m{:02}s, config applied {}\n",
+            st.device, st.side, st.software, st.build, up / 3600, up / 60 % 60, up % 60, ago(st.applied_ms_ago)
+        );
+    } else {
+        o += &format!(
+            "unconfigured box, routerd {} build {}, up {}s: not forwarding (routerctl apply FILE)\n",
+            st.software, st.build, up
+        );
+    }
+    o += "\nports\n";
+    for p in &st.ports {
+        o += &format!(
+            "  {:<6} {:<4} {}  link {:<4} {:<18} rx {} tx {} frames{}\n",
+            p.name,
+            p.role.map_or("-", |r| match r {
+                config_schema::PortRole::Lan => "lan",
+                config_schema::PortRole::Wan => "wan",
+            }),
+            mac_text(&p.mac),
+            if p.link_up { "up" } else { "down" },
+            p.address.map_or("-".to_string(), |a| a.to_string()),
+            p.rx_frames,
+            p.tx_frames,
+            if p.rx_errors + p.tx_ring_full > 0 {
+                format!(", {} rx errors, {} tx ring full", p.rx_errors, p.tx_ring_full)
+            } else {
+                String::new()
+            }
+        );
+    }
+    if let Some(t) = &st.tunnel {
+        o += &format!(
+            "\ntunnel {}: listen {}, mtu {} (underlay {}), public key {}\n",
+            t.name,
+            t.listen_port,
+            t.mtu,
+            t.underlay_mtu,
+            key_b64(&t.public_key)
+        );
+    }
+    for p in &st.peers {
+        o += &format!(
+            "  peer {}: endpoint {}{}, handshake {}, session {}, rx {} B, tx {} B\n",
+            p.name,
+            p.endpoint.map_or("-".into(), |(a, port)| format!("{a}:{port}")),
+            if p.endpoint_configured.is_empty() { String::new() } else { format!(" (configured {})", p.endpoint_configured) },
+            ago(p.last_handshake_ms_ago),
+            if p.has_session { "up" } else { "none" },
+            p.rx_bytes,
+            p.tx_bytes
+        );
+    }
+    if !st.claims.is_empty() {
+        o += "\nclaims\n";
+        for c in &st.claims {
+            o += &format!("  {}\n", claim_line(c));
+        }
+    }
+    if !st.drops.is_empty() {
+        let total: u64 = st.drops.iter().map(|d| d.value).sum();
+        o += &format!("\ndrops ({total} since the configuration was applied)\n");
+        let mut d: Vec<_> = st.drops.iter().collect();
+        d.sort_by_key(|c| std::cmp::Reverse(c.value));
+        for c in d {
+            o += &format!("  {:<28} {}\n", c.name, c.value);
+        }
+    }
+    let s = st.serial;
+    o += &format!(
+        "\nserial: {} frames, {} sessions, {} not-a-frame runs, {} bad checksums, {} retransmits\n",
+        s.frames, s.sessions, s.not_a_frame, s.bad_checksum, s.retransmits
+    );
+    o
+}
+
+fn claim_line(c: &routerd_provision::message::ClaimStatus) -> String {
+    let role = match c.role {
+        ClaimRole::ProxyArp => format!("proxy-arp on {}", c.port),
+        ClaimRole::ProviderSecondaryIp => format!("provider-secondary-ip on {}", c.port),
+        ClaimRole::LocalDelivery => format!("owned here, delivered on {}", c.port),
+    };
+    let state = match c.state {
+        ClaimState::Active => "active".to_string(),
+        ClaimState::Disabled => "disabled".to_string(),
+        ClaimState::Conflict => format!(
+            "CONFLICT (live host {})",
+            c.conflict_mac.map_or("?".into(), |m| mac_text(&m))
+        ),
+    };
+    format!(
+        "{:<15} {role}, via {}/{}, {state}, mss {}{}, out {} pkts / in {} pkts, {} ARP replies",
+        c.address.to_string(),
+        c.tunnel,
+        c.peer,
+        c.mss,
+        if c.mss_auto { " (auto)" } else { "" },
+        c.to_tunnel_packets,
+        c.from_tunnel_packets,
+        c.arp_replies
+    )
+}
+
+// ---------------------------------------------------------------- plan / apply
+
+fn outcome_text(o: &Outcome, applied: bool) -> String {
+    let mut s = String::new();
+    if o.changes.is_empty() {
+        s += "no changes: the box already runs this configuration\n";
+    }
+    for c in &o.changes {
+        let sign = match c.kind {
+            ChangeKind::Add => '+',
+            ChangeKind::Remove => '-',
+            ChangeKind::Modify => '~',
+        };
+        s += &format!("  {sign} {} {}\n", c.section, c.subject);
+    }
+    if o.changes_omitted > 0 {
+        s += &format!("  … and {} more changes\n", o.changes_omitted);
+    }
+    if o.tunnel_restarts {
+        s += "  WireGuard restarts: sessions re-handshake (one round trip)\n";
+    }
+    for k in &o.keys_created {
+        if applied {
+            s += &format!(
+                "  key {} was generated on the box: public key {}\n    (put it in the other box's [[peers]] public_key)\n",
+                k.slot,
+                key_b64(&k.public_key)
+            );
+        } else {
+            s += &format!("  key {} will be generated on the box (its public key is printed after apply)\n", k.slot);
+        }
+    }
+    if applied {
+        return s;
+    }
+    for p in &o.problems {
+        s += &format!("  warning[{}] {}: {}\n    hint: {}\n", p.code, p.path, p.message, p.hint);
+    }
+    s
+}
+
+pub fn plan(file: &Path, conn: &Conn, json_out: bool) -> Result<u8, Failure> {
+    let cfg = load_file(file)?;
+    let mut c = conn.connect()?;
+    let r = c.request(Op::Plan(cfg)).map_err(|e| failed(e.to_string()))?;
+    let _ = c.close();
+    match r {
+        Reply::Plan(o) => {
+            if json_out {
+                return print_json(&json!({ "schema": 1, "applies": true, "outcome": to_json(&*o) }));
+            }
+            println!("plan for {} on {}:", file.display(), conn.port);
+            print!("{}", outcome_text(&o, false));
+            Ok(0)
+        }
+        Reply::Error(f) => {
+            if json_out {
+                print_json(&json!({ "schema": 1, "applies": false, "failure": to_json(&*f) }))?;
+                return Ok(refusal(&f).code);
+            }
+            Err(refusal(&f))
+        }
+        other => Err(unexpected(&other)),
+    }
+}
+
+pub fn apply(file: &Path, conn: &Conn, yes: bool, json_out: bool) -> Result<u8, Failure> {
+    let cfg = load_file(file)?;
+    let mut c = conn.connect()?;
+    let plan = match c.request(Op::Plan(cfg.clone())).map_err(|e| failed(e.to_string()))? {
+        Reply::Plan(o) => o,
+        Reply::Error(f) => return Err(refusal(&f)),
+        other => return Err(unexpected(&other)),
+    };
+    if !json_out {
+        println!("plan for {} on {}:", file.display(), conn.port);
+        print!("{}", outcome_text(&plan, false));
+    }
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(Failure::usage("not applied: add --yes to apply without asking (stdin is not a terminal)"));
+        }
+        eprint!("apply? [y/N] ");
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        let _ = std::io::stdin().read_line(&mut answer);
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            println!("not applied");
+            return Ok(EXIT_FAILED);
+        }
+    }
+    let timeout = Duration::from_millis(conn.timeout.max(50) * 3);
+    let r = progress("applying", || c.request_with(Op::Apply(cfg), timeout)).map_err(|e| failed(e.to_string()))?;
+    let _ = c.close();
+    match r {
+        Reply::Applied(o) => {
+            if json_out {
+                return print_json(&json!({ "schema": 1, "applied": true, "outcome": to_json(&*o) }));
+            }
+            if !o.keys_created.is_empty() {
+                let keys_only = Outcome { keys_created: o.keys_created.clone(), changes: Default::default(), ..Outcome::default() };
+                print!("{}", outcome_text(&keys_only, true).replace("no changes: the box already runs this configuration\n", ""));
+            }
+            println!("applied: {} runs {}", conn.port, file.display());
+            Ok(0)
+        }
+        Reply::Error(f) => {
+            if json_out {
+                print_json(&json!({ "schema": 1, "applied": false, "failure": to_json(&*f) }))?;
+                return Ok(refusal(&f).code);
+            }
+            Err(refusal(&f))
+        }
+        other => Err(unexpected(&other)),
+    }
+}
+
+// ---------------------------------------------------------------- config get
+
+pub fn config_get(conn: &Conn, json_out: bool) -> Result<u8, Failure> {
+    let mut c = conn.connect()?;
+    let r = c.request(Op::GetConfig).map_err(|e| failed(e.to_string()))?;
+    let _ = c.close();
+    match r {
+        Reply::Config(None) => {
+            if json_out {
+                return print_json(&json!({ "config": null }));
+            }
+            Err(failed(format!("{} runs no configuration yet (routerctl apply FILE)", conn.port)))
+        }
+        Reply::Config(Some(cfg)) => {
+            if json_out {
+                return print_json(&json!({ "config": *cfg }));
+            }
+            print!("{}", config_schema::human::to_toml(&cfg).map_err(|e| failed(format!("cannot format TOML: {e}")))?);
+            Ok(0)
+        }
+        Reply::Error(f) => Err(refusal(&f)),
+        other => Err(unexpected(&other)),
+    }
+}
+
+// ---------------------------------------------------------------- claims
+
+#[derive(Subcommand)]
+pub enum ClaimsCommand {
+    /// List the box's claims with state and counters
+    List {
+        #[command(flatten)]
+        conn: Conn,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a claim to the running configuration (applied atomically)
+    #[command(after_long_help = "Examples:\n  \
+        routerctl claims add 10.20.0.52 --owner cloud --port unix:/tmp/onprem.sock\n  \
+        routerctl claims add 10.20.0.10 --owner onprem --method provider-secondary-ip --on eth0 --port /dev/ttyUSB0\n\n\
+        The tunnel defaults to the box's only WireGuard interface and the peer to the one whose \
+        allowed IPs contain the address (cryptokey routing must allow it anyway).")]
+    Add {
+        /// The moved address (a.b.c.d or a.b.c.d/32)
+        address: String,
+        /// The side where the host really lives (compared with each box's `side`)
+        #[arg(long)]
+        owner: String,
+        /// How the capturing box gets the packets
+        #[arg(long, value_enum, default_value_t = Method::ProxyArp)]
+        method: Method,
+        /// The capturing box's port
+        #[arg(long, default_value = "lan0", value_name = "PORT_NAME")]
+        on: String,
+        /// The WireGuard interface (default: the only one)
+        #[arg(long)]
+        tunnel: Option<String>,
+        /// The delivery peer (default: the peer whose allowed IPs hold the address)
+        #[arg(long)]
+        peer: Option<String>,
+        /// `auto` (tunnel MTU − 40) or a value
+        #[arg(long, default_value = "auto")]
+        mss: String,
+        #[command(flatten)]
+        conn: Conn,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the claim for an address (applied atomically)
+    Remove {
+        address: String,
+        #[command(flatten)]
+        conn: Conn,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Method {
+    ProxyArp,
+    ProviderSecondaryIp,
+}
+
+fn parse_addr(s: &str) -> Result<Ipv4Cidr, Failure> {
+    let (ip, len) = match s.split_once('/') {
+        Some((ip, len)) => (ip, len.parse::<u8>().map_err(|_| Failure::usage(format!("address {s:?}: bad prefix length")))?),
+        None => (s, 32),
+    };
+    let ip: Ipv4Addr = ip.parse().map_err(|_| Failure::usage(format!("address {s:?} is not an IPv4 address")))?;
+    if len != 32 {
+        return Err(Failure::usage(format!("address {s}: a claim is a single address (/32)")));
+    }
+    Ipv4Cidr::new(ip, len).map_err(|_| Failure::usage(format!("address {s:?} is not valid")))
+}
+
+fn name(what: &str, s: &str) -> Result<Name, Failure> {
+    Name::new(s).map_err(|e| Failure::usage(format!("{what} {s:?}: {e:?}")))
+}
+
+fn running_config(c: &mut Client) -> Result<Box<Config>, Failure> {
+    match c.request(Op::GetConfig).map_err(|e| failed(e.to_string()))? {
+        Reply::Config(Some(cfg)) => Ok(cfg),
+        Reply::Config(None) => Err(failed("the box runs no configuration yet: `routerctl apply FILE` first")),
+        Reply::Error(f) => Err(refusal(&f)),
+        other => Err(unexpected(&other)),
+    }
+}
+
+pub fn claims(cmd: ClaimsCommand) -> Result<u8, Failure> {
+    match cmd {
+        ClaimsCommand::List { conn, json } => {
+            let mut c = conn.connect()?;
+            let st = get_status(&mut c, false)?;
+            let _ = c.close();
+            if json {
+                return print_json(&json!({ "schema": 1, "claims": to_json(&st.claims) }));
+            }
+            if st.claims.is_empty() {
+                println!("no claims");
+            }
+            for cl in &st.claims {
+                println!("{}", claim_line(cl));
+            }
+            Ok(0)
+        }
+        ClaimsCommand::Add { address, owner, method, on, tunnel, peer, mss, conn, json } => {
+            let address = parse_addr(&address)?;
+            let mss_clamp = match mss.as_str() {
+                "auto" => MssClamp::Auto,
+                v => MssClamp::Value(v.parse().map_err(|_| Failure::usage(format!("--mss {v:?}: give auto or a number")))?),
+            };
+            let mut c = conn.connect()?;
+            let cfg = running_config(&mut c)?;
+            let tunnel = match tunnel {
+                Some(t) => name("--tunnel", &t)?,
+                None => match cfg.wireguard.as_slice() {
+                    [t] => t.name.clone(),
+                    [] => return Err(failed("the box has no WireGuard interface to deliver the claim over")),
+                    _ => return Err(Failure::usage("the box has several WireGuard interfaces: name one with --tunnel")),
+                },
+            };
+            let peer = match peer {
+                Some(p) => name("--peer", &p)?,
+                None => match cfg.route_peer(address.addr()) {
+                    Some((p, _)) => p.name.clone(),
+                    None => {
+                        return Err(Failure::usage(format!(
+                            "no peer's allowed IPs contain {}: add it to the peer's allowed_ips (on both boxes) or name --peer",
+                            address.addr()
+                        )))
+                    }
+                },
+            };
+            let method = match method {
+                Method::ProxyArp => CaptureMethod::ProxyArp,
+                Method::ProviderSecondaryIp => CaptureMethod::ProviderSecondaryIp,
+            };
+            let claim = Claim {
+                address,
+                owner: name("--owner", &owner)?,
+                gratuitous_arp: None,
+                local_port: None,
+                mss_clamp,
+                capture: Capture { method, port: name("--on", &on)?, configure_os_address: false },
+                delivery: Delivery { tunnel, peer },
+            };
+            let r = c.request(Op::ClaimAdd(claim)).map_err(|e| failed(e.to_string()))?;
+            let _ = c.close();
+            applied_reply(r, json, &format!("claim {} added", address.addr()))
+        }
+        ClaimsCommand::Remove { address, conn, json } => {
+            let address = parse_addr(&address)?;
+            let mut c = conn.connect()?;
+            let r = c.request(Op::ClaimRemove(address)).map_err(|e| failed(e.to_string()))?;
+            let _ = c.close();
+            applied_reply(r, json, &format!("claim {} removed", address.addr()))
+        }
+    }
+}
+
+fn applied_reply(r: Reply, json_out: bool, done: &str) -> Result<u8, Failure> {
+    match r {
+        Reply::Applied(o) => {
+            if json_out {
+                return print_json(&json!({ "schema": 1, "applied": true, "outcome": to_json(&*o) }));
+            }
+            println!("{done}");
+            for p in &o.problems {
+                println!("  warning[{}] {}: {}", p.code, p.path, p.message);
+            }
+            Ok(0)
+        }
+        Reply::Error(f) => {
+            if json_out {
+                print_json(&json!({ "schema": 1, "applied": false, "failure": to_json(&*f) }))?;
+                return Ok(refusal(&f).code);
+            }
+            Err(refusal(&f))
+        }
+        other => Err(unexpected(&other)),
+    }
+}
+
+// ---------------------------------------------------------------- keys
+
+#[derive(Subcommand)]
+pub enum KeyCommand {
+    /// Show the public keys of the box's key slots
+    Show {
+        #[command(flatten)]
+        conn: Conn,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a new private key on the box (a running tunnel restarts with it)
+    Generate {
+        /// Key slot (`device:NAME` in the configuration), e.g. wg0
+        slot: String,
+        /// Replace without asking (peers must learn the new public key)
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        conn: Conn,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Import a private key read from stdin (discouraged: keys made on the box never leave it)
+    Import {
+        /// Key slot, e.g. wg0
+        slot: String,
+        /// Required: importing sends a secret over the line
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        conn: Conn,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn keys_out(keys: &[KeyInfo], json_out: bool) -> Result<u8, Failure> {
+    if json_out {
+        return print_json(&json!({ "schema": 1, "keys": to_json(&keys) }));
+    }
+    if keys.is_empty() {
+        println!("no keys yet: the box makes one when a configuration names `device:SLOT`");
+    }
+    for k in keys {
+        println!(
+            "{:<12} {}  ({}, {})",
+            k.slot.as_str(),
+            key_b64(&k.public_key),
+            if k.generated { "generated on the box" } else { "imported" },
+            if k.in_use { "in use" } else { "unused" }
+        );
+    }
+    Ok(0)
+}
+
+pub fn key(cmd: KeyCommand) -> Result<u8, Failure> {
+    let (conn, op, json_out) = match cmd {
+        KeyCommand::Show { conn, json } => (conn, Op::KeyShow, json),
+        KeyCommand::Generate { slot, yes, conn, json } => {
+            if !yes {
+                return Err(Failure::usage(
+                    "key generate replaces the key: peers must be given the new public key. Add --yes to proceed",
+                ));
+            }
+            (conn, Op::KeyGenerate(name("slot", &slot)?), json)
+        }
+        KeyCommand::Import { slot, yes, conn, json } => {
+            if !yes {
+                return Err(Failure::usage("key import sends a private key over the line; add --yes if you mean it"));
+            }
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text).map_err(|e| Failure::usage(format!("cannot read stdin: {e}")))?;
+            use base64::Engine;
+            let secret: [u8; 32] = base64::engine::general_purpose::STANDARD
+                .decode(text.trim())
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| Failure::usage("stdin is not a base64 WireGuard private key (44 characters, like `wg genkey` prints)"))?;
+            (conn, Op::KeyImport(name("slot", &slot)?, secret), json)
+        }
+    };
+    let mut c = conn.connect()?;
+    let r = c.request(op).map_err(|e| failed(e.to_string()))?;
+    let _ = c.close();
+    match r {
+        Reply::Keys(k) => keys_out(&k, json_out),
+        Reply::Error(f) => Err(refusal(&f)),
+        other => Err(unexpected(&other)),
+    }
+}
+
+// ---------------------------------------------------------------- logs, reboot
+
+pub fn logs(conn: &Conn, seconds: Option<u64>, json_out: bool) -> Result<u8, Failure> {
+    let mut c = conn.connect()?;
+    let console = String::from_utf8_lossy(&c.console).to_string();
+    if !console.trim().is_empty() && !json_out {
+        print!("{}", console.replace('\r', ""));
+    }
+    let end = seconds.map(|s| std::time::Instant::now() + Duration::from_secs(s));
+    loop {
+        let slice = match end {
+            Some(e) => e.saturating_duration_since(std::time::Instant::now()).min(Duration::from_secs(5)),
+            None => Duration::from_secs(5),
+        };
+        for l in c.follow(slice).map_err(|e| failed(e.to_string()))? {
+            if json_out {
+                println!("{}", json!({ "ms": l.ms, "level": l.level, "text": l.text.as_str() }));
+            } else {
+                let level = match l.level {
+                    1 => "ERROR",
+                    2 => "WARN",
+                    3 => "INFO",
+                    4 => "DEBUG",
+                    _ => "TRACE",
+                };
+                println!("[{:5}.{:03}] {level:<5} {}", l.ms / 1000, l.ms % 1000, l.text);
+            }
+        }
+        let _ = std::io::stdout().flush();
+        if end.is_some_and(|e| std::time::Instant::now() >= e) {
+            break;
+        }
+        // Keep the session open (the box closes idle ones).
+        c.request(Op::Ping).map_err(|e| failed(e.to_string()))?;
+    }
+    let _ = c.close();
+    Ok(0)
+}
+
+pub fn reboot(conn: &Conn, yes: bool) -> Result<u8, Failure> {
+    if !yes {
+        return Err(Failure::usage("reboot stops forwarding until the box is back; add --yes to proceed"));
+    }
+    let mut c = conn.connect()?;
+    match c.request(Op::Reboot).map_err(|e| failed(e.to_string()))? {
+        Reply::Done => {
+            c.forget();
+            println!("{} is rebooting (keys made on the box are new after a reboot: re-apply and update peers)", conn.port);
+            Ok(0)
+        }
+        Reply::Error(f) => Err(refusal(&f)),
+        other => Err(unexpected(&other)),
+    }
+}
+

@@ -1,0 +1,247 @@
+//! Issue 5 end to end: the real image in QEMU, provisioned by the real
+//! `routerctl` binary over the VM's serial socket.
+//!
+//! The box boots unconfigured. `routerctl apply` sends a configuration;
+//! `status --json` shows it; `claims add` makes the box answer ARP for the
+//! new address within a second and `claims remove` stops it; an invalid
+//! configuration is refused with the field named while the running one
+//! keeps answering; garbage on the line in the middle of a session does not
+//! break the next request. ARP is checked on the LAN NIC's socket with
+//! frames built by etherparse.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use etherparse::ArpOperation;
+use routerd_e2e::net::{self, Ip, Link, Mac};
+use routerd_e2e::qemu::{MachineType, NicModel};
+use routerd_e2e::{check, two_nic_machine};
+use routerd_provision::frame::{self, Decoder, Event, MAX_FRAME};
+use routerd_provision::message::{self, Op, Reply, Request, Up, PROTOCOL_HASH, PROTOCOL_VERSION};
+use serde_json::Value;
+
+const HOST_MAC: Mac = [0x02, 0x11, 0, 0, 0, 10];
+const HOST: Ip = [10, 20, 0, 10];
+
+fn config(extra: &str) -> String {
+    format!(
+        r#"
+[device]
+name = "prov-onprem"
+side = "onprem"
+
+[[ports]]
+name = "lan0"
+role = "lan"
+address = "10.20.0.2/24"
+
+[[ports]]
+name = "wan0"
+role = "wan"
+address = "192.0.2.2/24"
+gateway = "192.0.2.1"
+
+[[wireguard]]
+name = "wg0"
+private_key = "device:wg0"
+
+[[peers]]
+name = "cloud"
+tunnel = "wg0"
+public_key = "ca67+D0dVOzK/Bjvjlowc7W4uQ/zJ1jT9fh1LNCS51w="
+endpoint = "192.0.2.100:51820"
+allowed_ips = ["10.20.0.50/32", "10.20.0.51/32", "10.20.0.52/32"]
+
+[[claims]]
+address = "10.20.0.50/32"
+owner = "cloud"
+capture = {{ method = "proxy-arp", port = "lan0" }}
+delivery = {{ tunnel = "wg0", peer = "cloud" }}
+{extra}
+"#
+    )
+}
+
+fn routerctl(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_routerctl")).args(args).output().expect("run routerctl");
+    eprintln!(
+        "$ routerctl {}\n{}{}-> {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        out.status
+    );
+    out
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Who answers ARP for `ip` on the LAN within `wait` (the box's MAC, or none).
+fn arp_answer(lan: &Link, ip: Ip, wait: Duration) -> Option<Mac> {
+    lan.send(&net::arp_request(HOST_MAC, HOST, ip));
+    lan.wait_for(wait, |f| match net::parse_arp(f) {
+        Some((ArpOperation::REPLY, mac, sender, target)) if sender == ip && target == HOST => Some(mac),
+        _ => None,
+    })
+}
+
+/// Speaks the protocol directly (to put garbage between requests).
+struct Raw {
+    s: UnixStream,
+    d: Box<Decoder<MAX_FRAME>>,
+}
+
+impl Raw {
+    fn send(&mut self, seq: u32, op: Op) {
+        let mut p = vec![0u8; frame::MAX_PAYLOAD];
+        let n = message::encode(&Request { seq, op }, &mut p).unwrap().len();
+        let mut f = vec![0u8; MAX_FRAME];
+        let m = frame::encode(&p[..n], &mut f).unwrap();
+        self.s.write_all(&f[..m]).unwrap();
+    }
+
+    fn recv(&mut self, seq: u32) -> Reply {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            let n = match self.s.read(&mut buf) {
+                Ok(n) => n,
+                Err(_) => continue, // read timeout
+            };
+            for &b in &buf[..n] {
+                if let Some(Event::Frame(p)) = self.d.push(b) {
+                    if let Ok(Up::Response(r)) = message::decode::<Up>(p) {
+                        if r.seq == seq {
+                            return r.reply;
+                        }
+                    }
+                }
+            }
+        }
+        panic!("no answer to request {seq}");
+    }
+}
+
+#[test]
+fn routerctl_provisions_a_running_box() {
+    let (machine, links) = two_nic_machine(MachineType::Pc, NicModel::VirtioNet, 0x51, "");
+    let mut vm = check(machine.spawn());
+    check(vm.wait_for("not forwarding: no configuration yet", Duration::from_secs(60)));
+    vm.release_serial();
+    let dir = machine.run_dir.clone();
+    let port = format!("unix:{}", vm.serial_path().display());
+    let lan = &links[0];
+
+    // Unconfigured: status works and says so.
+    let out = routerctl(&["status", "--port", &port, "--json"]);
+    assert!(out.status.success());
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["status"]["configured"], false);
+    assert_eq!(doc["status"]["ports"][0]["name"], "lan0");
+    assert_eq!(arp_answer(lan, [10, 20, 0, 50], Duration::from_millis(500)), None);
+
+    // Apply: the plan is shown, the key is made on the box.
+    let good = write(&dir, "onprem.toml", &config(""));
+    let out = routerctl(&["apply", good.to_str().unwrap(), "--port", &port, "--yes"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("+ claims 10.20.0.50/32"), "{text}");
+    assert!(text.contains("public key"), "{text}");
+
+    let out = routerctl(&["status", "--port", &port, "--json"]);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let st = &doc["status"];
+    assert_eq!(st["configured"], true);
+    assert_eq!(st["device"], "prov-onprem");
+    assert_eq!(st["claims"][0]["address"], "10.20.0.50");
+    assert_eq!(st["claims"][0]["role"], "ProxyArp");
+    assert_eq!(st["claims"][0]["mss"], 1380);
+    let public = st["tunnel"]["public_key"].as_str().unwrap().to_string();
+    assert_eq!(public.len(), 44);
+    let out = routerctl(&["key", "show", "--port", &port, "--json"]);
+    let keys: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(keys["keys"][0]["public_key"], public.as_str());
+    assert_eq!(keys["keys"][0]["slot"], "wg0");
+    let box_mac = arp_answer(lan, [10, 20, 0, 50], Duration::from_secs(1)).expect("claim answered after apply");
+
+    // claims add: answered within a second; remove: silent again.
+    assert_eq!(arp_answer(lan, [10, 20, 0, 52], Duration::from_millis(300)), None);
+    let out = routerctl(&["claims", "add", "10.20.0.52", "--owner", "cloud", "--port", &port]);
+    assert!(out.status.success());
+    let added = Instant::now();
+    assert_eq!(arp_answer(lan, [10, 20, 0, 52], Duration::from_secs(1)), Some(box_mac));
+    eprintln!("claims add → ARP answered in {} ms", added.elapsed().as_millis());
+    let out = routerctl(&["claims", "list", "--port", &port, "--json"]);
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list["claims"].as_array().unwrap().len(), 2);
+    // Same key after a claim add: the tunnel was kept.
+    let out = routerctl(&["status", "--port", &port, "--json"]);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["status"]["tunnel"]["public_key"], public.as_str());
+    let out = routerctl(&["claims", "remove", "10.20.0.52", "--port", &port]);
+    assert!(out.status.success());
+    assert_eq!(arp_answer(lan, [10, 20, 0, 52], Duration::from_secs(1)), None);
+
+    // Invalid here: refused before sending, the field named, exit 2.
+    let bad = write(&dir, "bad.toml", &config("[[claims]]\naddress = \"10.20.0.51/24\"\nowner = \"cloud\"\ncapture = { method = \"proxy-arp\", port = \"lan0\" }\ndelivery = { tunnel = \"wg0\", peer = \"cloud\" }\n"));
+    let out = routerctl(&["apply", bad.to_str().unwrap(), "--port", &port, "--yes"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("claims[1].address"));
+    // Valid but impossible on this box (no NIC with that MAC): the box
+    // refuses, names the port, and keeps running the old configuration.
+    let nomac = config("").replace("name = \"wan0\"\nrole = \"wan\"", "name = \"wan0\"\nrole = \"wan\"\nmac = \"02:00:00:00:99:99\"");
+    let nomac = write(&dir, "nomac.toml", &nomac);
+    let out = routerctl(&["apply", nomac.to_str().unwrap(), "--port", &port, "--yes"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ports[1]"), "the refusal names the port");
+    assert_eq!(arp_answer(lan, [10, 20, 0, 50], Duration::from_secs(1)), Some(box_mac), "running config lost");
+    let out = routerctl(&["config", "get", "--port", &port]);
+    assert!(out.status.success());
+    let running = config_schema::human::from_toml(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    assert_eq!(running, config_schema::human::from_toml(&config("")).unwrap());
+
+    // Garbage in the middle of a session does not break the next request.
+    let s = UnixStream::connect(vm.serial_path()).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut raw = Raw { s, d: Box::new(Decoder::new()) };
+    raw.send(1, Op::Hello { version: PROTOCOL_VERSION, hash: PROTOCOL_HASH });
+    assert!(matches!(raw.recv(1), Reply::Hello(_)));
+    let mut junk = b"\x00\xff\xfe line noise \x13\x37 typed text\r\n".to_vec();
+    junk.extend((0..3000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+    raw.s.write_all(&junk).unwrap();
+    raw.send(2, Op::Status { mark: false });
+    match raw.recv(2) {
+        Reply::Status(st) => {
+            assert!(st.configured);
+            assert!(st.serial.not_a_frame + st.serial.bad_checksum + st.serial.overflow > 0, "{:?}", st.serial);
+        }
+        other => panic!("{other:?}"),
+    }
+    raw.send(3, Op::Bye);
+    assert!(matches!(raw.recv(3), Reply::Done));
+    drop(raw);
+
+    // The console is readable again once the session ended.
+    check(vm.attach_serial(Duration::from_secs(5)));
+    let before = vm.console().len();
+    (&*vm.serial()).write_all(b"status\r").unwrap();
+    check(vm.wait_for_after(before, "end of status", Duration::from_secs(5)));
+    assert!(vm.console()[before..].contains("claim 10.20.0.50"));
+}
+
+#[test]
+fn a_box_that_is_not_there_is_a_clear_error() {
+    let out = routerctl(&["status", "--port", "unix:/nonexistent/box.sock"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unix:/nonexistent/box.sock") && err.contains("is the box running"), "{err}");
+    let out = routerctl(&["status", "--port", "ttyUSB0"]);
+    assert_eq!(out.status.code(), Some(2));
+}
