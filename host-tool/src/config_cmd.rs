@@ -21,6 +21,21 @@ use crate::{Failure, EXIT_FAILED, EXIT_USAGE};
 pub enum ConfigCommand {
     /// Print the configuration a box is running (as TOML, or --json)
     #[command(after_long_help = "Example:\n  routerctl config get --port unix:/tmp/onprem.sock > running.toml")]
+    /// Turn a wg-quick .conf file into [[wireguard]] and [[peers]] sections
+    #[command(
+        long_about = "Read a wg-quick configuration (the file `wg-quick up` uses) and print the matching \
+            [[wireguard]] and [[peers]] sections of a routerd configuration on stdout. The private key is \
+            not copied: the box makes its own (`private_key = \"device:NAME\"`). Anything routerd cannot \
+            express (IPv6, DNS, PostUp, …) is listed on stderr.",
+        after_long_help = "Example:\n  routerctl config import-wg /etc/wireguard/wg0.conf >> onprem.toml"
+    )]
+    ImportWg {
+        /// The wg-quick file
+        file: PathBuf,
+        /// The tunnel's name (default: the file name without .conf)
+        #[arg(long)]
+        name: Option<String>,
+    },
     Get {
         #[command(flatten)]
         conn: crate::box_cmd::Conn,
@@ -121,6 +136,7 @@ impl Example {
 pub fn run(cmd: ConfigCommand) -> Result<u8, Failure> {
     match cmd {
         ConfigCommand::Get { conn, json } => crate::box_cmd::config_get(&conn, json),
+        ConfigCommand::ImportWg { file, name } => import_wg_cmd(&file, name.as_deref()),
         ConfigCommand::Validate { file, json } => validate_cmd(&file, json),
         ConfigCommand::Show { file, json } => show_cmd(&file, json),
         ConfigCommand::Example { which, json } => {
@@ -534,4 +550,27 @@ fn show_cmd(file: &Path, as_json: bool) -> Result<u8, Failure> {
         );
     }
     Ok(code)
+}
+
+fn import_wg_cmd(file: &Path, name: Option<&str>) -> Result<u8, Failure> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Failure::usage(format!("cannot read {}: {e}", display_name(file))))?;
+    let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("wg0");
+    let tunnel = name.unwrap_or(stem);
+    config_schema::Name::new(tunnel)
+        .map_err(|e| Failure::usage(format!("tunnel name {tunnel:?}: {e:?}; give one with --name")))?;
+    let got = crate::import_wg::import(&text, tunnel)
+        .map_err(|e| Failure::usage(format!("{}: {e}", display_name(file))))?;
+    println!("# imported from {} by routerctl config import-wg", display_name(file));
+    print!("{}", got.toml);
+    if got.had_private_key {
+        eprintln!(
+            "note: the file's PrivateKey was not copied; the box makes its own key. \
+             To keep the old key: routerctl key import {tunnel} --yes --port P < keyfile"
+        );
+    }
+    for n in &got.notes {
+        eprintln!("note: {n}");
+    }
+    Ok(0)
 }

@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand};
 mod box_cmd;
 mod client;
 mod config_cmd;
+mod import_wg;
 mod keys;
 
 /// Exit code when a check or command failed.

@@ -228,6 +228,31 @@ fn routerctl_provisions_a_running_box() {
     assert!(matches!(raw.recv(3), Reply::Done));
     drop(raw);
 
+    // Log lines travel inside the session: a live host appears with a
+    // claimed address, and `routerctl logs` shows the box's conflict line.
+    let logs = Command::new(env!("CARGO_BIN_EXE_routerctl"))
+        .args(["logs", "--port", &port, "--for", "4", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let live: Mac = [0x02, 0x99, 0, 0, 0, 0x50];
+    let garp = net::arp(ArpOperation::REQUEST, live, [10, 20, 0, 50], [0xff; 6], [0; 6], [10, 20, 0, 50]);
+    lan.send(&garp);
+    let out = logs.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("routerctl logs:\n{text}");
+    assert!(out.status.success());
+    let line = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["text"].as_str().is_some_and(|t| t.contains("claim 10.20.0.50: CONFLICT")))
+        .expect("the conflict was logged inside the session");
+    assert!(line["text"].as_str().unwrap().contains("02:99:00:00:00:50"));
+    assert_eq!(arp_answer(lan, [10, 20, 0, 50], Duration::from_millis(500)), None, "a claim in conflict must not answer");
+    let out = routerctl(&["claims", "list", "--port", &port]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("CONFLICT (live host 02:99:00:00:00:50)"));
+
     // The console is readable again once the session ended.
     check(vm.attach_serial(Duration::from_secs(5)));
     let before = vm.console().len();

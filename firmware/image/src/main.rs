@@ -153,7 +153,7 @@ pub extern "C" fn routerd_main(eax: u32, ebx: u32) -> ! {
     }
     // SAFETY: routerd_main runs once; this static is taken here and nowhere else.
     let bufs = unsafe { &mut *core::ptr::addr_of_mut!(FRAME_BUFFERS) };
-    let mut r = router::Router { node, session, clock };
+    let mut r = router::Router { node, session, clock, watch: router::Watch::new() };
     r.run(&mut nics, bufs)
 }
 

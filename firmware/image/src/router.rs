@@ -66,7 +66,24 @@ pub struct Router {
     pub node: Box<Node<Entropy>>,
     pub session: Box<Session>,
     pub clock: Clock,
+    pub watch: Watch,
 }
+
+/// What the console reports when it changes: link state and claim state.
+pub struct Watch {
+    next: Instant,
+    links: [Option<bool>; crate::nics::MAX_NICS],
+    claims: heapless::Vec<(core::net::Ipv4Addr, dp::ClaimState), { dp::config::MAX_CLAIMS }>,
+}
+
+impl Watch {
+    pub const fn new() -> Watch {
+        Watch { next: Instant::from_millis(0), links: [None; crate::nics::MAX_NICS], claims: heapless::Vec::new() }
+    }
+}
+
+/// How often link and claim state are compared.
+const WATCH_MS: u64 = 100;
 
 impl Router {
     fn now(&self) -> Instant {
@@ -83,6 +100,10 @@ impl Router {
                 n.poll();
             }
             self.serial(now, nics, &mut line);
+            if now >= self.watch.next {
+                self.watch.next = Instant::from_millis(now.millis() + WATCH_MS);
+                self.report_changes(nics);
+            }
             if !busy {
                 core::hint::spin_loop();
             }
@@ -182,6 +203,44 @@ impl Router {
                 }
             }
         }
+    }
+
+    /// Logs link changes and claims entering or leaving conflict (on the
+    /// console, or inside frames while a session holds the line).
+    fn report_changes(&mut self, nics: &mut Nics) {
+        for (i, (name, n)) in nics.iter_mut().enumerate() {
+            let up = n.link_up();
+            if let Some(slot) = self.watch.links.get_mut(i) {
+                if *slot != Some(up) {
+                    if slot.is_some() {
+                        info!("link: {name} is {}", if up { "up" } else { "down" });
+                    }
+                    *slot = Some(up);
+                }
+            }
+        }
+        let Some(f) = self.node.forwarding() else {
+            self.watch.claims.clear();
+            return;
+        };
+        let mut now: heapless::Vec<(core::net::Ipv4Addr, dp::ClaimState), { dp::config::MAX_CLAIMS }> = heapless::Vec::new();
+        for c in f.dataplane.claims() {
+            let before = self.watch.claims.iter().find(|(a, _)| *a == c.address).map(|(_, s)| *s);
+            match (before, c.state) {
+                (Some(b), s) if b == s => {}
+                (_, dp::ClaimState::InConflict) => {
+                    let mac = c.conflict_mac.unwrap_or_default();
+                    warn!(
+                        "claim {}: CONFLICT: a live host {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} uses this address on the LAN; proxy-ARP stopped",
+                        c.address, mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]
+                    );
+                }
+                (Some(dp::ClaimState::InConflict), s) => info!("claim {}: conflict cleared ({s:?})", c.address),
+                _ => {}
+            }
+            let _ = now.push((c.address, c.state));
+        }
+        self.watch.claims = now;
     }
 
     fn snapshots(nics: &mut Nics) -> heapless::Vec<NicSnapshot, { crate::nics::MAX_NICS }> {
