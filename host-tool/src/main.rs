@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand};
 mod box_cmd;
 mod client;
 mod config_cmd;
+mod doctor;
 mod import_wg;
 mod keys;
 
@@ -167,6 +168,9 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Check a box end to end and say what is wrong (pass/warn/fail per claim and peer)
+    #[command(subcommand)]
+    Doctor(DoctorCommand),
     /// Print a shell completion script (bash, zsh, fish, …)
     #[command(after_long_help = "Example:\n  routerctl completions bash > /etc/bash_completion.d/routerctl")]
     Completions {
@@ -175,6 +179,28 @@ enum Command {
     /// Print the man page (roff)
     #[command(after_long_help = "Example:\n  routerctl man | man -l -")]
     Man,
+}
+
+#[derive(Subcommand)]
+enum DoctorCommand {
+    /// Same-subnet hybrid (seed 000): capture, delivery, peer, MSS, loops, WAN exposure, drops
+    #[command(long_about = "Ask the box for its state and judge, per claim and per peer: capture \
+        (proxy-ARP answering and not in conflict with a live host; provider-secondary-ip never held \
+        or answered), delivery (the /32 goes to the named peer and its allowed IPs accept it; the \
+        default route is not the tunnel), the peer (handshake within 180 s, warn after 135 s; \
+        endpoint; bytes both ways), the MSS clamp and the MTU budget it came from, loop risk, WAN \
+        exposure and drops since the last doctor run, with the top reasons named.",
+        after_long_help = "Examples:\n  routerctl doctor hybrid --port unix:/tmp/onprem.sock\n  \
+        routerctl doctor hybrid --port /dev/ttyUSB0 --json | jq '.checks[] | select(.result != \"pass\")'\n\n\
+        JSON: {schema, port, device, side, result, summary, checks: [{id, subject, result: pass|warn|fail|skip, reason, hint}]}.\n\
+        Exit codes: 0 nothing failed (warnings allowed), 1 a check failed or the box is unreachable.")]
+    Hybrid {
+        #[command(flatten)]
+        conn: box_cmd::Conn,
+        /// Print one JSON document
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -190,6 +216,7 @@ fn main() -> ExitCode {
         Command::Key(cmd) => box_cmd::key(cmd),
         Command::Logs { conn, r#for, json } => box_cmd::logs(&conn, r#for, json),
         Command::Reboot { conn, yes } => box_cmd::reboot(&conn, yes),
+        Command::Doctor(DoctorCommand::Hybrid { conn, json }) => doctor::run(&conn, json),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "routerctl", &mut std::io::stdout());
             Ok(0)

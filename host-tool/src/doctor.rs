@@ -1,0 +1,545 @@
+//! `routerctl doctor hybrid`: every moved address checked, with a reason.
+//!
+//! The checks read one status snapshot and the running configuration of a
+//! box (both from the box itself) and judge them; they are a pure function
+//! so the lab and the tests run exactly what the command runs. Each check
+//! has a stable id, a subject (claim address, peer or port name), a result
+//! and, whenever the result is not a pass, a reason and what to do.
+
+use config_schema::{Config, PortRole};
+use routerd_provision::message::{ClaimRole, ClaimState, Status};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+/// Bumped when the JSON document changes shape.
+pub const SCHEMA: u32 = 1;
+
+/// A handshake older than this is a warning (WireGuard rekeys every 120 s).
+pub const HANDSHAKE_WARN_S: u64 = 135;
+/// A handshake older than this is a failure (the session is gone).
+pub const HANDSHAKE_FAIL_S: u64 = 180;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Pass,
+    Skip,
+    Warn,
+    Fail,
+}
+
+impl Verdict {
+    fn text(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Skip => "skip",
+            Verdict::Warn => "WARN",
+            Verdict::Fail => "FAIL",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Check {
+    pub id: &'static str,
+    pub subject: String,
+    pub result: Verdict,
+    pub reason: String,
+    pub hint: String,
+}
+
+fn check(id: &'static str, subject: impl Into<String>, result: Verdict, reason: impl Into<String>, hint: impl Into<String>) -> Check {
+    Check { id, subject: subject.into(), result, reason: reason.into(), hint: hint.into() }
+}
+
+fn pass(id: &'static str, subject: impl Into<String>, reason: impl Into<String>) -> Check {
+    check(id, subject, Verdict::Pass, reason, "")
+}
+
+fn mac(m: &[u8; 6]) -> String {
+    crate::box_cmd::mac_text(m)
+}
+
+/// Drop reasons that mean something is wrong (not just the internet's noise).
+const SERIOUS_DROPS: &[&str] = &[
+    "tunnel_spoofed_source",
+    "tunnel_loop",
+    "tunnel_encap_failed",
+    "arp_conflict",
+    "arp_claim_in_conflict",
+    "fragmentation_needed",
+    "pending_queue_full",
+    "arp_resolution_failed",
+    "tx_full",
+    "no_route",
+];
+
+/// Judges one box.
+pub fn hybrid(st: &Status, cfg: Option<&Config>) -> Vec<Check> {
+    let mut out = Vec::new();
+    let Some(cfg) = cfg.filter(|_| st.configured) else {
+        out.push(check(
+            "configured",
+            "box",
+            Verdict::Fail,
+            "the box runs no configuration: nothing is captured or delivered",
+            "routerctl apply FILE --port P",
+        ));
+        return out;
+    };
+
+    // Ports the claims use: link up.
+    for p in &st.ports {
+        if p.role.is_none() {
+            continue;
+        }
+        if p.link_up {
+            out.push(pass("port.link", p.name.as_str(), format!("link up, {} frames in, {} out", p.rx_frames, p.tx_frames)));
+        } else {
+            out.push(check("port.link", p.name.as_str(), Verdict::Fail, "link down", "check the cable or the VM's NIC"));
+        }
+    }
+
+    // Capture and delivery, per claim.
+    for c in &st.claims {
+        let subject = c.address.to_string();
+        match (c.role, c.state) {
+            (_, ClaimState::Conflict) => out.push(check(
+                "claim.capture",
+                &subject,
+                Verdict::Fail,
+                format!(
+                    "a live host {} uses {} on {}: proxy-ARP stopped so it is not hijacked",
+                    c.conflict_mac.as_ref().map_or("?".into(), mac),
+                    subject,
+                    c.port
+                ),
+                format!("shut down or readdress the host still holding {subject}, then re-apply the configuration"),
+            )),
+            (_, ClaimState::Disabled) => {
+                out.push(check("claim.capture", &subject, Verdict::Fail, "the claim is disabled", "re-apply the configuration"))
+            }
+            (ClaimRole::ProxyArp, ClaimState::Active) => out.push(pass(
+                "claim.capture",
+                &subject,
+                format!("proxy-ARP on {}: {} replies, {} gratuitous ARPs sent", c.port, c.arp_replies, c.garps_sent),
+            )),
+            (ClaimRole::ProviderSecondaryIp, ClaimState::Active) => {
+                let own = cfg.is_own_address(c.address);
+                if own || c.arp_replies > 0 {
+                    out.push(check(
+                        "claim.capture",
+                        &subject,
+                        Verdict::Fail,
+                        if own {
+                            format!("{subject} is configured as the box's own address")
+                        } else {
+                            format!("the box answered {} ARP requests for a provider-delivered address", c.arp_replies)
+                        },
+                        "provider-secondary-ip claims must never be held or answered (configure_os_address = false)",
+                    ));
+                } else {
+                    out.push(pass(
+                        "claim.capture",
+                        &subject,
+                        format!("provider delivers it to {}; the box neither holds nor answers it", c.port),
+                    ));
+                }
+            }
+            (ClaimRole::LocalDelivery, ClaimState::Active) => out.push(pass(
+                "claim.capture",
+                &subject,
+                format!("owned here ({}): delivered on {}, {} packets from the tunnel", c.owner, c.port, c.from_tunnel_packets),
+            )),
+        }
+
+        // Delivery: the /32 goes to the named peer, which accepts it.
+        if c.role != ClaimRole::LocalDelivery {
+            match st.peers.iter().find(|p| p.name == c.peer) {
+                None => out.push(check(
+                    "claim.delivery",
+                    &subject,
+                    Verdict::Fail,
+                    format!("delivery peer {} does not exist on tunnel {}", c.peer, c.tunnel),
+                    "fix claims[].delivery.peer",
+                )),
+                Some(p) if !p.allowed_ips.iter().any(|a| a.contains(c.address)) => out.push(check(
+                    "claim.delivery",
+                    &subject,
+                    Verdict::Fail,
+                    format!("peer {}'s allowed IPs do not contain {subject}: cryptokey routing drops it", p.name),
+                    format!("add \"{subject}/32\" to peers[{}].allowed_ips on this box", p.name),
+                )),
+                Some(p) => out.push(pass(
+                    "claim.delivery",
+                    &subject,
+                    format!(
+                        "/32 via {} to peer {}: {} packets out, {} back",
+                        c.tunnel, p.name, c.to_tunnel_packets, c.from_tunnel_packets
+                    ),
+                )),
+            }
+        }
+
+        // MSS clamp, both directions, and the budget it came from.
+        let tunnel = cfg.tunnel(&c.tunnel);
+        let tunnel_mtu = tunnel.map_or(1420, |t| t.mtu);
+        let path_mss = tunnel_mtu.saturating_sub(40);
+        let wan = st.tunnel.as_ref().map_or(1500, |t| t.underlay_mtu);
+        let budget = format!("tunnel MTU {tunnel_mtu} (WAN {wan} − 80) − 40 = {path_mss}");
+        if c.mss > path_mss {
+            out.push(check(
+                "claim.mss",
+                &subject,
+                Verdict::Warn,
+                format!("clamp {} is above what the path carries ({budget}): large segments will be dropped or fragmented", c.mss),
+                format!("set mss_clamp = \"auto\" (or ≤ {path_mss}) for {subject}"),
+            ));
+        } else {
+            out.push(pass(
+                "claim.mss",
+                &subject,
+                format!(
+                    "SYN and SYN-ACK clamped to {} both ways{} ({budget}); {} clamped so far",
+                    c.mss,
+                    if c.mss_auto { " (auto)" } else { "" },
+                    c.syns_clamped
+                ),
+            ));
+        }
+
+        // Loop risk: an address delivered here whose traffic a peer's
+        // allowed IPs would route back into the tunnel.
+        if c.role == ClaimRole::LocalDelivery {
+            match st.peers.iter().find(|p| p.allowed_ips.iter().any(|a| a.contains(c.address))) {
+                Some(p) => out.push(check(
+                    "claim.loop",
+                    &subject,
+                    Verdict::Fail,
+                    format!("{subject} lives here, but peer {}'s allowed IPs cover it: its packets can come back through the tunnel", p.name),
+                    format!("remove {subject} from peers[{}].allowed_ips on this box (it belongs in the other box's)", p.name),
+                )),
+                None => out.push(pass("claim.loop", &subject, "no peer's allowed IPs cover it")),
+            }
+        } else if c.loops > 0 {
+            out.push(check(
+                "claim.loop",
+                &subject,
+                Verdict::Warn,
+                format!("{} packets for {subject} came back from the tunnel and were dropped by the loop guard", c.loops),
+                "check that the other box delivers this address locally (its owner side)",
+            ));
+        } else {
+            out.push(pass("claim.loop", &subject, "no packets looped"));
+        }
+    }
+
+    // The default route stays where it is.
+    match st.peers.iter().find(|p| p.allowed_ips.iter().any(|a| a.prefix_len() == 0)) {
+        Some(p) => out.push(check(
+            "route.default",
+            p.name.as_str(),
+            Verdict::Fail,
+            format!("peer {} has 0.0.0.0/0 in its allowed IPs: the tunnel would take the default route", p.name),
+            "list the claimed /32s (and the tunnel address) instead",
+        )),
+        None => out.push(pass("route.default", "box", "the default route is not the tunnel (only /32 claims are routed)")),
+    }
+
+    // Peers: handshake, endpoint, bytes.
+    for p in &st.peers {
+        let subject = p.name.as_str();
+        let age = p.last_handshake_ms_ago.map(|ms| ms / 1000);
+        match age {
+            None => out.push(check(
+                "peer.handshake",
+                subject,
+                Verdict::Fail,
+                "no handshake yet",
+                "check the peer's public key on both boxes, its endpoint, and that UDP reaches the listen port (firewall/NSG)",
+            )),
+            Some(s) if s > HANDSHAKE_FAIL_S => out.push(check(
+                "peer.handshake",
+                subject,
+                Verdict::Fail,
+                format!("last handshake {s} s ago (> {HANDSHAKE_FAIL_S} s): no session"),
+                "check the underlay path and the peer's endpoint; set persistent_keepalive = 25 on the side that dials",
+            )),
+            Some(s) if s > HANDSHAKE_WARN_S => out.push(check(
+                "peer.handshake",
+                subject,
+                Verdict::Warn,
+                format!("last handshake {s} s ago (> {HANDSHAKE_WARN_S} s)"),
+                "a rekey is overdue: watch for loss on the underlay",
+            )),
+            Some(s) => out.push(pass("peer.handshake", subject, format!("handshake {s} s ago"))),
+        }
+        let now = p.endpoint.map(|(a, port)| format!("{a}:{port}"));
+        match (&now, p.endpoint_configured.as_str()) {
+            (None, "") => out.push(check(
+                "peer.endpoint",
+                subject,
+                Verdict::Skip,
+                "no endpoint configured and the peer has not dialled in yet",
+                "the peer must dial this box (set its endpoint and persistent_keepalive there)",
+            )),
+            (None, conf) => out.push(check(
+                "peer.endpoint",
+                subject,
+                Verdict::Fail,
+                format!("endpoint {conf} is not resolved"),
+                "give an address the box can reach",
+            )),
+            (Some(n), conf) if conf.is_empty() || conf == n => {
+                out.push(pass("peer.endpoint", subject, format!("{n}{}", if conf.is_empty() { " (learned from the peer)" } else { "" })))
+            }
+            (Some(n), conf) => out.push(pass("peer.endpoint", subject, format!("{n} (configured {conf}; the peer roamed or the name resolved there)"))),
+        }
+        if p.rx_bytes > 0 && p.tx_bytes > 0 {
+            out.push(pass("peer.traffic", subject, format!("{} B in, {} B out", p.rx_bytes, p.tx_bytes)));
+        } else {
+            out.push(check(
+                "peer.traffic",
+                subject,
+                Verdict::Warn,
+                format!("bytes are not moving both ways ({} B in, {} B out)", p.rx_bytes, p.tx_bytes),
+                "send traffic through a claim (ping) and check again",
+            ));
+        }
+    }
+
+    // WAN exposure: the dataplane answers only WireGuard on WAN ports.
+    let wan_ports: Vec<&str> = cfg.ports.iter().filter(|p| p.role == PortRole::Wan).map(|p| p.name.as_str()).collect();
+    let listen = st.tunnel.as_ref().map(|t| t.listen_port);
+    let proxy_on_wan = st
+        .claims
+        .iter()
+        .filter(|c| c.role == ClaimRole::ProxyArp)
+        .any(|c| wan_ports.contains(&c.port.as_str()));
+    let refused = st.drops.iter().find(|d| d.name.as_str() == "wan_not_wireguard").map_or(0, |d| d.value);
+    if proxy_on_wan {
+        out.push(check(
+            "wan.exposure",
+            wan_ports.join(","),
+            Verdict::Fail,
+            "a proxy-ARP claim answers on a WAN port",
+            "capture on a LAN port",
+        ));
+    } else {
+        out.push(pass(
+            "wan.exposure",
+            wan_ports.join(","),
+            match listen {
+                Some(l) => format!("only WireGuard (UDP {l}) is answered; {refused} other packets dropped"),
+                None => format!("nothing is answered; {refused} packets dropped"),
+            },
+        ));
+    }
+
+    // Drops since the last check.
+    let (drops, since) = if st.mark_age_ms.is_some() {
+        (&st.drops_since_mark, format!("in the last {} s", st.mark_age_ms.unwrap_or(0) / 1000))
+    } else {
+        (&st.drops, "since the configuration was applied".to_string())
+    };
+    let mut top: Vec<_> = drops.iter().collect();
+    top.sort_by_key(|d| std::cmp::Reverse(d.value));
+    let total: u64 = top.iter().map(|d| d.value).sum();
+    let named: Vec<String> = top.iter().take(3).map(|d| format!("{} {}", d.name, d.value)).collect();
+    let serious: Vec<&str> = top.iter().filter(|d| SERIOUS_DROPS.contains(&d.name.as_str())).map(|d| d.name.as_str()).collect();
+    if total == 0 {
+        out.push(pass("drops", "box", format!("no drops {since}")));
+    } else if serious.is_empty() {
+        out.push(pass("drops", "box", format!("{total} drops {since} (top: {})", named.join(", "))));
+    } else {
+        out.push(check(
+            "drops",
+            "box",
+            Verdict::Warn,
+            format!("{total} drops {since} (top: {}); worth a look: {}", named.join(", "), serious.join(", ")),
+            "see firmware/dataplane/PIPELINE.md for what each drop reason means",
+        ));
+    }
+    out
+}
+
+/// The worst result.
+pub fn worst(checks: &[Check]) -> Verdict {
+    checks.iter().map(|c| c.result).max().unwrap_or(Verdict::Pass)
+}
+
+pub fn json_doc(port: &str, st: &Status, checks: &[Check]) -> Value {
+    let count = |v: Verdict| checks.iter().filter(|c| c.result == v).count();
+    json!({
+        "schema": SCHEMA,
+        "port": port,
+        "device": st.device.as_str(),
+        "side": st.side.as_str(),
+        "result": worst(checks),
+        "summary": { "pass": count(Verdict::Pass), "warn": count(Verdict::Warn), "fail": count(Verdict::Fail), "skip": count(Verdict::Skip) },
+        "checks": checks,
+    })
+}
+
+pub fn text(st: &Status, checks: &[Check]) -> String {
+    let mut o = format!("doctor hybrid: {} (side {})\n", st.device, st.side);
+    let w = checks.iter().map(|c| c.subject.len()).max().unwrap_or(4).min(24);
+    for c in checks {
+        o += &format!("  {:<4}  {:<15} {:<w$}  {}\n", c.result.text(), c.id, c.subject, c.reason);
+        if c.result != Verdict::Pass && !c.hint.is_empty() {
+            o += &format!("        {:<15} {:<w$}  → {}\n", "", "", c.hint);
+        }
+    }
+    let count = |v: Verdict| checks.iter().filter(|c| c.result == v).count();
+    o += &format!(
+        "{} pass, {} warn, {} fail, {} skip\n",
+        count(Verdict::Pass),
+        count(Verdict::Warn),
+        count(Verdict::Fail),
+        count(Verdict::Skip)
+    );
+    o
+}
+
+/// `routerctl doctor hybrid`.
+pub fn run(conn: &crate::box_cmd::Conn, json_out: bool) -> Result<u8, crate::Failure> {
+    let mut c = conn.connect()?;
+    let st = crate::box_cmd::get_status(&mut c, true)?;
+    let cfg = match c.request(routerd_provision::message::Op::GetConfig) {
+        Ok(routerd_provision::message::Reply::Config(cfg)) => cfg,
+        Ok(_) => None,
+        Err(e) => return Err(crate::Failure { code: crate::EXIT_FAILED, message: e.to_string() }),
+    };
+    let _ = c.close();
+    let checks = hybrid(&st, cfg.as_deref());
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&json_doc(&conn.port, &st, &checks)).unwrap_or_default());
+    } else {
+        print!("{}", text(&st, &checks));
+    }
+    Ok(if worst(&checks) == Verdict::Fail { crate::EXIT_FAILED } else { 0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_core::OsRng;
+    use routerd_control::{NicInfo, NicSnapshot, Node};
+    use routerd_dataplane::Instant;
+    use routerd_provision::message::{Op, Reply};
+
+    const CFG: &str = r#"
+[device]
+name = "edge"
+side = "onprem"
+[[ports]]
+name = "lan0"
+role = "lan"
+address = "10.20.0.2/24"
+[[ports]]
+name = "wan0"
+role = "wan"
+address = "192.168.1.35/24"
+gateway = "192.168.1.1"
+[[wireguard]]
+name = "wg0"
+private_key = "device:wg0"
+[[peers]]
+name = "cloud"
+tunnel = "wg0"
+public_key = "ca67+D0dVOzK/Bjvjlowc7W4uQ/zJ1jT9fh1LNCS51w="
+endpoint = "203.0.113.10:51820"
+persistent_keepalive = 25
+allowed_ips = ["10.20.0.50/32"]
+[[claims]]
+address = "10.20.0.50/32"
+owner = "cloud"
+capture = { method = "proxy-arp", port = "lan0" }
+delivery = { tunnel = "wg0", peer = "cloud" }
+[[claims]]
+address = "10.20.0.10/32"
+owner = "onprem"
+capture = { method = "provider-secondary-ip", port = "lan0" }
+delivery = { tunnel = "wg0", peer = "onprem" }
+"#;
+
+    fn status(cfg: &Config) -> Box<Status> {
+        let nics: Vec<NicInfo> = (0..2u8).map(|i| NicInfo { mac: [2, 0, 0, 0, 0, i] }).collect();
+        let mut n: Node<OsRng> = Node::new(&nics, Some(OsRng), "0.1.0", "t");
+        assert!(matches!(n.handle(Instant::from_millis(1), Op::Apply(Box::new(cfg.clone())), &[]), Reply::Applied(_)));
+        let snaps = [NicSnapshot { link_up: true, ..NicSnapshot::default() }; 2];
+        match n.handle(Instant::from_millis(2), Op::Status { mark: false }, &snaps) {
+            Reply::Status(s) => s,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn find<'a>(checks: &'a [Check], id: &str, subject: &str) -> &'a Check {
+        checks
+            .iter()
+            .find(|c| c.id == id && c.subject == subject)
+            .unwrap_or_else(|| panic!("no {id} for {subject} in {checks:#?}"))
+    }
+
+    #[test]
+    fn a_fresh_box_passes_capture_and_fails_only_the_missing_handshake() {
+        let cfg = config_schema::human::from_toml(CFG).unwrap();
+        let st = status(&cfg);
+        let checks = hybrid(&st, Some(&cfg));
+        assert_eq!(find(&checks, "claim.capture", "10.20.0.50").result, Verdict::Pass);
+        assert_eq!(find(&checks, "claim.delivery", "10.20.0.50").result, Verdict::Pass);
+        let mss = find(&checks, "claim.mss", "10.20.0.50");
+        assert!(mss.reason.contains("1380") && mss.reason.contains("1420"), "{}", mss.reason);
+        assert_eq!(find(&checks, "claim.loop", "10.20.0.10").result, Verdict::Pass);
+        assert_eq!(find(&checks, "route.default", "box").result, Verdict::Pass);
+        let hs = find(&checks, "peer.handshake", "cloud");
+        assert_eq!(hs.result, Verdict::Fail);
+        assert!(hs.hint.contains("public key"));
+        assert_eq!(worst(&checks), Verdict::Fail);
+        let doc = json_doc("unix:/x", &st, &checks);
+        assert_eq!(doc["schema"], 1);
+        assert_eq!(doc["result"], "fail");
+        assert!(doc["checks"].as_array().unwrap().iter().all(|c| c["id"].is_string() && c["result"].is_string()));
+    }
+
+    #[test]
+    fn handshake_age_thresholds_and_conflicts_and_loops_are_named() {
+        let cfg = config_schema::human::from_toml(CFG).unwrap();
+        let mut st = status(&cfg);
+        st.peers[0].last_handshake_ms_ago = Some(30_000);
+        st.peers[0].rx_bytes = 10;
+        st.peers[0].tx_bytes = 10;
+        let checks = hybrid(&st, Some(&cfg));
+        assert_eq!(find(&checks, "peer.handshake", "cloud").result, Verdict::Pass);
+        assert_eq!(worst(&checks), Verdict::Pass, "{}", text(&st, &checks));
+        st.peers[0].last_handshake_ms_ago = Some(150_000);
+        assert_eq!(find(&hybrid(&st, Some(&cfg)), "peer.handshake", "cloud").result, Verdict::Warn);
+        st.peers[0].last_handshake_ms_ago = Some(181_000);
+        assert_eq!(find(&hybrid(&st, Some(&cfg)), "peer.handshake", "cloud").result, Verdict::Fail);
+
+        // A live host took the address.
+        st.claims[0].state = ClaimState::Conflict;
+        st.claims[0].conflict_mac = Some([2, 0x99, 0, 0, 0, 0x50]);
+        let c = find(&hybrid(&st, Some(&cfg)), "claim.capture", "10.20.0.50").clone();
+        assert_eq!(c.result, Verdict::Fail);
+        assert!(c.reason.contains("02:99:00:00:00:50"), "{}", c.reason);
+
+        // The owner box routes its own address back into the tunnel.
+        st.peers[0].allowed_ips.push("10.20.0.10/32".parse().unwrap()).unwrap();
+        let l = find(&hybrid(&st, Some(&cfg)), "claim.loop", "10.20.0.10").clone();
+        assert_eq!(l.result, Verdict::Fail);
+        assert!(l.hint.contains("allowed_ips"));
+
+        // A clamp above the path.
+        st.claims[0].mss = 1460;
+        assert_eq!(find(&hybrid(&st, Some(&cfg)), "claim.mss", "10.20.0.50").result, Verdict::Warn);
+    }
+
+    #[test]
+    fn an_unconfigured_box_fails_once() {
+        let st = Status::default();
+        let checks = hybrid(&st, None);
+        assert_eq!(checks.len(), 1);
+        assert_eq!(checks[0].result, Verdict::Fail);
+    }
+}
