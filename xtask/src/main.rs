@@ -13,9 +13,13 @@ const USAGE: &str = "\
 usage: cargo xtask <task> [options]
 
 tasks:
-  lab [--machine pc|q35] [--nic virtio|e1000e] [--once]
-          build the image and boot it in QEMU (TCG) with two NICs, showing
-          its console; Ctrl-C stops it. --once shuts the box down after boot.
+  lab [--once] [--keep] [--variant …] [routerctl lab options]
+          seed 000's two-box lab: build the image and routerctl, boot an
+          on-prem and a cloud box in QEMU, provision both, doctor, traffic
+          (runs `routerctl lab`; see `cargo run -p routerctl -- lab --help`)
+  box [--machine pc|q35] [--nic virtio|e1000e] [--once]
+          boot one unconfigured box with two NICs, showing its console
+          (type `status`, `help`); --once shuts it down after boot
   test    install what the tests need, build the image, run every test
   image   build the firmware image and print where it landed
   deps    check (and as root, install) the system packages of all tasks
@@ -39,7 +43,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("lab") => lab(&args[1..]),
+        Some("lab") => two_box_lab(&args[1..]),
+        Some("box") => lab(&args[1..]),
         Some("test") => test(&args[1..]),
         Some("image") => build_image().map(|p| {
             report_image(&p);
@@ -163,6 +168,16 @@ fn test(args: &[String]) -> Result<(), Failure> {
     let mut c = cargo();
     c.args(["test", "--workspace"]).env("ROUTERD_IMAGE", &image);
     run(c, "the test suite")
+}
+
+/// `routerctl lab` with a freshly built image.
+fn two_box_lab(args: &[String]) -> Result<(), Failure> {
+    ensure_packages(LAB_PACKAGES)?;
+    let image = build_image()?;
+    report_image(&image);
+    let mut c = cargo();
+    c.args(["run", "--quiet", "--package", "routerctl", "--", "lab"]).args(args).env("ROUTERD_IMAGE", &image);
+    run(c, "the lab")
 }
 
 fn lab(args: &[String]) -> Result<(), Failure> {

@@ -1,0 +1,79 @@
+//! The WireGuard private key: generated from the OS RNG on every start, or
+//! kept in a key file (`--key-file`), created `0600` with a new key when
+//! missing. The file holds the key in base64 as `wg genkey` writes it, so
+//! `wg pubkey < FILE` agrees with `routerd-host pubkey --key-file FILE`.
+
+use std::fs::OpenOptions;
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use rand_core::OsRng;
+use routerd_wireguard::SecretKey;
+
+/// Why the key could not be had: message and exit code (2 bad file
+/// content, 1 the system refused).
+#[derive(Debug)]
+pub struct KeyError {
+    pub code: i32,
+    pub message: String,
+}
+
+/// A fresh key from the OS RNG.
+pub fn generate() -> SecretKey {
+    SecretKey::generate(&mut OsRng)
+}
+
+/// Read the key in `path`; with `create`, write a new one there (mode 0600)
+/// if the file does not exist. Returns the key and whether it was created.
+pub fn load(path: &Path, create: bool) -> Result<(SecretKey, bool), KeyError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            if let Ok(meta) = std::fs::metadata(path) {
+                if meta.permissions().mode() & 0o077 != 0 {
+                    log::warn!("{}: readable by group or others; chmod 600 it", path.display());
+                }
+            }
+            let key = SecretKey::from_base64(text.trim()).map_err(|e| KeyError {
+                code: 2,
+                message: format!("{}: not a WireGuard private key (base64, as `wg genkey` prints): {e:?}", path.display()),
+            })?;
+            Ok((key, false))
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound && create => {
+            let key = generate();
+            let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|e| KeyError {
+                code: 1,
+                message: format!("{}: cannot create: {e}", path.display()),
+            })?;
+            writeln!(f, "{}", key.to_base64().as_str())
+                .and_then(|()| f.sync_all())
+                .map_err(|e| KeyError { code: 1, message: format!("{}: cannot write: {e}", path.display()) })?;
+            Ok((key, true))
+        }
+        Err(e) => Err(KeyError { code: 1, message: format!("{}: {e}", path.display()) }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_once_then_read_back() {
+        let dir = std::env::temp_dir().join(format!("routerd-host-key-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("wg.key");
+        assert_eq!(load(&path, false).unwrap_err().code, 1, "missing and not created");
+        let (k1, created) = load(&path, true).unwrap();
+        assert!(created);
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let (k2, created) = load(&path, true).unwrap();
+        assert!(!created);
+        assert_eq!(k1.public_key(), k2.public_key());
+        std::fs::write(&path, "not a key\n").unwrap();
+        assert_eq!(load(&path, true).unwrap_err().code, 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,364 @@
+//! What Linux around routerd-host must (not) do, checked on start and every
+//! few seconds.
+//!
+//! (a) A claim this box captures with `provider-secondary-ip` must never be
+//!     held by the OS (`configureOSAddress: false` in the seed): cloud-init
+//!     or netplan like to put a NIC's secondary IPs back. If the /32 is a
+//!     local address on any interface, it is removed over rtnetlink, counted
+//!     and reported.
+//! (b) `net.ipv4.ip_forward` — reported only.
+//! (c) Terminal drop/reject rules and drop policies on the forward path
+//!     (`iptables -S FORWARD`, `nft list ruleset`, whichever exists) —
+//!     reported only; the firewall is never changed.
+//!
+//! The result is a plain [`LinuxFindings`] that `doctor hybrid` can read.
+//! [`check`] blocks (netlink round trips with a 2 s receive timeout, two
+//! short subprocesses); the loop runs it on the blocking pool.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+
+/// A captured address found on a Linux interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldAddress {
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+    pub interface: String,
+    /// `Ok` when routerd-host removed it; the error otherwise.
+    pub removal: Result<(), String>,
+}
+
+/// Everything one check found, plus the running totals.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinuxFindings {
+    /// Checks run so far.
+    pub checks: u64,
+    /// `net.ipv4.ip_forward`, if readable.
+    pub ip_forward: Option<bool>,
+    /// Captured addresses held by the OS at this check.
+    pub held: Vec<HeldAddress>,
+    /// Captured addresses removed since start.
+    pub removals_total: u64,
+    /// The last removal (or failed removal), for status and doctor.
+    pub last_event: Option<String>,
+    /// Drop policies on the forward path (`iptables: -P FORWARD DROP`).
+    pub forward_drop_policies: Vec<String>,
+    /// Terminal DROP/REJECT rules on the forward path, as printed.
+    pub forward_terminal_rules: Vec<String>,
+    /// Which firewall front ends were consulted.
+    pub firewalls_checked: Vec<&'static str>,
+    /// What could not be checked and why.
+    pub errors: Vec<String>,
+}
+
+/// Run the checks; `captured` are this box's provider-secondary-ip claims.
+/// With `enforce`, held captured addresses are removed. `prev` carries the
+/// running totals.
+pub fn check(captured: &[Ipv4Addr], enforce: bool, prev: &LinuxFindings) -> LinuxFindings {
+    let mut f = LinuxFindings {
+        checks: prev.checks.saturating_add(1),
+        removals_total: prev.removals_total,
+        last_event: prev.last_event.clone(),
+        ..LinuxFindings::default()
+    };
+    f.ip_forward = match std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward") {
+        Ok(s) => Some(s.trim() == "1"),
+        Err(e) => {
+            f.errors.push(format!("ip_forward: {e}"));
+            None
+        }
+    };
+    if !captured.is_empty() {
+        match captured_addresses(captured) {
+            Ok(held) => {
+                for (msg, address, prefix_len, index) in held {
+                    let interface = ifname(index);
+                    let removal = if enforce { delete_address(msg) } else { Err("not enforced".into()) };
+                    let event = match &removal {
+                        Ok(()) => {
+                            f.removals_total = f.removals_total.saturating_add(1);
+                            format!(
+                                "removed captured address {address}/{prefix_len} from {interface}: the OS must not hold it (configure_os_address = false)"
+                            )
+                        }
+                        Err(e) => format!("captured address {address}/{prefix_len} is held by {interface} and could not be removed: {e}"),
+                    };
+                    log::warn!("linux: {event}");
+                    f.last_event = Some(event);
+                    f.held.push(HeldAddress { address, prefix_len, interface, removal });
+                }
+            }
+            Err(e) => f.errors.push(format!("netlink address dump: {e}")),
+        }
+    }
+    firewall(&mut f);
+    f
+}
+
+fn ifname(index: u32) -> String {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: buf has IF_NAMESIZE bytes, as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return format!("ifindex {index}");
+    }
+    let bytes: Vec<u8> = buf.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn socket() -> std::io::Result<Socket> {
+    let mut s = Socket::new(NETLINK_ROUTE)?;
+    s.bind_auto()?;
+    s.connect(&SocketAddr::new(0, 0))?;
+    let tv = libc::timeval { tv_sec: 2, tv_usec: 0 };
+    use std::os::fd::AsRawFd;
+    // SAFETY: SO_RCVTIMEO takes a timeval that lives across the call.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(s)
+}
+
+fn send(s: &Socket, flags: u16, msg: RouteNetlinkMessage) -> std::io::Result<()> {
+    let mut hdr = NetlinkHeader::default();
+    hdr.flags = flags;
+    let mut packet = NetlinkMessage::new(hdr, NetlinkPayload::from(msg));
+    packet.finalize();
+    let mut buf = vec![0u8; packet.buffer_len()];
+    packet.serialize(&mut buf[..]);
+    s.send(&buf, 0)?;
+    Ok(())
+}
+
+/// Read replies until Done / an ACK / an error; bounded by `MAX_READS`
+/// datagrams and the socket's receive timeout.
+fn replies(s: &Socket, mut each: impl FnMut(RouteNetlinkMessage)) -> std::io::Result<()> {
+    const MAX_READS: usize = 4096;
+    let mut buf = vec![0u8; 64 * 1024];
+    for _ in 0..MAX_READS {
+        let n = s.recv(&mut &mut buf[..], 0)?;
+        let mut off = 0usize;
+        while off < n {
+            let Some(bytes) = buf.get(off..n) else { break };
+            let msg = <NetlinkMessage<RouteNetlinkMessage>>::deserialize(bytes)
+                .map_err(|e| std::io::Error::other(format!("netlink: {e}")))?;
+            let len = msg.header.length as usize;
+            match msg.payload {
+                NetlinkPayload::Done(_) => return Ok(()),
+                NetlinkPayload::Error(e) => {
+                    return match e.code {
+                        None => Ok(()),
+                        Some(_) => Err(e.to_io()),
+                    }
+                }
+                NetlinkPayload::InnerMessage(m) => each(m),
+                _ => {}
+            }
+            if len == 0 {
+                break;
+            }
+            off = off.saturating_add(len);
+        }
+    }
+    Err(std::io::Error::other("netlink: no end of dump"))
+}
+
+/// IPv4 addresses of any interface that are captured claims:
+/// (message to delete it, address, prefix length, ifindex).
+fn captured_addresses(captured: &[Ipv4Addr]) -> std::io::Result<Vec<(AddressMessage, Ipv4Addr, u8, u32)>> {
+    let s = socket()?;
+    let mut req = AddressMessage::default();
+    req.header.family = AddressFamily::Inet;
+    send(&s, NLM_F_REQUEST | NLM_F_DUMP, RouteNetlinkMessage::GetAddress(req))?;
+    let mut found = Vec::new();
+    replies(&s, |m| {
+        let RouteNetlinkMessage::NewAddress(a) = m else { return };
+        if a.header.family != AddressFamily::Inet {
+            return;
+        }
+        // IFA_LOCAL is the interface's own address (IFA_ADDRESS is the peer
+        // on point-to-point links); fall back to IFA_ADDRESS without it.
+        let local = a.attributes.iter().find_map(|x| match x {
+            AddressAttribute::Local(IpAddr::V4(v4)) => Some(*v4),
+            _ => None,
+        });
+        let addr = local.or_else(|| {
+            a.attributes.iter().find_map(|x| match x {
+                AddressAttribute::Address(IpAddr::V4(v4)) => Some(*v4),
+                _ => None,
+            })
+        });
+        if let Some(addr) = addr.filter(|x| captured.contains(x)) {
+            let (len, idx) = (a.header.prefix_len, a.header.index);
+            found.push((a, addr, len, idx));
+        }
+    })?;
+    Ok(found)
+}
+
+fn delete_address(msg: AddressMessage) -> Result<(), String> {
+    let s = socket().map_err(|e| e.to_string())?;
+    send(&s, NLM_F_REQUEST | NLM_F_ACK, RouteNetlinkMessage::DelAddress(msg)).map_err(|e| e.to_string())?;
+    replies(&s, |_| {}).map_err(|e| e.to_string())
+}
+
+/// Run a firewall front end with a time bound; `None` when not installed.
+fn run_bounded(cmd: &str, args: &[&str]) -> Option<Result<String, String>> {
+    let mut child = match Command::new(cmd).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => return Some(Err(format!("{cmd}: {e}"))),
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Some(Err(format!("{cmd}: no answer within 5 s")));
+            }
+        }
+    }
+    let out = match child.wait_with_output() {
+        Ok(o) => o,
+        Err(e) => return Some(Err(format!("{cmd}: {e}"))),
+    };
+    if !out.status.success() {
+        return Some(Err(format!("{cmd} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim())));
+    }
+    Some(Ok(String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+fn firewall(f: &mut LinuxFindings) {
+    match run_bounded("iptables", &["-S", "FORWARD"]) {
+        None => {}
+        Some(Err(e)) => f.errors.push(e),
+        Some(Ok(text)) => {
+            f.firewalls_checked.push("iptables");
+            let (policies, rules) = parse_iptables(&text);
+            f.forward_drop_policies.extend(policies);
+            f.forward_terminal_rules.extend(rules);
+        }
+    }
+    match run_bounded("nft", &["list", "ruleset"]) {
+        None => {}
+        Some(Err(e)) => f.errors.push(e),
+        Some(Ok(text)) => {
+            f.firewalls_checked.push("nft");
+            let (policies, rules) = parse_nft(&text);
+            f.forward_drop_policies.extend(policies);
+            f.forward_terminal_rules.extend(rules);
+        }
+    }
+}
+
+/// `iptables -S FORWARD` → (drop policies, terminal rules).
+pub fn parse_iptables(text: &str) -> (Vec<String>, Vec<String>) {
+    let (mut policies, mut rules) = (Vec::new(), Vec::new());
+    for line in text.lines().map(str::trim) {
+        if line == "-P FORWARD DROP" {
+            policies.push(format!("iptables: {line}"));
+        } else if line.starts_with("-A FORWARD ") && (line.ends_with("-j DROP") || line.contains("-j REJECT")) {
+            rules.push(format!("iptables: {line}"));
+        }
+    }
+    (policies, rules)
+}
+
+/// `nft list ruleset` → (drop policies, terminal rules) of chains hooked on
+/// forward.
+pub fn parse_nft(text: &str) -> (Vec<String>, Vec<String>) {
+    let (mut policies, mut rules) = (Vec::new(), Vec::new());
+    let mut table = String::new();
+    let mut chain: Option<String> = None;
+    let mut forward = false;
+    for line in text.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("table ") {
+            table = rest.trim_end_matches('{').trim().to_string();
+            chain = None;
+        } else if let Some(rest) = line.strip_prefix("chain ") {
+            chain = Some(rest.trim_end_matches('{').trim().to_string());
+            forward = false;
+        } else if line == "}" {
+            if chain.take().is_none() {
+                table.clear();
+            }
+            forward = false;
+        } else if let Some(c) = &chain {
+            if line.starts_with("type ") && line.contains("hook forward") {
+                forward = true;
+                if line.contains("policy drop") {
+                    policies.push(format!("nft: table {table} chain {c}: policy drop"));
+                }
+            } else if forward {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                if words.last().is_some_and(|w| *w == "drop" || *w == "reject") || words.contains(&"reject") {
+                    rules.push(format!("nft: table {table} chain {c}: {line}"));
+                }
+            }
+        }
+    }
+    (policies, rules)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iptables_forward_rules() {
+        let text = "-P FORWARD DROP\n-A FORWARD -i eth0 -j ACCEPT\n-A FORWARD -d 10.20.0.10/32 -j DROP\n\
+                    -A FORWARD -p tcp -j REJECT --reject-with tcp-reset\n-A INPUT -j DROP\n";
+        let (p, r) = parse_iptables(text);
+        assert_eq!(p, vec!["iptables: -P FORWARD DROP"]);
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert!(r[0].contains("10.20.0.10/32 -j DROP"));
+        assert!(r[1].contains("REJECT"));
+        let (p, r) = parse_iptables("-P FORWARD ACCEPT\n");
+        assert!(p.is_empty() && r.is_empty());
+    }
+
+    #[test]
+    fn nft_forward_chains_only() {
+        let text = r#"table inet filter {
+	chain input {
+		type filter hook input priority filter; policy drop;
+		tcp dport 22 drop
+	}
+	chain forward {
+		type filter hook forward priority filter; policy drop;
+		ip daddr 10.20.0.10 drop
+		ip saddr 10.0.0.0/8 accept
+		meta l4proto tcp reject with tcp reset
+	}
+}
+table ip nat {
+	chain postrouting {
+		type nat hook postrouting priority srcnat; policy accept;
+	}
+}
+"#;
+        let (p, r) = parse_nft(text);
+        assert_eq!(p, vec!["nft: table inet filter chain forward: policy drop"]);
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert!(r[0].ends_with("ip daddr 10.20.0.10 drop"));
+        assert!(r[1].contains("reject with tcp reset"));
+    }
+}

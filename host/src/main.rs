@@ -1,0 +1,174 @@
+//! `routerd-host`: the routerd dataplane and WireGuard as a Linux userspace
+//! router, for places the firmware image cannot boot (the cloud VM of the
+//! same-subnet hybrid).
+//!
+//! LAN ports are TAP devices, the WAN port is a UDP socket on the WireGuard
+//! listen port (see `wan.rs`), the configuration is the same TOML the image
+//! and `routerctl` use. Exit codes: 0 clean stop, 1 the system refused
+//! something, 2 bad usage or invalid configuration.
+
+use routerd_host::{key, logger, router, setup};
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "routerd-host", version, about = "routerd as a Linux userspace router (TAP ports, WireGuard on a UDP socket)")]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    /// The box configuration (TOML, as `routerctl config validate` checks it).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Keep the WireGuard private key in FILE (created 0600 with a new key if
+    /// missing). Without it a new key is generated on every start.
+    #[arg(long, value_name = "PATH")]
+    key_file: Option<PathBuf>,
+
+    /// The provisioning protocol on a unix socket, for `routerctl --port
+    /// unix:PATH`. Not implemented yet: accepted and ignored (a later
+    /// release serves it).
+    #[arg(long, value_name = "PATH")]
+    control: Option<PathBuf>,
+
+    /// TAP device name of a LAN port: `--port lan0=tap-lan0` (repeatable).
+    /// Default: the tap prefix followed by the port name.
+    #[arg(long = "port", value_name = "NAME=IFNAME", value_parser = parse_port_map)]
+    ports: Vec<(String, String)>,
+
+    /// Prefix of TAP device names (`--tap-prefix rd-` makes `rd-lan0`).
+    #[arg(long, value_name = "PREFIX", default_value = "")]
+    tap_prefix: String,
+
+    /// Address the WireGuard socket binds to. Default `::` (IPv4 and IPv6),
+    /// or `0.0.0.0` when IPv6 is disabled.
+    #[arg(long, value_name = "IP")]
+    wan_bind: Option<IpAddr>,
+
+    /// A TUN device for IPv4 on the WAN port that is not WireGuard: claims
+    /// delivered onto the WAN subnet go out through it, and the kernel can
+    /// route provider-secondary-ip captured traffic into it.
+    #[arg(long, value_name = "IFNAME")]
+    wan_tun: Option<String>,
+
+    /// Seconds between Linux checks (captured addresses, ip_forward, firewall).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    check_every: u64,
+
+    /// Only report captured addresses the OS holds; do not remove them.
+    #[arg(long)]
+    report_only: bool,
+
+    /// More log output (-v debug).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the public key of a key file (created if missing), like `wg pubkey`.
+    Pubkey {
+        #[arg(long, value_name = "PATH")]
+        key_file: PathBuf,
+    },
+}
+
+fn parse_port_map(s: &str) -> Result<(String, String), String> {
+    let (name, ifname) = s.split_once('=').ok_or_else(|| format!("{s:?}: write NAME=IFNAME, e.g. lan0=tap-lan0"))?;
+    if name.is_empty() || ifname.is_empty() {
+        return Err(format!("{s:?}: write NAME=IFNAME, e.g. lan0=tap-lan0"));
+    }
+    Ok((name.to_string(), ifname.to_string()))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logger::init(if cli.verbose > 0 { log::LevelFilter::Debug } else { log::LevelFilter::Info });
+    match &cli.command {
+        Some(Command::Pubkey { key_file }) => match key::load(key_file, true) {
+            Ok((k, _)) => {
+                println!("{}", k.public_key().to_base64().as_str());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("routerd-host: {}", e.message);
+                ExitCode::from(e.code as u8)
+            }
+        },
+        None => match run(&cli) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err((code, message)) => {
+                eprintln!("routerd-host: {message}");
+                ExitCode::from(code as u8)
+            }
+        },
+    }
+}
+
+fn run(cli: &Cli) -> Result<(), (i32, String)> {
+    let Some(path) = &cli.config else {
+        return Err((2, "--config FILE is required (or: routerd-host pubkey --key-file PATH)".into()));
+    };
+    let cfg = setup::load(path).map_err(|e| (e.code, e.message))?;
+    let key = match &cli.key_file {
+        Some(p) => {
+            let (k, created) = key::load(p, true).map_err(|e| (e.code, e.message))?;
+            if created {
+                log::info!("wg: new private key written to {}", p.display());
+            }
+            k
+        }
+        None => key::generate(),
+    };
+    if cli.control.is_some() {
+        log::warn!("--control: the provisioning socket is not implemented yet; ignored");
+    }
+    let opts = setup::PortOptions {
+        map: cli.ports.iter().cloned().collect::<HashMap<_, _>>(),
+        tap_prefix: cli.tap_prefix.clone(),
+        wan_bind: cli.wan_bind,
+        wan_tun: cli.wan_tun.clone(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .max_blocking_threads(4)
+        .build()
+        .map_err(|e| (1, format!("tokio runtime: {e}")))?;
+    rt.block_on(async {
+        // AsyncFd registration needs the runtime, so the ports open in here.
+        let prepared = setup::prepare(&cfg, &opts).map_err(|e| (e.code, e.message))?;
+        for p in &prepared.ports {
+            match &p.tap {
+                Some(t) => log::info!("port {}: TAP {}, our MAC {}", p.name, t.name(), mac_text(p.mac)),
+                None => log::info!("port {}: WAN (UDP socket), MAC {}", p.name, mac_text(p.mac)),
+            }
+        }
+        if let Ok(a) = prepared.wan.local_addr() {
+            log::info!("wan: WireGuard socket on {a}{}", if prepared.wan.dual_stack() { " (IPv4 and IPv6)" } else { "" });
+        }
+        let slot = prepared.runtime.tunnel.as_ref().map(|t| t.key_slot.as_str().to_string());
+        let loop_opts = router::LoopOptions { linux_every: Duration::from_secs(cli.check_every), enforce: !cli.report_only };
+        let mut r = router::Router::new(prepared, key, loop_opts).map_err(|e| (2, e))?;
+        let public = r.engine().public_key().to_base64();
+        log::info!("wg: {} public key {}", slot.as_deref().unwrap_or("(no tunnel)"), public.as_str());
+        println!("public key {}", public.as_str());
+        log::info!("{} running; SIGUSR1 prints status, SIGINT/SIGTERM stop", cfg.device.name.as_str());
+        r.run().await.map_err(|e| (1, format!("signals: {e}")))?;
+        log::info!("stopping");
+        eprint!("{}", r.status_text());
+        Ok(())
+    })
+}
+
+fn mac_text(m: [u8; 6]) -> String {
+    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+}
