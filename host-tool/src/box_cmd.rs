@@ -96,6 +96,15 @@ fn refusal(f: &BoxFailure) -> Failure {
     Failure { code, message: s }
 }
 
+/// A refused plan or apply: the failure as JSON (exit code kept) or as an error.
+fn refused(f: &BoxFailure, json_out: bool, key: &str) -> Result<u8, Failure> {
+    if json_out {
+        print_json(&json!({ "schema": 1, key: false, "failure": to_json(f) }))?;
+        return Ok(refusal(f).code);
+    }
+    Err(refusal(f))
+}
+
 fn unexpected(r: &Reply) -> Failure {
     failed(format!("unexpected answer from the box: {r:?}"))
 }
@@ -354,13 +363,7 @@ pub fn plan(file: &Path, conn: &Conn, json_out: bool) -> Result<u8, Failure> {
             print!("{}", outcome_text(&o, false));
             Ok(0)
         }
-        Reply::Error(f) => {
-            if json_out {
-                print_json(&json!({ "schema": 1, "applies": false, "failure": to_json(&*f) }))?;
-                return Ok(refusal(&f).code);
-            }
-            Err(refusal(&f))
-        }
+        Reply::Error(f) => refused(&f, json_out, "applies"),
         other => Err(unexpected(&other)),
     }
 }
@@ -405,13 +408,7 @@ pub fn apply(file: &Path, conn: &Conn, yes: bool, json_out: bool) -> Result<u8, 
             println!("applied: {} runs {}", conn.port, file.display());
             Ok(0)
         }
-        Reply::Error(f) => {
-            if json_out {
-                print_json(&json!({ "schema": 1, "applied": false, "failure": to_json(&*f) }))?;
-                return Ok(refusal(&f).code);
-            }
-            Err(refusal(&f))
-        }
+        Reply::Error(f) => refused(&f, json_out, "applied"),
         other => Err(unexpected(&other)),
     }
 }
@@ -612,13 +609,7 @@ fn applied_reply(r: Reply, json_out: bool, done: &str) -> Result<u8, Failure> {
             }
             Ok(0)
         }
-        Reply::Error(f) => {
-            if json_out {
-                print_json(&json!({ "schema": 1, "applied": false, "failure": to_json(&*f) }))?;
-                return Ok(refusal(&f).code);
-            }
-            Err(refusal(&f))
-        }
+        Reply::Error(f) => refused(&f, json_out, "applied"),
         other => Err(unexpected(&other)),
     }
 }
