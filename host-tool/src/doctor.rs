@@ -401,15 +401,22 @@ pub fn text(st: &Status, checks: &[Check]) -> String {
     o
 }
 
-/// `routerctl doctor hybrid`.
-pub fn run(conn: &crate::box_cmd::Conn, json_out: bool) -> Result<u8, crate::Failure> {
-    let mut c = conn.connect()?;
-    let st = crate::box_cmd::get_status(&mut c, true)?;
+/// What the checks read: a status (marking the drop counters, so the next
+/// run reports drops since this one) and the running configuration.
+pub fn fetch(c: &mut crate::client::Client) -> Result<(Box<Status>, Option<Box<Config>>), crate::Failure> {
+    let st = crate::box_cmd::get_status(c, true)?;
     let cfg = match c.request(routerd_provision::message::Op::GetConfig) {
         Ok(routerd_provision::message::Reply::Config(cfg)) => cfg,
         Ok(_) => None,
         Err(e) => return Err(crate::Failure { code: crate::EXIT_FAILED, message: e.to_string() }),
     };
+    Ok((st, cfg))
+}
+
+/// `routerctl doctor hybrid`.
+pub fn run(conn: &crate::box_cmd::Conn, json_out: bool) -> Result<u8, crate::Failure> {
+    let mut c = conn.connect()?;
+    let (st, cfg) = fetch(&mut c)?;
     let _ = c.close();
     let checks = hybrid(&st, cfg.as_deref());
     if json_out {

@@ -257,11 +257,7 @@ fn key(c: &mut Client, name: &str) -> Result<String, Failure> {
 }
 
 fn doctor_box(c: &mut Client, name: &str) -> Result<(Vec<doctor::Check>, String, serde_json::Value), Failure> {
-    let st = crate::box_cmd::get_status(c, true)?;
-    let cfg = match c.request(Op::GetConfig).map_err(|e| failed(e.to_string()))? {
-        Reply::Config(cfg) => cfg,
-        _ => None,
-    };
+    let (st, cfg) = doctor::fetch(c)?;
     let checks = doctor::hybrid(&st, cfg.as_deref());
     let text = doctor::text(&st, &checks);
     let json = doctor::json_doc(name, &st, &checks);

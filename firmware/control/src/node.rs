@@ -27,7 +27,7 @@ use heapless::Vec;
 use rand_core::{CryptoRng, RngCore};
 use routerd_dataplane::{self as dp, Dataplane, FrameBuf, Instant, PortId, Transmit, Verdict};
 use routerd_provision::message::{
-    self as msg, text, Change, ChangeKind, ClaimRole, Count, Failure, FailureKind, KeyInfo, Op, Outcome, Reply,
+    self as msg, text, text_fmt, Change, ChangeKind, ClaimRole, Count, Failure, FailureKind, KeyInfo, Op, Outcome, Reply,
     Status, WireProblem,
 };
 use routerd_wireguard::{self as wg, Device, SecretKey};
@@ -137,15 +137,6 @@ impl<R: RngCore + CryptoRng> Node<R> {
             Some(mut f) => f.dataplane.process(now, port, frame, &mut f.tunnel, tx),
             None => Verdict::Consumed,
         }
-    }
-
-    /// Runs timers when due; returns when they are next due.
-    pub fn poll<X: Transmit + ?Sized>(&mut self, now: Instant, tx: &mut X) -> Option<Instant> {
-        let mut f = self.forwarding()?;
-        if f.dataplane.poll_at(&f.tunnel).is_none_or(|t| t <= now) {
-            f.dataplane.poll(now, &mut f.tunnel, tx);
-        }
-        f.dataplane.poll_at(&f.tunnel)
     }
 
     /// Carries out one request. `nics` are indexed like the NICs given to
@@ -359,13 +350,10 @@ impl<R: RngCore + CryptoRng> Node<R> {
         for (i, n) in nics.iter().enumerate().take(MAX_NICS) {
             let port = self.running.as_ref().and_then(|r| r.runtime.nic_of_port.iter().position(|&x| x == i));
             let pc = port.and_then(|p| cfg.and_then(|c| c.ports.get(p)));
-            let mut name = heapless::String::<24>::new();
-            match pc {
-                Some(p) => name = text(p.name.as_str()),
-                None => {
-                    let _ = core::fmt::write(&mut name, format_args!("{}", crate::ContractName(i)));
-                }
-            }
+            let name = match pc {
+                Some(p) => text(p.name.as_str()),
+                None => text_fmt(format_args!("{}", crate::ContractName(i))),
+            };
             let _ = st.ports.push(msg::PortStatus {
                 name,
                 role: pc.map(|p| p.role),
@@ -399,10 +387,10 @@ impl<R: RngCore + CryptoRng> Node<R> {
         }
         for (i, p) in cfg.peers.iter().enumerate() {
             let s = r.wg.peer_status(wg::PeerId(i as u16), wg_now);
-            let mut endpoint_configured = heapless::String::<64>::new();
-            if let Some(e) = &p.endpoint {
-                let _ = core::fmt::write(&mut endpoint_configured, format_args!("{e}"));
-            }
+            let endpoint_configured = match &p.endpoint {
+                Some(e) => text_fmt(format_args!("{e}")),
+                None => text(""),
+            };
             let _ = st.peers.push(msg::PeerStatus {
                 name: p.name.clone(),
                 public_key: p.public_key.0,
@@ -506,7 +494,7 @@ impl<R: RngCore + CryptoRng> Node<R> {
 
 fn refused(args: core::fmt::Arguments<'_>) -> Box<Failure> {
     let mut f = Failure::new(FailureKind::Refused, "");
-    let _ = core::fmt::write(&mut TruncWriter(&mut f.message), args);
+    f.message = text_fmt(args);
     f
 }
 
@@ -515,19 +503,6 @@ fn not_configured() -> Reply {
         FailureKind::NotConfigured,
         "the box runs no configuration yet: `routerctl apply FILE` first",
     ))
-}
-
-struct TruncWriter<'a, const N: usize>(&'a mut heapless::String<N>);
-
-impl<const N: usize> core::fmt::Write for TruncWriter<'_, N> {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        for ch in s.chars() {
-            if self.0.push(ch).is_err() {
-                break;
-            }
-        }
-        Ok(())
-    }
 }
 
 /// The WireGuard device for a tunnel plan with its key; an empty device
@@ -556,9 +531,8 @@ pub fn wireguard_device(plan: Option<&TunnelPlan>, secret: Option<SecretKey>) ->
 /// Changes from `old` to `new` by identity, into `out.changes`.
 fn diff(old: Option<&Config>, new: &Config, out: &mut Outcome) {
     let mut push = |kind: ChangeKind, section: &str, subject: &dyn core::fmt::Display| {
-        let mut s = heapless::String::<48>::new();
-        let _ = core::fmt::write(&mut TruncWriter(&mut s), format_args!("{subject}"));
-        if out.changes.push(Change { kind, section: text(section), subject: s }).is_err() {
+        let subject = text_fmt(format_args!("{subject}"));
+        if out.changes.push(Change { kind, section: text(section), subject }).is_err() {
             out.changes_omitted = out.changes_omitted.saturating_add(1);
         }
     };

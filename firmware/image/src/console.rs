@@ -128,12 +128,12 @@ impl log::Log for Logger {
             with_console(|s, clock| {
                 let Some(s) = s else { return };
                 let ms = clock.map_or(0, |c| c.now_ms());
-                let mut line = heapless::String::<{ routerd_provision::message::LOG_TEXT }>::new();
                 let target = record.target();
-                if !target.starts_with("routerd") {
-                    let _ = write!(Trunc(&mut line), "{target}: ");
-                }
-                let _ = write!(Trunc(&mut line), "{}", record.args());
+                let line: heapless::String<{ routerd_provision::message::LOG_TEXT }> = if target.starts_with("routerd") {
+                    routerd_provision::message::text_fmt(*record.args())
+                } else {
+                    routerd_provision::message::text_fmt(format_args!("{target}: {}", record.args()))
+                };
                 let mut frame = [0u8; 2 * routerd_provision::message::LOG_TEXT];
                 if let Some(f) = routerd_provision::session::encode_log(ms, record.level() as u8, &line, &mut frame) {
                     s.write_bytes(f);
@@ -160,20 +160,6 @@ impl log::Log for Logger {
     }
 
     fn flush(&self) {}
-}
-
-/// Keeps what fits of a formatted line.
-struct Trunc<'a, const N: usize>(&'a mut heapless::String<N>);
-
-impl<const N: usize> Write for Trunc<'_, N> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        for ch in s.chars() {
-            if self.0.push(ch).is_err() {
-                break;
-            }
-        }
-        Ok(())
-    }
 }
 
 /// Collects console input into lines (a human typing at the serial port).

@@ -134,11 +134,12 @@ impl Router {
                 }
             });
             busy |= count > 0;
+            // A port is bound, so a configuration runs.
+            let Some(mut f) = self.node.forwarding() else { continue };
+            let mut tx = NicTransmit { nics: &mut *nics, nic_of_port: f.nic_of_port };
             for i in 0..count {
                 let (Some(raw), Some(&len)) = (bufs.frames.get_mut(i), bufs.lens.get(i)) else { continue };
                 let Ok(mut fb) = FrameBuf::new(raw, dp::HEADROOM, len) else { continue };
-                let Some(mut f) = self.node.forwarding() else { continue };
-                let mut tx = NicTransmit { nics: &mut *nics, nic_of_port: f.nic_of_port };
                 if let Verdict::Transmit(out) = f.dataplane.process(now, port, &mut fb, &mut f.tunnel, &mut tx) {
                     let _ = tx.send(out, fb.frame());
                 }

@@ -201,6 +201,25 @@ pub fn text<const N: usize>(s: &str) -> Text<N> {
     out
 }
 
+/// Formats into a fixed string, keeping what fits (cut at a character
+/// boundary): messages and log lines are bounded, never refused.
+pub fn text_fmt<const N: usize>(args: core::fmt::Arguments<'_>) -> Text<N> {
+    struct Keep<'a, const N: usize>(&'a mut Text<N>);
+    impl<const N: usize> core::fmt::Write for Keep<'_, N> {
+        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+            for ch in s.chars() {
+                if self.0.push(ch).is_err() {
+                    return Err(core::fmt::Error);
+                }
+            }
+            Ok(())
+        }
+    }
+    let mut out = String::new();
+    let _ = core::fmt::write(&mut Keep(&mut out), args);
+    out
+}
+
 /// One change an apply makes, by identity (claims by address, peers and
 /// ports by name, segments by VNI).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -173,19 +173,24 @@ impl Session {
 
     /// Encodes the reply to an executed request; returns the frame to write.
     pub fn respond(&mut self, seq: u32, reply: Reply) -> &[u8] {
-        let n = self.encode(seq, reply);
-        self.last_seq = Some(seq);
-        self.cached_len = n;
+        let n = self.answer(seq, reply, true);
         self.cached.get(..n).unwrap_or(&[])
     }
 
     fn send(&mut self, seq: u32, reply: Reply, remember: bool) -> Step<'_> {
+        let n = self.answer(seq, reply, remember);
+        Step::Send(self.cached.get(..n).unwrap_or(&[]))
+    }
+
+    /// Encodes an answer; `remember` makes it the one a retransmission of
+    /// `seq` gets.
+    fn answer(&mut self, seq: u32, reply: Reply, remember: bool) -> usize {
         let n = self.encode(seq, reply);
         if remember {
             self.last_seq = Some(seq);
             self.cached_len = n;
         }
-        Step::Send(self.cached.get(..n).unwrap_or(&[]))
+        n
     }
 
     /// Encodes into the cache; an answer that cannot be encoded becomes an
