@@ -288,6 +288,12 @@ mod tests {
         let mut buf = [0u8; 16];
         let n = lb.sock.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"hello");
+        // The writer counts after send_to returns, which may be after the
+        // peer already read the frame.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while LinkStats::get(&la.stats().frames_out) == 0 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
         assert_eq!(LinkStats::get(&la.stats().frames_out), 1);
         drop(lb);
         assert!(!b.bind.exists(), "the socket file goes with the link");
