@@ -273,10 +273,39 @@ pub fn status_text(st: &Status) -> String {
             o += &format!("  {:<28} {}\n", c.name, c.value);
         }
     }
+    if let Some(h) = &st.host {
+        o += &format!(
+            "\nlinux (routerd-host): {} checks, ip_forward {}, WireGuard socket {}, WAN TUN {}\n",
+            h.checks,
+            h.ip_forward.map_or("?", |f| if f { "1" } else { "0" }),
+            h.wan_socket,
+            if h.wan_tun.is_empty() { "none" } else { h.wan_tun.as_str() }
+        );
+        for r in &h.routes {
+            o += &format!("  route {}/32: {}\n", r.address, r.detail);
+        }
+        for x in &h.held {
+            o += &format!("  held by Linux: {} on {}{}\n", x.address, x.interface, if x.removed { " (removed)" } else { "" });
+        }
+        if h.removals > 0 {
+            o += &format!("  captured addresses removed since start: {} (last: {})\n", h.removals, h.last_event);
+        }
+        for d in &h.forward_drops {
+            o += &format!("  forward path: {d}\n");
+        }
+        for e in &h.errors {
+            o += &format!("  could not check: {e}\n");
+        }
+    }
     let s = st.serial;
     o += &format!(
-        "\nserial: {} frames, {} sessions, {} not-a-frame runs, {} bad checksums, {} retransmits\n",
-        s.frames, s.sessions, s.not_a_frame, s.bad_checksum, s.retransmits
+        "\n{}: {} frames, {} sessions, {} not-a-frame runs, {} bad checksums, {} retransmits\n",
+        if st.host.is_some() { "control socket (this connection)" } else { "serial" },
+        s.frames,
+        s.sessions,
+        s.not_a_frame,
+        s.bad_checksum,
+        s.retransmits
     );
     o
 }

@@ -7,7 +7,7 @@
 //! and, whenever the result is not a pass, a reason and what to do.
 
 use config_schema::{Config, PortRole};
-use routerd_provision::message::{ClaimRole, ClaimState, Status};
+use routerd_provision::message::{ClaimRole, ClaimState, HostReport, Status};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -336,6 +336,10 @@ pub fn hybrid(st: &Status, cfg: Option<&Config>) -> Vec<Check> {
         ));
     }
 
+    if let Some(h) = &st.host {
+        linux(st, h, &mut out);
+    }
+
     // Drops since the last check.
     let (drops, since) = if st.mark_age_ms.is_some() {
         (&st.drops_since_mark, format!("in the last {} s", st.mark_age_ms.unwrap_or(0) / 1000))
@@ -361,6 +365,103 @@ pub fn hybrid(st: &Status, cfg: Option<&Config>) -> Vec<Check> {
         ));
     }
     out
+}
+
+/// A host build (`routerd-host`): what the Linux around it does to the
+/// provider-secondary-ip claims, whose packets the kernel must forward to
+/// it without ever holding the address.
+fn linux(st: &Status, h: &HostReport, out: &mut Vec<Check>) {
+    if h.checks == 0 {
+        out.push(check(
+            "linux.checks",
+            "host",
+            Verdict::Skip,
+            "routerd-host has not finished its first Linux check yet",
+            "run doctor again in a few seconds",
+        ));
+        return;
+    }
+    let captured: Vec<String> =
+        st.claims.iter().filter(|c| c.role == ClaimRole::ProviderSecondaryIp).map(|c| c.address.to_string()).collect();
+    let tun = if h.wan_tun.is_empty() { None } else { Some(h.wan_tun.as_str()) };
+    for c in st.claims.iter().filter(|c| c.role == ClaimRole::ProviderSecondaryIp) {
+        let subject = c.address.to_string();
+        match h.held.iter().find(|x| x.address == c.address) {
+            Some(x) if x.removed => out.push(check(
+                "linux.address",
+                &subject,
+                Verdict::Warn,
+                format!("Linux held {subject} on {}; routerd-host removed it", x.interface),
+                format!("stop cloud-init/netplan from adding {subject} back (it is a secondary IP the OS must not configure)"),
+            )),
+            Some(x) => out.push(check(
+                "linux.address",
+                &subject,
+                Verdict::Fail,
+                format!("Linux holds {subject} on {} and routerd-host did not remove it", x.interface),
+                format!("ip addr del {subject}/32 dev {} (and keep it out of netplan/cloud-init)", x.interface),
+            )),
+            None => out.push(pass("linux.address", &subject, format!("no Linux interface holds it ({} removals since start)", h.removals))),
+        }
+        match (h.routes.iter().find(|r| r.address == c.address), tun) {
+            (Some(r), Some(t)) if r.ok => out.push(pass("linux.route", &subject, format!("{subject}/32 dev {t} ({})", r.detail))),
+            (Some(r), Some(t)) => out.push(check(
+                "linux.route",
+                &subject,
+                Verdict::Fail,
+                format!("{subject}/32: {}", r.detail),
+                format!("ip route replace {subject}/32 dev {t}"),
+            )),
+            (_, None) => out.push(check(
+                "linux.route",
+                &subject,
+                Verdict::Fail,
+                "routerd-host runs without --wan-tun: the packets the cloud fabric delivers for it never reach the box",
+                "start routerd-host with --wan-tun rd-wan (it then routes each captured /32 into it)",
+            )),
+            (None, Some(t)) => out.push(check(
+                "linux.route",
+                &subject,
+                Verdict::Skip,
+                format!("not checked yet (route {subject}/32 dev {t})"),
+                "run doctor again in a few seconds",
+            )),
+        }
+    }
+    let needed = !captured.is_empty();
+    match (h.ip_forward, needed) {
+        (Some(false), true) => out.push(check(
+            "linux.forward",
+            "host",
+            Verdict::Fail,
+            format!("net.ipv4.ip_forward = 0: the kernel drops what the fabric delivers for {}", captured.join(", ")),
+            "sysctl -w net.ipv4.ip_forward=1, and persist it in /etc/sysctl.d/",
+        )),
+        (Some(true), _) => out.push(pass("linux.forward", "host", "net.ipv4.ip_forward = 1")),
+        (Some(false), false) => out.push(pass("linux.forward", "host", "net.ipv4.ip_forward = 0 (not needed: no provider-secondary-ip claims)")),
+        (None, _) => out.push(check("linux.forward", "host", Verdict::Skip, "ip_forward could not be read", "")),
+    }
+    if h.firewalls.is_empty() {
+        out.push(check("linux.firewall", "host", Verdict::Skip, "neither iptables nor nft is installed: nothing to check", ""));
+    } else if h.forward_drops.is_empty() {
+        out.push(pass("linux.firewall", "host", format!("no drop policy or drop/reject rule on the forward path ({})", h.firewalls)));
+    } else {
+        let more = if h.forward_drops_omitted > 0 { format!(" and {} more", h.forward_drops_omitted) } else { String::new() };
+        let list: Vec<&str> = h.forward_drops.iter().map(|d| d.as_str()).collect();
+        out.push(check(
+            "linux.firewall",
+            "host",
+            if needed { Verdict::Warn } else { Verdict::Pass },
+            format!("the forward path drops or rejects: {}{more}", list.join("; ")),
+            match tun {
+                Some(t) => format!("make sure forwarding between the NIC and {t} is accepted for {}", captured.join(", ")),
+                None => "only matters for provider-secondary-ip claims".into(),
+            },
+        ));
+    }
+    for e in &h.errors {
+        out.push(check("linux.checks", "host", Verdict::Warn, format!("could not check: {e}"), "run routerd-host as root (CAP_NET_ADMIN)"));
+    }
 }
 
 /// The worst result.
@@ -473,7 +574,10 @@ delivery = { tunnel = "wg0", peer = "onprem" }
     fn status(cfg: &Config) -> Box<Status> {
         let nics: Vec<NicInfo> = (0..2u8).map(|i| NicInfo { mac: [2, 0, 0, 0, 0, i] }).collect();
         let mut n: Node<OsRng> = Node::new(&nics, Some(OsRng), "0.1.0", "t");
-        assert!(matches!(n.handle(Instant::from_millis(1), Op::Apply(Box::new(cfg.clone())), &[]), Reply::Applied(_)));
+        match n.handle(Instant::from_millis(1), Op::Apply(Box::new(cfg.clone())), &[]) {
+            Reply::Applied(_) => {}
+            other => panic!("{other:?}"),
+        }
         let snaps = [NicSnapshot { link_up: true, ..NicSnapshot::default() }; 2];
         match n.handle(Instant::from_millis(2), Op::Status { mark: false }, &snaps) {
             Reply::Status(s) => s,
@@ -548,5 +652,81 @@ delivery = { tunnel = "wg0", peer = "onprem" }
         let checks = hybrid(&st, None);
         assert_eq!(checks.len(), 1);
         assert_eq!(checks[0].result, Verdict::Fail);
+    }
+
+    /// The cloud side of seed 000 as routerd-host runs it: 10.20.0.10
+    /// (on-prem's) is a secondary IP the fabric delivers to wan0.
+    const CLOUD: &str = r#"
+[device]
+name = "cloud-vm"
+side = "cloud"
+[[ports]]
+name = "lan0"
+role = "lan"
+address = "10.30.0.2/24"
+[[ports]]
+name = "wan0"
+role = "wan"
+address = "10.20.0.4/24"
+gateway = "10.20.0.1"
+[[wireguard]]
+name = "wg0"
+private_key = "device:wg0"
+[[peers]]
+name = "onprem"
+tunnel = "wg0"
+public_key = "ca67+D0dVOzK/Bjvjlowc7W4uQ/zJ1jT9fh1LNCS51w="
+allowed_ips = ["10.20.0.10/32"]
+[[claims]]
+address = "10.20.0.10/32"
+owner = "onprem"
+capture = { method = "provider-secondary-ip", port = "wan0", configure_os_address = false }
+delivery = { tunnel = "wg0", peer = "onprem" }
+"#;
+
+    #[test]
+    fn a_host_builds_linux_findings_are_judged() {
+        use routerd_provision::message::{text, DeliveryRoute, HeldAddress};
+        let cfg = config_schema::human::from_toml(CLOUD).unwrap();
+        let mut st = status(&cfg);
+        let ids = |c: &[Check]| c.iter().filter(|c| c.id.starts_with("linux.")).count();
+        assert_eq!(ids(&hybrid(&st, Some(&cfg))), 0, "the image reports no Linux");
+
+        // Healthy: not held, route present, forwarding on, no drop rules.
+        let addr = "10.20.0.10".parse().unwrap();
+        let mut h = HostReport { checks: 3, ip_forward: Some(true), wan_tun: text("rd-wan"), firewalls: text("nft"), ..HostReport::default() };
+        h.routes.push(DeliveryRoute { address: addr, ok: true, detail: text("installed") }).unwrap();
+        st.host = Some(h.clone());
+        let checks = hybrid(&st, Some(&cfg));
+        for (id, subject) in [("linux.address", "10.20.0.10"), ("linux.route", "10.20.0.10"), ("linux.forward", "host"), ("linux.firewall", "host")] {
+            assert_eq!(find(&checks, id, subject).result, Verdict::Pass, "{}", text_of(&st, &checks));
+        }
+
+        // cloud-init put the address back and it was removed; forwarding off;
+        // a drop policy on the forward path.
+        h.held.push(HeldAddress { address: addr, interface: text("eth0"), removed: true }).unwrap();
+        h.ip_forward = Some(false);
+        h.forward_drops.push(text("nft: table inet filter chain forward: policy drop")).unwrap();
+        st.host = Some(h.clone());
+        let checks = hybrid(&st, Some(&cfg));
+        let a = find(&checks, "linux.address", "10.20.0.10");
+        assert_eq!(a.result, Verdict::Warn);
+        assert!(a.reason.contains("eth0") && a.hint.contains("cloud-init"), "{a:?}");
+        let f = find(&checks, "linux.forward", "host");
+        assert_eq!(f.result, Verdict::Fail);
+        assert!(f.hint.contains("ip_forward=1"), "{f:?}");
+        assert_eq!(find(&checks, "linux.firewall", "host").result, Verdict::Warn);
+
+        // Without --wan-tun nothing the fabric delivers arrives.
+        h.wan_tun = text("");
+        h.routes.clear();
+        st.host = Some(h);
+        let r = find(&hybrid(&st, Some(&cfg)), "linux.route", "10.20.0.10").clone();
+        assert_eq!(r.result, Verdict::Fail);
+        assert!(r.hint.contains("--wan-tun"), "{r:?}");
+    }
+
+    fn text_of(st: &Status, checks: &[Check]) -> String {
+        text(st, checks)
     }
 }

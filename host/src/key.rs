@@ -55,6 +55,19 @@ pub fn load(path: &Path, create: bool) -> Result<(SecretKey, bool), KeyError> {
     }
 }
 
+/// Replace the key in `path` with `key`, atomically: a temporary file
+/// (0600) beside it, synced, renamed over the old one.
+pub fn store(path: &Path, key: &SecretKey) -> Result<(), KeyError> {
+    let fail = |e: std::io::Error| KeyError { code: 1, message: format!("{}: cannot write: {e}", path.display()) };
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".new");
+    let tmp = std::path::PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(fail)?;
+    writeln!(f, "{}", key.to_base64().as_str()).and_then(|()| f.sync_all()).map_err(fail)?;
+    std::fs::rename(&tmp, path).map_err(fail)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,6 +85,10 @@ mod tests {
         let (k2, created) = load(&path, true).unwrap();
         assert!(!created);
         assert_eq!(k1.public_key(), k2.public_key());
+        let k3 = generate();
+        store(&path, &k3).unwrap();
+        assert_eq!(load(&path, false).unwrap().0.public_key(), k3.public_key());
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         std::fs::write(&path, "not a key\n").unwrap();
         assert_eq!(load(&path, true).unwrap_err().code, 2);
         let _ = std::fs::remove_dir_all(&dir);

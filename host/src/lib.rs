@@ -1,17 +1,19 @@
 //! routerd-host as a library: the pieces of the Linux userspace router, for
-//! the `routerd-host` binary, its tests, and the shared controller that will
-//! drive the same [`engine::Engine`].
+//! the `routerd-host` binary and its tests.
 //!
-//! - [`setup`]: TOML → validated config → ports opened → `routerd_control::build`.
-//! - [`engine`]: dataplane + WireGuard + rng, the one thing the loop drives.
-//! - [`router`]: the tokio current-thread loop over TAP fds and the WAN shim.
+//! - [`setup`]: TOML → validated config → ports opened; any configuration →
+//!   what `routerd_control` binds on this host.
+//! - [`router`]: `routerd_control::Node` (the image's control plane) and the
+//!   tokio current-thread loop over TAP fds and the WAN shim.
+//! - [`control`]: the provisioning protocol on a unix socket (`routerctl
+//!   --port unix:PATH`).
 //! - [`wan`], [`frame`], [`v6map`]: the WAN port as a UDP socket.
 //! - [`tap`]: TAP/TUN devices.
 //! - [`linux`]: captured-address enforcement and forward-path findings
 //!   ([`linux::LinuxFindings`], for `doctor hybrid`).
 //! - [`key`]: the WireGuard key (generated, or a 0600 key file).
 
-pub mod engine;
+pub mod control;
 pub mod frame;
 pub mod key;
 pub mod linux;

@@ -6,12 +6,23 @@
 //!     or netplan like to put a NIC's secondary IPs back. If the /32 is a
 //!     local address on any interface, it is removed over rtnetlink, counted
 //!     and reported.
-//! (b) `net.ipv4.ip_forward` — reported only.
+//! (b) `net.ipv4.ip_forward` — reported only (doctor fails it when the
+//!     kernel must forward captured traffic, see (d)).
 //! (c) Terminal drop/reject rules and drop policies on the forward path
 //!     (`iptables -S FORWARD`, `nft list ruleset`, whichever exists) —
 //!     reported only; the firewall is never changed.
 //!
-//! The result is a plain [`LinuxFindings`] that `doctor hybrid` can read.
+//! (d) Delivery routes: the cloud fabric hands a provider-secondary-ip
+//!     claim's packets to the VM's NIC; since the OS does not hold the
+//!     address, the kernel forwards them by its routing table. A route
+//!     `ADDRESS/32 dev <--wan-tun>` in the main table brings them to
+//!     routerd-host (and makes replies from the tunnel pass reverse-path
+//!     filtering). It is installed when missing (`proto static`), never
+//!     replaced when it points elsewhere (reported instead), and checked on
+//!     every run.
+//!
+//! The result is a plain [`LinuxFindings`] that `doctor hybrid` reads
+//! (through the status `routerd-host` serves on its control socket).
 //! [`check`] blocks (netlink round trips with a 2 s receive timeout, two
 //! short subprocesses); the loop runs it on the blocking pool.
 
@@ -19,8 +30,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
@@ -32,6 +44,15 @@ pub struct HeldAddress {
     pub interface: String,
     /// `Ok` when routerd-host removed it; the error otherwise.
     pub removal: Result<(), String>,
+}
+
+/// The route a provider-secondary-ip claim needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteFinding {
+    pub address: Ipv4Addr,
+    pub ok: bool,
+    /// `present`, `installed`, or what is wrong.
+    pub detail: String,
 }
 
 /// Everything one check found, plus the running totals.
@@ -53,17 +74,24 @@ pub struct LinuxFindings {
     pub forward_terminal_rules: Vec<String>,
     /// Which firewall front ends were consulted.
     pub firewalls_checked: Vec<&'static str>,
+    /// One per provider-secondary-ip claim.
+    pub routes: Vec<RouteFinding>,
+    /// Delivery routes routerd-host installed and still owns (removed
+    /// again when their claim goes; the kernel drops them with the TUN).
+    pub installed: Vec<Ipv4Addr>,
     /// What could not be checked and why.
     pub errors: Vec<String>,
 }
 
-/// Run the checks; `captured` are this box's provider-secondary-ip claims.
-/// With `enforce`, held captured addresses are removed. `prev` carries the
+/// Run the checks; `captured` are this box's provider-secondary-ip claims,
+/// `tun` the `--wan-tun` device. With `enforce`, held captured addresses
+/// are removed and missing delivery routes installed. `prev` carries the
 /// running totals.
-pub fn check(captured: &[Ipv4Addr], enforce: bool, prev: &LinuxFindings) -> LinuxFindings {
+pub fn check(captured: &[Ipv4Addr], tun: Option<&str>, enforce: bool, prev: &LinuxFindings) -> LinuxFindings {
     let mut f = LinuxFindings {
         checks: prev.checks.saturating_add(1),
         removals_total: prev.removals_total,
+        installed: prev.installed.clone(),
         last_event: prev.last_event.clone(),
         ..LinuxFindings::default()
     };
@@ -97,8 +125,121 @@ pub fn check(captured: &[Ipv4Addr], enforce: bool, prev: &LinuxFindings) -> Linu
             Err(e) => f.errors.push(format!("netlink address dump: {e}")),
         }
     }
+    if !captured.is_empty() {
+        match tun {
+            None => {
+                for &address in captured {
+                    f.routes.push(RouteFinding {
+                        address,
+                        ok: false,
+                        detail: "no --wan-tun: what the fabric delivers cannot reach routerd-host".into(),
+                    });
+                }
+            }
+            Some(tun) => match delivery_routes(captured, tun, enforce) {
+                Ok(r) => {
+                    for x in r.iter().filter(|x| x.detail == "installed") {
+                        log::info!("linux: route {}/32 dev {tun} installed (provider-secondary-ip delivery)", x.address);
+                        f.installed.push(x.address);
+                    }
+                    f.routes = r;
+                }
+                Err(e) => f.errors.push(format!("netlink route check: {e}")),
+            },
+        }
+    }
+    // Routes of claims that are gone.
+    if let Some(tun_index) = tun.and_then(ifindex) {
+        let gone: Vec<Ipv4Addr> = f.installed.iter().copied().filter(|a| !captured.contains(a)).collect();
+        for address in gone {
+            match route(address, tun_index, false) {
+                Ok(()) => log::info!("linux: route {address}/32 removed (its claim is gone)"),
+                Err(e) => log::warn!("linux: route {address}/32 (its claim is gone) could not be removed: {e}"),
+            }
+            f.installed.retain(|a| *a != address);
+        }
+    }
     firewall(&mut f);
     f
+}
+
+/// The interface index of `name`.
+fn ifindex(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: a valid NUL-terminated string.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (i != 0).then_some(i)
+}
+
+/// Check (and with `enforce` install) `address/32 dev tun` for each address.
+fn delivery_routes(captured: &[Ipv4Addr], tun: &str, enforce: bool) -> std::io::Result<Vec<RouteFinding>> {
+    let tun_index = ifindex(tun).ok_or_else(|| std::io::Error::other(format!("{tun}: no such interface")))?;
+    // The main table's /32 routes: destination → output interface.
+    let s = socket()?;
+    let mut req = RouteMessage::default();
+    req.header.address_family = AddressFamily::Inet;
+    send(&s, NLM_F_REQUEST | NLM_F_DUMP, RouteNetlinkMessage::GetRoute(req))?;
+    let mut host_routes: Vec<(Ipv4Addr, Option<u32>)> = Vec::new();
+    replies(&s, |m| {
+        let RouteNetlinkMessage::NewRoute(r) = m else { return };
+        let table = r.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        });
+        if r.header.destination_prefix_length != 32 || table.unwrap_or(u32::from(r.header.table)) != u32::from(RouteHeader::RT_TABLE_MAIN) {
+            return;
+        }
+        let dst = r.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Destination(RouteAddress::Inet(v4)) => Some(*v4),
+            _ => None,
+        });
+        let oif = r.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Oif(i) => Some(*i),
+            _ => None,
+        });
+        if let Some(d) = dst {
+            host_routes.push((d, oif));
+        }
+    })?;
+    let mut out = Vec::new();
+    for &address in captured {
+        let finding = match host_routes.iter().find(|(d, _)| *d == address) {
+            Some((_, Some(oif))) if *oif == tun_index => RouteFinding { address, ok: true, detail: "present".into() },
+            Some((_, oif)) => RouteFinding {
+                address,
+                ok: false,
+                detail: format!("points to {}, not {tun}", oif.map_or("no interface".into(), ifname)),
+            },
+            None if enforce => match route(address, tun_index, true) {
+                Ok(()) => RouteFinding { address, ok: true, detail: "installed".into() },
+                Err(e) => RouteFinding { address, ok: false, detail: format!("missing; adding it failed: {e}") },
+            },
+            None => RouteFinding { address, ok: false, detail: "missing (--report-only)".into() },
+        };
+        out.push(finding);
+    }
+    Ok(out)
+}
+
+/// Add (or delete) `address/32 dev oif` in the main table.
+fn route(address: Ipv4Addr, oif: u32, add: bool) -> Result<(), String> {
+    let mut r = RouteMessage::default();
+    r.header.address_family = AddressFamily::Inet;
+    r.header.destination_prefix_length = 32;
+    r.header.table = RouteHeader::RT_TABLE_MAIN;
+    r.header.protocol = RouteProtocol::Static;
+    r.header.scope = RouteScope::Link;
+    r.header.kind = RouteType::Unicast;
+    r.attributes.push(RouteAttribute::Destination(RouteAddress::Inet(address)));
+    r.attributes.push(RouteAttribute::Oif(oif));
+    let s = socket().map_err(|e| e.to_string())?;
+    let msg = if add {
+        (NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, RouteNetlinkMessage::NewRoute(r))
+    } else {
+        (NLM_F_REQUEST | NLM_F_ACK, RouteNetlinkMessage::DelRoute(r))
+    };
+    send(&s, msg.0, msg.1).map_err(|e| e.to_string())?;
+    replies(&s, |_| {}).map_err(|e| e.to_string())
 }
 
 fn ifname(index: u32) -> String {

@@ -7,7 +7,7 @@
 //! and `routerctl` use. Exit codes: 0 clean stop, 1 the system refused
 //! something, 2 bad usage or invalid configuration.
 
-use routerd_host::{key, logger, router, setup};
+use routerd_host::{control, key, logger, router, setup};
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -33,9 +33,11 @@ struct Cli {
     #[arg(long, value_name = "PATH")]
     key_file: Option<PathBuf>,
 
-    /// The provisioning protocol on a unix socket, for `routerctl --port
-    /// unix:PATH`. Not implemented yet: accepted and ignored (a later
-    /// release serves it).
+    /// Serve the provisioning protocol on a unix socket (mode 0600), so
+    /// `routerctl --port unix:PATH status|plan|apply|claims|key|logs|doctor
+    /// hybrid` work as on a box's serial line. A configuration applied there
+    /// runs until routerd-host stops (the --config file is not rewritten); a
+    /// key made there is written to --key-file.
     #[arg(long, value_name = "PATH")]
     control: Option<PathBuf>,
 
@@ -63,7 +65,8 @@ struct Cli {
     #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86400))]
     check_every: u64,
 
-    /// Only report captured addresses the OS holds; do not remove them.
+    /// Only report captured addresses the OS holds and missing delivery
+    /// routes; do not remove or install anything.
     #[arg(long)]
     report_only: bool,
 
@@ -124,13 +127,11 @@ fn run(cli: &Cli) -> Result<(), (i32, String)> {
             if created {
                 log::info!("wg: new private key written to {}", p.display());
             }
-            k
+            Some(k)
         }
-        None => key::generate(),
+        // The node makes one on the first apply (RAM only).
+        None => None,
     };
-    if cli.control.is_some() {
-        log::warn!("--control: the provisioning socket is not implemented yet; ignored");
-    }
     let opts = setup::PortOptions {
         map: cli.ports.iter().cloned().collect::<HashMap<_, _>>(),
         tap_prefix: cli.tap_prefix.clone(),
@@ -145,24 +146,42 @@ fn run(cli: &Cli) -> Result<(), (i32, String)> {
         .map_err(|e| (1, format!("tokio runtime: {e}")))?;
     rt.block_on(async {
         // AsyncFd registration needs the runtime, so the ports open in here.
-        let prepared = setup::prepare(&cfg, &opts).map_err(|e| (e.code, e.message))?;
-        for p in &prepared.ports {
+        let (opened, wan) = setup::open(&cfg, &opts).map_err(|e| (e.code, e.message))?;
+        for p in &opened.ports {
             match &p.tap {
                 Some(t) => log::info!("port {}: TAP {}, our MAC {}", p.name, t.name(), mac_text(p.mac)),
                 None => log::info!("port {}: WAN (UDP socket), MAC {}", p.name, mac_text(p.mac)),
             }
         }
-        if let Ok(a) = prepared.wan.local_addr() {
-            log::info!("wan: WireGuard socket on {a}{}", if prepared.wan.dual_stack() { " (IPv4 and IPv6)" } else { "" });
+        if let Ok(a) = wan.local_addr() {
+            log::info!("wan: WireGuard socket on {a}{}", if wan.dual_stack() { " (IPv4 and IPv6)" } else { "" });
         }
-        let slot = prepared.runtime.tunnel.as_ref().map(|t| t.key_slot.as_str().to_string());
-        let loop_opts = router::LoopOptions { linux_every: Duration::from_secs(cli.check_every), enforce: !cli.report_only };
-        let mut r = router::Router::new(prepared, key, loop_opts).map_err(|e| (2, e))?;
-        let public = r.engine().public_key().to_base64();
-        log::info!("wg: {} public key {}", slot.as_deref().unwrap_or("(no tunnel)"), public.as_str());
-        println!("public key {}", public.as_str());
-        log::info!("{} running; SIGUSR1 prints status, SIGINT/SIGTERM stop", cfg.device.name.as_str());
-        r.run().await.map_err(|e| (1, format!("signals: {e}")))?;
+        let loop_opts = router::LoopOptions {
+            linux_every: Duration::from_secs(cli.check_every),
+            enforce: !cli.report_only,
+            key_file: cli.key_file.clone(),
+        };
+        let name = cfg.device.name.as_str().to_string();
+        let mut r = router::Router::new(opened, wan, cfg, key, loop_opts).map_err(|e| (2, format!("{}: {e}", path.display())))?;
+        match r.public_key() {
+            Some(public) => {
+                log::info!("wg: public key {}", public.to_base64().as_str());
+                println!("public key {}", public.to_base64().as_str());
+            }
+            None => log::info!("wg: no tunnel configured"),
+        }
+        let calls = match &cli.control {
+            Some(p) => {
+                let c = control::Control::bind(p).map_err(|e| (1, format!("--control {}: {e}", p.display())))?;
+                log::info!("control: provisioning on unix:{} (routerctl --port unix:{})", c.path().display(), c.path().display());
+                let (tx, rx) = tokio::sync::mpsc::channel(4);
+                tokio::spawn(c.serve(tx, r.device_name()));
+                Some(rx)
+            }
+            None => None,
+        };
+        log::info!("{name} running; SIGUSR1 prints status, SIGINT/SIGTERM stop");
+        r.run(calls).await.map_err(|e| (1, format!("signals: {e}")))?;
         log::info!("stopping");
         eprint!("{}", r.status_text());
         Ok(())

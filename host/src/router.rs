@@ -1,31 +1,44 @@
-//! The loop: TAP ports and the WAN shim ⇄ the engine, on one tokio
-//! current-thread runtime.
+//! The loop: TAP ports and the WAN shim ⇄ the node's dataplane, on one
+//! tokio current-thread runtime.
 //!
-//! Each turn reads the clock once, drains a bounded batch ([`BATCH`]) from
-//! every TAP device, the WAN socket (one `recvmmsg`) and the WAN TUN device
-//! into buffers allocated once at start (frame at `HEADROOM`), runs every
-//! frame through [`Engine::process`], sends what comes out (TAP: one write
+//! The router owns a `routerd_control::Node` — the same control plane the
+//! image runs: configuration, key slots, dataplane and WireGuard, atomic
+//! plan/apply — and the ports opened at start (NIC `i` is
+//! `Opened::ports[i]`; the running configuration binds its ports to them by
+//! MAC). Each turn reads the clock once, drains a bounded batch ([`BATCH`])
+//! from every TAP device, the WAN socket (one `recvmmsg`) and the WAN TUN
+//! device into buffers allocated once at start (frame at `HEADROOM`), runs
+//! every frame through the dataplane, sends what comes out (TAP: one write
 //! per frame; WAN: queued, one `sendmmsg` at the end of the turn), feeds the
-//! shim's ARP answers back in, and runs [`Engine::poll`] when due or when
-//! traffic moved. Between turns the task sleeps on fd readiness (`AsyncFd`),
-//! the engine's `poll_at`, the periodic Linux check and DNS re-resolution,
-//! and SIGINT/SIGTERM (clean stop) / SIGUSR1 (status). When a batch was full
-//! the next turn starts after a `yield_now` instead of sleeping. No task and
-//! no allocation per packet.
+//! shim's ARP answers back in, and runs the dataplane's timers when due or
+//! when traffic moved. Between turns the task sleeps on fd readiness
+//! (`AsyncFd`), the dataplane's `poll_at`, the periodic Linux check, DNS
+//! re-resolution, a control-socket request ([`crate::control`]), and
+//! SIGINT/SIGTERM (clean stop) / SIGUSR1 (status). When a batch was full the
+//! next turn starts after a `yield_now` instead of sleeping. No task and no
+//! allocation per packet.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use config_schema::{Config, KeyRef, Name};
+use rand_core::OsRng;
+use routerd_control::node::Forwarding;
+use routerd_control::{NicSnapshot, Node};
 use routerd_dataplane::{self as dp, FrameBuf, Instant, PortId, Transmit, Verdict};
+use routerd_provision::message::{self as msg, text, text_fmt, Failure, FailureKind, Op, Reply};
+use routerd_wireguard::{self as wg, SecretKey};
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::engine::Engine;
+use crate::control::{Call, BUILD, SOFTWARE};
 use crate::linux::{self, LinuxFindings};
-use crate::setup::{DnsPeer, Prepared};
+use crate::setup::{self, DnsCache, DnsPeer, Opened};
 use crate::tap;
 use crate::wan::Wan;
 
@@ -36,7 +49,7 @@ pub const RERESOLVE_AFTER: Duration = Duration::from_secs(120);
 /// Retry an endpoint that never resolved this often.
 pub const RESOLVE_RETRY: Duration = Duration::from_secs(30);
 
-/// Counters of the TAP side (the WAN shim has its own).
+/// Counters of one TAP port (the WAN shim has its own).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TapCounters {
     pub rx_frames: u64,
@@ -45,98 +58,157 @@ pub struct TapCounters {
     pub rx_oversize: u64,
     /// The kernel did not take a frame (queue full, device down).
     pub tx_errors: u64,
+    /// Received while no configuration binds the port.
+    pub rx_unbound: u64,
 }
 
-/// The ports as the dataplane's transmit side sees them.
+/// The NICs: a TAP device per LAN port, the shim for the WAN port.
 struct Ports {
     taps: Vec<Option<AsyncFd<tap::Device>>>,
     wan: Wan,
-    wan_port: PortId,
-    counters: TapCounters,
+    wan_nic: usize,
+    counters: Vec<TapCounters>,
 }
 
-impl Transmit for Ports {
-    fn send(&mut self, port: PortId, frame: &[u8]) -> bool {
-        if port == self.wan_port {
+impl Ports {
+    fn send_nic(&mut self, nic: usize, frame: &[u8]) -> bool {
+        if nic == self.wan_nic {
             return self.wan.transmit(frame);
         }
-        let Some(Some(t)) = self.taps.get(port.index()) else { return false };
+        let (Some(Some(t)), Some(c)) = (self.taps.get(nic), self.counters.get_mut(nic)) else { return false };
         match t.get_ref().send(frame) {
             Ok(_) => {
-                self.counters.tx_frames += 1;
+                c.tx_frames += 1;
                 true
             }
             Err(_) => {
-                self.counters.tx_errors += 1;
+                c.tx_errors += 1;
                 false
             }
         }
     }
 }
 
-struct DnsState {
-    peer: DnsPeer,
-    last_attempt: std::time::Instant,
+/// The dataplane's transmit side: dataplane port → NIC.
+struct Tx<'a> {
+    ports: &'a mut Ports,
+    nic_of_port: &'a [usize],
 }
 
-type DnsJob = JoinHandle<(usize, Result<SocketAddr, String>)>;
+impl Transmit for Tx<'_> {
+    fn send(&mut self, port: PortId, frame: &[u8]) -> bool {
+        match self.nic_of_port.get(port.index()) {
+            Some(&nic) => self.ports.send_nic(nic, frame),
+            None => false,
+        }
+    }
+}
 
 /// Options of the loop.
 #[derive(Debug, Clone)]
 pub struct LoopOptions {
     /// Seconds between Linux checks.
     pub linux_every: Duration,
-    /// Remove captured addresses the OS holds (else report only).
+    /// Remove captured addresses the OS holds and install missing delivery
+    /// routes (else report only).
     pub enforce: bool,
+    /// Where the tunnel's private key is kept across restarts; a key made
+    /// or imported over the control socket is written back.
+    pub key_file: Option<PathBuf>,
 }
 
 /// Everything the loop owns.
 pub struct Router {
-    engine: Engine,
+    node: Node<OsRng>,
     ports: Ports,
-    port_names: Vec<String>,
+    opened: Opened,
     bufs: Vec<[u8; dp::BUF_SIZE]>,
     lens: Vec<usize>,
     start: std::time::Instant,
     dns: Vec<DnsState>,
+    dns_cache: DnsCache,
     captured: Vec<Ipv4Addr>,
     opts: LoopOptions,
     findings: LinuxFindings,
+    device: watch::Sender<String>,
+    /// The public key of what `key_file` holds.
+    key_on_disk: Option<wg::PublicKey>,
+    /// Run the Linux checks now (the claims changed).
+    recheck: bool,
+}
+
+fn refused(message: &str) -> Box<Failure> {
+    let mut f = Failure::new(FailureKind::Refused, "");
+    f.message = text_fmt(format_args!("{message}"));
+    f
+}
+
+/// A refusal as one text (what the box said, then each problem).
+pub fn failure_text(f: &Failure) -> String {
+    let mut s = f.message.as_str().to_string();
+    for p in &f.problems {
+        s.push_str(&format!("\n  {}: {}", p.path.as_str(), p.message.as_str()));
+    }
+    s
 }
 
 impl Router {
-    /// Build the engine and the ports from a prepared configuration.
-    pub fn new(p: Prepared, key: routerd_wireguard::SecretKey, opts: LoopOptions) -> Result<Router, String> {
+    /// Start the node on the opened ports with `cfg` (and `key`, from the
+    /// key file, in the tunnel's slot). DNS names are resolved first
+    /// (blocking).
+    pub fn new(mut opened: Opened, wan: Wan, cfg: Config, key: Option<SecretKey>, opts: LoopOptions) -> Result<Router, String> {
         let start = std::time::Instant::now();
-        let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        let engine = Engine::new(p.runtime, key, Instant::ZERO, wall)?;
         let mut taps = Vec::new();
-        let mut port_names = Vec::new();
-        for port in p.ports {
-            port_names.push(port.name);
-            taps.push(match port.tap {
+        for port in &mut opened.ports {
+            taps.push(match port.tap.take() {
                 Some(t) => Some(tap::register(t).map_err(|e| format!("register TAP: {e}"))?),
                 None => None,
             });
         }
-        let dns = p.dns_peers.into_iter().map(|peer| DnsState { peer, last_attempt: start }).collect();
-        Ok(Router {
-            engine,
-            ports: Ports { taps, wan: p.wan, wan_port: PortId(p.wan_port as u8), counters: TapCounters::default() },
-            port_names,
+        let counters = vec![TapCounters::default(); taps.len()];
+        let mut node = Node::new(&opened.nics(), Some(OsRng), SOFTWARE, BUILD);
+        // Initiation timestamps must grow across restarts.
+        node.set_wall_clock(Instant::ZERO, SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default());
+        let key_on_disk = key.as_ref().map(SecretKey::public_key);
+        if let (Some(k), Some(slot)) = (key, tunnel_slot(&cfg)) {
+            if let Reply::Error(f) = node.handle(Instant::ZERO, Op::KeyImport(slot, k.to_bytes()), &[]) {
+                return Err(failure_text(&f));
+            }
+        }
+        let dns_cache = setup::resolve_all(&cfg);
+        let ports = Ports { taps, wan, wan_nic: opened.wan_port, counters };
+        let mut r = Router {
+            node,
+            ports,
+            opened,
             bufs: vec![[0u8; dp::BUF_SIZE]; BATCH],
             lens: vec![0; BATCH],
             start,
-            dns,
-            captured: p.captured_secondary,
+            dns: Vec::new(),
+            dns_cache,
+            captured: Vec::new(),
             opts,
             findings: LinuxFindings::default(),
-        })
+            device: watch::channel(String::new()).0,
+            key_on_disk,
+            recheck: false,
+        };
+        match r.apply(Box::new(cfg)) {
+            Reply::Applied(_) => {}
+            Reply::Error(f) => return Err(failure_text(&f)),
+            other => return Err(format!("unexpected answer to the start configuration: {other:?}")),
+        }
+        Ok(r)
     }
 
-    /// The engine (public key, status).
-    pub fn engine(&self) -> &Engine {
-        &self.engine
+    /// The public key the tunnel uses.
+    pub fn public_key(&mut self) -> Option<wg::PublicKey> {
+        self.node.wireguard().map(|w| w.public_key())
+    }
+
+    /// The running configuration's device name, for the control socket.
+    pub fn device_name(&self) -> watch::Receiver<String> {
+        self.device.subscribe()
     }
 
     /// The last Linux findings.
@@ -152,8 +224,153 @@ impl Router {
         tokio::time::Instant::from_std(self.start) + Duration::from_millis(t.millis())
     }
 
-    /// Runs until SIGINT or SIGTERM.
-    pub async fn run(&mut self) -> io::Result<()> {
+    fn apply(&mut self, cfg: Box<Config>) -> Reply {
+        self.control(Op::Apply(cfg))
+    }
+
+    /// One provisioning request, as the control socket passes it on.
+    pub fn control(&mut self, op: Op) -> Reply {
+        if let Op::Reboot = op {
+            return Reply::Error(refused(
+                "routerd-host does not reboot the machine it runs on; restart the service instead (e.g. systemctl restart routerd-host)",
+            ));
+        }
+        let changes = matches!(op, Op::Apply(_) | Op::ClaimAdd(_) | Op::ClaimRemove(_) | Op::KeyGenerate(_) | Op::KeyImport(..));
+        let now = self.now();
+        let snaps = self.snapshots();
+        let Router { node, ports, opened, dns_cache, .. } = self;
+        let mut bind = |c: &Config| setup::bind(c, opened, &mut ports.wan, dns_cache).map(Some).map_err(|m| refused(&m));
+        let mut reply = node.handle_with(now, op, &snaps, &mut bind);
+        if changes && matches!(reply, Reply::Applied(_) | Reply::Keys(_)) {
+            self.reconfigured();
+        }
+        if let Reply::Status(st) = &mut reply {
+            st.host = Some(self.host_report());
+        }
+        reply
+    }
+
+    /// After a configuration or key change: what the loop derives from the
+    /// running configuration, and the key file.
+    fn reconfigured(&mut self) {
+        let Some(cfg) = self.node.config() else { return };
+        let now = std::time::Instant::now();
+        let old = std::mem::take(&mut self.dns);
+        self.dns = setup::dns_peers(cfg, &self.dns_cache)
+            .into_iter()
+            .map(|peer| {
+                // A name already being tracked keeps its schedule; a new
+                // unresolved one is tried at the next check.
+                let last_attempt = old
+                    .iter()
+                    .find(|d| d.peer.host == peer.host)
+                    .map(|d| d.last_attempt)
+                    .or_else(|| peer.resolved.map(|_| now))
+                    .unwrap_or_else(|| now.checked_sub(RESOLVE_RETRY).unwrap_or(now));
+                DnsState { peer, last_attempt }
+            })
+            .collect();
+        let captured = setup::captured_secondary(cfg);
+        self.recheck |= captured != self.captured;
+        self.captured = captured;
+        let name = cfg.device.name.as_str().to_string();
+        let slot = tunnel_slot(cfg);
+        self.device.send_replace(name);
+        self.persist_key(slot);
+    }
+
+    /// Write the tunnel's key to `--key-file` when it changed (made on
+    /// apply, `routerctl key generate`, `key import`). Atomic: a temporary
+    /// file (0600) renamed over the old one.
+    fn persist_key(&mut self, slot: Option<Name>) {
+        let (Some(path), Some(slot)) = (self.opts.key_file.clone(), slot) else { return };
+        let Some(secret) = self.node.key_secret(&slot) else { return };
+        let public = secret.public_key();
+        if self.key_on_disk == Some(public) {
+            return;
+        }
+        match crate::key::store(&path, secret) {
+            Ok(()) => {
+                log::info!("wg: {} key written to {} (public key {})", slot.as_str(), path.display(), public.to_base64().as_str());
+                self.key_on_disk = Some(public);
+            }
+            Err(e) => log::error!("wg: {}: the new key is in use but could not be saved: {}", path.display(), e.message),
+        }
+    }
+
+    fn set_endpoint(&mut self, peer: u16, real: SocketAddr) {
+        let Some(v4) = self.ports.wan.dataplane_endpoint(real) else {
+            log::warn!("peer {peer}: {real} cannot be reached from this socket (IPv6 on an IPv4-only socket)");
+            return;
+        };
+        if let Some(w) = self.node.wireguard() {
+            if let Err(e) = w.set_endpoint(wg::PeerId(peer), Some(SocketAddr::V4(v4))) {
+                log::warn!("peer {peer}: endpoint update refused: {e:?}");
+            }
+        }
+    }
+
+    /// The NICs for status, in `Opened::ports` order.
+    fn snapshots(&self) -> Vec<NicSnapshot> {
+        let w = self.ports.wan.counters;
+        (0..self.opened.ports.len())
+            .map(|i| {
+                if i == self.ports.wan_nic {
+                    return NicSnapshot {
+                        link_up: true,
+                        rx_frames: w.rx_datagrams + w.tun_rx,
+                        tx_frames: w.tx_datagrams + w.tun_tx,
+                        rx_errors: 0,
+                        tx_ring_full: 0,
+                    };
+                }
+                let c = self.ports.counters.get(i).copied().unwrap_or_default();
+                NicSnapshot {
+                    link_up: matches!(self.ports.taps.get(i), Some(Some(_))),
+                    rx_frames: c.rx_frames,
+                    tx_frames: c.tx_frames,
+                    rx_errors: c.rx_errors + c.rx_oversize,
+                    tx_ring_full: c.tx_errors,
+                }
+            })
+            .collect()
+    }
+
+    /// The Linux findings for status and `doctor hybrid`.
+    fn host_report(&self) -> msg::HostReport {
+        let f = &self.findings;
+        let mut h = msg::HostReport {
+            checks: f.checks,
+            ip_forward: f.ip_forward,
+            wan_socket: match self.ports.wan.local_addr() {
+                Ok(a) => text_fmt(format_args!("{a}")),
+                Err(_) => text(""),
+            },
+            wan_tun: text(self.ports.wan.tun_name().unwrap_or("")),
+            removals: f.removals_total,
+            last_event: text(f.last_event.as_deref().unwrap_or("")),
+            firewalls: text(&f.firewalls_checked.join(" ")),
+            ..msg::HostReport::default()
+        };
+        for x in &f.held {
+            let _ = h.held.push(msg::HeldAddress { address: x.address, interface: text(&x.interface), removed: x.removal.is_ok() });
+        }
+        for r in &f.routes {
+            let _ = h.routes.push(msg::DeliveryRoute { address: r.address, ok: r.ok, detail: text(&r.detail) });
+        }
+        for d in f.forward_drop_policies.iter().chain(&f.forward_terminal_rules) {
+            if h.forward_drops.push(text(d)).is_err() {
+                h.forward_drops_omitted = h.forward_drops_omitted.saturating_add(1);
+            }
+        }
+        for e in &f.errors {
+            let _ = h.errors.push(text(e));
+        }
+        h
+    }
+
+    /// Runs until SIGINT or SIGTERM; `calls` are the control socket's.
+    pub async fn run(&mut self, mut calls: Option<mpsc::Receiver<Call>>) -> io::Result<()> {
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut sigusr1 = signal(SignalKind::user_defined1())?;
@@ -168,7 +385,7 @@ impl Router {
                 // and signals, then go on without sleeping.
                 tokio::task::yield_now().await;
             }
-            let poll_at = self.engine.poll_at().map(|t| self.tokio_deadline(t));
+            let poll_at = self.node.forwarding().and_then(|f| f.dataplane.poll_at(&f.tunnel)).map(|t| self.tokio_deadline(t));
             let wake = [poll_at, Some(next_linux), Some(next_dns_check)].into_iter().flatten().min();
             let wake = wake.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
             let Ports { taps, wan, .. } = &self.ports;
@@ -207,14 +424,21 @@ impl Router {
                 _ = sigint.recv() => break,
                 _ = sigterm.recv() => break,
                 _ = sigusr1.recv() => eprint!("{}", self.status_text()),
-                r = async { linux_job.as_mut().expect("guarded").await }, if linux_job.is_some() => {
+                call = next_call(&mut calls) => match call {
+                    Some(c) => {
+                        let reply = self.control(c.op);
+                        let _ = c.reply.send(reply);
+                    }
+                    None => calls = None,
+                },
+                r = finished(&mut linux_job) => {
                     linux_job = None;
                     match r {
                         Ok(f) => self.take_findings(f),
                         Err(e) => log::warn!("linux check failed: {e}"),
                     }
                 }
-                r = async { dns_job.as_mut().expect("guarded").await }, if dns_job.is_some() => {
+                r = finished(&mut dns_job) => {
                     dns_job = None;
                     if let Ok((i, result)) = r {
                         self.resolved(i, result);
@@ -227,10 +451,14 @@ impl Router {
             let now = self.now();
             busy = self.turn(now);
             let t = tokio::time::Instant::now();
+            if std::mem::take(&mut self.recheck) {
+                next_linux = t;
+            }
             if t >= next_linux && linux_job.is_none() {
                 next_linux = t + self.opts.linux_every;
                 let (captured, enforce, prev) = (self.captured.clone(), self.opts.enforce, self.findings.clone());
-                linux_job = Some(tokio::task::spawn_blocking(move || linux::check(&captured, enforce, &prev)));
+                let tun = self.ports.wan.tun_name().map(str::to_string);
+                linux_job = Some(tokio::task::spawn_blocking(move || linux::check(&captured, tun.as_deref(), enforce, &prev)));
             }
             if t >= next_dns_check {
                 next_dns_check = t + Duration::from_secs(5);
@@ -254,13 +482,22 @@ impl Router {
 
     /// One turn over every fd. True when a batch was full (more waiting).
     fn turn(&mut self, now: Instant) -> bool {
-        let Router { engine, ports, bufs, lens, .. } = self;
+        let Router { node, ports, bufs, lens, .. } = self;
+        let mut fwd = node.forwarding();
+        let mut port_of_nic = [None; routerd_control::build::MAX_NICS];
+        let nic_of_port: &[usize] = fwd.as_ref().map_or(&[], |f| f.nic_of_port);
+        for (p, &n) in nic_of_port.iter().enumerate() {
+            if let Some(slot) = port_of_nic.get_mut(n) {
+                *slot = Some(PortId(p as u8));
+            }
+        }
+        let mut tx = Tx { ports, nic_of_port };
         let mut more = false;
         let mut moved = false;
-        let wan_port = ports.wan_port;
-        for p in 0..ports.taps.len() {
-            let Some(Some(tap)) = ports.taps.get(p) else { continue };
+        for nic in 0..tx.ports.taps.len() {
+            let Some(Some(tap)) = tx.ports.taps.get(nic) else { continue };
             let mut count = 0;
+            let mut errors = 0;
             for (buf, len) in bufs.iter_mut().zip(lens.iter_mut()) {
                 let Some(area) = buf.get_mut(dp::HEADROOM..dp::BUF_SIZE - dp::TAILROOM) else { break };
                 match tap.get_ref().recv(area) {
@@ -270,49 +507,52 @@ impl Router {
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(_) => {
-                        ports.counters.rx_errors += 1;
+                        errors += 1;
                         break;
                     }
                 }
             }
             more |= count == bufs.len();
             moved |= count > 0;
-            let port = PortId(p as u8);
+            let port = port_of_nic.get(nic).copied().flatten();
             for i in 0..count {
                 let (Some(buf), Some(&len)) = (bufs.get_mut(i), lens.get(i)) else { continue };
-                ports.counters.rx_frames += 1;
+                let Some(c) = tx.ports.counters.get_mut(nic) else { continue };
+                c.rx_frames += 1;
+                c.rx_errors += errors;
+                errors = 0;
                 if len > dp::MAX_FRAME {
-                    ports.counters.rx_oversize += 1;
+                    c.rx_oversize += 1;
                     continue;
                 }
-                process(engine, ports, now, port, buf, len);
+                match (port, fwd.as_mut()) {
+                    (Some(port), Some(f)) => process(f, &mut tx, now, port, buf, len),
+                    _ => c.rx_unbound += 1,
+                }
             }
         }
-        let (count, drained) = ports.wan.receive(bufs, lens);
-        more |= !drained;
-        moved |= count > 0;
-        for i in 0..count {
-            let (Some(buf), Some(&len)) = (bufs.get_mut(i), lens.get(i)) else { continue };
-            if len > 0 {
-                process(engine, ports, now, wan_port, buf, len);
+        let wan_port = port_of_nic.get(tx.ports.wan_nic).copied().flatten();
+        for from_tun in [false, true] {
+            let (count, drained) = if from_tun { tx.ports.wan.receive_tun(bufs, lens) } else { tx.ports.wan.receive(bufs, lens) };
+            more |= !drained;
+            moved |= count > 0;
+            let (Some(port), Some(f)) = (wan_port, fwd.as_mut()) else { continue };
+            for i in 0..count {
+                let (Some(buf), Some(&len)) = (bufs.get_mut(i), lens.get(i)) else { continue };
+                if len > 0 {
+                    process(f, &mut tx, now, port, buf, len);
+                }
             }
         }
-        let (count, drained) = ports.wan.receive_tun(bufs, lens);
-        more |= !drained;
-        moved |= count > 0;
-        for i in 0..count {
-            let (Some(buf), Some(&len)) = (bufs.get_mut(i), lens.get(i)) else { continue };
-            if len > 0 {
-                process(engine, ports, now, wan_port, buf, len);
+        if let (Some(port), Some(f)) = (wan_port, fwd.as_mut()) {
+            feed_arp(f, &mut tx, now, port, bufs);
+            let due = f.dataplane.poll_at(&f.tunnel).is_some_and(|t| t <= now);
+            if due || moved {
+                f.dataplane.poll(now, &mut f.tunnel, &mut tx);
+                feed_arp(f, &mut tx, now, port, bufs);
             }
         }
-        feed_arp(engine, ports, now, bufs);
-        let due = engine.poll_at().is_some_and(|t| t <= now);
-        if due || moved {
-            engine.poll(now, ports);
-            feed_arp(engine, ports, now, bufs);
-        }
-        ports.wan.flush();
+        tx.ports.wan.flush();
         more
     }
 
@@ -321,9 +561,10 @@ impl Router {
         if first || f.ip_forward != self.findings.ip_forward {
             match f.ip_forward {
                 Some(true) => log::info!("linux: net.ipv4.ip_forward = 1"),
-                Some(false) => log::warn!(
-                    "linux: net.ipv4.ip_forward = 0 (fine for routerd-host itself; the kernel will not forward for a --wan-tun path)"
+                Some(false) if self.ports.wan.tun_name().is_some() => log::warn!(
+                    "linux: net.ipv4.ip_forward = 0: the kernel will not forward provider-secondary-ip traffic into --wan-tun (sysctl -w net.ipv4.ip_forward=1)"
                 ),
+                Some(false) => log::info!("linux: net.ipv4.ip_forward = 0 (fine without --wan-tun)"),
                 None => {}
             }
         }
@@ -333,6 +574,11 @@ impl Router {
             }
             for r in &f.forward_terminal_rules {
                 log::warn!("linux: forward path terminal rule: {r}");
+            }
+        }
+        for r in f.routes.iter().filter(|r| !r.ok) {
+            if first || !self.findings.routes.contains(r) {
+                log::warn!("linux: route {}/32: {}", r.address, r.detail);
             }
         }
         if first {
@@ -346,16 +592,21 @@ impl Router {
     /// Start one DNS lookup if a DNS peer is due.
     fn dns_due(&mut self, now: Instant) -> Option<DnsJob> {
         let wall = std::time::Instant::now();
-        for (i, d) in self.dns.iter_mut().enumerate() {
-            let stale = self
-                .engine
-                .peer(d.peer.peer, now)
-                .is_none_or(|v| v.since_handshake_ms.is_none_or(|ms| ms > RERESOLVE_AFTER.as_millis() as u64));
+        let wg_now = wg::Instant::from_millis(now.millis());
+        let Router { node, dns, .. } = self;
+        let device = node.wireguard();
+        for (i, d) in dns.iter_mut().enumerate() {
+            let since = device
+                .as_ref()
+                .and_then(|w| w.peer_status(wg::PeerId(d.peer.peer), wg_now))
+                .and_then(|s| s.last_handshake)
+                .map(|t| wg_now.saturating_since(t));
+            let stale = since.is_none_or(|s| s.as_millis() as u64 > RERESOLVE_AFTER.as_millis() as u64);
             let every = if d.peer.resolved.is_some() { RERESOLVE_AFTER } else { RESOLVE_RETRY };
             if stale && wall.duration_since(d.last_attempt) >= every {
                 d.last_attempt = wall;
                 let (host, port) = (d.peer.host.clone(), d.peer.port);
-                return Some(tokio::task::spawn_blocking(move || (i, crate::setup::resolve(&host, port))));
+                return Some(tokio::task::spawn_blocking(move || (i, setup::resolve(&host, port))));
             }
         }
         None
@@ -366,33 +617,39 @@ impl Router {
         match result {
             Err(e) => log::warn!("peer {}: re-resolving failed: {e}", d.peer.name),
             Ok(real) => {
-                let Some(v4) = self.ports.wan.dataplane_endpoint(real) else {
-                    log::warn!("peer {}: {} resolves to {real}, which this socket cannot reach", d.peer.name, d.peer.host);
-                    return;
-                };
                 let changed = d.peer.resolved != Some(real);
                 d.peer.resolved = Some(real);
-                match self.engine.set_endpoint(d.peer.peer, SocketAddr::V4(v4)) {
-                    Ok(()) if changed => log::info!("peer {}: {} now resolves to {real}; endpoint updated", d.peer.name, d.peer.host),
-                    Ok(()) => log::debug!("peer {}: {} still resolves to {real}", d.peer.name, d.peer.host),
-                    Err(e) => log::warn!("peer {}: endpoint update refused: {e}", d.peer.name),
+                let (peer, name, host) = (d.peer.peer, d.peer.name.clone(), d.peer.host.clone());
+                self.dns_cache.insert(host.clone(), real);
+                self.set_endpoint(peer, real);
+                if changed {
+                    log::info!("peer {name}: {host} now resolves to {real}; endpoint updated");
+                } else {
+                    log::debug!("peer {name}: {host} still resolves to {real}");
                 }
             }
         }
     }
 
-    /// Everything worth printing: engine, ports, shim, Linux.
+    /// Everything worth printing: the node's status, ports, shim, Linux.
     pub fn status_text(&mut self) -> String {
         use std::fmt::Write as _;
-        let now = self.now();
-        let mut s = format!("status at {} ms\n", now.millis());
-        s.push_str(&self.engine.status(now, &self.port_names));
-        let t = self.ports.counters;
-        let _ = writeln!(
-            s,
-            "  taps: rx {} frames, tx {} frames, rx errors {}, rx oversize {}, tx errors {}",
-            t.rx_frames, t.tx_frames, t.rx_errors, t.rx_oversize, t.tx_errors
-        );
+        let mut st = match self.control(Op::Status { mark: false }) {
+            Reply::Status(st) => st,
+            _ => Box::default(),
+        };
+        st.host = Some(self.host_report());
+        let mut s = String::new();
+        let _ = st.write_summary(&mut s);
+        for (p, c) in self.opened.ports.iter().zip(&self.ports.counters) {
+            if c.rx_errors + c.rx_oversize + c.tx_errors + c.rx_unbound > 0 {
+                let _ = writeln!(
+                    s,
+                    "  {} (TAP): rx errors {}, rx oversize {}, tx errors {}, rx while unbound {}",
+                    p.name, c.rx_errors, c.rx_oversize, c.tx_errors, c.rx_unbound
+                );
+            }
+        }
         let w = self.ports.wan.counters;
         let _ = writeln!(
             s,
@@ -408,37 +665,56 @@ impl Router {
             let real = d.peer.resolved.map(|a| self.ports.wan.real_endpoint(a));
             let _ = writeln!(s, "  dns peer {}: {} → {:?}", d.peer.name, d.peer.host, real);
         }
-        let f = &self.findings;
-        let _ = writeln!(
-            s,
-            "  linux: checks {}, ip_forward {:?}, captured addresses held at the last check {}, removed since start {}, last event {:?}",
-            f.checks,
-            f.ip_forward,
-            f.held.len(),
-            f.removals_total,
-            f.last_event
-        );
         s
     }
 }
 
-/// One frame through the engine; what comes out goes to its port.
-fn process(engine: &mut Engine, ports: &mut Ports, now: Instant, port: PortId, buf: &mut [u8], len: usize) {
+struct DnsState {
+    peer: DnsPeer,
+    last_attempt: std::time::Instant,
+}
+
+type DnsJob = JoinHandle<(usize, Result<SocketAddr, String>)>;
+
+/// The key slot of `cfg`'s tunnel.
+fn tunnel_slot(cfg: &Config) -> Option<Name> {
+    cfg.wireguard.first().map(|t| {
+        let KeyRef::Device(slot) = &t.private_key;
+        slot.clone()
+    })
+}
+
+async fn next_call(calls: &mut Option<mpsc::Receiver<Call>>) -> Option<Call> {
+    match calls {
+        Some(c) => c.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A spawned job's result; never ready without one.
+async fn finished<T>(job: &mut Option<JoinHandle<T>>) -> Result<T, tokio::task::JoinError> {
+    match job {
+        Some(j) => j.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One frame through the dataplane; what comes out goes to its port.
+fn process(f: &mut Forwarding<'_, OsRng>, tx: &mut Tx<'_>, now: Instant, port: PortId, buf: &mut [u8], len: usize) {
     let Ok(mut fb) = FrameBuf::new(buf, dp::HEADROOM, len) else { return };
-    if let Verdict::Transmit(out) = engine.process(now, port, &mut fb, ports) {
-        let _ = ports.send(out, fb.frame());
+    if let Verdict::Transmit(out) = f.dataplane.process(now, port, &mut fb, &mut f.tunnel, tx) {
+        let _ = tx.send(out, fb.frame());
     }
 }
 
 /// Feed the shim's ARP answers into the WAN port (bounded: the answers can
 /// release parked frames, which can ask again at most once per next hop).
-fn feed_arp(engine: &mut Engine, ports: &mut Ports, now: Instant, bufs: &mut [[u8; dp::BUF_SIZE]]) {
-    let wan_port = ports.wan_port;
+fn feed_arp(f: &mut Forwarding<'_, OsRng>, tx: &mut Tx<'_>, now: Instant, wan_port: PortId, bufs: &mut [[u8; dp::BUF_SIZE]]) {
     for _ in 0..32 {
-        let Some(reply) = ports.wan.pop_arp() else { return };
+        let Some(reply) = tx.ports.wan.pop_arp() else { return };
         let Some(buf) = bufs.first_mut() else { return };
         let Some(dst) = buf.get_mut(dp::HEADROOM..dp::HEADROOM + reply.len()) else { return };
         dst.copy_from_slice(&reply);
-        process(engine, ports, now, wan_port, buf, reply.len());
+        process(f, tx, now, wan_port, buf, reply.len());
     }
 }

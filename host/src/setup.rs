@@ -1,21 +1,23 @@
-//! From a TOML file and the command line to a running configuration.
+//! From a TOML file and the command line to open ports, and from any
+//! configuration (the file's, or one `routerctl apply` sends later) to
+//! what `routerd_control` binds on this host.
 //!
-//! The steps, each of which can refuse with a message that names the path:
-//! parse the TOML, `config_schema::validate` it (every problem printed),
-//! open the ports (a TAP device per LAN port, the UDP shim for the WAN
-//! port), resolve peer endpoints given by DNS name, then hand a *copy* of the
-//! configuration to `routerd_control::build`. The copy differs from the
-//! file only where the host build must fill in what `build` expects from a
-//! NIC: each port's MAC (so ports bind by MAC, whatever their names), the
+//! At start: parse the TOML and `config_schema::validate` it (every problem
+//! printed), [`open`] the ports its file names (a TAP device per LAN port,
+//! the UDP shim for the WAN port), [`resolve_all`] endpoints given by DNS
+//! name. For every apply, [`bind`] makes a *copy* that differs from the
+//! configuration only where the host must fill in what `build` expects from
+//! a NIC: each port's MAC (so ports bind by MAC, whatever their order), the
 //! WAN address and gateway when the file has none (placeholders: the kernel
 //! does the real routing), and endpoints as IPv4 addresses (DNS names
-//! resolved; IPv6 endpoints under their synthetic IPv4, see `v6map`).
+//! resolved; IPv6 endpoints under their synthetic IPv4, see `v6map`). The
+//! node keeps and shows the configuration as given.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 
 use config_schema::{CaptureMethod, ClaimAction, Config, Endpoint, Host, Ipv4Cidr, Mac, PortAddress, PortRole, Severity};
-use routerd_control::{build, NicInfo, Runtime};
+use routerd_control::NicInfo;
 
 use crate::tap::{self, Kind};
 use crate::wan::{Wan, WanIdentity};
@@ -56,7 +58,8 @@ pub struct PortOptions {
     pub wan_tun: Option<String>,
 }
 
-/// A port as the loop drives it.
+/// A port as the loop drives it. Its index in [`Opened::ports`] is its NIC
+/// index for `routerd_control` (the configuration binds ports by MAC).
 pub struct PortPlan {
     pub name: String,
     pub role: PortRole,
@@ -64,6 +67,29 @@ pub struct PortPlan {
     /// LAN ports: the TAP device.
     pub tap: Option<tap::Device>,
 }
+
+/// What was opened at start. A configuration applied later binds to these
+/// ports; it cannot add, rename or re-address them (that needs a restart).
+pub struct Opened {
+    pub ports: Vec<PortPlan>,
+    pub wan_port: usize,
+    /// The WAN address and gateway the dataplane is given (the file's, or
+    /// placeholders: the kernel owns the real ones).
+    pub wan_address: Ipv4Cidr,
+    pub wan_gateway: Option<Ipv4Addr>,
+    /// The WireGuard socket's port.
+    pub listen_port: u16,
+}
+
+impl Opened {
+    /// The NICs as `routerd_control::Node` sees them.
+    pub fn nics(&self) -> Vec<NicInfo> {
+        self.ports.iter().map(|p| NicInfo { mac: p.mac }).collect()
+    }
+}
+
+/// Peer endpoints given by DNS name and what they resolved to.
+pub type DnsCache = HashMap<String, SocketAddr>;
 
 /// A peer whose endpoint is a DNS name.
 #[derive(Debug, Clone)]
@@ -73,22 +99,8 @@ pub struct DnsPeer {
     pub name: String,
     pub host: String,
     pub port: u16,
-    /// What it resolved to at start (real address).
+    /// What it resolves to (real address), if it ever did.
     pub resolved: Option<SocketAddr>,
-}
-
-/// Everything the loop needs.
-pub struct Prepared {
-    /// The configuration as built (see the module comment).
-    pub config: Config,
-    pub runtime: Runtime,
-    /// In configuration order (= dataplane port index).
-    pub ports: Vec<PortPlan>,
-    pub wan_port: usize,
-    pub wan: Wan,
-    pub dns_peers: Vec<DnsPeer>,
-    /// Claims this box captures with provider-secondary-ip.
-    pub captured_secondary: Vec<Ipv4Addr>,
 }
 
 /// Parse and validate; print every problem. Errors → exit code 2.
@@ -126,13 +138,14 @@ pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{host}: no address"))
 }
 
-/// Open the ports and build the runtime.
-pub fn prepare(file: &Config, opts: &PortOptions) -> Result<Prepared, SetupError> {
-    let mut cfg = file.clone();
-    let mut ports = Vec::new();
-    let mut nics = Vec::new();
+/// Open the ports the file names: a TAP device per LAN port, the UDP shim
+/// (and `--wan-tun`) for the WAN port.
+pub fn open(file: &Config, opts: &PortOptions) -> Result<(Opened, Wan), SetupError> {
+    let mut ports: Vec<PortPlan> = Vec::new();
     let mut wan_port = None;
-    for (i, p) in cfg.ports.iter_mut().enumerate() {
+    let mut wan_address = None;
+    let mut wan_gateway = None;
+    for (i, p) in file.ports.iter().enumerate() {
         let name = p.name.as_str().to_string();
         let (mac, dev) = match p.role {
             PortRole::Lan => {
@@ -147,28 +160,24 @@ pub fn prepare(file: &Config, opts: &PortOptions) -> Result<Prepared, SetupError
             }
             PortRole::Wan => {
                 wan_port = Some(i);
-                if !matches!(p.address, Some(PortAddress::Static(_))) {
-                    p.address = Ipv4Cidr::new(PLACEHOLDER_WAN, PLACEHOLDER_PREFIX).ok().map(PortAddress::Static);
-                }
-                if p.gateway.is_none() {
-                    p.gateway = placeholder_gateway(p.address);
-                }
+                let address = match p.address {
+                    Some(PortAddress::Static(c)) => Some(c),
+                    _ => Ipv4Cidr::new(PLACEHOLDER_WAN, PLACEHOLDER_PREFIX).ok(),
+                };
+                wan_gateway = p.gateway.or_else(|| placeholder_gateway(address.map(PortAddress::Static)));
+                wan_address = address;
                 (p.mac.map_or(DEFAULT_WAN_MAC, |m| m.0), None)
             }
         };
-        if nics.iter().any(|n: &NicInfo| n.mac == mac) {
+        if ports.iter().any(|n| n.mac == mac) {
             return Err(input(format!("ports[{i}] ({name}): MAC {mac:02x?} is used by another port")));
         }
-        p.mac = Some(Mac(mac));
-        nics.push(NicInfo { mac });
         ports.push(PortPlan { name, role: p.role, mac, tap: dev });
     }
-    let wan_port = wan_port.ok_or_else(|| input("ports: no port has role = \"wan\"".into()))?;
-    let address = match cfg.ports.get(wan_port).and_then(|p| p.address) {
-        Some(PortAddress::Static(c)) => c.addr(),
-        _ => PLACEHOLDER_WAN,
+    let (Some(wan_port), Some(wan_address)) = (wan_port, wan_address) else {
+        return Err(input("ports: no port has role = \"wan\"".into()));
     };
-    let listen_port = cfg.wireguard.first().map_or(config_schema::config::DEFAULT_LISTEN_PORT, |t| t.listen_port);
+    let listen_port = file.wireguard.first().map_or(config_schema::config::DEFAULT_LISTEN_PORT, |t| t.listen_port);
     let mac = ports.get(wan_port).map_or(DEFAULT_WAN_MAC, |p| p.mac);
     let tun = match &opts.wan_tun {
         Some(n) => {
@@ -178,58 +187,121 @@ pub fn prepare(file: &Config, opts: &PortOptions) -> Result<Prepared, SetupError
         }
         None => None,
     };
-    let mut wan = Wan::new(opts.wan_bind, WanIdentity { mac, address, listen_port }, tun)
+    let wan = Wan::new(opts.wan_bind, WanIdentity { mac, address: wan_address.addr(), listen_port }, tun)
         .map_err(|e| system(format!("WAN socket (UDP port {listen_port}): {e}")))?;
+    Ok((Opened { ports, wan_port, wan_address, wan_gateway, listen_port }, wan))
+}
 
-    // Endpoints: what build accepts is an IPv4 address.
-    let tunnel = cfg.wireguard.first().map(|t| t.name.clone());
-    let mut dns_peers = Vec::new();
-    let mut plan_index = 0u16;
-    for (i, p) in cfg.peers.iter_mut().enumerate() {
-        if Some(&p.tunnel) != tunnel.as_ref() {
-            continue;
+/// The DNS names among `cfg`'s endpoints, resolved now (blocking; at
+/// start). A name that does not resolve is logged and left out: the
+/// re-resolver keeps trying.
+pub fn resolve_all(cfg: &Config) -> DnsCache {
+    let mut cache = DnsCache::new();
+    for (i, p) in cfg.peers.iter().enumerate() {
+        let Some(Endpoint { host: Host::Dns(name), port }) = &p.endpoint else { continue };
+        match resolve(name.as_str(), *port) {
+            Ok(a) => {
+                log::info!("peers[{i}] ({}): {} resolves to {a}", p.name.as_str(), name.as_str());
+                cache.insert(name.as_str().to_string(), a);
+            }
+            Err(err) => log::warn!(
+                "peers[{i}] ({}): cannot resolve {err}; waiting for the peer to dial in, retrying later",
+                p.name.as_str()
+            ),
         }
-        let id = plan_index;
-        plan_index = plan_index.saturating_add(1);
+    }
+    cache
+}
+
+/// The configuration `routerd_control::build` binds on this host: `cfg`
+/// with each port's MAC set to the opened port of the same name, the WAN
+/// address and gateway the shim stands for, and every endpoint as an IPv4
+/// address (DNS names from `dns`, left empty when unresolved; IPv6 under
+/// its synthetic IPv4). Refuses (naming the path) what the opened ports
+/// cannot carry without a restart.
+pub fn bind(cfg: &Config, opened: &Opened, wan: &mut Wan, dns: &DnsCache) -> Result<Box<Config>, String> {
+    let restart = "restart routerd-host with the new --config to change it";
+    let mut out = Box::new(cfg.clone());
+    for (i, p) in out.ports.iter_mut().enumerate() {
+        let Some(o) = opened.ports.iter().find(|o| o.name == p.name.as_str()) else {
+            let names: Vec<&str> = opened.ports.iter().map(|o| o.name.as_str()).collect();
+            return Err(format!("ports[{i}] ({}): routerd-host opened {} at start; {restart}", p.name, names.join(", ")));
+        };
+        if o.role != p.role {
+            return Err(format!("ports[{i}].role ({}): routerd-host opened it as {:?}; {restart}", p.name, o.role));
+        }
+        if let Some(m) = p.mac.filter(|m| m.0 != o.mac) {
+            return Err(format!("ports[{i}].mac: {m} is not the MAC routerd-host gave {} ({}); {restart}", p.name, Mac(o.mac)));
+        }
+        p.mac = Some(Mac(o.mac));
+        if p.role == PortRole::Wan {
+            match p.address {
+                Some(PortAddress::Static(c)) if c != opened.wan_address => {
+                    return Err(format!("ports[{i}].address: {c} differs from the WAN address in use ({}); {restart}", opened.wan_address));
+                }
+                _ => p.address = Some(PortAddress::Static(opened.wan_address)),
+            }
+            p.gateway = p.gateway.or(opened.wan_gateway);
+        }
+    }
+    if let Some(t) = out.wireguard.first() {
+        if t.listen_port != opened.listen_port {
+            return Err(format!(
+                "wireguard[0].listen_port: {} differs from the socket's port {}; {restart}",
+                t.listen_port, opened.listen_port
+            ));
+        }
+    }
+    for (i, p) in out.peers.iter_mut().enumerate() {
         let Some(e) = p.endpoint.clone() else { continue };
         let real = match &e.host {
             Host::V4(a) => Some(SocketAddr::new(IpAddr::V4(*a), e.port)),
             Host::V6(a) => Some(SocketAddr::new(IpAddr::V6(*a), e.port)),
-            Host::Dns(name) => {
-                let r = resolve(name.as_str(), e.port);
-                match &r {
-                    Ok(a) => log::info!("peers[{i}] ({}): {} resolves to {a}", p.name.as_str(), name.as_str()),
-                    Err(err) => log::warn!(
-                        "peers[{i}] ({}): cannot resolve {err}; waiting for the peer to dial in, retrying later",
-                        p.name.as_str()
-                    ),
-                }
-                let resolved = r.ok();
-                dns_peers.push(DnsPeer { peer: id, name: p.name.as_str().into(), host: name.as_str().into(), port: e.port, resolved });
-                resolved
-            }
+            Host::Dns(name) => dns.get(name.as_str()).copied(),
         };
         p.endpoint = match real {
             None => None,
             Some(a) => match wan.dataplane_endpoint(a) {
                 Some(v4) => Some(Endpoint { host: Host::V4(*v4.ip()), port: v4.port() }),
                 None => {
-                    return Err(input(format!(
+                    return Err(format!(
                         "peers[{i}].endpoint: {a} is IPv6 but the WAN socket is IPv4 only (bind it to :: with --wan-bind)"
-                    )))
+                    ))
                 }
             },
         };
     }
+    Ok(out)
+}
 
-    let runtime = build(&cfg, &nics).map_err(|e| input(format!("{e}")))?;
-    let captured_secondary = cfg
-        .claims
+/// The peers of `cfg`'s tunnel whose endpoint is a DNS name, numbered like
+/// the tunnel plan (what `routerd_control::build` does).
+pub fn dns_peers(cfg: &Config, dns: &DnsCache) -> Vec<DnsPeer> {
+    let tunnel = cfg.wireguard.first().map(|t| &t.name);
+    cfg.peers
+        .iter()
+        .filter(|p| Some(&p.tunnel) == tunnel)
+        .enumerate()
+        .filter_map(|(id, p)| match &p.endpoint {
+            Some(Endpoint { host: Host::Dns(name), port }) => Some(DnsPeer {
+                peer: id as u16,
+                name: p.name.as_str().into(),
+                host: name.as_str().into(),
+                port: *port,
+                resolved: dns.get(name.as_str()).copied(),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The claims this box captures with provider-secondary-ip.
+pub fn captured_secondary(cfg: &Config) -> Vec<Ipv4Addr> {
+    cfg.claims
         .iter()
         .filter(|c| matches!(cfg.claim_action(c), ClaimAction::Capture { method: CaptureMethod::ProviderSecondaryIp, .. }))
         .map(|c| c.address.addr())
-        .collect();
-    Ok(Prepared { config: cfg, runtime, ports, wan_port, wan, dns_peers, captured_secondary })
+        .collect()
 }
 
 /// A gateway for a WAN port that has none: another address of its subnet

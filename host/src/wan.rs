@@ -192,6 +192,11 @@ impl Wan {
         &self.sock
     }
 
+    /// The WAN TUN device's name.
+    pub fn tun_name(&self) -> Option<&str> {
+        self.tun.as_ref().map(|t| t.get_ref().name())
+    }
+
     /// The WAN TUN device, for readiness.
     pub fn tun_fd(&self) -> Option<&AsyncFd<tap::Device>> {
         self.tun.as_ref()

@@ -20,125 +20,14 @@
 //! without them the test prints "skipped: …" and passes, unless `CI` is
 //! set, where it fails. Every wait is bounded.
 
+mod common;
+
+use common::{ping, prerequisites, receive_pattern, run, send_pattern, skip_or_fail, wait_for, Lab};
 use std::fs::File;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn skip_or_fail(reason: &str) {
-    if std::env::var_os("CI").is_some() {
-        panic!("routerd-host netns test cannot run under CI: {reason}");
-    }
-    println!("skipped: {reason}");
-}
-
-fn have(bin: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {bin}")])
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-fn prerequisites() -> Option<String> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root (needs network namespaces and TAP devices)".into());
-    }
-    for b in ["ip", "ping", "wg", "wireguard-go"] {
-        if !have(b) {
-            return Some(format!("`{b}` not installed (apt-get install iproute2 iputils-ping wireguard-tools wireguard-go)"));
-        }
-    }
-    if !std::path::Path::new("/dev/net/tun").exists() {
-        return Some("/dev/net/tun missing".into());
-    }
-    None
-}
-
-fn run(cmd: &[&str]) -> Result<String, String> {
-    let out = Command::new(cmd[0]).args(&cmd[1..]).output().map_err(|e| format!("{cmd:?}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr)));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !ok() {
-        assert!(t0.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Everything the lab created; dropping it removes all of it.
-struct Lab {
-    namespaces: Vec<String>,
-    children: Vec<Child>,
-    dir: PathBuf,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
-        }
-        let t0 = Instant::now();
-        for c in &mut self.children {
-            while t0.elapsed() < Duration::from_secs(5) {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for ns in &self.namespaces {
-            let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Run `f` on a thread that has entered network namespace `ns`.
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = File::open(&path).expect("open netns");
-        // SAFETY: setns on a valid namespace fd; it only affects this thread.
-        let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(r, 0, "setns {path}: {}", std::io::Error::last_os_error());
-        f()
-    })
-}
-
-fn ping(ns: &str, target: &str, count: u32, size: u32) -> u32 {
-    let (c, s) = (count.to_string(), size.to_string());
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, "ping", "-n", "-c", &c, "-i", "0.3", "-W", "2", "-s", &s, target])
-        .output()
-        .expect("run ping");
-    let text = String::from_utf8_lossy(&out.stdout);
-    println!("{}", text.trim_end());
-    text.lines()
-        .find_map(|l| {
-            let i = l.find(" received")?;
-            l[..i].rsplit(' ').next()?.parse().ok()
-        })
-        .unwrap_or(0)
-}
-
-/// The byte at offset `i` of the transfer: not periodic in any small power of two.
-fn pattern(i: u64) -> u8 {
-    (i.wrapping_mul(2_654_435_761) >> 13) as u8
-}
 
 const TRANSFER: u64 = 8 << 20;
 
@@ -213,8 +102,9 @@ fn the_same_over_an_ipv6_underlay() {
 }
 
 fn lab(n: u32, underlay: Underlay) {
-    if let Some(reason) = prerequisites() {
-        return skip_or_fail(&reason);
+    let install = "apt-get install iproute2 iputils-ping wireguard-tools wireguard-go";
+    if let Some(reason) = prerequisites(&["ip", "ping", "wg", "wireguard-go"], install) {
+        return skip_or_fail("routerd-host netns test", &reason);
     }
     let pid = std::process::id();
     let x = (pid % 200 + 20 + n) % 250;
@@ -237,13 +127,9 @@ fn lab(n: u32, underlay: Underlay) {
     };
     let plen = if underlay == Underlay::V4 { "24" } else { "64" };
     let dir = std::env::temp_dir().join(format!("routerd-host-netns-{pid}-{n}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut lab = Lab { namespaces: Vec::new(), children: Vec::new(), dir: dir.clone() };
+    let mut lab = Lab::new(dir.clone());
     for ns in [&ns_r, &ns_l, &ns_p] {
-        run(&["ip", "netns", "add", ns]).unwrap();
-        lab.namespaces.push(ns.clone());
-        run(&["ip", "-n", ns, "link", "set", "lo", "up"]).unwrap();
+        lab.netns(ns);
     }
     run(&["ip", "-n", &ns_r, "link", "add", &veth_r, "type", "veth", "peer", "name", &veth_p, "netns", &ns_p]).unwrap();
     // No duplicate address detection on the IPv6 veth: the address is usable at once.
@@ -335,56 +221,13 @@ fn lab(n: u32, underlay: Underlay) {
     assert!(c >= 2, "large pings: {c}/3\n{}", log());
 
     // 8 MiB of TCP, L → P, every byte checked.
-    let server = in_netns(&ns_p, || {
-        let l = TcpListener::bind("10.20.0.50:5201").expect("bind");
-        l.set_nonblocking(true).unwrap();
-        let t0 = Instant::now();
-        let mut s = loop {
-            match l.accept() {
-                Ok((s, _)) => break s,
-                Err(_) if t0.elapsed() < Duration::from_secs(20) => std::thread::sleep(Duration::from_millis(20)),
-                Err(e) => panic!("no connection: {e}"),
-            }
-        };
-        s.set_nonblocking(false).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let (mut got, mut bad) = (0u64, 0u64);
-        let mut buf = vec![0u8; 64 * 1024];
-        while t0.elapsed() < Duration::from_secs(120) {
-            let n = match s.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) => panic!("read after {got} bytes: {e}"),
-            };
-            for &byte in &buf[..n] {
-                if byte != pattern(got) {
-                    bad += 1;
-                }
-                got += 1;
-            }
-        }
-        (got, bad)
-    });
+    let to: SocketAddr = "10.20.0.50:5201".parse().unwrap();
+    let server = receive_pattern(&ns_p, to);
     std::thread::sleep(Duration::from_millis(200));
-    let client = in_netns(&ns_l, || {
-        let to: SocketAddr = "10.20.0.50:5201".parse().unwrap();
-        let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(10)).expect("connect");
-        s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
-        let t0 = Instant::now();
-        let mut sent = 0u64;
-        let mut chunk = vec![0u8; 64 * 1024];
-        while sent < TRANSFER {
-            for (i, b) in chunk.iter_mut().enumerate() {
-                *b = pattern(sent + i as u64);
-            }
-            s.write_all(&chunk).expect("write");
-            sent += chunk.len() as u64;
-        }
-        s.shutdown(std::net::Shutdown::Write).unwrap();
-        (sent, t0.elapsed())
-    });
-    let (sent, took) = client.join().expect("client");
-    let (got, bad) = server.join().expect("server");
+    let client = send_pattern(&ns_l, to, TRANSFER);
+    let sent = client.join().expect("client");
+    let received = server.join().expect("server");
+    let (sent, took, got, bad) = (sent.bytes, sent.took, received.bytes, received.wrong);
     println!("TCP: {sent} bytes sent, {got} received in {took:?} ({bad} wrong)");
     assert_eq!(got, TRANSFER, "every byte arrives\n{}", log());
     assert_eq!(bad, 0, "no byte changed");
@@ -417,5 +260,5 @@ fn lab(n: u32, underlay: Underlay) {
     println!("{text}");
     assert!(status.success(), "exit status {status}");
     assert!(text.contains("status at") && text.contains("removed since start 1"), "{text}");
-    assert!(text.contains("claim 10.20.0.50: Active"), "{text}");
+    assert!(text.contains("claim 10.20.0.50: ProxyArp Active on lan0"), "{text}");
 }

@@ -18,5 +18,5 @@ pub mod node;
 pub mod tunnel;
 
 pub use build::{build, BuildError, ContractName, NicInfo, Runtime, TunnelPlan};
-pub use node::{NicSnapshot, Node, WgDevice};
+pub use node::{Bind, NicSnapshot, Node, WgDevice};
 pub use tunnel::WgTunnel;

@@ -84,6 +84,18 @@ pub struct Node<R> {
     software: &'static str,
     build_id: &'static str,
     mark: Option<(Instant, [u64; dp::counters::DROP_REASONS])>,
+    wall_clock: Option<(Instant, core::time::Duration)>,
+}
+
+/// How a platform binds a configuration to itself before `build`: `None`
+/// binds it as written (the image); `Some(c)` binds `c` instead while the
+/// node keeps showing the configuration as given (the host build fills in
+/// its ports' MACs, the WAN address its socket stands for, resolved
+/// endpoints). An error names the path; nothing changes.
+pub type Bind<'a> = &'a mut dyn FnMut(&Config) -> Result<Option<Box<Config>>, Box<Failure>>;
+
+fn as_written(_: &Config) -> Result<Option<Box<Config>>, Box<Failure>> {
+    Ok(None)
 }
 
 /// What the platform's loop uses to forward.
@@ -106,7 +118,26 @@ impl<R: RngCore + CryptoRng> Node<R> {
             software,
             build_id,
             mark: None,
+            wall_clock: None,
         }
+    }
+
+    /// Where a platform knows the date: the time since the Unix epoch at
+    /// `now`. Every WireGuard device the node makes gets it, so handshake
+    /// initiations carry growing timestamps across restarts (peers refuse
+    /// older ones). Without it they count from boot.
+    pub fn set_wall_clock(&mut self, now: Instant, since_unix_epoch: core::time::Duration) {
+        self.wall_clock = Some((now, since_unix_epoch));
+        if let Some(r) = self.running.as_mut() {
+            r.wg.set_wall_clock(wg::Instant::from_millis(now.millis()), since_unix_epoch);
+        }
+    }
+
+    fn with_wall_clock(&self, mut d: Box<WgDevice>) -> Box<WgDevice> {
+        if let Some((at, wall)) = self.wall_clock {
+            d.set_wall_clock(wg::Instant::from_millis(at.millis()), wall);
+        }
+        d
     }
 
     /// The running configuration.
@@ -142,18 +173,23 @@ impl<R: RngCore + CryptoRng> Node<R> {
     /// Carries out one request. `nics` are indexed like the NICs given to
     /// [`Node::new`]. `Reboot` is answered here and done by the platform.
     pub fn handle(&mut self, now: Instant, op: Op, nics: &[NicSnapshot]) -> Reply {
+        self.handle_with(now, op, nics, &mut as_written)
+    }
+
+    /// [`Node::handle`] with the platform's [`Bind`].
+    pub fn handle_with(&mut self, now: Instant, op: Op, nics: &[NicSnapshot], bind: Bind<'_>) -> Reply {
         match op {
             Op::Hello { .. } | Op::Ping => Reply::Pong,
             Op::Bye | Op::Reboot => Reply::Done,
             Op::Status { mark } => Reply::Status(self.status(now, mark, nics)),
             Op::GetConfig => Reply::Config(self.running.as_ref().map(|r| r.config.clone())),
-            Op::Plan(cfg) => match self.stage(cfg, now) {
+            Op::Plan(cfg) => match self.stage(cfg, now, bind) {
                 Ok(s) => Reply::Plan(s.outcome),
                 Err(f) => Reply::Error(f),
             },
-            Op::Apply(cfg) => self.apply(cfg, now),
-            Op::ClaimAdd(claim) => self.claim_add(claim, now),
-            Op::ClaimRemove(addr) => self.claim_remove(addr, now),
+            Op::Apply(cfg) => self.apply_with(cfg, now, bind),
+            Op::ClaimAdd(claim) => self.claim_add(claim, now, bind),
+            Op::ClaimRemove(addr) => self.claim_remove(addr, now, bind),
             Op::KeyShow => Reply::Keys(self.key_infos()),
             Op::KeyGenerate(slot) => self.key_set(slot, None, now),
             Op::KeyImport(slot, secret) => self.key_set(slot, Some(secret), now),
@@ -162,7 +198,12 @@ impl<R: RngCore + CryptoRng> Node<R> {
 
     /// Applies a configuration (also used for one given at boot).
     pub fn apply(&mut self, cfg: Box<Config>, now: Instant) -> Reply {
-        match self.stage(cfg, now) {
+        self.apply_with(cfg, now, &mut as_written)
+    }
+
+    /// [`Node::apply`] with the platform's [`Bind`].
+    pub fn apply_with(&mut self, cfg: Box<Config>, now: Instant, bind: Bind<'_>) -> Reply {
+        match self.stage(cfg, now, bind) {
             Ok(s) => {
                 let outcome = s.outcome.clone();
                 self.commit(s, now);
@@ -186,7 +227,7 @@ impl<R: RngCore + CryptoRng> Node<R> {
         self.running = Some(Running { config: s.config, runtime: s.runtime, dataplane: s.dataplane, wg, applied_at: now });
     }
 
-    fn stage(&mut self, cfg: Box<Config>, now: Instant) -> Result<Staged, Box<Failure>> {
+    fn stage(&mut self, cfg: Box<Config>, now: Instant, bind: Bind<'_>) -> Result<Staged, Box<Failure>> {
         let report = config_schema::validate(&cfg);
         if !report.is_valid() {
             let mut f = Failure::new(
@@ -234,7 +275,8 @@ impl<R: RngCore + CryptoRng> Node<R> {
                 .map_err(|_| Failure::new(FailureKind::Refused, "wireguard: more key slots than the box holds"))?;
         }
 
-        let runtime = build(&cfg, &self.nics).map_err(|e| refused(format_args!("{e}")))?;
+        let bound = bind(&cfg)?;
+        let runtime = build(bound.as_deref().unwrap_or(&cfg), &self.nics).map_err(|e| refused(format_args!("{e}")))?;
         let dataplane = Dataplane::new(runtime.dataplane.clone(), now)
             .map_err(|e| refused(format_args!("the dataplane refused the configuration: {e:?}")))?;
         let dataplane = Box::new(dataplane);
@@ -251,14 +293,14 @@ impl<R: RngCore + CryptoRng> Node<R> {
                     .or_else(|| self.key(&plan.key_slot).map(|k| k.secret.clone())),
                 None => None,
             };
-            Some(wireguard_device(runtime.tunnel.as_ref(), secret)?)
+            Some(self.with_wall_clock(wireguard_device(runtime.tunnel.as_ref(), secret)?))
         };
         outcome.tunnel_restarts = wg.is_some() && self.running.is_some();
         diff(self.config(), &cfg, &mut outcome);
         Ok(Staged { config: cfg, runtime, dataplane, wg, new_keys, outcome })
     }
 
-    fn claim_add(&mut self, claim: Claim, now: Instant) -> Reply {
+    fn claim_add(&mut self, claim: Claim, now: Instant, bind: Bind<'_>) -> Reply {
         let Some(mut cfg) = self.running.as_ref().map(|r| r.config.clone()) else { return not_configured() };
         if cfg.claims.iter().any(|c| c.address == claim.address) {
             return Reply::Error(Failure::new(
@@ -269,16 +311,32 @@ impl<R: RngCore + CryptoRng> Node<R> {
         if cfg.claims.push(claim).is_err() {
             return Reply::Error(Failure::new(FailureKind::Refused, "claims: the list is full (64)"));
         }
-        self.apply(cfg, now)
+        self.apply_with(cfg, now, bind)
     }
 
-    fn claim_remove(&mut self, addr: config_schema::Ipv4Cidr, now: Instant) -> Reply {
+    fn claim_remove(&mut self, addr: config_schema::Ipv4Cidr, now: Instant, bind: Bind<'_>) -> Reply {
         let Some(mut cfg) = self.running.as_ref().map(|r| r.config.clone()) else { return not_configured() };
         let Some(i) = cfg.claims.iter().position(|c| c.address.addr() == addr.addr()) else {
             return Reply::Error(Failure::new(FailureKind::NotFound, "claims: no claim for that address"));
         };
         cfg.claims.remove(i);
-        self.apply(cfg, now)
+        self.apply_with(cfg, now, bind)
+    }
+
+    /// The private key in `slot`, for a platform that keeps keys across
+    /// restarts (routerd-host's `--key-file`). Never sent anywhere.
+    pub fn key_secret(&self, slot: &Name) -> Option<&SecretKey> {
+        self.key(slot).map(|k| &k.secret)
+    }
+
+    /// The key slot the running tunnel uses.
+    pub fn tunnel_key_slot(&self) -> Option<&Name> {
+        self.running.as_ref()?.runtime.tunnel.as_ref().map(|t| &t.key_slot)
+    }
+
+    /// The running WireGuard device (endpoint updates, peer state).
+    pub fn wireguard(&mut self) -> Option<&mut WgDevice> {
+        self.running.as_mut().map(|r| &mut *r.wg)
     }
 
     fn key(&self, slot: &Name) -> Option<&KeySlot> {
@@ -316,7 +374,7 @@ impl<R: RngCore + CryptoRng> Node<R> {
         // Build the restarted tunnel first: if it fails, nothing changes.
         let restarted = match self.running.as_ref().and_then(|r| r.runtime.tunnel.as_ref()) {
             Some(plan) if plan.key_slot == slot => match wireguard_device(Some(plan), Some(secret.clone())) {
-                Ok(d) => Some(d),
+                Ok(d) => Some(self.with_wall_clock(d)),
                 Err(f) => return Reply::Error(f),
             },
             _ => None,

@@ -75,6 +75,16 @@ pub fn write_bytes(bytes: &[u8]) {
 
 /// Writes raw text to the console (no log prefix). Suppressed while a
 /// provisioning session holds the line (log lines still go, as frames).
+/// The console as a `fmt::Write` (text in whole pieces, like [`print`]).
+pub struct ConsoleText;
+
+impl fmt::Write for ConsoleText {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        print(format_args!("{s}"));
+        Ok(())
+    }
+}
+
 pub fn print(args: fmt::Arguments) {
     if CONSOLE.session.load(Ordering::Acquire) {
         return;

@@ -297,41 +297,7 @@ impl Router {
     fn print_status(&mut self, now: Instant, nics: &mut Nics) {
         let snaps = Self::snapshots(nics);
         let st = self.node.status(now, false, &snaps);
-        console::print(format_args!("status at {} ms\n", now.millis()));
-        if !st.configured {
-            console::print(format_args!("  not forwarding: no configuration applied (routerctl apply)\n"));
-        }
-        for p in &st.ports {
-            console::print(format_args!(
-                "  {}: link {}, rx {} frames, tx {} frames, rx errors {}, tx ring full {}\n",
-                p.name.as_str(),
-                if p.link_up { "up" } else { "down" },
-                p.rx_frames,
-                p.tx_frames,
-                p.rx_errors,
-                p.tx_ring_full
-            ));
-        }
-        for c in &st.claims {
-            console::print(format_args!(
-                "  claim {}: {:?} {:?} on {}, to tunnel {} pkts, from tunnel {} pkts\n",
-                c.address, c.role, c.state, c.port, c.to_tunnel_packets, c.from_tunnel_packets
-            ));
-        }
-        for p in &st.peers {
-            console::print(format_args!(
-                "  peer {}: endpoint {:?}, session {}, rx {} B, tx {} B\n",
-                p.name, p.endpoint, p.has_session, p.rx_bytes, p.tx_bytes
-            ));
-        }
-        for d in &st.drops {
-            console::print(format_args!("  drop {}: {}\n", d.name.as_str(), d.value));
-        }
-        let total = st.drops.iter().fold(0u64, |a, d| a.saturating_add(d.value));
-        console::print(format_args!("  drops total: {total}\n"));
-        for w in &st.wireguard {
-            console::print(format_args!("  wg {}: {}\n", w.name.as_str(), w.value));
-        }
+        let _ = st.write_summary(&mut console::ConsoleText);
         console::print(format_args!("end of status\n"));
     }
 }

@@ -32,7 +32,8 @@ pub const PROTOCOL_DESCRIPTION: &str = "routerd-provision/1;\
 Request{seq:u32,op:Op};Op{Hello{version,hash},Bye,Ping,Status{mark},GetConfig,Plan(Config),Apply(Config),\
 ClaimAdd(Claim),ClaimRemove(Cidr),KeyShow,KeyGenerate(Name),KeyImport(Name,[u8;32]),Reboot};\
 Up{Response{seq,reply},Log{ms,level,text}};Reply{Hello,Done,Pong,Status,Config,Plan,Applied,Keys,Error};\
-Status{device,software,uptime,configured,ports,tunnel,peers,claims,counters,drops,drops_since_mark,mark_age,wireguard,serial};\
+Status{device,software,uptime,configured,ports,tunnel,peers,claims,counters,drops,drops_since_mark,mark_age,wireguard,serial,host};\
+HostReport{checks,ip_forward,wan_socket,wan_tun,held,removals,last_event,routes,forward_drops,firewalls,errors};\
 Outcome{applied,errors,warnings,problems,changes,keys,omitted};Failure{kind,message,problems}";
 
 const fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
@@ -328,6 +329,137 @@ pub struct Status {
     /// Non-zero WireGuard counters.
     pub wireguard: Vec<Count, MAX_COUNTS>,
     pub serial: SerialStats,
+    /// The Linux around a host build (`routerd-host`); `None` on the image.
+    pub host: Option<HostReport>,
+}
+
+impl Status {
+    /// The status as a few human lines (the image's console `status`,
+    /// `routerd-host`'s SIGUSR1 and stop report).
+    pub fn write_summary(&self, w: &mut dyn core::fmt::Write) -> core::fmt::Result {
+        writeln!(w, "status at {} ms", self.uptime_ms)?;
+        if !self.configured {
+            writeln!(w, "  not forwarding: no configuration applied (routerctl apply)")?;
+        }
+        for p in &self.ports {
+            writeln!(
+                w,
+                "  {}: link {}, rx {} frames, tx {} frames, rx errors {}, tx ring full {}",
+                p.name.as_str(),
+                if p.link_up { "up" } else { "down" },
+                p.rx_frames,
+                p.tx_frames,
+                p.rx_errors,
+                p.tx_ring_full
+            )?;
+        }
+        for c in &self.claims {
+            writeln!(
+                w,
+                "  claim {}: {:?} {:?} on {}, to tunnel {} pkts, from tunnel {} pkts",
+                c.address, c.role, c.state, c.port, c.to_tunnel_packets, c.from_tunnel_packets
+            )?;
+        }
+        for p in &self.peers {
+            let hs = p.last_handshake_ms_ago.map(|ms| ms / 1000);
+            writeln!(
+                w,
+                "  peer {}: endpoint {:?}, handshake {}, session {}, rx {} B, tx {} B",
+                p.name, p.endpoint, OrNever(hs), p.has_session, p.rx_bytes, p.tx_bytes
+            )?;
+        }
+        for d in &self.drops {
+            writeln!(w, "  drop {}: {}", d.name.as_str(), d.value)?;
+        }
+        let total = self.drops.iter().fold(0u64, |a, d| a.saturating_add(d.value));
+        writeln!(w, "  drops total: {total}")?;
+        for c in &self.wireguard {
+            writeln!(w, "  wg {}: {}", c.name.as_str(), c.value)?;
+        }
+        if let Some(h) = &self.host {
+            writeln!(
+                w,
+                "  linux: checks {}, ip_forward {:?}, captured addresses held {}, removed since start {}",
+                h.checks,
+                h.ip_forward,
+                h.held.len(),
+                h.removals
+            )?;
+            for r in &h.routes {
+                writeln!(w, "  route {}/32: {}", r.address, r.detail.as_str())?;
+            }
+            for d in &h.forward_drops {
+                writeln!(w, "  forward path: {}", d.as_str())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `12 s ago`, or `never`.
+struct OrNever(Option<u64>);
+
+impl core::fmt::Display for OrNever {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Some(n) => write!(f, "{n} s ago"),
+            None => f.write_str("never"),
+        }
+    }
+}
+
+/// Bounds of a [`HostReport`].
+pub const MAX_HELD: usize = 8;
+pub const MAX_ROUTES: usize = 16;
+pub const MAX_FORWARD_DROPS: usize = 8;
+pub const MAX_HOST_ERRORS: usize = 4;
+
+/// What `routerd-host` found in the Linux it runs on: the things the OS
+/// must (not) do for the box's claims to work (see `host/src/linux.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HostReport {
+    /// Linux checks run so far (0: none finished yet).
+    pub checks: u64,
+    /// `net.ipv4.ip_forward`, if readable.
+    pub ip_forward: Option<bool>,
+    /// The WireGuard UDP socket (`[::]:51820`).
+    pub wan_socket: Text<48>,
+    /// The TUN device carrying the WAN port's IPv4 that is not WireGuard
+    /// (empty: none, so provider-secondary-ip traffic cannot arrive).
+    pub wan_tun: Text<16>,
+    /// Captured addresses an interface held at the last check.
+    pub held: Vec<HeldAddress, MAX_HELD>,
+    /// Captured addresses removed from Linux interfaces since start.
+    pub removals: u64,
+    /// The last removal or failed removal, as logged.
+    pub last_event: Text<160>,
+    /// The kernel route each provider-secondary-ip claim needs.
+    pub routes: Vec<DeliveryRoute, MAX_ROUTES>,
+    /// Drop policies and terminal drop/reject rules on the forward path.
+    pub forward_drops: Vec<Text<120>, MAX_FORWARD_DROPS>,
+    pub forward_drops_omitted: u16,
+    /// Firewall front ends consulted (`iptables nft`).
+    pub firewalls: Text<24>,
+    /// What could not be checked, and why.
+    pub errors: Vec<Text<120>, MAX_HOST_ERRORS>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldAddress {
+    pub address: Ipv4Addr,
+    pub interface: Text<16>,
+    /// routerd-host removed it (else it could not, or only reports).
+    pub removed: bool,
+}
+
+/// `address/32 dev <wan_tun>`: how the kernel hands the box the packets
+/// the cloud fabric delivers for a provider-secondary-ip claim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRoute {
+    pub address: Ipv4Addr,
+    pub ok: bool,
+    /// `present`, `installed`, or what is wrong (`missing`, `via eth0`).
+    pub detail: Text<64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -579,6 +711,22 @@ mod tests {
         for list in [&mut st.counters, &mut st.drops, &mut st.drops_since_mark, &mut st.wireguard] {
             while list.push(Count { name: big_text(), value: u64::MAX }).is_ok() {}
         }
+        let mut host = HostReport {
+            checks: u64::MAX,
+            ip_forward: Some(true),
+            wan_socket: big_text(),
+            wan_tun: big_text(),
+            removals: u64::MAX,
+            last_event: big_text(),
+            forward_drops_omitted: u16::MAX,
+            firewalls: big_text(),
+            ..HostReport::default()
+        };
+        while host.held.push(HeldAddress { address: Ipv4Addr::BROADCAST, interface: big_text(), removed: true }).is_ok() {}
+        while host.routes.push(DeliveryRoute { address: Ipv4Addr::BROADCAST, ok: true, detail: big_text() }).is_ok() {}
+        while host.forward_drops.push(big_text()).is_ok() {}
+        while host.errors.push(big_text()).is_ok() {}
+        st.host = Some(host);
         let up = Up::Response(Response { seq: u32::MAX, reply: Reply::Status(Box::new(st.clone())) });
         let mut buf = vec![0u8; MAX_PAYLOAD];
         let n = encode(&up, &mut buf).expect("maximal status must fit MAX_PAYLOAD").len();

@@ -120,6 +120,11 @@ impl SecretKey {
         KeyText::encode(self.0.as_bytes())
     }
 
+    /// The raw key, for a platform that stores or imports it.
+    pub fn to_bytes(&self) -> [u8; KEY_LEN] {
+        self.0.to_bytes()
+    }
+
     /// The public key, identical to `wg pubkey`.
     pub fn public_key(&self) -> PublicKey {
         PublicKey(x25519_dalek::PublicKey::from(&self.0).to_bytes())
