@@ -65,6 +65,12 @@ struct Cli {
     #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86400))]
     check_every: u64,
 
+    /// Re-resolve a peer endpoint given by DNS name once no handshake has
+    /// succeeded for this many seconds (a site behind a dynamic IP moved);
+    /// a name that never resolved is retried every 30 s (or this, if less).
+    #[arg(long, value_name = "SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    reresolve_after: u64,
+
     /// Only report captured addresses the OS holds and missing delivery
     /// routes; do not remove or install anything.
     #[arg(long)]
@@ -160,6 +166,7 @@ fn run(cli: &Cli) -> Result<(), (i32, String)> {
             linux_every: Duration::from_secs(cli.check_every),
             enforce: !cli.report_only,
             key_file: cli.key_file.clone(),
+            reresolve_after: Duration::from_secs(cli.reresolve_after),
         };
         let name = cfg.device.name.as_str().to_string();
         let mut r = router::Router::new(opened, wan, cfg, key, loop_opts).map_err(|e| (2, format!("{}: {e}", path.display())))?;

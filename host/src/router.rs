@@ -44,10 +44,13 @@ use crate::wan::Wan;
 
 /// Frames taken from one fd per turn (and slots per `recvmmsg`).
 pub const BATCH: usize = crate::wan::BATCH;
-/// Re-resolve a DNS peer when no handshake succeeded for this long.
+/// Re-resolve a DNS peer when no handshake succeeded for this long (the
+/// default of `--reresolve-after`; WireGuard rekeys every 120 s).
 pub const RERESOLVE_AFTER: Duration = Duration::from_secs(120);
-/// Retry an endpoint that never resolved this often.
+/// Retry an endpoint that never resolved this often (at most).
 pub const RESOLVE_RETRY: Duration = Duration::from_secs(30);
+/// How often DNS peers are looked at.
+const DNS_TICK: Duration = Duration::from_secs(5);
 
 /// Counters of one TAP port (the WAN shim has its own).
 #[derive(Debug, Clone, Copy, Default)]
@@ -115,6 +118,15 @@ pub struct LoopOptions {
     /// Where the tunnel's private key is kept across restarts; a key made
     /// or imported over the control socket is written back.
     pub key_file: Option<PathBuf>,
+    /// Re-resolve a DNS endpoint after this long without a handshake.
+    pub reresolve_after: Duration,
+}
+
+impl LoopOptions {
+    /// How often a name that never resolved is tried again.
+    fn resolve_retry(&self) -> Duration {
+        RESOLVE_RETRY.min(self.reresolve_after)
+    }
 }
 
 /// Everything the loop owns.
@@ -266,7 +278,7 @@ impl Router {
                     .find(|d| d.peer.host == peer.host)
                     .map(|d| d.last_attempt)
                     .or_else(|| peer.resolved.map(|_| now))
-                    .unwrap_or_else(|| now.checked_sub(RESOLVE_RETRY).unwrap_or(now));
+                    .unwrap_or_else(|| now.checked_sub(self.opts.resolve_retry()).unwrap_or(now));
                 DnsState { peer, last_attempt }
             })
             .collect();
@@ -377,7 +389,8 @@ impl Router {
         let mut linux_job: Option<JoinHandle<LinuxFindings>> = None;
         let mut dns_job: Option<DnsJob> = None;
         let mut next_linux = tokio::time::Instant::now();
-        let mut next_dns_check = tokio::time::Instant::now() + Duration::from_secs(5);
+        let dns_tick = DNS_TICK.min(self.opts.reresolve_after);
+        let mut next_dns_check = tokio::time::Instant::now() + dns_tick;
         let mut busy = false;
         loop {
             if busy {
@@ -461,7 +474,7 @@ impl Router {
                 linux_job = Some(tokio::task::spawn_blocking(move || linux::check(&captured, tun.as_deref(), enforce, &prev)));
             }
             if t >= next_dns_check {
-                next_dns_check = t + Duration::from_secs(5);
+                next_dns_check = t + dns_tick;
                 if dns_job.is_none() {
                     dns_job = self.dns_due(now);
                 }
@@ -593,7 +606,7 @@ impl Router {
     fn dns_due(&mut self, now: Instant) -> Option<DnsJob> {
         let wall = std::time::Instant::now();
         let wg_now = wg::Instant::from_millis(now.millis());
-        let Router { node, dns, .. } = self;
+        let Router { node, dns, opts, .. } = self;
         let device = node.wireguard();
         for (i, d) in dns.iter_mut().enumerate() {
             let since = device
@@ -601,8 +614,8 @@ impl Router {
                 .and_then(|w| w.peer_status(wg::PeerId(d.peer.peer), wg_now))
                 .and_then(|s| s.last_handshake)
                 .map(|t| wg_now.saturating_since(t));
-            let stale = since.is_none_or(|s| s.as_millis() as u64 > RERESOLVE_AFTER.as_millis() as u64);
-            let every = if d.peer.resolved.is_some() { RERESOLVE_AFTER } else { RESOLVE_RETRY };
+            let stale = since.is_none_or(|s| s.as_millis() as u64 > opts.reresolve_after.as_millis() as u64);
+            let every = if d.peer.resolved.is_some() { opts.reresolve_after } else { opts.resolve_retry() };
             if stale && wall.duration_since(d.last_attempt) >= every {
                 d.last_attempt = wall;
                 let (host, port) = (d.peer.host.clone(), d.peer.port);
