@@ -21,7 +21,10 @@
 //!
 //! Checked: ping both ways through the tunnel, a TCP transfer each way with
 //! every byte verified, and the MSS both receivers saw clamped to at most
-//! tunnel MTU 1420 − 40. Throughput is printed, not asserted. Needs root,
+//! tunnel MTU 1420 − 40, then `routerctl doctor hybrid --json` against both
+//! boxes (the image over its QEMU serial socket, routerd-host over its
+//! `--control` socket) with every `peer.*` and `claim.*` check passing;
+//! the other checks are printed. Throughput is printed, not asserted. Needs root,
 //! /dev/net/tun, `ip`, `ping`, `qemu-system-x86_64`; without them the test
 //! prints "skipped: …" and passes, unless `CI` is set, where it fails.
 //! Every wait is bounded; a failure prints the image console and
@@ -30,12 +33,12 @@
 mod common;
 
 use base64::Engine;
-use common::{ping, prerequisites, receive_pattern, run, send_pattern, skip_or_fail, wait_for, Lab};
+use common::{
+    doctor, not_passed, ping, prerequisites, receive_pattern, run, send_pattern, skip_or_fail, start_routerd_host, wait_for, HostRun, Lab,
+};
 use routerd_e2e::qemu::{self, NetBackend, Nic, NicModel, Vm};
-use std::fs::File;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const BOOT: Duration = Duration::from_secs(60);
@@ -142,19 +145,12 @@ fn config_option(toml: &str) -> String {
     format!("routerd.config={}", base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
-/// The running image and routerd-host's pid and log. When the test fails,
-/// dropping this asks both for their counters and prints console and log,
-/// then stops QEMU (its TAPs go with it).
+/// The running image and routerd-host. When the test fails, dropping this
+/// asks both for their counters and prints console and log, then stops
+/// QEMU (its TAPs go with it).
 struct Boxes {
     vm: Vm,
-    host_pid: Option<u32>,
-    host_log: PathBuf,
-}
-
-impl Boxes {
-    fn host_log(&self) -> String {
-        std::fs::read_to_string(&self.host_log).unwrap_or_default()
-    }
+    host: Option<HostRun>,
 }
 
 impl Drop for Boxes {
@@ -167,13 +163,11 @@ impl Drop for Boxes {
         if serial.write_all(b"status\r").is_ok() {
             let _ = self.vm.wait_for_after(before, "end of status", Duration::from_secs(5));
         }
-        if let Some(pid) = self.host_pid {
-            // SAFETY: kill(2) on our own child's pid (`ip netns exec` execs routerd-host).
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGUSR1) };
-            std::thread::sleep(Duration::from_millis(300));
-        }
         eprintln!("----- image console -----\n{}", self.vm.console());
-        eprintln!("----- routerd-host log -----\n{}", self.host_log());
+        if let Some(h) = &self.host {
+            h.dump_status();
+            eprintln!("----- routerd-host log -----\n{}", h.log());
+        }
     }
 }
 
@@ -231,7 +225,7 @@ fn image_onprem_and_routerd_host_cloud_carry_seed_000() {
         m.nics.push(Nic { model: NicModel::VirtioNet, mac, backend: NetBackend::Tap { ifname: ifname.clone() } });
     }
     let vm = m.spawn().unwrap_or_else(|e| panic!("{e}"));
-    let mut boxes = Boxes { vm, host_pid: None, host_log: lab.dir.join("cloud.log") };
+    let mut boxes = Boxes { vm, host: None };
     // QEMU opens the TAPs once its console is connected, i.e. about now.
     for (tap, ns, addr) in [(&tap_lan, &ns_ol, "10.20.0.10/24"), (&tap_wan, &ns_u, "192.0.2.1/24")] {
         wait_for(&format!("QEMU's TAP {tap}"), Duration::from_secs(20), || run(&["ip", "link", "show", tap]).is_ok());
@@ -253,23 +247,12 @@ fn image_onprem_and_routerd_host_cloud_carry_seed_000() {
     // routerd-host in CR; its LAN TAP's kernel side becomes CL's NIC.
     let cfg_file = lab.dir.join("cloud.toml");
     std::fs::write(&cfg_file, cloud_config(&onprem_key)).unwrap();
-    let log = File::create(&boxes.host_log).unwrap();
-    let child = std::process::Command::new("ip")
-        .args(["netns", "exec", &ns_cr, bin, "--config", cfg_file.to_str().unwrap(), "--key-file", key_file.to_str().unwrap()])
-        .args(["--tap-prefix", &tap_prefix])
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("start routerd-host");
-    boxes.host_pid = Some(child.id());
-    lab.children.push(child);
-    wait_for("routerd-host to create its TAP and run", Duration::from_secs(20), || {
-        if let Ok(Some(status)) = lab.children[0].try_wait() {
-            panic!("routerd-host exited ({status})");
-        }
-        run(&["ip", "-n", &ns_cr, "link", "show", &tap_cloud]).is_ok() && boxes.host_log().contains("running")
-    });
-    assert!(boxes.host_log().contains(&format!("public key {cloud_key}")), "routerd-host uses the key file's key");
+    // The control socket, for doctor at the end.
+    let sock = lab.dir.join("cloud.sock");
+    let (cfg_s, key_s, sock_s) = (cfg_file.to_str().unwrap(), key_file.to_str().unwrap(), sock.to_str().unwrap());
+    let args = ["--config", cfg_s, "--key-file", key_s, "--tap-prefix", &tap_prefix, "--control", sock_s];
+    let host = boxes.host.insert(start_routerd_host(&mut lab, &ns_cr, "cloud", &args));
+    assert_eq!(host.printed_key(), cloud_key, "routerd-host uses the key file's key");
     run(&["ip", "-n", &ns_cr, "link", "set", &tap_cloud, "netns", &ns_cl]).unwrap();
     run(&["ip", "-n", &ns_cl, "addr", "add", "10.20.0.50/24", "dev", &tap_cloud]).unwrap();
     run(&["ip", "-n", &ns_cl, "link", "set", &tap_cloud, "up"]).unwrap();
@@ -311,4 +294,18 @@ fn image_onprem_and_routerd_host_cloud_carry_seed_000() {
     println!("* TCP_MAXSEG of the receiving / sending socket: the MSS the peer's SYN / SYN-ACK carried (clamp: at most {CLAMPED_MSS})");
     println!("{} MiB each way; whole test {:.1} s", TRANSFER >> 20, t_start.elapsed().as_secs_f64());
     assert!(!boxes.vm.console().contains("PANIC"), "the image panicked");
+
+    // 5. doctor hybrid on both boxes: the image over its serial line (QEMU's
+    // socket takes one client, so the harness lets go of it meanwhile),
+    // routerd-host over its control socket.
+    boxes.vm.release_serial();
+    let image_doc = doctor(&format!("unix:{}", boxes.vm.serial_path().display()));
+    boxes.vm.attach_serial(Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
+    let host_doc = doctor(&format!("unix:{}", sock.display()));
+    for (name, doc) in [("image (onprem)", &image_doc), ("routerd-host (cloud)", &host_doc)] {
+        println!("doctor on the {name}: {}; not passed: {:#?}", doc["result"], not_passed(doc, &[""]));
+        let bad = not_passed(doc, &["peer.", "claim."]);
+        assert!(bad.is_empty(), "doctor on the {name}: {bad:#?}");
+        assert!(common::checks(doc).iter().any(|c| c["id"] == "peer.handshake"), "{doc:#}");
+    }
 }

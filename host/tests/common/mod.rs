@@ -1,18 +1,25 @@
 //! What the namespace tests of routerd-host share: prerequisites that skip
 //! (or fail under `CI`), commands, bounded waits, the [`Lab`] guard that
 //! removes everything a test created, threads inside a namespace, ping, and
-//! a TCP transfer whose every byte is checked.
+//! a TCP transfer whose every byte is checked; for the control-socket tests
+//! also routerd-host and `wireguard-go` started inside a namespace, the real
+//! `routerctl` binary run with a time bound (and its `doctor hybrid --json`
+//! read back), and ARP asked on a LAN link with a raw packet socket.
 //!
 //! Each test file includes this with `mod common;` and uses a part of it.
 #![allow(dead_code)]
 
+use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 /// A missing prerequisite: "skipped: …" and pass, unless `CI` is set.
 pub fn skip_or_fail(test: &str, reason: &str) {
@@ -235,4 +242,352 @@ pub fn send_pattern(ns: &str, to: SocketAddr, total: u64) -> std::thread::JoinHa
         s.shutdown(std::net::Shutdown::Write).unwrap();
         Sent { bytes: sent, took: t0.elapsed(), mss }
     })
+}
+
+// ------------------------------------------------------------ processes
+
+/// Runs `cmd` to its end, at most `limit` (then it is killed and the test
+/// fails): exit status, stdout, stderr.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> (ExitStatus, String, String) {
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    // Readers on their own threads, so a full pipe cannot stall the child.
+    fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = pipe.read_to_string(&mut s);
+            s
+        })
+    }
+    let out = drain(child.stdout.take().expect("stdout"));
+    let err = drain(child.stderr.take().expect("stderr"));
+    let status = wait_exit(&mut child, limit);
+    let status = status.unwrap_or_else(|| {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{cmd:?} still running after {limit:?}: killed");
+    });
+    (status, out.join().unwrap_or_default(), err.join().unwrap_or_default())
+}
+
+/// Waits up to `limit` for `child` to exit.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let t0 = Instant::now();
+    loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        if t0.elapsed() >= limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGTERM to `child` (ours), then its exit status within 10 s.
+pub fn stop(child: &mut Child) -> ExitStatus {
+    // SAFETY: kill(2) on our own child's pid (`ip netns exec` execs the binary).
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    wait_exit(child, Duration::from_secs(10)).expect("the process stops within 10 s of SIGTERM")
+}
+
+/// `sysctl -w key=value` inside namespace `ns`, written to /proc/sys
+/// directly (procps is not always installed).
+pub fn sysctl(ns: &str, key: &str, value: &str) {
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    run(&["ip", "netns", "exec", ns, "sh", "-c", &format!("echo {value} > {path}")]).unwrap();
+}
+
+/// A veth pair: `a` in `ns_a` with `addr_a`, `b` in `ns_b` with `addr_b`
+/// (CIDR notation), both up.
+pub fn veth(ns_a: &str, a: &str, addr_a: &str, ns_b: &str, b: &str, addr_b: &str) {
+    run(&["ip", "-n", ns_a, "link", "add", a, "type", "veth", "peer", "name", b, "netns", ns_b]).unwrap();
+    for (ns, dev, addr) in [(ns_a, a, addr_a), (ns_b, b, addr_b)] {
+        run(&["ip", "-n", ns, "addr", "add", addr, "dev", dev]).unwrap();
+        run(&["ip", "-n", ns, "link", "set", dev, "up"]).unwrap();
+    }
+}
+
+/// The MAC of `dev` in namespace `ns`.
+pub fn link_mac(ns: &str, dev: &str) -> [u8; 6] {
+    let text = run(&["ip", "-n", ns, "-o", "link", "show", "dev", dev]).unwrap();
+    let word = text.split("link/ether ").nth(1).and_then(|r| r.split_whitespace().next()).expect("link/ether in ip link");
+    let mut mac = [0u8; 6];
+    for (m, hex) in mac.iter_mut().zip(word.split(':')) {
+        *m = u8::from_str_radix(hex, 16).expect("hex MAC");
+    }
+    mac
+}
+
+/// `aa:bb:cc:dd:ee:ff`, as routerctl prints MACs.
+pub fn mac_text(m: [u8; 6]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+// ------------------------------------------------------------ WireGuard keys and wireguard-go
+
+/// A new WireGuard key pair from wg(8): the private key's file in `dir`
+/// and the public key.
+pub fn wg_keypair(dir: &Path, name: &str) -> (PathBuf, String) {
+    let secret = run(&["wg", "genkey"]).unwrap();
+    let file = dir.join(name);
+    std::fs::write(&file, &secret).unwrap();
+    let mut wg = Command::new("wg").arg("pubkey").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("wg pubkey");
+    wg.stdin.take().expect("stdin").write_all(secret.as_bytes()).unwrap();
+    let out = wg.wait_with_output().unwrap();
+    (file, String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// A `wireguard-go` interface to start in a namespace.
+pub struct WgGo<'a> {
+    pub ns: &'a str,
+    /// Unique on the machine: wg(8) finds the daemon through
+    /// /var/run/wireguard/<name>.sock, which namespaces do not separate.
+    pub ifname: &'a str,
+    pub key_file: &'a Path,
+    pub listen_port: u16,
+    /// The one peer: routerd-host.
+    pub peer_public: &'a str,
+    pub allowed_ips: &'a str,
+    pub endpoint: Option<&'a str>,
+    /// Held on the interface (`a.b.c.d/32`).
+    pub address: &'a str,
+    /// Routed into the interface.
+    pub routes: &'a [&'a str],
+}
+
+/// Starts `w` as a child of `lab` (stopped with it), MTU 1420.
+pub fn wireguard_go(lab: &mut Lab, w: &WgGo<'_>) {
+    let child = Command::new("ip")
+        .args(["netns", "exec", w.ns, "wireguard-go", "-f", w.ifname])
+        .env("LOG_LEVEL", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start wireguard-go");
+    lab.children.push(child);
+    wait_for("wireguard-go's interface", Duration::from_secs(10), || run(&["ip", "-n", w.ns, "link", "show", w.ifname]).is_ok());
+    let port = w.listen_port.to_string();
+    let key = w.key_file.to_str().expect("utf-8 path");
+    let mut set = vec!["ip", "netns", "exec", w.ns, "wg", "set", w.ifname, "listen-port", &port, "private-key", key];
+    set.extend(["peer", w.peer_public, "allowed-ips", w.allowed_ips]);
+    if let Some(e) = w.endpoint {
+        set.extend(["endpoint", e]);
+    }
+    run(&set).unwrap();
+    run(&["ip", "-n", w.ns, "addr", "add", w.address, "dev", w.ifname]).unwrap();
+    run(&["ip", "-n", w.ns, "link", "set", w.ifname, "mtu", "1420", "up"]).unwrap();
+    for r in w.routes {
+        run(&["ip", "-n", w.ns, "route", "add", r, "dev", w.ifname]).unwrap();
+    }
+}
+
+// ------------------------------------------------------------ routerd-host
+
+/// A routerd-host the test started: its pid, stdout and log (stderr) files.
+pub struct HostRun {
+    pub pid: u32,
+    pub out: PathBuf,
+    pub log: PathBuf,
+}
+
+impl HostRun {
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The `public key …` line it printed on stdout.
+    pub fn printed_key(&self) -> String {
+        let out = std::fs::read_to_string(&self.out).unwrap_or_default();
+        out.lines().find_map(|l| l.strip_prefix("public key ")).map(|k| k.trim().to_string()).unwrap_or_default()
+    }
+
+    /// SIGUSR1: routerd-host prints its status into the log.
+    pub fn dump_status(&self) {
+        // SAFETY: kill(2) on our own child's pid (`ip netns exec` execs routerd-host).
+        unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGUSR1) };
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Starts `routerd-host ARGS` in namespace `ns` as a child of `lab`
+/// (stdout in `<name>.out`, log in `<name>.log` of the lab's directory) and
+/// waits until it runs; fails with its log if it exits first.
+pub fn start_routerd_host(lab: &mut Lab, ns: &str, name: &str, args: &[&str]) -> HostRun {
+    let (out, log) = (lab.dir.join(format!("{name}.out")), lab.dir.join(format!("{name}.log")));
+    let child = Command::new("ip")
+        .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_routerd-host")])
+        .args(args)
+        .stdout(File::create(&out).unwrap())
+        .stderr(File::create(&log).unwrap())
+        .spawn()
+        .expect("start routerd-host");
+    let run = HostRun { pid: child.id(), out, log };
+    lab.children.push(child);
+    let i = lab.children.len() - 1;
+    wait_for(&format!("routerd-host ({name}) to run"), Duration::from_secs(20), || {
+        if let Ok(Some(status)) = lab.children[i].try_wait() {
+            panic!("routerd-host ({name}) exited ({status}):\n{}", run.log());
+        }
+        run.log().contains(" running; ")
+    });
+    run
+}
+
+// ------------------------------------------------------------ routerctl
+
+/// The `routerctl` binary: `ROUTERCTL` if set, else built once per test
+/// process with `cargo build -p routerctl` (tests of this package only get
+/// their own binary from cargo).
+pub fn routerctl() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("ROUTERCTL") {
+            return PathBuf::from(p);
+        }
+        // This crate's own path (a dependency's could be stale in a shared target dir).
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(&cargo)
+            .current_dir(&root)
+            .args(["build", "--package", "routerctl"])
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run {cargo:?} in {} to build routerctl: {e}", root.display()));
+        assert!(status.success(), "building routerctl failed ({status})");
+        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+        target.join("debug").join("routerctl")
+    })
+    .clone()
+}
+
+/// What one `routerctl` run did.
+pub struct Ctl {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Ctl {
+    /// Its stdout as JSON (fails the test with the output otherwise).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("routerctl printed no JSON ({e}):\n{}{}", self.stdout, self.stderr))
+    }
+}
+
+/// `routerctl ARGS --port PORT`, at most 30 s; the command and its output
+/// are printed (the test's log shows the conversation).
+pub fn ctl(port: &str, args: &[&str]) -> Ctl {
+    let (status, stdout, stderr) = output_within(Command::new(routerctl()).args(args).args(["--port", port]), Duration::from_secs(30));
+    println!("$ routerctl {} --port {port}\n{stdout}{stderr}-> {status}", args.join(" "));
+    Ctl { code: status.code(), stdout, stderr }
+}
+
+/// `routerctl doctor hybrid --json` against `port`: the document.
+pub fn doctor(port: &str) -> Value {
+    let out = ctl(port, &["doctor", "hybrid", "--json"]);
+    assert!(matches!(out.code, Some(0 | 1)), "doctor hybrid exits 0 or 1: {:?}\n{}", out.code, out.stderr);
+    out.json()
+}
+
+/// The result (`pass`, `warn`, …) of check `id` for `subject` in a doctor
+/// document, or `missing`.
+pub fn verdict(doc: &Value, id: &str, subject: &str) -> String {
+    checks(doc)
+        .iter()
+        .find(|c| c["id"] == id && c["subject"] == subject)
+        .and_then(|c| c["result"].as_str())
+        .unwrap_or("missing")
+        .to_string()
+}
+
+/// The checks of a doctor document.
+pub fn checks(doc: &Value) -> Vec<Value> {
+    doc["checks"].as_array().cloned().unwrap_or_default()
+}
+
+/// The checks whose id starts with one of `prefixes` and did not pass, as
+/// `id subject: result (reason)` lines.
+pub fn not_passed(doc: &Value, prefixes: &[&str]) -> Vec<String> {
+    checks(doc)
+        .iter()
+        .filter(|c| c["id"].as_str().is_some_and(|id| prefixes.iter().any(|p| id.starts_with(p))))
+        .filter(|c| c["result"] != "pass")
+        .map(|c| format!("{} {}: {} ({})", c["id"], c["subject"], c["result"], c["reason"]))
+        .collect()
+}
+
+// ------------------------------------------------------------ ARP on a LAN link
+
+/// Asks who has `target` on `dev` (namespace `ns`) from `sender` with a raw
+/// packet socket, again every 300 ms; the MAC of the first answer within
+/// `wait`, or `None`. The kernel's neighbour cache plays no part.
+pub fn arp_ask(ns: &str, dev: &str, sender: Ipv4Addr, target: Ipv4Addr, wait: Duration) -> Option<[u8; 6]> {
+    let (mac, dev) = (link_mac(ns, dev), dev.to_string());
+    in_netns(ns, move || {
+        let name = CString::new(dev).unwrap();
+        // SAFETY: a valid NUL-terminated string.
+        let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        assert_ne!(index, 0, "no such interface");
+        let proto = (libc::ETH_P_ARP as u16).to_be();
+        // SAFETY: plain socket(2); the fd is owned below.
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
+        assert!(raw >= 0, "packet socket: {}", std::io::Error::last_os_error());
+        // SAFETY: `raw` is a new fd nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: sockaddr_ll is plain old data; all-zero is valid.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = proto;
+        sll.sll_ifindex = index as i32;
+        let len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        // SAFETY: `sll` is a sockaddr_ll of `len` bytes that lives across the call.
+        let r = unsafe { libc::bind(fd.as_raw_fd(), (&sll as *const libc::sockaddr_ll).cast(), len) };
+        assert_eq!(r, 0, "bind: {}", std::io::Error::last_os_error());
+        let tv = libc::timeval { tv_sec: 0, tv_usec: 50_000 };
+        // SAFETY: SO_RCVTIMEO takes a timeval that lives across the call.
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        let mut request = Vec::with_capacity(42);
+        request.extend_from_slice(&[0xff; 6]);
+        request.extend_from_slice(&mac);
+        request.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+        request.extend_from_slice(&mac);
+        request.extend_from_slice(&sender.octets());
+        request.extend_from_slice(&[0; 6]);
+        request.extend_from_slice(&target.octets());
+        let t0 = Instant::now();
+        let mut last_ask: Option<Instant> = None;
+        let mut buf = [0u8; 1600];
+        while t0.elapsed() < wait {
+            if last_ask.is_none_or(|t| t.elapsed() >= Duration::from_millis(300)) {
+                // SAFETY: `request` lives across the call; the socket is bound to the link.
+                let n = unsafe { libc::send(fd.as_raw_fd(), request.as_ptr().cast(), request.len(), 0) };
+                assert_eq!(n, request.len() as isize, "send: {}", std::io::Error::last_os_error());
+                last_ask = Some(Instant::now());
+            }
+            // SAFETY: `buf` has `buf.len()` writable bytes.
+            let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            let Some(f) = usize::try_from(n).ok().and_then(|n| buf.get(..n)) else { continue };
+            // An ARP reply (opcode 2) from `target` to `sender`.
+            if f.len() >= 42
+                && f[12..14] == [0x08, 0x06]
+                && f[20..22] == [0, 2]
+                && f[28..32] == target.octets()
+                && f[38..42] == sender.octets()
+            {
+                let mut who = [0u8; 6];
+                who.copy_from_slice(&f[22..28]);
+                return Some(who);
+            }
+        }
+        None
+    })
+    .join()
+    .expect("ARP thread")
 }
