@@ -285,7 +285,11 @@ pub fn status_text(st: &Status) -> String {
             o += &format!("  route {}/32: {}\n", r.address, r.detail);
         }
         for x in &h.held {
-            o += &format!("  held by Linux: {} on {}{}\n", x.address, x.interface, if x.removed { " (removed)" } else { "" });
+            if x.removed {
+                o += &format!("  held by Linux {} s ago: {} on {} (removed)\n", x.seconds_ago, x.address, x.interface);
+            } else {
+                o += &format!("  held by Linux: {} on {} (NOT removed)\n", x.address, x.interface);
+            }
         }
         if h.removals > 0 {
             o += &format!("  captured addresses removed since start: {} (last: {})\n", h.removals, h.last_event);
@@ -747,6 +751,7 @@ pub fn logs(conn: &Conn, seconds: Option<u64>, json_out: bool) -> Result<u8, Fai
         print!("{}", console.replace('\r', ""));
     }
     let end = seconds.map(|s| std::time::Instant::now() + Duration::from_secs(s));
+    let mut last_ping = std::time::Instant::now();
     loop {
         let slice = match end {
             Some(e) => e.saturating_duration_since(std::time::Instant::now()).min(Duration::from_secs(5)),
@@ -770,8 +775,12 @@ pub fn logs(conn: &Conn, seconds: Option<u64>, json_out: bool) -> Result<u8, Fai
         if end.is_some_and(|e| std::time::Instant::now() >= e) {
             break;
         }
-        // Keep the session open (the box closes idle ones).
-        c.request(Op::Ping).map_err(|e| failed(e.to_string()))?;
+        // Keep the session open (the box closes idle ones); lines are
+        // printed as they come, the box is pinged every 5 s.
+        if last_ping.elapsed() >= Duration::from_secs(5) {
+            c.request(Op::Ping).map_err(|e| failed(e.to_string()))?;
+            last_ping = std::time::Instant::now();
+        }
     }
     let _ = c.close();
     Ok(0)

@@ -240,7 +240,7 @@ impl Client {
         for _ in 0..TRIES {
             self.line.write_all(&wire[..m]).map_err(|e| LinkError(format!("{port}: write failed: {e}")))?;
             let deadline = Instant::now() + timeout;
-            if let Some(reply) = self.wait(seq, deadline)? {
+            if let Some(reply) = self.wait(Some(seq), deadline)? {
                 return Ok(reply);
             }
         }
@@ -251,7 +251,9 @@ impl Client {
     }
 
     /// Reads until the response to `seq` arrives or the deadline passes.
-    fn wait(&mut self, seq: u32, deadline: Instant) -> Result<Option<Reply>, LinkError> {
+    /// Reads until the answer to `seq` (or with `seq = None`, the first
+    /// log lines) arrives, or `deadline`.
+    fn wait(&mut self, seq: Option<u32>, deadline: Instant) -> Result<Option<Reply>, LinkError> {
         let mut buf = [0u8; 4096];
         loop {
             let n = match self.line.read_until(&mut buf, deadline) {
@@ -262,7 +264,7 @@ impl Client {
             for &b in &buf[..n] {
                 match self.decoder.push(b) {
                     Some(Event::Frame(p)) => match message::decode::<Up>(p) {
-                        Ok(Up::Response(r)) if r.seq == seq => return Ok(Some(r.reply)),
+                        Ok(Up::Response(r)) if Some(r.seq) == seq => return Ok(Some(r.reply)),
                         Ok(Up::Response(_)) => {} // a stale answer to an earlier try
                         Ok(Up::Log(l)) => self.logs.push(l),
                         Err(_) => {}
@@ -271,13 +273,17 @@ impl Client {
                     None => {}
                 }
             }
+            if seq.is_none() && !self.logs.is_empty() {
+                return Ok(None);
+            }
         }
     }
 
-    /// Waits for log lines (`routerctl logs`), keeping the session alive.
+    /// Waits up to `duration` for log lines (`routerctl logs`); returns
+    /// as soon as some arrived.
     pub fn follow(&mut self, duration: Duration) -> Result<Vec<LogLine>, LinkError> {
         let deadline = Instant::now() + duration;
-        let _ = self.wait(0, deadline)?;
+        let _ = self.wait(None, deadline)?;
         Ok(std::mem::take(&mut self.logs))
     }
 

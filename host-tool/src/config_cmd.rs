@@ -36,6 +36,8 @@ pub enum ConfigCommand {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Print the configuration the box runs now (what `apply` last made
+    /// it run), or say that it runs none
     Get {
         #[command(flatten)]
         conn: crate::box_cmd::Conn,

@@ -391,7 +391,10 @@ fn linux(st: &Status, h: &HostReport, out: &mut Vec<Check>) {
                 "linux.address",
                 &subject,
                 Verdict::Warn,
-                format!("Linux held {subject} on {}; routerd-host removed it", x.interface),
+                format!(
+                    "Linux held {subject} on {} {} s ago; routerd-host removed it ({} removals since start)",
+                    x.interface, x.seconds_ago, h.removals
+                ),
                 format!("stop cloud-init/netplan from adding {subject} back (it is a secondary IP the OS must not configure)"),
             )),
             Some(x) => out.push(check(
@@ -704,14 +707,14 @@ delivery = { tunnel = "wg0", peer = "onprem" }
 
         // cloud-init put the address back and it was removed; forwarding off;
         // a drop policy on the forward path.
-        h.held.push(HeldAddress { address: addr, interface: text("eth0"), removed: true }).unwrap();
+        h.held.push(HeldAddress { address: addr, interface: text("eth0"), removed: true, seconds_ago: 42 }).unwrap();
         h.ip_forward = Some(false);
         h.forward_drops.push(text("nft: table inet filter chain forward: policy drop")).unwrap();
         st.host = Some(h.clone());
         let checks = hybrid(&st, Some(&cfg));
         let a = find(&checks, "linux.address", "10.20.0.10");
         assert_eq!(a.result, Verdict::Warn);
-        assert!(a.reason.contains("eth0") && a.hint.contains("cloud-init"), "{a:?}");
+        assert!(a.reason.contains("eth0 42 s ago") && a.hint.contains("cloud-init"), "{a:?}");
         let f = find(&checks, "linux.forward", "host");
         assert_eq!(f.result, Verdict::Fail);
         assert!(f.hint.contains("ip_forward=1"), "{f:?}");

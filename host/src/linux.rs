@@ -46,6 +46,18 @@ pub struct HeldAddress {
     pub removal: Result<(), String>,
 }
 
+/// How long a removal stays in the findings (so `doctor` run minutes later
+/// still says that something keeps putting the address back).
+pub const RECENT: Duration = Duration::from_secs(15 * 60);
+
+/// A captured address routerd-host removed from an interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removal {
+    pub address: Ipv4Addr,
+    pub interface: String,
+    pub at: std::time::Instant,
+}
+
 /// The route a provider-secondary-ip claim needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteFinding {
@@ -66,6 +78,8 @@ pub struct LinuxFindings {
     pub held: Vec<HeldAddress>,
     /// Captured addresses removed since start.
     pub removals_total: u64,
+    /// Removals in the last [`RECENT`], newest last.
+    pub recent_removals: Vec<Removal>,
     /// The last removal (or failed removal), for status and doctor.
     pub last_event: Option<String>,
     /// Drop policies on the forward path (`iptables: -P FORWARD DROP`).
@@ -92,6 +106,7 @@ pub fn check(captured: &[Ipv4Addr], tun: Option<&str>, enforce: bool, prev: &Lin
         checks: prev.checks.saturating_add(1),
         removals_total: prev.removals_total,
         installed: prev.installed.clone(),
+        recent_removals: prev.recent_removals.iter().filter(|r| r.at.elapsed() < RECENT).cloned().collect(),
         last_event: prev.last_event.clone(),
         ..LinuxFindings::default()
     };
@@ -111,6 +126,7 @@ pub fn check(captured: &[Ipv4Addr], tun: Option<&str>, enforce: bool, prev: &Lin
                     let event = match &removal {
                         Ok(()) => {
                             f.removals_total = f.removals_total.saturating_add(1);
+                            f.recent_removals.push(Removal { address, interface: interface.clone(), at: std::time::Instant::now() });
                             format!(
                                 "removed captured address {address}/{prefix_len} from {interface}: the OS must not hold it (configure_os_address = false)"
                             )

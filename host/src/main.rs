@@ -151,6 +151,12 @@ fn run(cli: &Cli) -> Result<(), (i32, String)> {
         .build()
         .map_err(|e| (1, format!("tokio runtime: {e}")))?;
     rt.block_on(async {
+        // The socket first: a second routerd-host for the same box stops
+        // here, with the reason, before it touches any port.
+        let control = match &cli.control {
+            Some(p) => Some(control::Control::bind(p).map_err(|e| (1, format!("--control {}: {e}", p.display())))?),
+            None => None,
+        };
         // AsyncFd registration needs the runtime, so the ports open in here.
         let (opened, wan) = setup::open(&cfg, &opts).map_err(|e| (e.code, e.message))?;
         for p in &opened.ports {
@@ -177,9 +183,8 @@ fn run(cli: &Cli) -> Result<(), (i32, String)> {
             }
             None => log::info!("wg: no tunnel configured"),
         }
-        let calls = match &cli.control {
-            Some(p) => {
-                let c = control::Control::bind(p).map_err(|e| (1, format!("--control {}: {e}", p.display())))?;
+        let calls = match control {
+            Some(c) => {
                 log::info!("control: provisioning on unix:{} (routerctl --port unix:{})", c.path().display(), c.path().display());
                 let (tx, rx) = tokio::sync::mpsc::channel(4);
                 tokio::spawn(c.serve(tx, r.device_name()));

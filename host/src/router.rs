@@ -364,8 +364,17 @@ impl Router {
             firewalls: text(&f.firewalls_checked.join(" ")),
             ..msg::HostReport::default()
         };
-        for x in &f.held {
-            let _ = h.held.push(msg::HeldAddress { address: x.address, interface: text(&x.interface), removed: x.removal.is_ok() });
+        for x in f.held.iter().filter(|x| x.removal.is_err()) {
+            let _ = h.held.push(msg::HeldAddress { address: x.address, interface: text(&x.interface), removed: false, seconds_ago: 0 });
+        }
+        // Newest first: what is still happening matters most.
+        for r in f.recent_removals.iter().rev() {
+            let _ = h.held.push(msg::HeldAddress {
+                address: r.address,
+                interface: text(&r.interface),
+                removed: true,
+                seconds_ago: r.at.elapsed().as_secs(),
+            });
         }
         for r in &f.routes {
             let _ = h.routes.push(msg::DeliveryRoute { address: r.address, ok: r.ok, detail: text(&r.detail) });

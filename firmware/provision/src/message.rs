@@ -33,7 +33,7 @@ Request{seq:u32,op:Op};Op{Hello{version,hash},Bye,Ping,Status{mark},GetConfig,Pl
 ClaimAdd(Claim),ClaimRemove(Cidr),KeyShow,KeyGenerate(Name),KeyImport(Name,[u8;32]),Reboot};\
 Up{Response{seq,reply},Log{ms,level,text}};Reply{Hello,Done,Pong,Status,Config,Plan,Applied,Keys,Error};\
 Status{device,software,uptime,configured,ports,tunnel,peers,claims,counters,drops,drops_since_mark,mark_age,wireguard,serial,host};\
-HostReport{checks,ip_forward,wan_socket,wan_tun,held,removals,last_event,routes,forward_drops,firewalls,errors};\
+HostReport{checks,ip_forward,wan_socket,wan_tun,held{address,interface,removed,seconds_ago},removals,last_event,routes,forward_drops,firewalls,errors};\
 Outcome{applied,errors,warnings,problems,changes,keys,omitted};Failure{kind,message,problems}";
 
 const fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
@@ -427,7 +427,8 @@ pub struct HostReport {
     /// The TUN device carrying the WAN port's IPv4 that is not WireGuard
     /// (empty: none, so provider-secondary-ip traffic cannot arrive).
     pub wan_tun: Text<16>,
-    /// Captured addresses an interface held at the last check.
+    /// Captured addresses an interface holds, or held until routerd-host
+    /// removed them in the last 15 minutes.
     pub held: Vec<HeldAddress, MAX_HELD>,
     /// Captured addresses removed from Linux interfaces since start.
     pub removals: u64,
@@ -450,6 +451,8 @@ pub struct HeldAddress {
     pub interface: Text<16>,
     /// routerd-host removed it (else it could not, or only reports).
     pub removed: bool,
+    /// When it was found (0: at the last check).
+    pub seconds_ago: u64,
 }
 
 /// `address/32 dev <wan_tun>`: how the kernel hands the box the packets
@@ -722,7 +725,7 @@ mod tests {
             firewalls: big_text(),
             ..HostReport::default()
         };
-        while host.held.push(HeldAddress { address: Ipv4Addr::BROADCAST, interface: big_text(), removed: true }).is_ok() {}
+        while host.held.push(HeldAddress { address: Ipv4Addr::BROADCAST, interface: big_text(), removed: true, seconds_ago: u64::MAX }).is_ok() {}
         while host.routes.push(DeliveryRoute { address: Ipv4Addr::BROADCAST, ok: true, detail: big_text() }).is_ok() {}
         while host.forward_drops.push(big_text()).is_ok() {}
         while host.errors.push(big_text()).is_ok() {}
