@@ -78,17 +78,7 @@ pub fn progress<T>(what: &str, f: impl FnOnce() -> T) -> T {
 
 /// Turns a box's refusal into the exit code and text (problems listed).
 fn refusal(f: &BoxFailure) -> Failure {
-    let mut s = format!("the box refused: {}", f.message);
-    for p in &f.problems {
-        s.push_str(&format!(
-            "\n  {}[{}] {}: {}\n    hint: {}",
-            if p.error { "error" } else { "warning" },
-            p.code,
-            p.path,
-            p.message,
-            p.hint
-        ));
-    }
+    let s = format!("the box refused: {f}");
     let code = match f.kind {
         FailureKind::Invalid | FailureKind::Exists | FailureKind::NotFound => EXIT_USAGE,
         _ => EXIT_FAILED,

@@ -149,21 +149,6 @@ pub struct Router {
     recheck: bool,
 }
 
-fn refused(message: &str) -> Box<Failure> {
-    let mut f = Failure::new(FailureKind::Refused, "");
-    f.message = text_fmt(format_args!("{message}"));
-    f
-}
-
-/// A refusal as one text (what the box said, then each problem).
-pub fn failure_text(f: &Failure) -> String {
-    let mut s = f.message.as_str().to_string();
-    for p in &f.problems {
-        s.push_str(&format!("\n  {}: {}", p.path.as_str(), p.message.as_str()));
-    }
-    s
-}
-
 impl Router {
     /// Start the node on the opened ports with `cfg` (and `key`, from the
     /// key file, in the tunnel's slot). DNS names are resolved first
@@ -184,7 +169,7 @@ impl Router {
         let key_on_disk = key.as_ref().map(SecretKey::public_key);
         if let (Some(k), Some(slot)) = (key, tunnel_slot(&cfg)) {
             if let Reply::Error(f) = node.handle(Instant::ZERO, Op::KeyImport(slot, k.to_bytes()), &[]) {
-                return Err(failure_text(&f));
+                return Err(f.to_string());
             }
         }
         let dns_cache = setup::resolve_all(&cfg);
@@ -207,7 +192,7 @@ impl Router {
         };
         match r.apply(Box::new(cfg)) {
             Reply::Applied(_) => {}
-            Reply::Error(f) => return Err(failure_text(&f)),
+            Reply::Error(f) => return Err(f.to_string()),
             other => return Err(format!("unexpected answer to the start configuration: {other:?}")),
         }
         Ok(r)
@@ -243,7 +228,8 @@ impl Router {
     /// One provisioning request, as the control socket passes it on.
     pub fn control(&mut self, op: Op) -> Reply {
         if let Op::Reboot = op {
-            return Reply::Error(refused(
+            return Reply::Error(Failure::new(
+                FailureKind::Refused,
                 "routerd-host does not reboot the machine it runs on; restart the service instead (e.g. systemctl restart routerd-host)",
             ));
         }
@@ -251,7 +237,7 @@ impl Router {
         let now = self.now();
         let snaps = self.snapshots();
         let Router { node, ports, opened, dns_cache, .. } = self;
-        let mut bind = |c: &Config| setup::bind(c, opened, &mut ports.wan, dns_cache).map(Some).map_err(|m| refused(&m));
+        let mut bind = |c: &Config| setup::bind(c, opened, &mut ports.wan, dns_cache).map(Some).map_err(|m| Failure::refused(format_args!("{m}")));
         let mut reply = node.handle_with(now, op, &snaps, &mut bind);
         if changes && matches!(reply, Reply::Applied(_) | Reply::Keys(_)) {
             self.reconfigured();
@@ -656,11 +642,10 @@ impl Router {
     /// Everything worth printing: the node's status, ports, shim, Linux.
     pub fn status_text(&mut self) -> String {
         use std::fmt::Write as _;
-        let mut st = match self.control(Op::Status { mark: false }) {
+        let st = match self.control(Op::Status { mark: false }) {
             Reply::Status(st) => st,
             _ => Box::default(),
         };
-        st.host = Some(self.host_report());
         let mut s = String::new();
         let _ = st.write_summary(&mut s);
         for (p, c) in self.opened.ports.iter().zip(&self.ports.counters) {

@@ -276,9 +276,9 @@ impl<R: RngCore + CryptoRng> Node<R> {
         }
 
         let bound = bind(&cfg)?;
-        let runtime = build(bound.as_deref().unwrap_or(&cfg), &self.nics).map_err(|e| refused(format_args!("{e}")))?;
+        let runtime = build(bound.as_deref().unwrap_or(&cfg), &self.nics).map_err(|e| Failure::refused(format_args!("{e}")))?;
         let dataplane = Dataplane::new(runtime.dataplane.clone(), now)
-            .map_err(|e| refused(format_args!("the dataplane refused the configuration: {e:?}")))?;
+            .map_err(|e| Failure::refused(format_args!("the dataplane refused the configuration: {e:?}")))?;
         let dataplane = Box::new(dataplane);
 
         let keep = self.running.as_ref().is_some_and(|r| r.runtime.tunnel == runtime.tunnel && new_keys.is_empty());
@@ -550,12 +550,6 @@ impl<R: RngCore + CryptoRng> Node<R> {
     }
 }
 
-fn refused(args: core::fmt::Arguments<'_>) -> Box<Failure> {
-    let mut f = Failure::new(FailureKind::Refused, "");
-    f.message = text_fmt(args);
-    f
-}
-
 fn not_configured() -> Reply {
     Reply::Error(Failure::new(
         FailureKind::NotConfigured,
@@ -577,10 +571,10 @@ pub fn wireguard_device(plan: Option<&TunnelPlan>, secret: Option<SecretKey>) ->
         let mut pc = wg::PeerConfig::new(wg::PublicKey(p.public_key));
         pc.endpoint = p.endpoint;
         pc.persistent_keepalive = p.persistent_keepalive;
-        let id = d.add_peer(pc).map_err(|e| refused(format_args!("peers[{i}]: WireGuard refused the peer: {e:?}")))?;
+        let id = d.add_peer(pc).map_err(|e| Failure::refused(format_args!("peers[{i}]: WireGuard refused the peer: {e:?}")))?;
         for a in &p.allowed {
             d.add_allowed_ip(id, IpAddr::V4(a.addr()), a.prefix_len())
-                .map_err(|e| refused(format_args!("peers[{i}].allowed_ips: WireGuard refused {:?}: {e:?}", a.addr())))?;
+                .map_err(|e| Failure::refused(format_args!("peers[{i}].allowed_ips: WireGuard refused {:?}: {e:?}", a.addr())))?;
         }
     }
     Ok(d)

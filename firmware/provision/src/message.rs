@@ -280,6 +280,30 @@ impl Failure {
     pub fn new(kind: FailureKind, message: &str) -> Box<Failure> {
         Box::new(Failure { kind, message: text(message), problems: Vec::new() })
     }
+
+    /// A `Refused` failure with a formatted message (cut to fit).
+    pub fn refused(args: core::fmt::Arguments<'_>) -> Box<Failure> {
+        Box::new(Failure { kind: FailureKind::Refused, message: text_fmt(args), problems: Vec::new() })
+    }
+}
+
+/// The message, then each problem with its path and hint on lines below.
+impl core::fmt::Display for Failure {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(&self.message)?;
+        for p in &self.problems {
+            write!(
+                f,
+                "\n  {}[{}] {}: {}\n    hint: {}",
+                if p.error { "error" } else { "warning" },
+                p.code,
+                p.path,
+                p.message,
+                p.hint
+            )?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
