@@ -112,6 +112,8 @@ impl Lab {
         let (m, mut links) = routerd_e2e::two_nic_machine(kind, model, 3, &cmdline);
         let mut vm = check(m.spawn());
         check(vm.wait_for("dataplane: 2 ports, 2 claims, 0 segments; forwarding", BOOT));
+        // The claim probes for a live host first (nobody answers here).
+        check(vm.wait_for("claim 10.20.0.50: capturing", BOOT));
         let console = vm.console();
         let key = console
             .lines()

@@ -42,6 +42,9 @@ pub const DEFAULT_VXLAN_PORT: u16 = 4789;
 /// Gratuitous ARPs sent when a proxy-arp claim starts capturing, so hosts
 /// with a stale ARP entry switch to the box at once.
 pub const DEFAULT_GRATUITOUS_ARP: u8 = 3;
+/// Seconds a live host on a proxy-arp claim's address must stay silent
+/// before the box probes the address again.
+pub const DEFAULT_CONFLICT_HOLD: u16 = 60;
 
 fn default_port_mtu() -> u16 {
     DEFAULT_PORT_MTU
@@ -253,6 +256,11 @@ pub struct Claim {
     /// for proxy-arp, 0 for provider-secondary-ip (which must stay 0).
     #[serde(default)]
     pub gratuitous_arp: Option<u8>,
+    /// Seconds a live host found using the address must stay silent before
+    /// the box probes it again and, if nobody answers, captures again
+    /// (proxy-arp only; 2..=65535). Default 60.
+    #[serde(default)]
+    pub conflict_hold: Option<u16>,
     /// On the owner box: the port where the host lives. Default: the port
     /// whose subnet contains the address.
     #[serde(default)]
@@ -317,7 +325,7 @@ wire_max_struct!(Capture {
     bool
 });
 wire_max_struct!(Delivery { Name, Name });
-wire_max_struct!(Claim { Ipv4Cidr, Name, Option<u8>, Option<Name>, MssClamp, Capture, Delivery });
+wire_max_struct!(Claim { Ipv4Cidr, Name, Option<u8>, Option<u16>, Option<Name>, MssClamp, Capture, Delivery });
 wire_max_struct!(Segment { Name, u32, Name, Ipv4Addr, Vec<Ipv4Addr, MAX_VTEPS>, u16, u16, MssClamp });
 wire_max_struct!(Config {
     Device, Vec<Port, MAX_PORTS>, Vec<Tunnel, MAX_TUNNELS>, Vec<Peer, MAX_PEERS>,
@@ -354,6 +362,11 @@ impl Claim {
             (None, CaptureMethod::ProxyArp) => DEFAULT_GRATUITOUS_ARP,
             (None, CaptureMethod::ProviderSecondaryIp) => 0,
         }
+    }
+
+    /// Conflict hold in seconds, with the default applied.
+    pub fn conflict_hold_secs(&self) -> u16 {
+        self.conflict_hold.unwrap_or(DEFAULT_CONFLICT_HOLD)
     }
 }
 

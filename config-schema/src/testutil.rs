@@ -97,6 +97,7 @@ pub fn maximal_config() -> Config {
             address: cidr("255.255.255.255/32"),
             owner: long_name('o', i),
             gratuitous_arp: Some(u8::MAX),
+            conflict_hold: Some(u16::MAX),
             local_port: Some(long_name('l', i)),
             mss_clamp: MssClamp::Value(u16max),
             capture: Capture {
@@ -268,6 +269,7 @@ pub fn random_config(seed: u64) -> Config {
             address: r.cidr(),
             owner: r.name(),
             gratuitous_arp: r.opt(|r| r.next() as u8),
+            conflict_hold: r.opt(|r| r.next() as u16),
             local_port: r.opt(|r| r.name()),
             mss_clamp: r.mss(),
             capture: Capture {

@@ -28,6 +28,9 @@ pub const MSS_MIN: u16 = 536;
 pub const MSS_MAX: u16 = MTU_MAX - 40;
 /// Largest gratuitous ARP burst per claim.
 pub const GRATUITOUS_ARP_MAX: u8 = 16;
+/// Shortest conflict hold (seconds): below it a box would probe a live
+/// host's address almost continuously.
+pub const CONFLICT_HOLD_MIN: u16 = 2;
 /// Largest VXLAN network identifier (24 bits).
 pub const VNI_MAX: u32 = (1 << 24) - 1;
 /// Problems a `Report` keeps; further ones are only counted.
@@ -99,6 +102,8 @@ codes! {
     OsAddressConfigured => "os-address-configured", Error;
     GratuitousArpRange => "gratuitous-arp-range", Error;
     GratuitousArpProvider => "gratuitous-arp-provider", Error;
+    ConflictHoldRange => "conflict-hold-range", Error;
+    ConflictHoldProvider => "conflict-hold-provider", Error;
     UnknownPort => "unknown-port", Error;
     ProxyArpOnWan => "proxy-arp-on-wan", Error;
     ClaimOutsideSubnet => "claim-outside-subnet", Warning;
@@ -714,6 +719,29 @@ impl Checker<'_, '_> {
                 }
                 _ => {}
             }
+            match (claim.conflict_hold, claim.capture.method) {
+                (Some(n), CaptureMethod::ProviderSecondaryIp) => {
+                    report!(
+                        self,
+                        Code::ConflictHoldProvider,
+                        path = ("claims[{i}].conflict_hold"),
+                        value = ("{n}"),
+                        msg = ("a provider-secondary-ip claim never answers ARP, so it has no conflicts to hold"),
+                        hint = ("remove conflict_hold")
+                    );
+                }
+                (Some(n), _) if n < CONFLICT_HOLD_MIN => {
+                    report!(
+                        self,
+                        Code::ConflictHoldRange,
+                        path = ("claims[{i}].conflict_hold"),
+                        value = ("{n}"),
+                        msg = ("a conflict hold of {n} s is shorter than {CONFLICT_HOLD_MIN} s"),
+                        hint = ("give seconds, 2..=65535 (default 60)")
+                    );
+                }
+                _ => {}
+            }
             let budget = budget::claim_tunnel_budget(c, &claim.delivery.tunnel);
             self.mss(
                 format_args!("claims[{i}].mss_clamp"),
@@ -1217,6 +1245,10 @@ mod tests {
             |c| c.claims[0].gratuitous_arp = Some(16)),
         case(Code::GratuitousArpProvider, O, "claims[2].gratuitous_arp", |c| c.claims[2].gratuitous_arp = Some(1),
             |c| c.claims[2].gratuitous_arp = Some(0)),
+        case(Code::ConflictHoldRange, O, "claims[0].conflict_hold", |c| c.claims[0].conflict_hold = Some(1),
+            |c| c.claims[0].conflict_hold = Some(2)),
+        case(Code::ConflictHoldProvider, O, "claims[2].conflict_hold", |c| c.claims[2].conflict_hold = Some(60),
+            |c| c.claims[2].conflict_hold = None),
         case(Code::UnknownPort, O, "claims[0].capture.port", |c| c.claims[0].capture.port = name("lan9"), none),
         case(Code::UnknownPort, O, "claims[2].local_port", |c| c.claims[2].local_port = Some(name("lan9")),
             |c| c.claims[2].local_port = Some(name("lan0"))),

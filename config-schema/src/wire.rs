@@ -38,7 +38,7 @@ Tunnel{name:Name,listen_port:u16,mtu:u16,address:Option<Cidr>,private_key:KeyRef
 Peer{name:Name,tunnel:Name,public_key:[u8;32],endpoint:Option<Endpoint>,allowed_ips:Vec<Cidr>,persistent_keepalive:Option<u16>,preshared_key:Option<KeyRef>};\
 Endpoint{host:Host,port:u16};Host{Dns(str),V4([u8;4]),V6([u8;16])};\
 KeyRef{Device(Name)};\
-Claim{address:Cidr,owner:Name,gratuitous_arp:Option<u8>,local_port:Option<Name>,mss_clamp:MssClamp,capture:Capture,delivery:Delivery};\
+Claim{address:Cidr,owner:Name,gratuitous_arp:Option<u8>,conflict_hold:Option<u16>,local_port:Option<Name>,mss_clamp:MssClamp,capture:Capture,delivery:Delivery};\
 Capture{method:CaptureMethod,port:Name,configure_os_address:bool};\
 CaptureMethod{ProxyArp,ProviderSecondaryIp};\
 Delivery{tunnel:Name,peer:Name};\
@@ -250,7 +250,8 @@ mod tests {
     /// in place for an unchanged hash.
     #[test]
     fn wire_layout_is_pinned_to_schema_hash() {
-        const PINNED: &[(u64, u64)] = &[(0xe3ca_834a_5093_5166, 0xcf79_dbbf_fadf_6eb8)];
+        const PINNED: &[(u64, u64)] =
+            &[(0xe3ca_834a_5093_5166, 0xcf79_dbbf_fadf_6eb8), (0x48e6_12b8_8fab_7719, 0x89b9_6d16_9cbf_5a56)];
         let h = fnv1a(0xcbf2_9ce4_8422_2325, &encoded(&maximal_config()));
         let h = fnv1a(h, &encoded(&sample_config()));
         match PINNED.iter().find(|(schema, _)| *schema == SCHEMA_HASH) {

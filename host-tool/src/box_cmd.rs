@@ -248,6 +248,21 @@ pub fn status_text(st: &Status) -> String {
             p.tx_bytes
         );
     }
+    if let Some(l) = st.wireguard_load.filter(|l| {
+        // Handshakes alone are a healthy tunnel, not load: no line for them.
+        l.under_load || l.last_under_load_ms_ago.is_some() || l.cookie_replies_sent + l.cookies_received + l.refused_under_load > 0
+    }) {
+        o += &format!(
+            "  handshake load: {}; {} cookie replies sent{}, {} cookies received, {} refused by rate limit{}, {} handshakes\n",
+            if l.under_load { "under load now".to_string() } else { format!("last {}", ago(l.last_under_load_ms_ago)) },
+            l.cookie_replies_sent,
+            l.cookie_replies_sent_since_mark.map_or(String::new(), |n| format!(" ({n} since mark)")),
+            l.cookies_received,
+            l.refused_under_load,
+            l.refused_under_load_since_mark.map_or(String::new(), |n| format!(" ({n} since mark)")),
+            l.handshakes
+        );
+    }
     if !st.claims.is_empty() {
         o += "\nclaims\n";
         for c in &st.claims {
@@ -256,7 +271,7 @@ pub fn status_text(st: &Status) -> String {
     }
     if !st.drops.is_empty() {
         let total: u64 = st.drops.iter().map(|d| d.value).sum();
-        o += &format!("\ndrops ({total} since the configuration was applied)\n");
+        o += &format!("\ndrops ({total} since the box started forwarding)\n");
         let mut d: Vec<_> = st.drops.iter().collect();
         d.sort_by_key(|c| std::cmp::Reverse(c.value));
         for c in d {
@@ -313,9 +328,15 @@ fn claim_line(c: &routerd_provision::message::ClaimStatus) -> String {
     let state = match c.state {
         ClaimState::Active => "active".to_string(),
         ClaimState::Disabled => "disabled".to_string(),
+        ClaimState::Probing => format!("probing ({} ARP probes sent)", c.probes_sent),
         ClaimState::Conflict => format!(
-            "CONFLICT (live host {})",
-            c.conflict_mac.map_or("?".into(), |m| mac_text(&m))
+            "CONFLICT (live host {}, heard {}; {})",
+            c.conflict_mac.map_or("?".into(), |m| mac_text(&m)),
+            ago(c.live_host_heard_ms_ago),
+            match c.next_probe_in_ms {
+                Some(ms) => format!("probes again in {} s if it stays silent", ms.div_ceil(1000)),
+                None => "waits for silence".into(),
+            }
         ),
     };
     format!(
@@ -515,6 +536,22 @@ pub enum ClaimsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Capture a claim in conflict again once the live host is gone (the box probes first)
+    #[command(after_long_help = "A proxy-ARP claim goes into conflict when a live host on the LAN uses its \
+        address: the box stops answering ARP for it so the host is not hijacked. It clears by itself \
+        when the host has been silent for the claim's conflict_hold (default 60 s) and ARP probes \
+        for the address go unanswered. This command asks for those probes now. The box still \
+        captures only if nobody answers; if the host is still there the command says who answered \
+        and exits 1.\n\nExample:\n  routerctl claims clear-conflict 10.20.0.50 --port unix:/tmp/onprem.sock")]
+    ClearConflict {
+        /// The claimed address (a.b.c.d or a.b.c.d/32)
+        address: String,
+        #[command(flatten)]
+        conn: Conn,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -601,6 +638,7 @@ pub fn claims(cmd: ClaimsCommand) -> Result<u8, Failure> {
                 address,
                 owner: name("--owner", &owner)?,
                 gratuitous_arp: None,
+                conflict_hold: None,
                 local_port: None,
                 mss_clamp,
                 capture: Capture { method, port: name("--on", &on)?, configure_os_address: false },
@@ -617,7 +655,64 @@ pub fn claims(cmd: ClaimsCommand) -> Result<u8, Failure> {
             let _ = c.close();
             applied_reply(r, json, &format!("claim {} removed", address.addr()))
         }
+        ClaimsCommand::ClearConflict { address, conn, json } => clear_conflict(&conn, parse_addr(&address)?, json),
     }
+}
+
+/// Ask the box to probe a claim in conflict, then wait for the verdict.
+fn clear_conflict(conn: &Conn, address: Ipv4Cidr, json_out: bool) -> Result<u8, Failure> {
+    let mut c = conn.connect()?;
+    let probing = match c.request(Op::ClaimClearConflict(address)).map_err(|e| failed(e.to_string()))? {
+        Reply::Probing(p) => p,
+        Reply::Error(f) => return refused(&f, json_out, "captured"),
+        other => return Err(unexpected(&other)),
+    };
+    let addr = probing.address;
+    if !json_out {
+        println!(
+            "{addr}: sending {} ARP probes {} ms apart; the box captures again only if nobody answers",
+            probing.probes, probing.interval_ms
+        );
+    }
+    // The verdict comes after the last probe's wait; allow for the line.
+    let deadline = std::time::Instant::now() + Duration::from_millis(u64::from(probing.done_in_ms) + 5_000);
+    let claim = loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let st = get_status(&mut c, false)?;
+        let Some(cl) = st.claims.iter().find(|cl| cl.address == addr).cloned() else {
+            let _ = c.close();
+            return Err(failed(format!("{addr}: the claim is gone (another apply removed it)")));
+        };
+        if cl.state != ClaimState::Probing {
+            break cl;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = c.close();
+            return Err(failed(format!("{addr}: still probing after {} ms; check `routerctl claims list`", probing.done_in_ms + 5_000)));
+        }
+    };
+    let _ = c.close();
+    let captured = claim.state == ClaimState::Active;
+    if json_out {
+        print_json(&json!({
+            "schema": 1,
+            "captured": captured,
+            "result": if captured { "captured" } else { "in_use" },
+            "claim": to_json(&claim),
+        }))?;
+        return Ok(if captured { 0 } else { EXIT_FAILED });
+    }
+    if captured {
+        println!("{addr}: nobody answered; capturing again (gratuitous ARPs sent)");
+        return Ok(0);
+    }
+    Err(failed(format!(
+        "{addr} is still in use: {} answered the probe on {}; the box keeps out of its way \
+         (it probes again by itself once the host has been silent for {} s)",
+        claim.conflict_mac.map_or("a host".into(), |m| mac_text(&m)),
+        claim.port,
+        claim.conflict_hold_ms / 1000
+    )))
 }
 
 fn applied_reply(r: Reply, json_out: bool, done: &str) -> Result<u8, Failure> {

@@ -98,6 +98,23 @@ pub fn hybrid(st: &Status, cfg: Option<&Config>) -> Vec<Check> {
         } else {
             out.push(check("port.link", p.name.as_str(), Verdict::Fail, "link down", "check the cable or the VM's NIC"));
         }
+        // Frames lost because the NIC's transmit ring was full: it grew
+        // since the last run (the first run has no mark and only reports).
+        match p.tx_dropped_since_mark {
+            Some(n) if n > 0 => out.push(check(
+                "port.tx",
+                p.name.as_str(),
+                Verdict::Warn,
+                format!("{n} frames lost to a full transmit ring since the last run ({} in all)", p.tx_dropped),
+                "the link or the peer behind it is slower than the traffic sent to it: check its speed and duplex, or the VM's NIC backend",
+            )),
+            _ if p.tx_dropped > 0 => out.push(pass(
+                "port.tx",
+                p.name.as_str(),
+                format!("no frames lost to a full transmit ring since the last run ({} before)", p.tx_dropped),
+            )),
+            _ => {}
+        }
     }
 
     // Capture and delivery, per claim.
@@ -109,12 +126,30 @@ pub fn hybrid(st: &Status, cfg: Option<&Config>) -> Vec<Check> {
                 &subject,
                 Verdict::Fail,
                 format!(
-                    "a live host {} uses {} on {}: proxy-ARP stopped so it is not hijacked",
+                    "a live host {} uses {} on {}: proxy-ARP stopped so it is not hijacked (last heard {})",
                     c.conflict_mac.as_ref().map_or("?".into(), mac),
                     subject,
-                    c.port
+                    c.port,
+                    match c.live_host_heard_ms_ago {
+                        Some(ms) => format!("{} s ago", ms / 1000),
+                        None => "at an unknown time".into(),
+                    }
                 ),
-                format!("shut down or readdress the host still holding {subject}, then re-apply the configuration"),
+                format!(
+                    "shut down or readdress the host still holding {subject}; the box probes again after {} s of \
+                     silence and captures only if nobody answers (`routerctl claims clear-conflict {subject}` probes now)",
+                    c.conflict_hold_ms / 1000
+                ),
+            )),
+            (_, ClaimState::Probing) => out.push(check(
+                "claim.capture",
+                &subject,
+                Verdict::Warn,
+                format!(
+                    "probing {} on {} for a live host before capturing ({} ARP probes sent, {} answered so far)",
+                    subject, c.port, c.probes_sent, c.probes_answered
+                ),
+                "wait a second and run doctor again",
             )),
             (_, ClaimState::Disabled) => {
                 out.push(check("claim.capture", &subject, Verdict::Fail, "the claim is disabled", "re-apply the configuration"))
@@ -336,6 +371,8 @@ pub fn hybrid(st: &Status, cfg: Option<&Config>) -> Vec<Check> {
         ));
     }
 
+    out.push(wireguard_load(st, cfg));
+
     if let Some(h) = &st.host {
         linux(st, h, &mut out);
     }
@@ -344,7 +381,7 @@ pub fn hybrid(st: &Status, cfg: Option<&Config>) -> Vec<Check> {
     let (drops, since) = if st.mark_age_ms.is_some() {
         (&st.drops_since_mark, format!("in the last {} s", st.mark_age_ms.unwrap_or(0) / 1000))
     } else {
-        (&st.drops, "since the configuration was applied".to_string())
+        (&st.drops, "since the box started forwarding".to_string())
     };
     let mut top: Vec<_> = drops.iter().collect();
     top.sort_by_key(|d| std::cmp::Reverse(d.value));
@@ -365,6 +402,67 @@ pub fn hybrid(st: &Status, cfg: Option<&Config>) -> Vec<Check> {
         ));
     }
     out
+}
+
+/// `1500 ms` or `4 s`.
+fn span(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else {
+        format!("{} s", ms / 1000)
+    }
+}
+
+/// WireGuard's defence against handshake floods: was it needed since the
+/// last run? Under load the device answers handshakes with cookie replies
+/// instead of spending a Diffie-Hellman, and refuses sources that exceed
+/// their per-source rate even with a valid cookie. That is WireGuard doing
+/// its job, so it is a warning (someone is sending handshakes to the listen
+/// port faster than the limit), never a failure. Doctor marks status on
+/// each run, so "since the last run" is the time since the previous mark;
+/// without an earlier mark it is everything the box has counted.
+fn wireguard_load(st: &Status, cfg: &Config) -> Check {
+    const ID: &str = "wireguard.load";
+    let Some(t) = &st.tunnel else {
+        return check(ID, "box", Verdict::Skip, "no WireGuard tunnel configured", "");
+    };
+    let subject = t.name.as_str();
+    let Some(l) = &st.wireguard_load else {
+        return check(ID, subject, Verdict::Skip, "the box does not report handshake load (older routerd)", "update the box");
+    };
+    let marked = st.mark_age_ms.is_some();
+    let crossed_since = match (l.last_under_load_ms_ago, st.mark_age_ms) {
+        (Some(ago), Some(age)) => ago < age,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    let cookies = l.cookie_replies_sent_since_mark.unwrap_or(if marked { 0 } else { l.cookie_replies_sent });
+    let refused = l.refused_under_load_since_mark.unwrap_or(if marked { 0 } else { l.refused_under_load });
+    let since = if marked { "since the last run" } else { "so far" };
+    if !(l.under_load || crossed_since || cookies > 0 || refused > 0) {
+        return pass(ID, subject, format!("no handshake load {since} ({} handshakes completed)", l.handshakes));
+    }
+    let when = match (l.under_load, l.last_under_load_ms_ago) {
+        (true, _) => "under handshake load now".to_string(),
+        (false, Some(ago)) if crossed_since => format!("under handshake load {} ago", span(ago)),
+        // Counted cookie replies without a crossing: load was forced.
+        _ => "answering handshakes with cookies".to_string(),
+    };
+    let wan: Vec<&str> = cfg.ports.iter().filter(|p| p.role == PortRole::Wan).map(|p| p.name.as_str()).collect();
+    check(
+        ID,
+        subject,
+        Verdict::Warn,
+        format!(
+            "{when}: {cookies} cookie replies sent, {refused} handshakes refused by the per-source limit {since}; \
+             WireGuard answered with cookies instead of spending DH"
+        ),
+        format!(
+            "look for a flood on UDP {}{}: many handshake initiations from one or many sources",
+            t.listen_port,
+            if wan.is_empty() { String::new() } else { format!(" ({})", wan.join(",")) }
+        ),
+    )
 }
 
 /// A host build (`routerd-host`): what the Linux around it does to the
@@ -581,8 +679,20 @@ delivery = { tunnel = "wg0", peer = "onprem" }
             Reply::Applied(_) => {}
             other => panic!("{other:?}"),
         }
+        // Let proxy-ARP claims finish probing (nobody answers here).
+        struct Sink;
+        impl routerd_dataplane::Transmit for Sink {
+            fn send(&mut self, _: routerd_dataplane::PortId, _: &[u8]) -> bool {
+                true
+            }
+        }
+        if let Some(mut f) = n.forwarding() {
+            for ms in (1..=1001).step_by(200) {
+                f.dataplane.poll(Instant::from_millis(ms), &mut f.tunnel, &mut Sink);
+            }
+        }
         let snaps = [NicSnapshot { link_up: true, ..NicSnapshot::default() }; 2];
-        match n.handle(Instant::from_millis(2), Op::Status { mark: false }, &snaps) {
+        match n.handle(Instant::from_millis(1002), Op::Status { mark: false }, &snaps) {
             Reply::Status(s) => s,
             other => panic!("{other:?}"),
         }
@@ -637,6 +747,20 @@ delivery = { tunnel = "wg0", peer = "onprem" }
         let c = find(&hybrid(&st, Some(&cfg)), "claim.capture", "10.20.0.50").clone();
         assert_eq!(c.result, Verdict::Fail);
         assert!(c.reason.contains("02:99:00:00:00:50"), "{}", c.reason);
+        assert!(c.hint.contains("clear-conflict 10.20.0.50"), "{}", c.hint);
+        // Probing before the first capture is a warning, not a failure.
+        st.claims[0].state = ClaimState::Probing;
+        assert_eq!(find(&hybrid(&st, Some(&cfg)), "claim.capture", "10.20.0.50").result, Verdict::Warn);
+        st.claims[0].state = ClaimState::Active;
+
+        // Frames lost to a full transmit ring: warned when it grew since the last run.
+        st.ports[0].tx_dropped = 7;
+        st.ports[0].tx_dropped_since_mark = Some(2);
+        let t = find(&hybrid(&st, Some(&cfg)), "port.tx", st.ports[0].name.as_str()).clone();
+        assert_eq!(t.result, Verdict::Warn);
+        assert!(t.reason.contains("2 frames lost") && t.reason.contains("7 in all"), "{}", t.reason);
+        st.ports[0].tx_dropped_since_mark = Some(0);
+        assert_eq!(find(&hybrid(&st, Some(&cfg)), "port.tx", st.ports[0].name.as_str()).result, Verdict::Pass);
 
         // The owner box routes its own address back into the tunnel.
         st.peers[0].allowed_ips.push("10.20.0.10/32".parse().unwrap()).unwrap();
@@ -731,5 +855,64 @@ delivery = { tunnel = "wg0", peer = "onprem" }
 
     fn text_of(st: &Status, checks: &[Check]) -> String {
         text(st, checks)
+    }
+
+    #[test]
+    fn handshake_load_since_the_last_run_is_a_warning() {
+        use routerd_provision::message::WireguardLoad;
+        let cfg = config_schema::human::from_toml(CFG).unwrap();
+        let mut st = status(&cfg);
+        let quiet = WireguardLoad { handshakes: 40, ..WireguardLoad::default() };
+
+        // Never loaded, no earlier run.
+        st.wireguard_load = Some(quiet);
+        st.mark_age_ms = None;
+        let c = find(&hybrid(&st, Some(&cfg)), "wireguard.load", "wg0").clone();
+        assert_eq!(c.result, Verdict::Pass, "{c:?}");
+        assert!(c.reason.contains("no handshake load"), "{c:?}");
+
+        // A flood before the last run: past, so a pass.
+        st.mark_age_ms = Some(60_000);
+        st.wireguard_load = Some(WireguardLoad {
+            last_under_load_ms_ago: Some(300_000),
+            cookie_replies_sent: 9866,
+            cookie_replies_sent_since_mark: Some(0),
+            refused_under_load_since_mark: Some(0),
+            ..quiet
+        });
+        let c = find(&hybrid(&st, Some(&cfg)), "wireguard.load", "wg0").clone();
+        assert_eq!(c.result, Verdict::Pass, "{c:?}");
+        assert!(c.reason.contains("since the last run"), "{c:?}");
+
+        // A flood 4 s ago, after the last run: a warning with the figures.
+        st.wireguard_load = Some(WireguardLoad {
+            last_under_load_ms_ago: Some(4_200),
+            cookie_replies_sent: 9866,
+            refused_under_load: 128,
+            cookie_replies_sent_since_mark: Some(9866),
+            refused_under_load_since_mark: Some(128),
+            ..quiet
+        });
+        let checks = hybrid(&st, Some(&cfg));
+        let c = find(&checks, "wireguard.load", "wg0");
+        assert_eq!(c.result, Verdict::Warn);
+        assert!(c.reason.starts_with("under handshake load 4 s ago: 9866 cookie replies sent, 128 handshakes refused"), "{c:?}");
+        assert!(c.reason.contains("since the last run"), "{c:?}");
+        assert!(c.hint.contains("UDP 51820") && c.hint.contains("wan0"), "{c:?}");
+        assert!(text_of(&st, &checks).contains("wireguard.load"));
+
+        // Cookie replies since the mark without a crossing (forced load) warn too;
+        // under load right now says so.
+        st.wireguard_load = Some(WireguardLoad { cookie_replies_sent_since_mark: Some(3), ..quiet });
+        assert_eq!(find(&hybrid(&st, Some(&cfg)), "wireguard.load", "wg0").result, Verdict::Warn);
+        st.wireguard_load = Some(WireguardLoad { under_load: true, last_under_load_ms_ago: Some(10), ..quiet });
+        let c = find(&hybrid(&st, Some(&cfg)), "wireguard.load", "wg0").clone();
+        assert!(c.result == Verdict::Warn && c.reason.starts_with("under handshake load now"), "{c:?}");
+
+        // No figures from the box: skipped, never a failure.
+        st.wireguard_load = None;
+        assert_eq!(find(&hybrid(&st, Some(&cfg)), "wireguard.load", "wg0").result, Verdict::Skip);
+        st.tunnel = None;
+        assert_eq!(find(&hybrid(&st, Some(&cfg)), "wireguard.load", "box").result, Verdict::Skip);
     }
 }

@@ -28,7 +28,7 @@ use config_schema::{Config, KeyRef, Name};
 use rand_core::OsRng;
 use routerd_control::node::Forwarding;
 use routerd_control::{NicSnapshot, Node};
-use routerd_dataplane::{self as dp, FrameBuf, Instant, PortId, Transmit, Verdict};
+use routerd_dataplane::{self as dp, FrameBuf, Instant, PortId, Transmit};
 use routerd_provision::message::{self as msg, text, text_fmt, Failure, FailureKind, Op, Reply};
 use routerd_wireguard::{self as wg, SecretKey};
 use tokio::io::unix::AsyncFd;
@@ -458,6 +458,7 @@ impl Router {
             }
             let now = self.now();
             busy = self.turn(now);
+            log_claim_events(&mut self.node);
             let t = tokio::time::Instant::now();
             if std::mem::take(&mut self.recheck) {
                 next_linux = t;
@@ -709,8 +710,16 @@ async fn finished<T>(job: &mut Option<JoinHandle<T>>) -> Result<T, tokio::task::
 /// One frame through the dataplane; what comes out goes to its port.
 fn process(f: &mut Forwarding<'_, OsRng>, tx: &mut Tx<'_>, now: Instant, port: PortId, buf: &mut [u8], len: usize) {
     let Ok(mut fb) = FrameBuf::new(buf, dp::HEADROOM, len) else { return };
-    if let Verdict::Transmit(out) = f.dataplane.process(now, port, &mut fb, &mut f.tunnel, tx) {
-        let _ = tx.send(out, fb.frame());
+    f.dataplane.process_and_transmit(now, port, &mut fb, &mut f.tunnel, tx);
+}
+
+/// Log claim transitions (conflicts, probes and their outcome) with their reasons.
+fn log_claim_events(node: &mut Node<OsRng>) {
+    while let Some(e) = node.take_claim_event() {
+        match e.kind {
+            dp::ClaimEventKind::Conflict { .. } | dp::ClaimEventKind::InUse { .. } => log::warn!("{e}"),
+            _ => log::info!("{e}"),
+        }
     }
 }
 

@@ -219,17 +219,13 @@ pub fn build(cfg: &Config, nics: &[NicInfo]) -> Result<Runtime, BuildError> {
 
     // Claims, seen from this box's side.
     let mut claims: Vec<dp::ClaimConfig, { dp::config::MAX_CLAIMS }> = Vec::new();
-    let mut garp = 0u8;
     for (i, c) in cfg.claims.iter().enumerate() {
         let side = match cfg.claim_action(c) {
             ClaimAction::Capture { method, port, tunnel, peer } => {
                 let port = port_index(cfg, port).ok_or(BuildError::Reference { what: "claims", index: i })?;
                 let peer = peer_id(tunnel, peer).ok_or(BuildError::Reference { what: "claims", index: i })?;
                 let capture = match method {
-                    CaptureMethod::ProxyArp => {
-                        garp = garp.max(c.gratuitous_arp_count());
-                        dp::Capture::ProxyArp
-                    }
+                    CaptureMethod::ProxyArp => dp::Capture::ProxyArp,
                     CaptureMethod::ProviderSecondaryIp => dp::Capture::ProviderSecondaryIp,
                 };
                 dp::ClaimSide::Remote { capture, port: dp::PortId(port as u8), peer: dp::PeerId(peer) }
@@ -245,8 +241,12 @@ pub fn build(cfg: &Config, nics: &[NicInfo]) -> Result<Runtime, BuildError> {
             MssClamp::Auto => None,
             MssClamp::Value(v) => Some(v),
         };
+        let mut claim = dp::ClaimConfig::new(c.address.addr(), side);
+        claim.mss = mss;
+        claim.garp_count = if claim.is_proxy_arp() { c.gratuitous_arp_count() } else { 0 };
+        claim.conflict_hold_ms = u64::from(c.conflict_hold_secs()) * 1000;
         claims
-            .push(dp::ClaimConfig { address: c.address.addr(), side, mss })
+            .push(claim)
             .map_err(|_| BuildError::Capacity { what: "claims" })?;
     }
 
@@ -271,10 +271,7 @@ pub fn build(cfg: &Config, nics: &[NicInfo]) -> Result<Runtime, BuildError> {
             .map_err(|_| BuildError::Capacity { what: "segments" })?;
     }
 
-    let mut timing = dp::Timing::default();
-    if garp > 0 {
-        timing.garp_count = garp;
-    }
+    let timing = dp::Timing::default();
     let dataplane = dp::Config {
         ports,
         tunnel: dp::TunnelConfig {

@@ -14,6 +14,12 @@
 //! the path. When peers, key and listen port are unchanged the WireGuard
 //! device is kept, so sessions survive (a claim add does not re-handshake).
 //!
+//! **State is not configuration.** At the swap the new dataplane takes the
+//! running one's runtime state (`Dataplane::carry_from`: claims by address
+//! — a conflict stays a conflict —, the ARP cache, waiting frames, the FDB,
+//! counters), a rebuilt WireGuard device takes the old one's counters, and
+//! the doctor's mark survives, so an apply never hides drops.
+//!
 //! **Keys** live in slots (`private_key = "device:NAME"`). A slot a
 //! configuration needs is generated on the box from its entropy source the
 //! first time; private keys never leave the node. Importing one is a
@@ -25,7 +31,7 @@ use config_schema::{Claim, Config, KeyRef, Name, PortAddress};
 use core::net::{IpAddr, SocketAddr};
 use heapless::Vec;
 use rand_core::{CryptoRng, RngCore};
-use routerd_dataplane::{self as dp, Dataplane, FrameBuf, Instant, PortId, Transmit, Verdict};
+use routerd_dataplane::{self as dp, ClaimEvent, Dataplane, FrameBuf, Instant, PortId, Transmit, Verdict};
 use routerd_provision::message::{
     self as msg, text, text_fmt, Change, ChangeKind, ClaimRole, Count, Failure, FailureKind, KeyInfo, Op, Outcome, Reply,
     Status, WireProblem,
@@ -83,8 +89,18 @@ pub struct Node<R> {
     running: Option<Running>,
     software: &'static str,
     build_id: &'static str,
-    mark: Option<(Instant, [u64; dp::counters::DROP_REASONS])>,
+    mark: Option<Mark>,
     wall_clock: Option<(Instant, core::time::Duration)>,
+}
+
+/// What `Status { mark: true }` remembers, so the next status (the next
+/// doctor run) reports what happened since.
+struct Mark {
+    at: Instant,
+    drops: [u64; dp::counters::DROP_REASONS],
+    /// Per NIC (not per port: ports are renumbered by an apply).
+    tx_full: [u64; MAX_NICS],
+    wg: WgMark,
 }
 
 /// How a platform binds a configuration to itself before `build`: `None`
@@ -190,6 +206,7 @@ impl<R: RngCore + CryptoRng> Node<R> {
             Op::Apply(cfg) => self.apply_with(cfg, now, bind),
             Op::ClaimAdd(claim) => self.claim_add(claim, now, bind),
             Op::ClaimRemove(addr) => self.claim_remove(addr, now, bind),
+            Op::ClaimClearConflict(addr) => self.clear_conflict(addr, now),
             Op::KeyShow => Reply::Keys(self.key_infos()),
             Op::KeyGenerate(slot) => self.key_set(slot, None, now),
             Op::KeyImport(slot, secret) => self.key_set(slot, Some(secret), now),
@@ -213,18 +230,68 @@ impl<R: RngCore + CryptoRng> Node<R> {
         }
     }
 
-    fn commit(&mut self, s: Staged, now: Instant) {
+    fn commit(&mut self, mut s: Staged, now: Instant) {
         for k in s.new_keys {
             let _ = self.keys.push(k);
         }
-        let wg = match (s.wg, self.running.take()) {
-            (Some(new), _) => new,
+        let old = self.running.take();
+        if let Some(old) = &old {
+            s.dataplane.carry_from(&old.dataplane);
+        }
+        let wg = match (s.wg, old) {
+            (Some(mut new), Some(old)) => {
+                new.carry_counters_from(&old.wg);
+                new
+            }
+            (Some(new), None) => new,
             (None, Some(old)) => old.wg,
             // stage() builds a device whenever nothing runs; keep total.
             (None, None) => Box::new(Device::new(SecretKey::from_bytes([1; 32]), wg::Config::default())),
         };
-        self.mark = None;
         self.running = Some(Running { config: s.config, runtime: s.runtime, dataplane: s.dataplane, wg, applied_at: now });
+    }
+
+    /// The oldest claim transition (conflict, probe, capture, with its
+    /// reason) the platform has not logged yet.
+    pub fn take_claim_event(&mut self) -> Option<ClaimEvent> {
+        self.running.as_mut()?.dataplane.take_event()
+    }
+
+    /// `routerctl claims clear-conflict`: probe the address now; the claim
+    /// captures again only if nobody answers.
+    fn clear_conflict(&mut self, addr: config_schema::Ipv4Cidr, now: Instant) -> Reply {
+        let Some(r) = self.running.as_mut() else { return not_configured() };
+        let address = addr.addr();
+        let Some(i) = r.config.claims.iter().position(|c| c.address.addr() == address) else {
+            return Reply::Error(Failure::new(FailureKind::NotFound, "claims: no claim for that address"));
+        };
+        match r.dataplane.probe_claim(now, i) {
+            Ok(()) => {
+                let t = r.dataplane.config().timing;
+                let interval = u32::try_from(t.probe_interval_ms).unwrap_or(u32::MAX);
+                Reply::Probing(msg::Probing {
+                    address,
+                    probes: t.probe_count,
+                    interval_ms: interval,
+                    done_in_ms: interval.saturating_mul(u32::from(t.probe_count)),
+                })
+            }
+            Err(dp::ProbeRefused::NotInConflict(state)) => Reply::Error(Failure::refused(format_args!(
+                "claims: {address} is not in conflict (it is {}); nothing to clear",
+                match state {
+                    dp::ClaimState::Active => "capturing",
+                    dp::ClaimState::Probing => "already probing",
+                    dp::ClaimState::InConflict => "in conflict",
+                    dp::ClaimState::Disabled => "disabled",
+                }
+            ))),
+            Err(dp::ProbeRefused::NotProxyArp) => Reply::Error(Failure::refused(format_args!(
+                "claims: {address} is not captured with proxy-ARP on this box, so it cannot be in conflict"
+            ))),
+            Err(dp::ProbeRefused::Unknown) => {
+                Reply::Error(Failure::new(FailureKind::NotFound, "claims: no claim for that address"))
+            }
+        }
     }
 
     fn stage(&mut self, cfg: Box<Config>, now: Instant, bind: Bind<'_>) -> Result<Staged, Box<Failure>> {
@@ -425,6 +492,8 @@ impl<R: RngCore + CryptoRng> Node<R> {
                 tx_frames: n.tx_frames,
                 rx_errors: n.rx_errors,
                 tx_ring_full: n.tx_ring_full,
+                tx_dropped: port.and_then(|p| self.running.as_ref()?.dataplane.counters().tx_full.get(p).copied()).unwrap_or(0),
+                tx_dropped_since_mark: None,
             });
         }
         let Some(r) = self.running.as_ref() else { return st };
@@ -490,6 +559,7 @@ impl<R: RngCore + CryptoRng> Node<R> {
                 peer: c.delivery.peer.clone(),
                 state: match ds.state {
                     dp::ClaimState::Active => msg::ClaimState::Active,
+                    dp::ClaimState::Probing => msg::ClaimState::Probing,
                     dp::ClaimState::InConflict => msg::ClaimState::Conflict,
                     dp::ClaimState::Disabled => msg::ClaimState::Disabled,
                 },
@@ -506,6 +576,14 @@ impl<R: RngCore + CryptoRng> Node<R> {
                 from_tunnel_bytes: k.from_tunnel.bytes,
                 syns_clamped: k.syns_clamped,
                 loops: k.loops,
+                live_host_heard_ms_ago: ds.heard.map(|h| now.millis_since(h)),
+                conflict_hold_ms: dc.map_or(0, |d| if d.is_proxy_arp() { d.conflict_hold_ms } else { 0 }),
+                next_probe_in_ms: match ds.state {
+                    dp::ClaimState::Probing | dp::ClaimState::InConflict => ds.next_action.map(|t| t.millis_since(now)),
+                    _ => None,
+                },
+                probes_sent: k.probes_sent,
+                probes_answered: k.probes_answered,
             });
         }
         let c = r.dataplane.counters();
@@ -529,17 +607,30 @@ impl<R: RngCore + CryptoRng> Node<R> {
         for (reason, value) in c.nonzero_drops() {
             let _ = st.drops.push(Count { name: text(reason.name()), value });
         }
-        if let Some((at, base)) = &self.mark {
-            st.mark_age_ms = Some(now.millis().saturating_sub(at.millis()));
+        // Per-port transmit drops, indexed by NIC like `st.ports`.
+        let mut tx_full = [0u64; MAX_NICS];
+        for (p, &nic) in r.runtime.nic_of_port.iter().enumerate() {
+            if let (Some(slot), Some(v)) = (tx_full.get_mut(nic), c.tx_full.get(p)) {
+                *slot = *v;
+            }
+        }
+        let wg_mark = self.mark.as_ref().map(|m| m.wg);
+        if let Some(m) = &self.mark {
+            st.mark_age_ms = Some(now.millis().saturating_sub(m.at.millis()));
             for (reason, value) in c.nonzero_drops() {
-                let since = value.saturating_sub(base.get(reason as usize).copied().unwrap_or(0));
+                let since = value.saturating_sub(m.drops.get(reason as usize).copied().unwrap_or(0));
                 if since > 0 {
                     let _ = st.drops_since_mark.push(Count { name: text(reason.name()), value: since });
                 }
             }
+            for (i, p) in st.ports.iter_mut().enumerate() {
+                let (now_v, base) = (tx_full.get(i).copied().unwrap_or(0), m.tx_full.get(i).copied().unwrap_or(0));
+                p.tx_dropped_since_mark = Some(now_v.saturating_sub(base));
+            }
         }
+        st.wireguard_load = r.runtime.tunnel.as_ref().map(|_| wireguard_load(&r.wg, wg_now, wg_mark.as_ref()));
         if mark {
-            self.mark = Some((now, c.drops));
+            self.mark = Some(Mark { at: now, drops: c.drops, tx_full, wg: WgMark::of(&r.wg) });
         }
         for (name, value) in r.wg.counters().iter() {
             if value > 0 {
@@ -636,5 +727,79 @@ fn section<'a, T: PartialEq, K: PartialEq + core::fmt::Display + 'a>(
         if !old.iter().any(|o| key(o) == key(n)) {
             push(ChangeKind::Add, name, key(n));
         }
+    }
+}
+
+/// WireGuard counters at the last `Status { mark: true }`, so status can
+/// tell "flooded since the last doctor run" from "flooded once, long ago".
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct WgMark {
+    pub cookie_replies_sent: u64,
+    pub refused_under_load: u64,
+}
+
+impl WgMark {
+    pub(crate) fn of(wg: &WgDevice) -> WgMark {
+        let c = wg.counters();
+        WgMark { cookie_replies_sent: c.cookie_replies_sent, refused_under_load: c.get(wg::Error::RateLimited) }
+    }
+}
+
+/// The device's handshake load for status: whether it answers with cookies
+/// now, when it last crossed its limit, and what that cost the senders.
+/// `mark` gives the since-mark figures (none without a mark).
+pub(crate) fn wireguard_load(wg: &WgDevice, now: wg::Instant, mark: Option<&WgMark>) -> msg::WireguardLoad {
+    let load = wg.load(now);
+    let c = wg.counters();
+    let refused = c.get(wg::Error::RateLimited);
+    msg::WireguardLoad {
+        under_load: load.under_load,
+        last_under_load_ms_ago: load.last_over_limit.map(|t| now.as_nanos().saturating_sub(t.as_nanos()) / 1_000_000),
+        handshakes: c.handshakes,
+        cookie_replies_sent: c.cookie_replies_sent,
+        cookies_received: c.cookies_received,
+        refused_under_load: refused,
+        // Saturating: a device rebuilt without its counters carried over
+        // restarts from zero, which must read as "none since", not wrap.
+        cookie_replies_sent_since_mark: mark.map(|m| c.cookie_replies_sent.saturating_sub(m.cookie_replies_sent)),
+        refused_under_load_since_mark: mark.map(|m| refused.saturating_sub(m.refused_under_load)),
+    }
+}
+
+#[cfg(test)]
+mod wireguard_load_tests {
+    use super::*;
+    use rand_core::OsRng;
+
+    #[test]
+    fn load_and_since_mark_figures() {
+        let mut rng = OsRng;
+        let now = wg::Instant::from_secs(100);
+        let mut dev: Box<WgDevice> = Box::new(Device::new(SecretKey::generate(&mut rng), wg::Config::default()));
+        let mut sender: Device<1, 1> = Device::new(SecretKey::generate(&mut rng), wg::Config::default());
+        let mut pc = wg::PeerConfig::new(dev.public_key());
+        pc.endpoint = Some("192.0.2.2:51820".parse().unwrap());
+        let id = sender.add_peer(pc).unwrap();
+        let mut init = [0u8; 200];
+        let Ok(wg::Action::Send { len, .. }) = sender.encapsulate_to(id, now, &mut rng, &mut init, 0) else { panic!() };
+
+        let before = WgMark::of(&dev);
+        let quiet = wireguard_load(&dev, now, Some(&before));
+        assert_eq!(quiet.cookie_replies_sent_since_mark, Some(0));
+        assert!(!quiet.under_load && quiet.last_under_load_ms_ago.is_none());
+
+        dev.set_under_load(Some(true));
+        let mut out = [0u8; 200];
+        let from = "192.0.2.66:4000".parse().unwrap();
+        let r = dev.decapsulate(now, &mut rng, from, &init[..len], &mut out);
+        assert_eq!(r, Ok(wg::Action::Send { to: from, len: 64 }), "a cookie reply");
+        let l = wireguard_load(&dev, now + core::time::Duration::from_millis(5), Some(&before));
+        assert!(l.under_load);
+        assert_eq!((l.cookie_replies_sent, l.cookie_replies_sent_since_mark), (1, Some(1)));
+        assert_eq!(l.refused_under_load_since_mark, Some(0));
+        // Forcing is not a crossing of the measured limit.
+        assert_eq!(l.last_under_load_ms_ago, None);
+        assert_eq!(wireguard_load(&dev, now, Some(&WgMark::of(&dev))).cookie_replies_sent_since_mark, Some(0));
+        assert_eq!(wireguard_load(&dev, now, None).cookie_replies_sent_since_mark, None);
     }
 }

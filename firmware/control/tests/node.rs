@@ -119,7 +119,7 @@ fn plan_changes_nothing_and_apply_runs_with_a_generated_key() {
     assert_eq!(st.peers[0].endpoint, Some(("203.0.113.10".parse().unwrap(), 51820)));
     let claim = &st.claims[0];
     assert_eq!(claim.role, ClaimRole::ProxyArp);
-    assert_eq!(claim.state, ClaimState::Active);
+    assert_eq!(claim.state, ClaimState::Probing, "a new proxy-ARP claim asks before it answers");
     assert_eq!(claim.mss, 1380);
     assert!(matches!(n.handle(t(5), Op::GetConfig, &nics()), Reply::Config(Some(c)) if *c == *cfg(false)));
     // The private key never leaves: KeyShow lists public halves only.
@@ -253,3 +253,148 @@ fn status_mark_reports_drops_since() {
     assert_eq!(s.drops.len(), 1);
 }
 
+
+// ------------------------------------------------- state across applies
+
+use routerd_dataplane::{FrameBuf, PortId, Transmit, BUF_SIZE, HEADROOM};
+use etherparse::ArpOperation;
+use routerd_e2e::net as frames;
+
+/// Frames the box sent, by port.
+#[derive(Default)]
+struct Wire(Vec<(PortId, Vec<u8>)>);
+
+impl Transmit for Wire {
+    fn send(&mut self, port: PortId, frame: &[u8]) -> bool {
+        self.0.push((port, frame.to_vec()));
+        true
+    }
+}
+
+const LAN: PortId = PortId(0);
+const BOX_LAN_MAC: [u8; 6] = MACS[0];
+const CLIENT_MAC: [u8; 6] = [0x02, 0x11, 0, 0, 0, 10];
+const CLIENT: [u8; 4] = [10, 20, 0, 10];
+const LIVE_MAC: [u8; 6] = [0x02, 0x99, 0, 0, 0, 0x50];
+const CLAIMED: [u8; 4] = [10, 20, 0, 50];
+
+/// One frame into lan0; what the box sent back (in place or extra).
+fn rx(n: &mut Node<OsRng>, now: u64, frame: &[u8]) -> Vec<(PortId, Vec<u8>)> {
+    let mut raw = [0u8; BUF_SIZE];
+    raw[HEADROOM..HEADROOM + frame.len()].copy_from_slice(frame);
+    let mut fb = FrameBuf::new(&mut raw, HEADROOM, frame.len()).unwrap();
+    let mut wire = Wire::default();
+    let mut f = n.forwarding().unwrap();
+    f.dataplane.process_and_transmit(t(now), LAN, &mut fb, &mut f.tunnel, &mut wire);
+    wire.0
+}
+
+/// Run the timers from `from` to `to` ms in 50 ms steps; what was sent.
+fn run(n: &mut Node<OsRng>, from: u64, to: u64) -> Vec<(PortId, Vec<u8>)> {
+    let mut wire = Wire::default();
+    let mut ms = from;
+    while ms <= to {
+        let mut f = n.forwarding().unwrap();
+        f.dataplane.poll(t(ms), &mut f.tunnel, &mut wire);
+        ms += 50;
+    }
+    wire.0
+}
+
+/// ARP frames about 10.20.0.50 the box sent: (op, sender IP).
+fn arp_about_claimed(sent: &[(PortId, Vec<u8>)]) -> Vec<(ArpOperation, [u8; 4])> {
+    sent.iter()
+        .filter_map(|(_, f)| frames::parse_arp(f))
+        .filter(|(_, _, spa, tpa)| *tpa == CLAIMED || *spa == CLAIMED)
+        .map(|(op, _, spa, _)| (op, spa))
+        .collect()
+}
+
+fn claim_state(n: &mut Node<OsRng>, now: u64) -> ClaimState {
+    status(n, now).claims[0].state
+}
+
+fn who_has_claimed(n: &mut Node<OsRng>, now: u64) -> bool {
+    let reply = rx(n, now, &frames::arp_request(CLIENT_MAC, CLIENT, CLAIMED));
+    reply.iter().any(|(_, f)| matches!(frames::parse_arp(f), Some((ArpOperation::REPLY, mac, ip, _)) if mac == BOX_LAN_MAC && ip == CLAIMED))
+}
+
+#[test]
+fn unrelated_applies_keep_a_conflict_the_arp_cache_and_the_counters() {
+    let mut n = node();
+    assert!(matches!(n.handle(t(0), Op::Apply(cfg(true)), &nics()), Reply::Applied(_)));
+    // The probes go unanswered: both claims capture.
+    let sent = run(&mut n, 0, 1_000);
+    let probes = arp_about_claimed(&sent).iter().filter(|(op, spa)| *op == ArpOperation::REQUEST && *spa == [0; 4]).count();
+    assert_eq!(probes, 3, "three RFC 5227 probes for 10.20.0.50");
+    assert_eq!(claim_state(&mut n, 1_000), ClaimState::Active);
+    assert!(who_has_claimed(&mut n, 1_010));
+    // The client ARPs for the box: the box learns it.
+    assert!(!rx(&mut n, 1_020, &frames::arp_request(CLIENT_MAC, CLIENT, [10, 20, 0, 2])).is_empty());
+    let known = |n: &mut Node<OsRng>| n.forwarding().unwrap().dataplane.neighbors().entries().len();
+    assert_eq!(known(&mut n), 1);
+
+    // A live host announces 10.20.0.50.
+    let garp = frames::arp(ArpOperation::REQUEST, LIVE_MAC, CLAIMED, [0xff; 6], [0; 6], CLAIMED);
+    rx(&mut n, 2_000, &garp);
+    let st = status(&mut n, 2_001);
+    assert_eq!(st.claims[0].state, ClaimState::Conflict);
+    assert_eq!(st.claims[0].conflict_mac, Some(LIVE_MAC));
+    let drops_before = st.drops.clone();
+    let Reply::Status(_) = n.handle(t(2_002), Op::Status { mark: true }, &nics()) else { panic!() };
+
+    // Unrelated: remove the other claim; then re-apply a changed file.
+    let other = cfg(true).claims[1].address;
+    assert!(matches!(n.handle(t(2_100), Op::ClaimRemove(other), &nics()), Reply::Applied(_)));
+    let mut changed = cfg(false);
+    changed.peers[0].persistent_keepalive = Some(25);
+    let Reply::Applied(out) = n.handle(t(2_200), Op::Apply(changed), &nics()) else { panic!() };
+    assert!(out.tunnel_restarts, "the peer changed: WireGuard was rebuilt");
+    let st = status(&mut n, 2_300);
+    assert_eq!(st.claims[0].state, ClaimState::Conflict, "an unrelated apply must not hijack the live host's address");
+    assert_eq!(st.claims[0].conflict_mac, Some(LIVE_MAC));
+    assert_eq!(st.claims[0].conflicts, 1);
+    assert_eq!(st.claims[0].arp_replies, 1, "per-claim counters carried");
+    assert_eq!(st.drops, drops_before, "drop counters carried");
+    assert_eq!(st.mark_age_ms, Some(298), "the doctor's mark survives applies");
+    assert_eq!(known(&mut n), 1, "the ARP cache survives applies");
+    assert!(!who_has_claimed(&mut n, 2_310));
+    let sent = run(&mut n, 2_300, 5_000);
+    assert!(arp_about_claimed(&sent).is_empty(), "no probe, no gratuitous ARP for a live host's address: {sent:?}");
+
+    // The operator asks while the host is still there: the probe is answered.
+    let Reply::Probing(p) = n.handle(t(5_000), Op::ClaimClearConflict(cfg(false).claims[0].address), &nics()) else { panic!() };
+    assert_eq!((p.probes, p.done_in_ms), (3, 600));
+    run(&mut n, 5_000, 5_000);
+    let answer = frames::arp(ArpOperation::REPLY, LIVE_MAC, CLAIMED, BOX_LAN_MAC, BOX_LAN_MAC, [0; 4]);
+    rx(&mut n, 5_010, &answer);
+    let st = status(&mut n, 5_020);
+    assert_eq!(st.claims[0].state, ClaimState::Conflict);
+    assert_eq!(st.claims[0].probes_answered, 1);
+    // Not in conflict → refused with the reason; unknown address → not found.
+    let other_addr = config_schema::Ipv4Cidr::new("10.20.0.77".parse().unwrap(), 32).unwrap();
+    match n.handle(t(5_030), Op::ClaimClearConflict(other_addr), &nics()) {
+        Reply::Error(f) => assert_eq!(f.kind, FailureKind::NotFound),
+        other => panic!("{other:?}"),
+    }
+
+    // The host leaves; the hold (60 s by default) passes; probes go unanswered.
+    let sent = run(&mut n, 5_050, 65_700);
+    let st = status(&mut n, 65_700);
+    assert_eq!(st.claims[0].state, ClaimState::Active, "captured again after the hold and unanswered probes");
+    let about = arp_about_claimed(&sent);
+    assert_eq!(about.iter().filter(|(_, spa)| *spa == [0; 4]).count(), 3);
+    assert!(about.iter().any(|(_, spa)| *spa == CLAIMED), "then announced");
+    assert!(who_has_claimed(&mut n, 65_800));
+    match n.handle(t(65_900), Op::ClaimClearConflict(cfg(false).claims[0].address), &nics()) {
+        Reply::Error(f) => assert!(f.message.contains("not in conflict"), "{}", f.message),
+        other => panic!("{other:?}"),
+    }
+    // Every transition was recorded with its reason, for the log.
+    let log: Vec<String> = std::iter::from_fn(|| n.take_claim_event()).map(|e| e.to_string()).collect();
+    assert!(log.iter().any(|l| l.contains("CONFLICT") && l.contains("02:99:00:00:00:50")), "{log:#?}");
+    assert!(log.iter().any(|l| l.contains("probing") && l.contains("operator")), "{log:#?}");
+    assert!(log.iter().any(|l| l.contains("still in use") && l.contains("02:99:00:00:00:50")), "{log:#?}");
+    assert!(log.iter().any(|l| l.contains("probing") && l.contains("silent for 60 s")), "{log:#?}");
+    assert!(log.last().is_some_and(|l| l.contains("capturing: 3 ARP probes unanswered")), "{log:#?}");
+}

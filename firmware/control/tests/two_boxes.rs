@@ -159,10 +159,14 @@ fn a_syn_crosses_from_onprem_to_the_cloud_host_and_back_clamped_both_ways() {
     let (mut onprem_lan, mut cloud_lan) = (Vec::new(), Vec::new());
     let mut now = Instant::from_millis(1000);
 
-    // Gratuitous ARPs on activation go out on the LANs; clear them.
-    onprem.poll(now);
-    cloud.poll(now);
-    pump(now, &mut onprem, &mut cloud, &mut onprem_lan, &mut cloud_lan);
+    // Proxy-ARP claims probe first (nobody answers here), then announce
+    // themselves with gratuitous ARPs on the LANs; clear them.
+    for _ in 0..4 {
+        onprem.poll(now);
+        cloud.poll(now);
+        pump(now, &mut onprem, &mut cloud, &mut onprem_lan, &mut cloud_lan);
+        now = now.plus_millis(200);
+    }
     onprem_lan.clear();
     cloud_lan.clear();
 

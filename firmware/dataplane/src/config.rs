@@ -190,6 +190,28 @@ pub struct ClaimConfig {
     pub side: ClaimSide,
     /// MSS for this claim's path; `None` derives it from the tunnel MTU − 40.
     pub mss: Option<u16>,
+    /// Gratuitous ARPs sent when a proxy-ARP claim starts capturing.
+    pub garp_count: u8,
+    /// How long a live host found on the address must stay silent before
+    /// the box probes it again (proxy-ARP claims).
+    pub conflict_hold_ms: u64,
+}
+
+impl ClaimConfig {
+    /// Defaults for a claim on `side`: 3 gratuitous ARPs (proxy-ARP only),
+    /// a 60 s conflict hold.
+    pub const fn new(address: Ipv4Addr, side: ClaimSide) -> ClaimConfig {
+        let garp_count = match side {
+            ClaimSide::Remote { capture: Capture::ProxyArp, .. } => 3,
+            _ => 0,
+        };
+        ClaimConfig { address, side, mss: None, garp_count, conflict_hold_ms: 60_000 }
+    }
+
+    /// True for a claim this box captures by answering ARP.
+    pub const fn is_proxy_arp(&self) -> bool {
+        matches!(self.side, ClaimSide::Remote { capture: Capture::ProxyArp, .. })
+    }
 }
 
 /// A VXLAN segment: one LAN port bridged to remote VTEPs.
@@ -213,8 +235,11 @@ pub struct SegmentConfig {
 /// Timers and rate limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
-    /// Gratuitous ARPs sent when a proxy-ARP claim becomes active.
-    pub garp_count: u8,
+    /// ARP probes (sender 0.0.0.0, RFC 5227) a proxy-ARP claim sends before
+    /// it captures; 0 captures at once without asking.
+    pub probe_count: u8,
+    /// Spacing of probes, and the wait after the last one for an answer.
+    pub probe_interval_ms: u64,
     /// Spacing of gratuitous ARPs.
     pub garp_interval_ms: u64,
     /// ARP requests per resolution before giving up.
@@ -238,7 +263,8 @@ pub struct Timing {
 impl Default for Timing {
     fn default() -> Timing {
         Timing {
-            garp_count: 3,
+            probe_count: 3,
+            probe_interval_ms: 200,
             garp_interval_ms: 1_000,
             arp_attempts: 3,
             arp_retry_ms: 1_000,

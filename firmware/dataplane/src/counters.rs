@@ -55,6 +55,8 @@ drop_reasons! {
     ArpClaimInConflict = "arp_claim_in_conflict",
     /// ARP request for a disabled claim.
     ArpClaimInactive = "arp_claim_inactive",
+    /// ARP request for a claim still probing for a live host (not yet capturing).
+    ArpClaimProbing = "arp_claim_probing",
     /// Proxy-ARP reply suppressed by the per-claim rate limit.
     ArpReplyRateLimited = "arp_reply_rate_limited",
     /// ARP that revealed a live host on a claimed address (the claim is now in conflict).
@@ -105,8 +107,10 @@ drop_reasons! {
     ArpCacheFull = "arp_cache_full",
     /// ARP resolution gave up after all retries.
     ArpResolutionFailed = "arp_resolution_failed",
-    /// The caller had no transmit slot for an extra frame.
+    /// The port's transmit ring was full (counted per port in `Counters::tx_full`).
     TxFull = "tx_full",
+    /// A frame waiting for ARP on a port that an apply removed.
+    PortRemoved = "port_removed",
     /// VXLAN datagram truncated.
     VxlanMalformed = "vxlan_malformed",
     /// VXLAN header without the I flag.
@@ -167,6 +171,10 @@ pub struct Counters {
     pub fdb_full: u64,
     /// Neighbour entries evicted to make room.
     pub arp_evictions: u64,
+    /// Frames lost to a full transmit ring, per port (also in `TxFull`).
+    pub tx_full: [u64; MAX_PORTS],
+    /// Claim state changes not recorded because nobody collected the events.
+    pub claim_events_lost: u64,
 }
 
 impl Default for Counters {
@@ -192,6 +200,8 @@ impl Default for Counters {
             vxlan_floods: 0,
             fdb_full: 0,
             arp_evictions: 0,
+            tx_full: [0; MAX_PORTS],
+            claim_events_lost: 0,
         }
     }
 }
@@ -257,6 +267,10 @@ pub struct ClaimCounters {
     pub syns_clamped: u64,
     /// Packets for the address dropped by the loop guard.
     pub loops: u64,
+    /// ARP probes (sender 0.0.0.0) the box sent for the address.
+    pub probes_sent: u64,
+    /// Probes answered by a live host (the address was in use).
+    pub probes_answered: u64,
 }
 
 #[cfg(test)]

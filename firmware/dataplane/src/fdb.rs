@@ -109,6 +109,13 @@ impl Fdb {
     pub fn entries(&self) -> &[FdbEntry] {
         &self.entries
     }
+
+    /// Take an entry over from the FDB of the dataplane an apply replaces.
+    pub(crate) fn carry(&mut self, e: FdbEntry) {
+        if !self.entries.iter().any(|x| x.segment == e.segment && x.mac == e.mac) {
+            let _ = self.entries.push(e);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -33,6 +33,7 @@
 
 pub mod buf;
 pub mod checksum;
+pub mod claims;
 pub mod config;
 pub mod counters;
 pub mod fdb;
@@ -51,6 +52,7 @@ pub use config::{
     Prefix, SegmentConfig, Timing, TunnelConfig,
 };
 pub use counters::{ClaimCounters, Counters, DropReason, Flow};
-pub use pipeline::{ClaimState, ClaimStatus, Dataplane, Transmit, Verdict};
+pub use claims::{ClaimEvent, ClaimEventKind, ClaimState, Evidence, MacText, ProbeReason};
+pub use pipeline::{ClaimStatus, Dataplane, ProbeRefused, Transmit, Verdict};
 pub use time::Instant;
 pub use tunnel::{Endpoint, NoTunnel, Opened, Sealed, Tunnel};

@@ -196,6 +196,14 @@ impl NeighborCache {
     pub fn entries(&self) -> &[Neighbor] {
         &self.entries
     }
+
+    /// Take an entry over from the cache of the dataplane an apply
+    /// replaces (the capacities are equal; a duplicate is ignored).
+    pub(crate) fn carry(&mut self, e: Neighbor) {
+        if self.find(e.port, e.ip).is_none() {
+            let _ = self.entries.push(e);
+        }
+    }
 }
 
 /// One frame waiting for its next hop's MAC.
@@ -258,6 +266,15 @@ impl PendingQueue {
             n += 1;
         }
         n
+    }
+
+    /// Every waiting frame, oldest slot first.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(PortId, Ipv4Addr, &[u8])) {
+        for s in self.slots.iter().filter(|s| s.used) {
+            if let Some(frame) = s.frame.get(..s.len) {
+                f(s.port, s.next_hop, frame);
+            }
+        }
     }
 
     /// Frames currently waiting.

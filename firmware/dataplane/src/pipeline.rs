@@ -30,8 +30,11 @@
 //!   proxy-ARP behaves the same (it answers probes only for local addresses).
 //! * **Conflict**: an ARP request or reply whose sender IP is a proxy-ARP
 //!   claim's address from a MAC that is not ours, on any port, puts the claim
-//!   in conflict: no more ARP replies or gratuitous ARPs until the control
-//!   plane calls [`Dataplane::clear_conflict`]. Frames still arriving for the
+//!   in conflict: no more ARP replies or gratuitous ARPs until the live host
+//!   has been silent for the claim's hold time *and* ARP probes for the
+//!   address go unanswered ([`crate::claims`]; the operator may ask for the
+//!   probe early with [`Dataplane::probe_claim`]). A new claim probes the
+//!   same way before its first capture. Frames still arriving for the
 //!   address (stale caches) keep being delivered, never black-holed.
 //! * **The WAN answers nothing but WireGuard** (and VXLAN from configured
 //!   VTEPs, and ARP for its own address, without which nothing works):
@@ -53,9 +56,8 @@ use smoltcp::wire::{
 
 use crate::buf::{FrameBuf, BUF_SIZE, HEADROOM};
 use crate::checksum;
-use crate::config::{
-    Capture, ClaimSide, Config, ConfigError, Mac, PeerId, PortId, PortRole, MAX_CLAIMS,
-};
+use crate::claims::{self, ClaimEvent, ClaimEventKind, ClaimRuntime, ClaimState, Evidence, ProbeReason};
+use crate::config::{Capture, ClaimSide, Config, ConfigError, Mac, PeerId, PortId, PortRole, MAX_CLAIMS};
 use crate::counters::{ClaimCounters, Counters, DropReason};
 use crate::fdb::{Fdb, Learn, Location};
 use crate::mss::{self, Clamp};
@@ -65,6 +67,8 @@ use crate::route::{NextHop, RouteTable};
 use crate::time::Instant;
 use crate::tunnel::{Endpoint, Opened, Sealed, Tunnel, TUNNEL_HEADROOM, TUNNEL_TAILROOM};
 use crate::vxlan::{self, VxlanPacket, VxlanRepr};
+
+mod carry;
 
 const ETH_LEN: usize = 14;
 const IPV4_LEN: usize = 20;
@@ -99,17 +103,6 @@ pub enum Verdict {
     Consumed,
 }
 
-/// State of a claim.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClaimState {
-    /// Capturing (remote) or delivering (local).
-    Active,
-    /// The address was seen live on a LAN: proxy-ARP stopped.
-    InConflict,
-    /// Disabled by the control plane: no ARP, no /32 route.
-    Disabled,
-}
-
 /// A claim as the control plane sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClaimStatus {
@@ -121,17 +114,26 @@ pub struct ClaimStatus {
     pub counters: ClaimCounters,
     /// The MAC of the live host last seen using the address (conflicts).
     pub conflict_mac: Option<[u8; 6]>,
+    /// When that host was last heard.
+    pub heard: Option<Instant>,
+    /// When the claim's timers next act: the next probe or its verdict,
+    /// the probe after a conflict's hold, the next gratuitous ARP.
+    pub next_action: Option<Instant>,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct ClaimRuntime {
-    state: ClaimState,
-    counters: ClaimCounters,
-    conflict_mac: Option<[u8; 6]>,
-    garp_left: u8,
-    garp_next: Instant,
-    replies: TokenBucket,
+/// Why [`Dataplane::probe_claim`] did not start a probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeRefused {
+    /// No claim with that index.
+    Unknown,
+    /// Only proxy-ARP claims answer ARP, so only they can be in conflict.
+    NotProxyArp,
+    /// The claim is not in conflict (it is in this state).
+    NotInConflict(ClaimState),
 }
+
+/// Claim transitions kept until the control plane collects them.
+pub const CLAIM_EVENTS: usize = 16;
 
 /// Where a packet entered the IPv4 stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,25 +167,21 @@ struct Core {
     counters: Counters,
     icmp_bucket: TokenBucket,
     ident: u16,
+    events: heapless::Deque<ClaimEvent, CLAIM_EVENTS>,
 }
 
 impl Dataplane {
-    /// Build a dataplane; every claim starts active and proxy-ARP claims
-    /// schedule their gratuitous ARPs from `now`.
+    /// Build a dataplane with empty tables. Proxy-ARP claims start by
+    /// probing for a live host on their address (from `now`); the others
+    /// are active at once. An apply builds one and then takes the running
+    /// one's state with [`Dataplane::carry_from`].
     pub fn new(cfg: Config, now: Instant) -> Result<Dataplane, ConfigError> {
         cfg.validate()?;
         let wan = cfg.wan().ok_or(ConfigError::WanCount)?;
         let t = cfg.timing;
         let mut claims = Vec::new();
-        for _ in cfg.claims.iter() {
-            let _ = claims.push(ClaimRuntime {
-                state: ClaimState::Active,
-                counters: ClaimCounters::default(),
-                conflict_mac: None,
-                garp_left: t.garp_count,
-                garp_next: now,
-                replies: TokenBucket::new(t.arp_reply_rate, t.arp_reply_burst, now),
-            });
+        for c in cfg.claims.iter() {
+            let _ = claims.push(ClaimRuntime::new(c, &t, now));
         }
         let core = Core {
             routes: RouteTable::build(&cfg),
@@ -195,6 +193,7 @@ impl Dataplane {
             counters: Counters::default(),
             icmp_bucket: TokenBucket::new(t.icmp_rate, t.icmp_burst, now),
             ident: 0,
+            events: heapless::Deque::new(),
             cfg,
         };
         Ok(Dataplane { core, scratch: [0; BUF_SIZE] })
@@ -218,10 +217,28 @@ impl Dataplane {
         v
     }
 
+    /// [`Dataplane::process`], then the frame left in `buf` goes out through
+    /// `tx` too; a full transmit ring is counted (`tx_full`, per port) like
+    /// any other lost frame. What a platform loop calls per received frame.
+    pub fn process_and_transmit<T: Tunnel + ?Sized, X: Transmit + ?Sized>(
+        &mut self,
+        now: Instant,
+        port: PortId,
+        buf: &mut FrameBuf<'_>,
+        tunnel: &mut T,
+        tx: &mut X,
+    ) -> Verdict {
+        let v = self.core.intake(now, port, buf, tunnel, tx, &mut self.scratch);
+        if let Verdict::Transmit(p) = v {
+            send_extra(&mut self.core.counters, tx, p, buf.frame());
+        }
+        v
+    }
+
     /// Run timers: gratuitous ARPs, ARP retries and give-ups, neighbour and
     /// FDB aging, the tunnel's own timers. Frames go to `tx`.
     pub fn poll<T: Tunnel + ?Sized, X: Transmit + ?Sized>(&mut self, now: Instant, tunnel: &mut T, tx: &mut X) {
-        self.core.poll_garps(now, tx, &mut self.scratch);
+        self.core.poll_claims(now, tx, &mut self.scratch);
         self.core.poll_neighbors(now, tx, &mut self.scratch);
         self.core.fdb.expire(now);
         for _ in 0..TUNNEL_POLL_BUDGET {
@@ -247,15 +264,9 @@ impl Dataplane {
     /// When [`Dataplane::poll`] next needs to run (`None`: only when frames arrive).
     pub fn poll_at<T: Tunnel + ?Sized>(&self, tunnel: &T) -> Option<Instant> {
         let c = &self.core;
-        let garp = c
-            .cfg
-            .claims
-            .iter()
-            .zip(c.claims.iter())
-            .filter(|(cfg, rt)| is_proxy_arp(cfg.side) && rt.state == ClaimState::Active && rt.garp_left > 0)
-            .map(|(_, rt)| rt.garp_next)
-            .min();
-        [garp, c.neighbors.next_deadline(), c.fdb.next_deadline(), tunnel.poll_at()].into_iter().flatten().min()
+        let t = c.cfg.timing;
+        let claims = c.cfg.claims.iter().zip(c.claims.iter()).filter_map(|(cfg, rt)| rt.deadline(cfg, &t)).min();
+        [claims, c.neighbors.next_deadline(), c.fdb.next_deadline(), tunnel.poll_at()].into_iter().flatten().min()
     }
 
     /// Box-wide counters.
@@ -267,7 +278,14 @@ impl Dataplane {
     pub fn claim_status(&self, claim: usize) -> Option<ClaimStatus> {
         let cfg = self.core.cfg.claims.get(claim)?;
         let rt = self.core.claims.get(claim)?;
-        Some(ClaimStatus { address: cfg.address, state: rt.state, counters: rt.counters, conflict_mac: rt.conflict_mac })
+        Some(ClaimStatus {
+            address: cfg.address,
+            state: rt.state,
+            counters: rt.counters,
+            conflict_mac: rt.conflict_mac,
+            heard: rt.heard,
+            next_action: rt.deadline(cfg, &self.core.cfg.timing),
+        })
     }
 
     /// Every claim, in configuration order.
@@ -275,16 +293,17 @@ impl Dataplane {
         (0..self.core.claims.len()).filter_map(|i| self.claim_status(i))
     }
 
-    /// Enable or disable a claim. Enabling (re)schedules gratuitous ARPs.
-    /// Returns false for an unknown claim.
+    /// Enable or disable a claim. Enabling starts it like a new claim
+    /// (a proxy-ARP claim probes before it captures). Returns false for an
+    /// unknown claim.
     pub fn set_claim_enabled(&mut self, now: Instant, claim: usize, enabled: bool) -> bool {
-        let count = self.core.cfg.timing.garp_count;
-        let Some(rt) = self.core.claims.get_mut(claim) else { return false };
+        let t = self.core.cfg.timing;
+        let (Some(cfg), Some(rt)) = (self.core.cfg.claims.get(claim), self.core.claims.get_mut(claim)) else {
+            return false;
+        };
         if enabled {
             if rt.state == ClaimState::Disabled {
-                rt.state = ClaimState::Active;
-                rt.garp_left = count;
-                rt.garp_next = now;
+                rt.start(cfg, &t, now);
             }
         } else {
             rt.state = ClaimState::Disabled;
@@ -292,19 +311,28 @@ impl Dataplane {
         true
     }
 
-    /// The operator resolved a conflict: the claim answers again and
-    /// re-announces itself. Returns false if the claim was not in conflict.
-    pub fn clear_conflict(&mut self, now: Instant, claim: usize) -> bool {
-        let count = self.core.cfg.timing.garp_count;
-        match self.core.claims.get_mut(claim) {
-            Some(rt) if rt.state == ClaimState::InConflict => {
-                rt.state = ClaimState::Active;
-                rt.garp_left = count;
-                rt.garp_next = now;
-                true
-            }
-            _ => false,
+    /// The operator believes the live host behind a conflict is gone: probe
+    /// the address now instead of after the hold time. The claim captures
+    /// again only if nobody answers ([`Dataplane::take_event`] tells).
+    pub fn probe_claim(&mut self, now: Instant, claim: usize) -> Result<(), ProbeRefused> {
+        let t = self.core.cfg.timing;
+        let (Some(cfg), Some(rt)) = (self.core.cfg.claims.get(claim), self.core.claims.get_mut(claim)) else {
+            return Err(ProbeRefused::Unknown);
+        };
+        if !cfg.is_proxy_arp() {
+            return Err(ProbeRefused::NotProxyArp);
         }
+        if rt.state != ClaimState::InConflict {
+            return Err(ProbeRefused::NotInConflict(rt.state));
+        }
+        rt.probe(ProbeReason::Operator, &t, now);
+        Ok(())
+    }
+
+    /// The oldest claim transition not yet collected (conflicts, probes and
+    /// their outcome, with reasons), for the platform to log.
+    pub fn take_event(&mut self) -> Option<ClaimEvent> {
+        self.core.events.pop_front()
     }
 
     /// The configuration in force.
@@ -328,10 +356,6 @@ impl Dataplane {
     }
 }
 
-fn is_proxy_arp(side: ClaimSide) -> bool {
-    matches!(side, ClaimSide::Remote { capture: Capture::ProxyArp, .. })
-}
-
 fn send_extra<X: Transmit + ?Sized>(counters: &mut Counters, tx: &mut X, port: PortId, frame: &[u8]) {
     if tx.send(port, frame) {
         if let Some(c) = counters.tx_frames.get_mut(port.index()) {
@@ -339,6 +363,17 @@ fn send_extra<X: Transmit + ?Sized>(counters: &mut Counters, tx: &mut X, port: P
         }
     } else {
         counters.drop(DropReason::TxFull);
+        if let Some(c) = counters.tx_full.get_mut(port.index()) {
+            *c = c.saturating_add(1);
+        }
+    }
+}
+
+/// Keep a claim transition for the control plane; count it when the queue
+/// is full (nobody collects).
+fn record(events: &mut heapless::Deque<ClaimEvent, CLAIM_EVENTS>, counters: &mut Counters, e: ClaimEvent) {
+    if events.push_back(e).is_err() {
+        counters.claim_events_lost = counters.claim_events_lost.saturating_add(1);
     }
 }
 
@@ -473,6 +508,30 @@ impl Core {
         self.claims.get(i).is_some_and(|c| c.state != ClaimState::Disabled)
     }
 
+    /// The proxy-ARP claim for `addr`, if there is one.
+    fn proxy_claim(&self, addr: Ipv4Addr) -> Option<usize> {
+        let ci = self.routes.claim(addr)?;
+        self.cfg.claims.get(ci).filter(|c| c.is_proxy_arp()).map(|_| ci)
+    }
+
+    /// A frame showed a live host using claim `ci`'s address. True when the
+    /// claim is enabled (the evidence counts).
+    fn live_host(&mut self, now: Instant, ci: usize, mac: Mac, port: PortId, evidence: Evidence) -> bool {
+        let Some(rt) = self.claims.get_mut(ci) else { return false };
+        if rt.state == ClaimState::Disabled {
+            return false;
+        }
+        if let Some(kind) = rt.live_host(mac, port, evidence, now) {
+            self.record(now, ci, kind);
+        }
+        true
+    }
+
+    fn record(&mut self, now: Instant, ci: usize, kind: ClaimEventKind) {
+        let Some(address) = self.cfg.claims.get(ci).map(|c| c.address) else { return };
+        record(&mut self.events, &mut self.counters, ClaimEvent { address, at: now, kind });
+    }
+
     fn claim_counters(&mut self, i: Option<usize>) -> Option<&mut ClaimCounters> {
         i.and_then(|i| self.claims.get_mut(i)).map(|c| &mut c.counters)
     }
@@ -538,7 +597,7 @@ impl Core {
                 if buf.pull_head(ETH_LEN).is_err() {
                     return self.drop(DropReason::EthernetTruncated);
                 }
-                self.ipv4_from_port(now, port, buf, tunnel, tx)
+                self.ipv4_from_port(now, port, src, buf, tunnel, tx)
             }
             _ => self.drop(DropReason::UnsupportedEthertype),
         }
@@ -573,15 +632,12 @@ impl Core {
         }
 
         // A live host using a proxy-ARP claim's address: never hijack it.
+        // (A live host asking for the box's own address is still answered.)
         if !spa.is_unspecified() {
-            if let Some(ci) = self.routes.claim(spa) {
-                let proxy = self.cfg.claims.get(ci).is_some_and(|c| is_proxy_arp(c.side));
-                if proxy && self.claim_enabled(ci) {
-                    if let Some(rt) = self.claims.get_mut(ci) {
-                        rt.state = ClaimState::InConflict;
-                        rt.counters.conflicts += 1;
-                        rt.conflict_mac = Some(sha.0);
-                    }
+            if let Some(ci) = self.proxy_claim(spa) {
+                let evidence = if operation == ArpOperation::Reply { Evidence::ArpReply } else { Evidence::ArpRequest };
+                let asks_us = operation == ArpOperation::Request && tpa == port_addr;
+                if self.live_host(now, ci, sha, port, evidence) && !asks_us {
                     return self.drop(DropReason::ArpConflict);
                 }
             }
@@ -624,16 +680,22 @@ impl Core {
                 if !captures_here {
                     return self.drop(DropReason::ArpNotOurs);
                 }
+                if spa.is_unspecified() {
+                    // Another host probing for the address: while the box
+                    // probes or holds a conflict, that host wants it too.
+                    self.live_host(now, ci, sha, port, Evidence::ArpProbe);
+                    if let Some(rt) = self.claims.get_mut(ci) {
+                        rt.counters.probes_seen += 1;
+                    }
+                    return self.drop(DropReason::ArpProbeForClaim);
+                }
                 let Some(rt) = self.claims.get_mut(ci) else {
                     return self.drop(DropReason::ArpNotOurs);
                 };
-                if spa.is_unspecified() {
-                    rt.counters.probes_seen += 1;
-                    return self.drop(DropReason::ArpProbeForClaim);
-                }
                 match rt.state {
                     ClaimState::Disabled => return self.drop(DropReason::ArpClaimInactive),
                     ClaimState::InConflict => return self.drop(DropReason::ArpClaimInConflict),
+                    ClaimState::Probing => return self.drop(DropReason::ArpClaimProbing),
                     ClaimState::Active => {}
                 }
                 if !rt.replies.take(now) {
@@ -682,10 +744,12 @@ impl Core {
             })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn ipv4_from_port<T: Tunnel + ?Sized, X: Transmit + ?Sized>(
         &mut self,
         now: Instant,
         port: PortId,
+        src_mac: Mac,
         buf: &mut FrameBuf<'_>,
         tunnel: &mut T,
         tx: &mut X,
@@ -698,6 +762,14 @@ impl Core {
             return self.drop(DropReason::UnknownPort);
         };
         let (role, port_addr) = (pc.role, pc.address);
+        if role == PortRole::Lan {
+            // A host on the LAN sending from a proxy-ARP claim's address is
+            // using it: evidence like an ARP from it (the packet itself is
+            // still forwarded).
+            if let Some(ci) = self.proxy_claim(src) {
+                self.live_host(now, ci, src_mac, port, Evidence::Ipv4);
+            }
+        }
         if self.cfg.is_own_address(dst) {
             if role == PortRole::Wan {
                 // Nothing but WireGuard (and VXLAN from configured VTEPs)
@@ -1304,23 +1376,35 @@ impl Core {
 
     // ------------------------------------------------------------ timers
 
-    fn poll_garps<X: Transmit + ?Sized>(&mut self, now: Instant, tx: &mut X, scratch: &mut [u8; BUF_SIZE]) {
-        let interval = self.cfg.timing.garp_interval_ms;
-        let Core { cfg, claims, counters, .. } = self;
+    /// Claim timers: probes and their verdicts, re-probes after a
+    /// conflict's hold, gratuitous ARPs.
+    fn poll_claims<X: Transmit + ?Sized>(&mut self, now: Instant, tx: &mut X, scratch: &mut [u8; BUF_SIZE]) {
+        let t = self.cfg.timing;
+        let Core { cfg, claims, counters, events, .. } = self;
         for (c, rt) in cfg.claims.iter().zip(claims.iter_mut()) {
-            let ClaimSide::Remote { capture: Capture::ProxyArp, port, .. } = c.side else { continue };
-            if rt.state != ClaimState::Active || rt.garp_left == 0 || now < rt.garp_next {
-                continue;
+            let (mut send, event) = rt.poll(c, &t, now);
+            if let Some(kind) = event {
+                record(events, counters, ClaimEvent { address: c.address, at: now, kind });
+                if matches!(kind, ClaimEventKind::Captured { .. }) {
+                    // Announce at once: the first gratuitous ARP is due now.
+                    send = rt.poll(c, &t, now).0;
+                }
             }
+            let ClaimSide::Remote { capture: Capture::ProxyArp, port, .. } = c.side else { continue };
             let Some(pc) = cfg.ports.get(port.index()) else { continue };
             let Some(f) = scratch.get_mut(..MIN_FRAME) else { continue };
             f.fill(0);
-            // Gratuitous ARP: a request with sender = target = the claim.
-            write_arp(f, Mac::BROADCAST, ArpOperation::Request, pc.mac, c.address, Mac([0; 6]), c.address);
+            match send {
+                // RFC 5227 probe: sender address 0.0.0.0, so no host's
+                // cache learns anything from it.
+                claims::Send::Probe => {
+                    write_arp(f, Mac::BROADCAST, ArpOperation::Request, pc.mac, Ipv4Addr::UNSPECIFIED, Mac([0; 6]), c.address)
+                }
+                // Gratuitous ARP: a request with sender = target = the claim.
+                claims::Send::Garp => write_arp(f, Mac::BROADCAST, ArpOperation::Request, pc.mac, c.address, Mac([0; 6]), c.address),
+                claims::Send::Nothing => continue,
+            }
             send_extra(counters, tx, port, f);
-            rt.garp_left -= 1;
-            rt.garp_next = now.plus_millis(interval);
-            rt.counters.garps_sent += 1;
         }
     }
 

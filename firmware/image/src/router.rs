@@ -19,7 +19,7 @@ use hal_x86::clock::Clock;
 use hal_x86::entropy::Entropy;
 use log::{info, warn};
 use routerd_control::{NicSnapshot, Node};
-use routerd_dataplane::{self as dp, FrameBuf, Instant, PortId, Transmit, Verdict};
+use routerd_dataplane::{self as dp, FrameBuf, Instant, PortId, Transmit};
 use routerd_netdev::{NetDevice, TxToken};
 use routerd_provision::message::{Op, Reply};
 use routerd_provision::session::{Session, Step};
@@ -69,20 +69,20 @@ pub struct Router {
     pub watch: Watch,
 }
 
-/// What the console reports when it changes: link state and claim state.
+/// What the console reports when it changes: link state (claim changes
+/// come from the dataplane as events, with their reasons).
 pub struct Watch {
     next: Instant,
     links: [Option<bool>; crate::nics::MAX_NICS],
-    claims: heapless::Vec<(core::net::Ipv4Addr, dp::ClaimState), { dp::config::MAX_CLAIMS }>,
 }
 
 impl Watch {
     pub const fn new() -> Watch {
-        Watch { next: Instant::from_millis(0), links: [None; crate::nics::MAX_NICS], claims: heapless::Vec::new() }
+        Watch { next: Instant::from_millis(0), links: [None; crate::nics::MAX_NICS] }
     }
 }
 
-/// How often link and claim state are compared.
+/// How often link state is compared.
 const WATCH_MS: u64 = 100;
 
 impl Router {
@@ -140,9 +140,7 @@ impl Router {
             for i in 0..count {
                 let (Some(raw), Some(&len)) = (bufs.frames.get_mut(i), bufs.lens.get(i)) else { continue };
                 let Ok(mut fb) = FrameBuf::new(raw, dp::HEADROOM, len) else { continue };
-                if let Verdict::Transmit(out) = f.dataplane.process(now, port, &mut fb, &mut f.tunnel, &mut tx) {
-                    let _ = tx.send(out, fb.frame());
-                }
+                f.dataplane.process_and_transmit(now, port, &mut fb, &mut f.tunnel, &mut tx);
             }
         }
         if let Some(mut f) = self.node.forwarding() {
@@ -206,7 +204,7 @@ impl Router {
         }
     }
 
-    /// Logs link changes and claims entering or leaving conflict (on the
+    /// Logs link changes and claim transitions with their reasons (on the
     /// console, or inside frames while a session holds the line).
     fn report_changes(&mut self, nics: &mut Nics) {
         for (i, (name, n)) in nics.iter_mut().enumerate() {
@@ -220,28 +218,12 @@ impl Router {
                 }
             }
         }
-        let Some(f) = self.node.forwarding() else {
-            self.watch.claims.clear();
-            return;
-        };
-        let mut now: heapless::Vec<(core::net::Ipv4Addr, dp::ClaimState), { dp::config::MAX_CLAIMS }> = heapless::Vec::new();
-        for c in f.dataplane.claims() {
-            let before = self.watch.claims.iter().find(|(a, _)| *a == c.address).map(|(_, s)| *s);
-            match (before, c.state) {
-                (Some(b), s) if b == s => {}
-                (_, dp::ClaimState::InConflict) => {
-                    let mac = c.conflict_mac.unwrap_or_default();
-                    warn!(
-                        "claim {}: CONFLICT: a live host {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} uses this address on the LAN; proxy-ARP stopped",
-                        c.address, mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]
-                    );
-                }
-                (Some(dp::ClaimState::InConflict), s) => info!("claim {}: conflict cleared ({s:?})", c.address),
-                _ => {}
+        while let Some(e) = self.node.take_claim_event() {
+            match e.kind {
+                dp::ClaimEventKind::Conflict { .. } | dp::ClaimEventKind::InUse { .. } => warn!("{e}"),
+                _ => info!("{e}"),
             }
-            let _ = now.push((c.address, c.state));
         }
-        self.watch.claims = now;
     }
 
     fn snapshots(nics: &mut Nics) -> heapless::Vec<NicSnapshot, { crate::nics::MAX_NICS }> {

@@ -12,7 +12,7 @@ use crc::{Crc, CRC_32_ISO_HDLC};
 const CRC32: Crc<u32> = Crc::<u32>::new(&CRC_32_ISO_HDLC);
 
 /// Largest payload a frame carries (a full configuration plus envelope).
-pub const MAX_PAYLOAD: usize = 32 * 1024;
+pub const MAX_PAYLOAD: usize = 40 * 1024;
 
 /// Length on the wire of a frame carrying `payload` bytes, at most.
 pub const fn max_frame_len(payload: usize) -> usize {

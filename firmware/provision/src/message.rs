@@ -30,9 +30,13 @@ pub const PROTOCOL_VERSION: u16 = 1;
 /// type in this module; the hash is what is compared).
 pub const PROTOCOL_DESCRIPTION: &str = "routerd-provision/1;\
 Request{seq:u32,op:Op};Op{Hello{version,hash},Bye,Ping,Status{mark},GetConfig,Plan(Config),Apply(Config),\
-ClaimAdd(Claim),ClaimRemove(Cidr),KeyShow,KeyGenerate(Name),KeyImport(Name,[u8;32]),Reboot};\
-Up{Response{seq,reply},Log{ms,level,text}};Reply{Hello,Done,Pong,Status,Config,Plan,Applied,Keys,Error};\
-Status{device,software,uptime,configured,ports,tunnel,peers,claims,counters,drops,drops_since_mark,mark_age,wireguard,serial,host};\
+ClaimAdd(Claim),ClaimRemove(Cidr),KeyShow,KeyGenerate(Name),KeyImport(Name,[u8;32]),Reboot,ClaimClearConflict(Cidr)};\
+Up{Response{seq,reply},Log{ms,level,text}};Reply{Hello,Done,Pong,Status,Config,Plan,Applied,Keys,Error,Probing};\
+Probing{address,probes,interval_ms,done_in_ms};\
+Status{device,software,uptime,configured,ports,tunnel,peers,claims,counters,drops,drops_since_mark,mark_age,wireguard,wireguard_load,serial,host};\
+PortStatus{..,tx_ring_full,tx_dropped,tx_dropped_since_mark};ClaimState{Active,Probing,Conflict,Disabled};\
+ClaimStatus{..,loops,live_host_heard_ms_ago,conflict_hold_ms,next_probe_in_ms,probes_sent,probes_answered};\
+WireguardLoad{under_load,last_under_load_ms_ago,handshakes,cookie_replies_sent,cookies_received,refused_under_load,cookie_replies_sent_since_mark,refused_under_load_since_mark};\
 HostReport{checks,ip_forward,wan_socket,wan_tun,held{address,interface,removed,seconds_ago},removals,last_event,routes,forward_drops,firewalls,errors};\
 Outcome{applied,errors,warnings,problems,changes,keys,omitted};Failure{kind,message,problems}";
 
@@ -107,6 +111,10 @@ pub enum Op {
     KeyImport(Name, [u8; 32]),
     /// Answer, then reset the box.
     Reboot,
+    /// Ask the box to check, with ARP probes, whether the live host that
+    /// put this claim in conflict is gone; it captures again only if no one
+    /// answers. Answered with [`Reply::Probing`]; the outcome shows in status.
+    ClaimClearConflict(Ipv4Cidr),
 }
 
 /// Box → host.
@@ -150,6 +158,21 @@ pub enum Reply {
     Applied(Box<Outcome>),
     Keys(Vec<KeyInfo, MAX_KEYS>),
     Error(Box<Failure>),
+    /// A claim's probe started; its outcome shows in status after `done_in_ms`.
+    Probing(Probing),
+}
+
+/// A probe the box started for a claim (RFC 5227 style ARP probes, sender
+/// address 0.0.0.0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Probing {
+    pub address: Ipv4Addr,
+    /// Probes it sends.
+    pub probes: u8,
+    /// Milliseconds between probes (and after the last one).
+    pub interval_ms: u32,
+    /// When the outcome is known, from now.
+    pub done_in_ms: u32,
 }
 
 /// The box introduces itself.
@@ -345,13 +368,16 @@ pub struct Status {
     pub claims: Vec<ClaimStatus, MAX_CLAIM_STATUS>,
     /// Dataplane event counters (forwarded, syns_clamped, …).
     pub counters: Vec<Count, MAX_COUNTS>,
-    /// Non-zero drop counters since the configuration was applied.
+    /// Non-zero drop counters since the box started forwarding (an apply
+    /// carries them over).
     pub drops: Vec<Count, MAX_COUNTS>,
     /// Non-zero drops since the last `Status { mark: true }`.
     pub drops_since_mark: Vec<Count, MAX_COUNTS>,
     pub mark_age_ms: Option<u64>,
     /// Non-zero WireGuard counters.
     pub wireguard: Vec<Count, MAX_COUNTS>,
+    /// Handshake load on the WireGuard device (cookies, rate limits).
+    pub wireguard_load: Option<WireguardLoad>,
     pub serial: SerialStats,
     /// The Linux around a host build (`routerd-host`); `None` on the image.
     pub host: Option<HostReport>,
@@ -399,6 +425,20 @@ impl Status {
         writeln!(w, "  drops total: {total}")?;
         for c in &self.wireguard {
             writeln!(w, "  wg {}: {}", c.name.as_str(), c.value)?;
+        }
+        if let Some(l) = self.wireguard_load.filter(|l| {
+            l.under_load || l.last_under_load_ms_ago.is_some() || l.cookie_replies_sent + l.cookies_received + l.refused_under_load > 0
+        }) {
+            let last = l.last_under_load_ms_ago.map(|ms| ms / 1000);
+            writeln!(
+                w,
+                "  wg load: {}, last over the limit {}, cookie replies sent {}, cookies received {}, refused by rate limit {}",
+                if l.under_load { "under load now" } else { "not under load" },
+                OrNever(last),
+                l.cookie_replies_sent,
+                l.cookies_received,
+                l.refused_under_load
+            )?;
         }
         if let Some(h) = &self.host {
             writeln!(
@@ -506,7 +546,34 @@ pub struct PortStatus {
     pub rx_frames: u64,
     pub tx_frames: u64,
     pub rx_errors: u64,
+    /// Times the NIC had no free transmit slot (as the driver counts).
     pub tx_ring_full: u64,
+    /// Frames the box lost because this port's transmit ring was full
+    /// (drop reason `tx_full`, since the box started forwarding).
+    pub tx_dropped: u64,
+    /// The same since the last `Status { mark: true }`.
+    pub tx_dropped_since_mark: Option<u64>,
+}
+
+/// The WireGuard device's defence against handshake floods, as it stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct WireguardLoad {
+    /// More handshake messages per second than the device's limit arrived
+    /// within the last second (or load is forced): handshakes without a
+    /// valid cookie get a cookie reply instead of a Diffie-Hellman.
+    pub under_load: bool,
+    /// When the device last crossed its handshake limit.
+    pub last_under_load_ms_ago: Option<u64>,
+    /// Handshakes completed.
+    pub handshakes: u64,
+    /// Cookie replies sent (handshakes answered without spending a DH).
+    pub cookie_replies_sent: u64,
+    /// Cookie replies accepted from peers that were under load themselves.
+    pub cookies_received: u64,
+    /// Handshakes with a valid cookie refused by the per-source rate limit.
+    pub refused_under_load: u64,
+    pub cookie_replies_sent_since_mark: Option<u64>,
+    pub refused_under_load_since_mark: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -548,6 +615,9 @@ pub enum ClaimRole {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClaimState {
     Active,
+    /// Sending ARP probes (sender 0.0.0.0) before capturing: a new claim,
+    /// or a conflict whose live host has gone quiet. Not answering ARP.
+    Probing,
     /// Seen live on the LAN: capture stopped.
     Conflict,
     Disabled,
@@ -577,6 +647,16 @@ pub struct ClaimStatus {
     pub from_tunnel_bytes: u64,
     pub syns_clamped: u64,
     pub loops: u64,
+    /// In conflict or probing after one: when the live host was last heard
+    /// (ARP from the address, a probe answered, IPv4 from it).
+    pub live_host_heard_ms_ago: Option<u64>,
+    /// Silence the box waits for before it probes a conflict again.
+    pub conflict_hold_ms: u64,
+    /// When the next probe goes out (in conflict: once the hold has passed).
+    pub next_probe_in_ms: Option<u64>,
+    pub probes_sent: u64,
+    /// Probes a live host answered (the address was in use).
+    pub probes_answered: u64,
 }
 
 /// The serial line as the box sees it.
@@ -632,6 +712,7 @@ mod tests {
             address: Ipv4Cidr::new(Ipv4Addr::new(10, 20, 0, last), 32).unwrap(),
             owner: name("cloud"),
             gratuitous_arp: Some(3),
+            conflict_hold: None,
             local_port: None,
             mss_clamp: MssClamp::Auto,
             capture: Capture { method: CaptureMethod::ProxyArp, port: name("lan0"), configure_os_address: false },
@@ -665,6 +746,16 @@ mod tests {
                 public_key: [0xff; 32],
                 underlay_mtu: u16::MAX,
             }),
+            wireguard_load: Some(WireguardLoad {
+                under_load: true,
+                last_under_load_ms_ago: Some(u64::MAX),
+                handshakes: u64::MAX,
+                cookie_replies_sent: u64::MAX,
+                cookies_received: u64::MAX,
+                refused_under_load: u64::MAX,
+                cookie_replies_sent_since_mark: Some(u64::MAX),
+                refused_under_load_since_mark: Some(u64::MAX),
+            }),
             serial: SerialStats {
                 frames: u64::MAX,
                 not_a_frame: u64::MAX,
@@ -690,6 +781,8 @@ mod tests {
                 tx_frames: u64::MAX,
                 rx_errors: u64::MAX,
                 tx_ring_full: u64::MAX,
+                tx_dropped: u64::MAX,
+                tx_dropped_since_mark: Some(u64::MAX),
             })
             .is_ok()
         {}
@@ -732,6 +825,11 @@ mod tests {
                 from_tunnel_bytes: u64::MAX,
                 syns_clamped: u64::MAX,
                 loops: u64::MAX,
+                live_host_heard_ms_ago: Some(u64::MAX),
+                conflict_hold_ms: u64::MAX,
+                next_probe_in_ms: Some(u64::MAX),
+                probes_sent: u64::MAX,
+                probes_answered: u64::MAX,
             })
             .is_ok()
         {}
@@ -789,6 +887,7 @@ mod tests {
             Request { seq: 3, op: Op::ClaimRemove(Ipv4Cidr::new(Ipv4Addr::new(10, 20, 0, 50), 32).unwrap()) },
             Request { seq: 4, op: Op::KeyImport(name("wg0"), [7; 32]) },
             Request { seq: u32::MAX, op: Op::Reboot },
+            Request { seq: 5, op: Op::ClaimClearConflict(Ipv4Cidr::new(Ipv4Addr::new(10, 20, 0, 50), 32).unwrap()) },
         ];
         for r in reqs {
             let mut buf = [0u8; 512];

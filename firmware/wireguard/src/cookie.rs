@@ -51,6 +51,9 @@ pub struct CookieChecker {
     window_start: Instant,
     window_count: u32,
     under_load_until: Option<Instant>,
+    /// The last handshake message that arrived over the limit: what an
+    /// operator needs to tell "was flooded a minute ago" from "never".
+    last_over_limit: Option<Instant>,
     buckets: [Bucket; RATE_SLOTS],
     bucket_key: [u8; 16],
 }
@@ -80,6 +83,7 @@ impl CookieChecker {
             window_start: Instant::ZERO,
             window_count: 0,
             under_load_until: None,
+            last_over_limit: None,
             buckets: [Bucket::default(); RATE_SLOTS],
             bucket_key: [0; 16],
         }
@@ -102,8 +106,31 @@ impl CookieChecker {
         self.window_count = self.window_count.saturating_add(1);
         if self.window_count > limit {
             self.under_load_until = Some(now + Duration::from_secs(1));
+            self.last_over_limit = Some(now);
         }
-        forced.unwrap_or_else(|| self.under_load_until.is_some_and(|t| now < t))
+        forced.unwrap_or_else(|| self.measured_load(now))
+    }
+
+    /// Over the limit within the last second, as measured (no forcing).
+    pub fn measured_load(&self, now: Instant) -> bool {
+        self.under_load_until.is_some_and(|t| now < t)
+    }
+
+    /// When a handshake message last arrived over the limit.
+    pub fn last_over_limit(&self) -> Option<Instant> {
+        self.last_over_limit
+    }
+
+    /// Take over the load estimate of a checker being replaced (same clock),
+    /// so a device rebuilt in the middle of a flood stays under load and
+    /// keeps the record of it. The secret and the rate table are not taken:
+    /// the new device's cookies are its own, and senders that held an old
+    /// cookie simply get a new one.
+    pub fn carry_load_from(&mut self, old: &CookieChecker) {
+        self.window_start = old.window_start;
+        self.window_count = old.window_count;
+        self.under_load_until = old.under_load_until;
+        self.last_over_limit = old.last_over_limit;
     }
 
     fn refresh_secret<R: RngCore + CryptoRng>(&mut self, now: Instant, rng: &mut R) {
@@ -213,6 +240,34 @@ mod tests {
         assert!(c.note_handshake(t0 + Duration::from_millis(999), 3, None));
         assert!(!c.note_handshake(t0 + Duration::from_millis(2100), 3, None));
         assert!(c.note_handshake(t0 + Duration::from_millis(2100), 3, Some(true)));
+    }
+
+    #[test]
+    fn the_last_crossing_is_remembered_and_carried() {
+        let mut c = CookieChecker::new([1; 32], [2; 32]);
+        let t0 = Instant::from_secs(10);
+        for _ in 0..3 {
+            c.note_handshake(t0, 3, None);
+        }
+        assert_eq!(c.last_over_limit(), None, "at the limit is not over it");
+        // Forcing does not make a crossing: only the measured rate does.
+        c.note_handshake(t0, 100, Some(true));
+        assert_eq!(c.last_over_limit(), None);
+        let t1 = t0 + Duration::from_millis(300);
+        assert!(c.note_handshake(t1, 3, None));
+        assert_eq!(c.last_over_limit(), Some(t1));
+        assert!(c.measured_load(t1 + Duration::from_millis(999)));
+        assert!(!c.measured_load(t1 + Duration::from_secs(1)));
+        // Quiet later: the record stays.
+        assert!(!c.note_handshake(t1 + Duration::from_secs(30), 3, None));
+        assert_eq!(c.last_over_limit(), Some(t1));
+
+        let mut fresh = CookieChecker::new([3; 32], [4; 32]);
+        fresh.carry_load_from(&c);
+        assert_eq!(fresh.last_over_limit(), Some(t1));
+        // The window count came along too: one more message in the same
+        // second is over the limit again.
+        assert!(fresh.note_handshake(t1 + Duration::from_secs(30), 1, None));
     }
 
     #[test]

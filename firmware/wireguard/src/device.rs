@@ -112,6 +112,18 @@ pub struct PeerStatus {
     pub has_session: bool,
 }
 
+/// The device's handshake load, for status displays.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Load {
+    /// Handshakes without a valid mac2 are answered with cookie replies
+    /// right now: over the limit within the last second, or forced with
+    /// [`Device::set_under_load`].
+    pub under_load: bool,
+    /// The last handshake message that arrived over
+    /// [`Config::handshake_load_limit`] (measured; forcing is not a crossing).
+    pub last_over_limit: Option<Instant>,
+}
+
 /// One slot of an encapsulation batch: the inner packet sits at
 /// `buf[HEADROOM..HEADROOM + inner_len]`; the result is written back.
 pub struct EncapsulateJob<'a> {
@@ -311,6 +323,25 @@ impl<const PEERS: usize, const ROUTES: usize> Device<PEERS, ROUTES> {
     /// handshake, `Some(false)` never, `None` measures the handshake rate.
     pub fn set_under_load(&mut self, forced: Option<bool>) {
         self.forced_load = forced;
+    }
+
+    /// The handshake load as [`Device::decapsulate`] would judge it at `now`.
+    pub fn load(&self, now: Instant) -> Load {
+        Load {
+            under_load: self.forced_load.unwrap_or_else(|| self.cookies.measured_load(now)),
+            last_over_limit: self.cookies.last_over_limit(),
+        }
+    }
+
+    /// Take over the counters and the load record of the device this one
+    /// replaces (an apply that changed the tunnel builds a new device): an
+    /// operator's counters and "last under load" must not reset because a
+    /// peer was added. Both devices must be driven by the same clock. Keys,
+    /// sessions, cookies and the forcing set with `set_under_load` are not
+    /// taken: they belong to the new configuration.
+    pub fn carry_counters_from(&mut self, old: &Self) {
+        self.counters = old.counters.clone();
+        self.cookies.carry_load_from(&old.cookies);
     }
 
     fn tai64n(&self, now: Instant) -> [u8; 12] {

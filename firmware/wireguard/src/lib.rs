@@ -41,7 +41,7 @@ mod test_rng;
 mod tests;
 
 pub use allowed_ips::AllowedIps;
-pub use device::{Action, Config, DecapsulateJob, Device, EncapsulateJob, PeerConfig, PeerStatus, HEADROOM};
+pub use device::{Action, Config, DecapsulateJob, Device, EncapsulateJob, Load, PeerConfig, PeerStatus, HEADROOM};
 pub use error::{ConfigError, Counters, Error};
 pub use key::{PresharedKey, PublicKey, SecretKey};
 pub use time::Instant;

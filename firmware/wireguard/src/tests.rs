@@ -701,3 +701,58 @@ fn print_memory_footprint() {
         core::mem::size_of::<Device<64, 256>>()
     );
 }
+
+/// What status shows of a flood: the forced and measured load, the last
+/// crossing of the limit, the per-source refusals; and a device rebuilt by
+/// an apply keeps all of it.
+#[test]
+fn load_is_reported_and_survives_a_rebuilt_device() {
+    let mut t = Pair::new(None, None);
+    assert_eq!(t.b.load(t.now), Load { under_load: false, last_over_limit: None });
+
+    // Forced: under load at once, but forcing is no crossing of the limit.
+    t.b.set_under_load(Some(true));
+    assert!(t.b.load(t.now).under_load);
+    let (_, init) = t.a_sends(&ipv4([10, 0, 0, 1], [10, 0, 0, 2], 10)).unwrap();
+    let (_, reply) = t.b_receives(&init, A_ADDR).unwrap();
+    t.a_receives(&reply[..64]).unwrap();
+    t.advance(REKEY_TIMEOUT + REKEY_TIMEOUT_JITTER_MAX);
+    let retry = t.a_poll().expect("retry with mac2");
+    // The retry replayed from one source: each copy has a valid mac2 and
+    // takes a token until the source's bucket is empty.
+    let burst = crate::cookie::RATE_BURST as usize;
+    let results: Vec<_> = (0..=burst).map(|_| t.b_receives(&retry, A_ADDR).map(|r| r.0)).collect();
+    assert_eq!(results[0], Ok(Action::Send { to: sa(A_ADDR), len: 92 }));
+    assert!(results[1..burst].iter().all(|r| *r == Err(Error::HandshakeReplay)), "{results:?}");
+    assert_eq!(results[burst], Err(Error::RateLimited));
+    assert_eq!(t.b.counters().get(Error::RateLimited), 1);
+    assert_eq!(t.b.load(t.now).last_over_limit, None);
+
+    // Measured: one message more than the limit within a second.
+    t.b.set_under_load(None);
+    t.advance(Duration::from_secs(2));
+    let limit = t.b.config().handshake_load_limit;
+    for _ in 0..limit {
+        assert!(t.b_receives(&init, "203.0.113.5:4000").is_err(), "an old initiation is refused");
+    }
+    assert!(!t.b.load(t.now).under_load);
+    let (act, _) = t.b_receives(&init, "203.0.113.5:4000").unwrap();
+    assert_eq!(act, Action::Send { to: sa("203.0.113.5:4000"), len: 64 });
+    let crossed = t.now;
+    assert_eq!(t.b.counters().cookie_replies_sent, 2);
+    assert_eq!(t.b.load(t.now), Load { under_load: true, last_over_limit: Some(crossed) });
+    t.b.set_under_load(Some(false));
+    assert_eq!(t.b.load(t.now), Load { under_load: false, last_over_limit: Some(crossed) });
+    t.b.set_under_load(None);
+
+    // An apply rebuilds the device: counters and the load record move over,
+    // forcing does not (it is the new configuration's to set).
+    let mut rebuilt = Dev::new(SecretKey::generate(&mut t.rng), Config::default());
+    t.b.set_under_load(Some(true));
+    rebuilt.carry_counters_from(&t.b);
+    assert_eq!(rebuilt.counters(), t.b.counters());
+    assert_eq!(rebuilt.load(t.now), Load { under_load: true, last_over_limit: Some(crossed) });
+    t.advance(Duration::from_secs(1));
+    assert_eq!(rebuilt.load(t.now), Load { under_load: false, last_over_limit: Some(crossed) });
+    assert!(t.b.load(t.now).under_load, "still forced on the old device");
+}

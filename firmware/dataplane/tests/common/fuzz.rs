@@ -163,7 +163,16 @@ impl Tunnel for ChaosTunnel {
 pub fn run(seed: u64, iterations: u64) -> (u64, u64) {
     let corpus = corpus();
     let mut rng = Rng::new(seed);
-    let mut dp = Box::new(Dataplane::new(config(), Instant::ZERO).unwrap());
+    // Probing on, with a short hold, so conflicts come and go.
+    let fuzz_config = || {
+        let mut c = config();
+        c.timing.probe_count = 2;
+        for cl in c.claims.iter_mut() {
+            cl.conflict_hold_ms = 2_000;
+        }
+        c
+    };
+    let mut dp = Box::new(Dataplane::new(fuzz_config(), Instant::ZERO).unwrap());
     let mut pass = PassTunnel::new();
     let mut chaos = ChaosTunnel(Rng::new(seed ^ 0xdead_beef));
     let hostile = seed % 2 == 1;
@@ -215,8 +224,18 @@ pub fn run(seed: u64, iterations: u64) -> (u64, u64) {
         }
         if rng.chance(500) {
             let i = rng.below(3);
-            let _ = dp.clear_conflict(Instant::from_millis(now), i);
+            let _ = dp.probe_claim(Instant::from_millis(now), i);
             let _ = dp.set_claim_enabled(Instant::from_millis(now), i, !rng.chance(4));
+        }
+        if rng.chance(700) {
+            // An apply: the same state carried into a fresh dataplane.
+            let mut next = Box::new(Dataplane::new(fuzz_config(), Instant::from_millis(now)).unwrap());
+            next.carry_from(&dp);
+            assert!(next.counters().total_drops() >= dp.counters().total_drops());
+            dp = next;
+        }
+        while let Some(e) = dp.take_event() {
+            let _ = format!("{e}");
         }
         let drops = dp.counters().total_drops();
         assert!(drops >= last_drops, "counters never go back");

@@ -70,20 +70,10 @@ pub fn config() -> Config {
     let mut peers = heapless::Vec::new();
     peers.push(PeerConfig { id: PEER, allowed }).unwrap();
     let mut claims = heapless::Vec::new();
+    claims.push(ClaimConfig::new(MOVED, ClaimSide::Remote { capture: Capture::ProxyArp, port: LAN0, peer: PEER })).unwrap();
+    claims.push(ClaimConfig::new(HOST_A, ClaimSide::Local { port: LAN0 })).unwrap();
     claims
-        .push(ClaimConfig {
-            address: MOVED,
-            side: ClaimSide::Remote { capture: Capture::ProxyArp, port: LAN0, peer: PEER },
-            mss: None,
-        })
-        .unwrap();
-    claims.push(ClaimConfig { address: HOST_A, side: ClaimSide::Local { port: LAN0 }, mss: None }).unwrap();
-    claims
-        .push(ClaimConfig {
-            address: SECONDARY,
-            side: ClaimSide::Remote { capture: Capture::ProviderSecondaryIp, port: WAN, peer: PEER },
-            mss: None,
-        })
+        .push(ClaimConfig::new(SECONDARY, ClaimSide::Remote { capture: Capture::ProviderSecondaryIp, port: WAN, peer: PEER }))
         .unwrap();
     let mut vteps = heapless::Vec::new();
     vteps.push(VTEP_TUN).unwrap();
@@ -95,7 +85,9 @@ pub fn config() -> Config {
         tunnel: TunnelConfig { address: Some(TUN_IP), mtu: 1420, listen_port: LISTEN, peers },
         claims,
         segments,
-        timing: Timing::default(),
+        // Most scenarios start from capturing claims; the probing ones set
+        // `probe_count` back (see `probing_config`).
+        timing: Timing { probe_count: 0, ..Timing::default() },
     }
 }
 
