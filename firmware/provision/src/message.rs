@@ -647,8 +647,9 @@ pub struct ClaimStatus {
     pub from_tunnel_bytes: u64,
     pub syns_clamped: u64,
     pub loops: u64,
-    /// In conflict or probing after one: when the live host was last heard
-    /// (ARP from the address, a probe answered, IPv4 from it).
+    /// When the live host was last heard (ARP from the address, a probe
+    /// answered, IPv4 from it). Like `conflict_mac`, kept as history once
+    /// the claim captures again.
     pub live_host_heard_ms_ago: Option<u64>,
     /// Silence the box waits for before it probes a conflict again.
     pub conflict_hold_ms: u64,

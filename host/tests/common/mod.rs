@@ -591,3 +591,250 @@ pub fn arp_ask(ns: &str, dev: &str, sender: Ipv4Addr, target: Ipv4Addr, wait: Du
     .join()
     .expect("ARP thread")
 }
+
+// ------------------------------------------------------------ ARP frames on a LAN link: announce, collect, capture
+
+/// One ARP frame as seen on a link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArpFrame {
+    /// When the capture (or the asking helper) received it.
+    pub at: Instant,
+    pub eth_src: [u8; 6],
+    pub eth_dst: [u8; 6],
+    /// 1 request, 2 reply.
+    pub op: u16,
+    pub sender_mac: [u8; 6],
+    pub sender_ip: Ipv4Addr,
+    pub target_mac: [u8; 6],
+    pub target_ip: Ipv4Addr,
+}
+
+impl ArpFrame {
+    /// An Ethernet/IPv4 ARP frame, or `None`.
+    pub fn parse(f: &[u8], at: Instant) -> Option<ArpFrame> {
+        if f.len() < 42 || f[12..14] != [0x08, 0x06] || f[14..20] != [0, 1, 0x08, 0x00, 6, 4] {
+            return None;
+        }
+        let mac = |i: usize| <[u8; 6]>::try_from(&f[i..i + 6]).unwrap();
+        let ip = |i: usize| Ipv4Addr::new(f[i], f[i + 1], f[i + 2], f[i + 3]);
+        Some(ArpFrame {
+            at,
+            eth_dst: mac(0),
+            eth_src: mac(6),
+            op: u16::from_be_bytes([f[20], f[21]]),
+            sender_mac: mac(22),
+            sender_ip: ip(28),
+            target_mac: mac(32),
+            target_ip: ip(38),
+        })
+    }
+
+    /// An ARP probe (RFC 5227: request, sender IP 0.0.0.0).
+    pub fn is_probe(&self) -> bool {
+        self.op == 1 && self.sender_ip.is_unspecified()
+    }
+
+    /// A gratuitous ARP / announcement (sender IP = target IP).
+    pub fn is_gratuitous(&self) -> bool {
+        self.sender_ip == self.target_ip && !self.sender_ip.is_unspecified()
+    }
+
+    /// `op sender-MAC sender-IP → target-IP` for logs.
+    pub fn describe(&self, t0: Instant) -> String {
+        let kind = if self.is_probe() {
+            "probe"
+        } else if self.is_gratuitous() {
+            "gratuitous"
+        } else if self.op == 1 {
+            "request"
+        } else if self.op == 2 {
+            "reply"
+        } else {
+            "op?"
+        };
+        format!(
+            "{:>8.3} s  {kind:<10} eth {} → {}  {} {} asks/tells {} ({})",
+            self.at.saturating_duration_since(t0).as_secs_f64(),
+            mac_text(self.eth_src),
+            mac_text(self.eth_dst),
+            mac_text(self.sender_mac),
+            self.sender_ip,
+            self.target_ip,
+            mac_text(self.target_mac),
+        )
+    }
+}
+
+/// An Ethernet/IPv4 ARP frame.
+#[allow(clippy::too_many_arguments)]
+pub fn arp_frame(eth_src: [u8; 6], eth_dst: [u8; 6], op: u16, sha: [u8; 6], spa: Ipv4Addr, tha: [u8; 6], tpa: Ipv4Addr) -> Vec<u8> {
+    let mut f = Vec::with_capacity(42);
+    f.extend_from_slice(&eth_dst);
+    f.extend_from_slice(&eth_src);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4]);
+    f.extend_from_slice(&op.to_be_bytes());
+    f.extend_from_slice(&sha);
+    f.extend_from_slice(&spa.octets());
+    f.extend_from_slice(&tha);
+    f.extend_from_slice(&tpa.octets());
+    f
+}
+
+/// A packet socket for ARP bound to `dev` of the calling thread's
+/// namespace, receiving with a 50 ms timeout.
+fn arp_packet_socket(dev: &str) -> OwnedFd {
+    packet_socket(dev, libc::ETH_P_ARP as u16)
+}
+
+/// A packet socket for EtherType `ethertype` (`ETH_P_ALL`: every frame in
+/// both directions, also on a bridge port, whose frames protocol-specific
+/// sockets never see) bound to `dev` of the calling thread's namespace,
+/// receiving with a 50 ms timeout.
+fn packet_socket(dev: &str, ethertype: u16) -> OwnedFd {
+    let name = CString::new(dev).unwrap();
+    // SAFETY: a valid NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    assert_ne!(index, 0, "no such interface {dev}");
+    let proto = ethertype.to_be();
+    // SAFETY: plain socket(2); the fd is owned below.
+    let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
+    assert!(raw >= 0, "packet socket: {}", std::io::Error::last_os_error());
+    // SAFETY: `raw` is a new fd nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: sockaddr_ll is plain old data; all-zero is valid.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = proto;
+    sll.sll_ifindex = index as i32;
+    let len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+    // SAFETY: `sll` is a sockaddr_ll of `len` bytes that lives across the call.
+    let r = unsafe { libc::bind(fd.as_raw_fd(), (&sll as *const libc::sockaddr_ll).cast(), len) };
+    assert_eq!(r, 0, "bind: {}", std::io::Error::last_os_error());
+    let tv = libc::timeval { tv_sec: 0, tv_usec: 50_000 };
+    // SAFETY: SO_RCVTIMEO takes a timeval that lives across the call.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    fd
+}
+
+fn send_frame(fd: &OwnedFd, frame: &[u8]) {
+    // SAFETY: `frame` lives across the call; the socket is bound to the link.
+    let n = unsafe { libc::send(fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+    assert_eq!(n, frame.len() as isize, "send: {}", std::io::Error::last_os_error());
+}
+
+/// The next ARP frame on `fd` within its receive timeout, or `None`.
+fn recv_arp(fd: &OwnedFd, buf: &mut [u8]) -> Option<ArpFrame> {
+    // SAFETY: `buf` has `buf.len()` writable bytes.
+    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    let f = usize::try_from(n).ok().and_then(|n| buf.get(..n))?;
+    ArpFrame::parse(f, Instant::now())
+}
+
+/// Announces `addr` on `dev` (namespace `ns`) the way a host taking an
+/// address does: `count` gratuitous ARP requests (sender IP = target IP =
+/// `addr`, from the link's MAC, to broadcast), 100 ms apart.
+pub fn announce(ns: &str, dev: &str, addr: Ipv4Addr, count: u32) {
+    let (mac, dev) = (link_mac(ns, dev), dev.to_string());
+    in_netns(ns, move || {
+        let fd = arp_packet_socket(&dev);
+        let garp = arp_frame(mac, [0xff; 6], 1, mac, addr, [0; 6], addr);
+        for i in 0..count {
+            if i > 0 {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            send_frame(&fd, &garp);
+        }
+    })
+    .join()
+    .expect("announce thread");
+}
+
+/// Asks who has `target` on `dev` (namespace `ns`) from `sender` with a raw
+/// packet socket `asks` times, `every` apart, and collects every answer
+/// (ARP reply from `target` to `sender`) until `window` has passed since
+/// the first ask: one sender MAC per reply, in arrival order. Unlike
+/// [`arp_ask`] it sees all repliers, not just the first.
+pub fn arp_replies(ns: &str, dev: &str, sender: Ipv4Addr, target: Ipv4Addr, asks: u32, every: Duration, window: Duration) -> Vec<[u8; 6]> {
+    let (mac, dev) = (link_mac(ns, dev), dev.to_string());
+    in_netns(ns, move || {
+        let fd = arp_packet_socket(&dev);
+        let request = arp_frame(mac, [0xff; 6], 1, mac, sender, [0; 6], target);
+        let t0 = Instant::now();
+        let (mut sent, mut got) = (0u32, Vec::new());
+        let mut buf = [0u8; 1600];
+        while t0.elapsed() < window || sent < asks {
+            if sent < asks && t0.elapsed() >= every * sent {
+                send_frame(&fd, &request);
+                sent += 1;
+            }
+            if let Some(a) = recv_arp(&fd, &mut buf) {
+                if a.op == 2 && a.sender_ip == target && a.target_ip == sender && a.eth_dst == mac {
+                    got.push(a.sender_mac);
+                }
+            }
+        }
+        got
+    })
+    .join()
+    .expect("ARP thread")
+}
+
+/// Every ARP frame seen on a link (both directions; the link may be a
+/// bridge port) from [`ArpCapture::start`]
+/// until it is dropped, with the time each arrived.
+pub struct ArpCapture {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    frames: std::sync::Arc<std::sync::Mutex<Vec<ArpFrame>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ArpCapture {
+    /// Starts capturing on `dev` in namespace `ns`; returns once the socket is bound.
+    pub fn start(ns: &str, dev: &str) -> ArpCapture {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let stop = Arc::new(AtomicBool::new(false));
+        let frames = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (s, f, dev) = (Arc::clone(&stop), Arc::clone(&frames), dev.to_string());
+        let thread = in_netns(ns, move || {
+            let fd = packet_socket(&dev, libc::ETH_P_ALL as u16);
+            let _ = ready_tx.send(());
+            let mut buf = [0u8; 1600];
+            while !s.load(Ordering::Relaxed) {
+                if let Some(a) = recv_arp(&fd, &mut buf) {
+                    f.lock().unwrap().push(a);
+                }
+            }
+        });
+        ready_rx.recv_timeout(Duration::from_secs(5)).expect("the capture socket is bound");
+        ArpCapture { stop, frames, thread: Some(thread) }
+    }
+
+    /// The frames captured so far.
+    pub fn frames(&self) -> Vec<ArpFrame> {
+        self.frames.lock().map(|f| f.clone()).unwrap_or_default()
+    }
+
+    /// The frames captured at or after `t`.
+    pub fn since(&self, t: Instant) -> Vec<ArpFrame> {
+        self.frames().into_iter().filter(|a| a.at >= t).collect()
+    }
+}
+
+impl Drop for ArpCapture {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
