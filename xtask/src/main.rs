@@ -139,7 +139,7 @@ fn ensure_packages(wanted: &[(&str, &str)]) -> Result<(), Failure> {
     if missing.is_empty() {
         return Ok(());
     }
-    let line = format!("apt-get install -y {}", missing.join(" "));
+    let line = format!("apt-get install -y --no-install-recommends {}", missing.join(" "));
     if !is_root() || !exists("apt-get") {
         return Err(Failure::Usage(format!("missing system packages; install them with:\n    sudo {line}")));
     }
@@ -148,7 +148,7 @@ fn ensure_packages(wanted: &[(&str, &str)]) -> Result<(), Failure> {
     update.args(["update", "-qq"]).env("DEBIAN_FRONTEND", "noninteractive");
     run(update, "apt-get update")?;
     let mut install = Command::new("apt-get");
-    install.args(["install", "-y", "-qq"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive");
+    install.args(["install", "-y", "-qq", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive");
     run(install, &line)?;
     let still: Vec<&str> = wanted.iter().filter(|(cmd, _)| !exists(cmd)).map(|(c, _)| *c).collect();
     if still.is_empty() {

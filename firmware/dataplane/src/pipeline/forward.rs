@@ -1,0 +1,171 @@
+//! Forwarding (stage 5): route lookup, loop guard, TTL and MTU with their ICMP
+//! errors, the MSS clamp on tunnel crossings, per-claim counters; and packets
+//! the box originates.
+
+use super::*;
+
+impl Core {
+    pub(super) fn forward<T: Tunnel + ?Sized, X: Transmit + ?Sized>(
+        &mut self,
+        now: Instant,
+        ingress: Ingress,
+        buf: &mut FrameBuf<'_>,
+        tunnel: &mut T,
+        tx: &mut X,
+    ) -> Verdict {
+        let Ok(ip) = Ipv4Packet::new_checked(buf.frame()) else {
+            return self.drop(DropReason::Ipv4Malformed);
+        };
+        let (src, dst, ttl, total, df) =
+            (ip.src_addr(), ip.dst_addr(), ip.hop_limit(), usize::from(ip.total_len()), ip.dont_frag());
+        let Some(decision) = self.routes.lookup(&self.cfg, dst, |i| self.claim_enabled(i)) else {
+            return self.drop(DropReason::NoRoute);
+        };
+        let to_tunnel = matches!(decision.hop, NextHop::Tunnel(_));
+        let from_tunnel = matches!(ingress, Ingress::Tunnel(_));
+        if from_tunnel && to_tunnel {
+            if let Some(c) = self.claim_counters(decision.claim) {
+                c.loops += 1;
+            }
+            return self.drop(DropReason::TunnelLoop);
+        }
+        if ttl <= 1 {
+            self.counters.drop(DropReason::TtlExpired);
+            return self.icmp_error(now, ingress, buf, tunnel, tx, Icmpv4Message::TimeExceeded, 0, 0);
+        }
+        let mtu = match decision.hop {
+            NextHop::Tunnel(_) => self.cfg.tunnel.mtu,
+            NextHop::Port { port, .. } => self.cfg.ports.get(port.index()).map_or(0, |p| p.mtu),
+        };
+        if total > usize::from(mtu) {
+            if df {
+                self.counters.drop(DropReason::FragmentationNeeded);
+                // Code 4: fragmentation needed and DF set (RFC 1191 next-hop MTU).
+                return self.icmp_error(now, ingress, buf, tunnel, tx, Icmpv4Message::DstUnreachable, 4, mtu);
+            }
+            return self.drop(DropReason::TooBigNoDf);
+        }
+        let src_claim = self.routes.claim(src);
+        let dst_claim = decision.claim.or_else(|| self.routes.claim(dst));
+        {
+            let Ok(mut ip) = Ipv4Packet::new_checked(buf.frame_mut()) else {
+                return self.drop(DropReason::Ipv4Malformed);
+            };
+            // TTL is the high byte of the word at offset 8 (TTL | protocol).
+            let proto = u8::from(ip.next_header());
+            let old = u16::from(ttl) << 8 | u16::from(proto);
+            let new = u16::from(ttl - 1) << 8 | u16::from(proto);
+            ip.set_hop_limit(ttl - 1);
+            let c = ip.checksum();
+            ip.set_checksum(checksum::adjust(c, old, new, false));
+        }
+        if from_tunnel || to_tunnel {
+            // Path MSS: tunnel MTU − 40, lowered further by claim overrides.
+            let mut limit = self.cfg.tunnel.mtu.saturating_sub(40);
+            for ci in [src_claim, dst_claim].into_iter().flatten() {
+                if let Some(m) = self.cfg.claims.get(ci).and_then(|c| c.mss) {
+                    limit = limit.min(m);
+                }
+            }
+            let clamped = matches!(clamp_ipv4(buf.frame_mut(), limit), Clamp::Clamped { .. });
+            if clamped {
+                self.counters.syns_clamped += 1;
+            }
+            for ci in [src_claim, dst_claim] {
+                if let Some(c) = self.claim_counters(ci) {
+                    if clamped {
+                        c.syns_clamped += 1;
+                    }
+                    if to_tunnel {
+                        c.to_tunnel.add(total);
+                    } else {
+                        c.from_tunnel.add(total);
+                    }
+                }
+            }
+        }
+        self.counters.forwarded += 1;
+        match decision.hop {
+            NextHop::Tunnel(peer) => self.tunnel_out(now, peer, buf, tunnel),
+            NextHop::Port { port, gateway } => self.ip_out(now, port, gateway.unwrap_or(dst), buf),
+        }
+    }
+
+    /// Send a packet the box originated (echo reply, ICMP error) by route.
+    pub(super) fn send_own<T: Tunnel + ?Sized, X: Transmit + ?Sized>(
+        &mut self,
+        now: Instant,
+        buf: &mut FrameBuf<'_>,
+        tunnel: &mut T,
+        _tx: &mut X,
+    ) -> Verdict {
+        let Ok(ip) = Ipv4Packet::new_checked(buf.frame()) else {
+            return self.drop(DropReason::Ipv4Malformed);
+        };
+        let dst = ip.dst_addr();
+        match self.routes.lookup(&self.cfg, dst, |i| self.claim_enabled(i)).map(|d| d.hop) {
+            Some(NextHop::Tunnel(peer)) => self.tunnel_out(now, peer, buf, tunnel),
+            Some(NextHop::Port { port, gateway }) => self.ip_out(now, port, gateway.unwrap_or(dst), buf),
+            None => self.drop(DropReason::NoRoute),
+        }
+    }
+
+    /// Turn the IPv4 packet in `buf` into an ICMP error about it, in place,
+    /// and send it back to its source (rate-limited). The caller has already
+    /// counted the drop of the original packet.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn icmp_error<T: Tunnel + ?Sized, X: Transmit + ?Sized>(
+        &mut self,
+        now: Instant,
+        ingress: Ingress,
+        buf: &mut FrameBuf<'_>,
+        tunnel: &mut T,
+        tx: &mut X,
+        kind: Icmpv4Message,
+        code: u8,
+        mtu: u16,
+    ) -> Verdict {
+        let Ok(ip) = Ipv4Packet::new_checked(buf.frame()) else { return Verdict::Consumed };
+        let (orig_src, hl) = (ip.src_addr(), usize::from(ip.header_len()));
+        if ip.frag_offset() != 0 || self.is_broadcast(orig_src) {
+            return Verdict::Consumed;
+        }
+        // Never an error about an error (RFC 1812 §4.3.2.7).
+        if ip.next_header() == IpProtocol::Icmp {
+            let t = ip.payload().first().copied().map(Icmpv4Message::from);
+            if !matches!(t, Some(Icmpv4Message::EchoRequest | Icmpv4Message::EchoReply)) {
+                return Verdict::Consumed;
+            }
+        }
+        if !self.icmp_bucket.take(now) {
+            self.counters.icmp_errors_rate_limited += 1;
+            return Verdict::Consumed;
+        }
+        let our_addr = match ingress {
+            Ingress::Port(p) => self.cfg.ports.get(p.index()).map_or(Ipv4Addr::UNSPECIFIED, |p| p.address),
+            Ingress::Tunnel(_) => self.cfg.tunnel.address.unwrap_or_else(|| self.wan_address()),
+        };
+        // Quote the header and 8 bytes of payload (RFC 792).
+        let quote = buf.len().min(hl + 8);
+        buf.truncate(quote);
+        let ident = self.next_ident();
+        let Ok(f) = buf.push_head(IPV4_LEN + 8) else {
+            return Verdict::Consumed;
+        };
+        if !write_ipv4(f, our_addr, orig_src, IpProtocol::Icmp, 8 + quote, OWN_TTL, false, ident) {
+            return Verdict::Consumed;
+        }
+        if let Some(icmp) = f.get_mut(IPV4_LEN..) {
+            if let Some(h) = icmp.get_mut(..8) {
+                let [m0, m1] = mtu.to_be_bytes();
+                h.copy_from_slice(&[u8::from(kind), code, 0, 0, 0, 0, m0, m1]);
+            }
+            let c = checksum::internet(icmp);
+            if let Some(h) = icmp.get_mut(2..4) {
+                h.copy_from_slice(&c.to_be_bytes());
+            }
+        }
+        self.counters.icmp_errors_sent += 1;
+        self.send_own(now, buf, tunnel, tx)
+    }
+}

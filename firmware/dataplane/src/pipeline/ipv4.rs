@@ -1,0 +1,178 @@
+//! IPv4 intake, one path for packets from a port and from the tunnel: header
+//! checks, live-host evidence, cryptokey routing for the tunnel, traffic for
+//! the box itself (ICMP echo; WireGuard and VXLAN on the WAN; nothing else),
+//! then forwarding.
+
+use super::*;
+
+impl Core {
+    /// Common IPv4 checks; trims link padding. Returns (src, dst, proto, fragment).
+    pub(super) fn ipv4_checks(&mut self, buf: &mut FrameBuf<'_>) -> Result<(Ipv4Addr, Ipv4Addr, IpProtocol, bool), DropReason> {
+        let ip = Ipv4Packet::new_checked(buf.frame()).map_err(|_| DropReason::Ipv4Malformed)?;
+        if ip.version() != 4 {
+            return Err(DropReason::Ipv4Malformed);
+        }
+        if !ip.verify_checksum() {
+            return Err(DropReason::Ipv4BadChecksum);
+        }
+        let r = (ip.src_addr(), ip.dst_addr(), ip.next_header(), ip.more_frags() || ip.frag_offset() != 0);
+        let total = usize::from(ip.total_len());
+        buf.truncate(total);
+        let src = r.0;
+        if src.is_unspecified() || src.is_broadcast() || src.is_multicast() || self.cfg.is_own_address(src) {
+            return Err(DropReason::Ipv4BadSource);
+        }
+        Ok(r)
+    }
+
+    pub(super) fn is_broadcast(&self, dst: Ipv4Addr) -> bool {
+        dst.is_broadcast()
+            || dst.is_multicast()
+            || self.cfg.ports.iter().any(|p| {
+                let s = p.subnet();
+                s.prefix_len() < 31 && dst.to_bits() == s.addr().to_bits() | !crate::config::mask(s.prefix_len())
+            })
+    }
+
+    /// An IPv4 packet from a port (`src_mac`: its Ethernet source) or out of
+    /// the tunnel. The two differ only in who may send what: a LAN sender
+    /// may be a live host on a claimed address, the WAN answers nothing but
+    /// WireGuard and VXLAN, a tunnel peer may only use its allowed prefixes.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn ipv4_in<T: Tunnel + ?Sized, X: Transmit + ?Sized>(
+        &mut self,
+        now: Instant,
+        ingress: Ingress,
+        src_mac: Option<Mac>,
+        buf: &mut FrameBuf<'_>,
+        tunnel: &mut T,
+        tx: &mut X,
+    ) -> Verdict {
+        let (src, dst, proto, fragment) = match self.ipv4_checks(buf) {
+            Ok(r) => r,
+            Err(reason) => return self.drop(reason),
+        };
+        let own = self.cfg.is_own_address(dst);
+        match ingress {
+            Ingress::Port(port) => {
+                let Some(pc) = self.cfg.ports.get(port.index()) else {
+                    return self.drop(DropReason::UnknownPort);
+                };
+                let (role, port_addr) = (pc.role, pc.address);
+                if role == PortRole::Lan {
+                    // A host on the LAN sending from a proxy-ARP claim's
+                    // address is using it: evidence like an ARP from it
+                    // (the packet itself is still forwarded).
+                    if let (Some(ci), Some(mac)) = (self.proxy_claim(src), src_mac) {
+                        self.live_host(now, ci, mac, port, Evidence::Ipv4);
+                    }
+                }
+                if own && role == PortRole::Wan {
+                    // Nothing but WireGuard (and VXLAN from configured
+                    // VTEPs) is answered on the WAN.
+                    if dst != port_addr || fragment || proto != IpProtocol::Udp {
+                        return self.drop(DropReason::WanNotWireguard);
+                    }
+                    return self.udp_to_box(now, src, buf, tunnel, tx, false);
+                }
+            }
+            Ingress::Tunnel(peer) => {
+                let Some(pcfg) = self.cfg.peer(peer) else {
+                    return self.drop(DropReason::TunnelBadOutput);
+                };
+                // Cryptokey routing: the inner source must belong to the peer.
+                if !pcfg.allowed.iter().any(|a| a.contains(src)) {
+                    return self.drop(DropReason::TunnelSpoofedSource);
+                }
+            }
+        }
+        if own {
+            if fragment {
+                return self.drop(DropReason::LocalFragment);
+            }
+            return match (proto, ingress) {
+                (IpProtocol::Icmp, _) => self.echo(now, buf, tunnel, tx),
+                // VXLAN over the tunnel (seed 003) ends on the box.
+                (IpProtocol::Udp, Ingress::Tunnel(_)) => self.udp_to_box(now, src, buf, tunnel, tx, true),
+                _ => self.drop(DropReason::LocalUnhandled),
+            };
+        }
+        if self.is_broadcast(dst) {
+            return self.drop(DropReason::Ipv4Broadcast);
+        }
+        self.forward(now, ingress, buf, tunnel, tx)
+    }
+
+    /// UDP addressed to the box: WireGuard (WAN only) or VXLAN.
+    pub(super) fn udp_to_box<T: Tunnel + ?Sized, X: Transmit + ?Sized>(
+        &mut self,
+        now: Instant,
+        src: Ipv4Addr,
+        buf: &mut FrameBuf<'_>,
+        tunnel: &mut T,
+        tx: &mut X,
+        from_tunnel: bool,
+    ) -> Verdict {
+        let unhandled = if from_tunnel { DropReason::LocalUnhandled } else { DropReason::WanNotWireguard };
+        let Ok(ip) = Ipv4Packet::new_checked(buf.frame()) else {
+            return self.drop(DropReason::Ipv4Malformed);
+        };
+        let (ip_src, ip_dst, hl) = (ip.src_addr(), ip.dst_addr(), usize::from(ip.header_len()));
+        let Ok(udp) = UdpPacket::new_checked(ip.payload()) else {
+            return self.drop(DropReason::UdpMalformed);
+        };
+        if !udp.verify_checksum(&IpAddress::Ipv4(ip_src), &IpAddress::Ipv4(ip_dst)) {
+            return self.drop(DropReason::UdpMalformed);
+        }
+        let (sport, dport, ulen) = (udp.src_port(), udp.dst_port(), usize::from(udp.len()));
+        // Narrow the buffer to the UDP payload.
+        let start = buf.head() + hl + UDP_LEN;
+        let end = buf.head() + hl + ulen;
+        if buf.set_range(start, end).is_err() {
+            return self.drop(DropReason::UdpMalformed);
+        }
+        if !from_tunnel && dport == self.cfg.tunnel.listen_port {
+            return self.tunnel_in(now, Endpoint { addr: src, port: sport }, buf, tunnel, tx);
+        }
+        if self.cfg.segments.iter().any(|s| s.udp_port == dport) {
+            return self.vxlan_decap(now, src, dport, buf);
+        }
+        self.drop(unhandled)
+    }
+
+    /// ICMP echo request to the box → reply in place.
+    pub(super) fn echo<T: Tunnel + ?Sized, X: Transmit + ?Sized>(
+        &mut self,
+        now: Instant,
+        buf: &mut FrameBuf<'_>,
+        tunnel: &mut T,
+        tx: &mut X,
+    ) -> Verdict {
+        let Ok(mut ip) = Ipv4Packet::new_checked(buf.frame_mut()) else {
+            return self.drop(DropReason::Ipv4Malformed);
+        };
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        {
+            let Ok(mut icmp) = Icmpv4Packet::new_checked(ip.payload_mut()) else {
+                return self.drop(DropReason::IcmpMalformed);
+            };
+            if !icmp.verify_checksum() {
+                return self.drop(DropReason::IcmpMalformed);
+            }
+            if icmp.msg_type() != Icmpv4Message::EchoRequest {
+                return self.drop(DropReason::LocalUnhandled);
+            }
+            let old = u16::from(u8::from(Icmpv4Message::EchoRequest)) << 8 | u16::from(icmp.msg_code());
+            let new = u16::from(u8::from(Icmpv4Message::EchoReply)) << 8 | u16::from(icmp.msg_code());
+            icmp.set_msg_type(Icmpv4Message::EchoReply);
+            let c = icmp.checksum();
+            icmp.set_checksum(checksum::adjust(c, old, new, false));
+        }
+        ip.set_src_addr(dst);
+        ip.set_dst_addr(src);
+        ip.set_hop_limit(OWN_TTL);
+        ip.fill_checksum();
+        self.counters.echo_replies += 1;
+        self.send_own(now, buf, tunnel, tx)
+    }
+}

@@ -1,0 +1,102 @@
+//! The tunnel's edges: opening a WireGuard datagram (stage 4) and sealing a
+//! packet into one, wrapped in UDP/IPv4 for the WAN (stage 6).
+
+use super::*;
+
+impl Core {
+    pub(super) fn tunnel_in<T: Tunnel + ?Sized, X: Transmit + ?Sized>(
+        &mut self,
+        now: Instant,
+        from: Endpoint,
+        buf: &mut FrameBuf<'_>,
+        tunnel: &mut T,
+        tx: &mut X,
+    ) -> Verdict {
+        self.counters.tunnel_rx += 1;
+        let datagram = buf.head()..buf.head() + buf.len();
+        match tunnel.open(now, from, buf.raw_mut(), datagram) {
+            Opened::Packet { peer, range } => {
+                if buf.set_range(range.start, range.end).is_err() {
+                    return self.drop(DropReason::TunnelBadOutput);
+                }
+                self.ipv4_in(now, Ingress::Tunnel(peer), None, buf, tunnel, tx)
+            }
+            Opened::Reply { range, to } => {
+                if buf.set_range(range.start, range.end).is_err() {
+                    return self.drop(DropReason::TunnelBadOutput);
+                }
+                self.counters.tunnel_control += 1;
+                self.udp_to_endpoint(now, to, buf)
+            }
+            Opened::Consumed => {
+                self.counters.tunnel_control += 1;
+                Verdict::Consumed
+            }
+            Opened::Rejected => self.drop(DropReason::TunnelRejected),
+        }
+    }
+
+    /// Seal the IPv4 packet in `buf` for `peer` and wrap it for the WAN.
+    pub(super) fn tunnel_out<T: Tunnel + ?Sized>(&mut self, now: Instant, peer: PeerId, buf: &mut FrameBuf<'_>, tunnel: &mut T) -> Verdict {
+        // Make sure the tunnel and the underlay headers fit in front.
+        let front = UNDERLAY_LEN + TUNNEL_HEADROOM;
+        if buf.push_head(front).is_err() || buf.pull_head(front).is_err() {
+            return self.drop(DropReason::NoHeadroom);
+        }
+        if buf.capacity() - (buf.head() + buf.len()) < TUNNEL_TAILROOM {
+            return self.drop(DropReason::NoHeadroom);
+        }
+        let inner = buf.head()..buf.head() + buf.len();
+        match tunnel.seal(now, peer, buf.raw_mut(), inner) {
+            Sealed::Datagram { range, to } => {
+                if buf.set_range(range.start, range.end).is_err() {
+                    return self.drop(DropReason::TunnelBadOutput);
+                }
+                self.counters.tunnel_tx += 1;
+                self.udp_to_endpoint(now, to, buf)
+            }
+            Sealed::Held => {
+                self.counters.tunnel_held += 1;
+                Verdict::Consumed
+            }
+            Sealed::Failed => self.drop(DropReason::TunnelEncapFailed),
+        }
+    }
+
+    /// Wrap the UDP payload in `buf` from the WireGuard port to `to` and send
+    /// it on the WAN.
+    pub(super) fn udp_to_endpoint(&mut self, now: Instant, to: Endpoint, buf: &mut FrameBuf<'_>) -> Verdict {
+        let wan = self.wan;
+        let Some(pc) = self.cfg.ports.get(wan.index()) else {
+            return self.drop(DropReason::NoRoute);
+        };
+        let (src, subnet, gateway) = (pc.address, pc.subnet(), pc.gateway);
+        let next_hop = if subnet.contains(to.addr) {
+            to.addr
+        } else if let Some(gw) = gateway {
+            gw
+        } else {
+            return self.drop(DropReason::NoRoute);
+        };
+        let payload_len = buf.len();
+        let Some(udp_len) = payload_len.checked_add(UDP_LEN).and_then(|l| u16::try_from(l).ok()) else {
+            return self.drop(DropReason::TunnelBadOutput);
+        };
+        let listen = self.cfg.tunnel.listen_port;
+        let ident = self.next_ident();
+        let Ok(f) = buf.push_head(IPV4_LEN + UDP_LEN) else {
+            return self.drop(DropReason::NoHeadroom);
+        };
+        if !write_ipv4(f, src, to.addr, IpProtocol::Udp, usize::from(udp_len), OWN_TTL, false, ident) {
+            return self.drop(DropReason::TunnelBadOutput);
+        }
+        if let Some(u) = f.get_mut(IPV4_LEN..) {
+            let mut udp = UdpPacket::new_unchecked(u);
+            udp.set_src_port(listen);
+            udp.set_dst_port(to.port);
+            udp.set_len(udp_len);
+            udp.fill_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(to.addr));
+        }
+        self.ip_out(now, wan, next_hop, buf)
+    }
+}
