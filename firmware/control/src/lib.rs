@@ -9,14 +9,18 @@
 //!   it concerns, before anything changes.
 //! - [`WgTunnel`] is the dataplane's [`Tunnel`](routerd_dataplane::Tunnel)
 //!   implemented on `routerd-wireguard`.
+//! - [`Node`] answers provisioning requests; [`run::Forwarder`] is the
+//!   forwarding turn every Ethernet platform runs over its NICs.
 #![no_std]
 
 extern crate alloc;
 
 pub mod build;
 pub mod node;
+pub mod run;
 pub mod tunnel;
 
 pub use build::{build, BuildError, ContractName, NicInfo, Runtime, TunnelPlan};
 pub use node::{Bind, NicSnapshot, Node, WgDevice};
+pub use run::{Forwarder, Nics};
 pub use tunnel::WgTunnel;

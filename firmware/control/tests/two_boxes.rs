@@ -1,15 +1,17 @@
-//! Seed 000 on the host: an on-prem box and a cloud box, each built from its
-//! TOML configuration by `routerd_control::build`, joined by real WireGuard
-//! (`routerd-wireguard` through the `WgTunnel` adapter) over a simulated
-//! underlay wire. LAN hosts are played by the test with frames built and
-//! parsed by `etherparse`, an implementation independent of ours.
+//! Seed 000 on the host: an on-prem box and a cloud box, each the real
+//! `routerd_control::Node` applying its TOML configuration and driven by the
+//! forwarding turn the image runs (`routerd_control::run`) over in-memory
+//! NICs, joined by real WireGuard over a simulated underlay wire. LAN hosts
+//! are played by the test with frames built and parsed by `etherparse`, an
+//! implementation independent of ours.
 
+use rand_core::{OsRng, RngCore};
+use routerd_control::{build, Forwarder, NicInfo, Node};
+use routerd_dataplane::Instant;
 use routerd_e2e::net;
-use rand_core::OsRng;
-use routerd_control::{build, NicInfo, Runtime, WgTunnel};
-use routerd_dataplane::{self as dp, Dataplane, FrameBuf, Instant, PortId, Transmit, Verdict};
-use routerd_wireguard::{self as wg, Device, SecretKey};
-use std::collections::VecDeque;
+use routerd_netdev::testing::Loopback;
+use routerd_provision::message::{Op, Reply};
+use routerd_wireguard::{self as wg, SecretKey};
 
 const ONPREM_MACS: [[u8; 6]; 2] = [[0x02, 0xa0, 0, 0, 0, 0], [0x02, 0xa0, 0, 0, 0, 1]];
 const CLOUD_MACS: [[u8; 6]; 2] = [[0x02, 0xc0, 0, 0, 0, 0], [0x02, 0xc0, 0, 0, 0, 1]];
@@ -61,74 +63,55 @@ delivery = {{ tunnel = "wg0", peer = "onprem" }}
     )
 }
 
-/// Frames a box sent, by port.
-#[derive(Default)]
-struct Wire(VecDeque<(PortId, Vec<u8>)>);
-
-impl Transmit for Wire {
-    fn send(&mut self, port: PortId, frame: &[u8]) -> bool {
-        self.0.push_back((port, frame.to_vec()));
-        true
-    }
+/// One box: the real node (configuration, keys, dataplane, WireGuard)
+/// driven by the forwarding turn every platform runs, over two in-memory
+/// NICs (lan0, wan0).
+struct Site {
+    node: Box<Node<OsRng>>,
+    nics: [Loopback; 2],
+    fwd: Box<Forwarder>,
 }
 
-struct Box_ {
-    dp: Dataplane,
-    wg: Device<16, 64>,
-    out: Wire,
-}
-
-impl Box_ {
-    fn new(toml: &str, macs: [[u8; 6]; 2], key: SecretKey) -> Box_ {
+impl Site {
+    fn new(toml: &str, macs: [[u8; 6]; 2], key: [u8; 32]) -> Site {
         let cfg = config_schema::human::from_toml(toml).expect("config parses");
-        let report = config_schema::validate(&cfg);
-        assert_eq!(report.errors, 0, "config invalid: {report:?}");
-        let rt: Runtime = build(&cfg, &macs.map(|mac| NicInfo { mac })).expect("config builds");
-        let plan = rt.tunnel.clone().expect("tunnel");
-        let mut dev = Device::new(key, wg::Config { mtu: plan.mtu, ..wg::Config::default() });
-        for p in &plan.peers {
-            let mut pc = wg::PeerConfig::new(wg::PublicKey(p.public_key));
-            pc.endpoint = p.endpoint;
-            let id = dev.add_peer(pc).expect("peer");
-            for a in &p.allowed {
-                dev.add_allowed_ip(id, a.addr().into(), a.prefix_len()).expect("allowed ip");
-            }
+        let infos = macs.map(|mac| NicInfo { mac });
+        let mut node = Box::new(Node::new(&infos, Some(OsRng), "0.1.0", "test"));
+        let slot = config_schema::Name::new("wg0").unwrap();
+        assert!(matches!(node.handle(Instant::ZERO, Op::KeyImport(slot, key), &[]), Reply::Keys(_)));
+        match node.handle(Instant::ZERO, Op::Apply(Box::new(cfg)), &[]) {
+            Reply::Applied(_) => {}
+            other => panic!("apply refused: {other:?}"),
         }
-        Box_ { dp: Dataplane::new(rt.dataplane, Instant::ZERO).expect("dataplane"), wg: dev, out: Wire::default() }
+        Site { node, nics: macs.map(|m| Loopback::new(m, 64)), fwd: Box::new(Forwarder::new()) }
     }
 
-    fn input(&mut self, now: Instant, port: u8, frame: &[u8]) {
-        let mut raw = [0u8; dp::BUF_SIZE];
-        raw[dp::HEADROOM..dp::HEADROOM + frame.len()].copy_from_slice(frame);
-        let mut buf = FrameBuf::new(&mut raw, dp::HEADROOM, frame.len()).unwrap();
-        let mut rng = OsRng;
-        let mut tunnel = WgTunnel { device: &mut self.wg, rng: &mut rng };
-        if let Verdict::Transmit(p) = self.dp.process(now, PortId(port), &mut buf, &mut tunnel, &mut self.out) {
-            self.out.0.push_back((p, buf.frame().to_vec()));
-        }
+    fn turn(&mut self, now: Instant) -> bool {
+        self.fwd.turn(&mut self.node, now, &mut self.nics[..], &mut |_| {})
     }
 
-    fn poll(&mut self, now: Instant) {
-        let mut rng = OsRng;
-        let mut tunnel = WgTunnel { device: &mut self.wg, rng: &mut rng };
-        self.dp.poll(now, &mut tunnel, &mut self.out);
+    fn lan(&mut self) -> &mut Loopback {
+        &mut self.nics[0]
     }
 }
 
-/// Moves frames until both boxes are quiet; returns what reached each LAN.
-fn pump(now: Instant, a: &mut Box_, b: &mut Box_, a_lan: &mut Vec<Vec<u8>>, b_lan: &mut Vec<Vec<u8>>) {
+/// Runs both boxes, carrying WAN frames across, until both are quiet;
+/// collects what they sent on their LANs.
+fn pump(now: Instant, a: &mut Site, b: &mut Site, a_lan: &mut Vec<Vec<u8>>, b_lan: &mut Vec<Vec<u8>>) {
     for _ in 0..1000 {
-        let mut moved = false;
-        while let Some((port, f)) = a.out.0.pop_front() {
-            moved = true;
-            if port == PortId(1) { b.input(now, 1, &f) } else { a_lan.push(f) }
-        }
-        while let Some((port, f)) = b.out.0.pop_front() {
-            moved = true;
-            if port == PortId(1) { a.input(now, 1, &f) } else { b_lan.push(f) }
-        }
-        if !moved {
+        a.turn(now);
+        b.turn(now);
+        let (a_wan, b_wan) = (a.nics[1].take_sent(), b.nics[1].take_sent());
+        a_lan.extend(a.nics[0].take_sent());
+        b_lan.extend(b.nics[0].take_sent());
+        if a_wan.is_empty() && b_wan.is_empty() && a.nics[0].pending() == 0 && b.nics[0].pending() == 0 {
             return;
+        }
+        for f in a_wan {
+            b.nics[1].inject(&f);
+        }
+        for f in b_wan {
+            a.nics[1].inject(&f);
         }
     }
     panic!("the boxes never went quiet");
@@ -148,22 +131,21 @@ fn checksums_valid(frame: &[u8]) -> bool {
 
 #[test]
 fn a_syn_crosses_from_onprem_to_the_cloud_host_and_back_clamped_both_ways() {
-    let onprem_key = SecretKey::generate(&mut OsRng);
-    let cloud_key = SecretKey::generate(&mut OsRng);
-    let onprem_pub = onprem_key.public_key().to_base64();
-    let cloud_pub = cloud_key.public_key().to_base64();
+    let (mut onprem_key, mut cloud_key) = ([0u8; 32], [0u8; 32]);
+    OsRng.fill_bytes(&mut onprem_key);
+    OsRng.fill_bytes(&mut cloud_key);
+    let onprem_pub = SecretKey::from_bytes(onprem_key).public_key().to_base64();
+    let cloud_pub = SecretKey::from_bytes(cloud_key).public_key().to_base64();
     let onprem_cfg = config("onprem", "10.20.0.2/24", "192.0.2.1/24", "cloud", cloud_pub.as_str(), "192.0.2.2:51820", "\"10.20.0.50/32\"");
     let cloud_cfg = config("cloud", "10.20.0.3/24", "192.0.2.2/24", "onprem", onprem_pub.as_str(), "192.0.2.1:51820", "\"10.20.0.10/32\"");
-    let mut onprem = Box_::new(&onprem_cfg, ONPREM_MACS, onprem_key);
-    let mut cloud = Box_::new(&cloud_cfg, CLOUD_MACS, cloud_key);
+    let mut onprem = Site::new(&onprem_cfg, ONPREM_MACS, onprem_key);
+    let mut cloud = Site::new(&cloud_cfg, CLOUD_MACS, cloud_key);
     let (mut onprem_lan, mut cloud_lan) = (Vec::new(), Vec::new());
     let mut now = Instant::from_millis(1000);
 
     // Proxy-ARP claims probe first (nobody answers here), then announce
     // themselves with gratuitous ARPs on the LANs; clear them.
     for _ in 0..4 {
-        onprem.poll(now);
-        cloud.poll(now);
         pump(now, &mut onprem, &mut cloud, &mut onprem_lan, &mut cloud_lan);
         now = now.plus_millis(200);
     }
@@ -172,7 +154,7 @@ fn a_syn_crosses_from_onprem_to_the_cloud_host_and_back_clamped_both_ways() {
 
     // The on-prem host asks who has the cloud-owned address: the box answers
     // with its LAN MAC.
-    onprem.input(now, 0, &net::arp_request(HOST_ONPREM_MAC, HOST_ONPREM, HOST_CLOUD));
+    onprem.lan().inject(&net::arp_request(HOST_ONPREM_MAC, HOST_ONPREM, HOST_CLOUD));
     pump(now, &mut onprem, &mut cloud, &mut onprem_lan, &mut cloud_lan);
     let reply = onprem_lan.pop().expect("proxy-ARP reply");
     assert_eq!(&reply[..6], &HOST_ONPREM_MAC);
@@ -183,20 +165,18 @@ fn a_syn_crosses_from_onprem_to_the_cloud_host_and_back_clamped_both_ways() {
     let syn = tcp_syn(HOST_ONPREM_MAC, ONPREM_MACS[0], HOST_ONPREM, HOST_CLOUD, false, 1460);
     let mut delivered = None;
     for _ in 0..5 {
-        onprem.input(now, 0, &syn);
+        onprem.lan().inject(&syn);
         for _ in 0..5 {
             pump(now, &mut onprem, &mut cloud, &mut onprem_lan, &mut cloud_lan);
             // The cloud box ARPs for the real host on its LAN: answer it.
             for f in std::mem::take(&mut cloud_lan) {
                 if let Some(r) = net::answer_arp(&f, HOST_CLOUD, HOST_CLOUD_MAC) {
-                    cloud.input(now, 0, &r);
+                    cloud.lan().inject(&r);
                 } else if tcp_mss(&f).is_some() {
                     delivered = Some(f);
                 }
             }
             now = now.plus_millis(10);
-            onprem.poll(now);
-            cloud.poll(now);
         }
         if delivered.is_some() {
             break;
@@ -213,19 +193,18 @@ fn a_syn_crosses_from_onprem_to_the_cloud_host_and_back_clamped_both_ways() {
     // address, which the cloud box captures by proxy-ARP: it already knows
     // the host from the ARP exchange, so send straight to its LAN MAC.
     let synack = tcp_syn(HOST_CLOUD_MAC, CLOUD_MACS[0], HOST_CLOUD, HOST_ONPREM, true, 1460);
-    cloud.input(now, 0, &synack);
+    cloud.lan().inject(&synack);
     let mut back = None;
     for _ in 0..5 {
         pump(now, &mut onprem, &mut cloud, &mut onprem_lan, &mut cloud_lan);
         for f in std::mem::take(&mut onprem_lan) {
             if let Some(r) = net::answer_arp(&f, HOST_ONPREM, HOST_ONPREM_MAC) {
-                onprem.input(now, 0, &r);
+                onprem.lan().inject(&r);
             } else if tcp_mss(&f).is_some() {
                 back = Some(f);
             }
         }
         now = now.plus_millis(10);
-        onprem.poll(now);
     }
     let got = back.expect("the SYN-ACK reached the on-prem host");
     assert_eq!(&got[..6], &HOST_ONPREM_MAC);
@@ -234,13 +213,50 @@ fn a_syn_crosses_from_onprem_to_the_cloud_host_and_back_clamped_both_ways() {
 
     // The packets really crossed WireGuard: both sides hold a session and
     // moved encrypted bytes.
-    for (name, b) in [("onprem", &onprem), ("cloud", &cloud)] {
-        let st = b.wg.peer_status(wg::PeerId(0), routerd_wireguard::Instant::from_millis(now.millis())).unwrap();
+    for (name, b) in [("onprem", &mut onprem), ("cloud", &mut cloud)] {
+        let st = b.node.wireguard().unwrap().peer_status(wg::PeerId(0), routerd_wireguard::Instant::from_millis(now.millis())).unwrap();
         assert!(st.has_session && st.last_handshake.is_some(), "{name}: no WireGuard session");
         assert!(st.tx_bytes > 0 && st.rx_bytes > 0, "{name}: no encrypted traffic ({st:?})");
     }
-    let c = onprem.wg.counters();
+    let c = onprem.node.wireguard().unwrap().counters().clone();
     assert!(c.iter().all(|(name, n)| n == 0 || name == "no_session"), "unexpected WireGuard errors: {:?}", c.iter().filter(|(_, n)| *n > 0).collect::<Vec<_>>());
+}
+
+/// The loop's own transmit path: a ring of 4 slots (freed only when the
+/// turn polls the NIC) meets a burst of 40 frames; what does not fit is a
+/// counted drop on that port, shown by status.
+#[test]
+fn a_full_transmit_ring_is_counted_by_the_loop() {
+    let (mut onprem_key, mut peer_key) = ([0u8; 32], [0u8; 32]);
+    OsRng.fill_bytes(&mut onprem_key);
+    OsRng.fill_bytes(&mut peer_key);
+    let peer_pub = SecretKey::from_bytes(peer_key).public_key().to_base64();
+    let cfg = config("onprem", "10.20.0.2/24", "192.0.2.1/24", "cloud", peer_pub.as_str(), "192.0.2.2:51820", "\"10.20.0.50/32\"");
+    let mut site = Site::new(&cfg, ONPREM_MACS, onprem_key);
+    site.nics[1] = Loopback::new(ONPREM_MACS[1], 4);
+    let mut now = Instant::from_millis(1000);
+    for _ in 0..5 {
+        site.turn(now);
+        now = now.plus_millis(200);
+    }
+    // 40 hosts ask for the box's own LAN address at once; lan0's ring
+    // holds 4 frames between polls, so most replies cannot be sent.
+    site.nics[0] = Loopback::new(ONPREM_MACS[0], 4);
+    for i in 0..40u8 {
+        site.lan().inject(&net::arp_request([0x02, 0x11, 0, 0, 1, i], [10, 20, 0, 100 + i], [10, 20, 0, 2]));
+    }
+    site.turn(now);
+    let answered = site.lan().take_sent().len();
+    assert_eq!(answered, 4, "the ring holds 4 frames per turn");
+    let snaps = [routerd_control::NicSnapshot::default(); 2];
+    let Reply::Status(st) = site.node.handle(now, Op::Status { mark: false }, &snaps) else { panic!() };
+    let lost: u64 = st.drops.iter().filter(|d| d.name.as_str() == "tx_full").map(|d| d.value).sum();
+    assert_eq!(lost, 28, "32 frames taken in one batch, 4 sent, 28 lost: {:?}", st.drops);
+    assert_eq!(st.ports[0].tx_dropped, 28);
+    assert_eq!(st.ports[1].tx_dropped, 0);
+    // The next turns take the rest of the burst; the ring drains each turn.
+    site.turn(now);
+    assert_eq!(site.lan().take_sent().len(), 4);
 }
 
 #[test]

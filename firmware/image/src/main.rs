@@ -152,12 +152,12 @@ pub extern "C" fn routerd_main(eax: u32, ebx: u32) -> ! {
         info!("not forwarding: no configuration yet; provision with routerctl on this serial line (console: type `help`)");
     }
     // SAFETY: routerd_main runs once; this static is taken here and nowhere else.
-    let bufs = unsafe { &mut *core::ptr::addr_of_mut!(FRAME_BUFFERS) };
-    let mut r = router::Router { node, session, clock, watch: router::Watch::new() };
-    r.run(&mut nics, bufs)
+    let forwarder = unsafe { &mut *core::ptr::addr_of_mut!(FORWARDER) };
+    let mut r = router::Router { node, forwarder, session, clock, watch: router::Watch::new() };
+    r.run(&mut nics)
 }
 
-static mut FRAME_BUFFERS: router::Buffers = router::Buffers::new();
+static mut FORWARDER: routerd_control::Forwarder = routerd_control::Forwarder::new();
 
 /// The configuration from `routerd.config=<base64 postcard>` on the kernel
 /// command line, decoded (the node validates and applies it like one sent

@@ -40,6 +40,17 @@ impl Nics {
 }
 
 
+/// The forwarding turn (`routerd_control::run`) reaches them by contract index.
+impl routerd_control::Nics for Nics {
+    type Dev = Nic;
+    fn slots(&self) -> usize {
+        MAX_NICS
+    }
+    fn nic(&mut self, i: usize) -> Option<&mut Nic> {
+        self.get_mut(i)
+    }
+}
+
 impl Nics {
     pub fn get_mut(&mut self, i: usize) -> Option<&mut Nic> {
         self.list.get_mut(i)?.as_mut().map(|(_, n)| n)

@@ -1,10 +1,9 @@
 //! The polled main loop: NICs ⇄ node (dataplane + WireGuard), and COM1.
 //!
-//! Each turn: read the clock once; take a bounded batch from every NIC into
-//! frame buffers with headroom; run each frame through the node's dataplane
-//! (which calls the WireGuard tunnel for sealing and opening); send what it
-//! returns on the NIC bound to the port; run timers when due; let the
-//! drivers reclaim transmit slots; then read what arrived on COM1.
+//! Each turn: read the clock once; run the forwarding turn every platform
+//! shares (`routerd_control::run`: NIC batches through the dataplane and
+//! WireGuard, timers, driver reclaim, claim transitions logged); then read
+//! what arrived on COM1.
 //!
 //! COM1 carries two audiences (`routerd_provision::session`): every byte
 //! goes to the provisioning session; while no session is open it also goes
@@ -18,52 +17,20 @@ use alloc::boxed::Box;
 use hal_x86::clock::Clock;
 use hal_x86::entropy::Entropy;
 use log::{info, warn};
-use routerd_control::{NicSnapshot, Node};
-use routerd_dataplane::{self as dp, FrameBuf, Instant, PortId, Transmit};
-use routerd_netdev::{NetDevice, TxToken};
+use routerd_control::{Forwarder, NicSnapshot, Node};
+use routerd_dataplane::{self as dp, Instant};
+use routerd_netdev::NetDevice;
 use routerd_provision::message::{Op, Reply};
 use routerd_provision::session::{Session, Step};
 
-/// Frames taken from one NIC per turn.
-const BATCH: usize = 32;
 /// Serial bytes taken per turn (the UART FIFO holds 16; QEMU holds more).
 const SERIAL_BUDGET: usize = 4096;
-
-/// Extra frames from the dataplane go straight to the NICs.
-struct NicTransmit<'a> {
-    nics: &'a mut Nics,
-    nic_of_port: &'a [usize],
-}
-
-impl Transmit for NicTransmit<'_> {
-    fn send(&mut self, port: PortId, frame: &[u8]) -> bool {
-        let Some(&nic) = self.nic_of_port.get(port.index()) else { return false };
-        let Some(n) = self.nics.get_mut(nic) else { return false };
-        match n.transmit() {
-            Some(tx) => {
-                tx.send(frame.len(), |out| out.copy_from_slice(frame.get(..out.len()).unwrap_or(&[])));
-                true
-            }
-            None => false,
-        }
-    }
-}
-
-/// Frame buffers for one turn: `BATCH` per NIC slot, each with headroom.
-pub struct Buffers {
-    frames: [[u8; dp::BUF_SIZE]; BATCH],
-    lens: [usize; BATCH],
-}
-
-impl Buffers {
-    pub const fn new() -> Buffers {
-        Buffers { frames: [[0; dp::BUF_SIZE]; BATCH], lens: [0; BATCH] }
-    }
-}
 
 /// Everything the loop owns.
 pub struct Router {
     pub node: Box<Node<Entropy>>,
+    /// The forwarding turn and its frame buffers (a static).
+    pub forwarder: &'static mut Forwarder,
     pub session: Box<Session>,
     pub clock: Clock,
     pub watch: Watch,
@@ -91,66 +58,23 @@ impl Router {
     }
 
     /// Runs forever.
-    pub fn run(&mut self, nics: &mut Nics, bufs: &mut Buffers) -> ! {
+    pub fn run(&mut self, nics: &mut Nics) -> ! {
         let mut line = console::LineReader::new();
         loop {
             let now = self.now();
-            let busy = self.forward(now, nics, bufs);
-            for (_, n) in nics.iter_mut() {
-                n.poll();
-            }
+            let busy = self.forwarder.turn(&mut self.node, now, nics, &mut |e| match e.kind {
+                dp::ClaimEventKind::Conflict { .. } | dp::ClaimEventKind::InUse { .. } => warn!("{e}"),
+                _ => info!("{e}"),
+            });
             self.serial(now, nics, &mut line);
             if now >= self.watch.next {
                 self.watch.next = Instant::from_millis(now.millis() + WATCH_MS);
-                self.report_changes(nics);
+                self.report_links(nics);
             }
             if !busy {
                 core::hint::spin_loop();
             }
         }
-    }
-
-    /// One forwarding turn; true when any NIC had frames.
-    fn forward(&mut self, now: Instant, nics: &mut Nics, bufs: &mut Buffers) -> bool {
-        let mut busy = false;
-        for nic in 0..nics.len() {
-            let port = self.node.port_of_nic(nic);
-            let Some(n) = nics.get_mut(nic) else { continue };
-            let Some(port) = port else {
-                // A NIC the configuration does not use (or none yet): keep
-                // its ring moving.
-                n.receive(BATCH, &mut |_| {});
-                continue;
-            };
-            let mut count = 0usize;
-            let Buffers { frames, lens } = &mut *bufs;
-            n.receive(BATCH, &mut |frame| {
-                if let (Some(buf), Some(len)) = (frames.get_mut(count), lens.get_mut(count)) {
-                    if let Some(dst) = buf.get_mut(dp::HEADROOM..dp::HEADROOM + frame.len()) {
-                        dst.copy_from_slice(frame);
-                        *len = frame.len();
-                        count += 1;
-                    }
-                }
-            });
-            busy |= count > 0;
-            // A port is bound, so a configuration runs.
-            let Some(mut f) = self.node.forwarding() else { continue };
-            let mut tx = NicTransmit { nics: &mut *nics, nic_of_port: f.nic_of_port };
-            for i in 0..count {
-                let (Some(raw), Some(&len)) = (bufs.frames.get_mut(i), bufs.lens.get(i)) else { continue };
-                let Ok(mut fb) = FrameBuf::new(raw, dp::HEADROOM, len) else { continue };
-                f.dataplane.process_and_transmit(now, port, &mut fb, &mut f.tunnel, &mut tx);
-            }
-        }
-        if let Some(mut f) = self.node.forwarding() {
-            let due = f.dataplane.poll_at(&f.tunnel).is_none_or(|t| t <= now);
-            if due || busy {
-                let mut tx = NicTransmit { nics: &mut *nics, nic_of_port: f.nic_of_port };
-                f.dataplane.poll(now, &mut f.tunnel, &mut tx);
-            }
-        }
-        busy
     }
 
     /// COM1: the provisioning session, and the human when no session is open.
@@ -204,9 +128,9 @@ impl Router {
         }
     }
 
-    /// Logs link changes and claim transitions with their reasons (on the
-    /// console, or inside frames while a session holds the line).
-    fn report_changes(&mut self, nics: &mut Nics) {
+    /// Logs link changes (on the console, or inside frames while a session
+    /// holds the line).
+    fn report_links(&mut self, nics: &mut Nics) {
         for (i, (name, n)) in nics.iter_mut().enumerate() {
             let up = n.link_up();
             if let Some(slot) = self.watch.links.get_mut(i) {
@@ -216,12 +140,6 @@ impl Router {
                     }
                     *slot = Some(up);
                 }
-            }
-        }
-        while let Some(e) = self.node.take_claim_event() {
-            match e.kind {
-                dp::ClaimEventKind::Conflict { .. } | dp::ClaimEventKind::InUse { .. } => warn!("{e}"),
-                _ => info!("{e}"),
             }
         }
     }

@@ -16,6 +16,9 @@
 //!   receive ring; the main loop calls it every turn.
 #![no_std]
 
+#[cfg(feature = "std")]
+pub mod testing;
+
 /// Largest Ethernet frame (without FCS) a device delivers or accepts:
 /// 1500 bytes of payload, 14 of header and room for one 802.1Q tag.
 pub const MAX_FRAME: usize = 1518;
