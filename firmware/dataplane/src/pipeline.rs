@@ -70,7 +70,8 @@ use crate::fdb::{Fdb, Learn, Location};
 use crate::mss::{self, Clamp};
 use crate::neighbor::{Lookup, NeighborCache, PendingQueue};
 use crate::ratelimit::TokenBucket;
-use crate::route::{NextHop, RouteTable};
+use crate::config::Prefix;
+use crate::route::{NextHop, RouteError, RouteOrigin, RouteTable, RunRoute};
 use crate::time::Instant;
 use crate::tunnel::{Endpoint, Opened, Sealed, Tunnel, TUNNEL_HEADROOM, TUNNEL_TAILROOM};
 use crate::vxlan::{self, VxlanPacket, VxlanRepr};
@@ -367,6 +368,30 @@ impl Dataplane {
     /// The VXLAN FDB.
     pub fn fdb(&self) -> &Fdb {
         &self.core.fdb
+    }
+
+    /// Install a route learned at run time (a DHCP lease's default route,
+    /// a BGP prefix); one with the same prefix and origin is replaced. The
+    /// next hop must exist in the running configuration. See
+    /// [`crate::route`] for how it competes with configured routes.
+    pub fn add_route(&mut self, route: RunRoute) -> Result<(), RouteError> {
+        let Core { routes, cfg, .. } = &mut self.core;
+        routes.add_run_route(cfg, route)
+    }
+
+    /// Withdraw a run-time route; true if it was there.
+    pub fn remove_route(&mut self, prefix: Prefix, origin: RouteOrigin) -> bool {
+        self.core.routes.remove_run_route(prefix, origin)
+    }
+
+    /// Withdraw every run-time route of `origin`; how many went.
+    pub fn clear_routes(&mut self, origin: RouteOrigin) -> usize {
+        self.core.routes.clear_run_routes(origin)
+    }
+
+    /// The routes learned at run time.
+    pub fn run_routes(&self) -> &[RunRoute] {
+        self.core.routes.run_routes()
     }
 }
 

@@ -11,6 +11,16 @@
 //!   A linear scan: at most [`MAX_ROUTES`] entries, built at configuration
 //!   time, so "full" cannot happen at run time (the capacity covers the
 //!   configuration limits; see the compile-time assertion).
+//!
+//! And one table filled at run time:
+//!
+//! * **run-time routes** ([`RunRoute`]): what protocols learn — a DHCP
+//!   lease's default route, BGP/EVPN prefixes — added and withdrawn by
+//!   their [`RouteOrigin`] while the box runs, [`MAX_RUN_ROUTES`] at most
+//!   (*full policy:* the new route is refused, the caller is told and the
+//!   table is unchanged). They take part in the same longest-prefix match;
+//!   at equal length the configuration's route wins. An apply carries them
+//!   over (they are state, not configuration).
 
 use core::net::Ipv4Addr;
 
@@ -20,6 +30,43 @@ use crate::config::{ClaimSide, Config, PeerId, PortId, Prefix, MAX_ALLOWED_PER_P
 
 /// Capacity of the route list: connected subnets, allowed prefixes, default.
 pub const MAX_ROUTES: usize = MAX_PORTS + MAX_PEERS * MAX_ALLOWED_PER_PEER + 1;
+/// Capacity of the run-time route table.
+pub const MAX_RUN_ROUTES: usize = 64;
+
+/// Who put a run-time route there (and withdraws it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RouteOrigin {
+    /// A DHCP lease (the default route via the lease's router).
+    Dhcp,
+    /// BGP (EVPN).
+    Bgp,
+    /// The control plane on the operator's behalf.
+    Operator,
+}
+
+/// A route learned at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunRoute {
+    /// Destination prefix.
+    pub prefix: Prefix,
+    /// Next hop.
+    pub hop: NextHop,
+    /// Who installed it.
+    pub origin: RouteOrigin,
+}
+
+/// Why a run-time route was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteError {
+    /// The table holds [`MAX_RUN_ROUTES`] routes already.
+    Full,
+    /// The next hop's port does not exist.
+    UnknownPort,
+    /// The next hop's peer does not exist.
+    UnknownPeer,
+    /// The gateway is not on the port's subnet (it could not be ARP-resolved).
+    GatewayNotOnLink,
+}
 
 /// Where a packet goes next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +105,7 @@ pub struct Decision {
 pub struct RouteTable {
     claims: Vec<(u32, u8), MAX_CLAIMS>,
     routes: Vec<Route, MAX_ROUTES>,
+    run: Vec<RunRoute, MAX_RUN_ROUTES>,
 }
 
 const _: () = assert!(MAX_CLAIMS <= u8::MAX as usize + 1);
@@ -106,9 +154,63 @@ impl RouteTable {
         self.claims.binary_search_by_key(&key, |(a, _)| *a).ok().and_then(|i| self.claims.get(i)).map(|(_, c)| usize::from(*c))
     }
 
-    /// Longest-prefix match over the route list only (claims excluded).
+    /// Longest-prefix match over the configuration's and the run-time
+    /// routes (claims excluded); at equal length the configuration wins.
     pub fn lookup_routes(&self, dst: Ipv4Addr) -> Option<NextHop> {
-        self.routes.iter().find(|r| r.prefix.contains(dst)).map(|r| r.hop)
+        let fixed = self.routes.iter().find(|r| r.prefix.contains(dst));
+        let learned = self
+            .run
+            .iter()
+            .filter(|r| r.prefix.contains(dst))
+            .max_by_key(|r| r.prefix.prefix_len())
+            .filter(|r| fixed.is_none_or(|f| r.prefix.prefix_len() > f.prefix.prefix_len()));
+        match learned {
+            Some(r) => Some(r.hop),
+            None => fixed.map(|r| r.hop),
+        }
+    }
+
+    /// Add (or replace: same prefix and origin) a run-time route after
+    /// checking its next hop against `cfg`.
+    pub fn add_run_route(&mut self, cfg: &Config, route: RunRoute) -> Result<(), RouteError> {
+        match route.hop {
+            NextHop::Tunnel(peer) => {
+                if cfg.peer(peer).is_none() {
+                    return Err(RouteError::UnknownPeer);
+                }
+            }
+            NextHop::Port { port, gateway } => {
+                let pc = cfg.ports.get(port.index()).ok_or(RouteError::UnknownPort)?;
+                if gateway.is_some_and(|g| !pc.subnet().contains(g)) {
+                    return Err(RouteError::GatewayNotOnLink);
+                }
+            }
+        }
+        if let Some(r) = self.run.iter_mut().find(|r| r.prefix == route.prefix && r.origin == route.origin) {
+            *r = route;
+            return Ok(());
+        }
+        self.run.push(route).map_err(|_| RouteError::Full)
+    }
+
+    /// Withdraw the route for `prefix` from `origin`; true if there was one.
+    pub fn remove_run_route(&mut self, prefix: Prefix, origin: RouteOrigin) -> bool {
+        let before = self.run.len();
+        self.run.retain(|r| !(r.prefix == prefix && r.origin == origin));
+        self.run.len() != before
+    }
+
+    /// Withdraw every route from `origin` (a lease ended, a BGP session
+    /// went down); how many.
+    pub fn clear_run_routes(&mut self, origin: RouteOrigin) -> usize {
+        let before = self.run.len();
+        self.run.retain(|r| r.origin != origin);
+        before - self.run.len()
+    }
+
+    /// The run-time routes.
+    pub fn run_routes(&self) -> &[RunRoute] {
+        &self.run
     }
 
     /// Full lookup: an enabled claim first (`claim_enabled` tells), then

@@ -16,6 +16,7 @@
 //! | frames waiting for ARP | (port, next hop) | the port still exists | dropped, counted `port_removed` |
 //! | VXLAN FDB | (segment VNI + UDP port, MAC) | the segment still bridges the same port; a remote entry's VTEP is still listed | forgotten (learned again, flooded meanwhile) |
 //! | counters | drop reason; per port by port | always; per-port ones while the port exists | — |
+//! | run-time routes (DHCP, BGP) | prefix + origin | the next hop's port or peer still exists | withdrawn (the protocol installs it again) |
 //! | ICMP error bucket, IPv4 identification, uncollected claim events | — | always | — |
 //!
 //! A port is identified by its MAC: the NIC it is bound to. Renaming a port
@@ -27,6 +28,7 @@ use crate::config::{ClaimConfig, ClaimSide, Config, PortId, MAX_PORTS};
 use crate::counters::DropReason;
 use crate::fdb::{FdbEntry, Location};
 use crate::neighbor::Neighbor;
+use crate::route::{NextHop, RunRoute};
 
 /// Old port index → new port, by MAC.
 fn port_map(old: &Config, new: &Config) -> [Option<PortId>; MAX_PORTS] {
@@ -106,6 +108,19 @@ impl Dataplane {
             if listed {
                 new.fdb.carry(FdbEntry { segment: si as u8, ..*e });
             }
+        }
+
+        for r in old.routes.run_routes() {
+            let hop = match r.hop {
+                NextHop::Tunnel(peer) => NextHop::Tunnel(peer),
+                NextHop::Port { port, gateway } => match mapped(&map, port) {
+                    Some(port) => NextHop::Port { port, gateway },
+                    None => continue,
+                },
+            };
+            let Core { routes, cfg, .. } = &mut *new;
+            // Refused when the peer or the gateway's subnet went: withdrawn.
+            let _ = routes.add_run_route(cfg, RunRoute { hop, ..*r });
         }
 
         let mut c = old.counters.clone();
