@@ -275,6 +275,20 @@ fn scenarios(kind: MachineType, model: NicModel) {
     });
     assert!(stray.is_none(), "the box answered ARP for an unclaimed address");
 
+    // 1b. The box answers ping on its LAN address (its services layer);
+    //     the host asks for the box's MAC first, so the box knows the host.
+    lab.lan.send(&net::arp_request(HOST_MAC, HOST, [10, 20, 0, 2]));
+    lab.lan
+        .wait_for(STEP, |f| net::parse_arp(f).filter(|a| a.0 == ArpOperation::REPLY && a.2 == [10, 20, 0, 2]))
+        .unwrap_or_else(|| panic!("no ARP reply for the box's own address; console:\n{}", lab.vm.console()));
+    let ping_box = net::icmp_echo_packet(HOST, [10, 20, 0, 2], 7, 56, false);
+    lab.lan.send(&net::ethernet(HOST_MAC, lab.box_lan_mac, &ping_box));
+    let pong = lab
+        .lan
+        .wait_for(STEP, |f| net::ip_payload(f).and_then(net::icmp).filter(|i| i.0 == 0 && i.3 == [10, 20, 0, 2]))
+        .unwrap_or_else(|| panic!("the box did not answer ping; console:\n{}", lab.vm.console()));
+    assert_eq!(pong.4, HOST);
+
     // 2. A SYN (MSS 1460) to the claimed address: the box handshakes with
     //    the peer, the peer decrypts the SYN, MSS clamped to 1420 - 40.
     let syn = net::tcp_syn_packet(HOST, CLAIMED, false, 1460);

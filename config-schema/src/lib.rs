@@ -2,9 +2,11 @@
 //!
 //! - `Config` and its parts (`config`) are both the TOML file an operator
 //!   writes and the postcard message that travels over the serial line.
-//! - `validate()` (`validate`) is the one check both sides run: routerctl
-//!   before sending, the image before applying. It reports every problem with
-//!   the field path, the value and a hint.
+//! - `validate_for(&config, platform)` (`validate`) is the one check both
+//!   sides run: routerctl before sending, the box before applying, for the
+//!   platform that runs it (`platform`: the image or routerd-host; what each
+//!   runs). `validate()` makes the checks every platform makes. Both report
+//!   every problem with the field path, the value and a hint.
 //! - `budget` computes the MTU/MSS budget (1500 − 80 − 50 = 1370).
 //! - `wire` encodes/decodes the postcard form within `CONFIG_WIRE_MAX` bytes
 //!   and carries `SCHEMA_HASH`, which the serial protocol's hello exchanges.
@@ -23,6 +25,7 @@ pub mod config;
 #[cfg(feature = "toml")]
 pub mod human;
 pub mod limits;
+pub mod platform;
 pub mod types;
 pub mod validate;
 pub mod wire;
@@ -38,5 +41,6 @@ pub use limits::CONFIG_WIRE_MAX;
 pub use types::{
     DnsName, Endpoint, Host, Ipv4Cidr, KeyRef, Mac, MssClamp, Name, PortAddress, PublicKey,
 };
-pub use validate::{validate, validate_each, Code, Problem, Report, Severity};
+pub use platform::{Platform, Runs, RUNS};
+pub use validate::{validate, validate_each, validate_each_for, validate_for, Code, Problem, Report, Severity};
 pub use wire::{decode, encode, WireError, SCHEMA_HASH, SCHEMA_VERSION};

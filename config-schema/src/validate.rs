@@ -1,8 +1,13 @@
-//! `validate()`: every problem of a configuration, as this box sees it.
+//! `validate_for()`: every problem of a configuration, as this box sees it
+//! and for the platform that runs it.
 //!
-//! routerctl runs it before sending a configuration and the image runs it
-//! again before applying one; an error on either side means nothing changes.
-//! It never stops at the first problem: each finding is a `Problem` with a
+//! routerctl runs it before sending a configuration (`config validate --for`)
+//! and the box runs it again, for its own platform, before applying one; an
+//! error on either side means nothing changes. Besides the configuration's
+//! own consistency it refuses what the box cannot run (`runs()`: capacities
+//! and features of `crate::platform`), so what it accepts, the box applies.
+//! `validate()` is the part every platform shares: what it refuses, no box
+//! runs. It never stops at the first problem: each finding is a `Problem` with a
 //! severity, a stable code, the path of the field (`claims[2].address`), the
 //! value, a sentence saying what is wrong and a hint saying what to do.
 //!
@@ -18,7 +23,8 @@ use core::net::Ipv4Addr;
 
 use crate::budget::{self, Carrier};
 use crate::config::{CaptureMethod, ClaimAction, Config, PortRole};
-use crate::types::{MssClamp, Name, PortAddress};
+use crate::platform::{self, Platform, RUNS};
+use crate::types::{Host, MssClamp, Name, PortAddress};
 
 /// Ports, tunnels and segments accept MTUs in this range (IPv4 minimum to jumbo).
 pub const MTU_MIN: u16 = 576;
@@ -126,6 +132,20 @@ codes! {
     VtepNone => "vtep-none", Warning;
     VtepUnencrypted => "vtep-unencrypted", Warning;
     SegmentMtuBudget => "segment-mtu-budget", Warning;
+    // What a platform runs (`validate_for`); see `platform`.
+    PlatformCapacity => "platform-capacity", Error;
+    TunnelRoutes => "tunnel-routes", Error;
+    MtuAbovePlatform => "mtu-above-platform", Error;
+    TunnelMtuAboveWan => "tunnel-mtu-above-wan", Error;
+    WanPortCount => "wan-port-count", Error;
+    MacNotUnicast => "mac-not-unicast", Error;
+    PortAddressMissing => "port-address-missing", Error;
+    DhcpUnsupported => "dhcp-unsupported", Error;
+    PortNameUnbound => "port-name-unbound", Error;
+    EndpointUnsupported => "endpoint-unsupported", Error;
+    PresharedKeyUnsupported => "preshared-key-unsupported", Error;
+    VtepNotWanOrTunnel => "vtep-not-wan-or-tunnel", Error;
+    VtepNeedsTunnelAddress => "vtep-needs-tunnel-address", Error;
 }
 
 pub type PathText = heapless::String<48>;
@@ -204,10 +224,28 @@ impl Report {
     }
 }
 
-/// Validates `config` and collects the problems (errors and warnings).
+/// Validates `config` and collects the problems (errors and warnings): the
+/// checks every platform makes, including what *no* platform runs yet (a
+/// second WireGuard interface, a LAN port without an address, pre-shared
+/// keys, …). Features only one platform lacks (`dhcp`, DNS-name endpoints
+/// on the image) are not refused here: use [`validate_for`] to check a
+/// configuration for the box that will run it. A configuration refused by
+/// `validate` is refused by every box.
 pub fn validate(config: &Config) -> Report {
+    collect(config, None)
+}
+
+/// Validates `config` for `platform`: everything [`validate`] checks plus
+/// what that platform cannot run yet, each refusal naming the field and the
+/// platform. The box runs this for itself before applying anything, and
+/// `routerctl config validate --for image|host` runs it on files.
+pub fn validate_for(config: &Config, platform: Platform) -> Report {
+    collect(config, Some(platform))
+}
+
+fn collect(config: &Config, platform: Option<Platform>) -> Report {
     let mut report = Report::default();
-    validate_each(config, &mut |p: Problem| {
+    check(config, platform, &mut |p: Problem| {
         match p.severity {
             Severity::Error => report.errors = report.errors.saturating_add(1),
             Severity::Warning => report.warnings = report.warnings.saturating_add(1),
@@ -219,19 +257,35 @@ pub fn validate(config: &Config) -> Report {
     report
 }
 
-/// Validates `config`, handing every problem to `sink` as it is found (for
+/// [`validate`], handing every problem to `sink` as it is found (for
 /// callers that stream problems instead of keeping a `Report`).
 pub fn validate_each(config: &Config, sink: &mut dyn FnMut(Problem)) {
-    let mut ck = Checker { config, sink };
+    check(config, None, sink)
+}
+
+/// [`validate_for`], streaming.
+pub fn validate_each_for(config: &Config, platform: Platform, sink: &mut dyn FnMut(Problem)) {
+    check(config, Some(platform), sink)
+}
+
+fn check(config: &Config, platform: Option<Platform>, sink: &mut dyn FnMut(Problem)) {
+    let mut ck = Checker {
+        config,
+        platform,
+        sink,
+    };
     ck.ports();
     ck.tunnels();
     ck.peers();
     ck.claims();
     ck.segments();
+    ck.runs();
 }
 
 struct Checker<'a, 's> {
     config: &'a Config,
+    /// `None`: only what every platform refuses.
+    platform: Option<Platform>,
     sink: &'s mut dyn FnMut(Problem),
 }
 
@@ -1055,6 +1109,327 @@ impl Checker<'_, '_> {
     }
 }
 
+/// Who runs the configuration, for messages: "the image", "routerd-host",
+/// or "routerd" (checks every platform makes).
+#[derive(Clone, Copy)]
+struct Who(Option<Platform>);
+
+impl fmt::Display for Who {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.map_or("routerd", Platform::subject))
+    }
+}
+
+/// `one` or `at most N`.
+struct AtMost(usize);
+
+impl fmt::Display for AtMost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 == 1 {
+            f.write_str("one")
+        } else {
+            write!(f, "at most {}", self.0)
+        }
+    }
+}
+
+impl Checker<'_, '_> {
+    /// What the box runs: capacities below the schema's list sizes, and
+    /// features a platform (or every platform) cannot run yet. Each check
+    /// mirrors a refusal of `routerd-control`'s `build`, the dataplane's
+    /// `Config::validate` or the WireGuard device.
+    fn runs(&mut self) {
+        let c = self.config;
+        let who = Who(self.platform);
+        let runs = self.platform.map_or(&RUNS, Platform::runs);
+        let image = self.platform == Some(Platform::Image);
+
+        // Capacities (the lists themselves are bounded by `limits`).
+        self.capacity(
+            format_args!("ports[{}]", runs.ports),
+            c.ports.get(runs.ports).map(|p| &p.name),
+            c.ports.len(),
+            runs.ports,
+            ("port", "ports"),
+            format_args!("remove the ports beyond ports[{}]", runs.ports - 1),
+        );
+        let first_tunnel = c.wireguard.first().map_or("wg0", |t| t.name.as_str());
+        self.capacity(
+            format_args!("wireguard[{}]", runs.tunnels),
+            c.wireguard.get(runs.tunnels).map(|t| &t.name),
+            c.wireguard.len(),
+            runs.tunnels,
+            ("WireGuard interface", "WireGuard interfaces"),
+            format_args!(
+                "put every peer and claim on {first_tunnel}: more interfaces are not supported yet"
+            ),
+        );
+        self.capacity(
+            format_args!("peers[{}]", runs.peers),
+            c.peers.get(runs.peers).map(|p| &p.name),
+            c.peers.len(),
+            runs.peers,
+            ("peer", "peers"),
+            format_args!("remove the peers beyond peers[{}]", runs.peers - 1),
+        );
+        for (i, p) in c.peers.iter().enumerate() {
+            self.capacity(
+                format_args!("peers[{i}].allowed_ips[{}]", runs.allowed_ips_per_peer),
+                None,
+                p.allowed_ips.len(),
+                runs.allowed_ips_per_peer,
+                ("allowed IP per peer", "allowed IPs per peer"),
+                format_args!("cover neighbouring addresses with one prefix"),
+            );
+        }
+        self.capacity(
+            format_args!("claims[{}]", runs.claims),
+            None,
+            c.claims.len(),
+            runs.claims,
+            ("claim", "claims"),
+            format_args!("remove the claims beyond claims[{}]", runs.claims - 1),
+        );
+        self.capacity(
+            format_args!("segments[{}]", runs.segments),
+            c.segments.get(runs.segments).map(|s| &s.name),
+            c.segments.len(),
+            runs.segments,
+            ("segment", "segments"),
+            format_args!("remove the segments beyond segments[{}]", runs.segments - 1),
+        );
+        for (i, s) in c.segments.iter().enumerate() {
+            self.capacity(
+                format_args!("segments[{i}].remote_vteps[{}]", runs.vteps_per_segment),
+                None,
+                s.remote_vteps.len(),
+                runs.vteps_per_segment,
+                ("remote VTEP per segment", "remote VTEPs per segment"),
+                format_args!(
+                    "remove VTEPs beyond remote_vteps[{}]",
+                    runs.vteps_per_segment - 1
+                ),
+            );
+        }
+        // The WireGuard device's cryptokey-routing table holds every peer's
+        // allowed IPs together.
+        let routes: usize = c.peers.iter().map(|p| p.allowed_ips.len()).sum();
+        if routes > runs.tunnel_routes {
+            let at = c
+                .peers
+                .iter()
+                .enumerate()
+                .flat_map(|(i, p)| {
+                    p.allowed_ips
+                        .iter()
+                        .enumerate()
+                        .map(move |(k, a)| (i, k, *a))
+                })
+                .nth(runs.tunnel_routes);
+            if let Some((i, k, a)) = at {
+                report!(self, Code::TunnelRoutes, path = ("peers[{i}].allowed_ips[{k}]"), value = ("{a}"),
+                    msg = ("{who} routes {} allowed IPs over all peers together (its WireGuard table); the peers list {routes}, \
+                            and this is number {}", AtMost(runs.tunnel_routes), runs.tunnel_routes + 1),
+                    hint = ("cover neighbouring addresses with one prefix, or drop prefixes a peer does not need"));
+            }
+        }
+
+        // Ports.
+        let wans: heapless::Vec<usize, { crate::limits::MAX_PORTS }> = c
+            .ports
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.role == PortRole::Wan)
+            .map(|(i, _)| i)
+            .collect();
+        if wans.is_empty() && !c.ports.is_empty() {
+            report!(self, Code::WanPortCount, path = ("ports"), value = (""),
+                msg = ("{who} runs exactly one WAN port (the underlay, its default route and WireGuard); this configuration has none"),
+                hint = ("mark the uplink port role = \"wan\""));
+        }
+        if let Some(&first) = wans.first() {
+            for &i in wans.iter().skip(1) {
+                let (name, first_name) = (
+                    c.ports.get(i).map(|p| &p.name),
+                    c.ports.get(first).map(|p| &p.name),
+                );
+                report!(
+                    self,
+                    Code::WanPortCount,
+                    path = ("ports[{i}].role"),
+                    value = ("wan"),
+                    msg = (
+                        "{who} runs exactly one WAN port; ports[{first}] ({}) is already the WAN",
+                        OptName(first_name)
+                    ),
+                    hint = ("make {} a LAN port, or leave it out", OptName(name))
+                );
+            }
+        }
+        let wan_mtu = wans
+            .first()
+            .and_then(|&i| c.ports.get(i))
+            .map_or(crate::config::DEFAULT_PORT_MTU, |p| p.mtu);
+        let wan_address = wans
+            .iter()
+            .find_map(|&i| match c.ports.get(i).and_then(|p| p.address) {
+                Some(PortAddress::Static(a)) => Some(a.addr()),
+                _ => None,
+            });
+        let last_contract = platform::contract_name(runs.ports.saturating_sub(1));
+        for (i, p) in c.ports.iter().enumerate() {
+            if p.mtu > runs.port_mtu_max && p.mtu <= MTU_MAX {
+                report!(self, Code::MtuAbovePlatform, path = ("ports[{i}].mtu"), value = ("{}", p.mtu),
+                    msg = ("{who} forwards packets of at most {} bytes on a port (its frame buffers); MTU {} would not run",
+                        runs.port_mtu_max, p.mtu),
+                    hint = ("set mtu = {} or less: jumbo frames are not supported yet", runs.port_mtu_max));
+            }
+            if let Some(mac) = p.mac.filter(|m| m.0[0] & 1 == 1) {
+                report!(self, Code::MacNotUnicast, path = ("ports[{i}].mac"), value = ("{mac}"),
+                    msg = ("{mac} is a multicast or broadcast address; {who} binds a port to a NIC's own (unicast) MAC"),
+                    hint = ("copy the NIC's MAC from `ip link` or the VM's hardware tab"));
+            }
+            match (p.role, p.address) {
+                (PortRole::Lan, None) => {
+                    report!(self, Code::PortAddressMissing, path = ("ports[{i}].address"), value = (""),
+                        msg = ("{who} needs an address on every LAN port (it answers ARP and delivers from it); {} has none: \
+                                bridge-only ports are not supported yet", p.name),
+                        hint = ("give {} its own address in the subnet it serves, like 192.168.10.4/24", p.name));
+                }
+                (PortRole::Wan, None) if image => {
+                    report!(self, Code::PortAddressMissing, path = ("ports[{i}].address"), value = (""),
+                        msg = ("the image needs the WAN port's own address; {} has none", p.name),
+                        hint = ("write address = \"a.b.c.d/len\" and the gateway (routerd-host runs a WAN port without one: \
+                                 the kernel owns it)"));
+                }
+                (PortRole::Wan, Some(PortAddress::Dhcp)) if image => {
+                    report!(self, Code::DhcpUnsupported, path = ("ports[{i}].address"), value = ("dhcp"),
+                        msg = ("the image has no DHCP client yet; {} cannot take its address from DHCP", p.name),
+                        hint = ("give {} a static address and gateway (routerd-host runs dhcp: the kernel owns the WAN address)",
+                            p.name));
+                }
+                _ => {}
+            }
+            if image
+                && p.mac.is_none()
+                && platform::contract_index(p.name.as_str(), runs.ports).is_none()
+            {
+                report!(self, Code::PortNameUnbound, path = ("ports[{i}].name"), value = ("{}", p.name),
+                    msg = ("the image binds a port without mac to the NIC of its name (lan0, wan0, lan1 … {last_contract}); \
+                            \"{}\" is none of them", p.name),
+                    hint = ("set mac = \"…\" to the NIC's MAC, or name the port after its NIC (lan0 first, wan0 second)"));
+            }
+        }
+
+        // The tunnel.
+        if let Some(t) = c.wireguard.first() {
+            if (MTU_MIN..=MTU_MAX).contains(&t.mtu) && t.mtu > wan_mtu {
+                report!(
+                    self,
+                    Code::TunnelMtuAboveWan,
+                    path = ("wireguard[0].mtu"),
+                    value = ("{}", t.mtu),
+                    msg = (
+                        "{who} runs a tunnel MTU up to the WAN port's MTU; {} is above {wan_mtu}",
+                        t.mtu
+                    ),
+                    hint = (
+                        "set mtu = {} (WAN MTU − {}) or less",
+                        wan_mtu.saturating_sub(budget::WIREGUARD_OVERHEAD),
+                        budget::WIREGUARD_OVERHEAD
+                    )
+                );
+            }
+        }
+
+        // Peers.
+        for (i, p) in c.peers.iter().enumerate() {
+            if let Some(k) = &p.preshared_key {
+                report!(self, Code::PresharedKeyUnsupported, path = ("peers[{i}].preshared_key"), value = ("{k}"),
+                    msg = ("{who} cannot use pre-shared keys yet: the key store does not supply them"),
+                    hint = ("remove preshared_key here and on the peer"));
+            }
+            let Some(e) = p.endpoint.as_ref().filter(|_| image) else {
+                continue;
+            };
+            match &e.host {
+                Host::Dns(name) => {
+                    report!(self, Code::EndpointUnsupported, path = ("peers[{i}].endpoint"), value = ("{e}"),
+                        msg = ("the image has no resolver yet; it cannot dial {name}"),
+                        hint = ("write the peer's IPv4 address, or leave endpoint out and let the peer dial in \
+                                 (routerd-host resolves names)"));
+                }
+                Host::V6(_) => {
+                    report!(self, Code::EndpointUnsupported, path = ("peers[{i}].endpoint"), value = ("{e}"),
+                        msg = ("the image's underlay is IPv4 only; it cannot dial {e}"),
+                        hint = ("write the peer's IPv4 address, or leave endpoint out and let the peer dial in \
+                                 (routerd-host maps IPv6 endpoints)"));
+                }
+                Host::V4(_) => {}
+            }
+        }
+
+        // Segments: VXLAN leaves from the WAN address or the tunnel address.
+        let tunnel = c.wireguard.first();
+        let tunnel_address = tunnel.and_then(|t| t.address).map(|a| a.addr());
+        for (i, s) in c.segments.iter().enumerate() {
+            let v = s.local_vtep;
+            if c.is_own_address(v) && Some(v) != wan_address && Some(v) != tunnel_address {
+                report!(self, Code::VtepNotWanOrTunnel, path = ("segments[{i}].local_vtep"), value = ("{v}"),
+                    msg = ("{who} sends VXLAN from the WAN address or the tunnel address; {v} is neither"),
+                    hint = ("use the tunnel address (wireguard[0].address) so VXLAN runs inside WireGuard"));
+            }
+            let Some(t) = tunnel.filter(|t| t.address.is_none()) else {
+                continue;
+            };
+            let through_tunnel = |v: &Ipv4Addr| {
+                c.peers
+                    .iter()
+                    .filter(|p| p.tunnel == t.name)
+                    .any(|p| p.allowed_ips.iter().any(|a| a.contains(*v)))
+            };
+            if let Some((k, v)) = s
+                .remote_vteps
+                .iter()
+                .enumerate()
+                .find(|(_, v)| through_tunnel(v))
+            {
+                report!(self, Code::VtepNeedsTunnelAddress, path = ("segments[{i}].remote_vteps[{k}]"), value = ("{v}"),
+                    msg = ("{who} sends VXLAN for {v} through tunnel {} (a peer's allowed_ips contain it), but the \
+                            tunnel has no address to send it from", t.name),
+                    hint = ("set wireguard[0].address (like 10.1.0.1/16) and use it as local_vtep"));
+            }
+        }
+    }
+
+    /// `platform-capacity` when a list is longer than the box runs.
+    fn capacity(
+        &mut self,
+        path: fmt::Arguments<'_>,
+        value: Option<&Name>,
+        len: usize,
+        limit: usize,
+        what: (&str, &str),
+        hint: fmt::Arguments<'_>,
+    ) {
+        if len > limit {
+            let who = Who(self.platform);
+            let what = if limit == 1 { what.0 } else { what.1 };
+            report!(
+                self,
+                Code::PlatformCapacity,
+                path = ("{path}"),
+                value = ("{}", OptName(value)),
+                msg = (
+                    "{who} runs {} {what}; this configuration has {len}",
+                    AtMost(limit)
+                ),
+                hint = ("{hint}")
+            );
+        }
+    }
+}
+
 /// ` a, b, c` or ` (none)` for hints.
 struct NameList<'a, I: Iterator<Item = &'a Name> + Clone>(I);
 
@@ -1306,12 +1681,222 @@ mod tests {
         s
     }
 
-    #[test]
-    fn examples_are_clean() {
-        for (name, text) in EXAMPLES {
-            let r = validate(&load(text));
-            assert!(r.problems.is_empty(), "{name}:\n{}", show(&r));
+    /// What each platform refuses in the shipped examples (code, path). The
+    /// two-site pair (seed 003) bridges a LAN port without an address, which
+    /// no platform runs yet; on the image its DNS-name endpoints and (wro)
+    /// DHCP on the WAN are refused too.
+    fn example_refusals(name: &str, platform: Option<Platform>) -> &'static [(Code, &'static str)] {
+        use Code::*;
+        match (name, platform) {
+            ("hybrid-onprem" | "hybrid-cloud", _) => &[],
+            ("two-site-roz", Some(Platform::Image)) => &[
+                (PortAddressMissing, "ports[2].address"),
+                (EndpointUnsupported, "peers[0].endpoint"),
+            ],
+            ("two-site-wro", Some(Platform::Image)) => &[
+                (PortAddressMissing, "ports[2].address"),
+                (DhcpUnsupported, "ports[1].address"),
+                (EndpointUnsupported, "peers[0].endpoint"),
+            ],
+            ("two-site-roz" | "two-site-wro", _) => &[(PortAddressMissing, "ports[2].address")],
+            _ => panic!("unknown example {name}"),
         }
+    }
+
+    fn report_for(c: &Config, platform: Option<Platform>) -> Report {
+        match platform {
+            None => validate(c),
+            Some(p) => validate_for(c, p),
+        }
+    }
+
+    #[test]
+    fn examples_are_clean_or_refused_precisely() {
+        for (name, text) in EXAMPLES {
+            for platform in [None, Some(Platform::Image), Some(Platform::Host)] {
+                let r = report_for(&load(text), platform);
+                let mut got: std::vec::Vec<(Code, &str)> = r
+                    .problems
+                    .iter()
+                    .map(|p| (p.code, p.path.as_str()))
+                    .collect();
+                let mut want = example_refusals(name, platform).to_vec();
+                got.sort_by_key(|(c, p)| (c.as_str(), *p));
+                want.sort_by_key(|(c, p)| (c.as_str(), *p));
+                assert_eq!(got, want, "{name} on {platform:?}:\n{}", show(&r));
+                assert_eq!(r.warnings, 0, "{name}");
+            }
+        }
+    }
+
+    /// A rule about what a box runs: `fail` must produce `code` at `path`
+    /// exactly on the platforms marked, `pass` never.
+    struct RunCase {
+        code: Code,
+        base: &'static str,
+        path: &'static str,
+        image: bool,
+        host: bool,
+        fail: fn(&mut Config),
+        pass: fn(&mut Config),
+    }
+
+    const BOTH: (bool, bool) = (true, true);
+    const IMAGE: (bool, bool) = (true, false);
+
+    const fn run_case(
+        code: Code,
+        base: &'static str,
+        path: &'static str,
+        on: (bool, bool),
+        fail: fn(&mut Config),
+        pass: fn(&mut Config),
+    ) -> RunCase {
+        RunCase {
+            code,
+            base,
+            path,
+            image: on.0,
+            host: on.1,
+            fail,
+            pass,
+        }
+    }
+
+    /// Peer `name` with `n` /32s in 10.`net`.0.0/16.
+    fn add_peer_n(c: &mut Config, name: &str, key: u8, net: u8, n: usize) {
+        add_peer(c, name, key, &[]);
+        let p = c.peers.last_mut().unwrap();
+        for k in 0..n {
+            p.allowed_ips
+                .push(cidr(&std::format!("10.{net}.0.{}/32", k + 1)))
+                .unwrap();
+        }
+    }
+
+    fn mac(s: &str) -> Option<Mac> {
+        Some(s.parse().unwrap())
+    }
+
+    fn endpoint(s: &str) -> Option<Endpoint> {
+        Some(s.parse().unwrap())
+    }
+
+    #[rustfmt::skip]
+    const RUN_CASES: &[RunCase] = &[
+        run_case(Code::PlatformCapacity, O, "wireguard[1]", BOTH, |c| add_tunnel(c, "wg1", 51821, "device:wg1"), none),
+        // 3 + 4 × 16 = 67 allowed IPs; the 65th is peers[4].allowed_ips[13].
+        run_case(Code::TunnelRoutes, O, "peers[4].allowed_ips[13]", BOTH,
+            |c| for k in 1..=4 { add_peer_n(c, &std::format!("p{k}"), k, 100 + k, 16) },
+            |c| { for k in 1..=3 { add_peer_n(c, &std::format!("p{k}"), k, 100 + k, 16) } add_peer_n(c, "p4", 4, 104, 13); }),
+        run_case(Code::MtuAbovePlatform, O, "ports[0].mtu", BOTH, |c| c.ports[0].mtu = 1501, |c| c.ports[0].mtu = 1500),
+        run_case(Code::MtuAbovePlatform, O, "ports[1].mtu", BOTH, |c| c.ports[1].mtu = 9000, |c| c.ports[1].mtu = 576),
+        run_case(Code::TunnelMtuAboveWan, O, "wireguard[0].mtu", BOTH, |c| c.wireguard[0].mtu = 1501,
+            |c| c.wireguard[0].mtu = 1500),
+        run_case(Code::TunnelMtuAboveWan, O, "wireguard[0].mtu", BOTH, |c| c.ports[1].mtu = 1400,
+            |c| { c.ports[1].mtu = 1400; c.wireguard[0].mtu = 1320; }),
+        run_case(Code::WanPortCount, O, "ports", BOTH, |c| c.ports[1].role = PortRole::Lan, none),
+        run_case(Code::WanPortCount, O, "ports[1].role", BOTH, |c| c.ports[0].role = PortRole::Wan, none),
+        run_case(Code::MacNotUnicast, O, "ports[0].mac", BOTH, |c| c.ports[0].mac = mac("01:00:5e:00:00:01"),
+            |c| c.ports[0].mac = mac("02:00:5e:00:00:01")),
+        run_case(Code::MacNotUnicast, O, "ports[1].mac", BOTH, |c| c.ports[1].mac = mac("ff:ff:ff:ff:ff:ff"), none),
+        run_case(Code::PortAddressMissing, O, "ports[0].address", BOTH, |c| c.ports[0].address = None, none),
+        run_case(Code::PortAddressMissing, O, "ports[1].address", IMAGE,
+            |c| { c.ports[1].address = None; c.ports[1].gateway = None; }, none),
+        run_case(Code::DhcpUnsupported, O, "ports[1].address", IMAGE,
+            |c| { c.ports[1].address = Some(PortAddress::Dhcp); c.ports[1].gateway = None; }, none),
+        run_case(Code::PortNameUnbound, O, "ports[1].name", IMAGE, |c| c.ports[1].name = name("uplink"),
+            |c| { c.ports[1].name = name("uplink"); c.ports[1].mac = mac("52:54:00:00:00:02"); }),
+        run_case(Code::PortNameUnbound, O, "ports[1].name", IMAGE, |c| c.ports[1].name = name("lan7"),
+            |c| c.ports[1].name = name("lan6")),
+        run_case(Code::EndpointUnsupported, O, "peers[0].endpoint", IMAGE,
+            |c| c.peers[0].endpoint = endpoint("cloud.example.net:51820"), |c| c.peers[0].endpoint = None),
+        run_case(Code::EndpointUnsupported, O, "peers[0].endpoint", IMAGE,
+            |c| c.peers[0].endpoint = endpoint("[2001:db8::1]:51820"), |c| c.peers[0].endpoint = endpoint("198.51.100.1:51820")),
+        run_case(Code::PresharedKeyUnsupported, O, "peers[0].preshared_key", BOTH,
+            |c| c.peers[0].preshared_key = Some("device:psk".parse().unwrap()), none),
+        run_case(Code::VtepNotWanOrTunnel, R, "segments[0].local_vtep", BOTH, |c| c.segments[0].local_vtep = ip("192.168.2.4"),
+            |c| c.segments[0].local_vtep = ip("192.168.1.35")),
+        run_case(Code::VtepNeedsTunnelAddress, R, "segments[0].remote_vteps[0]", BOTH,
+            |c| { c.wireguard[0].address = None; c.segments[0].local_vtep = ip("192.168.1.35"); },
+            |c| { c.wireguard[0].address = None; c.segments[0].local_vtep = ip("192.168.1.35");
+                  c.segments[0].remote_vteps[0] = ip("203.0.113.9"); }),
+    ];
+
+    #[test]
+    fn every_platform_rule_fails_where_it_should_and_passes() {
+        for (n, c) in RUN_CASES.iter().enumerate() {
+            let base = load(c.base);
+            let mut bad = base.clone();
+            (c.fail)(&mut bad);
+            let mut good = base.clone();
+            (c.pass)(&mut good);
+            for platform in [None, Some(Platform::Image), Some(Platform::Host)] {
+                let expected = match platform {
+                    None => c.image && c.host,
+                    Some(Platform::Image) => c.image,
+                    Some(Platform::Host) => c.host,
+                };
+                let r = report_for(&bad, platform);
+                let hit = r.problems.iter().find(|p| p.code == c.code);
+                if !expected {
+                    assert!(
+                        hit.is_none(),
+                        "case {n} {:?} reported on {platform:?}\n{}",
+                        c.code,
+                        show(&r)
+                    );
+                    continue;
+                }
+                let hit = hit.unwrap_or_else(|| {
+                    panic!(
+                        "case {n} {:?}: not reported on {platform:?}\n{}",
+                        c.code,
+                        show(&r)
+                    )
+                });
+                assert_eq!(
+                    hit.path.as_str(),
+                    c.path,
+                    "case {n} {:?}\n{}",
+                    c.code,
+                    show(&r)
+                );
+                assert!(!r.is_valid() && hit.severity == Severity::Error, "case {n}");
+                assert!(!hit.message.is_empty() && !hit.hint.is_empty(), "case {n}");
+                let subject = platform.map_or("routerd", Platform::subject);
+                assert!(
+                    hit.message.contains(subject),
+                    "case {n} {:?}: the message does not name {subject}: {}",
+                    c.code,
+                    hit.message
+                );
+                let r = report_for(&good, platform);
+                assert!(
+                    !r.has(c.code),
+                    "case {n} {:?}: reported on the passing variant\n{}",
+                    c.code,
+                    show(&r)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_one_tunnel_message_names_the_platform() {
+        let mut c = load(O);
+        add_tunnel(&mut c, "wg1", 51821, "device:wg1");
+        let r = validate_for(&c, Platform::Image);
+        let p = r
+            .problems
+            .iter()
+            .find(|p| p.code == Code::PlatformCapacity)
+            .unwrap();
+        assert_eq!(
+            std::format!("{p}"),
+            "wireguard[1]: the image runs one WireGuard interface; this configuration has 2"
+        );
+        assert_eq!(p.value.as_str(), "wg1");
     }
 
     #[test]
@@ -1353,7 +1938,7 @@ mod tests {
     fn every_code_has_a_case() {
         for code in Code::ALL {
             assert!(
-                CASES.iter().any(|c| c.code == *code),
+                CASES.iter().any(|c| c.code == *code) || RUN_CASES.iter().any(|c| c.code == *code),
                 "no test case for {}",
                 code.as_str()
             );
@@ -1434,10 +2019,12 @@ mod tests {
             Code::UdpPortZero,
             Code::KeepaliveZero,
             Code::MtuRange,
+            // lan1 is bridge-only in the example.
+            Code::PortAddressMissing,
         ] {
             assert!(r.has(code), "{code:?} missing\n{}", show(&r));
         }
-        assert_eq!(r.errors, 4);
+        assert_eq!(r.errors, 5);
     }
 
     #[test]

@@ -182,6 +182,10 @@ mod tests {
             // validate() must terminate without panicking on any shape.
             let r = crate::validate(&c);
             assert_eq!(r.errors + r.warnings, r.problems.len() + r.omitted);
+            for p in crate::Platform::ALL {
+                let r = crate::validate_for(&c, p);
+                assert_eq!(r.errors + r.warnings, r.problems.len() + r.omitted);
+            }
         }
     }
 

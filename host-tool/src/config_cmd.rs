@@ -1,7 +1,9 @@
 //! `routerctl config …`: validate, show and example, on files (no box needed).
 //!
-//! `validate` and `show` run the same `config_schema::validate()` the box
-//! runs before applying, as the box named in the file (`device.side`) sees it.
+//! `validate` and `show` run the same `config_schema::validate_for()` the box
+//! runs before applying, as the box named in the file (`device.side`) sees it
+//! and for the platform that will run it (`--for image|host`, the image by
+//! default): what they accept, that box runs.
 
 use std::fmt::Write as _;
 use std::io::Read;
@@ -11,7 +13,8 @@ use clap::{Subcommand, ValueEnum};
 use config_schema::budget::{self, Carrier};
 use config_schema::human::{self, MAX_TOML_LEN};
 use config_schema::{
-    validate, ClaimAction, Config, MssClamp, PortAddress, PortRole, Problem, Report, Severity,
+    validate_for, ClaimAction, Config, MssClamp, Platform, PortAddress, PortRole, Problem, Report,
+    Severity,
 };
 use serde_json::{json, Value};
 
@@ -50,9 +53,15 @@ pub enum ConfigCommand {
         long_about = "Check a configuration file the way the box will before applying it, and list \
             every problem (not just the first) with its path, value and a hint.\n\n\
             The file is checked as the box it describes: `device.side` decides which claims this \
-            box captures and which it delivers locally. Warnings do not make a file invalid.",
+            box captures and which it delivers locally. Warnings do not make a file invalid.\n\n\
+            It is checked for the platform that will run it (--for): the image (the default) or \
+            routerd-host. Each refuses what it cannot run yet, naming the field: the image has no \
+            DHCP client, no resolver and an IPv4 underlay, so `address = \"dhcp\"`, DNS-name and IPv6 \
+            endpoints are refused for it; routerd-host runs them. Neither runs a second \
+            [[wireguard]], a LAN port without an address or a pre-shared key yet.",
         after_long_help = "Examples:\n  \
             routerctl config validate onprem.toml\n  \
+            routerctl config validate cloud.toml --for host\n  \
             routerctl config validate - < onprem.toml\n  \
             routerctl config validate onprem.toml --json | jq '.problems[] | .path'\n\n\
             Exit codes: 0 valid (warnings allowed), 1 errors found, \
@@ -61,7 +70,10 @@ pub enum ConfigCommand {
     Validate {
         /// The TOML file, or `-` for stdin
         file: PathBuf,
-        /// Print one JSON document: {valid, errors, warnings, problems: [{severity, code, path, value, message, hint}]}
+        /// The platform that will run it
+        #[arg(long = "for", value_enum, default_value_t = ForPlatform::Image)]
+        platform: ForPlatform,
+        /// Print one JSON document: {valid, platform, errors, warnings, problems: [{severity, code, path, value, message, hint}]}
         #[arg(long)]
         json: bool,
     },
@@ -82,6 +94,9 @@ pub enum ConfigCommand {
     Show {
         /// The TOML file, or `-` for stdin
         file: PathBuf,
+        /// The platform that will run it (for the validation summary)
+        #[arg(long = "for", value_enum, default_value_t = ForPlatform::Image)]
+        platform: ForPlatform,
         /// Print one JSON document: {config, claims, budget, validation}
         #[arg(long)]
         json: bool,
@@ -104,6 +119,25 @@ pub enum ConfigCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `--for`: the platform a file is checked for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+pub enum ForPlatform {
+    /// The bare-metal image (routerd)
+    Image,
+    /// The Linux host build (routerd-host)
+    #[value(alias = "routerd-host")]
+    Host,
+}
+
+impl From<ForPlatform> for Platform {
+    fn from(p: ForPlatform) -> Platform {
+        match p {
+            ForPlatform::Image => Platform::Image,
+            ForPlatform::Host => Platform::Host,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -139,8 +173,8 @@ pub fn run(cmd: ConfigCommand) -> Result<u8, Failure> {
     match cmd {
         ConfigCommand::Get { conn, json } => crate::box_cmd::config_get(&conn, json),
         ConfigCommand::ImportWg { file, name } => import_wg_cmd(&file, name.as_deref()),
-        ConfigCommand::Validate { file, json } => validate_cmd(&file, json),
-        ConfigCommand::Show { file, json } => show_cmd(&file, json),
+        ConfigCommand::Validate { file, platform, json } => validate_cmd(&file, platform.into(), json),
+        ConfigCommand::Show { file, platform, json } => show_cmd(&file, platform.into(), json),
         ConfigCommand::Example { which, json } => {
             if json {
                 let config = human::from_toml(which.text()).map_err(|e| Failure {
@@ -268,9 +302,10 @@ fn problem_json(p: &Problem) -> Value {
     })
 }
 
-fn validation_json(report: &Report) -> Value {
+fn validation_json(report: &Report, platform: Platform) -> Value {
     json!({
         "valid": report.is_valid(),
+        "platform": platform.as_str(),
         "errors": report.errors,
         "warnings": report.warnings,
         "omitted": report.omitted,
@@ -295,15 +330,15 @@ fn problem_text(p: &Problem) -> String {
     s
 }
 
-fn validate_cmd(file: &Path, as_json: bool) -> Result<u8, Failure> {
+fn validate_cmd(file: &Path, platform: Platform, as_json: bool) -> Result<u8, Failure> {
     let config = match load(file) {
         Ok(c) => c,
         Err(e) => return load_failure(file, e, as_json),
     };
-    let report = validate(&config);
+    let report = validate_for(&config, platform);
     let code = if report.is_valid() { 0 } else { EXIT_FAILED };
     if as_json {
-        let mut doc = validation_json(&report);
+        let mut doc = validation_json(&report, platform);
         doc["file"] = json!(display_name(file));
         doc["device"] =
             json!({ "name": config.device.name.as_str(), "side": config.device.side.as_str() });
@@ -317,10 +352,11 @@ fn validate_cmd(file: &Path, as_json: bool) -> Result<u8, Failure> {
         "INVALID"
     };
     println!(
-        "{}: {verdict} (device {}, side {}): {}, {}",
+        "{}: {verdict} (device {}, side {}, for {}): {}, {}",
         display_name(file),
         config.device.name,
         config.device.side,
+        platform.subject(),
         plural(report.errors, "error"),
         plural(report.warnings, "warning"),
     );
@@ -475,12 +511,12 @@ fn port_line(p: &config_schema::Port) -> String {
     format!("{} {role} {addr}{gw}, MTU {}", p.name, p.mtu)
 }
 
-fn show_cmd(file: &Path, as_json: bool) -> Result<u8, Failure> {
+fn show_cmd(file: &Path, platform: Platform, as_json: bool) -> Result<u8, Failure> {
     let config = match load(file) {
         Ok(c) => c,
         Err(e) => return load_failure(file, e, as_json),
     };
-    let report = validate(&config);
+    let report = validate_for(&config, platform);
     let code = if report.is_valid() { 0 } else { EXIT_FAILED };
     let claims = claim_views(&config);
     let (budget_json, budget_lines) = budget_views(&config);
@@ -491,7 +527,7 @@ fn show_cmd(file: &Path, as_json: bool) -> Result<u8, Failure> {
             "config": config,
             "claims": claims.iter().map(|c| c.json.clone()).collect::<Vec<_>>(),
             "budget": budget_json,
-            "validation": validation_json(&report),
+            "validation": validation_json(&report, platform),
         }))?;
         return Ok(code);
     }
@@ -524,7 +560,8 @@ fn show_cmd(file: &Path, as_json: bool) -> Result<u8, Failure> {
     }
     let _ = writeln!(
         out,
-        "#\n# validation: {}, {}{}",
+        "#\n# validation for {}: {}, {}{}",
+        platform.subject(),
         plural(report.errors, "error"),
         plural(report.warnings, "warning"),
         if report.problems.is_empty() {
@@ -545,9 +582,10 @@ fn show_cmd(file: &Path, as_json: bool) -> Result<u8, Failure> {
     print!("{out}");
     if code != 0 {
         eprintln!(
-            "routerctl: {} has {}; run `routerctl config validate {}` for hints",
+            "routerctl: {} has {} for {}; run `routerctl config validate {} --for {platform}` for hints",
             display_name(file),
             plural(report.errors, "error"),
+            platform.subject(),
             display_name(file)
         );
     }

@@ -74,11 +74,11 @@ enum Command {
         subcommand,
         long_about = "Check, explain and print configuration files (TOML, one file per box). \
             Nothing here talks to a box: validate and show run the same checks the box runs \
-            before applying a configuration.",
+            before applying a configuration, for the platform that runs it (--for image|host).",
         after_long_help = "Examples:\n  \
-            routerctl config example two-site > roz.toml\n  \
-            routerctl config validate roz.toml\n  \
-            routerctl config show roz.toml"
+            routerctl config example cloud > cloud.toml\n  \
+            routerctl config validate cloud.toml --for host\n  \
+            routerctl config show cloud.toml"
     )]
     Config(config_cmd::ConfigCommand),
     /// Print a new WireGuard private key (like `wg genkey`)

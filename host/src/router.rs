@@ -27,6 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use config_schema::{Config, KeyRef, Name};
 use rand_core::OsRng;
 use routerd_control::node::Forwarding;
+use routerd_control::WithServices;
 use routerd_control::{NicSnapshot, Node};
 use routerd_dataplane::{self as dp, FrameBuf, Instant, PortId, Transmit};
 use routerd_provision::message::{self as msg, text, text_fmt, Failure, FailureKind, Op, Reply};
@@ -164,6 +165,7 @@ impl Router {
         }
         let counters = vec![TapCounters::default(); taps.len()];
         let mut node = Node::new(&opened.nics(), Some(OsRng), SOFTWARE, BUILD);
+        node.set_platform(config_schema::Platform::Host);
         // Initiation timestamps must grow across restarts.
         node.set_wall_clock(Instant::ZERO, SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default());
         let key_on_disk = key.as_ref().map(SecretKey::public_key);
@@ -553,6 +555,10 @@ impl Router {
                 }
             }
         }
+        if let Some(f) = fwd.as_mut() {
+            // What ended on the box is answered before the timers run.
+            f.services.poll(now, f.dataplane, &mut f.tunnel, &mut tx);
+        }
         if let (Some(port), Some(f)) = (wan_port, fwd.as_mut()) {
             feed_arp(f, &mut tx, now, port, bufs);
             let due = f.dataplane.poll_at(&f.tunnel).is_some_and(|t| t <= now);
@@ -710,7 +716,8 @@ async fn finished<T>(job: &mut Option<JoinHandle<T>>) -> Result<T, tokio::task::
 /// One frame through the dataplane; what comes out goes to its port.
 fn process(f: &mut Forwarding<'_, OsRng>, tx: &mut Tx<'_>, now: Instant, port: PortId, buf: &mut [u8], len: usize) {
     let Ok(mut fb) = FrameBuf::new(buf, dp::HEADROOM, len) else { return };
-    f.dataplane.process_and_transmit(now, port, &mut fb, &mut f.tunnel, tx);
+    let mut with = WithServices { inner: tx, services: &mut *f.services };
+    f.dataplane.process_and_transmit(now, port, &mut fb, &mut f.tunnel, &mut with);
 }
 
 /// Log claim transitions (conflicts, probes and their outcome) with their reasons.

@@ -2,8 +2,8 @@
 //! configuration (the file's, or one `routerctl apply` sends later) to
 //! what `routerd_control` binds on this host.
 //!
-//! At start: parse the TOML and `config_schema::validate` it (every problem
-//! printed), [`open`] the ports its file names (a TAP device per LAN port,
+//! At start: parse the TOML and `config_schema::validate_for` it as
+//! routerd-host (every problem printed), [`open`] the ports its file names (a TAP device per LAN port,
 //! the UDP shim for the WAN port), [`resolve_all`] endpoints given by DNS
 //! name. For every apply, [`bind`] makes a *copy* that differs from the
 //! configuration only where the host must fill in what `build` expects from
@@ -103,11 +103,12 @@ pub struct DnsPeer {
     pub resolved: Option<SocketAddr>,
 }
 
-/// Parse and validate; print every problem. Errors → exit code 2.
+/// Parse and validate for routerd-host (what the node checks on every
+/// apply); print every problem. Errors → exit code 2.
 pub fn load(path: &std::path::Path) -> Result<Config, SetupError> {
     let text = std::fs::read_to_string(path).map_err(|e| input(format!("{}: {e}", path.display())))?;
     let cfg = config_schema::human::from_toml(&text).map_err(|e| input(format!("{}: {e}", path.display())))?;
-    let report = config_schema::validate(&cfg);
+    let report = config_schema::validate_for(&cfg, config_schema::Platform::Host);
     for p in &report.problems {
         let sev = match p.severity {
             Severity::Error => "error",

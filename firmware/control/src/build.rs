@@ -6,10 +6,13 @@ use core::net::{SocketAddr, SocketAddrV4};
 use heapless::Vec;
 use routerd_dataplane as dp;
 
-/// Most NICs a box binds.
-pub const MAX_NICS: usize = 8;
+/// Most NICs a box binds (one per port it runs).
+pub const MAX_NICS: usize = config_schema::RUNS.ports;
+/// WireGuard interfaces `build` drives: the first `[[wireguard]]`.
+/// `config_schema::validate_for` refuses `wireguard[1]` and any after it.
+pub const MAX_TUNNELS: usize = 1;
 /// Most peers of the (one) WireGuard interface.
-pub const MAX_PEERS: usize = 16;
+pub const MAX_PEERS: usize = config_schema::RUNS.peers;
 
 /// A NIC the platform found, in contract order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,11 +27,8 @@ pub struct ContractName(pub usize);
 
 impl fmt::Display for ContractName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            0 => f.write_str("lan0"),
-            1 => f.write_str("wan0"),
-            n => write!(f, "lan{}", n - 1),
-        }
+        // One naming for `build` and for validation (`port-name-unbound`).
+        f.write_str(config_schema::platform::contract_name(self.0).as_str())
     }
 }
 
@@ -127,7 +127,8 @@ fn port_index(cfg: &Config, name: &config_schema::Name) -> Option<usize> {
 }
 
 /// Builds the runtime for `cfg` on a box with `nics`. `cfg` should have
-/// passed `config_schema::validate`.
+/// passed `config_schema::validate_for` for this platform: then only what
+/// depends on the hardware (a NIC that is not there) is refused here.
 pub fn build(cfg: &Config, nics: &[NicInfo]) -> Result<Runtime, BuildError> {
     // Ports → NICs.
     let mut nic_of_port: Vec<usize, MAX_NICS> = Vec::new();
@@ -138,7 +139,7 @@ pub fn build(cfg: &Config, nics: &[NicInfo]) -> Result<Runtime, BuildError> {
             Some(mac) => nics.iter().position(|n| n.mac == mac.0),
             None => (0..nics.len()).find(|&n| {
                 use core::fmt::Write;
-                let mut name = heapless::String::<8>::new();
+                let mut name = heapless::String::<12>::new();
                 write!(name, "{}", ContractName(n)).is_ok() && name.as_str() == p.name.as_str()
             }),
         }
@@ -171,8 +172,8 @@ pub fn build(cfg: &Config, nics: &[NicInfo]) -> Result<Runtime, BuildError> {
     }
 
     // The WireGuard interface and its peers.
-    if cfg.wireguard.len() > 1 {
-        return Err(BuildError::ExtraTunnel { tunnel: 1 });
+    if cfg.wireguard.len() > MAX_TUNNELS {
+        return Err(BuildError::ExtraTunnel { tunnel: MAX_TUNNELS });
     }
     let wg = cfg.wireguard.first();
     // Config peer index → tunnel peer id.
@@ -272,11 +273,14 @@ pub fn build(cfg: &Config, nics: &[NicInfo]) -> Result<Runtime, BuildError> {
     }
 
     let timing = dp::Timing::default();
+    // Without a tunnel its MTU is unused, but the dataplane still checks it
+    // against the WAN's: never above it.
+    let wan_mtu = ports.iter().find(|p| p.role == dp::PortRole::Wan).map_or(dp::config::MAX_PORT_MTU, |p| p.mtu);
     let dataplane = dp::Config {
         ports,
         tunnel: dp::TunnelConfig {
             address: tunnel_address,
-            mtu: wg.map(|t| t.mtu).unwrap_or(config_schema::config::DEFAULT_TUNNEL_MTU),
+            mtu: wg.map(|t| t.mtu).unwrap_or(config_schema::config::DEFAULT_TUNNEL_MTU.min(wan_mtu)),
             listen_port: wg.map(|t| t.listen_port).unwrap_or(config_schema::config::DEFAULT_LISTEN_PORT),
             peers: dp_peers,
         },

@@ -70,6 +70,8 @@ struct Running {
     applied_at: Instant,
 }
 
+use crate::services::{Services, WithServices};
+
 /// A candidate built beside the running configuration.
 struct Staged {
     config: Box<Config>,
@@ -91,6 +93,10 @@ pub struct Node<R> {
     build_id: &'static str,
     mark: Option<Mark>,
     wall_clock: Option<(Instant, core::time::Duration)>,
+    /// What validation checks candidates for (the image unless told).
+    platform: config_schema::Platform,
+    /// Traffic that ends on the box (kept across applies).
+    services: Box<Services>,
 }
 
 /// What `Status { mark: true }` remembers, so the next status (the next
@@ -120,6 +126,9 @@ pub struct Forwarding<'a, R> {
     pub tunnel: WgTunnel<'a, MAX_PEERS, WG_ROUTES, R>,
     /// Which NIC carries each dataplane port.
     pub nic_of_port: &'a [usize],
+    /// Where packets for the box go (wrap the loop's transmitter in
+    /// [`WithServices`]; run [`Services::poll`] after the batch).
+    pub services: &'a mut Services,
 }
 
 impl<R: RngCore + CryptoRng> Node<R> {
@@ -135,7 +144,16 @@ impl<R: RngCore + CryptoRng> Node<R> {
             build_id,
             mark: None,
             wall_clock: None,
+            platform: config_schema::Platform::Image,
+            services: Box::new(Services::new()),
         }
+    }
+
+    /// The platform this node runs on (the image unless set): every plan
+    /// and apply is validated for it (`config_schema::validate_for`), so the
+    /// box refuses exactly what `routerctl config validate --for` refuses.
+    pub fn set_platform(&mut self, platform: config_schema::Platform) {
+        self.platform = platform;
     }
 
     /// Where a platform knows the date: the time since the Unix epoch at
@@ -169,6 +187,7 @@ impl<R: RngCore + CryptoRng> Node<R> {
             dataplane: &mut running.dataplane,
             tunnel: WgTunnel { device: &mut running.wg, rng },
             nic_of_port: &running.runtime.nic_of_port,
+            services: &mut self.services,
         })
     }
 
@@ -178,10 +197,16 @@ impl<R: RngCore + CryptoRng> Node<R> {
         r.runtime.nic_of_port.iter().position(|&n| n == nic).map(|p| PortId(p as u8))
     }
 
-    /// Runs one received frame through the dataplane (no-op unconfigured).
+    /// Runs one received frame through the dataplane, and what it handed
+    /// the services (no-op unconfigured).
     pub fn process<X: Transmit + ?Sized>(&mut self, now: Instant, port: PortId, frame: &mut FrameBuf, tx: &mut X) -> Verdict {
         match self.forwarding() {
-            Some(mut f) => f.dataplane.process(now, port, frame, &mut f.tunnel, tx),
+            Some(mut f) => {
+                let mut with = WithServices { inner: &mut *tx, services: &mut *f.services };
+                let v = f.dataplane.process(now, port, frame, &mut f.tunnel, &mut with);
+                f.services.poll(now, f.dataplane, &mut f.tunnel, tx);
+                v
+            }
             None => Verdict::Consumed,
         }
     }
@@ -295,7 +320,7 @@ impl<R: RngCore + CryptoRng> Node<R> {
     }
 
     fn stage(&mut self, cfg: Box<Config>, now: Instant, bind: Bind<'_>) -> Result<Staged, Box<Failure>> {
-        let report = config_schema::validate(&cfg);
+        let report = config_schema::validate_for(&cfg, self.platform);
         if !report.is_valid() {
             let mut f = Failure::new(
                 FailureKind::Invalid,
@@ -592,7 +617,10 @@ impl<R: RngCore + CryptoRng> Node<R> {
             ("syns_clamped", c.syns_clamped),
             ("arp_replies_own", c.arp_replies_own),
             ("arp_requests_sent", c.arp_requests_sent),
-            ("echo_replies", c.echo_replies),
+            ("echo_replies", self.services.counters().echo_replies),
+            ("local_delivered", c.local_delivered),
+            ("services_ignored", self.services.counters().ignored),
+            ("services_unsent", self.services.counters().unsent),
             ("icmp_errors_sent", c.icmp_errors_sent),
             ("tunnel_rx", c.tunnel_rx),
             ("tunnel_tx", c.tunnel_tx),

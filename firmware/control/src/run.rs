@@ -5,7 +5,8 @@
 //! rest: a bounded batch from every NIC into frame buffers with headroom,
 //! each frame through `Dataplane::process_and_transmit` (which seals or
 //! opens WireGuard in place and counts a full transmit ring as a drop),
-//! extra frames straight to the NIC of their port, the dataplane's timers
+//! extra frames straight to the NIC of their port, packets for the box to
+//! the services layer (answered after the batch), the dataplane's timers
 //! when due or when traffic moved, the drivers' reclaim/refill, and the
 //! claim transitions handed to the platform's log. The image runs it over
 //! its PCI NICs, the host tests over in-memory devices
@@ -18,6 +19,7 @@ use routerd_dataplane::{self as dp, ClaimEvent, FrameBuf, Instant, PortId, Trans
 use routerd_netdev::{NetDevice, TxToken};
 
 use crate::node::Node;
+use crate::services::WithServices;
 
 /// Frames taken from one NIC per turn.
 pub const BATCH: usize = 32;
@@ -116,16 +118,19 @@ impl Forwarder {
             busy |= count > 0;
             // A port is bound, so a configuration runs.
             let Some(mut f) = node.forwarding() else { continue };
-            let mut tx = NicTransmit { nics: &mut *nics, nic_of_port: f.nic_of_port };
+            let mut nic_tx = NicTransmit { nics: &mut *nics, nic_of_port: f.nic_of_port };
+            let mut tx = WithServices { inner: &mut nic_tx, services: &mut *f.services };
             for (raw, &len) in self.frames.iter_mut().zip(self.lens.iter()).take(count) {
                 let Ok(mut fb) = FrameBuf::new(raw, dp::HEADROOM, len) else { continue };
                 f.dataplane.process_and_transmit(now, port, &mut fb, &mut f.tunnel, &mut tx);
             }
         }
         if let Some(mut f) = node.forwarding() {
+            let mut tx = NicTransmit { nics: &mut *nics, nic_of_port: f.nic_of_port };
+            // What ended on the box is answered before the timers run.
+            f.services.poll(now, f.dataplane, &mut f.tunnel, &mut tx);
             let due = f.dataplane.poll_at(&f.tunnel).is_none_or(|t| t <= now);
             if due || busy {
-                let mut tx = NicTransmit { nics: &mut *nics, nic_of_port: f.nic_of_port };
                 f.dataplane.poll(now, &mut f.tunnel, &mut tx);
             }
         }

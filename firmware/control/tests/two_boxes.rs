@@ -259,6 +259,45 @@ fn a_full_transmit_ring_is_counted_by_the_loop() {
     assert_eq!(site.lan().take_sent().len(), 4);
 }
 
+/// Traffic that ends on the box: a LAN host pings the box's LAN address;
+/// the dataplane admits it, the services layer answers, the answer is
+/// routed back — all inside the one loop.
+#[test]
+fn the_box_answers_ping_through_its_services_layer() {
+    let (mut key, mut peer_key) = ([0u8; 32], [0u8; 32]);
+    OsRng.fill_bytes(&mut key);
+    OsRng.fill_bytes(&mut peer_key);
+    let peer_pub = SecretKey::from_bytes(peer_key).public_key().to_base64();
+    let cfg = config("onprem", "10.20.0.2/24", "192.0.2.1/24", "cloud", peer_pub.as_str(), "192.0.2.2:51820", "\"10.20.0.50/32\"");
+    let mut site = Site::new(&cfg, ONPREM_MACS, key);
+    let now = Instant::from_millis(1000);
+    site.turn(now);
+    site.lan().take_sent();
+    // The host first ARPs for the box (the box learns it), then pings.
+    site.lan().inject(&net::arp_request(HOST_ONPREM_MAC, HOST_ONPREM, [10, 20, 0, 2]));
+    site.turn(now);
+    site.lan().take_sent();
+    let ping = net::icmp_echo_packet(HOST_ONPREM, [10, 20, 0, 2], 9, 56, false);
+    site.lan().inject(&net::ethernet(HOST_ONPREM_MAC, ONPREM_MACS[0], &ping));
+    site.turn(now);
+    let out = site.lan().take_sent();
+    let snaps = [routerd_control::NicSnapshot::default(); 2];
+    let Reply::Status(st) = site.node.handle(now, Op::Status { mark: false }, &snaps) else { panic!() };
+    let reply = out.iter().find_map(|f| net::ip_payload(f).and_then(net::icmp)).unwrap_or_else(|| panic!("no ICMP answer on lan0: {out:?} {:?} {:?}", st.counters, st.drops));
+    assert_eq!(reply.0, 0, "echo reply");
+    assert_eq!((reply.3, reply.4), ([10, 20, 0, 2], HOST_ONPREM));
+    assert!(out.iter().any(|f| f[..6] == HOST_ONPREM_MAC));
+    let Reply::Status(st) = site.node.handle(now, Op::Status { mark: false }, &[]) else { panic!() };
+    let count = |n: &str| st.counters.iter().find(|c| c.name.as_str() == n).map(|c| c.value);
+    assert_eq!(count("echo_replies"), Some(1));
+    assert_eq!(count("local_delivered"), Some(1));
+    // On the WAN the box stays silent.
+    let wan_ping = net::icmp_echo_packet([192, 0, 2, 9], [192, 0, 2, 1], 10, 56, false);
+    site.nics[1].inject(&net::ethernet([0x02, 0xee, 0, 0, 0, 9], ONPREM_MACS[1], &wan_ping));
+    site.turn(now);
+    assert!(site.nics[1].take_sent().is_empty());
+}
+
 #[test]
 fn the_shipped_examples_build_on_a_two_nic_box() {
     let nics = [NicInfo { mac: ONPREM_MACS[0] }, NicInfo { mac: ONPREM_MACS[1] }];

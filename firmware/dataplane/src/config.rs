@@ -11,17 +11,22 @@ use heapless::Vec;
 pub use smoltcp::wire::EthernetAddress as Mac;
 
 /// Most ports (NICs) the dataplane drives.
-pub const MAX_PORTS: usize = 4;
+pub const MAX_PORTS: usize = 8;
 /// Most WireGuard peers on the tunnel.
 pub const MAX_PEERS: usize = 16;
 /// Most allowed prefixes per peer.
-pub const MAX_ALLOWED_PER_PEER: usize = 8;
+pub const MAX_ALLOWED_PER_PEER: usize = 16;
 /// Most claims.
 pub const MAX_CLAIMS: usize = 64;
 /// Most VXLAN segments.
 pub const MAX_SEGMENTS: usize = 8;
 /// Most remote VTEPs per segment.
 pub const MAX_VTEPS: usize = 8;
+/// Largest port MTU: a frame buffer (`BUF_SIZE`) holds a 1500-byte packet
+/// with its Ethernet header and the tunnel's headroom.
+pub const MAX_PORT_MTU: u16 = 1500;
+// An IPv4 packet of MAX_PORT_MTU bytes plus its Ethernet header (and tag).
+const _: () = assert!(MAX_PORT_MTU as usize + 18 <= crate::buf::MAX_FRAME);
 
 /// Index of a port in [`Config::ports`] (`lan0` is usually 0, `wan0` 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -298,8 +303,8 @@ pub struct Config {
 pub enum ConfigError {
     /// There must be exactly one WAN port.
     WanCount,
-    /// A prefix length above 32, an MTU below 576 or above 1500, a MAC that
-    /// is not unicast.
+    /// A prefix length above 32, an MTU below 576 or above
+    /// [`MAX_PORT_MTU`], a MAC that is not unicast.
     BadPort(PortId),
     /// A claim names a port that does not exist.
     ClaimPort(usize),
@@ -345,7 +350,7 @@ impl Config {
             return Err(ConfigError::WanCount);
         }
         for (i, p) in self.ports.iter().enumerate() {
-            if p.prefix_len > 32 || p.mtu < 576 || p.mtu > 1500 || !p.mac.is_unicast() {
+            if p.prefix_len > 32 || p.mtu < 576 || p.mtu > MAX_PORT_MTU || !p.mac.is_unicast() {
                 return Err(ConfigError::BadPort(PortId(i as u8)));
             }
         }

@@ -73,12 +73,12 @@ drop_reasons! {
     Ipv4Broadcast = "ipv4_broadcast",
     /// A fragment addressed to the box: not reassembled.
     LocalFragment = "local_fragment",
-    /// Addressed to the box on a LAN port but not ICMP echo.
+    /// Addressed to the box, admitted by nobody (no service for it).
     LocalUnhandled = "local_unhandled",
+    /// Addressed to the box, but the services layer's queue was full.
+    LocalQueueFull = "local_queue_full",
     /// Addressed to the box on the WAN and not WireGuard (ICMP echo included).
     WanNotWireguard = "wan_not_wireguard",
-    /// ICMP truncated or with a bad checksum.
-    IcmpMalformed = "icmp_malformed",
     /// UDP truncated or with a bad checksum.
     UdpMalformed = "udp_malformed",
     /// No route (no default route configured).
@@ -145,8 +145,10 @@ pub struct Counters {
     pub arp_requests_sent: u64,
     /// ARP replies/requests that updated the neighbour cache.
     pub arp_learned: u64,
-    /// ICMP echo replies sent.
-    pub echo_replies: u64,
+    /// Packets for the box handed to the services layer.
+    pub local_delivered: u64,
+    /// Packets the box originated (services' answers) sent through the pipeline.
+    pub local_sent: u64,
     /// ICMP errors sent.
     pub icmp_errors_sent: u64,
     /// ICMP errors suppressed by the rate limit.
@@ -187,7 +189,8 @@ impl Default for Counters {
             arp_replies_own: 0,
             arp_requests_sent: 0,
             arp_learned: 0,
-            echo_replies: 0,
+            local_delivered: 0,
+            local_sent: 0,
             icmp_errors_sent: 0,
             icmp_errors_rate_limited: 0,
             syns_clamped: 0,

@@ -53,7 +53,7 @@ pub use config::{
 };
 pub use counters::{ClaimCounters, Counters, DropReason, Flow};
 pub use claims::{ClaimEvent, ClaimEventKind, ClaimState, Evidence, MacText, ProbeReason};
-pub use pipeline::{ClaimStatus, Dataplane, ProbeRefused, Transmit, Verdict};
+pub use pipeline::{ClaimStatus, Dataplane, Local, LocalFrom, ProbeRefused, Transmit, Verdict};
 pub use route::{NextHop, RouteError, RouteOrigin, RunRoute};
 pub use time::Instant;
 pub use tunnel::{Endpoint, NoTunnel, Opened, Sealed, Tunnel};

@@ -57,7 +57,7 @@ use core::net::Ipv4Addr;
 
 use heapless::Vec;
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol, Icmpv4Message, Icmpv4Packet, IpAddress,
+    ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol, Icmpv4Message, IpAddress,
     IpProtocol, Ipv4Packet, UdpPacket,
 };
 
@@ -101,11 +101,41 @@ const TUNNEL_POLL_BUDGET: usize = 32;
 
 /// Where extra frames go: frames beyond the one transmitted in place
 /// (VXLAN flood copies, frames released from the pending queue, gratuitous
-/// ARPs, ARP retries, tunnel timer datagrams).
+/// ARPs, ARP retries, tunnel timer datagrams) — and traffic that ends on the
+/// box, for the services layer.
 pub trait Transmit {
     /// Queue a copy of `frame` on `port`. Return false when no transmit slot
     /// is free (the dataplane counts `TxFull`).
     fn send(&mut self, port: PortId, frame: &[u8]) -> bool;
+
+    /// Hand an IPv4 packet addressed to the box, which the policy admits
+    /// (ICMP from a LAN or the tunnel), to the services layer. Without one,
+    /// nothing ends on the box (`local_unhandled`).
+    fn local(&mut self, from: LocalFrom, packet: &[u8]) -> Local {
+        let _ = (from, packet);
+        Local::NoService
+    }
+}
+
+/// Where a packet for the box came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalFrom {
+    /// Received on this port.
+    Port(PortId),
+    /// Out of the tunnel, from this peer (already checked against its
+    /// allowed prefixes).
+    Tunnel(PeerId),
+}
+
+/// What the services layer did with a packet for the box.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Local {
+    /// Queued for a service.
+    Taken,
+    /// The services' queue is full (`local_queue_full`).
+    Full,
+    /// No service for it (`local_unhandled`).
+    NoService,
 }
 
 /// What to do with the frame buffer after [`Dataplane::process`].
@@ -392,6 +422,33 @@ impl Dataplane {
     /// The routes learned at run time.
     pub fn run_routes(&self) -> &[RunRoute] {
         self.core.routes.run_routes()
+    }
+
+    /// Send an IPv4 packet the box itself originates (a service's answer):
+    /// routed like any other — through the tunnel, or out of a port with
+    /// ARP resolution — and transmitted through `tx`. False when it was
+    /// dropped (counted) or parked for ARP.
+    pub fn send_local<T: Tunnel + ?Sized, X: Transmit + ?Sized>(
+        &mut self,
+        now: Instant,
+        packet: &[u8],
+        tunnel: &mut T,
+        tx: &mut X,
+    ) -> bool {
+        let Some(dst) = self.scratch.get_mut(HEADROOM..HEADROOM + packet.len()) else {
+            self.core.counters.drop(DropReason::NoHeadroom);
+            return false;
+        };
+        dst.copy_from_slice(packet);
+        let Ok(mut fb) = FrameBuf::new(&mut self.scratch, HEADROOM, packet.len()) else { return false };
+        self.core.counters.local_sent += 1;
+        match self.core.send_own(now, &mut fb, tunnel, tx) {
+            Verdict::Transmit(p) => {
+                send_extra(&mut self.core.counters, tx, p, fb.frame());
+                true
+            }
+            Verdict::Consumed => false,
+        }
     }
 }
 

@@ -217,10 +217,16 @@ fn box_answers_arp_for_its_own_addresses_including_wan() {
 }
 
 #[test]
-fn echo_answered_on_lan_not_on_wan() {
+fn echo_goes_to_the_services_on_lan_not_on_wan() {
     let mut h = Harness::new();
     h.learn(LAN0, HOST_A, HOST_A_MAC);
-    let (p, out) = h.rx(LAN0, &eth(LAN0_MAC, HOST_A_MAC, &echo(HOST_A, LAN0_IP, 64))).unwrap();
+    let request = echo(HOST_A, LAN0_IP, 64);
+    assert!(h.rx(LAN0, &eth(LAN0_MAC, HOST_A_MAC, &request)).is_none());
+    assert_eq!(h.tx.local, [(LocalFrom::Port(LAN0), request)], "handed over as it came (padding trimmed)");
+    assert_eq!(h.dp.counters().local_delivered, 1);
+    // The service's answer is routed like any packet the box originates.
+    assert!(h.dp.send_local(h.now, &echo_reply(LAN0_IP, HOST_A), &mut h.tun, &mut h.tx));
+    let (p, out) = h.take_tx().pop().unwrap();
     assert_eq!(p, LAN0);
     let hd = checked(&out);
     let Some(etherparse::NetHeaders::Ipv4(ip, _)) = &hd.net else { panic!() };
@@ -240,7 +246,20 @@ fn echo_answered_on_lan_not_on_wan() {
     assert_eq!(p, WAN);
     let inner = into_tunnel(&f);
     assert_eq!(&inner[16..20], &SECONDARY.octets());
-    assert_eq!(h.dp.counters().echo_replies, 1);
+    assert_eq!(h.dp.counters().local_delivered, 1, "only the LAN one");
+    // Without a services layer nothing ends on the box, and says so.
+    struct NoServices;
+    impl Transmit for NoServices {
+        fn send(&mut self, _: PortId, _: &[u8]) -> bool {
+            true
+        }
+    }
+    let f = eth(LAN0_MAC, HOST_A_MAC, &echo(HOST_A, LAN0_IP, 64));
+    let mut storage = vec![0u8; BUF_SIZE];
+    storage[HEADROOM..HEADROOM + f.len()].copy_from_slice(&f);
+    let mut fb = FrameBuf::new(&mut storage, HEADROOM, f.len()).unwrap();
+    h.dp.process(h.now, LAN0, &mut fb, &mut h.tun, &mut NoServices);
+    assert_eq!(h.dropped(DropReason::LocalUnhandled), 1);
 }
 
 #[test]
@@ -454,7 +473,11 @@ fn tunnel_timers_are_sent_from_poll() {
 fn echo_from_inside_the_tunnel_is_answered_into_the_tunnel() {
     let mut h = Harness::new();
     h.learn_gateway();
-    let (p, f) = h.rx(WAN, &from_peer(1, &echo(VTEP_TUN, TUN_IP, 64))).unwrap();
+    assert!(h.rx(WAN, &from_peer(1, &echo(VTEP_TUN, TUN_IP, 64))).is_none());
+    assert_eq!(h.tx.local.len(), 1);
+    assert_eq!(h.tx.local[0].0, LocalFrom::Tunnel(PEER));
+    assert!(h.dp.send_local(h.now, &echo_reply(TUN_IP, VTEP_TUN), &mut h.tun, &mut h.tx));
+    let (p, f) = h.take_tx().pop().unwrap();
     assert_eq!(p, WAN);
     let got = into_tunnel(&f);
     let hd = checked_ip(&got);
@@ -792,12 +815,12 @@ fn truncated_and_malformed_frames_are_counted_never_panic() {
     bad[14 + 10] ^= 0x55;
     assert!(h.rx(LAN0, &bad).is_none());
     assert_eq!(h.dropped(DropReason::Ipv4BadChecksum), 1);
-    // Bad ICMP checksum to the box.
+    // ICMP to the box goes to the services layer, which checks it.
     let mut e = eth(LAN0_MAC, HOST_A_MAC, &echo(HOST_A, LAN0_IP, 64));
     let n = e.len();
     e[n - 1] ^= 1;
     assert!(h.rx(LAN0, &e).is_none());
-    assert_eq!(h.dropped(DropReason::IcmpMalformed), 1);
+    assert_eq!(h.tx.local.len(), 1);
     // Unicast to someone else's MAC, multicast, other ethertypes, our own MAC as source.
     assert!(h.rx(LAN0, &eth(HOST_A_MAC, INTRUDER_MAC, &echo(HOST_A, LAN0_IP, 64))).is_none());
     assert!(h.rx(LAN0, &eth([0x01, 0, 0x5e, 0, 0, 1], INTRUDER_MAC, &echo(HOST_A, LAN0_IP, 64))).is_none());

@@ -118,6 +118,7 @@ pub extern "C" fn routerd_main(eax: u32, ebx: u32) -> ! {
         warn!("dataplane: no trusted entropy source: the box cannot make keys and will refuse configurations");
     }
     let mut node = Box::new(Node::new(&nics.infos(), entropy, VERSION, BUILD_ID));
+    node.set_platform(config_schema::Platform::Image);
     let mut session = Box::new(Session::new(VERSION, BUILD_ID));
     if let Some(cfg) = boot_config(boot_info.as_ref()) {
         let now = routerd_dataplane::Instant::from_millis(clock.now_ms());

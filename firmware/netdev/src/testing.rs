@@ -10,6 +10,8 @@
 //!   frames on a deterministic schedule, or refuses transmit slots.
 //! - [`PcapWriter`]: wraps a device and records every frame in and out as a
 //!   pcap file (LINKTYPE_ETHERNET) that Wireshark and tcpdump read.
+//! - [`RingNic`]: for benchmarks, an in-memory NIC whose receive and
+//!   transmit rings are preallocated slots (no allocation per frame).
 //!
 //! Models: smoltcp's `phy/loopback.rs`, `fault_injector.rs`, `pcap_writer.rs`.
 
@@ -382,5 +384,223 @@ mod tests {
         assert_eq!(&pcap[28..32], &500_000u32.to_le_bytes(), "microseconds");
         assert_eq!(pcap[40], 0xab);
         assert_eq!(pcap[24 + 76 + 16], 0xcd);
+    }
+}
+
+/// Bytes per slot of a [`RingNic`] (a frame of up to [`MAX_FRAME`] bytes,
+/// rounded up like a driver's DMA buffer).
+pub const RING_SLOT: usize = 2048;
+
+/// An in-memory NIC for benchmarks: like [`Loopback`], but both rings are
+/// preallocated fixed slots, so no frame allocates.
+///
+/// - Receive: [`RingNic::inject`] copies a frame into the next free receive
+///   slot (a full ring refuses it); [`NetDevice::receive`] hands the slots
+///   out in place, oldest first, and frees them.
+/// - Transmit: a bounded ring of slots. A [`TxToken`] fills the next slot
+///   directly (one copy, by the caller's `fill`); [`NetDevice::poll`]
+///   completes every frame in flight ("puts it on the wire") and frees the
+///   slots. The frames completed by the last poll stay readable through
+///   [`RingNic::wire`] until the next transmit overwrites them.
+pub struct RingNic {
+    mac: [u8; 6],
+    rx: Vec<[u8; RING_SLOT]>,
+    rx_len: Vec<usize>,
+    rx_head: usize,
+    rx_count: usize,
+    tx: Vec<[u8; RING_SLOT]>,
+    tx_len: Vec<usize>,
+    /// Slots filled since the last `poll`.
+    in_flight: usize,
+    /// Slots the last `poll` completed (`tx[..on_wire]`).
+    on_wire: usize,
+    /// Most frames one `receive` hands out (besides its budget).
+    rx_limit: usize,
+    stats: DeviceStats,
+    link: bool,
+}
+
+impl RingNic {
+    /// A device with `rx_slots` receive and `tx_slots` transmit slots (the
+    /// frames it can send between two polls). Allocates both rings now.
+    pub fn new(mac: [u8; 6], rx_slots: usize, tx_slots: usize) -> RingNic {
+        RingNic {
+            mac,
+            rx: std::vec![[0u8; RING_SLOT]; rx_slots.max(1)],
+            rx_len: std::vec![0; rx_slots.max(1)],
+            rx_head: 0,
+            rx_count: 0,
+            tx: std::vec![[0u8; RING_SLOT]; tx_slots],
+            tx_len: std::vec![0; tx_slots],
+            in_flight: 0,
+            on_wire: 0,
+            rx_limit: usize::MAX,
+            stats: DeviceStats::default(),
+            link: true,
+        }
+    }
+
+    /// At most `max` frames per [`NetDevice::receive`] call from now on
+    /// (`usize::MAX`: only the caller's budget limits it), e.g. to drive a
+    /// loop one frame per turn.
+    pub fn set_rx_limit(&mut self, max: usize) {
+        self.rx_limit = max;
+    }
+
+    /// A frame arrives from the wire: copied into the next free receive
+    /// slot. False when the ring is full (the frame is lost, as on a NIC
+    /// whose ring the driver did not refill) or the frame is longer than
+    /// [`MAX_FRAME`] (counted as an `rx_error`).
+    pub fn inject(&mut self, frame: &[u8]) -> bool {
+        if frame.len() > MAX_FRAME {
+            self.stats.rx_errors += 1;
+            return false;
+        }
+        if self.rx_count == self.rx.len() {
+            return false;
+        }
+        let i = (self.rx_head + self.rx_count) % self.rx.len();
+        let (Some(slot), Some(len)) = (self.rx.get_mut(i), self.rx_len.get_mut(i)) else { return false };
+        slot[..frame.len()].copy_from_slice(frame);
+        *len = frame.len();
+        self.rx_count += 1;
+        true
+    }
+
+    /// Frames waiting to be received.
+    pub fn pending(&self) -> usize {
+        self.rx_count
+    }
+
+    /// Free receive slots.
+    pub fn rx_free(&self) -> usize {
+        self.rx.len() - self.rx_count
+    }
+
+    /// The frames the last [`NetDevice::poll`] put on the wire, oldest
+    /// first (padded to [`MIN_FRAME`] like a NIC's).
+    pub fn wire(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.tx.iter().zip(self.tx_len.iter()).take(self.on_wire).map(|(s, &l)| &s[..l])
+    }
+
+    /// Transmit slots filled since the last poll.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Set the link state.
+    pub fn set_link(&mut self, up: bool) {
+        self.link = up;
+    }
+}
+
+/// A reserved slot of a [`RingNic`].
+pub struct RingNicTx<'a> {
+    dev: &'a mut RingNic,
+}
+
+impl TxToken for RingNicTx<'_> {
+    fn send<R>(self, len: usize, fill: impl FnOnce(&mut [u8]) -> R) -> R {
+        let dev = self.dev;
+        let len = if len > MAX_FRAME {
+            dev.stats.tx_oversize += 1;
+            MAX_FRAME
+        } else {
+            len
+        };
+        let i = dev.in_flight;
+        // `transmit` handed out this token only with slot `i` free.
+        let slot = &mut dev.tx[i];
+        let r = fill(&mut slot[..len]);
+        let sent = len.max(MIN_FRAME);
+        slot[len..sent].fill(0);
+        dev.tx_len[i] = sent;
+        dev.in_flight += 1;
+        dev.stats.tx_frames += 1;
+        dev.stats.tx_bytes += sent as u64;
+        r
+    }
+}
+
+impl NetDevice for RingNic {
+    type TxToken<'a> = RingNicTx<'a>;
+
+    fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    fn link_up(&mut self) -> bool {
+        self.link
+    }
+
+    fn receive(&mut self, budget: usize, on_frame: &mut dyn FnMut(&mut [u8])) -> usize {
+        let n = budget.min(self.rx_count).min(self.rx_limit);
+        let slots = self.rx.len();
+        for _ in 0..n {
+            let i = self.rx_head;
+            let len = self.rx_len[i];
+            self.stats.rx_frames += 1;
+            self.stats.rx_bytes += len as u64;
+            on_frame(&mut self.rx[i][..len]);
+            self.rx_head = if i + 1 == slots { 0 } else { i + 1 };
+            self.rx_count -= 1;
+        }
+        n
+    }
+
+    fn transmit(&mut self) -> Option<RingNicTx<'_>> {
+        if self.in_flight >= self.tx.len() {
+            self.stats.tx_ring_full += 1;
+            return None;
+        }
+        Some(RingNicTx { dev: self })
+    }
+
+    fn poll(&mut self) {
+        self.on_wire = self.in_flight;
+        self.in_flight = 0;
+    }
+
+    fn stats(&self) -> DeviceStats {
+        self.stats
+    }
+}
+
+#[cfg(test)]
+mod ring_nic_tests {
+    use super::*;
+
+    #[test]
+    fn rings_wrap_are_bounded_and_keep_the_last_polled_frames() {
+        let mut d = RingNic::new([2, 0, 0, 0, 0, 2], 3, 2);
+        assert!(d.inject(&[1; 20]) && d.inject(&[2; 30]) && d.inject(&[3; 40]));
+        assert!(!d.inject(&[4; 40]), "receive ring full");
+        assert!(!d.inject(&[0; MAX_FRAME + 1]));
+        assert_eq!(d.stats().rx_errors, 1);
+        let mut got = Vec::new();
+        assert_eq!(d.receive(2, &mut |f| got.push((f[0], f.len()))), 2);
+        assert!(d.inject(&[5; 50]), "slots freed by receive are reused (wrapping)");
+        assert_eq!(d.receive(8, &mut |f| got.push((f[0], f.len()))), 2);
+        assert_eq!(got, [(1, 20), (2, 30), (3, 40), (5, 50)]);
+        assert_eq!(d.pending(), 0);
+        d.set_rx_limit(1);
+        assert!(d.inject(&[6; 60]) && d.inject(&[7; 60]));
+        assert_eq!(d.receive(8, &mut |_| {}), 1, "limited to one frame per call");
+        d.set_rx_limit(usize::MAX);
+        assert_eq!(d.receive(8, &mut |_| {}), 1);
+
+        d.transmit().unwrap().send(14, |b| b.fill(7));
+        d.transmit().unwrap().send(MAX_FRAME + 10, |b| b.fill(8));
+        assert!(d.transmit().is_none());
+        assert_eq!(d.stats().tx_ring_full, 1);
+        assert_eq!(d.wire().count(), 0, "nothing completed before poll");
+        d.poll();
+        let wire: Vec<(u8, usize)> = d.wire().map(|f| (f[0], f.len())).collect();
+        assert_eq!(wire, [(7, MIN_FRAME), (8, MAX_FRAME)]);
+        assert!(d.wire().next().unwrap()[14..].iter().all(|&b| b == 0), "padded with zeros");
+        assert_eq!(d.stats().tx_oversize, 1);
+        assert!(d.transmit().is_some());
+        d.poll();
+        assert_eq!(d.wire().count(), 0);
     }
 }

@@ -523,36 +523,7 @@ pub fn not_passed(doc: &Value, prefixes: &[&str]) -> Vec<String> {
 pub fn arp_ask(ns: &str, dev: &str, sender: Ipv4Addr, target: Ipv4Addr, wait: Duration) -> Option<[u8; 6]> {
     let (mac, dev) = (link_mac(ns, dev), dev.to_string());
     in_netns(ns, move || {
-        let name = CString::new(dev).unwrap();
-        // SAFETY: a valid NUL-terminated string.
-        let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        assert_ne!(index, 0, "no such interface");
-        let proto = (libc::ETH_P_ARP as u16).to_be();
-        // SAFETY: plain socket(2); the fd is owned below.
-        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
-        assert!(raw >= 0, "packet socket: {}", std::io::Error::last_os_error());
-        // SAFETY: `raw` is a new fd nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: sockaddr_ll is plain old data; all-zero is valid.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = proto;
-        sll.sll_ifindex = index as i32;
-        let len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-        // SAFETY: `sll` is a sockaddr_ll of `len` bytes that lives across the call.
-        let r = unsafe { libc::bind(fd.as_raw_fd(), (&sll as *const libc::sockaddr_ll).cast(), len) };
-        assert_eq!(r, 0, "bind: {}", std::io::Error::last_os_error());
-        let tv = libc::timeval { tv_sec: 0, tv_usec: 50_000 };
-        // SAFETY: SO_RCVTIMEO takes a timeval that lives across the call.
-        unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
+        let fd = packet_socket(&dev, libc::ETH_P_ARP as u16);
         let mut request = Vec::with_capacity(42);
         request.extend_from_slice(&[0xff; 6]);
         request.extend_from_slice(&mac);

@@ -1,7 +1,8 @@
 //! IPv4 intake, one path for packets from a port and from the tunnel: header
 //! checks, live-host evidence, cryptokey routing for the tunnel, traffic for
-//! the box itself (ICMP echo; WireGuard and VXLAN on the WAN; nothing else),
-//! then forwarding.
+//! the box itself (the policy: ICMP from a LAN or the tunnel goes to the
+//! services layer through `Transmit::local`; WireGuard and VXLAN on the WAN;
+//! nothing else), then forwarding.
 
 use super::*;
 
@@ -91,7 +92,9 @@ impl Core {
                 return self.drop(DropReason::LocalFragment);
             }
             return match (proto, ingress) {
-                (IpProtocol::Icmp, _) => self.echo(now, buf, tunnel, tx),
+                // ICMP to the box (echo): the services layer answers.
+                (IpProtocol::Icmp, Ingress::Port(p)) => self.deliver_local(LocalFrom::Port(p), buf, tx),
+                (IpProtocol::Icmp, Ingress::Tunnel(peer)) => self.deliver_local(LocalFrom::Tunnel(peer), buf, tx),
                 // VXLAN over the tunnel (seed 003) ends on the box.
                 (IpProtocol::Udp, Ingress::Tunnel(_)) => self.udp_to_box(now, src, buf, tunnel, tx, true),
                 _ => self.drop(DropReason::LocalUnhandled),
@@ -140,39 +143,15 @@ impl Core {
         self.drop(unhandled)
     }
 
-    /// ICMP echo request to the box → reply in place.
-    pub(super) fn echo<T: Tunnel + ?Sized, X: Transmit + ?Sized>(
-        &mut self,
-        now: Instant,
-        buf: &mut FrameBuf<'_>,
-        tunnel: &mut T,
-        tx: &mut X,
-    ) -> Verdict {
-        let Ok(mut ip) = Ipv4Packet::new_checked(buf.frame_mut()) else {
-            return self.drop(DropReason::Ipv4Malformed);
-        };
-        let (src, dst) = (ip.src_addr(), ip.dst_addr());
-        {
-            let Ok(mut icmp) = Icmpv4Packet::new_checked(ip.payload_mut()) else {
-                return self.drop(DropReason::IcmpMalformed);
-            };
-            if !icmp.verify_checksum() {
-                return self.drop(DropReason::IcmpMalformed);
+    /// Hand a packet for the box to the services layer through `tx`.
+    fn deliver_local<X: Transmit + ?Sized>(&mut self, from: LocalFrom, buf: &mut FrameBuf<'_>, tx: &mut X) -> Verdict {
+        match tx.local(from, buf.frame()) {
+            Local::Taken => {
+                self.counters.local_delivered += 1;
+                Verdict::Consumed
             }
-            if icmp.msg_type() != Icmpv4Message::EchoRequest {
-                return self.drop(DropReason::LocalUnhandled);
-            }
-            let old = u16::from(u8::from(Icmpv4Message::EchoRequest)) << 8 | u16::from(icmp.msg_code());
-            let new = u16::from(u8::from(Icmpv4Message::EchoReply)) << 8 | u16::from(icmp.msg_code());
-            icmp.set_msg_type(Icmpv4Message::EchoReply);
-            let c = icmp.checksum();
-            icmp.set_checksum(checksum::adjust(c, old, new, false));
+            Local::Full => self.drop(DropReason::LocalQueueFull),
+            Local::NoService => self.drop(DropReason::LocalUnhandled),
         }
-        ip.set_src_addr(dst);
-        ip.set_dst_addr(src);
-        ip.set_hop_limit(OWN_TTL);
-        ip.fill_checksum();
-        self.counters.echo_replies += 1;
-        self.send_own(now, buf, tunnel, tx)
     }
 }

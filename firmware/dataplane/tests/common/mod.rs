@@ -156,6 +156,8 @@ impl Tunnel for PassTunnel {
 pub struct Tx {
     pub frames: Vec<(PortId, Vec<u8>)>,
     pub refuse: bool,
+    /// Packets handed to the services layer (the tests play it).
+    pub local: Vec<(LocalFrom, Vec<u8>)>,
 }
 
 impl Transmit for Tx {
@@ -166,6 +168,18 @@ impl Transmit for Tx {
         self.frames.push((port, frame.to_vec()));
         true
     }
+
+    fn local(&mut self, from: LocalFrom, packet: &[u8]) -> Local {
+        self.local.push((from, packet.to_vec()));
+        Local::Taken
+    }
+}
+
+/// An ICMP echo reply IPv4 packet without Ethernet (what a service answers).
+pub fn echo_reply(src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ipv4(src.octets(), dst.octets(), 64).icmpv4_echo_reply(7, 1).write(&mut v, b"ping").unwrap();
+    v
 }
 
 pub struct Harness {

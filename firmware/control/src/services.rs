@@ -1,0 +1,204 @@
+//! The services layer: traffic that ends on the box.
+//!
+//! The dataplane decides *whether* a packet addressed to the box is
+//! admitted (its policy: ICMP from a LAN port or out of the tunnel; on the
+//! WAN nothing but WireGuard) and hands admitted packets over through
+//! `Transmit::local`. Here they wait in a bounded queue ([`LOCAL_QUEUE`]
+//! packets; *full policy:* the new packet is refused and the dataplane
+//! counts `local_queue_full`) until the loop runs [`Services::poll`], which
+//! gives each to its service; answers go back out through
+//! `Dataplane::send_local`, routed like any packet the box originates.
+//!
+//! Services today: the ICMP echo responder. The seam is where the next ones
+//! go — a DHCP client on the WAN, a DNS resolver for peer endpoints, a BGP
+//! speaker for EVPN — each as a sans-I/O state machine fed from this queue,
+//! with routes they learn installed through `Dataplane::add_route`. The IP
+//! stack for those is smoltcp's `Interface` with `Medium::Ip` over this
+//! queue (its DHCPv4, DNS and TCP sockets are sans-I/O and `no_std`, and
+//! the dataplane already uses its wire views); see ARCHITECTURE.md.
+
+use heapless::{Deque, Vec};
+use routerd_dataplane::{checksum, Dataplane, Instant, Local, LocalFrom, Transmit, Tunnel};
+
+/// Packets for the box held between two loop turns.
+pub const LOCAL_QUEUE: usize = 8;
+/// Largest packet a service takes (an IPv4 packet on a 1500-byte link).
+pub const MAX_LOCAL_PACKET: usize = 1500;
+/// TTL of packets the box originates.
+const OWN_TTL: u8 = 64;
+
+/// What the services did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServiceCounters {
+    /// ICMP echo requests answered.
+    pub echo_replies: u64,
+    /// Packets no service wanted (other ICMP messages, bad checksums).
+    pub ignored: u64,
+    /// Answers the dataplane could not send (no route, ARP pending).
+    pub unsent: u64,
+}
+
+/// The services and their queue.
+pub struct Services {
+    queue: Deque<(LocalFrom, Vec<u8, MAX_LOCAL_PACKET>), LOCAL_QUEUE>,
+    counters: ServiceCounters,
+    reply: [u8; MAX_LOCAL_PACKET],
+}
+
+impl Default for Services {
+    fn default() -> Self {
+        Services::new()
+    }
+}
+
+impl Services {
+    /// No packets waiting.
+    pub const fn new() -> Services {
+        Services { queue: Deque::new(), counters: ServiceCounters { echo_replies: 0, ignored: 0, unsent: 0 }, reply: [0; MAX_LOCAL_PACKET] }
+    }
+
+    /// Take a packet the dataplane admitted (what `Transmit::local` calls).
+    pub fn accept(&mut self, from: LocalFrom, packet: &[u8]) -> Local {
+        let Ok(p) = Vec::from_slice(packet) else {
+            self.counters.ignored += 1;
+            return Local::Taken;
+        };
+        match self.queue.push_back((from, p)) {
+            Ok(()) => Local::Taken,
+            Err(_) => Local::Full,
+        }
+    }
+
+    /// Packets waiting.
+    pub fn pending(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// What the services did so far.
+    pub fn counters(&self) -> ServiceCounters {
+        self.counters
+    }
+
+    /// Give every waiting packet to its service; answers leave through the
+    /// dataplane (`tx` transmits them).
+    pub fn poll<T: Tunnel + ?Sized, X: Transmit + ?Sized>(&mut self, now: Instant, dp: &mut Dataplane, tunnel: &mut T, tx: &mut X) {
+        while let Some((_from, packet)) = self.queue.pop_front() {
+            match echo_reply(&packet, &mut self.reply) {
+                Some(n) => {
+                    self.counters.echo_replies += 1;
+                    let Some(reply) = self.reply.get(..n) else { continue };
+                    if !dp.send_local(now, reply, tunnel, tx) {
+                        self.counters.unsent += 1;
+                    }
+                }
+                None => self.counters.ignored += 1,
+            }
+        }
+    }
+}
+
+/// The answer to an ICMP echo request in `packet` (an IPv4 packet whose
+/// destination is the box), written to `out`: its length, or `None` when
+/// `packet` is not a well-formed echo request. Sans-I/O; never panics.
+pub fn echo_reply(packet: &[u8], out: &mut [u8]) -> Option<usize> {
+    use smoltcp::wire::{Icmpv4Message, Icmpv4Packet, IpProtocol, Ipv4Packet};
+    let ip = Ipv4Packet::new_checked(packet).ok()?;
+    if ip.next_header() != IpProtocol::Icmp || ip.more_frags() || ip.frag_offset() != 0 || !ip.verify_checksum() {
+        return None;
+    }
+    let total = usize::from(ip.total_len());
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let out = out.get_mut(..total)?;
+    out.copy_from_slice(packet.get(..total)?);
+    let mut ip = Ipv4Packet::new_checked(&mut *out).ok()?;
+    {
+        let mut icmp = Icmpv4Packet::new_checked(ip.payload_mut()).ok()?;
+        if icmp.msg_type() != Icmpv4Message::EchoRequest || !icmp.verify_checksum() {
+            return None;
+        }
+        let old = u16::from(u8::from(Icmpv4Message::EchoRequest)) << 8 | u16::from(icmp.msg_code());
+        let new = u16::from(u8::from(Icmpv4Message::EchoReply)) << 8 | u16::from(icmp.msg_code());
+        icmp.set_msg_type(Icmpv4Message::EchoReply);
+        let c = icmp.checksum();
+        icmp.set_checksum(checksum::adjust(c, old, new, false));
+    }
+    ip.set_src_addr(dst);
+    ip.set_dst_addr(src);
+    ip.set_hop_limit(OWN_TTL);
+    ip.fill_checksum();
+    Some(total)
+}
+
+/// A [`Transmit`] that sends frames through `inner` and hands packets for
+/// the box to `services`: what a platform loop gives the dataplane.
+pub struct WithServices<'a, X: ?Sized> {
+    pub inner: &'a mut X,
+    pub services: &'a mut Services,
+}
+
+impl<X: Transmit + ?Sized> Transmit for WithServices<'_, X> {
+    fn send(&mut self, port: routerd_dataplane::PortId, frame: &[u8]) -> bool {
+        self.inner.send(port, frame)
+    }
+
+    fn local(&mut self, from: LocalFrom, packet: &[u8]) -> Local {
+        self.services.accept(from, packet)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+
+    fn request() -> std::vec::Vec<u8> {
+        // 10.0.0.5 → 10.0.0.1, ICMP echo request id 7 seq 1, payload "ping".
+        let mut p = std::vec![
+            0x45, 0, 0, 32, 0, 1, 0, 0, 64, 1, 0, 0, 10, 0, 0, 5, 10, 0, 0, 1, 8, 0, 0, 0, 0, 7, 0, 1, b'p', b'i', b'n', b'g',
+        ];
+        let c = checksum::internet(&p[..20]);
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        let c = checksum::internet(&p[20..]);
+        p[22..24].copy_from_slice(&c.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn echo_request_becomes_a_reply_with_every_checksum_right() {
+        let mut out = [0xa5u8; 64];
+        let n = echo_reply(&request(), &mut out).unwrap();
+        let r = &out[..n];
+        assert_eq!(n, 32);
+        assert_eq!(&r[12..16], &[10, 0, 0, 1], "from the box");
+        assert_eq!(&r[16..20], &[10, 0, 0, 5], "to the asker");
+        assert_eq!(r[20], 0, "echo reply");
+        assert_eq!(&r[24..], &request()[24..], "id, seq and payload kept");
+        assert_eq!(checksum::internet(&r[..20]), 0);
+        assert_eq!(checksum::internet(&r[20..]), 0);
+    }
+
+    #[test]
+    fn anything_else_is_ignored_without_panicking() {
+        let mut out = [0u8; 64];
+        let mut bad = request();
+        bad[20] = 13; // timestamp request
+        assert_eq!(echo_reply(&bad, &mut out), None);
+        let mut bad = request();
+        bad[30] ^= 1; // ICMP checksum wrong
+        assert_eq!(echo_reply(&bad, &mut out), None);
+        for n in 0..request().len() {
+            assert_eq!(echo_reply(&request()[..n], &mut out), None, "truncated at {n}");
+        }
+        assert_eq!(echo_reply(&request(), &mut out[..10]), None, "no room");
+    }
+
+    #[test]
+    fn the_queue_is_bounded() {
+        let mut s = Services::new();
+        for _ in 0..LOCAL_QUEUE {
+            assert_eq!(s.accept(LocalFrom::Port(routerd_dataplane::PortId(0)), &request()), Local::Taken);
+        }
+        assert_eq!(s.accept(LocalFrom::Port(routerd_dataplane::PortId(0)), &request()), Local::Full);
+        assert_eq!(s.pending(), LOCAL_QUEUE);
+    }
+}
