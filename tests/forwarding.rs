@@ -230,7 +230,7 @@ impl Lab {
     fn status(&mut self) -> String {
         use std::io::Write;
         let before = self.vm.console().len();
-        (&*self.vm.serial()).write_all(b"status\r").expect("console write");
+        self.vm.serial().write_all(b"status\r").expect("console write");
         check(self.vm.wait_for_after(before, "end of status", STEP));
         self.vm.console()[before..].to_string()
     }
@@ -329,8 +329,7 @@ fn scenarios(kind: MachineType, model: NicModel) {
     reply[20] = 0;
     let sum = etherparse::Icmpv4Header::from_slice(&reply[20..]).unwrap().0.icmp_type.calc_checksum(&reply[28..]);
     reply[22..24].copy_from_slice(&sum.to_be_bytes());
-    let echoed = lab.host_to_peer(&reply, |p| net::icmp(p).filter(|i| i.0 == 0).map(|_| ()));
-    let () = echoed;
+    lab.host_to_peer(&reply, |p| net::icmp(p).filter(|i| i.0 == 0).map(|_| ()));
 
     // 4c. A DF packet too big for the tunnel: fragmentation needed, next-hop MTU 1420.
     let big = net::icmp_echo_packet(HOST, CLAIMED, 3, 1472, true);

@@ -43,7 +43,7 @@ pub fn find_rsdp(mem: &impl PhysMemory, hint: Option<u64>) -> Option<u64> {
 }
 
 /// A validated system description table at `addr`.
-fn table<'m>(mem: &'m impl PhysMemory, addr: u64) -> Option<&'m [u8]> {
+fn table(mem: &impl PhysMemory, addr: u64) -> Option<&[u8]> {
     let header = mem.read(addr, 36)?;
     let len = u32_at(header, 4)? as usize;
     if !(36..=1 << 20).contains(&len) {

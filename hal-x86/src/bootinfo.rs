@@ -328,10 +328,10 @@ mod tests {
         }
     }
 
-    fn put32(b: &mut Vec<u8>, at: usize, v: u32) {
+    fn put32(b: &mut [u8], at: usize, v: u32) {
         b[at..at + 4].copy_from_slice(&v.to_le_bytes());
     }
-    fn put64(b: &mut Vec<u8>, at: usize, v: u64) {
+    fn put64(b: &mut [u8], at: usize, v: u64) {
         b[at..at + 8].copy_from_slice(&v.to_le_bytes());
     }
 
@@ -397,7 +397,7 @@ mod tests {
         let size = tag.len() as u32;
         put32(&mut tag, 0, 1);
         put32(&mut tag, 4, size);
-        while tag.len() % 8 != 0 {
+        while !tag.len().is_multiple_of(8) {
             tag.push(0);
         }
         b.extend_from_slice(&tag);

@@ -131,7 +131,7 @@ impl Entropy {
     /// CPU has no healthy source, provided its bytes pass the same checks
     /// (not stuck, not repeating); with neither, this refuses.
     pub fn with_device_seed(device: Option<[u8; 32]>) -> Result<Entropy, EntropyError> {
-        let device = device.filter(|d| device_seed_healthy(d));
+        let device = device.filter(device_seed_healthy);
         let sources = [Source::Rdseed, Source::Rdrand];
         let cpu = sources.into_iter().find(|s| s.healthy());
         let (mut seed, source) = match (cpu, device) {

@@ -270,7 +270,7 @@ fn routerctl_provisions_a_running_box() {
     // The console is readable again once the session ended.
     check(vm.attach_serial(Duration::from_secs(5)));
     let before = vm.console().len();
-    (&*vm.serial()).write_all(b"status\r").unwrap();
+    vm.serial().write_all(b"status\r").unwrap();
     check(vm.wait_for_after(before, "end of status", Duration::from_secs(5)));
     assert!(vm.console()[before..].contains("claim 10.20.0.50"));
 }

@@ -125,10 +125,15 @@ fn show(r: &config_schema::Report) -> String {
     r.problems.iter().map(|p| format!("\n  [{}] {p}", p.code.as_str())).collect()
 }
 
+/// (what, code, path, change).
+type Case = (&'static str, Code, &'static str, Box<dyn Fn(&mut Config)>);
+/// (what, code, path, what the unvalidated box says, change).
+type CaseSaid = (&'static str, Code, &'static str, &'static str, Box<dyn Fn(&mut Config)>);
+
 #[test]
 fn routerd_host_runs_what_only_the_image_refuses() {
     let v4 = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let cases: Vec<(&str, Code, &str, Box<dyn Fn(&mut Config)>)> = vec![
+    let cases: Vec<Case> = vec![
         ("dhcp on the WAN port", Code::DhcpUnsupported, "ports[0].address", Box::new(|_| {})),
         ("a WAN port without address", Code::PortAddressMissing, "ports[0].address", Box::new(|c| c.ports[0].address = None)),
         ("ports named freely", Code::PortNameUnbound, "ports[0].name", Box::new(|_| {})),
@@ -173,7 +178,7 @@ fn routerd_host_runs_what_only_the_image_refuses() {
 fn routerd_host_refuses_what_validation_refuses_with_the_same_path() {
     let v4 = IpAddr::V4(Ipv4Addr::LOCALHOST);
     // (what, code, path, what the unvalidated box says, change)
-    let cases: Vec<(&str, Code, &str, &str, Box<dyn Fn(&mut Config)>)> = vec![
+    let cases: Vec<CaseSaid> = vec![
         (
             "a second WireGuard interface",
             Code::PlatformCapacity,

@@ -136,8 +136,11 @@ pub fn udp_frame(src_mac: Mac, dst_mac: Mac, src: (Ip, u16), dst: (Ip, u16), pay
     f
 }
 
+/// A UDP datagram's (source, destination, payload).
+pub type Udp = ((Ip, u16), (Ip, u16), Vec<u8>);
+
 /// (source, destination, payload) of a UDP frame.
-pub fn parse_udp(frame: &[u8]) -> Option<((Ip, u16), (Ip, u16), Vec<u8>)> {
+pub fn parse_udp(frame: &[u8]) -> Option<Udp> {
     let p = SlicedPacket::from_ethernet(frame).ok()?;
     let Some(NetSlice::Ipv4(ip)) = &p.net else { return None };
     let Some(TransportSlice::Udp(u)) = &p.transport else { return None };

@@ -62,7 +62,7 @@ mod limits {
     const _: () = assert!(crate::node::WG_ROUTES == RUNS.tunnel_routes, "WG_ROUTES != RUNS.tunnel_routes");
     // The dataplane's route list: connected subnets, every allowed prefix, the default route.
     const _: () = assert!(
-        routerd_dataplane::route::MAX_ROUTES >= RUNS.ports + RUNS.peers * RUNS.allowed_ips_per_peer + 1
+        routerd_dataplane::route::MAX_ROUTES > RUNS.ports + RUNS.peers * RUNS.allowed_ips_per_peer
     );
     // Claims, segments, VTEPs.
     const _: () = assert!(dp::MAX_CLAIMS == RUNS.claims, "dataplane claims != RUNS.claims");

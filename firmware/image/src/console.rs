@@ -165,7 +165,7 @@ impl log::Log for Logger {
             if !target.starts_with("routerd") {
                 let _ = write!(s, "{target}: ");
             }
-            let _ = write!(s, "{}\n", record.args());
+            let _ = writeln!(s, "{}", record.args());
         });
     }
 

@@ -173,7 +173,7 @@ impl<D: NetDevice> FaultInjector<D> {
 }
 
 fn every(n: u32, k: u32) -> bool {
-    n != 0 && k % n == 0
+    n != 0 && k.is_multiple_of(n)
 }
 
 impl<D: NetDevice> NetDevice for FaultInjector<D> {

@@ -157,7 +157,10 @@ mod tests {
     use super::*;
     use std::vec::Vec;
 
-    fn frames_in(bytes: &[u8]) -> (Vec<Vec<u8>>, Vec<(Vec<u8>, FrameError)>) {
+    /// Frames decoded, and the bytes of each bad frame with its error.
+    type Decoded = (Vec<Vec<u8>>, Vec<(Vec<u8>, FrameError)>);
+
+    fn frames_in(bytes: &[u8]) -> Decoded {
         let mut d = Decoder::<256>::new();
         let (mut ok, mut bad) = (Vec::new(), Vec::new());
         for &b in bytes {
