@@ -1,7 +1,7 @@
 //! The image boots, reports its hardware and ends the way it was asked to.
 
-use routerd_e2e::{check, image, qemu, test_mac};
 use qemu::{Machine, MachineType, NicModel};
+use routerd_e2e::{check, image, qemu, test_mac};
 use std::time::Duration;
 
 /// TCG on a loaded 2-core machine: boot takes well under a second, but leave
@@ -64,10 +64,7 @@ fn boot_information_reaches_the_image() {
 
 #[test]
 fn grub_accepts_the_image_as_multiboot2() {
-    let out = std::process::Command::new("grub-file")
-        .args(["--is-x86-multiboot2"])
-        .arg(image())
-        .status();
+    let out = std::process::Command::new("grub-file").args(["--is-x86-multiboot2"]).arg(image()).status();
     match out {
         Ok(s) => assert!(s.success(), "grub-file rejects the image as multiboot2 ({s})"),
         Err(e) if std::env::var_os("CI").is_none() => {

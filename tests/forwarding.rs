@@ -120,11 +120,7 @@ impl Lab {
             .find_map(|l| l.split("wg: wg0 public key ").nth(1))
             .and_then(|rest| rest.split_whitespace().next())
             .expect("box prints its public key");
-        let box_public: [u8; 32] = base64::engine::general_purpose::STANDARD
-            .decode(key)
-            .expect("base64 key")
-            .try_into()
-            .expect("32 bytes");
+        let box_public: [u8; 32] = base64::engine::general_purpose::STANDARD.decode(key).expect("base64 key").try_into().expect("32 bytes");
         let peer = Tunn::new(peer_secret, PublicKey::from(box_public), None, None, OsRng.next_u32() >> 8, None);
         let wan = links.pop().unwrap();
         let lan = links.pop().unwrap();
@@ -270,9 +266,7 @@ fn scenarios(kind: MachineType, model: NicModel) {
         .unwrap_or_else(|| panic!("no proxy-ARP reply; console:\n{}", lab.vm.console()));
     assert_eq!(reply.1, lab.box_lan_mac, "proxy-ARP reply must carry lan0's MAC");
     lab.lan.send(&net::arp_request(HOST_MAC, HOST, UNCLAIMED));
-    let stray = lab.lan.wait_for(Duration::from_secs(1), |f| {
-        net::parse_arp(f).filter(|a| a.0 == ArpOperation::REPLY && a.2 == UNCLAIMED)
-    });
+    let stray = lab.lan.wait_for(Duration::from_secs(1), |f| net::parse_arp(f).filter(|a| a.0 == ArpOperation::REPLY && a.2 == UNCLAIMED));
     assert!(stray.is_none(), "the box answered ARP for an unclaimed address");
 
     // 1b. The box answers ping on its LAN address (its services layer);
@@ -350,7 +344,10 @@ fn scenarios(kind: MachineType, model: NicModel) {
         rng.fill_bytes(&mut junk[..len]);
         let frame = match i % 5 {
             // Random bytes addressed to the box.
-            0 => { junk[..6].copy_from_slice(&lab.box_lan_mac); junk[..len.max(14)].to_vec() }
+            0 => {
+                junk[..6].copy_from_slice(&lab.box_lan_mac);
+                junk[..len.max(14)].to_vec()
+            }
             // A valid Ethernet/IPv4 header cut short.
             1 => net::ethernet(HOST_MAC, lab.box_lan_mac, &syn)[..14 + (i % 30)].to_vec(),
             // Bogus WireGuard messages of every type from the peer's address.
@@ -358,10 +355,23 @@ fn scenarios(kind: MachineType, model: NicModel) {
                 junk[0] = 1 + (i % 4) as u8;
                 net::udp_frame(PEER_MAC, lab.box_wan_mac, (PEER, WG_PORT), (BOX_WAN, WG_PORT), &junk[..len.min(200)])
             }
-            3 => { junk[..6].copy_from_slice(&lab.box_wan_mac); junk[..len.max(14)].to_vec() }
-            _ => net::udp_frame(PEER_MAC, lab.box_wan_mac, ([203, 0, 113, 9], 9999), (BOX_WAN, WG_PORT + (i % 3) as u16), &junk[..len.min(300)]),
+            3 => {
+                junk[..6].copy_from_slice(&lab.box_wan_mac);
+                junk[..len.max(14)].to_vec()
+            }
+            _ => net::udp_frame(
+                PEER_MAC,
+                lab.box_wan_mac,
+                ([203, 0, 113, 9], 9999),
+                (BOX_WAN, WG_PORT + (i % 3) as u16),
+                &junk[..len.min(300)],
+            ),
         };
-        if i % 2 == 0 { lab.lan.send(&frame) } else { lab.wan.send(&frame) }
+        if i % 2 == 0 {
+            lab.lan.send(&frame)
+        } else {
+            lab.wan.send(&frame)
+        }
         if i % 100 == 0 {
             // Keep the sockets drained so QEMU never blocks on us.
             while lab.lan.recv(Duration::from_millis(1)).is_some() {}

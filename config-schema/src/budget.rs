@@ -25,14 +25,8 @@ pub const TCP_IPV4_HEADERS: u16 = 40;
 /// leave through any WAN port), or the smallest port MTU when no port is WAN,
 /// or 1500 with no ports at all.
 pub fn underlay_mtu(config: &Config) -> u16 {
-    let wan = config
-        .ports
-        .iter()
-        .filter(|p| p.role == PortRole::Wan)
-        .map(|p| p.mtu)
-        .min();
-    wan.or_else(|| config.ports.iter().map(|p| p.mtu).min())
-        .unwrap_or(crate::config::DEFAULT_PORT_MTU)
+    let wan = config.ports.iter().filter(|p| p.role == PortRole::Wan).map(|p| p.mtu).min();
+    wan.or_else(|| config.ports.iter().map(|p| p.mtu).min()).unwrap_or(crate::config::DEFAULT_PORT_MTU)
 }
 
 /// The budget of one WireGuard tunnel.
@@ -137,11 +131,7 @@ pub fn claim_tunnel_budget(config: &Config, delivery_tunnel: &Name) -> Option<Tu
     if let Some(t) = config.tunnel(delivery_tunnel) {
         return Some(tunnel_budget(config, t));
     }
-    config
-        .wireguard
-        .iter()
-        .map(|t| tunnel_budget(config, t))
-        .min_by_key(|b| b.effective_mtu)
+    config.wireguard.iter().map(|t| tunnel_budget(config, t)).min_by_key(|b| b.effective_mtu)
 }
 
 /// The MSS the clamp writes into SYN/SYN-ACK: `auto` → the path's auto MSS;
@@ -167,16 +157,10 @@ mod tests {
     fn seed_003_budget_is_1370() {
         let c = load(TWO_SITE_ROZ);
         let t = tunnel_budget(&c, &c.wireguard[0]);
-        assert_eq!(
-            (t.underlay_mtu, t.max_mtu, t.effective_mtu, t.auto_mss),
-            (1500, 1420, 1420, 1380)
-        );
+        assert_eq!((t.underlay_mtu, t.max_mtu, t.effective_mtu, t.auto_mss), (1500, 1420, 1420, 1380));
         let s = segment_budget(&c, &c.segments[0]);
         assert_eq!(s.carrier, Carrier::Tunnel(&c.wireguard[0].name));
-        assert_eq!(
-            (s.carrier_mtu, s.max_mtu, s.mtu, s.auto_mss),
-            (1420, 1370, 1370, 1330)
-        );
+        assert_eq!((s.carrier_mtu, s.max_mtu, s.mtu, s.auto_mss), (1420, 1370, 1370, 1330));
         assert!(s.fits() && t.fits());
     }
 

@@ -21,12 +21,10 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use crate::limits::{
-    wire_max_enum, wire_max_struct, MAX_ALLOWED_IPS, MAX_CLAIMS, MAX_HOST_LEN, MAX_NAME_LEN,
-    MAX_PEERS, MAX_PORTS, MAX_SEGMENTS, MAX_TUNNELS, MAX_VTEPS,
+    wire_max_enum, wire_max_struct, MAX_ALLOWED_IPS, MAX_CLAIMS, MAX_HOST_LEN, MAX_NAME_LEN, MAX_PEERS, MAX_PORTS, MAX_SEGMENTS,
+    MAX_TUNNELS, MAX_VTEPS,
 };
-use crate::types::{
-    DnsName, Endpoint, Ipv4Cidr, KeyRef, Mac, MssClamp, Name, PortAddress, PublicKey,
-};
+use crate::types::{DnsName, Endpoint, Ipv4Cidr, KeyRef, Mac, MssClamp, Name, PortAddress, PublicKey};
 
 /// Default MTU of a port (Ethernet).
 pub const DEFAULT_PORT_MTU: u16 = 1500;
@@ -79,9 +77,7 @@ where
             let mut out = Vec::new();
             while let Some(item) = seq.next_element()? {
                 if out.push(item).is_err() {
-                    return Err(de::Error::custom(format_args!(
-                        "too many entries: a box supports at most {N} here"
-                    )));
+                    return Err(de::Error::custom(format_args!("too many entries: a box supports at most {N} here")));
                 }
             }
             Ok(out)
@@ -319,11 +315,7 @@ wire_max_struct!(Peer {
     Name, Name, PublicKey, Option<Endpoint>, Vec<Ipv4Cidr, MAX_ALLOWED_IPS>, Option<u16>,
     Option<KeyRef>,
 });
-wire_max_struct!(Capture {
-    CaptureMethod,
-    Name,
-    bool
-});
+wire_max_struct!(Capture { CaptureMethod, Name, bool });
 wire_max_struct!(Delivery { Name, Name });
 wire_max_struct!(Claim { Ipv4Cidr, Name, Option<u8>, Option<u16>, Option<Name>, MssClamp, Capture, Delivery });
 wire_max_struct!(Segment { Name, u32, Name, Ipv4Addr, Vec<Ipv4Addr, MAX_VTEPS>, u16, u16, MssClamp });
@@ -337,12 +329,7 @@ wire_max_struct!(Config {
 pub enum ClaimAction<'a> {
     /// The address lives on the other side: capture it on `port` and deliver
     /// it as a /32 route over `tunnel` to `peer`.
-    Capture {
-        method: CaptureMethod,
-        port: &'a Name,
-        tunnel: &'a Name,
-        peer: &'a Name,
-    },
+    Capture { method: CaptureMethod, port: &'a Name, tunnel: &'a Name, peer: &'a Name },
     /// The address lives on this side: packets for it arriving from the
     /// tunnel are delivered on `port` (ARP-resolving the real host). `None`
     /// when no port can be found (a validation error).
@@ -376,9 +363,7 @@ impl Config {
     /// claim list.
     pub fn claim_action<'a>(&'a self, claim: &'a Claim) -> ClaimAction<'a> {
         if claim.is_owned_by(&self.device.side) {
-            ClaimAction::DeliverLocally {
-                port: self.local_port_for(claim),
-            }
+            ClaimAction::DeliverLocally { port: self.local_port_for(claim) }
         } else {
             ClaimAction::Capture {
                 method: claim.capture.method,
@@ -398,9 +383,7 @@ impl Config {
         self.ports
             .iter()
             .find(|p| match p.address {
-                Some(PortAddress::Static(c)) => {
-                    c.prefix_len() < 32 && c.contains(claim.address.addr())
-                }
+                Some(PortAddress::Static(c)) => c.prefix_len() < 32 && c.contains(claim.address.addr()),
                 _ => false,
             })
             .map(|p| &p.name)
@@ -439,14 +422,8 @@ impl Config {
     /// True when `ip` is one of the box's own addresses (a port's static
     /// address or a tunnel address).
     pub fn is_own_address(&self, ip: Ipv4Addr) -> bool {
-        let port = self
-            .ports
-            .iter()
-            .any(|p| matches!(p.address, Some(PortAddress::Static(c)) if c.addr() == ip));
-        port || self
-            .wireguard
-            .iter()
-            .any(|t| matches!(t.address, Some(c) if c.addr() == ip))
+        let port = self.ports.iter().any(|p| matches!(p.address, Some(PortAddress::Static(c)) if c.addr() == ip));
+        port || self.wireguard.iter().any(|t| matches!(t.address, Some(c) if c.addr() == ip))
     }
 }
 
@@ -469,25 +446,11 @@ mod tests {
             assert_ne!(captures(&a), captures(&b), "claims[{i}]");
             match claim.owner.as_str() {
                 "onprem" => {
-                    assert!(
-                        matches!(a, ClaimAction::DeliverLocally { port: Some(p) } if p.as_str() == "lan0")
-                    );
-                    assert!(matches!(
-                        b,
-                        ClaimAction::Capture {
-                            method: CaptureMethod::ProviderSecondaryIp,
-                            ..
-                        }
-                    ));
+                    assert!(matches!(a, ClaimAction::DeliverLocally { port: Some(p) } if p.as_str() == "lan0"));
+                    assert!(matches!(b, ClaimAction::Capture { method: CaptureMethod::ProviderSecondaryIp, .. }));
                 }
                 "cloud" => {
-                    assert!(matches!(
-                        a,
-                        ClaimAction::Capture {
-                            method: CaptureMethod::ProxyArp,
-                            ..
-                        }
-                    ));
+                    assert!(matches!(a, ClaimAction::Capture { method: CaptureMethod::ProxyArp, .. }));
                     assert!(matches!(b, ClaimAction::DeliverLocally { port: Some(_) }));
                 }
                 other => panic!("unexpected owner {other}"),
@@ -498,26 +461,14 @@ mod tests {
     #[test]
     fn local_port_explicit_wins_and_missing_is_none() {
         let mut c = load(HYBRID_ONPREM);
-        let i = c
-            .claims
-            .iter()
-            .position(|c| c.owner.as_str() == "onprem")
-            .unwrap();
+        let i = c.claims.iter().position(|c| c.owner.as_str() == "onprem").unwrap();
         c.claims[i].local_port = Some(name("lan7"));
         let claim = c.claims[i].clone();
-        assert_eq!(
-            c.claim_action(&claim),
-            ClaimAction::DeliverLocally {
-                port: Some(&name("lan7"))
-            }
-        );
+        assert_eq!(c.claim_action(&claim), ClaimAction::DeliverLocally { port: Some(&name("lan7")) });
         c.claims[i].local_port = None;
         c.claims[i].address = cidr("192.0.2.1/32");
         let claim = c.claims[i].clone();
-        assert_eq!(
-            c.claim_action(&claim),
-            ClaimAction::DeliverLocally { port: None }
-        );
+        assert_eq!(c.claim_action(&claim), ClaimAction::DeliverLocally { port: None });
     }
 
     #[test]

@@ -43,16 +43,8 @@ fn position(text: &str, offset: usize) -> (usize, usize) {
 /// Parses a configuration file.
 pub fn from_toml(text: &str) -> Result<Config, TomlError> {
     if text.len() > MAX_TOML_LEN {
-        let message = std::format!(
-            "the file is {} bytes; a configuration file is at most {MAX_TOML_LEN} bytes",
-            text.len()
-        );
-        return Err(TomlError {
-            line: None,
-            column: None,
-            report: message.clone(),
-            message,
-        });
+        let message = std::format!("the file is {} bytes; a configuration file is at most {MAX_TOML_LEN} bytes", text.len());
+        return Err(TomlError { line: None, column: None, report: message.clone(), message });
     }
     let de = toml::Deserializer::parse(text).map_err(|e| toml_error(text, &e, None))?;
     serde_path_to_error::deserialize::<_, Config>(de).map_err(|e| {
@@ -79,12 +71,7 @@ fn toml_error(text: &str, e: &toml::de::Error, path: Option<&str>) -> TomlError 
         Some(p) => std::format!("{}\nfield: {p}", e.to_string().trim_end()),
         None => e.to_string(),
     };
-    TomlError {
-        line,
-        column,
-        message,
-        report,
-    }
+    TomlError { line, column, message, report }
 }
 
 /// Writes the normalized TOML form of a configuration.
@@ -133,19 +120,12 @@ mod tests {
 
     #[test]
     fn wrong_types_name_line_and_field() {
-        let e = err(&format!(
-            "{HEAD}[[ports]]\nname = \"lan0\"\nrole = \"lan\"\nmtu = \"big\"\n"
-        ));
+        let e = err(&format!("{HEAD}[[ports]]\nname = \"lan0\"\nrole = \"lan\"\nmtu = \"big\"\n"));
         assert_eq!(e.line, Some(7), "{e}");
         assert!(e.message.starts_with("ports[0].mtu: "), "{e}");
-        let e = err(&format!(
-            "{HEAD}[[ports]]\nname = \"lan0\"\nrole = \"router\"\n"
-        ));
+        let e = err(&format!("{HEAD}[[ports]]\nname = \"lan0\"\nrole = \"router\"\n"));
         assert_eq!(e.line, Some(6), "{e}");
-        assert!(
-            e.message.contains("lan") && e.message.contains("wan"),
-            "{e}"
-        );
+        assert!(e.message.contains("lan") && e.message.contains("wan"), "{e}");
         let e = err(&format!("{HEAD}[[ports]]\nname = 7\nrole = \"lan\"\n"));
         assert_eq!(e.line, Some(5), "{e}");
         assert!(e.message.starts_with("ports[0].name: "), "{e}");
@@ -153,13 +133,8 @@ mod tests {
 
     #[test]
     fn bad_values_say_what_is_expected() {
-        let e = err(&format!(
-            "{HEAD}[[ports]]\nname = \"lan 0\"\nrole = \"lan\"\n"
-        ));
-        assert!(
-            e.message.contains("' '") || e.message.contains("\" \""),
-            "{e}"
-        );
+        let e = err(&format!("{HEAD}[[ports]]\nname = \"lan 0\"\nrole = \"lan\"\n"));
+        assert!(e.message.contains("' '") || e.message.contains("\" \""), "{e}");
         let e = err(&format!(
             "{HEAD}[[claims]]\naddress = \"10.0.0.300\"\nowner = \"cloud\"\n\
              capture = {{ method = \"proxy-arp\", port = \"lan0\" }}\n\
@@ -172,21 +147,14 @@ mod tests {
              capture = {{ method = \"arp\", port = \"lan0\" }}\n\
              delivery = {{ tunnel = \"wg0\", peer = \"cloud\" }}\n"
         ));
-        assert!(
-            e.message.contains("proxy-arp") && e.message.contains("provider-secondary-ip"),
-            "{e}"
-        );
-        let e = err(&format!(
-            "{HEAD}[[wireguard]]\nname = \"wg0\"\nprivate_key = \"yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\"\n"
-        ));
+        assert!(e.message.contains("proxy-arp") && e.message.contains("provider-secondary-ip"), "{e}");
+        let e = err(&format!("{HEAD}[[wireguard]]\nname = \"wg0\"\nprivate_key = \"yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\"\n"));
         assert!(e.message.contains("device:NAME"), "{e}");
     }
 
     #[test]
     fn unknown_fields_are_refused() {
-        let e = err(&format!(
-            "{HEAD}[[ports]]\nname = \"lan0\"\nrole = \"lan\"\nmut = 1500\n"
-        ));
+        let e = err(&format!("{HEAD}[[ports]]\nname = \"lan0\"\nrole = \"lan\"\nmut = 1500\n"));
         assert_eq!(e.line, Some(7), "{e}");
         assert!(e.message.contains("mut"), "{e}");
     }
@@ -220,9 +188,7 @@ mod tests {
         }
         let e = err(&text);
         assert!(e.message.contains("at most 8"), "{e}");
-        let ips: std::vec::Vec<std::string::String> = (0..=crate::limits::MAX_ALLOWED_IPS)
-            .map(|i| format!("\"10.0.{i}.0/24\""))
-            .collect();
+        let ips: std::vec::Vec<std::string::String> = (0..=crate::limits::MAX_ALLOWED_IPS).map(|i| format!("\"10.0.{i}.0/24\"")).collect();
         let e = err(&format!(
             "{HEAD}[[peers]]\nname = \"p\"\ntunnel = \"wg0\"\n\
              public_key = \"HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=\"\nallowed_ips = [{}]\n",
@@ -259,13 +225,9 @@ mod tests {
 
     #[test]
     fn values_out_of_range_for_their_type() {
-        let e = err(&format!(
-            "{HEAD}[[ports]]\nname = \"lan0\"\nrole = \"lan\"\nmtu = 70000\n"
-        ));
+        let e = err(&format!("{HEAD}[[ports]]\nname = \"lan0\"\nrole = \"lan\"\nmtu = 70000\n"));
         assert_eq!(e.line, Some(7), "{e}");
-        let e = err(&format!(
-            "{HEAD}[[ports]]\nname = \"lan0\"\nrole = \"lan\"\nmtu = -1\n"
-        ));
+        let e = err(&format!("{HEAD}[[ports]]\nname = \"lan0\"\nrole = \"lan\"\nmtu = -1\n"));
         assert_eq!(e.line, Some(7), "{e}");
     }
 }

@@ -33,14 +33,9 @@ pub mod wire;
 #[cfg(test)]
 mod testutil;
 
-pub use config::{
-    Capture, CaptureMethod, Claim, ClaimAction, Config, Delivery, Device, Peer, Port, PortRole,
-    Segment, Tunnel,
-};
+pub use config::{Capture, CaptureMethod, Claim, ClaimAction, Config, Delivery, Device, Peer, Port, PortRole, Segment, Tunnel};
 pub use limits::CONFIG_WIRE_MAX;
-pub use types::{
-    DnsName, Endpoint, Host, Ipv4Cidr, KeyRef, Mac, MssClamp, Name, PortAddress, PublicKey,
-};
 pub use platform::{Platform, Runs, RUNS};
+pub use types::{DnsName, Endpoint, Host, Ipv4Cidr, KeyRef, Mac, MssClamp, Name, PortAddress, PublicKey};
 pub use validate::{validate, validate_each, validate_each_for, validate_for, Code, Problem, Report, Severity};
 pub use wire::{decode, encode, WireError, SCHEMA_HASH, SCHEMA_VERSION};

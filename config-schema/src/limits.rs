@@ -138,23 +138,11 @@ mod tests {
     #[test]
     fn primitive_bounds_match_postcard() {
         let mut buf = [0xa5u8; 64];
-        assert_eq!(
-            postcard::to_slice(&u16::MAX, &mut buf).unwrap().len(),
-            u16::WIRE_MAX
-        );
-        assert_eq!(
-            postcard::to_slice(&u32::MAX, &mut buf).unwrap().len(),
-            u32::WIRE_MAX
-        );
+        assert_eq!(postcard::to_slice(&u16::MAX, &mut buf).unwrap().len(), u16::WIRE_MAX);
+        assert_eq!(postcard::to_slice(&u32::MAX, &mut buf).unwrap().len(), u32::WIRE_MAX);
         let v6 = Ipv6Addr::LOCALHOST;
-        assert_eq!(
-            postcard::to_slice(&v6, &mut buf).unwrap().len(),
-            Ipv6Addr::WIRE_MAX
-        );
+        assert_eq!(postcard::to_slice(&v6, &mut buf).unwrap().len(), Ipv6Addr::WIRE_MAX);
         let v4 = Ipv4Addr::LOCALHOST;
-        assert_eq!(
-            postcard::to_slice(&v4, &mut buf).unwrap().len(),
-            Ipv4Addr::WIRE_MAX
-        );
+        assert_eq!(postcard::to_slice(&v4, &mut buf).unwrap().len(), Ipv4Addr::WIRE_MAX);
     }
 }

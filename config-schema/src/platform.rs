@@ -16,9 +16,7 @@
 use core::fmt;
 use core::str::FromStr;
 
-use crate::limits::{
-    MAX_ALLOWED_IPS, MAX_CLAIMS, MAX_PEERS, MAX_PORTS, MAX_SEGMENTS, MAX_TUNNELS, MAX_VTEPS,
-};
+use crate::limits::{MAX_ALLOWED_IPS, MAX_CLAIMS, MAX_PEERS, MAX_PORTS, MAX_SEGMENTS, MAX_TUNNELS, MAX_VTEPS};
 
 /// Where a configuration runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -136,16 +134,11 @@ const _: () = {
     assert!(r.peers <= MAX_PEERS);
     assert!(r.allowed_ips_per_peer <= MAX_ALLOWED_IPS);
     assert!(r.tunnel_routes <= r.peers * r.allowed_ips_per_peer);
-    assert!(
-        r.tunnel_routes >= r.allowed_ips_per_peer,
-        "one peer's full list must fit"
-    );
+    assert!(r.tunnel_routes >= r.allowed_ips_per_peer, "one peer's full list must fit");
     assert!(r.claims <= MAX_CLAIMS);
     assert!(r.segments <= MAX_SEGMENTS);
     assert!(r.vteps_per_segment <= MAX_VTEPS);
-    assert!(
-        r.port_mtu_max >= crate::validate::MTU_MIN && r.port_mtu_max <= crate::validate::MTU_MAX
-    );
+    assert!(r.port_mtu_max >= crate::validate::MTU_MIN && r.port_mtu_max <= crate::validate::MTU_MAX);
 };
 
 /// The image's contract name of its `n`-th NIC: `lan0`, `wan0`, then

@@ -11,12 +11,8 @@ pub const HYBRID_CLOUD: &str = include_str!("../examples/hybrid-cloud.toml");
 pub const TWO_SITE_ROZ: &str = include_str!("../examples/two-site-roz.toml");
 pub const TWO_SITE_WRO: &str = include_str!("../examples/two-site-wro.toml");
 
-pub const EXAMPLES: [(&str, &str); 4] = [
-    ("hybrid-onprem", HYBRID_ONPREM),
-    ("hybrid-cloud", HYBRID_CLOUD),
-    ("two-site-roz", TWO_SITE_ROZ),
-    ("two-site-wro", TWO_SITE_WRO),
-];
+pub const EXAMPLES: [(&str, &str); 4] =
+    [("hybrid-onprem", HYBRID_ONPREM), ("hybrid-cloud", HYBRID_CLOUD), ("two-site-roz", TWO_SITE_ROZ), ("two-site-wro", TWO_SITE_WRO)];
 
 /// Parses TOML straight through serde (works without the `toml` feature).
 pub fn load(text: &str) -> Config {
@@ -52,20 +48,11 @@ fn full<T: Clone, const N: usize>(f: impl Fn(usize) -> T) -> heapless::Vec<T, N>
 /// largest enum variant and the longest varint everywhere: its encoding is
 /// the longest possible. Not a valid configuration, only a decodable one.
 pub fn maximal_config() -> Config {
-    let host = [
-        "a".repeat(63),
-        "b".repeat(63),
-        "c".repeat(63),
-        "d".repeat(MAX_HOST_LEN - 3 * 64),
-    ]
-    .join(".");
+    let host = ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(MAX_HOST_LEN - 3 * 64)].join(".");
     assert_eq!(host.len(), MAX_HOST_LEN);
     let u16max = u16::MAX;
     Config {
-        device: Device {
-            name: long_name('d', 0),
-            side: long_name('s', 0),
-        },
+        device: Device { name: long_name('d', 0), side: long_name('s', 0) },
         ports: full(|i| Port {
             name: long_name('p', i),
             role: PortRole::Wan,
@@ -85,10 +72,7 @@ pub fn maximal_config() -> Config {
             name: long_name('n', i),
             tunnel: long_name('t', i),
             public_key: PublicKey([0xff; 32]),
-            endpoint: Some(Endpoint {
-                host: Host::Dns(DnsName::new(&host).unwrap()),
-                port: u16max,
-            }),
+            endpoint: Some(Endpoint { host: Host::Dns(DnsName::new(&host).unwrap()), port: u16max }),
             allowed_ips: full(|_| cidr("255.255.255.255/32")),
             persistent_keepalive: Some(u16max),
             preshared_key: Some(KeyRef::Device(long_name('q', i))),
@@ -100,15 +84,8 @@ pub fn maximal_config() -> Config {
             conflict_hold: Some(u16::MAX),
             local_port: Some(long_name('l', i)),
             mss_clamp: MssClamp::Value(u16max),
-            capture: Capture {
-                method: CaptureMethod::ProviderSecondaryIp,
-                port: long_name('c', i),
-                configure_os_address: true,
-            },
-            delivery: Delivery {
-                tunnel: long_name('t', i),
-                peer: long_name('n', i),
-            },
+            capture: Capture { method: CaptureMethod::ProviderSecondaryIp, port: long_name('c', i), configure_os_address: true },
+            delivery: Delivery { tunnel: long_name('t', i), peer: long_name('n', i) },
         }),
         segments: full(|i| Segment {
             name: long_name('g', i),
@@ -130,19 +107,13 @@ pub fn sample_config() -> Config {
     let mut p = c.peers[0].clone();
     p.name = name("v6");
     p.public_key = PublicKey([1; 32]);
-    p.endpoint = Some(Endpoint {
-        host: Host::V6(Ipv6Addr::LOCALHOST),
-        port: 1,
-    });
+    p.endpoint = Some(Endpoint { host: Host::V6(Ipv6Addr::LOCALHOST), port: 1 });
     p.preshared_key = Some(KeyRef::Device(name("psk")));
     c.peers.push(p).unwrap();
     let mut p = c.peers[0].clone();
     p.name = name("v4");
     p.public_key = PublicKey([2; 32]);
-    p.endpoint = Some(Endpoint {
-        host: Host::V4(Ipv4Addr::new(203, 0, 113, 1)),
-        port: 51820,
-    });
+    p.endpoint = Some(Endpoint { host: Host::V4(Ipv4Addr::new(203, 0, 113, 1)), port: 51820 });
     c.peers.push(p).unwrap();
     c.claims = load(HYBRID_ONPREM).claims;
     c
@@ -175,11 +146,7 @@ impl Rng {
         Name::new(&s).unwrap()
     }
     fn cidr(&mut self) -> Ipv4Cidr {
-        Ipv4Cidr::new(
-            Ipv4Addr::from_bits(self.next() as u32),
-            self.below(33) as u8,
-        )
-        .unwrap()
+        Ipv4Cidr::new(Ipv4Addr::from_bits(self.next() as u32), self.below(33) as u8).unwrap()
     }
     fn opt<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> Option<T> {
         if self.chance() {
@@ -198,10 +165,7 @@ impl Rng {
             MssClamp::Value(self.u16())
         }
     }
-    fn list<T, const N: usize>(
-        &mut self,
-        mut f: impl FnMut(&mut Self) -> T,
-    ) -> heapless::Vec<T, N> {
+    fn list<T, const N: usize>(&mut self, mut f: impl FnMut(&mut Self) -> T) -> heapless::Vec<T, N> {
         let n = self.below(N as u64 + 1) as usize;
         (0..n).map(|_| f(self)).collect()
     }
@@ -212,25 +176,12 @@ pub fn random_config(seed: u64) -> Config {
     let mut r = Rng(seed | 1);
     let r = &mut r;
     Config {
-        device: Device {
-            name: r.name(),
-            side: r.name(),
-        },
+        device: Device { name: r.name(), side: r.name() },
         ports: r.list(|r| Port {
             name: r.name(),
-            role: if r.chance() {
-                PortRole::Lan
-            } else {
-                PortRole::Wan
-            },
+            role: if r.chance() { PortRole::Lan } else { PortRole::Wan },
             mac: r.opt(|r| Mac(r.next().to_le_bytes()[..6].try_into().unwrap())),
-            address: r.opt(|r| {
-                if r.chance() {
-                    PortAddress::Dhcp
-                } else {
-                    PortAddress::Static(r.cidr())
-                }
-            }),
+            address: r.opt(|r| if r.chance() { PortAddress::Dhcp } else { PortAddress::Static(r.cidr()) }),
             gateway: r.opt(|r| Ipv4Addr::from_bits(r.next() as u32)),
             mtu: r.u16(),
         }),
@@ -248,16 +199,8 @@ pub fn random_config(seed: u64) -> Config {
             endpoint: r.opt(|r| Endpoint {
                 host: match r.below(3) {
                     0 => Host::V4(Ipv4Addr::from_bits(r.next() as u32)),
-                    1 => Host::V6(Ipv6Addr::from_bits(
-                        ((r.next() as u128) << 64) | r.next() as u128,
-                    )),
-                    _ => Host::Dns(
-                        DnsName::new(&std::format!(
-                            "{}.example.net",
-                            r.name().as_str().replace(['_', '.', '-'], "x")
-                        ))
-                        .unwrap(),
-                    ),
+                    1 => Host::V6(Ipv6Addr::from_bits(((r.next() as u128) << 64) | r.next() as u128)),
+                    _ => Host::Dns(DnsName::new(&std::format!("{}.example.net", r.name().as_str().replace(['_', '.', '-'], "x"))).unwrap()),
                 },
                 port: r.u16().max(1),
             }),
@@ -273,18 +216,11 @@ pub fn random_config(seed: u64) -> Config {
             local_port: r.opt(|r| r.name()),
             mss_clamp: r.mss(),
             capture: Capture {
-                method: if r.chance() {
-                    CaptureMethod::ProxyArp
-                } else {
-                    CaptureMethod::ProviderSecondaryIp
-                },
+                method: if r.chance() { CaptureMethod::ProxyArp } else { CaptureMethod::ProviderSecondaryIp },
                 port: r.name(),
                 configure_os_address: r.chance(),
             },
-            delivery: Delivery {
-                tunnel: r.name(),
-                peer: r.name(),
-            },
+            delivery: Delivery { tunnel: r.name(), peer: r.name() },
         }),
         segments: r.list(|r| Segment {
             name: r.name(),

@@ -115,25 +115,16 @@ impl Name {
     pub fn new(s: &str) -> Result<Self, NameError> {
         let first = s.chars().next().ok_or(NameError::Empty)?;
         if s.len() > MAX_NAME_LEN {
-            return Err(NameError::TooLong {
-                len: s.len(),
-                max: MAX_NAME_LEN,
-            });
+            return Err(NameError::TooLong { len: s.len(), max: MAX_NAME_LEN });
         }
         if !first.is_ascii_alphanumeric() {
             return Err(NameError::BadStart { ch: first });
         }
-        if let Some((at, ch)) = s
-            .char_indices()
-            .find(|&(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
-        {
+        if let Some((at, ch)) = s.char_indices().find(|&(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))) {
             return Err(NameError::BadChar { ch, at });
         }
         let mut inner = heapless::String::new();
-        inner.push_str(s).map_err(|_| NameError::TooLong {
-            len: s.len(),
-            max: MAX_NAME_LEN,
-        })?;
+        inner.push_str(s).map_err(|_| NameError::TooLong { len: s.len(), max: MAX_NAME_LEN })?;
         Ok(Name(inner))
     }
 
@@ -176,10 +167,7 @@ impl Serialize for Name {
 impl<'de> Deserialize<'de> for Name {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         // The same check in both formats: a wire config is as untrusted as a file.
-        d.deserialize_str(ParseVisitor::<Name>(
-            core::marker::PhantomData,
-            "a name like \"lan0\"",
-        ))
+        d.deserialize_str(ParseVisitor::<Name>(core::marker::PhantomData, "a name like \"lan0\""))
     }
 }
 
@@ -209,29 +197,19 @@ impl fmt::Display for DnsNameError {
         match *self {
             DnsNameError::Empty => f.write_str("the host name is empty"),
             DnsNameError::TooLong { len } => {
-                write!(
-                    f,
-                    "host name is {len} bytes long; DNS allows at most {MAX_HOST_LEN}"
-                )
+                write!(f, "host name is {len} bytes long; DNS allows at most {MAX_HOST_LEN}")
             }
             DnsNameError::EmptyLabel => f.write_str("host name has an empty label (\"..\")"),
             DnsNameError::LabelTooLong { len } => {
-                write!(
-                    f,
-                    "a host name label is {len} bytes long; DNS allows at most 63"
-                )
+                write!(f, "a host name label is {len} bytes long; DNS allows at most 63")
             }
             DnsNameError::BadChar { ch, at } => write!(
                 f,
                 "character {ch:?} at position {at} is not allowed in a host name \
                  (letters, digits, '-' and '.')"
             ),
-            DnsNameError::HyphenAtLabelEdge => {
-                f.write_str("a host name label must not start or end with '-'")
-            }
-            DnsNameError::AllNumeric => f.write_str(
-                "looks like an IPv4 address but is not a valid one (four numbers 0-255)",
-            ),
+            DnsNameError::HyphenAtLabelEdge => f.write_str("a host name label must not start or end with '-'"),
+            DnsNameError::AllNumeric => f.write_str("looks like an IPv4 address but is not a valid one (four numbers 0-255)"),
         }
     }
 }
@@ -244,10 +222,7 @@ impl DnsName {
         if s.len() > MAX_HOST_LEN {
             return Err(DnsNameError::TooLong { len: s.len() });
         }
-        if let Some((at, ch)) = s
-            .char_indices()
-            .find(|&(_, c)| !(c.is_ascii_alphanumeric() || c == '-' || c == '.'))
-        {
+        if let Some((at, ch)) = s.char_indices().find(|&(_, c)| !(c.is_ascii_alphanumeric() || c == '-' || c == '.')) {
             return Err(DnsNameError::BadChar { ch, at });
         }
         let body = s.strip_suffix('.').unwrap_or(s);
@@ -269,9 +244,7 @@ impl DnsName {
             return Err(DnsNameError::AllNumeric);
         }
         let mut inner = heapless::String::new();
-        inner
-            .push_str(s)
-            .map_err(|_| DnsNameError::TooLong { len: s.len() })?;
+        inner.push_str(s).map_err(|_| DnsNameError::TooLong { len: s.len() })?;
         Ok(DnsName(inner))
     }
 
@@ -307,10 +280,7 @@ impl Serialize for DnsName {
 
 impl<'de> Deserialize<'de> for DnsName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(ParseVisitor::<DnsName>(
-            core::marker::PhantomData,
-            "a DNS host name",
-        ))
+        d.deserialize_str(ParseVisitor::<DnsName>(core::marker::PhantomData, "a DNS host name"))
     }
 }
 
@@ -336,9 +306,7 @@ pub enum CidrError {
 impl fmt::Display for CidrError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CidrError::BadAddress => f.write_str(
-                "expected an IPv4 address with an optional prefix length, like 10.0.0.9/32",
-            ),
+            CidrError::BadAddress => f.write_str("expected an IPv4 address with an optional prefix length, like 10.0.0.9/32"),
             CidrError::BadLength => f.write_str("the prefix length must be a number from 0 to 32"),
         }
     }
@@ -414,9 +382,7 @@ impl FromStr for Ipv4Cidr {
             }
             None => (s, 32),
         };
-        let addr = addr
-            .parse::<Ipv4Addr>()
-            .map_err(|_| CidrError::BadAddress)?;
+        let addr = addr.parse::<Ipv4Addr>().map_err(|_| CidrError::BadAddress)?;
         Ipv4Cidr::new(addr, len)
     }
 }
@@ -449,12 +415,7 @@ impl TryFrom<CidrWire> for Ipv4Cidr {
     }
 }
 
-human_or_wire!(
-    Ipv4Cidr,
-    CidrWire,
-    24,
-    "an IPv4 prefix like \"10.0.0.9/32\""
-);
+human_or_wire!(Ipv4Cidr, CidrWire, 24, "an IPv4 prefix like \"10.0.0.9/32\"");
 
 // ---------------------------------------------------------------------------
 // MAC addresses
@@ -541,13 +502,8 @@ pub enum KeyError {
 impl fmt::Display for KeyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            KeyError::Length { len } => write!(
-                f,
-                "a WireGuard key is 44 base64 characters (32 bytes), this one has {len} characters"
-            ),
-            KeyError::Base64 => {
-                f.write_str("the key is not valid base64 (as printed by `wg pubkey`)")
-            }
+            KeyError::Length { len } => write!(f, "a WireGuard key is 44 base64 characters (32 bytes), this one has {len} characters"),
+            KeyError::Base64 => f.write_str("the key is not valid base64 (as printed by `wg pubkey`)"),
         }
     }
 }
@@ -556,14 +512,10 @@ impl FromStr for PublicKey {
     type Err = KeyError;
     fn from_str(s: &str) -> Result<Self, KeyError> {
         if s.len() != 44 {
-            return Err(KeyError::Length {
-                len: s.chars().count(),
-            });
+            return Err(KeyError::Length { len: s.chars().count() });
         }
         let mut buf = [0u8; 33];
-        let n = base64::engine::general_purpose::STANDARD
-            .decode_slice(s, &mut buf)
-            .map_err(|_| KeyError::Base64)?;
+        let n = base64::engine::general_purpose::STANDARD.decode_slice(s, &mut buf).map_err(|_| KeyError::Base64)?;
         let bytes = buf.get(..n).ok_or(KeyError::Base64)?;
         let key: [u8; 32] = bytes.try_into().map_err(|_| KeyError::Base64)?;
         Ok(PublicKey(key))
@@ -573,13 +525,8 @@ impl FromStr for PublicKey {
 impl fmt::Display for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut buf = [0u8; 44];
-        let n = base64::engine::general_purpose::STANDARD
-            .encode_slice(self.0, &mut buf)
-            .map_err(|_| fmt::Error)?;
-        let text = buf
-            .get(..n)
-            .and_then(|b| core::str::from_utf8(b).ok())
-            .ok_or(fmt::Error)?;
+        let n = base64::engine::general_purpose::STANDARD.encode_slice(self.0, &mut buf).map_err(|_| fmt::Error)?;
+        let text = buf.get(..n).and_then(|b| core::str::from_utf8(b).ok()).ok_or(fmt::Error)?;
         f.write_str(text)
     }
 }
@@ -680,12 +627,7 @@ impl TryFrom<KeyRefWire> for KeyRef {
     }
 }
 
-human_or_wire!(
-    KeyRef,
-    KeyRefWire,
-    48,
-    "a key reference like \"device:wg0\""
-);
+human_or_wire!(KeyRef, KeyRefWire, 48, "a key reference like \"device:wg0\"");
 
 // ---------------------------------------------------------------------------
 // Endpoints
@@ -735,9 +677,7 @@ impl fmt::Display for EndpointError {
                 "an endpoint is written host:port, e.g. \"vpn.example.net:51820\", \
                  \"203.0.113.7:51820\" or \"[2001:db8::7]:51820\"",
             ),
-            EndpointError::BadPort => {
-                f.write_str("the endpoint port must be a number from 1 to 65535")
-            }
+            EndpointError::BadPort => f.write_str("the endpoint port must be a number from 1 to 65535"),
             EndpointError::BadIpv6 => f.write_str("the bracketed IPv6 address is not valid"),
             EndpointError::Host(e) => write!(f, "endpoint host: {e}"),
         }
@@ -749,10 +689,7 @@ impl FromStr for Endpoint {
     fn from_str(s: &str) -> Result<Self, EndpointError> {
         let (host, port) = if let Some(rest) = s.strip_prefix('[') {
             let (v6, port) = rest.split_once("]:").ok_or(EndpointError::MissingPort)?;
-            (
-                Host::V6(v6.parse().map_err(|_| EndpointError::BadIpv6)?),
-                port,
-            )
+            (Host::V6(v6.parse().map_err(|_| EndpointError::BadIpv6)?), port)
         } else {
             let (host, port) = s.rsplit_once(':').ok_or(EndpointError::MissingPort)?;
             if host.contains(':') {
@@ -826,12 +763,7 @@ impl TryFrom<EndpointWire> for Endpoint {
 }
 
 // "[" + 39 + "]:" + 5, or a 253-byte name + ":" + 5
-human_or_wire!(
-    Endpoint,
-    EndpointWire,
-    264,
-    "an endpoint like \"vpn.example.net:51820\""
-);
+human_or_wire!(Endpoint, EndpointWire, 264, "an endpoint like \"vpn.example.net:51820\"");
 
 // ---------------------------------------------------------------------------
 // Small enums written as words or numbers
@@ -887,12 +819,7 @@ impl TryFrom<PortAddressWire> for PortAddress {
     }
 }
 
-human_or_wire!(
-    PortAddress,
-    PortAddressWire,
-    24,
-    "\"dhcp\" or an address like \"192.168.1.35/24\""
-);
+human_or_wire!(PortAddress, PortAddressWire, 24, "\"dhcp\" or an address like \"192.168.1.35/24\"");
 
 /// The TCP MSS clamp: `"auto"` (derived from the path MTU, see
 /// `crate::budget`) or a fixed value in bytes. The clamp only ever lowers an
@@ -939,14 +866,10 @@ impl Visitor<'_> for MssVisitor {
         }
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<MssClamp, E> {
-        u16::try_from(v)
-            .map(MssClamp::Value)
-            .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
+        u16::try_from(v).map(MssClamp::Value).map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<MssClamp, E> {
-        u16::try_from(v)
-            .map(MssClamp::Value)
-            .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &self))
+        u16::try_from(v).map(MssClamp::Value).map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &self))
     }
 }
 
@@ -981,13 +904,7 @@ mod tests {
         assert_eq!(Name::new("a b"), Err(NameError::BadChar { ch: ' ', at: 1 }));
         assert_eq!(Name::new("añ"), Err(NameError::BadChar { ch: 'ñ', at: 1 }));
         let long = "a".repeat(MAX_NAME_LEN + 1);
-        assert_eq!(
-            Name::new(&long),
-            Err(NameError::TooLong {
-                len: MAX_NAME_LEN + 1,
-                max: MAX_NAME_LEN
-            })
-        );
+        assert_eq!(Name::new(&long), Err(NameError::TooLong { len: MAX_NAME_LEN + 1, max: MAX_NAME_LEN }));
         assert!(Name::new(&long[1..]).is_ok());
     }
 
@@ -999,15 +916,9 @@ mod tests {
         assert_eq!(DnsName::new("a..b"), Err(DnsNameError::EmptyLabel));
         assert_eq!(DnsName::new("-a.b"), Err(DnsNameError::HyphenAtLabelEdge));
         assert_eq!(DnsName::new("300.1.2.3"), Err(DnsNameError::AllNumeric));
-        assert_eq!(
-            DnsName::new("a_b"),
-            Err(DnsNameError::BadChar { ch: '_', at: 1 })
-        );
+        assert_eq!(DnsName::new("a_b"), Err(DnsNameError::BadChar { ch: '_', at: 1 }));
         let label = "a".repeat(64);
-        assert_eq!(
-            DnsName::new(&label),
-            Err(DnsNameError::LabelTooLong { len: 64 })
-        );
+        assert_eq!(DnsName::new(&label), Err(DnsNameError::LabelTooLong { len: 64 }));
         let long = ["a".repeat(63).as_str(); 5].join(".");
         assert_eq!(DnsName::new(&long), Err(DnsNameError::TooLong { len: 319 }));
     }
@@ -1066,13 +977,8 @@ mod tests {
         assert_eq!(k.to_string_buf().as_str(), text);
         assert_eq!(roundtrip(&k), k);
         assert_eq!("abc".parse::<PublicKey>(), Err(KeyError::Length { len: 3 }));
-        assert_eq!(
-            "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8yk!=".parse::<PublicKey>(),
-            Err(KeyError::Base64)
-        );
-        assert!("HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw"
-            .parse::<PublicKey>()
-            .is_err());
+        assert_eq!("HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8yk!=".parse::<PublicKey>(), Err(KeyError::Base64));
+        assert!("HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw".parse::<PublicKey>().is_err());
     }
 
     #[test]
@@ -1081,14 +987,8 @@ mod tests {
         assert_eq!(r, KeyRef::Device(Name::new("wg0").unwrap()));
         assert_eq!(r.to_string_buf().as_str(), "device:wg0");
         assert_eq!("file:/etc/key".parse::<KeyRef>(), Err(KeyRefError::Scheme));
-        assert_eq!(
-            "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=".parse::<KeyRef>(),
-            Err(KeyRefError::Scheme)
-        );
-        assert_eq!(
-            "device:".parse::<KeyRef>(),
-            Err(KeyRefError::Name(NameError::Empty))
-        );
+        assert_eq!("HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=".parse::<KeyRef>(), Err(KeyRefError::Scheme));
+        assert_eq!("device:".parse::<KeyRef>(), Err(KeyRefError::Name(NameError::Empty)));
         assert_eq!(roundtrip(&r), r);
     }
 
@@ -1101,25 +1001,13 @@ mod tests {
         assert_eq!(e4.host, Host::V4(Ipv4Addr::new(203, 0, 113, 7)));
         let e6: Endpoint = "[2001:db8::7]:51820".parse().unwrap();
         assert_eq!(e6.to_string_buf().as_str(), "[2001:db8::7]:51820");
-        assert_eq!(
-            "wro.example.net".parse::<Endpoint>(),
-            Err(EndpointError::MissingPort)
-        );
-        assert_eq!(
-            "2001:db8::7:51820".parse::<Endpoint>(),
-            Err(EndpointError::MissingPort)
-        );
+        assert_eq!("wro.example.net".parse::<Endpoint>(), Err(EndpointError::MissingPort));
+        assert_eq!("2001:db8::7:51820".parse::<Endpoint>(), Err(EndpointError::MissingPort));
         assert_eq!("host:0".parse::<Endpoint>(), Err(EndpointError::BadPort));
-        assert_eq!(
-            "host:70000".parse::<Endpoint>(),
-            Err(EndpointError::BadPort)
-        );
+        assert_eq!("host:70000".parse::<Endpoint>(), Err(EndpointError::BadPort));
         assert_eq!("host:".parse::<Endpoint>(), Err(EndpointError::BadPort));
         assert_eq!("[zz::1]:5".parse::<Endpoint>(), Err(EndpointError::BadIpv6));
-        assert_eq!(
-            "300.0.113.7:51820".parse::<Endpoint>(),
-            Err(EndpointError::Host(DnsNameError::AllNumeric))
-        );
+        assert_eq!("300.0.113.7:51820".parse::<Endpoint>(), Err(EndpointError::Host(DnsNameError::AllNumeric)));
         for e in [e, e4, e6] {
             assert_eq!(roundtrip(&e), e);
         }
@@ -1128,10 +1016,7 @@ mod tests {
     #[test]
     fn port_address_and_mss() {
         assert_eq!("dhcp".parse::<PortAddress>(), Ok(PortAddress::Dhcp));
-        assert!(matches!(
-            "192.168.1.35/24".parse::<PortAddress>(),
-            Ok(PortAddress::Static(_))
-        ));
+        assert!(matches!("192.168.1.35/24".parse::<PortAddress>(), Ok(PortAddress::Static(_))));
         assert!("DHCP".parse::<PortAddress>().is_err());
         for a in [PortAddress::Dhcp, "10.1.2.3/8".parse().unwrap()] {
             assert_eq!(roundtrip(&a), a);

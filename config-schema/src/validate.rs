@@ -269,11 +269,7 @@ pub fn validate_each_for(config: &Config, platform: Platform, sink: &mut dyn FnM
 }
 
 fn check(config: &Config, platform: Option<Platform>, sink: &mut dyn FnMut(Problem)) {
-    let mut ck = Checker {
-        config,
-        platform,
-        sink,
-    };
+    let mut ck = Checker { config, platform, sink };
     ck.ports();
     ck.tunnels();
     ck.peers();
@@ -343,13 +339,7 @@ impl Checker<'_, '_> {
         }
     }
 
-    fn mss(
-        &mut self,
-        path: fmt::Arguments<'_>,
-        clamp: MssClamp,
-        auto_mss: Option<u16>,
-        what: &str,
-    ) {
+    fn mss(&mut self, path: fmt::Arguments<'_>, clamp: MssClamp, auto_mss: Option<u16>, what: &str) {
         let MssClamp::Value(v) = clamp else { return };
         if !(MSS_MIN..=MSS_MAX).contains(&v) {
             report!(
@@ -398,20 +388,23 @@ impl Checker<'_, '_> {
                         Code::DhcpOnLan,
                         path = ("ports[{i}].address"),
                         value = ("dhcp"),
-                        msg = (
-                            "port {} is a LAN port; only WAN ports take their address from DHCP",
-                            p.name
-                        ),
+                        msg = ("port {} is a LAN port; only WAN ports take their address from DHCP", p.name),
                         hint = ("give the LAN port a static address like 192.168.1.2/24")
                     );
                 }
-                Some(PortAddress::Static(a))
-                    if a.prefix_len() < 31 && (a.addr() == a.network() || a.addr() == a.last()) =>
-                {
-                    report!(self, Code::AddressNotHost, path = ("ports[{i}].address"), value = ("{a}"),
+                Some(PortAddress::Static(a)) if a.prefix_len() < 31 && (a.addr() == a.network() || a.addr() == a.last()) => {
+                    report!(
+                        self,
+                        Code::AddressNotHost,
+                        path = ("ports[{i}].address"),
+                        value = ("{a}"),
                         msg = ("{a} is the network or broadcast address of its subnet, not a host address"),
-                        hint = ("write the box's own address with the subnet length, like {}/{}",
-                            Ipv4Addr::from_bits(a.network().to_bits().wrapping_add(1)), a.prefix_len()));
+                        hint = (
+                            "write the box's own address with the subnet length, like {}/{}",
+                            Ipv4Addr::from_bits(a.network().to_bits().wrapping_add(1)),
+                            a.prefix_len()
+                        )
+                    );
                 }
                 _ => {}
             }
@@ -423,10 +416,7 @@ impl Checker<'_, '_> {
                             Code::GatewayOutsideSubnet,
                             path = ("ports[{i}].gateway"),
                             value = ("{gw}"),
-                            msg = (
-                                "gateway {gw} is not another host in {}'s subnet {a}",
-                                p.name
-                            ),
+                            msg = ("gateway {gw} is not another host in {}'s subnet {a}", p.name),
                             hint = ("the gateway must be a neighbour on the port's subnet")
                         );
                     }
@@ -437,10 +427,7 @@ impl Checker<'_, '_> {
                             Code::GatewayWithoutStatic,
                             path = ("ports[{i}].gateway"),
                             value = ("{gw}"),
-                            msg = (
-                                "gateway {gw} is ignored: port {} has no static address",
-                                p.name
-                            ),
+                            msg = ("gateway {gw} is ignored: port {} has no static address", p.name),
                             hint = ("with dhcp the gateway comes from the DHCP server; remove it")
                         );
                     }
@@ -454,10 +441,7 @@ impl Checker<'_, '_> {
                         Code::GatewayMultiple,
                         path = ("ports[{i}].gateway"),
                         value = ("{}", p.gateway.map_or(GatewayShow::Dhcp, GatewayShow::Ip)),
-                        msg = (
-                            "port {} would install a second default route (ports[{first}] has one)",
-                            p.name
-                        ),
+                        msg = ("port {} would install a second default route (ports[{first}] has one)", p.name),
                         hint = ("keep one default route: a gateway (or dhcp) on one WAN port only")
                     );
                 } else {
@@ -472,8 +456,7 @@ impl Checker<'_, '_> {
                         path = ("ports[{i}].mac"),
                         value = ("{mac}"),
                         msg = ("MAC {mac} already names ports[{first}]"),
-                        hint =
-                            ("each NIC has its own MAC; check `ip link` or the VM's hardware tab")
+                        hint = ("each NIC has its own MAC; check `ip link` or the VM's hardware tab")
                     );
                 }
             }
@@ -481,18 +464,20 @@ impl Checker<'_, '_> {
                 for (j, q) in c.ports.iter().enumerate().take(i) {
                     if let Some(PortAddress::Static(b)) = q.address {
                         if a.overlaps(&b) {
-                            report!(self, Code::SubnetOverlap, path = ("ports[{i}].address"), value = ("{a}"),
+                            report!(
+                                self,
+                                Code::SubnetOverlap,
+                                path = ("ports[{i}].address"),
+                                value = ("{a}"),
                                 msg = ("subnet {a} overlaps {b} of ports[{j}] ({})", q.name),
-                                hint = ("hosts on both ports would be ambiguous; use distinct subnets"));
+                                hint = ("hosts on both ports would be ambiguous; use distinct subnets")
+                            );
                         }
                     }
                 }
             }
         }
-        if !c.wireguard.is_empty()
-            && !c.ports.iter().any(|p| p.role == PortRole::Wan)
-            && !c.ports.is_empty()
-        {
+        if !c.wireguard.is_empty() && !c.ports.iter().any(|p| p.role == PortRole::Wan) && !c.ports.is_empty() {
             report!(
                 self,
                 Code::NoWanPort,
@@ -509,24 +494,21 @@ impl Checker<'_, '_> {
         self.unique_names("wireguard", c.wireguard.iter().map(|t| &t.name));
         for (i, t) in c.wireguard.iter().enumerate() {
             if t.listen_port == 0 {
-                report!(self, Code::ListenPortZero, path = ("wireguard[{i}].listen_port"), value = ("0"),
+                report!(
+                    self,
+                    Code::ListenPortZero,
+                    path = ("wireguard[{i}].listen_port"),
+                    value = ("0"),
                     msg = ("listen port 0 is not a port"),
-                    hint = ("use 51820 (the WireGuard default) or another fixed port the peer can reach"));
-            } else if let Some(first) = c
-                .wireguard
-                .iter()
-                .take(i)
-                .position(|u| u.listen_port == t.listen_port)
-            {
+                    hint = ("use 51820 (the WireGuard default) or another fixed port the peer can reach")
+                );
+            } else if let Some(first) = c.wireguard.iter().take(i).position(|u| u.listen_port == t.listen_port) {
                 report!(
                     self,
                     Code::ListenPortDuplicate,
                     path = ("wireguard[{i}].listen_port"),
                     value = ("{}", t.listen_port),
-                    msg = (
-                        "UDP port {} is already used by wireguard[{first}]",
-                        t.listen_port
-                    ),
+                    msg = ("UDP port {} is already used by wireguard[{first}]", t.listen_port),
                     hint = ("each tunnel needs its own listen port, e.g. 51821")
                 );
             }
@@ -545,34 +527,28 @@ impl Checker<'_, '_> {
                         budget::WIREGUARD_OVERHEAD,
                         b.max_mtu
                     ),
-                    hint = (
-                        "set mtu = {} or less; larger packets would fragment on the WAN",
-                        b.max_mtu
-                    )
+                    hint = ("set mtu = {} or less; larger packets would fragment on the WAN", b.max_mtu)
                 );
             }
             if let Some(a) = t.address {
                 if a.prefix_len() < 31 && (a.addr() == a.network() || a.addr() == a.last()) {
-                    report!(self, Code::AddressNotHost, path = ("wireguard[{i}].address"), value = ("{a}"),
+                    report!(
+                        self,
+                        Code::AddressNotHost,
+                        path = ("wireguard[{i}].address"),
+                        value = ("{a}"),
                         msg = ("{a} is the network or broadcast address of its subnet, not a host address"),
-                        hint = ("write the box's own tunnel address, like 10.1.0.1/16"));
+                        hint = ("write the box's own tunnel address, like 10.1.0.1/16")
+                    );
                 }
             }
-            if let Some(first) = c
-                .wireguard
-                .iter()
-                .take(i)
-                .position(|u| u.private_key == t.private_key)
-            {
+            if let Some(first) = c.wireguard.iter().take(i).position(|u| u.private_key == t.private_key) {
                 report!(
                     self,
                     Code::KeyShared,
                     path = ("wireguard[{i}].private_key"),
                     value = ("{}", t.private_key),
-                    msg = (
-                        "wireguard[{first}] uses the same key slot {}",
-                        t.private_key
-                    ),
+                    msg = ("wireguard[{first}] uses the same key slot {}", t.private_key),
                     hint = ("give each tunnel its own key, e.g. device:{}", t.name)
                 );
             }
@@ -590,27 +566,16 @@ impl Checker<'_, '_> {
                     path = ("peers[{i}].tunnel"),
                     value = ("{}", p.tunnel),
                     msg = ("no [[wireguard]] interface is named \"{}\"", p.tunnel),
-                    hint = (
-                        "use one of:{}",
-                        NameList(c.wireguard.iter().map(|t| &t.name))
-                    )
+                    hint = ("use one of:{}", NameList(c.wireguard.iter().map(|t| &t.name)))
                 );
             }
-            if let Some(first) = c
-                .peers
-                .iter()
-                .take(i)
-                .position(|q| q.public_key == p.public_key)
-            {
+            if let Some(first) = c.peers.iter().take(i).position(|q| q.public_key == p.public_key) {
                 report!(
                     self,
                     Code::DuplicatePublicKey,
                     path = ("peers[{i}].public_key"),
                     value = ("{}", p.public_key),
-                    msg = (
-                        "peers[{first}] ({}) has the same public key",
-                        c.peers.get(first).map_or("?", |q| q.name.as_str())
-                    ),
+                    msg = ("peers[{first}] ({}) has the same public key", c.peers.get(first).map_or("?", |q| q.name.as_str())),
                     hint = ("copy each peer's key from `routerctl key show` on that box")
                 );
             }
@@ -620,34 +585,28 @@ impl Checker<'_, '_> {
                     Code::PeerNoAllowedIps,
                     path = ("peers[{i}].allowed_ips"),
                     value = ("[]"),
-                    msg = (
-                        "peer {} has no allowed IPs: nothing is routed to it or accepted from it",
-                        p.name
-                    ),
+                    msg = ("peer {} has no allowed IPs: nothing is routed to it or accepted from it", p.name),
                     hint = ("list the peer's tunnel address and the addresses it owns")
                 );
             }
             for (k, a) in p.allowed_ips.iter().enumerate() {
                 if a.prefix_len() == 0 {
-                    report!(self, Code::AllowedIpDefaultRoute, path = ("peers[{i}].allowed_ips[{k}]"), value = ("{a}"),
+                    report!(
+                        self,
+                        Code::AllowedIpDefaultRoute,
+                        path = ("peers[{i}].allowed_ips[{k}]"),
+                        value = ("{a}"),
                         msg = ("{a} sends every destination to peer {}; routerd never moves the default route", p.name),
-                        hint = ("list the peer's prefixes and claimed /32s instead"));
+                        hint = ("list the peer's prefixes and claimed /32s instead")
+                    );
                 } else if a.has_host_bits() {
                     report!(
                         self,
                         Code::AllowedIpHostBits,
                         path = ("peers[{i}].allowed_ips[{k}]"),
                         value = ("{a}"),
-                        msg = (
-                            "{a} has host bits set; it means {}/{}",
-                            a.network(),
-                            a.prefix_len()
-                        ),
-                        hint = (
-                            "write {}/{} (or /32 for the single address)",
-                            a.network(),
-                            a.prefix_len()
-                        )
+                        msg = ("{a} has host bits set; it means {}/{}", a.network(), a.prefix_len()),
+                        hint = ("write {}/{} (or /32 for the single address)", a.network(), a.prefix_len())
                     );
                 }
                 // Compare with every earlier prefix (same peer or other peers).
@@ -660,21 +619,19 @@ impl Checker<'_, '_> {
                                 Code::AllowedIpDuplicate,
                                 path = ("peers[{i}].allowed_ips[{k}]"),
                                 value = ("{a}"),
-                                msg = (
-                                    "{a} is already listed as peers[{j}].allowed_ips[{l}] ({})",
-                                    q.name
-                                ),
+                                msg = ("{a} is already listed as peers[{j}].allowed_ips[{l}] ({})", q.name),
                                 hint = ("a prefix can route to one peer only; remove one")
                             );
                             break 'earlier;
-                        } else if j != i
-                            && a.overlaps(b)
-                            && a.prefix_len() != 0
-                            && b.prefix_len() != 0
-                        {
-                            report!(self, Code::AllowedIpOverlap, path = ("peers[{i}].allowed_ips[{k}]"), value = ("{a}"),
+                        } else if j != i && a.overlaps(b) && a.prefix_len() != 0 && b.prefix_len() != 0 {
+                            report!(
+                                self,
+                                Code::AllowedIpOverlap,
+                                path = ("peers[{i}].allowed_ips[{k}]"),
+                                value = ("{a}"),
                                 msg = ("{a} overlaps {b} of peer {}; the longer prefix wins for the overlap", q.name),
-                                hint = ("make the peers' prefixes disjoint unless the overlap is intended"));
+                                hint = ("make the peers' prefixes disjoint unless the overlap is intended")
+                            );
                             break 'earlier;
                         }
                     }
@@ -692,9 +649,14 @@ impl Checker<'_, '_> {
                     );
                 }
                 None if p.endpoint.is_some() => {
-                    report!(self, Code::KeepaliveMissing, path = ("peers[{i}].persistent_keepalive"), value = (""),
+                    report!(
+                        self,
+                        Code::KeepaliveMissing,
+                        path = ("peers[{i}].persistent_keepalive"),
+                        value = (""),
                         msg = ("this box dials peer {} but sends no keepalive; NAT and cloud edge state will expire", p.name),
-                        hint = ("set persistent_keepalive = 25 on the side that dials"));
+                        hint = ("set persistent_keepalive = 25 on the side that dials")
+                    );
                 }
                 _ => {}
             }
@@ -715,12 +677,7 @@ impl Checker<'_, '_> {
                     hint = ("a claim moves one address: write {addr}/32")
                 );
             }
-            if let Some(first) = c
-                .claims
-                .iter()
-                .take(i)
-                .position(|d| d.address.addr() == addr)
-            {
+            if let Some(first) = c.claims.iter().take(i).position(|d| d.address.addr() == addr) {
                 report!(
                     self,
                     Code::ClaimDuplicate,
@@ -797,50 +754,47 @@ impl Checker<'_, '_> {
                 _ => {}
             }
             let budget = budget::claim_tunnel_budget(c, &claim.delivery.tunnel);
-            self.mss(
-                format_args!("claims[{i}].mss_clamp"),
-                claim.mss_clamp,
-                budget.map(|b| b.auto_mss),
-                "the tunnel MTU",
-            );
+            self.mss(format_args!("claims[{i}].mss_clamp"), claim.mss_clamp, budget.map(|b| b.auto_mss), "the tunnel MTU");
             match c.claim_action(claim) {
-                ClaimAction::Capture {
-                    method,
-                    port,
-                    tunnel,
-                    peer,
-                } => self.capture(i, addr, method, port, tunnel, peer),
+                ClaimAction::Capture { method, port, tunnel, peer } => self.capture(i, addr, method, port, tunnel, peer),
                 ClaimAction::DeliverLocally { port } => self.local_delivery(i, addr, port),
             }
         }
     }
 
-    fn capture(
-        &mut self,
-        i: usize,
-        addr: Ipv4Addr,
-        method: CaptureMethod,
-        port: &Name,
-        tunnel: &Name,
-        peer: &Name,
-    ) {
+    fn capture(&mut self, i: usize, addr: Ipv4Addr, method: CaptureMethod, port: &Name, tunnel: &Name, peer: &Name) {
         let c = self.config;
         match c.port(port) {
             None => {
-                report!(self, Code::UnknownPort, path = ("claims[{i}].capture.port"), value = ("{port}"),
+                report!(
+                    self,
+                    Code::UnknownPort,
+                    path = ("claims[{i}].capture.port"),
+                    value = ("{port}"),
                     msg = ("no port is named \"{port}\" on this box (side {}, which captures this claim)", c.device.side),
-                    hint = ("use one of:{}", NameList(c.ports.iter().map(|p| &p.name))));
+                    hint = ("use one of:{}", NameList(c.ports.iter().map(|p| &p.name)))
+                );
             }
             Some(p) if method == CaptureMethod::ProxyArp => {
                 if p.role == PortRole::Wan {
-                    report!(self, Code::ProxyArpOnWan, path = ("claims[{i}].capture.port"), value = ("{port}"),
+                    report!(
+                        self,
+                        Code::ProxyArpOnWan,
+                        path = ("claims[{i}].capture.port"),
+                        value = ("{port}"),
                         msg = ("proxy-arp on WAN port {port} would answer ARP for {addr} towards the provider"),
-                        hint = ("capture with proxy-arp on the LAN port that sees the local hosts"));
+                        hint = ("capture with proxy-arp on the LAN port that sees the local hosts")
+                    );
                 } else if let Some(PortAddress::Static(a)) = p.address {
                     if !a.contains(addr) {
-                        report!(self, Code::ClaimOutsideSubnet, path = ("claims[{i}].address"), value = ("{addr}"),
+                        report!(
+                            self,
+                            Code::ClaimOutsideSubnet,
+                            path = ("claims[{i}].address"),
+                            value = ("{addr}"),
                             msg = ("{addr} is outside {port}'s subnet {a}; hosts there will not ARP for it"),
-                            hint = ("proxy-arp captures same-subnet addresses; check the port or the address"));
+                            hint = ("proxy-arp captures same-subnet addresses; check the port or the address")
+                        );
                     }
                 }
             }
@@ -854,10 +808,7 @@ impl Checker<'_, '_> {
                 path = ("claims[{i}].delivery.tunnel"),
                 value = ("{tunnel}"),
                 msg = ("no [[wireguard]] interface is named \"{tunnel}\""),
-                hint = (
-                    "use one of:{}",
-                    NameList(c.wireguard.iter().map(|t| &t.name))
-                )
+                hint = ("use one of:{}", NameList(c.wireguard.iter().map(|t| &t.name)))
             );
         }
         let Some(pr) = c.peer(peer) else {
@@ -866,10 +817,7 @@ impl Checker<'_, '_> {
                 Code::UnknownPeer,
                 path = ("claims[{i}].delivery.peer"),
                 value = ("{peer}"),
-                msg = (
-                    "no peer is named \"{peer}\" on this box (side {})",
-                    c.device.side
-                ),
+                msg = ("no peer is named \"{peer}\" on this box (side {})", c.device.side),
                 hint = ("use one of:{}", NameList(c.peers.iter().map(|p| &p.name)))
             );
             return;
@@ -891,8 +839,7 @@ impl Checker<'_, '_> {
                     Code::ClaimNotRouted,
                     path = ("claims[{i}].delivery.peer"),
                     value = ("{peer}"),
-                    msg =
-                        ("no peer's allowed_ips contain {addr}: WireGuard has nowhere to send it"),
+                    msg = ("no peer's allowed_ips contain {addr}: WireGuard has nowhere to send it"),
                     hint = ("add \"{addr}/32\" to peer {peer}'s allowed_ips")
                 );
             }
@@ -902,14 +849,8 @@ impl Checker<'_, '_> {
                     Code::ClaimNotRouted,
                     path = ("claims[{i}].delivery.peer"),
                     value = ("{peer}"),
-                    msg = (
-                        "cryptokey routing sends {addr} to peer {} ({prefix}), not to {peer}",
-                        other.name
-                    ),
-                    hint = (
-                        "add \"{addr}/32\" to peer {peer}'s allowed_ips and remove it from {}'s",
-                        other.name
-                    )
+                    msg = ("cryptokey routing sends {addr} to peer {} ({prefix}), not to {peer}", other.name),
+                    hint = ("add \"{addr}/32\" to peer {peer}'s allowed_ips and remove it from {}'s", other.name)
                 );
             }
             Some(_) => {}
@@ -926,25 +867,36 @@ impl Checker<'_, '_> {
                     Code::UnknownPort,
                     path = ("claims[{i}].local_port"),
                     value = ("{p}"),
-                    msg = (
-                        "no port is named \"{p}\" on this box (side {}, which owns this claim)",
-                        c.device.side
-                    ),
+                    msg = ("no port is named \"{p}\" on this box (side {}, which owns this claim)", c.device.side),
                     hint = ("use one of:{}", NameList(c.ports.iter().map(|p| &p.name)))
                 );
             }
             Some(_) => {}
             None => {
-                report!(self, Code::NoLocalPort, path = ("claims[{i}].local_port"), value = ("{}", OptName(claim_local)),
+                report!(
+                    self,
+                    Code::NoLocalPort,
+                    path = ("claims[{i}].local_port"),
+                    value = ("{}", OptName(claim_local)),
                     msg = ("{addr} lives on this side ({}) but no port's subnet contains it", c.device.side),
-                    hint = ("set local_port to the port where the host is, or give that port an address in its subnet"));
+                    hint = ("set local_port to the port where the host is, or give that port an address in its subnet")
+                );
             }
         }
         if let Some((peer, prefix)) = c.route_peer(addr) {
-            report!(self, Code::ClaimLoop, path = ("claims[{i}].address"), value = ("{addr}"),
-                msg = ("{addr} lives on this side ({}) but peer {}'s allowed_ips {prefix} contain it: \
-                        packets would go back into the tunnel and loop", c.device.side, peer.name),
-                hint = ("remove {addr} from peer {}'s allowed_ips (only the capturing box routes it to the tunnel)", peer.name));
+            report!(
+                self,
+                Code::ClaimLoop,
+                path = ("claims[{i}].address"),
+                value = ("{addr}"),
+                msg = (
+                    "{addr} lives on this side ({}) but peer {}'s allowed_ips {prefix} contain it: \
+                        packets would go back into the tunnel and loop",
+                    c.device.side,
+                    peer.name
+                ),
+                hint = ("remove {addr} from peer {}'s allowed_ips (only the capturing box routes it to the tunnel)", peer.name)
+            );
         }
     }
 
@@ -988,10 +940,7 @@ impl Checker<'_, '_> {
                         Code::SegmentOnWan,
                         path = ("segments[{i}].port"),
                         value = ("{}", s.port),
-                        msg = (
-                            "bridging WAN port {} into the overlay would expose it to the internet",
-                            s.port
-                        ),
+                        msg = ("bridging WAN port {} into the overlay would expose it to the internet", s.port),
                         hint = ("bridge a LAN port")
                     );
                 }
@@ -1023,18 +972,19 @@ impl Checker<'_, '_> {
                     Code::UdpPortConflict,
                     path = ("segments[{i}].udp_port"),
                     value = ("{}", s.udp_port),
-                    msg = (
-                        "UDP port {} is also the listen port of tunnel {}",
-                        s.udp_port,
-                        t.name
-                    ),
+                    msg = ("UDP port {} is also the listen port of tunnel {}", s.udp_port, t.name),
                     hint = ("use 4789 for VXLAN")
                 );
             }
             if !c.is_own_address(s.local_vtep) {
-                report!(self, Code::VtepNotLocal, path = ("segments[{i}].local_vtep"), value = ("{}", s.local_vtep),
+                report!(
+                    self,
+                    Code::VtepNotLocal,
+                    path = ("segments[{i}].local_vtep"),
+                    value = ("{}", s.local_vtep),
                     msg = ("{} is not an address of this box", s.local_vtep),
-                    hint = ("use this box's tunnel address (wireguard[].address) so VXLAN runs inside WireGuard"));
+                    hint = ("use this box's tunnel address (wireguard[].address) so VXLAN runs inside WireGuard")
+                );
             }
             if s.remote_vteps.is_empty() {
                 report!(
@@ -1042,10 +992,7 @@ impl Checker<'_, '_> {
                     Code::VtepNone,
                     path = ("segments[{i}].remote_vteps"),
                     value = ("[]"),
-                    msg = (
-                        "segment {} has no remote VTEPs; nothing leaves the bridge",
-                        s.name
-                    ),
+                    msg = ("segment {} has no remote VTEPs; nothing leaves the bridge", s.name),
                     hint = ("list the other sites' tunnel addresses")
                 );
             }
@@ -1069,9 +1016,14 @@ impl Checker<'_, '_> {
                         hint = ("list each VTEP once; duplicates would flood twice")
                     );
                 } else if c.route_peer(*v).is_none() {
-                    report!(self, Code::VtepUnencrypted, path = ("segments[{i}].remote_vteps[{k}]"), value = ("{v}"),
+                    report!(
+                        self,
+                        Code::VtepUnencrypted,
+                        path = ("segments[{i}].remote_vteps[{k}]"),
+                        value = ("{v}"),
                         msg = ("{v} is not inside any peer's allowed_ips: VXLAN to it would leave unencrypted"),
-                        hint = ("use the peer's tunnel address, or add it to that peer's allowed_ips"));
+                        hint = ("use the peer's tunnel address, or add it to that peer's allowed_ips")
+                    );
                 }
             }
             self.mtu(format_args!("segments[{i}].mtu"), s.mtu);
@@ -1093,18 +1045,10 @@ impl Checker<'_, '_> {
                         budget::VXLAN_OVERHEAD,
                         b.max_mtu
                     ),
-                    hint = (
-                        "set mtu = {} and the same MTU on the VMs in the segment",
-                        b.max_mtu
-                    )
+                    hint = ("set mtu = {} and the same MTU on the VMs in the segment", b.max_mtu)
                 );
             }
-            self.mss(
-                format_args!("segments[{i}].mss_clamp"),
-                s.mss_clamp,
-                Some(b.auto_mss),
-                "the segment MTU",
-            );
+            self.mss(format_args!("segments[{i}].mss_clamp"), s.mss_clamp, Some(b.auto_mss), "the segment MTU");
         }
     }
 }
@@ -1160,9 +1104,7 @@ impl Checker<'_, '_> {
             c.wireguard.len(),
             runs.tunnels,
             ("WireGuard interface", "WireGuard interfaces"),
-            format_args!(
-                "put every peer and claim on {first_tunnel}: more interfaces are not supported yet"
-            ),
+            format_args!("put every peer and claim on {first_tunnel}: more interfaces are not supported yet"),
         );
         self.capacity(
             format_args!("peers[{}]", runs.peers),
@@ -1205,10 +1147,7 @@ impl Checker<'_, '_> {
                 s.remote_vteps.len(),
                 runs.vteps_per_segment,
                 ("remote VTEP per segment", "remote VTEPs per segment"),
-                format_args!(
-                    "remove VTEPs beyond remote_vteps[{}]",
-                    runs.vteps_per_segment - 1
-                ),
+                format_args!("remove VTEPs beyond remote_vteps[{}]", runs.vteps_per_segment - 1),
             );
         }
         // The WireGuard device's cryptokey-routing table holds every peer's
@@ -1219,105 +1158,133 @@ impl Checker<'_, '_> {
                 .peers
                 .iter()
                 .enumerate()
-                .flat_map(|(i, p)| {
-                    p.allowed_ips
-                        .iter()
-                        .enumerate()
-                        .map(move |(k, a)| (i, k, *a))
-                })
+                .flat_map(|(i, p)| p.allowed_ips.iter().enumerate().map(move |(k, a)| (i, k, *a)))
                 .nth(runs.tunnel_routes);
             if let Some((i, k, a)) = at {
-                report!(self, Code::TunnelRoutes, path = ("peers[{i}].allowed_ips[{k}]"), value = ("{a}"),
-                    msg = ("{who} routes {} allowed IPs over all peers together (its WireGuard table); the peers list {routes}, \
-                            and this is number {}", AtMost(runs.tunnel_routes), runs.tunnel_routes + 1),
-                    hint = ("cover neighbouring addresses with one prefix, or drop prefixes a peer does not need"));
+                report!(
+                    self,
+                    Code::TunnelRoutes,
+                    path = ("peers[{i}].allowed_ips[{k}]"),
+                    value = ("{a}"),
+                    msg = (
+                        "{who} routes {} allowed IPs over all peers together (its WireGuard table); the peers list {routes}, \
+                            and this is number {}",
+                        AtMost(runs.tunnel_routes),
+                        runs.tunnel_routes + 1
+                    ),
+                    hint = ("cover neighbouring addresses with one prefix, or drop prefixes a peer does not need")
+                );
             }
         }
 
         // Ports.
-        let wans: heapless::Vec<usize, { crate::limits::MAX_PORTS }> = c
-            .ports
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.role == PortRole::Wan)
-            .map(|(i, _)| i)
-            .collect();
+        let wans: heapless::Vec<usize, { crate::limits::MAX_PORTS }> =
+            c.ports.iter().enumerate().filter(|(_, p)| p.role == PortRole::Wan).map(|(i, _)| i).collect();
         if wans.is_empty() && !c.ports.is_empty() {
-            report!(self, Code::WanPortCount, path = ("ports"), value = (""),
+            report!(
+                self,
+                Code::WanPortCount,
+                path = ("ports"),
+                value = (""),
                 msg = ("{who} runs exactly one WAN port (the underlay, its default route and WireGuard); this configuration has none"),
-                hint = ("mark the uplink port role = \"wan\""));
+                hint = ("mark the uplink port role = \"wan\"")
+            );
         }
         if let Some(&first) = wans.first() {
             for &i in wans.iter().skip(1) {
-                let (name, first_name) = (
-                    c.ports.get(i).map(|p| &p.name),
-                    c.ports.get(first).map(|p| &p.name),
-                );
+                let (name, first_name) = (c.ports.get(i).map(|p| &p.name), c.ports.get(first).map(|p| &p.name));
                 report!(
                     self,
                     Code::WanPortCount,
                     path = ("ports[{i}].role"),
                     value = ("wan"),
-                    msg = (
-                        "{who} runs exactly one WAN port; ports[{first}] ({}) is already the WAN",
-                        OptName(first_name)
-                    ),
+                    msg = ("{who} runs exactly one WAN port; ports[{first}] ({}) is already the WAN", OptName(first_name)),
                     hint = ("make {} a LAN port, or leave it out", OptName(name))
                 );
             }
         }
-        let wan_mtu = wans
-            .first()
-            .and_then(|&i| c.ports.get(i))
-            .map_or(crate::config::DEFAULT_PORT_MTU, |p| p.mtu);
-        let wan_address = wans
-            .iter()
-            .find_map(|&i| match c.ports.get(i).and_then(|p| p.address) {
-                Some(PortAddress::Static(a)) => Some(a.addr()),
-                _ => None,
-            });
+        let wan_mtu = wans.first().and_then(|&i| c.ports.get(i)).map_or(crate::config::DEFAULT_PORT_MTU, |p| p.mtu);
+        let wan_address = wans.iter().find_map(|&i| match c.ports.get(i).and_then(|p| p.address) {
+            Some(PortAddress::Static(a)) => Some(a.addr()),
+            _ => None,
+        });
         let last_contract = platform::contract_name(runs.ports.saturating_sub(1));
         for (i, p) in c.ports.iter().enumerate() {
             if p.mtu > runs.port_mtu_max && p.mtu <= MTU_MAX {
-                report!(self, Code::MtuAbovePlatform, path = ("ports[{i}].mtu"), value = ("{}", p.mtu),
-                    msg = ("{who} forwards packets of at most {} bytes on a port (its frame buffers); MTU {} would not run",
-                        runs.port_mtu_max, p.mtu),
-                    hint = ("set mtu = {} or less: jumbo frames are not supported yet", runs.port_mtu_max));
+                report!(
+                    self,
+                    Code::MtuAbovePlatform,
+                    path = ("ports[{i}].mtu"),
+                    value = ("{}", p.mtu),
+                    msg = (
+                        "{who} forwards packets of at most {} bytes on a port (its frame buffers); MTU {} would not run",
+                        runs.port_mtu_max,
+                        p.mtu
+                    ),
+                    hint = ("set mtu = {} or less: jumbo frames are not supported yet", runs.port_mtu_max)
+                );
             }
             if let Some(mac) = p.mac.filter(|m| m.0[0] & 1 == 1) {
-                report!(self, Code::MacNotUnicast, path = ("ports[{i}].mac"), value = ("{mac}"),
+                report!(
+                    self,
+                    Code::MacNotUnicast,
+                    path = ("ports[{i}].mac"),
+                    value = ("{mac}"),
                     msg = ("{mac} is a multicast or broadcast address; {who} binds a port to a NIC's own (unicast) MAC"),
-                    hint = ("copy the NIC's MAC from `ip link` or the VM's hardware tab"));
+                    hint = ("copy the NIC's MAC from `ip link` or the VM's hardware tab")
+                );
             }
             match (p.role, p.address) {
                 (PortRole::Lan, None) => {
-                    report!(self, Code::PortAddressMissing, path = ("ports[{i}].address"), value = (""),
-                        msg = ("{who} needs an address on every LAN port (it answers ARP and delivers from it); {} has none: \
-                                bridge-only ports are not supported yet", p.name),
-                        hint = ("give {} its own address in the subnet it serves, like 192.168.10.4/24", p.name));
+                    report!(
+                        self,
+                        Code::PortAddressMissing,
+                        path = ("ports[{i}].address"),
+                        value = (""),
+                        msg = (
+                            "{who} needs an address on every LAN port (it answers ARP and delivers from it); {} has none: \
+                                bridge-only ports are not supported yet",
+                            p.name
+                        ),
+                        hint = ("give {} its own address in the subnet it serves, like 192.168.10.4/24", p.name)
+                    );
                 }
                 (PortRole::Wan, None) if image => {
-                    report!(self, Code::PortAddressMissing, path = ("ports[{i}].address"), value = (""),
+                    report!(
+                        self,
+                        Code::PortAddressMissing,
+                        path = ("ports[{i}].address"),
+                        value = (""),
                         msg = ("the image needs the WAN port's own address; {} has none", p.name),
                         hint = ("write address = \"a.b.c.d/len\" and the gateway (routerd-host runs a WAN port without one: \
-                                 the kernel owns it)"));
+                                 the kernel owns it)")
+                    );
                 }
                 (PortRole::Wan, Some(PortAddress::Dhcp)) if image => {
-                    report!(self, Code::DhcpUnsupported, path = ("ports[{i}].address"), value = ("dhcp"),
+                    report!(
+                        self,
+                        Code::DhcpUnsupported,
+                        path = ("ports[{i}].address"),
+                        value = ("dhcp"),
                         msg = ("the image has no DHCP client yet; {} cannot take its address from DHCP", p.name),
-                        hint = ("give {} a static address and gateway (routerd-host runs dhcp: the kernel owns the WAN address)",
-                            p.name));
+                        hint = ("give {} a static address and gateway (routerd-host runs dhcp: the kernel owns the WAN address)", p.name)
+                    );
                 }
                 _ => {}
             }
-            if image
-                && p.mac.is_none()
-                && platform::contract_index(p.name.as_str(), runs.ports).is_none()
-            {
-                report!(self, Code::PortNameUnbound, path = ("ports[{i}].name"), value = ("{}", p.name),
-                    msg = ("the image binds a port without mac to the NIC of its name (lan0, wan0, lan1 … {last_contract}); \
-                            \"{}\" is none of them", p.name),
-                    hint = ("set mac = \"…\" to the NIC's MAC, or name the port after its NIC (lan0 first, wan0 second)"));
+            if image && p.mac.is_none() && platform::contract_index(p.name.as_str(), runs.ports).is_none() {
+                report!(
+                    self,
+                    Code::PortNameUnbound,
+                    path = ("ports[{i}].name"),
+                    value = ("{}", p.name),
+                    msg = (
+                        "the image binds a port without mac to the NIC of its name (lan0, wan0, lan1 … {last_contract}); \
+                            \"{}\" is none of them",
+                        p.name
+                    ),
+                    hint = ("set mac = \"…\" to the NIC's MAC, or name the port after its NIC (lan0 first, wan0 second)")
+                );
             }
         }
 
@@ -1329,10 +1296,7 @@ impl Checker<'_, '_> {
                     Code::TunnelMtuAboveWan,
                     path = ("wireguard[0].mtu"),
                     value = ("{}", t.mtu),
-                    msg = (
-                        "{who} runs a tunnel MTU up to the WAN port's MTU; {} is above {wan_mtu}",
-                        t.mtu
-                    ),
+                    msg = ("{who} runs a tunnel MTU up to the WAN port's MTU; {} is above {wan_mtu}", t.mtu),
                     hint = (
                         "set mtu = {} (WAN MTU − {}) or less",
                         wan_mtu.saturating_sub(budget::WIREGUARD_OVERHEAD),
@@ -1345,25 +1309,40 @@ impl Checker<'_, '_> {
         // Peers.
         for (i, p) in c.peers.iter().enumerate() {
             if let Some(k) = &p.preshared_key {
-                report!(self, Code::PresharedKeyUnsupported, path = ("peers[{i}].preshared_key"), value = ("{k}"),
+                report!(
+                    self,
+                    Code::PresharedKeyUnsupported,
+                    path = ("peers[{i}].preshared_key"),
+                    value = ("{k}"),
                     msg = ("{who} cannot use pre-shared keys yet: the key store does not supply them"),
-                    hint = ("remove preshared_key here and on the peer"));
+                    hint = ("remove preshared_key here and on the peer")
+                );
             }
             let Some(e) = p.endpoint.as_ref().filter(|_| image) else {
                 continue;
             };
             match &e.host {
                 Host::Dns(name) => {
-                    report!(self, Code::EndpointUnsupported, path = ("peers[{i}].endpoint"), value = ("{e}"),
+                    report!(
+                        self,
+                        Code::EndpointUnsupported,
+                        path = ("peers[{i}].endpoint"),
+                        value = ("{e}"),
                         msg = ("the image has no resolver yet; it cannot dial {name}"),
                         hint = ("write the peer's IPv4 address, or leave endpoint out and let the peer dial in \
-                                 (routerd-host resolves names)"));
+                                 (routerd-host resolves names)")
+                    );
                 }
                 Host::V6(_) => {
-                    report!(self, Code::EndpointUnsupported, path = ("peers[{i}].endpoint"), value = ("{e}"),
+                    report!(
+                        self,
+                        Code::EndpointUnsupported,
+                        path = ("peers[{i}].endpoint"),
+                        value = ("{e}"),
                         msg = ("the image's underlay is IPv4 only; it cannot dial {e}"),
                         hint = ("write the peer's IPv4 address, or leave endpoint out and let the peer dial in \
-                                 (routerd-host maps IPv6 endpoints)"));
+                                 (routerd-host maps IPv6 endpoints)")
+                    );
                 }
                 Host::V4(_) => {}
             }
@@ -1375,29 +1354,33 @@ impl Checker<'_, '_> {
         for (i, s) in c.segments.iter().enumerate() {
             let v = s.local_vtep;
             if c.is_own_address(v) && Some(v) != wan_address && Some(v) != tunnel_address {
-                report!(self, Code::VtepNotWanOrTunnel, path = ("segments[{i}].local_vtep"), value = ("{v}"),
+                report!(
+                    self,
+                    Code::VtepNotWanOrTunnel,
+                    path = ("segments[{i}].local_vtep"),
+                    value = ("{v}"),
                     msg = ("{who} sends VXLAN from the WAN address or the tunnel address; {v} is neither"),
-                    hint = ("use the tunnel address (wireguard[0].address) so VXLAN runs inside WireGuard"));
+                    hint = ("use the tunnel address (wireguard[0].address) so VXLAN runs inside WireGuard")
+                );
             }
             let Some(t) = tunnel.filter(|t| t.address.is_none()) else {
                 continue;
             };
-            let through_tunnel = |v: &Ipv4Addr| {
-                c.peers
-                    .iter()
-                    .filter(|p| p.tunnel == t.name)
-                    .any(|p| p.allowed_ips.iter().any(|a| a.contains(*v)))
-            };
-            if let Some((k, v)) = s
-                .remote_vteps
-                .iter()
-                .enumerate()
-                .find(|(_, v)| through_tunnel(v))
-            {
-                report!(self, Code::VtepNeedsTunnelAddress, path = ("segments[{i}].remote_vteps[{k}]"), value = ("{v}"),
-                    msg = ("{who} sends VXLAN for {v} through tunnel {} (a peer's allowed_ips contain it), but the \
-                            tunnel has no address to send it from", t.name),
-                    hint = ("set wireguard[0].address (like 10.1.0.1/16) and use it as local_vtep"));
+            let through_tunnel =
+                |v: &Ipv4Addr| c.peers.iter().filter(|p| p.tunnel == t.name).any(|p| p.allowed_ips.iter().any(|a| a.contains(*v)));
+            if let Some((k, v)) = s.remote_vteps.iter().enumerate().find(|(_, v)| through_tunnel(v)) {
+                report!(
+                    self,
+                    Code::VtepNeedsTunnelAddress,
+                    path = ("segments[{i}].remote_vteps[{k}]"),
+                    value = ("{v}"),
+                    msg = (
+                        "{who} sends VXLAN for {v} through tunnel {} (a peer's allowed_ips contain it), but the \
+                            tunnel has no address to send it from",
+                        t.name
+                    ),
+                    hint = ("set wireguard[0].address (like 10.1.0.1/16) and use it as local_vtep")
+                );
             }
         }
     }
@@ -1420,10 +1403,7 @@ impl Checker<'_, '_> {
                 Code::PlatformCapacity,
                 path = ("{path}"),
                 value = ("{}", OptName(value)),
-                msg = (
-                    "{who} runs {} {what}; this configuration has {len}",
-                    AtMost(limit)
-                ),
+                msg = ("{who} runs {} {what}; this configuration has {len}", AtMost(limit)),
                 hint = ("{hint}")
             );
         }
@@ -1536,20 +1516,8 @@ mod tests {
         pass: fn(&mut Config),
     }
 
-    const fn case(
-        code: Code,
-        base: &'static str,
-        path: &'static str,
-        fail: fn(&mut Config),
-        pass: fn(&mut Config),
-    ) -> Case {
-        Case {
-            code,
-            base,
-            path,
-            fail,
-            pass,
-        }
+    const fn case(code: Code, base: &'static str, path: &'static str, fail: fn(&mut Config), pass: fn(&mut Config)) -> Case {
+        Case { code, base, path, fail, pass }
     }
 
     fn none(_: &mut Config) {}
@@ -1689,10 +1657,9 @@ mod tests {
         use Code::*;
         match (name, platform) {
             ("hybrid-onprem" | "hybrid-cloud", _) => &[],
-            ("two-site-roz", Some(Platform::Image)) => &[
-                (PortAddressMissing, "ports[2].address"),
-                (EndpointUnsupported, "peers[0].endpoint"),
-            ],
+            ("two-site-roz", Some(Platform::Image)) => {
+                &[(PortAddressMissing, "ports[2].address"), (EndpointUnsupported, "peers[0].endpoint")]
+            }
             ("two-site-wro", Some(Platform::Image)) => &[
                 (PortAddressMissing, "ports[2].address"),
                 (DhcpUnsupported, "ports[1].address"),
@@ -1715,11 +1682,7 @@ mod tests {
         for (name, text) in EXAMPLES {
             for platform in [None, Some(Platform::Image), Some(Platform::Host)] {
                 let r = report_for(&load(text), platform);
-                let mut got: std::vec::Vec<(Code, &str)> = r
-                    .problems
-                    .iter()
-                    .map(|p| (p.code, p.path.as_str()))
-                    .collect();
+                let mut got: std::vec::Vec<(Code, &str)> = r.problems.iter().map(|p| (p.code, p.path.as_str())).collect();
                 let mut want = example_refusals(name, platform).to_vec();
                 got.sort_by_key(|(c, p)| (c.as_str(), *p));
                 want.sort_by_key(|(c, p)| (c.as_str(), *p));
@@ -1752,15 +1715,7 @@ mod tests {
         fail: fn(&mut Config),
         pass: fn(&mut Config),
     ) -> RunCase {
-        RunCase {
-            code,
-            base,
-            path,
-            image: on.0,
-            host: on.1,
-            fail,
-            pass,
-        }
+        RunCase { code, base, path, image: on.0, host: on.1, fail, pass }
     }
 
     /// Peer `name` with `n` /32s in 10.`net`.0.0/16.
@@ -1768,9 +1723,7 @@ mod tests {
         add_peer(c, name, key, &[]);
         let p = c.peers.last_mut().unwrap();
         for k in 0..n {
-            p.allowed_ips
-                .push(cidr(&std::format!("10.{net}.0.{}/32", k + 1)))
-                .unwrap();
+            p.allowed_ips.push(cidr(&std::format!("10.{net}.0.{}/32", k + 1))).unwrap();
         }
     }
 
@@ -1840,44 +1793,17 @@ mod tests {
                 let r = report_for(&bad, platform);
                 let hit = r.problems.iter().find(|p| p.code == c.code);
                 if !expected {
-                    assert!(
-                        hit.is_none(),
-                        "case {n} {:?} reported on {platform:?}\n{}",
-                        c.code,
-                        show(&r)
-                    );
+                    assert!(hit.is_none(), "case {n} {:?} reported on {platform:?}\n{}", c.code, show(&r));
                     continue;
                 }
-                let hit = hit.unwrap_or_else(|| {
-                    panic!(
-                        "case {n} {:?}: not reported on {platform:?}\n{}",
-                        c.code,
-                        show(&r)
-                    )
-                });
-                assert_eq!(
-                    hit.path.as_str(),
-                    c.path,
-                    "case {n} {:?}\n{}",
-                    c.code,
-                    show(&r)
-                );
+                let hit = hit.unwrap_or_else(|| panic!("case {n} {:?}: not reported on {platform:?}\n{}", c.code, show(&r)));
+                assert_eq!(hit.path.as_str(), c.path, "case {n} {:?}\n{}", c.code, show(&r));
                 assert!(!r.is_valid() && hit.severity == Severity::Error, "case {n}");
                 assert!(!hit.message.is_empty() && !hit.hint.is_empty(), "case {n}");
                 let subject = platform.map_or("routerd", Platform::subject);
-                assert!(
-                    hit.message.contains(subject),
-                    "case {n} {:?}: the message does not name {subject}: {}",
-                    c.code,
-                    hit.message
-                );
+                assert!(hit.message.contains(subject), "case {n} {:?}: the message does not name {subject}: {}", c.code, hit.message);
                 let r = report_for(&good, platform);
-                assert!(
-                    !r.has(c.code),
-                    "case {n} {:?}: reported on the passing variant\n{}",
-                    c.code,
-                    show(&r)
-                );
+                assert!(!r.has(c.code), "case {n} {:?}: reported on the passing variant\n{}", c.code, show(&r));
             }
         }
     }
@@ -1887,15 +1813,8 @@ mod tests {
         let mut c = load(O);
         add_tunnel(&mut c, "wg1", 51821, "device:wg1");
         let r = validate_for(&c, Platform::Image);
-        let p = r
-            .problems
-            .iter()
-            .find(|p| p.code == Code::PlatformCapacity)
-            .unwrap();
-        assert_eq!(
-            std::format!("{p}"),
-            "wireguard[1]: the image runs one WireGuard interface; this configuration has 2"
-        );
+        let p = r.problems.iter().find(|p| p.code == Code::PlatformCapacity).unwrap();
+        assert_eq!(std::format!("{p}"), "wireguard[1]: the image runs one WireGuard interface; this configuration has 2");
         assert_eq!(p.value.as_str(), "wg1");
     }
 
@@ -1907,15 +1826,8 @@ mod tests {
             (c.fail)(&mut bad);
             let r = validate(&bad);
             let hit = r.problems.iter().find(|p| p.code == c.code);
-            let hit =
-                hit.unwrap_or_else(|| panic!("case {n} {:?}: not reported\n{}", c.code, show(&r)));
-            assert_eq!(
-                hit.path.as_str(),
-                c.path,
-                "case {n} {:?}\n{}",
-                c.code,
-                show(&r)
-            );
+            let hit = hit.unwrap_or_else(|| panic!("case {n} {:?}: not reported\n{}", c.code, show(&r)));
+            assert_eq!(hit.path.as_str(), c.path, "case {n} {:?}\n{}", c.code, show(&r));
             assert_eq!(hit.severity, c.code.severity());
             assert!(!hit.message.is_empty() && !hit.hint.is_empty(), "case {n}");
             assert_eq!(r.is_valid(), r.errors == 0);
@@ -1925,12 +1837,7 @@ mod tests {
             let mut good = base.clone();
             (c.pass)(&mut good);
             let r = validate(&good);
-            assert!(
-                !r.has(c.code),
-                "case {n} {:?}: reported on the passing variant\n{}",
-                c.code,
-                show(&r)
-            );
+            assert!(!r.has(c.code), "case {n} {:?}: reported on the passing variant\n{}", c.code, show(&r));
         }
     }
 
@@ -1945,10 +1852,7 @@ mod tests {
         }
         // Codes are stable identifiers: unique and kebab-case.
         for (i, a) in Code::ALL.iter().enumerate() {
-            assert!(a
-                .as_str()
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b == b'-'));
+            assert!(a.as_str().bytes().all(|b| b.is_ascii_lowercase() || b == b'-'));
             assert!(Code::ALL[..i].iter().all(|b| b.as_str() != a.as_str()));
         }
     }
@@ -1957,11 +1861,7 @@ mod tests {
     fn every_code_is_documented() {
         let doc = include_str!("../CONFIG.md");
         for code in Code::ALL {
-            assert!(
-                doc.contains(&std::format!("`{}`", code.as_str())),
-                "CONFIG.md lacks {}",
-                code.as_str()
-            );
+            assert!(doc.contains(&std::format!("`{}`", code.as_str())), "CONFIG.md lacks {}", code.as_str());
         }
     }
 
@@ -1970,20 +1870,10 @@ mod tests {
         let mut c = load(O);
         c.claims[2].address = cidr("10.0.0.9/24");
         let r = validate(&c);
-        let p = r
-            .problems
-            .iter()
-            .find(|p| p.code == Code::ClaimNotHost)
-            .unwrap();
-        assert_eq!(
-            std::format!("{p}"),
-            "claims[2].address: 10.0.0.9/24 is not a /32"
-        );
+        let p = r.problems.iter().find(|p| p.code == Code::ClaimNotHost).unwrap();
+        assert_eq!(std::format!("{p}"), "claims[2].address: 10.0.0.9/24 is not a /32");
         assert_eq!(p.value.as_str(), "10.0.0.9/24");
-        assert_eq!(
-            p.hint.as_str(),
-            "a claim moves one address: write 10.0.0.9/32"
-        );
+        assert_eq!(p.hint.as_str(), "a claim moves one address: write 10.0.0.9/32");
     }
 
     #[test]
@@ -1993,17 +1883,9 @@ mod tests {
         let mut c = load(HYBRID_CLOUD);
         c.peers[0].allowed_ips.push(cidr("10.20.0.0/24")).unwrap();
         let r = validate(&c);
-        let loops: std::vec::Vec<_> = r
-            .problems
-            .iter()
-            .filter(|p| p.code == Code::ClaimLoop)
-            .collect();
+        let loops: std::vec::Vec<_> = r.problems.iter().filter(|p| p.code == Code::ClaimLoop).collect();
         assert_eq!(loops.len(), 2, "{}", show(&r));
-        assert!(
-            loops[0].message.contains("peer onprem"),
-            "{}",
-            loops[0].message
-        );
+        assert!(loops[0].message.contains("peer onprem"), "{}", loops[0].message);
     }
 
     #[test]

@@ -17,8 +17,7 @@
 use core::fmt;
 
 use crate::limits::{
-    CONFIG_WIRE_MAX, MAX_ALLOWED_IPS, MAX_CLAIMS, MAX_HOST_LEN, MAX_NAME_LEN, MAX_PEERS, MAX_PORTS,
-    MAX_SEGMENTS, MAX_TUNNELS, MAX_VTEPS,
+    CONFIG_WIRE_MAX, MAX_ALLOWED_IPS, MAX_CLAIMS, MAX_HOST_LEN, MAX_NAME_LEN, MAX_PEERS, MAX_PORTS, MAX_SEGMENTS, MAX_TUNNELS, MAX_VTEPS,
 };
 use crate::Config;
 
@@ -99,9 +98,7 @@ pub enum WireError {
 impl fmt::Display for WireError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            WireError::BufferTooSmall => {
-                f.write_str("buffer too small for the encoded configuration")
-            }
+            WireError::BufferTooSmall => f.write_str("buffer too small for the encoded configuration"),
             WireError::Malformed(e) => write!(f, "malformed configuration: {e}"),
             WireError::TrailingBytes(n) => {
                 write!(f, "{n} unexpected bytes after the configuration")
@@ -123,8 +120,7 @@ pub fn encode<'b>(config: &Config, buf: &'b mut [u8]) -> Result<&'b mut [u8], Wi
 
 /// Decodes exactly one configuration from `bytes`.
 pub fn decode(bytes: &[u8]) -> Result<Config, WireError> {
-    let (config, rest) =
-        postcard::take_from_bytes::<Config>(bytes).map_err(WireError::Malformed)?;
+    let (config, rest) = postcard::take_from_bytes::<Config>(bytes).map_err(WireError::Malformed)?;
     if !rest.is_empty() {
         return Err(WireError::TrailingBytes(rest.len()));
     }
@@ -150,15 +146,8 @@ mod tests {
     fn maximal_config_hits_the_computed_bound_exactly() {
         let max = maximal_config();
         let bytes = encoded(&max);
-        assert_eq!(
-            bytes.len(),
-            Config::WIRE_MAX,
-            "WireMax sums drifted from the real layout"
-        );
-        std::println!(
-            "maximal config: {} bytes (limit {CONFIG_WIRE_MAX})",
-            bytes.len()
-        );
+        assert_eq!(bytes.len(), Config::WIRE_MAX, "WireMax sums drifted from the real layout");
+        std::println!("maximal config: {} bytes (limit {CONFIG_WIRE_MAX})", bytes.len());
         assert!(bytes.len() <= CONFIG_WIRE_MAX);
         assert_eq!(decode(&bytes).unwrap(), max);
     }
@@ -201,10 +190,7 @@ mod tests {
         let c = load(HYBRID_ONPREM);
         let mut bytes = encoded(&c);
         for cut in 0..bytes.len() {
-            assert!(
-                decode(&bytes[..cut]).is_err(),
-                "prefix of {cut} bytes decoded"
-            );
+            assert!(decode(&bytes[..cut]).is_err(), "prefix of {cut} bytes decoded");
         }
         bytes.push(0);
         assert_eq!(decode(&bytes).unwrap_err(), WireError::TrailingBytes(1));
@@ -254,18 +240,12 @@ mod tests {
     /// in place for an unchanged hash.
     #[test]
     fn wire_layout_is_pinned_to_schema_hash() {
-        const PINNED: &[(u64, u64)] =
-            &[(0xe3ca_834a_5093_5166, 0xcf79_dbbf_fadf_6eb8), (0x48e6_12b8_8fab_7719, 0x89b9_6d16_9cbf_5a56)];
+        const PINNED: &[(u64, u64)] = &[(0xe3ca_834a_5093_5166, 0xcf79_dbbf_fadf_6eb8), (0x48e6_12b8_8fab_7719, 0x89b9_6d16_9cbf_5a56)];
         let h = fnv1a(0xcbf2_9ce4_8422_2325, &encoded(&maximal_config()));
         let h = fnv1a(h, &encoded(&sample_config()));
         match PINNED.iter().find(|(schema, _)| *schema == SCHEMA_HASH) {
-            Some((_, layout)) => assert_eq!(
-                *layout, h,
-                "wire layout changed without a schema change: edit SCHEMA_DESCRIPTION"
-            ),
-            None => panic!(
-                "SCHEMA_HASH {SCHEMA_HASH:#018x} is not pinned: add ({SCHEMA_HASH:#018x}, {h:#018x})"
-            ),
+            Some((_, layout)) => assert_eq!(*layout, h, "wire layout changed without a schema change: edit SCHEMA_DESCRIPTION"),
+            None => panic!("SCHEMA_HASH {SCHEMA_HASH:#018x} is not pinned: add ({SCHEMA_HASH:#018x}, {h:#018x})"),
         }
     }
 

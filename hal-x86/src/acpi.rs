@@ -129,9 +129,9 @@ fn s5_from_aml(aml: &[u8]) -> Option<(u16, u16)> {
     let mut value = || -> Option<u16> {
         let op = *aml.get(i)?;
         let (v, len) = match op {
-            0x00 => (0, 1),                              // ZeroOp
-            0x01 => (1, 1),                              // OneOp
-            0x0a => (u16::from(*aml.get(i + 1)?), 2),    // BytePrefix
+            0x00 => (0, 1),                                                        // ZeroOp
+            0x01 => (1, 1),                                                        // OneOp
+            0x0a => (u16::from(*aml.get(i + 1)?), 2),                              // BytePrefix
             0x0b => (u16::from_le_bytes([*aml.get(i + 1)?, *aml.get(i + 2)?]), 3), // WordPrefix
             _ => return None,
         };

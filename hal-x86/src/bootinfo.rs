@@ -136,10 +136,7 @@ impl BootInfo {
         if eax == MULTIBOOT2_MAGIC {
             return parse_multiboot2(mem, u64::from(ebx));
         }
-        let magic = mem
-            .read(u64::from(ebx), 4)
-            .and_then(|b| read_u32(b, 0))
-            .ok_or(BootInfoError::Malformed("start info unreadable"))?;
+        let magic = mem.read(u64::from(ebx), 4).and_then(|b| read_u32(b, 0)).ok_or(BootInfoError::Malformed("start info unreadable"))?;
         if magic == PVH_MAGIC {
             parse_pvh(mem, u64::from(ebx))
         } else {
@@ -154,10 +151,7 @@ impl BootInfo {
 
     /// Total bytes of usable RAM.
     pub fn usable_bytes(&self) -> u64 {
-        self.memory()
-            .iter()
-            .filter(|r| r.kind == MemoryKind::Usable)
-            .fold(0u64, |acc, r| acc.saturating_add(r.len))
+        self.memory().iter().filter(|r| r.kind == MemoryKind::Usable).fold(0u64, |acc, r| acc.saturating_add(r.len))
     }
 
     /// The kernel command line (lossy: invalid UTF-8 ends it).
@@ -372,19 +366,13 @@ mod tests {
     fn pvh_with_absurd_entry_count_is_an_error_not_a_fault() {
         let mut mem = pvh_fixture();
         put32(&mut mem.bytes, 48, u32::MAX);
-        assert_eq!(
-            BootInfo::parse(&mem, 0, 0x1000).unwrap_err(),
-            BootInfoError::Malformed("memory map unreadable")
-        );
+        assert_eq!(BootInfo::parse(&mem, 0, 0x1000).unwrap_err(), BootInfoError::Malformed("memory map unreadable"));
     }
 
     #[test]
     fn unknown_loader_is_reported() {
         let mem = Fake { base: 0x1000, bytes: std::vec![0; 64] };
-        assert_eq!(
-            BootInfo::parse(&mem, 0x1234, 0x1000).unwrap_err(),
-            BootInfoError::UnknownLoader { eax: 0x1234 }
-        );
+        assert_eq!(BootInfo::parse(&mem, 0x1234, 0x1000).unwrap_err(), BootInfoError::UnknownLoader { eax: 0x1234 });
         assert_eq!(BootInfo::parse(&mem, 0, 0).unwrap_err(), BootInfoError::NullPointer);
     }
 

@@ -69,14 +69,14 @@ impl Clock {
                 polls += 1;
             }
             let end = rdtsc();
-            if done { Some(end.wrapping_sub(start)) } else { None }
+            if done {
+                Some(end.wrapping_sub(start))
+            } else {
+                None
+            }
         };
         match measured {
-            Some(ticks) if ticks > 0 => Clock {
-                tsc_hz: ticks.saturating_mul(1000) / CALIBRATION_MS,
-                origin,
-                calibrated: true,
-            },
+            Some(ticks) if ticks > 0 => Clock { tsc_hz: ticks.saturating_mul(1000) / CALIBRATION_MS, origin, calibrated: true },
             _ => Clock { tsc_hz: FALLBACK_TSC_HZ, origin, calibrated: false },
         }
     }

@@ -184,8 +184,7 @@ fn device_seed_healthy(d: &[u8; 32]) -> bool {
         b.copy_from_slice(c);
         *w = u64::from_le_bytes(b);
     }
-    words.iter().all(|&w| w != 0 && w != u64::MAX)
-        && (0..4).all(|i| (i + 1..4).all(|j| words[i] != words[j]))
+    words.iter().all(|&w| w != 0 && w != u64::MAX) && (0..4).all(|i| (i + 1..4).all(|j| words[i] != words[j]))
 }
 
 fn seed_from(source: Source) -> Option<[u8; 32]> {

@@ -17,6 +17,6 @@ pub mod dma;
 pub mod entropy;
 pub mod nic;
 pub mod pci;
-pub mod rng;
 pub mod power;
+pub mod rng;
 pub mod serial;

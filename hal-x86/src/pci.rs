@@ -8,9 +8,7 @@
 //! PCI module, which the virtio driver uses anyway. MAC addresses are read by
 //! the NIC drivers (`crate::nic`) as part of bringing a device up.
 
-use virtio_drivers::transport::pci::bus::{
-    ConfigurationAccess, DeviceFunction, DeviceFunctionInfo, HeaderType, PciRoot,
-};
+use virtio_drivers::transport::pci::bus::{ConfigurationAccess, DeviceFunction, DeviceFunctionInfo, HeaderType, PciRoot};
 use x86_64::instructions::port::Port;
 
 pub use virtio_drivers::transport::pci::bus;

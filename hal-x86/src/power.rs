@@ -56,10 +56,7 @@ pub fn reset() -> ! {
         Port::<u8>::new(0x64).write(0xFE);
     }
     // A zero-length IDT turns the next exception into a triple fault.
-    let empty = x86_64::structures::DescriptorTablePointer {
-        limit: 0,
-        base: x86_64::VirtAddr::new(0),
-    };
+    let empty = x86_64::structures::DescriptorTablePointer { limit: 0, base: x86_64::VirtAddr::new(0) };
     // SAFETY: loading an empty IDT and trapping is the intended way to reset.
     unsafe {
         x86_64::instructions::tables::lidt(&empty);

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 use config_schema::{Capture, CaptureMethod, Claim, Config, Delivery, Ipv4Cidr, MssClamp, Name};
-use routerd_provision::message::{ChangeKind, ClaimRole, ClaimState, Failure as BoxFailure, FailureKind, KeyInfo, Op, Outcome, Reply, Status};
+use routerd_provision::message::{
+    ChangeKind, ClaimRole, ClaimState, Failure as BoxFailure, FailureKind, KeyInfo, Op, Outcome, Reply, Status,
+};
 use serde_json::{json, Value};
 
 use crate::client::{Client, PortSpec};
@@ -36,8 +38,7 @@ impl Conn {
     pub fn connect(&self) -> Result<Client, Failure> {
         let spec = PortSpec::parse(&self.port).map_err(Failure::usage)?;
         let timeout = Duration::from_millis(self.timeout.max(50));
-        progress(&format!("opening a session on {spec}"), || Client::connect(&spec, self.baud, timeout))
-            .map_err(|e| failed(e.to_string()))
+        progress(&format!("opening a session on {spec}"), || Client::connect(&spec, self.baud, timeout)).map_err(|e| failed(e.to_string()))
     }
 }
 
@@ -146,8 +147,7 @@ fn load_file(file: &Path) -> Result<Box<Config>, Failure> {
     } else {
         std::fs::read_to_string(file).map_err(|e| Failure::usage(format!("cannot read {}: {e}", file.display())))?
     };
-    let cfg = config_schema::human::from_toml(&text)
-        .map_err(|e| Failure::usage(format!("{}: {}", file.display(), e.report.trim_end())))?;
+    let cfg = config_schema::human::from_toml(&text).map_err(|e| Failure::usage(format!("{}: {}", file.display(), e.report.trim_end())))?;
     // The box runs the same check; doing it here first saves a round trip
     // and keeps the line free of configurations that cannot apply.
     let report = config_schema::validate(&cfg);
@@ -197,13 +197,17 @@ pub fn status_text(st: &Status) -> String {
     if st.configured {
         o += &format!(
             "{} (side {}), routerd {} build {}, up {}h{:02}m{:02}s, config applied {}\n",
-            st.device, st.side, st.software, st.build, up / 3600, up / 60 % 60, up % 60, ago(st.applied_ms_ago)
+            st.device,
+            st.side,
+            st.software,
+            st.build,
+            up / 3600,
+            up / 60 % 60,
+            up % 60,
+            ago(st.applied_ms_ago)
         );
     } else {
-        o += &format!(
-            "unconfigured box, routerd {} build {}, up {}s: not forwarding (routerctl apply FILE)\n",
-            st.software, st.build, up
-        );
+        o += &format!("unconfigured box, routerd {} build {}, up {}s: not forwarding (routerctl apply FILE)\n", st.software, st.build, up);
     }
     o += "\nports\n";
     for p in &st.ports {
@@ -796,9 +800,7 @@ pub fn key(cmd: KeyCommand) -> Result<u8, Failure> {
         KeyCommand::Show { conn, json } => (conn, Op::KeyShow, json),
         KeyCommand::Generate { slot, yes, conn, json } => {
             if !yes {
-                return Err(Failure::usage(
-                    "key generate replaces the key: peers must be given the new public key. Add --yes to proceed",
-                ));
+                return Err(Failure::usage("key generate replaces the key: peers must be given the new public key. Add --yes to proceed"));
             }
             (conn, Op::KeyGenerate(name("slot", &slot)?), json)
         }
@@ -809,11 +811,10 @@ pub fn key(cmd: KeyCommand) -> Result<u8, Failure> {
             let mut text = String::new();
             std::io::stdin().read_to_string(&mut text).map_err(|e| Failure::usage(format!("cannot read stdin: {e}")))?;
             use base64::Engine;
-            let secret: [u8; 32] = base64::engine::general_purpose::STANDARD
-                .decode(text.trim())
-                .ok()
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| Failure::usage("stdin is not a base64 WireGuard private key (44 characters, like `wg genkey` prints)"))?;
+            let secret: [u8; 32] =
+                base64::engine::general_purpose::STANDARD.decode(text.trim()).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| {
+                    Failure::usage("stdin is not a base64 WireGuard private key (44 characters, like `wg genkey` prints)")
+                })?;
             (conn, Op::KeyImport(name("slot", &slot)?, secret), json)
         }
     };
@@ -886,4 +887,3 @@ pub fn reboot(conn: &Conn, yes: bool) -> Result<u8, Failure> {
         other => Err(unexpected(&other)),
     }
 }
-

@@ -45,9 +45,7 @@ impl PortSpec {
         if s.starts_with('/') {
             return Ok(PortSpec::Tty(s.into()));
         }
-        Err(format!(
-            "--port {s:?}: give a tty path (/dev/ttyUSB0), pty:/dev/pts/N or unix:/path/to.sock"
-        ))
+        Err(format!("--port {s:?}: give a tty path (/dev/ttyUSB0), pty:/dev/pts/N or unix:/path/to.sock"))
     }
 }
 
@@ -231,9 +229,7 @@ impl Client {
         self.seq = self.seq.wrapping_add(1).max(1);
         let req = Request { seq, op };
         let mut payload = vec![0u8; MAX_PAYLOAD];
-        let n = message::encode(&req, &mut payload)
-            .map_err(|_| LinkError("the request does not fit in one frame".into()))?
-            .len();
+        let n = message::encode(&req, &mut payload).map_err(|_| LinkError("the request does not fit in one frame".into()))?.len();
         let mut wire = vec![0u8; MAX_FRAME];
         let m = frame::encode(&payload[..n], &mut wire).map_err(|_| LinkError("the request does not fit in one frame".into()))?;
         let port = self.port.clone();

@@ -12,10 +12,7 @@ use std::path::{Path, PathBuf};
 use clap::{Subcommand, ValueEnum};
 use config_schema::budget::{self, Carrier};
 use config_schema::human::{self, MAX_TOML_LEN};
-use config_schema::{
-    validate_for, ClaimAction, Config, MssClamp, Platform, PortAddress, PortRole, Problem, Report,
-    Severity,
-};
+use config_schema::{validate_for, ClaimAction, Config, MssClamp, Platform, PortAddress, PortRole, Problem, Report, Severity};
 use serde_json::{json, Value};
 
 use crate::{Failure, EXIT_FAILED, EXIT_USAGE};
@@ -177,10 +174,8 @@ pub fn run(cmd: ConfigCommand) -> Result<u8, Failure> {
         ConfigCommand::Show { file, platform, json } => show_cmd(&file, platform.into(), json),
         ConfigCommand::Example { which, json } => {
             if json {
-                let config = human::from_toml(which.text()).map_err(|e| Failure {
-                    code: EXIT_FAILED,
-                    message: format!("built-in example: {e}"),
-                })?;
+                let config =
+                    human::from_toml(which.text()).map_err(|e| Failure { code: EXIT_FAILED, message: format!("built-in example: {e}") })?;
                 print_json(&json!({ "config": config }))
             } else {
                 print!("{}", which.text());
@@ -208,13 +203,7 @@ fn display_name(file: &Path) -> String {
 }
 
 fn read_text(file: &Path) -> Result<String, LoadError> {
-    let io = |what: String| LoadError {
-        kind: "io",
-        line: None,
-        column: None,
-        report: what.clone(),
-        message: what,
-    };
+    let io = |what: String| LoadError { kind: "io", line: None, column: None, report: what.clone(), message: what };
     let mut bytes = Vec::new();
     // Read one byte past the limit so an oversized file is recognised
     // without reading all of it.
@@ -226,23 +215,14 @@ fn read_text(file: &Path) -> Result<String, LoadError> {
     };
     result.map_err(|e| io(format!("cannot read {}: {e}", display_name(file))))?;
     if bytes.len() > MAX_TOML_LEN {
-        return Err(io(format!(
-            "{} is larger than {MAX_TOML_LEN} bytes; that is not a configuration file",
-            display_name(file)
-        )));
+        return Err(io(format!("{} is larger than {MAX_TOML_LEN} bytes; that is not a configuration file", display_name(file))));
     }
     String::from_utf8(bytes).map_err(|e| LoadError {
         kind: "parse",
         line: None,
         column: None,
-        message: format!(
-            "the file is not UTF-8 text (invalid byte at offset {})",
-            e.utf8_error().valid_up_to()
-        ),
-        report: format!(
-            "the file is not UTF-8 text (invalid byte at offset {})",
-            e.utf8_error().valid_up_to()
-        ),
+        message: format!("the file is not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()),
+        report: format!("the file is not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()),
     })
 }
 
@@ -276,17 +256,12 @@ fn load_failure(file: &Path, e: LoadError, as_json: bool) -> Result<u8, Failure>
     if e.kind == "parse" && e.report.contains('\n') {
         message = format!("{message}\n{}", e.report.trim_end());
     }
-    Err(Failure {
-        code: EXIT_USAGE,
-        message,
-    })
+    Err(Failure { code: EXIT_USAGE, message })
 }
 
 fn print_json(value: &Value) -> Result<u8, Failure> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| Failure {
-        code: EXIT_FAILED,
-        message: format!("cannot format JSON: {e}"),
-    })?;
+    let text =
+        serde_json::to_string_pretty(value).map_err(|e| Failure { code: EXIT_FAILED, message: format!("cannot format JSON: {e}") })?;
     println!("{text}");
     Ok(0)
 }
@@ -340,17 +315,12 @@ fn validate_cmd(file: &Path, platform: Platform, as_json: bool) -> Result<u8, Fa
     if as_json {
         let mut doc = validation_json(&report, platform);
         doc["file"] = json!(display_name(file));
-        doc["device"] =
-            json!({ "name": config.device.name.as_str(), "side": config.device.side.as_str() });
+        doc["device"] = json!({ "name": config.device.name.as_str(), "side": config.device.side.as_str() });
         doc["schema_hash"] = json!(format!("{:#018x}", config_schema::SCHEMA_HASH));
         print_json(&doc)?;
         return Ok(code);
     }
-    let verdict = if report.is_valid() {
-        "valid"
-    } else {
-        "INVALID"
-    };
+    let verdict = if report.is_valid() { "valid" } else { "INVALID" };
     println!(
         "{}: {verdict} (device {}, side {}, for {}): {}, {}",
         display_name(file),
@@ -367,10 +337,7 @@ fn validate_cmd(file: &Path, platform: Platform, as_json: bool) -> Result<u8, Fa
         println!("\n{}", problem_text(p));
     }
     if report.omitted > 0 {
-        println!(
-            "\n… and {} more not shown; fix these first.",
-            plural(report.omitted, "problem")
-        );
+        println!("\n… and {} more not shown; fix these first.", plural(report.omitted, "problem"));
     }
     Ok(code)
 }
@@ -417,13 +384,12 @@ fn claim_views(config: &Config) -> Vec<ClaimView> {
                     json["delivery"] = json!({ "tunnel": tunnel.as_str(), "peer": peer.as_str() });
                     json["gratuitous_arp"] = json!(claim.gratuitous_arp_count());
                     let how = match method {
-                        config_schema::CaptureMethod::ProxyArp => format!(
-                            "capture via proxy-arp on {port} ({} gratuitous ARPs)",
-                            claim.gratuitous_arp_count()
-                        ),
-                        config_schema::CaptureMethod::ProviderSecondaryIp => format!(
-                            "capture: provider delivers it on {port} (never held or answered locally)"
-                        ),
+                        config_schema::CaptureMethod::ProxyArp => {
+                            format!("capture via proxy-arp on {port} ({} gratuitous ARPs)", claim.gratuitous_arp_count())
+                        }
+                        config_schema::CaptureMethod::ProviderSecondaryIp => {
+                            format!("capture: provider delivers it on {port} (never held or answered locally)")
+                        }
                     };
                     format!("{how} → deliver to peer {peer} over {tunnel}; {mss_line}")
                 }
@@ -480,7 +446,12 @@ fn budget_views(config: &Config) -> (Value, Vec<String>) {
             let fit = if b.fits() { "fits" } else { "DOES NOT FIT" };
             lines.push(format!(
                 "segment {} (VNI {}): MTU {} {fit} {} ({carrier}) − {} (VXLAN) = {}; MSS clamp {} ({source})",
-                s.name, s.vni, b.mtu, b.carrier_mtu, budget::VXLAN_OVERHEAD, b.max_mtu,
+                s.name,
+                s.vni,
+                b.mtu,
+                b.carrier_mtu,
+                budget::VXLAN_OVERHEAD,
+                b.max_mtu,
                 mss.unwrap_or(b.auto_mss)
             ));
             json!({
@@ -531,18 +502,10 @@ fn show_cmd(file: &Path, platform: Platform, as_json: bool) -> Result<u8, Failur
         }))?;
         return Ok(code);
     }
-    let toml = human::to_toml(&config).map_err(|e| Failure {
-        code: EXIT_FAILED,
-        message: format!("cannot format the configuration: {e}"),
-    })?;
+    let toml =
+        human::to_toml(&config).map_err(|e| Failure { code: EXIT_FAILED, message: format!("cannot format the configuration: {e}") })?;
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# {} (side {}), from {}",
-        config.device.name,
-        config.device.side,
-        display_name(file)
-    );
+    let _ = writeln!(out, "# {} (side {}), from {}", config.device.name, config.device.side, display_name(file));
     let _ = writeln!(out, "#\n# ports:");
     for p in &config.ports {
         let _ = writeln!(out, "#   {}", port_line(p));
@@ -564,17 +527,9 @@ fn show_cmd(file: &Path, platform: Platform, as_json: bool) -> Result<u8, Failur
         platform.subject(),
         plural(report.errors, "error"),
         plural(report.warnings, "warning"),
-        if report.problems.is_empty() {
-            ""
-        } else {
-            " (details: routerctl config validate)"
-        }
+        if report.problems.is_empty() { "" } else { " (details: routerctl config validate)" }
     );
-    for p in report
-        .problems
-        .iter()
-        .filter(|p| p.severity == Severity::Error)
-    {
+    for p in report.problems.iter().filter(|p| p.severity == Severity::Error) {
         let _ = writeln!(out, "#   {p}");
     }
     let _ = writeln!(out, "#\n# normalized configuration (defaults filled in):\n");
@@ -593,14 +548,11 @@ fn show_cmd(file: &Path, platform: Platform, as_json: bool) -> Result<u8, Failur
 }
 
 fn import_wg_cmd(file: &Path, name: Option<&str>) -> Result<u8, Failure> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| Failure::usage(format!("cannot read {}: {e}", display_name(file))))?;
+    let text = std::fs::read_to_string(file).map_err(|e| Failure::usage(format!("cannot read {}: {e}", display_name(file))))?;
     let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("wg0");
     let tunnel = name.unwrap_or(stem);
-    config_schema::Name::new(tunnel)
-        .map_err(|e| Failure::usage(format!("tunnel name {tunnel:?}: {e:?}; give one with --name")))?;
-    let got = crate::import_wg::import(&text, tunnel)
-        .map_err(|e| Failure::usage(format!("{}: {e}", display_name(file))))?;
+    config_schema::Name::new(tunnel).map_err(|e| Failure::usage(format!("tunnel name {tunnel:?}: {e:?}; give one with --name")))?;
+    let got = crate::import_wg::import(&text, tunnel).map_err(|e| Failure::usage(format!("{}: {e}", display_name(file))))?;
     println!("# imported from {} by routerctl config import-wg", display_name(file));
     print!("{}", got.toml);
     if got.had_private_key {

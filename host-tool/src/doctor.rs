@@ -208,10 +208,7 @@ pub fn hybrid(st: &Status, cfg: Option<&Config>) -> Vec<Check> {
                 Some(p) => out.push(pass(
                     "claim.delivery",
                     &subject,
-                    format!(
-                        "/32 via {} to peer {}: {} packets out, {} back",
-                        c.tunnel, p.name, c.to_tunnel_packets, c.from_tunnel_packets
-                    ),
+                    format!("/32 via {} to peer {}: {} packets out, {} back", c.tunnel, p.name, c.to_tunnel_packets, c.from_tunnel_packets),
                 )),
             }
         }
@@ -251,7 +248,10 @@ pub fn hybrid(st: &Status, cfg: Option<&Config>) -> Vec<Check> {
                     "claim.loop",
                     &subject,
                     Verdict::Fail,
-                    format!("{subject} lives here, but peer {}'s allowed IPs cover it: its packets can come back through the tunnel", p.name),
+                    format!(
+                        "{subject} lives here, but peer {}'s allowed IPs cover it: its packets can come back through the tunnel",
+                        p.name
+                    ),
                     format!("remove {subject} from peers[{}].allowed_ips on this box (it belongs in the other box's)", p.name),
                 )),
                 None => out.push(pass("claim.loop", &subject, "no peer's allowed IPs cover it")),
@@ -328,7 +328,9 @@ pub fn hybrid(st: &Status, cfg: Option<&Config>) -> Vec<Check> {
             (Some(n), conf) if conf.is_empty() || conf == n => {
                 out.push(pass("peer.endpoint", subject, format!("{n}{}", if conf.is_empty() { " (learned from the peer)" } else { "" })))
             }
-            (Some(n), conf) => out.push(pass("peer.endpoint", subject, format!("{n} (configured {conf}; the peer roamed or the name resolved there)"))),
+            (Some(n), conf) => {
+                out.push(pass("peer.endpoint", subject, format!("{n} (configured {conf}; the peer roamed or the name resolved there)")))
+            }
         }
         if p.rx_bytes > 0 && p.tx_bytes > 0 {
             out.push(pass("peer.traffic", subject, format!("{} B in, {} B out", p.rx_bytes, p.tx_bytes)));
@@ -346,11 +348,7 @@ pub fn hybrid(st: &Status, cfg: Option<&Config>) -> Vec<Check> {
     // WAN exposure: the dataplane answers only WireGuard on WAN ports.
     let wan_ports: Vec<&str> = cfg.ports.iter().filter(|p| p.role == PortRole::Wan).map(|p| p.name.as_str()).collect();
     let listen = st.tunnel.as_ref().map(|t| t.listen_port);
-    let proxy_on_wan = st
-        .claims
-        .iter()
-        .filter(|c| c.role == ClaimRole::ProxyArp)
-        .any(|c| wan_ports.contains(&c.port.as_str()));
+    let proxy_on_wan = st.claims.iter().filter(|c| c.role == ClaimRole::ProxyArp).any(|c| wan_ports.contains(&c.port.as_str()));
     let refused = st.drops.iter().find(|d| d.name.as_str() == "wan_not_wireguard").map_or(0, |d| d.value);
     if proxy_on_wan {
         out.push(check(
@@ -539,7 +537,9 @@ fn linux(st: &Status, h: &HostReport, out: &mut Vec<Check>) {
             "sysctl -w net.ipv4.ip_forward=1, and persist it in /etc/sysctl.d/",
         )),
         (Some(true), _) => out.push(pass("linux.forward", "host", "net.ipv4.ip_forward = 1")),
-        (Some(false), false) => out.push(pass("linux.forward", "host", "net.ipv4.ip_forward = 0 (not needed: no provider-secondary-ip claims)")),
+        (Some(false), false) => {
+            out.push(pass("linux.forward", "host", "net.ipv4.ip_forward = 0 (not needed: no provider-secondary-ip claims)"))
+        }
         (None, _) => out.push(check("linux.forward", "host", Verdict::Skip, "ip_forward could not be read", "")),
     }
     if h.firewalls.is_empty() {
@@ -699,10 +699,7 @@ delivery = { tunnel = "wg0", peer = "onprem" }
     }
 
     fn find<'a>(checks: &'a [Check], id: &str, subject: &str) -> &'a Check {
-        checks
-            .iter()
-            .find(|c| c.id == id && c.subject == subject)
-            .unwrap_or_else(|| panic!("no {id} for {subject} in {checks:#?}"))
+        checks.iter().find(|c| c.id == id && c.subject == subject).unwrap_or_else(|| panic!("no {id} for {subject} in {checks:#?}"))
     }
 
     #[test]
@@ -821,11 +818,14 @@ delivery = { tunnel = "wg0", peer = "onprem" }
 
         // Healthy: not held, route present, forwarding on, no drop rules.
         let addr = "10.20.0.10".parse().unwrap();
-        let mut h = HostReport { checks: 3, ip_forward: Some(true), wan_tun: text("rd-wan"), firewalls: text("nft"), ..HostReport::default() };
+        let mut h =
+            HostReport { checks: 3, ip_forward: Some(true), wan_tun: text("rd-wan"), firewalls: text("nft"), ..HostReport::default() };
         h.routes.push(DeliveryRoute { address: addr, ok: true, detail: text("installed") }).unwrap();
         st.host = Some(h.clone());
         let checks = hybrid(&st, Some(&cfg));
-        for (id, subject) in [("linux.address", "10.20.0.10"), ("linux.route", "10.20.0.10"), ("linux.forward", "host"), ("linux.firewall", "host")] {
+        for (id, subject) in
+            [("linux.address", "10.20.0.10"), ("linux.route", "10.20.0.10"), ("linux.forward", "host"), ("linux.firewall", "host")]
+        {
             assert_eq!(find(&checks, id, subject).result, Verdict::Pass, "{}", text_of(&st, &checks));
         }
 

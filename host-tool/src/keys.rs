@@ -23,10 +23,8 @@ pub fn clamp(mut key: [u8; 32]) -> [u8; 32] {
 
 pub fn generate_private() -> Result<[u8; 32], Failure> {
     let mut key = [0u8; 32];
-    getrandom::fill(&mut key).map_err(|e| Failure {
-        code: EXIT_FAILED,
-        message: format!("cannot read the system's random source: {e}"),
-    })?;
+    getrandom::fill(&mut key)
+        .map_err(|e| Failure { code: EXIT_FAILED, message: format!("cannot read the system's random source: {e}") })?;
     Ok(clamp(key))
 }
 
@@ -38,17 +36,10 @@ pub fn public_from_private(private: [u8; 32]) -> [u8; 32] {
 pub fn parse_key(text: &str) -> Result<[u8; 32], String> {
     let text = text.trim();
     if text.len() != 44 {
-        return Err(format!(
-            "expected a 44-character base64 WireGuard key, got {} characters",
-            text.chars().count()
-        ));
+        return Err(format!("expected a 44-character base64 WireGuard key, got {} characters", text.chars().count()));
     }
-    let bytes = STANDARD
-        .decode(text)
-        .map_err(|e| format!("the key is not valid base64: {e}"))?;
-    bytes
-        .try_into()
-        .map_err(|_| "the key does not decode to 32 bytes".to_string())
+    let bytes = STANDARD.decode(text).map_err(|e| format!("the key is not valid base64: {e}"))?;
+    bytes.try_into().map_err(|_| "the key does not decode to 32 bytes".to_string())
 }
 
 pub fn encode_key(key: &[u8; 32]) -> String {
@@ -59,10 +50,7 @@ fn print_line(line: &str) -> Result<u8, Failure> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{line}")
         .and_then(|()| out.flush())
-        .map_err(|e| Failure {
-            code: EXIT_FAILED,
-            message: format!("cannot write to stdout: {e}"),
-        })?;
+        .map_err(|e| Failure { code: EXIT_FAILED, message: format!("cannot write to stdout: {e}") })?;
     Ok(0)
 }
 
@@ -81,11 +69,8 @@ pub fn pubkey() -> Result<u8, Failure> {
         Ok(text) => parse_key(text),
         Err(_) => Err("the input is not text".to_string()),
     };
-    let private = parsed.map_err(|e| {
-        Failure::usage(format!(
-            "stdin is not a WireGuard private key: {e}\nhint: routerctl keygen | routerctl pubkey"
-        ))
-    })?;
+    let private = parsed
+        .map_err(|e| Failure::usage(format!("stdin is not a WireGuard private key: {e}\nhint: routerctl keygen | routerctl pubkey")))?;
     print_line(&encode_key(&public_from_private(private)))
 }
 
@@ -96,8 +81,7 @@ mod tests {
     #[test]
     fn rfc7748_vector() {
         // RFC 7748 section 6.1: Alice's private key and public key.
-        let private: [u8; 32] =
-            hex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a");
+        let private: [u8; 32] = hex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a");
         let public = hex("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a");
         assert_eq!(public_from_private(private), public);
     }

@@ -275,7 +275,12 @@ pub fn run(args: &LabArgs) -> Result<u8, Failure> {
     // The underlay: onprem behind its site router, cloud behind 1:1 NAT.
     let ip = |s: &str| s.parse::<routerd_lab::Cidr>().map_err(|e| failed(format!("{s}: {e:?}")));
     let underlay = Underlay::start(UnderlayConfig::new(vec![
-        Attachment::new("onprem", SocketPair::facing_qemu(&on_sock[1].0, &on_sock[1].1), ip("192.168.1.35/24")?, Ipv4Addr::new(192, 168, 1, 1)),
+        Attachment::new(
+            "onprem",
+            SocketPair::facing_qemu(&on_sock[1].0, &on_sock[1].1),
+            ip("192.168.1.35/24")?,
+            Ipv4Addr::new(192, 168, 1, 1),
+        ),
         Attachment::new("cloud", SocketPair::facing_qemu(&cl_sock[1].0, &cl_sock[1].1), ip("10.0.0.4/24")?, Ipv4Addr::new(10, 0, 0, 1))
             .with_public(CLOUD_PUBLIC),
     ]))
@@ -313,11 +318,8 @@ pub fn run(args: &LabArgs) -> Result<u8, Failure> {
     let on_key = key(&mut on_c, "onprem")?;
     let cl_key = key(&mut cl_c, "cloud")?;
     clock.say(format!("keys generated on the boxes: onprem {on_key}, cloud {cl_key}"));
-    let cloud_key_for_onprem = if args.variant == Variant::WrongPeerKey {
-        "ca67+D0dVOzK/Bjvjlowc7W4uQ/zJ1jT9fh1LNCS51w=".to_string()
-    } else {
-        cl_key.clone()
-    };
+    let cloud_key_for_onprem =
+        if args.variant == Variant::WrongPeerKey { "ca67+D0dVOzK/Bjvjlowc7W4uQ/zJ1jT9fh1LNCS51w=".to_string() } else { cl_key.clone() };
     let clamp = if args.variant == Variant::ClampAbovePath { "1460" } else { "\"auto\"" };
     let mut refusals = Vec::new();
     refusals.extend(apply(&mut on_c, "onprem", &onprem_config(&cloud_key_for_onprem, clamp), &clock)?);

@@ -35,10 +35,7 @@ pub struct Failure {
 
 impl Failure {
     pub fn usage(message: impl Into<String>) -> Self {
-        Failure {
-            code: EXIT_USAGE,
-            message: message.into(),
-        }
+        Failure { code: EXIT_USAGE, message: message.into() }
     }
 }
 
@@ -124,14 +121,16 @@ enum Command {
         json: bool,
     },
     /// Apply a file on a box: shows the plan, then swaps it in atomically
-    #[command(long_about = "Validate the file here, show the box's plan, then apply. The apply is atomic: \
+    #[command(
+        long_about = "Validate the file here, show the box's plan, then apply. The apply is atomic: \
         the box builds the whole new configuration beside the running one and swaps only when every \
         step succeeded; on any error the running configuration is untouched and the error names the \
         field. Keys the configuration names (`device:wg0`) are generated on the box; their public \
         halves are printed for the other box's configuration.",
         after_long_help = "Examples:\n  routerctl apply onprem.toml --port unix:/tmp/onprem.sock --yes\n  \
         routerctl apply onprem.toml --port /dev/ttyUSB0\n\n\
-        Exit codes: 0 applied, 1 not applied (declined, unreachable, refused by the box), 2 invalid file.")]
+        Exit codes: 0 applied, 1 not applied (declined, unreachable, refused by the box), 2 invalid file."
+    )]
     Apply {
         /// The TOML file, or `-` for stdin
         file: PathBuf,
@@ -173,7 +172,8 @@ enum Command {
     #[command(subcommand)]
     Doctor(DoctorCommand),
     /// Run seed 000's two boxes in QEMU on this machine: provision, doctor, traffic
-    #[command(long_about = "Boot two routerd boxes in QEMU (an on-prem box capturing with proxy-ARP, a \
+    #[command(
+        long_about = "Boot two routerd boxes in QEMU (an on-prem box capturing with proxy-ARP, a \
         cloud box with provider-secondary-ip), join their WAN ports through a simulated underlay \
         (routing, the cloud VM's 1:1 NAT, optional latency and loss), put a simulated host on each LAN, \
         generate keys on the boxes, provision both over their serial sockets with the embedded shared \
@@ -181,13 +181,12 @@ enum Command {
         MSS shown. No root needed.",
         after_long_help = "Examples:\n  routerctl lab --once\n  routerctl lab --keep\n  \
         routerctl lab --once --variant wrong-peer-key   # doctor names the handshake failure\n\n\
-        Exit codes with --once: 0 every doctor check passed and the traffic arrived intact, 1 otherwise.")]
+        Exit codes with --once: 0 every doctor check passed and the traffic arrived intact, 1 otherwise."
+    )]
     Lab(lab::LabArgs),
     /// Print a shell completion script (bash, zsh, fish, …)
     #[command(after_long_help = "Example:\n  routerctl completions bash > /etc/bash_completion.d/routerctl")]
-    Completions {
-        shell: clap_complete::Shell,
-    },
+    Completions { shell: clap_complete::Shell },
     /// Print the man page (roff)
     #[command(after_long_help = "Example:\n  routerctl man | man -l -")]
     Man,
@@ -196,7 +195,8 @@ enum Command {
 #[derive(Subcommand)]
 enum DoctorCommand {
     /// Same-subnet hybrid (seed 000): capture, delivery, peer, MSS, loops, WAN exposure, drops
-    #[command(long_about = "Ask the box for its state and judge, per claim and per peer: capture \
+    #[command(
+        long_about = "Ask the box for its state and judge, per claim and per peer: capture \
         (proxy-ARP answering and not in conflict with a live host; provider-secondary-ip never held \
         or answered), delivery (the /32 goes to the named peer and its allowed IPs accept it; the \
         default route is not the tunnel), the peer (handshake within 180 s, warn after 135 s; \
@@ -205,7 +205,8 @@ enum DoctorCommand {
         after_long_help = "Examples:\n  routerctl doctor hybrid --port unix:/tmp/onprem.sock\n  \
         routerctl doctor hybrid --port /dev/ttyUSB0 --json | jq '.checks[] | select(.result != \"pass\")'\n\n\
         JSON: {schema, port, device, side, result, summary, checks: [{id, subject, result: pass|warn|fail|skip, reason, hint}]}.\n\
-        Exit codes: 0 nothing failed (warnings allowed), 1 a check failed or the box is unreachable.")]
+        Exit codes: 0 nothing failed (warnings allowed), 1 a check failed or the box is unreachable."
+    )]
     Hybrid {
         #[command(flatten)]
         conn: box_cmd::Conn,

@@ -5,17 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-const EXAMPLES: &[&str] = &[
-    "hybrid-onprem",
-    "hybrid-cloud",
-    "two-site-roz",
-    "two-site-wro",
-];
+const EXAMPLES: &[&str] = &["hybrid-onprem", "hybrid-cloud", "two-site-roz", "two-site-wro"];
 
 fn example_path(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../config-schema/examples")
-        .join(format!("{name}.toml"))
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../config-schema/examples").join(format!("{name}.toml"))
 }
 
 fn routerctl(args: &[&str], stdin: Option<&[u8]>) -> Output {
@@ -51,11 +44,7 @@ struct TempFile(PathBuf);
 impl TempFile {
     fn new(contents: &str) -> Self {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "routerctl-test-{}-{}.toml",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
+        let path = std::env::temp_dir().join(format!("routerctl-test-{}-{}.toml", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
         std::fs::write(&path, contents).unwrap();
         TempFile(path)
     }
@@ -85,10 +74,9 @@ fn every_example_validates_or_names_what_stops_it() {
             let o = routerctl(&["config", "validate", path.to_str().unwrap(), "--for", platform], None);
             let refusals: &[&str] = match (*name, platform) {
                 ("hybrid-onprem" | "hybrid-cloud", _) => &[],
-                ("two-site-roz", "image") => &[
-                    "error[port-address-missing] ports[2].address",
-                    "error[endpoint-unsupported] peers[0].endpoint",
-                ],
+                ("two-site-roz", "image") => {
+                    &["error[port-address-missing] ports[2].address", "error[endpoint-unsupported] peers[0].endpoint"]
+                }
                 ("two-site-wro", "image") => &[
                     "error[dhcp-unsupported] ports[1].address",
                     "error[port-address-missing] ports[2].address",
@@ -125,23 +113,11 @@ fn errors_exit_1_and_name_path_value_and_hint() {
     assert_eq!(o.status.code(), Some(1));
     let out = stdout(&o);
     assert!(out.contains("INVALID"), "{out}");
-    assert!(
-        out.contains("error[claim-not-host] claims[2].address: 10.0.0.9/24 is not a /32"),
-        "{out}"
-    );
-    assert!(
-        out.contains("hint: a claim moves one address: write 10.0.0.9/32"),
-        "{out}"
-    );
+    assert!(out.contains("error[claim-not-host] claims[2].address: 10.0.0.9/24 is not a /32"), "{out}");
+    assert!(out.contains("hint: a claim moves one address: write 10.0.0.9/32"), "{out}");
     // Every problem, not only the first: both claims with the unknown peer.
-    assert!(
-        out.contains("claims[0].delivery.peer: no peer is named \"azure\""),
-        "{out}"
-    );
-    assert!(
-        out.contains("claims[1].delivery.peer: no peer is named \"azure\""),
-        "{out}"
-    );
+    assert!(out.contains("claims[0].delivery.peer: no peer is named \"azure\""), "{out}");
+    assert!(out.contains("claims[1].delivery.peer: no peer is named \"azure\""), "{out}");
 }
 
 #[test]
@@ -150,11 +126,7 @@ fn warnings_alone_exit_0() {
     let f = TempFile::new(&text);
     let o = routerctl(&["config", "validate", f.arg()], None);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
-    assert!(
-        stdout(&o).contains("warning[keepalive-missing] peers[0].persistent_keepalive"),
-        "{}",
-        stdout(&o)
-    );
+    assert!(stdout(&o).contains("warning[keepalive-missing] peers[0].persistent_keepalive"), "{}", stdout(&o));
 }
 
 #[test]
@@ -178,10 +150,7 @@ fn validate_json_is_one_document() {
     assert!(doc["schema_hash"].as_str().unwrap().starts_with("0x"));
 
     let path = example_path("hybrid-cloud");
-    let o = routerctl(
-        &["config", "validate", path.to_str().unwrap(), "--json", "--for", "host"],
-        None,
-    );
+    let o = routerctl(&["config", "validate", path.to_str().unwrap(), "--json", "--for", "host"], None);
     assert_eq!(o.status.code(), Some(0));
     let doc: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(doc["valid"], true);
@@ -195,16 +164,9 @@ fn parse_errors_exit_2_with_line_and_field() {
     let f = TempFile::new(&text);
     let o = routerctl(&["config", "validate", f.arg()], None);
     assert_eq!(o.status.code(), Some(2));
-    let line = text
-        .lines()
-        .position(|l| l.starts_with("mtu = \"1370\""))
-        .unwrap()
-        + 1;
+    let line = text.lines().position(|l| l.starts_with("mtu = \"1370\"")).unwrap() + 1;
     let err = stderr(&o);
-    assert!(
-        err.contains(&format!(":{line}:7: segments[0].mtu: invalid type")),
-        "{err}"
-    );
+    assert!(err.contains(&format!(":{line}:7: segments[0].mtu: invalid type")), "{err}");
     assert!(stdout(&o).is_empty());
 
     let o = routerctl(&["config", "validate", f.arg(), "--json"], None);
@@ -212,36 +174,21 @@ fn parse_errors_exit_2_with_line_and_field() {
     let doc: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(doc["error"]["kind"], "parse");
     assert_eq!(doc["error"]["line"], line);
-    assert!(doc["error"]["message"]
-        .as_str()
-        .unwrap()
-        .starts_with("segments[0].mtu"));
+    assert!(doc["error"]["message"].as_str().unwrap().starts_with("segments[0].mtu"));
 }
 
 #[test]
 fn unreadable_input_and_bad_usage_exit_2() {
     let o = routerctl(&["config", "validate", "/nonexistent/routerd.toml"], None);
     assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("cannot read /nonexistent/routerd.toml"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("cannot read /nonexistent/routerd.toml"), "{}", stderr(&o));
     let o = routerctl(&["config", "validate", "-"], Some(&[0xff, 0xfe, 0x00]));
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("not UTF-8"), "{}", stderr(&o));
-    let o = routerctl(
-        &["config", "validate", "-"],
-        Some(&vec![b'#'; 2 * 1024 * 1024]),
-    );
+    let o = routerctl(&["config", "validate", "-"], Some(&vec![b'#'; 2 * 1024 * 1024]));
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("larger than"), "{}", stderr(&o));
-    for args in [
-        &["config", "validate"][..],
-        &["config", "frobnicate"],
-        &["nope"],
-        &["config", "example", "mars"],
-    ] {
+    for args in [&["config", "validate"][..], &["config", "frobnicate"], &["nope"], &["config", "example", "mars"]] {
         let o = routerctl(args, None);
         assert_eq!(o.status.code(), Some(2), "{args:?}");
     }
@@ -249,22 +196,10 @@ fn unreadable_input_and_bad_usage_exit_2() {
 
 #[test]
 fn hostile_files_never_crash() {
-    let huge_name = format!(
-        "[device]\nname = \"{}\"\nside = \"x\"\n",
-        "n".repeat(500_000)
-    );
-    let many = format!(
-        "[device]\nname = \"a\"\nside = \"b\"\n{}",
-        "[[claims]]\n".repeat(10_000)
-    );
+    let huge_name = format!("[device]\nname = \"{}\"\nside = \"x\"\n", "n".repeat(500_000));
+    let many = format!("[device]\nname = \"a\"\nside = \"b\"\n{}", "[[claims]]\n".repeat(10_000));
     let deep = format!("x = {}{}", "[".repeat(5000), "]".repeat(5000));
-    for text in [
-        huge_name.as_str(),
-        &many,
-        &deep,
-        "\u{0}\u{1}",
-        "[device]\nname = 1e999\n",
-    ] {
+    for text in [huge_name.as_str(), &many, &deep, "\u{0}\u{1}", "[device]\nname = 1e999\n"] {
         let o = routerctl(&["config", "validate", "-"], Some(text.as_bytes()));
         assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
         assert!(stderr(&o).starts_with("routerctl: "), "{}", stderr(&o));
@@ -278,10 +213,7 @@ fn show_explains_each_claim_and_stays_valid_toml() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(out.contains("10.20.0.50/32      owner cloud      capture via proxy-arp on lan0 (3 gratuitous ARPs) → deliver to peer cloud over wg-hybrid; MSS clamp 1380 (auto)"), "{out}");
-    assert!(
-        out.contains("10.20.0.10/32      owner onprem     deliver locally on lan0"),
-        "{out}"
-    );
+    assert!(out.contains("10.20.0.10/32      owner onprem     deliver locally on lan0"), "{out}");
     assert!(out.contains("tunnel wg-hybrid: MTU 1420 fits 1500 − 80 (WireGuard) = 1420; auto MSS 1420 − 40 = 1380"), "{out}");
     // The explanation is comments: the whole output is the same configuration.
     let again = config_schema::human::from_toml(&out).unwrap();
@@ -289,22 +221,16 @@ fn show_explains_each_claim_and_stays_valid_toml() {
     assert_eq!(again, original);
 
     let path = example_path("hybrid-cloud");
-    let out = stdout(&routerctl(
-        &["config", "show", path.to_str().unwrap()],
-        None,
-    ));
+    let out = stdout(&routerctl(&["config", "show", path.to_str().unwrap()], None));
     assert!(out.contains("10.20.0.10/32      owner onprem     capture: provider delivers it on eth0 (never held or answered locally) → deliver to peer onprem over wg-hybrid"), "{out}");
-    assert!(
-        out.contains("10.20.0.50/32      owner cloud      deliver locally on eth0"),
-        "{out}"
-    );
+    assert!(out.contains("10.20.0.50/32      owner cloud      deliver locally on eth0"), "{out}");
 
     let path = example_path("two-site-roz");
-    let out = stdout(&routerctl(
-        &["config", "show", path.to_str().unwrap()],
-        None,
-    ));
-    assert!(out.contains("segment crosssite (VNI 100000): MTU 1370 fits 1420 (tunnel wg0) − 50 (VXLAN) = 1370; MSS clamp 1330 (auto)"), "{out}");
+    let out = stdout(&routerctl(&["config", "show", path.to_str().unwrap()], None));
+    assert!(
+        out.contains("segment crosssite (VNI 100000): MTU 1370 fits 1420 (tunnel wg0) − 50 (VXLAN) = 1370; MSS clamp 1330 (auto)"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -329,16 +255,10 @@ fn show_json_has_actions_and_budget() {
     assert_eq!(doc["validation"]["valid"], true);
 
     let path = example_path("two-site-wro");
-    let doc: serde_json::Value = serde_json::from_str(&stdout(&routerctl(
-        &["config", "show", path.to_str().unwrap(), "--json"],
-        None,
-    )))
-    .unwrap();
+    let doc: serde_json::Value =
+        serde_json::from_str(&stdout(&routerctl(&["config", "show", path.to_str().unwrap(), "--json"], None))).unwrap();
     let seg = &doc["budget"]["segments"][0];
-    assert_eq!(
-        (seg["max_mtu"].as_u64(), seg["auto_mss"].as_u64()),
-        (Some(1370), Some(1330))
-    );
+    assert_eq!((seg["max_mtu"].as_u64(), seg["auto_mss"].as_u64()), (Some(1370), Some(1330)));
     assert_eq!(seg["carrier"], "tunnel wg0");
 }
 
@@ -348,11 +268,7 @@ fn show_with_errors_exits_1_but_still_shows() {
     let f = TempFile::new(&text);
     let o = routerctl(&["config", "show", f.arg()], None);
     assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stdout(&o).contains("claims[0].capture.port: proxy-arp on WAN port wan0"),
-        "{}",
-        stdout(&o)
-    );
+    assert!(stdout(&o).contains("claims[0].capture.port: proxy-arp on WAN port wan0"), "{}", stdout(&o));
     assert!(stderr(&o).contains("config validate"), "{}", stderr(&o));
 }
 
@@ -391,34 +307,19 @@ fn help_teaches_with_examples() {
         assert!(out.contains("Example"), "{args:?}:\n{out}");
     }
     let out = stdout(&routerctl(&["config", "validate", "--help"], None));
-    assert!(
-        out.contains("--json") && out.contains("Exit codes"),
-        "{out}"
-    );
+    assert!(out.contains("--json") && out.contains("Exit codes"), "{out}");
 }
 
 #[test]
 fn pubkey_matches_known_vector_and_refuses_garbage() {
     // RFC 7748 6.1 (Alice), in the base64 form wg uses.
-    let o = routerctl(
-        &["pubkey"],
-        Some(b"dwdtCnMYpX08FsFyUbJmRd9ML4frwJkqsXf7pR25LCo=\n"),
-    );
+    let o = routerctl(&["pubkey"], Some(b"dwdtCnMYpX08FsFyUbJmRd9ML4frwJkqsXf7pR25LCo=\n"));
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stdout(&o), "hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo=\n");
-    for junk in [
-        &b""[..],
-        b"short",
-        b"!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!",
-        &[0xff; 5000],
-    ] {
+    for junk in [&b""[..], b"short", b"!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!", &[0xff; 5000]] {
         let o = routerctl(&["pubkey"], Some(junk));
         assert_eq!(o.status.code(), Some(2));
-        assert!(
-            stderr(&o).contains("not a WireGuard private key"),
-            "{}",
-            stderr(&o)
-        );
+        assert!(stderr(&o).contains("not a WireGuard private key"), "{}", stderr(&o));
     }
 }
 
@@ -432,21 +333,11 @@ fn keygen_prints_distinct_keys() {
 }
 
 fn wg_available() -> bool {
-    Command::new("wg")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
+    Command::new("wg").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
 }
 
 fn wg(args: &[&str], stdin: &[u8]) -> String {
-    let mut child = Command::new("wg")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Command::new("wg").args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
     child.stdin.take().unwrap().write_all(stdin).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
@@ -459,9 +350,7 @@ fn agrees_with_wg_pubkey() {
         if std::env::var_os("CI").is_some() {
             panic!("CI is set but `wg` is missing: apt-get install -y wireguard-tools");
         }
-        eprintln!(
-            "SKIP agrees_with_wg_pubkey: `wg` not installed (apt-get install -y wireguard-tools)"
-        );
+        eprintln!("SKIP agrees_with_wg_pubkey: `wg` not installed (apt-get install -y wireguard-tools)");
         return;
     }
     for _ in 0..8 {
@@ -471,9 +360,6 @@ fn agrees_with_wg_pubkey() {
         assert_eq!(wg(&["pubkey"], ours.as_bytes()), by_us);
         let theirs = wg(&["genkey"], b"");
         let by_wg = wg(&["pubkey"], theirs.as_bytes());
-        assert_eq!(
-            stdout(&routerctl(&["pubkey"], Some(theirs.as_bytes()))),
-            by_wg
-        );
+        assert_eq!(stdout(&routerctl(&["pubkey"], Some(theirs.as_bytes()))), by_wg);
     }
 }

@@ -182,9 +182,7 @@ impl Wan {
         let mut peer = self.peer.lock().unwrap();
         let mut out = vec![0u8; 2048];
         let mut datagram = payload;
-        while let TunnResult::WriteToNetwork(d) =
-            peer.decapsulate(Some(IpAddr::V4(Ipv4Addr::from(src.0))), &datagram, &mut out)
-        {
+        while let TunnResult::WriteToNetwork(d) = peer.decapsulate(Some(IpAddr::V4(Ipv4Addr::from(src.0))), &datagram, &mut out) {
             if d.first() == Some(&COOKIE_REPLY) {
                 self.peer_cookie_replies.fetch_add(1, Relaxed);
             }
@@ -219,14 +217,8 @@ fn initiations(box_public: [u8; 32], n: usize) -> Vec<Vec<u8>> {
     for i in 0..n {
         // A few messages per stranger: its ephemeral changes on each one.
         if i % 4 == 0 {
-            stranger = Some(Tunn::new(
-                StaticSecret::random_from_rng(OsRng),
-                PublicKey::from(box_public),
-                None,
-                None,
-                OsRng.next_u32() >> 8,
-                None,
-            ));
+            stranger =
+                Some(Tunn::new(StaticSecret::random_from_rng(OsRng), PublicKey::from(box_public), None, None, OsRng.next_u32() >> 8, None));
         }
         let t = stranger.as_mut().unwrap();
         match t.format_handshake_initiation(&mut buf, true) {
@@ -258,11 +250,8 @@ fn a_handshake_flood_shows_in_status_and_doctor() {
     let out = routerctl(&["apply", file.to_str().unwrap(), "--port", &port, "--yes"]);
     assert!(out.status.success(), "apply failed");
     let keys = json(&routerctl(&["key", "show", "--port", &port, "--json"]));
-    let box_public: [u8; 32] = b64
-        .decode(keys["keys"][0]["public_key"].as_str().expect("the box shows its public key"))
-        .unwrap()
-        .try_into()
-        .unwrap();
+    let box_public: [u8; 32] =
+        b64.decode(keys["keys"][0]["public_key"].as_str().expect("the box shows its public key")).unwrap().try_into().unwrap();
     let st = json(&routerctl(&["status", "--port", &port, "--json"]));
     let listen = st["status"]["tunnel"]["listen_port"].as_u64().expect("tunnel listen port");
 

@@ -154,10 +154,7 @@ fn num(v: &Value, field: &str) -> u64 {
 
 /// The `tx_full` drop total (0 when the box lists no such drop).
 fn tx_full(st: &Value) -> u64 {
-    st["status"]["drops"]
-        .as_array()
-        .and_then(|ds| ds.iter().find(|d| d["name"] == "tx_full"))
-        .map_or(0, |d| num(d, "value"))
+    st["status"]["drops"].as_array().and_then(|ds| ds.iter().find(|d| d["name"] == "tx_full")).map_or(0, |d| num(d, "value"))
 }
 
 /// The box and the harness's two neighbours. On a failing test its drop

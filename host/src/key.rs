@@ -42,10 +42,12 @@ pub fn load(path: &Path, create: bool) -> Result<(SecretKey, bool), KeyError> {
         }
         Err(e) if e.kind() == ErrorKind::NotFound && create => {
             let key = generate();
-            let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|e| KeyError {
-                code: 1,
-                message: format!("{}: cannot create: {e}", path.display()),
-            })?;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| KeyError { code: 1, message: format!("{}: cannot create: {e}", path.display()) })?;
             writeln!(f, "{}", key.to_base64().as_str())
                 .and_then(|()| f.sync_all())
                 .map_err(|e| KeyError { code: 1, message: format!("{}: cannot write: {e}", path.display()) })?;

@@ -221,11 +221,9 @@ fn delivery_routes(captured: &[Ipv4Addr], tun: &str, enforce: bool) -> std::io::
     for &address in captured {
         let finding = match host_routes.iter().find(|(d, _)| *d == address) {
             Some((_, Some(oif))) if *oif == tun_index => RouteFinding { address, ok: true, detail: "present".into() },
-            Some((_, oif)) => RouteFinding {
-                address,
-                ok: false,
-                detail: format!("points to {}, not {tun}", oif.map_or("no interface".into(), ifname)),
-            },
+            Some((_, oif)) => {
+                RouteFinding { address, ok: false, detail: format!("points to {}, not {tun}", oif.map_or("no interface".into(), ifname)) }
+            }
             None if enforce => match route(address, tun_index, true) {
                 Ok(()) => RouteFinding { address, ok: true, detail: "installed".into() },
                 Err(e) => RouteFinding { address, ok: false, detail: format!("missing; adding it failed: {e}") },
@@ -312,8 +310,8 @@ fn replies(s: &Socket, mut each: impl FnMut(RouteNetlinkMessage)) -> std::io::Re
         let mut off = 0usize;
         while off < n {
             let Some(bytes) = buf.get(off..n) else { break };
-            let msg = <NetlinkMessage<RouteNetlinkMessage>>::deserialize(bytes)
-                .map_err(|e| std::io::Error::other(format!("netlink: {e}")))?;
+            let msg =
+                <NetlinkMessage<RouteNetlinkMessage>>::deserialize(bytes).map_err(|e| std::io::Error::other(format!("netlink: {e}")))?;
             let len = msg.header.length as usize;
             match msg.payload {
                 NetlinkPayload::Done(_) => return Ok(()),

@@ -239,7 +239,8 @@ impl Router {
         let now = self.now();
         let snaps = self.snapshots();
         let Router { node, ports, opened, dns_cache, .. } = self;
-        let mut bind = |c: &Config| setup::bind(c, opened, &mut ports.wan, dns_cache).map(Some).map_err(|m| Failure::refused(format_args!("{m}")));
+        let mut bind =
+            |c: &Config| setup::bind(c, opened, &mut ports.wan, dns_cache).map(Some).map_err(|m| Failure::refused(format_args!("{m}")));
         let mut reply = node.handle_with(now, op, &snaps, &mut bind);
         if changes && matches!(reply, Reply::Applied(_) | Reply::Keys(_)) {
             self.reconfigured();
@@ -583,7 +584,10 @@ impl Router {
                 None => {}
             }
         }
-        if first || f.forward_drop_policies != self.findings.forward_drop_policies || f.forward_terminal_rules != self.findings.forward_terminal_rules {
+        if first
+            || f.forward_drop_policies != self.findings.forward_drop_policies
+            || f.forward_terminal_rules != self.findings.forward_terminal_rules
+        {
             for p in &f.forward_drop_policies {
                 log::warn!("linux: forward path drop policy: {p}");
             }

@@ -131,12 +131,7 @@ pub fn load(path: &std::path::Path) -> Result<Config, SetupError> {
 /// Resolve `host:port`, preferring IPv4.
 pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
     let addrs: Vec<SocketAddr> = (host, port).to_socket_addrs().map_err(|e| format!("{host}: {e}"))?.collect();
-    addrs
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or_else(|| addrs.first())
-        .copied()
-        .ok_or_else(|| format!("{host}: no address"))
+    addrs.iter().find(|a| a.is_ipv4()).or_else(|| addrs.first()).copied().ok_or_else(|| format!("{host}: no address"))
 }
 
 /// Open the ports the file names: a TAP device per LAN port, the UDP shim
@@ -205,10 +200,9 @@ pub fn resolve_all(cfg: &Config) -> DnsCache {
                 log::info!("peers[{i}] ({}): {} resolves to {a}", p.name.as_str(), name.as_str());
                 cache.insert(name.as_str().to_string(), a);
             }
-            Err(err) => log::warn!(
-                "peers[{i}] ({}): cannot resolve {err}; waiting for the peer to dial in, retrying later",
-                p.name.as_str()
-            ),
+            Err(err) => {
+                log::warn!("peers[{i}] ({}): cannot resolve {err}; waiting for the peer to dial in, retrying later", p.name.as_str())
+            }
         }
     }
     cache
@@ -265,9 +259,7 @@ pub fn bind(cfg: &Config, opened: &Opened, wan: &mut Wan, dns: &DnsCache) -> Res
             Some(a) => match wan.dataplane_endpoint(a) {
                 Some(v4) => Some(Endpoint { host: Host::V4(*v4.ip()), port: v4.port() }),
                 None => {
-                    return Err(format!(
-                        "peers[{i}].endpoint: {a} is IPv6 but the WAN socket is IPv4 only (bind it to :: with --wan-bind)"
-                    ))
+                    return Err(format!("peers[{i}].endpoint: {a} is IPv6 but the WAN socket is IPv4 only (bind it to :: with --wan-bind)"))
                 }
             },
         };

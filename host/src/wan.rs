@@ -296,8 +296,7 @@ impl Wan {
             self.flush();
         }
         let i = self.tx.len;
-        let (Some(slot), Some(len), Some(sa)) = (self.tx.data.get_mut(i), self.tx.lens.get_mut(i), self.tx.dsts.get_mut(i))
-        else {
+        let (Some(slot), Some(len), Some(sa)) = (self.tx.data.get_mut(i), self.tx.lens.get_mut(i), self.tx.dsts.get_mut(i)) else {
             self.counters.tx_errors += 1;
             return false;
         };
@@ -324,7 +323,8 @@ impl Wan {
         // SAFETY: mmsghdr is plain old data; all-zero is a valid value.
         let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
         // An IPv4-only socket takes sockaddr_in; convert in place.
-        let mut v4: [libc::sockaddr_in; BATCH] = [libc::sockaddr_in { sin_family: 0, sin_port: 0, sin_addr: libc::in_addr { s_addr: 0 }, sin_zero: [0; 8] }; BATCH];
+        let mut v4: [libc::sockaddr_in; BATCH] =
+            [libc::sockaddr_in { sin_family: 0, sin_port: 0, sin_addr: libc::in_addr { s_addr: 0 }, sin_zero: [0; 8] }; BATCH];
         let mut count = 0usize;
         for i in 0..n {
             let (Some(slot), Some(&len), Some(sa)) = (self.tx.data.get_mut(i), self.tx.lens.get(i), self.tx.dsts.get_mut(i)) else { break };
@@ -416,7 +416,9 @@ impl Wan {
         }
         let got = r as usize;
         for i in 0..got {
-            let (Some(msg), Some(name), Some(buf), Some(len)) = (msgs.get(i), names.get(i), bufs.get_mut(i), lens.get_mut(i)) else { break };
+            let (Some(msg), Some(name), Some(buf), Some(len)) = (msgs.get(i), names.get(i), bufs.get_mut(i), lens.get_mut(i)) else {
+                break;
+            };
             *len = 0;
             let n = msg.msg_len as usize;
             if msg.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || n > room {

@@ -193,7 +193,13 @@ fn routerd_host_refuses_what_validation_refuses_with_the_same_path() {
                 c.wireguard.push(t).unwrap();
             }),
         ),
-        ("a bridge-only LAN port", Code::PortAddressMissing, "ports[1].address", "ports[1].address: a static", Box::new(|c| c.ports[1].address = None)),
+        (
+            "a bridge-only LAN port",
+            Code::PortAddressMissing,
+            "ports[1].address",
+            "ports[1].address: a static",
+            Box::new(|c| c.ports[1].address = None),
+        ),
         (
             "a pre-shared key",
             Code::PresharedKeyUnsupported,
@@ -201,7 +207,13 @@ fn routerd_host_refuses_what_validation_refuses_with_the_same_path() {
             "peers[0].preshared_key: pre-shared keys",
             Box::new(|c| c.peers[0].preshared_key = Some("device:psk".parse().unwrap())),
         ),
-        ("a port MTU above 1500", Code::MtuAbovePlatform, "ports[1].mtu", "the dataplane refused the configuration: BadPort(PortId(1))", Box::new(|c| c.ports[1].mtu = 9000)),
+        (
+            "a port MTU above 1500",
+            Code::MtuAbovePlatform,
+            "ports[1].mtu",
+            "the dataplane refused the configuration: BadPort(PortId(1))",
+            Box::new(|c| c.ports[1].mtu = 9000),
+        ),
         (
             "more allowed IPs than the WireGuard device routes",
             Code::TunnelRoutes,
@@ -294,7 +306,8 @@ fn a_configuration_at_every_limit_runs_on_routerd_host() {
     // Claims: captured by the provider fabric on eth0 (10.20.0.64–127, owned
     // by site0's side) or owned here on tap-lan0 … (10.30.0.x).
     for i in 0..RUNS.claims {
-        let (owner, address) = if i % 2 == 0 { ("onprem", format!("10.20.0.{}/32", 64 + i / 2)) } else { ("cloud", format!("10.30.0.{}/32", 10 + i / 2)) };
+        let (owner, address) =
+            if i % 2 == 0 { ("onprem", format!("10.20.0.{}/32", 64 + i / 2)) } else { ("cloud", format!("10.30.0.{}/32", 10 + i / 2)) };
         cfg.claims
             .push(config_schema::Claim {
                 address: cidr(&address),

@@ -118,12 +118,7 @@ fn lab(n: u32, underlay: Underlay) {
     let wan = format!("10.77.{x}.1");
     let (router_ul, peer_ul, router_ep, peer_ep) = match underlay {
         Underlay::V4 => (wan.clone(), format!("10.77.{x}.2"), format!("{wan}:51820"), format!("10.77.{x}.2:51820")),
-        Underlay::V6 => (
-            format!("fd77:{x}::1"),
-            format!("fd77:{x}::2"),
-            format!("[fd77:{x}::1]:51820"),
-            format!("[fd77:{x}::2]:51820"),
-        ),
+        Underlay::V6 => (format!("fd77:{x}::1"), format!("fd77:{x}::2"), format!("[fd77:{x}::1]:51820"), format!("[fd77:{x}::2]:51820")),
     };
     let plen = if underlay == Underlay::V4 { "24" } else { "64" };
     let dir = std::env::temp_dir().join(format!("routerd-host-netns-{pid}-{n}"));
@@ -188,9 +183,23 @@ fn lab(n: u32, underlay: Underlay) {
     lab.children.push(wg_go);
     wait_for("wireguard-go's interface", Duration::from_secs(10), || run(&["ip", "-n", &ns_p, "link", "show", &wg_if]).is_ok());
     run(&[
-        "ip", "netns", "exec", &ns_p, "wg", "set", &wg_if, "listen-port", "51820",
-        "private-key", peer_key_file.to_str().unwrap(),
-        "peer", &router_public, "allowed-ips", "10.20.0.10/32", "endpoint", &router_ep,
+        "ip",
+        "netns",
+        "exec",
+        &ns_p,
+        "wg",
+        "set",
+        &wg_if,
+        "listen-port",
+        "51820",
+        "private-key",
+        peer_key_file.to_str().unwrap(),
+        "peer",
+        &router_public,
+        "allowed-ips",
+        "10.20.0.10/32",
+        "endpoint",
+        &router_ep,
     ])
     .unwrap();
     run(&["ip", "-n", &ns_p, "addr", "add", "10.20.0.50/32", "dev", &wg_if]).unwrap();

@@ -7,8 +7,7 @@
 
 use crate::Mac;
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, IpProtocol,
-    Ipv4Packet, TcpOption, TcpPacket,
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, TcpOption, TcpPacket,
 };
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -35,13 +34,8 @@ impl Arp {
             return None;
         }
         let packet = ArpPacket::new_checked(eth.payload()).ok()?;
-        let ArpRepr::EthernetIpv4 {
-            operation,
-            source_hardware_addr,
-            source_protocol_addr,
-            target_hardware_addr,
-            target_protocol_addr,
-        } = ArpRepr::parse(&packet).ok()?
+        let ArpRepr::EthernetIpv4 { operation, source_hardware_addr, source_protocol_addr, target_hardware_addr, target_protocol_addr } =
+            ArpRepr::parse(&packet).ok()?
         else {
             return None;
         };
@@ -61,56 +55,30 @@ impl Arp {
 
     /// A request from `sender` asking who has `target`, broadcast.
     pub(crate) fn request(sender_mac: Mac, sender_ip: Ipv4Addr, target_ip: Ipv4Addr) -> Arp {
-        Arp {
-            request: true,
-            sender_mac,
-            sender_ip,
-            target_mac: [0; 6],
-            target_ip,
-        }
+        Arp { request: true, sender_mac, sender_ip, target_mac: [0; 6], target_ip }
     }
 
     /// The reply to `asked` saying `ip` is at `mac`.
     pub(crate) fn reply_to(asked: &Arp, mac: Mac, ip: Ipv4Addr) -> Arp {
-        Arp {
-            request: false,
-            sender_mac: mac,
-            sender_ip: ip,
-            target_mac: asked.sender_mac,
-            target_ip: asked.sender_ip,
-        }
+        Arp { request: false, sender_mac: mac, sender_ip: ip, target_mac: asked.sender_mac, target_ip: asked.sender_ip }
     }
 
     /// A gratuitous ARP for `ip`: a broadcast request whose sender and target
     /// are both `ip`, which every host on the segment uses to refresh its cache.
     pub(crate) fn gratuitous(mac: Mac, ip: Ipv4Addr) -> Arp {
-        Arp {
-            request: true,
-            sender_mac: mac,
-            sender_ip: ip,
-            target_mac: [0; 6],
-            target_ip: ip,
-        }
+        Arp { request: true, sender_mac: mac, sender_ip: ip, target_mac: [0; 6], target_ip: ip }
     }
 
     /// The whole frame: broadcast for requests, to the asker for replies.
     pub(crate) fn to_frame(self) -> Vec<u8> {
-        let dst = if self.request {
-            BROADCAST
-        } else {
-            self.target_mac
-        };
+        let dst = if self.request { BROADCAST } else { self.target_mac };
         let mut buf = vec![0u8; MIN_FRAME.max(ETHERNET_HEADER + ARP_LEN)];
         let mut eth = EthernetFrame::new_unchecked(&mut buf[..]);
         eth.set_dst_addr(EthernetAddress(dst));
         eth.set_src_addr(EthernetAddress(self.sender_mac));
         eth.set_ethertype(EthernetProtocol::Arp);
         let repr = ArpRepr::EthernetIpv4 {
-            operation: if self.request {
-                ArpOperation::Request
-            } else {
-                ArpOperation::Reply
-            },
+            operation: if self.request { ArpOperation::Request } else { ArpOperation::Reply },
             source_hardware_addr: EthernetAddress(self.sender_mac),
             source_protocol_addr: self.sender_ip,
             target_hardware_addr: EthernetAddress(self.target_mac),
@@ -213,10 +181,7 @@ mod tests {
         assert!(!back.request);
         assert_eq!(back.target_ip, Ipv4Addr::new(10, 0, 0, 4));
         let g = Arp::gratuitous(A, Ipv4Addr::new(10, 20, 0, 50));
-        assert_eq!(
-            Arp::parse(&g.to_frame()).map(|a| (a.sender_ip, a.target_ip)),
-            Some((g.sender_ip, g.sender_ip))
-        );
+        assert_eq!(Arp::parse(&g.to_frame()).map(|a| (a.sender_ip, a.target_ip)), Some((g.sender_ip, g.sender_ip)));
     }
 
     #[test]

@@ -91,8 +91,7 @@ mod rng;
 pub mod underlay;
 
 pub use host::{
-    HostConfig, HostCounters, ListenMode, PingReport, ServerRecord, SimHost, SynDirection,
-    SynRecord, Transfer, TransferReport,
+    HostConfig, HostCounters, ListenMode, PingReport, ServerRecord, SimHost, SynDirection, SynRecord, Transfer, TransferReport,
 };
 pub use link::SocketPair;
 pub use underlay::{Attachment, AttachmentCounters, DropReason, Underlay, UnderlayConfig};
@@ -106,10 +105,7 @@ pub type Mac = [u8; 6];
 
 /// A MAC the way QEMU and the box's console print it (`52:54:00:12:34:56`).
 pub fn format_mac(mac: Mac) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 /// An IPv4 address with its prefix length, as in `10.20.0.11/24`.
@@ -135,9 +131,7 @@ impl Cidr {
 
     /// Whether `ip` is in this address's subnet.
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        let mask = u32::MAX
-            .checked_shl(32 - u32::from(self.prefix))
-            .unwrap_or(0);
+        let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
         u32::from(self.addr) & mask == u32::from(ip) & mask
     }
 }
@@ -154,11 +148,7 @@ pub struct CidrError(String);
 
 impl fmt::Display for CidrError {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(
-            f,
-            "{:?} is not an IPv4 address with a prefix length (like 10.20.0.11/24)",
-            self.0
-        )
+        write!(f, "{:?} is not an IPv4 address with a prefix length (like 10.20.0.11/24)", self.0)
     }
 }
 
@@ -189,26 +179,14 @@ mod tests {
         let all: Cidr = "0.0.0.0/0".parse().unwrap();
         assert!(all.contains(Ipv4Addr::new(8, 8, 8, 8)));
         let one: Cidr = "10.0.0.4/32".parse().unwrap();
-        assert!(
-            one.contains(Ipv4Addr::new(10, 0, 0, 4)) && !one.contains(Ipv4Addr::new(10, 0, 0, 5))
-        );
-        for bad in [
-            "10.0.0.1",
-            "10.0.0.1/33",
-            "10.0.0/24",
-            "x/1",
-            "10.0.0.1/-1",
-            "",
-        ] {
+        assert!(one.contains(Ipv4Addr::new(10, 0, 0, 4)) && !one.contains(Ipv4Addr::new(10, 0, 0, 5)));
+        for bad in ["10.0.0.1", "10.0.0.1/33", "10.0.0/24", "x/1", "10.0.0.1/-1", ""] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
         }
     }
 
     #[test]
     fn mac_prints_like_qemu() {
-        assert_eq!(
-            format_mac([0x52, 0x54, 0, 0x12, 0x34, 0x56]),
-            "52:54:00:12:34:56"
-        );
+        assert_eq!(format_mac([0x52, 0x54, 0, 0x12, 0x34, 0x56]), "52:54:00:12:34:56");
     }
 }

@@ -43,27 +43,18 @@ impl SocketPair {
     /// The harness end of a QEMU NIC whose backend is
     /// `NetBackend::Dgram { guest, harness }`: binds `harness`, sends to `guest`.
     pub fn facing_qemu(harness: impl Into<PathBuf>, guest: impl Into<PathBuf>) -> SocketPair {
-        SocketPair {
-            bind: harness.into(),
-            peer: guest.into(),
-        }
+        SocketPair { bind: harness.into(), peer: guest.into() }
     }
 
     /// The other end of the same link: binds what this one sends to.
     pub fn reversed(&self) -> SocketPair {
-        SocketPair {
-            bind: self.peer.clone(),
-            peer: self.bind.clone(),
-        }
+        SocketPair { bind: self.peer.clone(), peer: self.bind.clone() }
     }
 
     /// Both ends of a fresh link whose sockets live in `dir` as
     /// `<name>.a.sock` and `<name>.b.sock`.
     pub fn link(dir: &Path, name: &str) -> (SocketPair, SocketPair) {
-        let a = SocketPair {
-            bind: dir.join(format!("{name}.a.sock")),
-            peer: dir.join(format!("{name}.b.sock")),
-        };
+        let a = SocketPair { bind: dir.join(format!("{name}.a.sock")), peer: dir.join(format!("{name}.b.sock")) };
         let b = a.reversed();
         (a, b)
     }
@@ -134,18 +125,9 @@ impl Link {
             let peer = pair.peer.clone();
             let stats = Arc::clone(&stats);
             let stop = Arc::clone(&stop);
-            thread::Builder::new()
-                .name("link-tx".into())
-                .spawn(move || write_frames(&sock, &peer, &rx, &stats, &stop))?
+            thread::Builder::new().name("link-tx".into()).spawn(move || write_frames(&sock, &peer, &rx, &stats, &stop))?
         };
-        Ok(Link {
-            sock,
-            pair: pair.clone(),
-            tx: Some(tx),
-            writer: Some(writer),
-            stop,
-            stats,
-        })
+        Ok(Link { sock, pair: pair.clone(), tx: Some(tx), writer: Some(writer), stop, stats })
     }
 
     /// Queues `frame` for the peer; a full queue is a counted drop.
@@ -188,11 +170,7 @@ impl Link {
                             break;
                         }
                     }
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                        ) => {}
+                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     // A broken socket cannot recover; back off instead of
                     // spinning until the owner stops us.
@@ -203,13 +181,7 @@ impl Link {
     }
 }
 
-fn write_frames(
-    sock: &UnixDatagram,
-    peer: &Path,
-    rx: &Receiver<Vec<u8>>,
-    stats: &LinkStats,
-    stop: &AtomicBool,
-) {
+fn write_frames(sock: &UnixDatagram, peer: &Path, rx: &Receiver<Vec<u8>>, stats: &LinkStats, stop: &AtomicBool) {
     // Ends when the link drops its sender.
     while let Ok(frame) = rx.recv() {
         let started = Instant::now();
@@ -220,12 +192,8 @@ fn write_frames(
                     add(&stats.bytes_out, frame.len() as u64);
                 }
                 Err(e) => match e.kind() {
-                    io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
-                        add(&stats.no_peer, 1)
-                    }
-                    io::ErrorKind::WouldBlock
-                    | io::ErrorKind::TimedOut
-                    | io::ErrorKind::Interrupted
+                    io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => add(&stats.no_peer, 1),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
                         if started.elapsed() < GIVE_UP && !stop.load(Ordering::Relaxed) =>
                     {
                         continue
@@ -258,8 +226,7 @@ mod tests {
     use super::*;
 
     fn dir(name: &str) -> PathBuf {
-        let d =
-            std::env::temp_dir().join(format!("routerd-lab-link-{}-{name}", std::process::id()));
+        let d = std::env::temp_dir().join(format!("routerd-lab-link-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
         d
     }

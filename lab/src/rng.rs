@@ -39,11 +39,7 @@ pub(crate) struct Pattern {
 
 impl Pattern {
     pub(crate) fn new(seed: u64) -> Pattern {
-        Pattern {
-            rng: Rng::new(seed),
-            word: [0; 8],
-            used: 8,
-        }
+        Pattern { rng: Rng::new(seed), word: [0; 8], used: 8 }
     }
 
     pub(crate) fn fill(&mut self, out: &mut [u8]) {

@@ -36,9 +36,7 @@ use crate::frame::{checksum_adjust, Arp, ETHERNET_HEADER};
 use crate::link::{Link, LinkStats, SocketPair, READ_SLICE};
 use crate::rng::Rng;
 use crate::{format_mac, Cidr, Mac};
-use smoltcp::wire::{
-    EthernetAddress, EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, TcpPacket, UdpPacket,
-};
+use smoltcp::wire::{EthernetAddress, EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, TcpPacket, UdpPacket};
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
@@ -71,15 +69,7 @@ pub struct Attachment {
 
 impl Attachment {
     pub fn new(name: &str, port: SocketPair, address: Cidr, gateway: Ipv4Addr) -> Attachment {
-        Attachment {
-            name: name.to_string(),
-            port,
-            address,
-            gateway,
-            public: None,
-            box_mac: None,
-            gateway_mac: None,
-        }
+        Attachment { name: name.to_string(), port, address, gateway, public: None, box_mac: None, gateway_mac: None }
     }
 
     /// The same attachment behind 1:1 NAT to `public`.
@@ -112,13 +102,7 @@ pub struct UnderlayConfig {
 impl UnderlayConfig {
     /// No impairments, seed 1, 1024-frame queues.
     pub fn new(attachments: Vec<Attachment>) -> UnderlayConfig {
-        UnderlayConfig {
-            attachments,
-            seed: 1,
-            queue_capacity: 1024,
-            latency: Duration::ZERO,
-            loss_percent: 0.0,
-        }
+        UnderlayConfig { attachments, seed: 1, queue_capacity: 1024, latency: Duration::ZERO, loss_percent: 0.0 }
     }
 }
 
@@ -226,20 +210,12 @@ impl AttachmentCounters {
 
     /// Every non-zero drop counter, in [`DropReason::ALL`] order.
     pub fn drops(&self) -> Vec<(DropReason, u64)> {
-        DropReason::ALL
-            .iter()
-            .map(|&r| (r, self.dropped(r)))
-            .filter(|&(_, n)| n > 0)
-            .collect()
+        DropReason::ALL.iter().map(|&r| (r, self.dropped(r))).filter(|&(_, n)| n > 0).collect()
     }
 
     /// Frames that came in and were dropped here.
     pub fn drops_in(&self) -> u64 {
-        DropReason::ALL
-            .iter()
-            .filter(|r| !matches!(r, DropReason::NoPeer | DropReason::TxFailed))
-            .map(|&r| self.dropped(r))
-            .sum()
+        DropReason::ALL.iter().filter(|r| !matches!(r, DropReason::NoPeer | DropReason::TxFailed)).map(|&r| self.dropped(r)).sum()
     }
 
     fn set_drops(&mut self, reason: DropReason, n: u64) {
@@ -260,12 +236,7 @@ impl fmt::Display for AttachmentCounters {
         write!(
             f,
             "in {} out {} arp {} routed {} nat out/in {}/{}",
-            self.frames_in,
-            self.frames_out,
-            self.arp_answered,
-            self.routed,
-            self.nat_outbound,
-            self.nat_inbound
+            self.frames_in, self.frames_out, self.arp_answered, self.routed, self.nat_outbound, self.nat_inbound
         )?;
         for (reason, n) in self.drops() {
             write!(f, " {reason} {n}")?;
@@ -307,10 +278,7 @@ impl Underlay {
     /// Binds every attachment's socket and starts routing.
     pub fn start(config: UnderlayConfig) -> io::Result<Underlay> {
         if config.attachments.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "an underlay needs at least one attachment",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "an underlay needs at least one attachment"));
         }
         let capacity = config.queue_capacity.max(1);
         let shared = Arc::new(Shared {
@@ -319,10 +287,7 @@ impl Underlay {
                 loss_ppm: loss_ppm(config.loss_percent),
                 public: config.attachments.iter().map(|a| a.public).collect(),
             }),
-            counters: Mutex::new(vec![
-                AttachmentCounters::default();
-                config.attachments.len()
-            ]),
+            counters: Mutex::new(vec![AttachmentCounters::default(); config.attachments.len()]),
             stop: AtomicBool::new(false),
         });
         let mut links = Vec::new();
@@ -335,20 +300,14 @@ impl Underlay {
         for (i, link) in links.iter().enumerate() {
             let tx = tx.clone();
             let shared2 = Arc::clone(&shared);
-            let reader = link.spawn_reader(
-                format!("underlay-rx-{i}"),
-                Arc::clone(&stop),
-                move |frame| {
-                    match tx.try_send((i, frame)) {
-                        Ok(()) => {}
-                        Err(TrySendError::Full(_)) => bump(&mut lock(&shared2.counters), i, |c| {
-                            c.drop(DropReason::QueueFull)
-                        }),
-                        Err(TrySendError::Disconnected(_)) => return false,
-                    }
-                    true
-                },
-            );
+            let reader = link.spawn_reader(format!("underlay-rx-{i}"), Arc::clone(&stop), move |frame| {
+                match tx.try_send((i, frame)) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) => bump(&mut lock(&shared2.counters), i, |c| c.drop(DropReason::QueueFull)),
+                    Err(TrySendError::Disconnected(_)) => return false,
+                }
+                true
+            });
             match reader {
                 Ok(t) => threads.push(t),
                 Err(e) => {
@@ -365,12 +324,10 @@ impl Underlay {
         let router = Router::new(&config, links);
         let shared2 = Arc::clone(&shared);
         let stop2 = Arc::clone(&stop);
-        let main = thread::Builder::new()
-            .name("underlay".into())
-            .spawn(move || {
-                router.run(rx, &shared2, capacity);
-                stop2.store(true, Ordering::Relaxed);
-            });
+        let main = thread::Builder::new().name("underlay".into()).spawn(move || {
+            router.run(rx, &shared2, capacity);
+            stop2.store(true, Ordering::Relaxed);
+        });
         match main {
             Ok(t) => threads.push(t),
             Err(e) => {
@@ -383,12 +340,7 @@ impl Underlay {
         }
         // The router sets `shared.stop` to end; the readers watch `stop`,
         // which the router sets as it leaves.
-        Ok(Underlay {
-            shared,
-            stats,
-            names: config.attachments.iter().map(|a| a.name.clone()).collect(),
-            threads,
-        })
+        Ok(Underlay { shared, stats, names: config.attachments.iter().map(|a| a.name.clone()).collect(), threads })
     }
 
     /// The index of the attachment called `name` (indices follow the config).
@@ -421,11 +373,7 @@ impl Underlay {
 
     /// The public address `attachment` has now.
     pub fn public_address(&self, attachment: usize) -> Option<Ipv4Addr> {
-        lock(&self.shared.settings)
-            .public
-            .get(attachment)
-            .copied()
-            .flatten()
+        lock(&self.shared.settings).public.get(attachment).copied().flatten()
     }
 
     /// A snapshot of `attachment`'s counters.
@@ -438,18 +386,13 @@ impl Underlay {
         c.frames_out = get(&l.frames_out);
         c.bytes_out = get(&l.bytes_out);
         c.set_drops(DropReason::NoPeer, get(&l.no_peer));
-        c.set_drops(
-            DropReason::TxFailed,
-            get(&l.tx_failed) + get(&l.tx_queue_full),
-        );
+        c.set_drops(DropReason::TxFailed, get(&l.tx_failed) + get(&l.tx_queue_full));
         Some(c)
     }
 
     /// Every attachment's name and counters.
     pub fn all_counters(&self) -> Vec<(String, AttachmentCounters)> {
-        (0..self.names.len())
-            .filter_map(|i| Some((self.names.get(i)?.clone(), self.counters(i)?)))
-            .collect()
+        (0..self.names.len()).filter_map(|i| Some((self.names.get(i)?.clone(), self.counters(i)?))).collect()
     }
 
     /// Stops routing and joins every thread.
@@ -541,14 +484,7 @@ const ARP_RETRY: Duration = Duration::from_secs(1);
 
 /// 02:75:6c:00:00:NN ("ul", locally administered), one per attachment.
 fn default_gateway_mac(attachment: usize) -> Mac {
-    [
-        0x02,
-        0x75,
-        0x6c,
-        0x00,
-        0x00,
-        (attachment as u8).wrapping_add(1),
-    ]
+    [0x02, 0x75, 0x6c, 0x00, 0x00, (attachment as u8).wrapping_add(1)]
 }
 
 impl Router {
@@ -568,11 +504,7 @@ impl Router {
                 waiting: VecDeque::new(),
             })
             .collect();
-        Router {
-            ports,
-            rng: Rng::new(config.seed),
-            delay_line: VecDeque::new(),
-        }
+        Router { ports, rng: Rng::new(config.seed), delay_line: VecDeque::new() }
     }
 
     fn run(mut self, rx: Receiver<(usize, Vec<u8>)>, shared: &Shared, capacity: usize) {
@@ -581,12 +513,7 @@ impl Router {
                 return;
             }
             let now = Instant::now();
-            let wait = self
-                .delay_line
-                .front()
-                .map(|p| p.due.saturating_duration_since(now))
-                .unwrap_or(READ_SLICE)
-                .min(READ_SLICE);
+            let wait = self.delay_line.front().map(|p| p.due.saturating_duration_since(now)).unwrap_or(READ_SLICE).min(READ_SLICE);
             let first = match rx.recv_timeout(wait) {
                 Ok(m) => Some(m),
                 Err(RecvTimeoutError::Timeout) => None,
@@ -609,13 +536,7 @@ impl Router {
                 let mut immediate = Vec::new();
                 {
                     let mut counters = lock(&shared.counters);
-                    self.resolve(
-                        Instant::now(),
-                        settings.latency,
-                        capacity,
-                        &mut counters,
-                        &mut immediate,
-                    );
+                    self.resolve(Instant::now(), settings.latency, capacity, &mut counters, &mut immediate);
                 }
                 for (port, frame) in immediate {
                     self.send(port, &frame);
@@ -625,14 +546,7 @@ impl Router {
         }
     }
 
-    fn handle(
-        &mut self,
-        ingress: usize,
-        mut frame: Vec<u8>,
-        settings: &Settings,
-        shared: &Shared,
-        capacity: usize,
-    ) {
+    fn handle(&mut self, ingress: usize, mut frame: Vec<u8>, settings: &Settings, shared: &Shared, capacity: usize) {
         let now = Instant::now();
         let verdict = self.decide(ingress, &mut frame, &settings.public);
         // Frames to send right away, after the counters are released.
@@ -645,11 +559,7 @@ impl Router {
                     immediate.push((ingress, reply));
                 }
                 Verdict::Drop(reason) => bump(&mut counters, ingress, |c| c.drop(reason)),
-                Verdict::Route {
-                    egress,
-                    nat_out,
-                    nat_in,
-                } => {
+                Verdict::Route { egress, nat_out, nat_in } => {
                     if nat_out {
                         bump(&mut counters, ingress, |c| c.nat_outbound += 1);
                     }
@@ -661,37 +571,17 @@ impl Router {
                     } else if let Some(port) = self.ports.get_mut(egress) {
                         if port.box_mac.is_some() {
                             let due = now + settings.latency;
-                            self.enqueue(
-                                Waiting {
-                                    ingress,
-                                    since: now,
-                                    frame,
-                                },
-                                egress,
-                                due,
-                                capacity,
-                                &mut counters,
-                            );
+                            self.enqueue(Waiting { ingress, since: now, frame }, egress, due, capacity, &mut counters);
                         } else if port.waiting.len() >= WAITING {
                             bump(&mut counters, ingress, |c| c.drop(DropReason::Unresolved));
                         } else {
-                            port.waiting.push_back(Waiting {
-                                ingress,
-                                since: now,
-                                frame,
-                            });
+                            port.waiting.push_back(Waiting { ingress, since: now, frame });
                         }
                     }
                 }
             }
             // The frame may have taught us a box's MAC: release what waited.
-            self.resolve(
-                now,
-                settings.latency,
-                capacity,
-                &mut counters,
-                &mut immediate,
-            );
+            self.resolve(now, settings.latency, capacity, &mut counters, &mut immediate);
         }
         for (port, frame) in immediate {
             self.send(port, &frame);
@@ -722,39 +612,22 @@ impl Router {
                 }
                 continue;
             }
-            while port
-                .waiting
-                .front()
-                .is_some_and(|w| now.duration_since(w.since) >= UNRESOLVED_GIVE_UP)
-            {
+            while port.waiting.front().is_some_and(|w| now.duration_since(w.since) >= UNRESOLVED_GIVE_UP) {
                 if let Some(w) = port.waiting.pop_front() {
                     bump(counters, w.ingress, |c| c.drop(DropReason::Unresolved));
                 }
             }
-            let ask = !port.waiting.is_empty()
-                && port
-                    .last_arp_request
-                    .is_none_or(|t| now.duration_since(t) >= ARP_RETRY);
+            let ask = !port.waiting.is_empty() && port.last_arp_request.is_none_or(|t| now.duration_since(t) >= ARP_RETRY);
             if ask {
                 port.last_arp_request = Some(now);
-                immediate.push((
-                    egress,
-                    Arp::request(port.gateway_mac, port.gateway, port.address.addr()).to_frame(),
-                ));
+                immediate.push((egress, Arp::request(port.gateway_mac, port.gateway, port.address.addr()).to_frame()));
                 bump(counters, egress, |c| c.arp_requests_sent += 1);
             }
         }
     }
 
     /// Puts a routed frame (MACs still to set) on the delay line.
-    fn enqueue(
-        &mut self,
-        w: Waiting,
-        egress: usize,
-        due: Instant,
-        capacity: usize,
-        counters: &mut [AttachmentCounters],
-    ) {
+    fn enqueue(&mut self, w: Waiting, egress: usize, due: Instant, capacity: usize, counters: &mut [AttachmentCounters]) {
         let Some(box_mac) = self.ports.get(egress).and_then(|p| p.box_mac) else {
             return;
         };
@@ -797,12 +670,9 @@ impl Router {
         let src_mac = eth.src_addr();
         // The box's MAC is the source of its valid IPv4 frames from its own
         // address (junk on the link must not teach it).
-        if port.box_mac.is_none()
-            && src_mac.is_unicast()
-            && eth.ethertype() == EthernetProtocol::Ipv4
-        {
-            let from_box = Ipv4Packet::new_checked(eth.payload())
-                .is_ok_and(|ip| ip.verify_checksum() && ip.src_addr() == port.address.addr());
+        if port.box_mac.is_none() && src_mac.is_unicast() && eth.ethertype() == EthernetProtocol::Ipv4 {
+            let from_box =
+                Ipv4Packet::new_checked(eth.payload()).is_ok_and(|ip| ip.verify_checksum() && ip.src_addr() == port.address.addr());
             if from_box {
                 port.box_mac = Some(src_mac.0);
             }
@@ -816,9 +686,7 @@ impl Router {
                     port.box_mac = Some(arp.sender_mac);
                 }
                 if arp.request && arp.target_ip == port.gateway && arp.sender_ip != port.gateway {
-                    return Verdict::AnswerArp(
-                        Arp::reply_to(&arp, port.gateway_mac, port.gateway).to_frame(),
-                    );
+                    return Verdict::AnswerArp(Arp::reply_to(&arp, port.gateway_mac, port.gateway).to_frame());
                 }
                 Verdict::Drop(DropReason::ArpIgnored)
             }
@@ -880,11 +748,7 @@ impl Router {
             }
         }
         ip.fill_checksum();
-        Verdict::Route {
-            egress,
-            nat_out,
-            nat_in,
-        }
+        Verdict::Route { egress, nat_out, nat_in }
     }
 }
 
@@ -923,21 +787,13 @@ fn set_macs(frame: &mut [u8], src: Mac, dst: Mac) {
 
 impl fmt::Debug for Underlay {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.debug_struct("Underlay")
-            .field("attachments", &self.names)
-            .finish()
+        f.debug_struct("Underlay").field("attachments", &self.names).finish()
     }
 }
 
 impl fmt::Debug for Port {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(
-            f,
-            "{} via {} ({})",
-            self.address,
-            self.gateway,
-            format_mac(self.gateway_mac)
-        )
+        write!(f, "{} via {} ({})", self.address, self.gateway, format_mac(self.gateway_mac))
     }
 }
 
@@ -965,26 +821,12 @@ mod tests {
     fn router(name: &str) -> (Router, Vec<Option<Ipv4Addr>>, PathBuf) {
         let d = dir(name);
         let config = UnderlayConfig::new(vec![
-            Attachment::new(
-                "onprem",
-                SocketPair::link(&d, "onprem").0,
-                "192.168.1.35/24".parse().unwrap(),
-                ip("192.168.1.1"),
-            )
-            .with_box_mac(ONPREM_MAC),
-            Attachment::new(
-                "cloud",
-                SocketPair::link(&d, "cloud").0,
-                "10.0.0.4/24".parse().unwrap(),
-                ip("10.0.0.1"),
-            )
-            .with_public(ip("203.0.113.10")),
+            Attachment::new("onprem", SocketPair::link(&d, "onprem").0, "192.168.1.35/24".parse().unwrap(), ip("192.168.1.1"))
+                .with_box_mac(ONPREM_MAC),
+            Attachment::new("cloud", SocketPair::link(&d, "cloud").0, "10.0.0.4/24".parse().unwrap(), ip("10.0.0.1"))
+                .with_public(ip("203.0.113.10")),
         ]);
-        let links = config
-            .attachments
-            .iter()
-            .map(|a| Link::bind(&a.port).unwrap())
-            .collect();
+        let links = config.attachments.iter().map(|a| Link::bind(&a.port).unwrap()).collect();
         let public = config.attachments.iter().map(|a| a.public).collect();
         (Router::new(&config, links), public, d)
     }
@@ -1013,30 +855,15 @@ mod tests {
     /// (src, dst, ttl, transport checksum valid) of a routed frame.
     fn inspect(frame: &[u8]) -> (Ipv4Addr, Ipv4Addr, u8, bool) {
         let p = SlicedPacket::from_ethernet(frame).unwrap();
-        let Some(NetSlice::Ipv4(v4)) = &p.net else {
-            panic!("not ipv4")
-        };
+        let Some(NetSlice::Ipv4(v4)) = &p.net else { panic!("not ipv4") };
         let h = v4.header().to_header();
-        assert_eq!(
-            h.calc_header_checksum(),
-            h.header_checksum,
-            "IPv4 header checksum"
-        );
+        assert_eq!(h.calc_header_checksum(), h.header_checksum, "IPv4 header checksum");
         let ok = match &p.transport {
-            Some(TransportSlice::Udp(u)) => {
-                u.to_header().calc_checksum_ipv4(&h, u.payload()).unwrap() == u.checksum()
-            }
-            Some(TransportSlice::Tcp(t)) => {
-                t.to_header().calc_checksum_ipv4(&h, t.payload()).unwrap() == t.checksum()
-            }
+            Some(TransportSlice::Udp(u)) => u.to_header().calc_checksum_ipv4(&h, u.payload()).unwrap() == u.checksum(),
+            Some(TransportSlice::Tcp(t)) => t.to_header().calc_checksum_ipv4(&h, t.payload()).unwrap() == t.checksum(),
             _ => true,
         };
-        (
-            Ipv4Addr::from(h.source),
-            Ipv4Addr::from(h.destination),
-            h.time_to_live,
-            ok,
-        )
+        (Ipv4Addr::from(h.source), Ipv4Addr::from(h.destination), h.time_to_live, ok)
     }
 
     #[test]
@@ -1044,30 +871,15 @@ mod tests {
         let (mut r, public, d) = router("arp");
         let ask = Arp::request(CLOUD_MAC, ip("10.0.0.4"), ip("10.0.0.1")).to_frame();
         let mut f = ask.clone();
-        let Verdict::AnswerArp(reply) = r.decide(1, &mut f, &public) else {
-            panic!("no answer")
-        };
+        let Verdict::AnswerArp(reply) = r.decide(1, &mut f, &public) else { panic!("no answer") };
         let reply = Arp::parse(&reply).unwrap();
         assert!(!reply.request);
-        assert_eq!(
-            (reply.sender_ip, reply.target_mac),
-            (ip("10.0.0.1"), CLOUD_MAC)
-        );
-        assert_eq!(
-            r.ports[1].box_mac,
-            Some(CLOUD_MAC),
-            "learned from the request"
-        );
+        assert_eq!((reply.sender_ip, reply.target_mac), (ip("10.0.0.1"), CLOUD_MAC));
+        assert_eq!(r.ports[1].box_mac, Some(CLOUD_MAC), "learned from the request");
         // The same request on the other attachment asks for nothing it owns.
-        assert_eq!(
-            r.decide(0, &mut ask.clone(), &public),
-            Verdict::Drop(DropReason::ArpIgnored)
-        );
+        assert_eq!(r.decide(0, &mut ask.clone(), &public), Verdict::Drop(DropReason::ArpIgnored));
         let mut other = Arp::request(CLOUD_MAC, ip("10.0.0.4"), ip("10.0.0.9")).to_frame();
-        assert_eq!(
-            r.decide(1, &mut other, &public),
-            Verdict::Drop(DropReason::ArpIgnored)
-        );
+        assert_eq!(r.decide(1, &mut other, &public), Verdict::Drop(DropReason::ArpIgnored));
         let _ = std::fs::remove_dir_all(&d);
     }
 
@@ -1075,43 +887,18 @@ mod tests {
     fn nat_rewrites_both_ways_with_valid_checksums() {
         let (mut r, public, d) = router("nat");
         // onprem dials the cloud's public address.
-        let mut f = udp(
-            ONPREM_MAC,
-            ("192.168.1.35", 40000),
-            ("203.0.113.10", 51820),
-            64,
-        );
+        let mut f = udp(ONPREM_MAC, ("192.168.1.35", 40000), ("203.0.113.10", 51820), 64);
         let v = r.decide(0, &mut f, &public);
-        assert_eq!(
-            v,
-            Verdict::Route {
-                egress: 1,
-                nat_out: false,
-                nat_in: true
-            }
-        );
+        assert_eq!(v, Verdict::Route { egress: 1, nat_out: false, nat_in: true });
         assert_eq!(inspect(&f), (ip("192.168.1.35"), ip("10.0.0.4"), 63, true));
         // The cloud answers from its private address, which leaves as public.
         let mut f = udp(CLOUD_MAC, ("10.0.0.4", 51820), ("192.168.1.35", 40000), 64);
-        assert_eq!(
-            r.decide(1, &mut f, &public),
-            Verdict::Route {
-                egress: 0,
-                nat_out: true,
-                nat_in: false
-            }
-        );
-        assert_eq!(
-            inspect(&f),
-            (ip("203.0.113.10"), ip("192.168.1.35"), 63, true)
-        );
+        assert_eq!(r.decide(1, &mut f, &public), Verdict::Route { egress: 0, nat_out: true, nat_in: false });
+        assert_eq!(inspect(&f), (ip("203.0.113.10"), ip("192.168.1.35"), 63, true));
         // TCP too.
         let mut f = tcp(CLOUD_MAC, ("10.0.0.4", 5001), ("192.168.1.35", 40001));
         r.decide(1, &mut f, &public);
-        assert_eq!(
-            inspect(&f),
-            (ip("203.0.113.10"), ip("192.168.1.35"), 63, true)
-        );
+        assert_eq!(inspect(&f), (ip("203.0.113.10"), ip("192.168.1.35"), 63, true));
         let _ = std::fs::remove_dir_all(&d);
     }
 
@@ -1135,16 +922,8 @@ mod tests {
     fn a_moved_public_address_routes_only_at_its_new_place() {
         let (mut r, _, d) = router("roam");
         let moved = vec![None, Some(ip("203.0.113.20"))];
-        let mut f = udp(
-            ONPREM_MAC,
-            ("192.168.1.35", 40000),
-            ("203.0.113.10", 51820),
-            64,
-        );
-        assert_eq!(
-            r.decide(0, &mut f, &moved),
-            Verdict::Drop(DropReason::NoRoute)
-        );
+        let mut f = udp(ONPREM_MAC, ("192.168.1.35", 40000), ("203.0.113.10", 51820), 64);
+        assert_eq!(r.decide(0, &mut f, &moved), Verdict::Drop(DropReason::NoRoute));
         let mut f = udp(CLOUD_MAC, ("10.0.0.4", 51820), ("192.168.1.35", 40000), 64);
         r.decide(1, &mut f, &moved);
         assert_eq!(inspect(&f).0, ip("203.0.113.20"));
@@ -1160,12 +939,7 @@ mod tests {
         junk[0] = 0x02;
         junk[6] = 0x02;
         r.decide(1, &mut junk, &public);
-        let mut stranger = udp(
-            [0x02, 9, 9, 9, 9, 9],
-            ("10.0.0.99", 1),
-            ("192.168.1.35", 2),
-            64,
-        );
+        let mut stranger = udp([0x02, 9, 9, 9, 9, 9], ("10.0.0.99", 1), ("192.168.1.35", 2), 64);
         r.decide(1, &mut stranger, &public);
         assert_eq!(r.ports[1].box_mac, None);
         let mut f = udp(CLOUD_MAC, ("10.0.0.4", 51820), ("192.168.1.35", 40000), 64);
@@ -1178,28 +952,16 @@ mod tests {
     fn drops_have_reasons() {
         let (mut r, public, d) = router("drops");
         let mut f = udp(ONPREM_MAC, ("192.168.1.35", 1), ("198.51.100.1", 2), 64);
-        assert_eq!(
-            r.decide(0, &mut f, &public),
-            Verdict::Drop(DropReason::NoRoute)
-        );
+        assert_eq!(r.decide(0, &mut f, &public), Verdict::Drop(DropReason::NoRoute));
         let mut f = udp(ONPREM_MAC, ("192.168.1.35", 1), ("203.0.113.10", 2), 1);
-        assert_eq!(
-            r.decide(0, &mut f, &public),
-            Verdict::Drop(DropReason::TtlExpired)
-        );
+        assert_eq!(r.decide(0, &mut f, &public), Verdict::Drop(DropReason::TtlExpired));
         let mut f = udp(ONPREM_MAC, ("192.168.1.35", 1), ("203.0.113.10", 2), 64);
         f[ETHERNET_HEADER + 10] ^= 0xff;
-        assert_eq!(
-            r.decide(0, &mut f, &public),
-            Verdict::Drop(DropReason::BadChecksum)
-        );
+        assert_eq!(r.decide(0, &mut f, &public), Verdict::Drop(DropReason::BadChecksum));
         let mut f = udp(ONPREM_MAC, ("192.168.1.35", 1), ("203.0.113.10", 2), 64);
         f[12] = 0x86;
         f[13] = 0xdd;
-        assert_eq!(
-            r.decide(0, &mut f, &public),
-            Verdict::Drop(DropReason::NotIpv4)
-        );
+        assert_eq!(r.decide(0, &mut f, &public), Verdict::Drop(DropReason::NotIpv4));
         let _ = std::fs::remove_dir_all(&d);
     }
 
@@ -1207,12 +969,7 @@ mod tests {
     fn garbage_never_panics() {
         let (mut r, public, d) = router("garbage");
         let mut rng = Rng::new(9);
-        let template = udp(
-            ONPREM_MAC,
-            ("192.168.1.35", 40000),
-            ("203.0.113.10", 51820),
-            64,
-        );
+        let template = udp(ONPREM_MAC, ("192.168.1.35", 40000), ("203.0.113.10", 51820), 64);
         for i in 0..20_000 {
             let mut f = if i % 2 == 0 {
                 let len = (rng.next_u64() % 120) as usize;

@@ -34,9 +34,7 @@ pub const EXIT_PANIC: i32 = 35;
 
 /// The QEMU binary used, unless `ROUTERD_QEMU` names another.
 pub fn qemu_binary() -> PathBuf {
-    std::env::var_os("ROUTERD_QEMU")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("qemu-system-x86_64"))
+    std::env::var_os("ROUTERD_QEMU").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("qemu-system-x86_64"))
 }
 
 /// The emulated chipset.
@@ -164,10 +162,7 @@ impl Machine {
         if self.debug_exit {
             c.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4"]);
         }
-        c.arg("-chardev").arg(format!(
-            "socket,id=console,path={},server=on,wait=on",
-            self.serial_path().display()
-        ));
+        c.arg("-chardev").arg(format!("socket,id=console,path={},server=on,wait=on", self.serial_path().display()));
         c.args(["-serial", "chardev:console"]);
         match &self.boot {
             Boot::Pvh => {
@@ -191,20 +186,13 @@ impl Machine {
                     guest.display(),
                     harness.display()
                 ),
-                NetBackend::Stream { path } => format!(
-                    "stream,id={id},server=off,addr.type=unix,addr.path={}",
-                    path.display()
-                ),
+                NetBackend::Stream { path } => format!("stream,id={id},server=off,addr.type=unix,addr.path={}", path.display()),
                 NetBackend::Tap { ifname } => {
                     format!("tap,id={id},ifname={ifname},script=no,downscript=no")
                 }
             };
             c.args(["-netdev", &netdev]);
-            c.arg("-device").arg(format!(
-                "{},netdev={id},mac={}",
-                nic.model.device(),
-                format_mac(nic.mac)
-            ));
+            c.arg("-device").arg(format!("{},netdev={id},mac={}", nic.model.device(), format_mac(nic.mac)));
         }
         c
     }
@@ -277,19 +265,13 @@ pub fn grub_iso(image: &Path, cmdline: &str, out: &Path) -> Result<(), Error> {
          terminal_output serial\nmenuentry \"routerd\" {{\n  multiboot2 /boot/routerd {cmdline}\n  boot\n}}\n"
     );
     std::fs::write(root.join("boot/grub/grub.cfg"), cfg).map_err(io)?;
-    let output = Command::new("grub-mkrescue")
-        .arg("-o")
-        .arg(out)
-        .arg(&root)
-        .output()
-        .map_err(|e| Error::Media(format!("cannot run grub-mkrescue: {e} (apt-get install -y grub-pc-bin grub-common xorriso mtools)")))?;
+    let output =
+        Command::new("grub-mkrescue").arg("-o").arg(out).arg(&root).output().map_err(|e| {
+            Error::Media(format!("cannot run grub-mkrescue: {e} (apt-get install -y grub-pc-bin grub-common xorriso mtools)"))
+        })?;
     let _ = std::fs::remove_dir_all(&root);
     if !output.status.success() {
-        return Err(Error::Media(format!(
-            "grub-mkrescue failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        )));
+        return Err(Error::Media(format!("grub-mkrescue failed ({}): {}", output.status, String::from_utf8_lossy(&output.stderr))));
     }
     Ok(())
 }
@@ -297,11 +279,7 @@ pub fn grub_iso(image: &Path, cmdline: &str, out: &Path) -> Result<(), Error> {
 fn make_run_dir() -> io::Result<PathBuf> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "routerd-qemu-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
+    let dir = std::env::temp_dir().join(format!("routerd-qemu-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }
@@ -311,38 +289,43 @@ fn make_run_dir() -> io::Result<PathBuf> {
 pub enum Error {
     NoImage(PathBuf),
     Spawn(PathBuf, io::Error),
-    EarlyExit { status: ExitStatus, stderr: String },
+    EarlyExit {
+        status: ExitStatus,
+        stderr: String,
+    },
     Console(io::Error),
     /// Boot media could not be made.
     Media(String),
     /// The awaited text did not appear in time; carries the console so far.
-    Timeout { waiting_for: String, console: String },
+    Timeout {
+        waiting_for: String,
+        console: String,
+    },
     /// QEMU exited while we waited for console text.
-    Exited { status: ExitStatus, waiting_for: String, console: String, stderr: String },
+    Exited {
+        status: ExitStatus,
+        waiting_for: String,
+        console: String,
+        stderr: String,
+    },
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self {
             Error::NoImage(p) => write!(f, "no image at {} (build it with `cargo xtask image`)", p.display()),
-            Error::Spawn(q, e) => write!(
-                f,
-                "cannot start {}: {e} (install it: apt-get install -y qemu-system-x86)",
-                q.display()
-            ),
+            Error::Spawn(q, e) => write!(f, "cannot start {}: {e} (install it: apt-get install -y qemu-system-x86)", q.display()),
             Error::EarlyExit { status, stderr } => {
                 write!(f, "QEMU exited before the console opened ({status}):\n{stderr}")
             }
             Error::Console(e) => write!(f, "cannot connect to the serial console: {e}"),
             Error::Media(m) => f.write_str(m),
-            Error::Timeout { waiting_for, console } => write!(
-                f,
-                "timed out waiting for {waiting_for:?} on the console; console so far:\n{console}"
-            ),
-            Error::Exited { status, waiting_for, console, stderr } => write!(
-                f,
-                "QEMU exited ({status}) while waiting for {waiting_for:?}; console:\n{console}\nQEMU stderr:\n{stderr}"
-            ),
+            Error::Timeout { waiting_for, console } => {
+                write!(f, "timed out waiting for {waiting_for:?} on the console; console so far:\n{console}")
+            }
+            Error::Exited { status, waiting_for, console, stderr } => {
+                write!(f, "QEMU exited ({status}) while waiting for {waiting_for:?}; console:\n{console}\nQEMU stderr:\n{stderr}")
+            }
         }
     }
 }
@@ -464,12 +447,7 @@ impl Vm {
                 if seen(self.console()) {
                     return Ok(());
                 }
-                return Err(Error::Exited {
-                    status,
-                    waiting_for: text.to_string(),
-                    console: self.console(),
-                    stderr: self.stderr_text(),
-                });
+                return Err(Error::Exited { status, waiting_for: text.to_string(), console: self.console(), stderr: self.stderr_text() });
             }
             if Instant::now() >= deadline {
                 return Err(Error::Timeout { waiting_for: text.to_string(), console: self.console() });
@@ -488,10 +466,7 @@ impl Vm {
             }
             if Instant::now() >= deadline {
                 self.kill();
-                return Err(Error::Timeout {
-                    waiting_for: "QEMU to exit".to_string(),
-                    console: self.console(),
-                });
+                return Err(Error::Timeout { waiting_for: "QEMU to exit".to_string(), console: self.console() });
             }
             thread::sleep(Duration::from_millis(20));
         }
@@ -534,17 +509,11 @@ mod tests {
             mac: [0x52, 0x54, 0, 0, 0, 1],
             backend: NetBackend::Dgram { guest: "/r/g0".into(), harness: "/r/h0".into() },
         });
-        m.nics.push(Nic {
-            model: NicModel::E1000e,
-            mac: [0x52, 0x54, 0, 0, 0, 2],
-            backend: NetBackend::Tap { ifname: "tap7".into() },
-        });
+        m.nics.push(Nic { model: NicModel::E1000e, mac: [0x52, 0x54, 0, 0, 0, 2], backend: NetBackend::Tap { ifname: "tap7".into() } });
         let a = args(&m).join(" ");
         assert!(a.contains("-machine q35 -accel tcg"));
         assert!(a.contains("-append routerd.test=shutdown"));
-        assert!(a.contains(
-            "-netdev dgram,id=net0,local.type=unix,local.path=/r/g0,remote.type=unix,remote.path=/r/h0"
-        ));
+        assert!(a.contains("-netdev dgram,id=net0,local.type=unix,local.path=/r/g0,remote.type=unix,remote.path=/r/h0"));
         assert!(a.contains("-device virtio-net-pci,netdev=net0,mac=52:54:00:00:00:01"));
         assert!(a.contains("-netdev tap,id=net1,ifname=tap7,script=no,downscript=no"));
         assert!(a.contains("-device e1000e,netdev=net1,mac=52:54:00:00:00:02"));

@@ -29,9 +29,7 @@ pub fn image() -> &'static Path {
             .status()
             .expect("cannot run cargo to build the image");
         assert!(status.success(), "building the image failed ({status})");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| workspace_root().join("target"));
+        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
         target.join("release").join("routerd")
     })
 }

@@ -3,8 +3,7 @@
 //! its unix datagram socket.
 
 use etherparse::{
-    ArpHardwareId, ArpOperation, ArpPacket, EtherType, NetSlice, PacketBuilder, SlicedPacket, TcpOptionElement,
-    TransportSlice,
+    ArpHardwareId, ArpOperation, ArpPacket, EtherType, NetSlice, PacketBuilder, SlicedPacket, TcpOptionElement, TransportSlice,
 };
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
@@ -108,10 +107,7 @@ pub fn icmp_echo_packet(src: Ip, dst: Ip, seq: u16, payload_len: usize, dont_fra
     let payload: Vec<u8> = (0..payload_len).map(|i| i as u8).collect();
     let mut ip = etherparse::Ipv4Header::new(0, 64, etherparse::IpNumber::ICMP, src, dst).unwrap();
     ip.dont_fragment = dont_fragment;
-    PacketBuilder::ip(etherparse::IpHeaders::Ipv4(ip, Default::default()))
-        .icmpv4_echo_request(0x77, seq)
-        .write(&mut f, &payload)
-        .unwrap();
+    PacketBuilder::ip(etherparse::IpHeaders::Ipv4(ip, Default::default())).icmpv4_echo_request(0x77, seq).write(&mut f, &payload).unwrap();
     f
 }
 
@@ -128,11 +124,7 @@ pub fn ethernet(src: Mac, dst: Mac, ip_packet: &[u8]) -> Vec<u8> {
 /// An Ethernet/IPv4/UDP frame.
 pub fn udp_frame(src_mac: Mac, dst_mac: Mac, src: (Ip, u16), dst: (Ip, u16), payload: &[u8]) -> Vec<u8> {
     let mut f = Vec::new();
-    PacketBuilder::ethernet2(src_mac, dst_mac)
-        .ipv4(src.0, dst.0, 64)
-        .udp(src.1, dst.1)
-        .write(&mut f, payload)
-        .unwrap();
+    PacketBuilder::ethernet2(src_mac, dst_mac).ipv4(src.0, dst.0, 64).udp(src.1, dst.1).write(&mut f, payload).unwrap();
     f
 }
 

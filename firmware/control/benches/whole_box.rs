@@ -428,9 +428,7 @@ impl Floor {
         let key = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &k).unwrap());
         let mut sealed = vec![0u8; fr.size + WAN_OVERHEAD];
         sealed[WG_PAYLOAD_AT..WG_PAYLOAD_AT + fr.size].copy_from_slice(&fr.b_udp[14..]);
-        let tag = key
-            .seal_in_place_separate_tag(nonce(0), Aad::empty(), &mut sealed[WG_PAYLOAD_AT..WG_PAYLOAD_AT + fr.size])
-            .unwrap();
+        let tag = key.seal_in_place_separate_tag(nonce(0), Aad::empty(), &mut sealed[WG_PAYLOAD_AT..WG_PAYLOAD_AT + fr.size]).unwrap();
         sealed[WG_PAYLOAD_AT + fr.size..].copy_from_slice(tag.as_ref());
         Floor { key, counter: 1, buf: vec![0u8; RING_SLOT + HEADROOM], sealed }
     }

@@ -102,10 +102,9 @@ impl fmt::Display for BuildError {
             BuildError::ExtraTunnel { tunnel } => {
                 write!(f, "wireguard[{tunnel}]: this build drives one WireGuard interface")
             }
-            BuildError::PeerEndpoint { peer } => write!(
-                f,
-                "peers[{peer}].endpoint: give an IPv4 address (DNS names and IPv6 endpoints are not supported yet)"
-            ),
+            BuildError::PeerEndpoint { peer } => {
+                write!(f, "peers[{peer}].endpoint: give an IPv4 address (DNS names and IPv6 endpoints are not supported yet)")
+            }
             BuildError::PresharedKey { peer } => {
                 write!(f, "peers[{peer}].preshared_key: pre-shared keys from the key store are not supported yet")
             }
@@ -205,9 +204,7 @@ pub fn build(cfg: &Config, nics: &[NicInfo]) -> Result<Runtime, BuildError> {
         plan_peers
             .push(PeerPlan { public_key: p.public_key.0, endpoint, persistent_keepalive: p.persistent_keepalive, allowed: allowed.clone() })
             .map_err(|_| BuildError::Capacity { what: "peers" })?;
-        dp_peers
-            .push(dp::PeerConfig { id: dp::PeerId(id), allowed })
-            .map_err(|_| BuildError::Capacity { what: "peers" })?;
+        dp_peers.push(dp::PeerConfig { id: dp::PeerId(id), allowed }).map_err(|_| BuildError::Capacity { what: "peers" })?;
         let _ = peer_ids.push(Some(id));
     }
     let peer_id = |tunnel: &config_schema::Name, name: &config_schema::Name| {
@@ -232,9 +229,7 @@ pub fn build(cfg: &Config, nics: &[NicInfo]) -> Result<Runtime, BuildError> {
                 dp::ClaimSide::Remote { capture, port: dp::PortId(port as u8), peer: dp::PeerId(peer) }
             }
             ClaimAction::DeliverLocally { port } => {
-                let port = port
-                    .and_then(|n| port_index(cfg, n))
-                    .ok_or(BuildError::NoLocalPort { claim: i })?;
+                let port = port.and_then(|n| port_index(cfg, n)).ok_or(BuildError::NoLocalPort { claim: i })?;
                 dp::ClaimSide::Local { port: dp::PortId(port as u8) }
             }
         };
@@ -246,9 +241,7 @@ pub fn build(cfg: &Config, nics: &[NicInfo]) -> Result<Runtime, BuildError> {
         claim.mss = mss;
         claim.garp_count = if claim.is_proxy_arp() { c.gratuitous_arp_count() } else { 0 };
         claim.conflict_hold_ms = u64::from(c.conflict_hold_secs()) * 1000;
-        claims
-            .push(claim)
-            .map_err(|_| BuildError::Capacity { what: "claims" })?;
+        claims.push(claim).map_err(|_| BuildError::Capacity { what: "claims" })?;
     }
 
     // VXLAN segments.

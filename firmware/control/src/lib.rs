@@ -61,9 +61,7 @@ mod limits {
     // prefixes together; validation bounds the total (`tunnel-routes`).
     const _: () = assert!(crate::node::WG_ROUTES == RUNS.tunnel_routes, "WG_ROUTES != RUNS.tunnel_routes");
     // The dataplane's route list: connected subnets, every allowed prefix, the default route.
-    const _: () = assert!(
-        routerd_dataplane::route::MAX_ROUTES > RUNS.ports + RUNS.peers * RUNS.allowed_ips_per_peer
-    );
+    const _: () = assert!(routerd_dataplane::route::MAX_ROUTES > RUNS.ports + RUNS.peers * RUNS.allowed_ips_per_peer);
     // Claims, segments, VTEPs.
     const _: () = assert!(dp::MAX_CLAIMS == RUNS.claims, "dataplane claims != RUNS.claims");
     const _: () = assert!(RUNS.claims <= schema::MAX_CLAIMS);
@@ -72,7 +70,5 @@ mod limits {
     const _: () = assert!(dp::MAX_VTEPS == RUNS.vteps_per_segment, "dataplane VTEPs != RUNS.vteps_per_segment");
     const _: () = assert!(RUNS.vteps_per_segment <= schema::MAX_VTEPS);
     // Status reports every port, peer and claim a box runs.
-    const _: () = assert!(
-        msg::MAX_PORT_STATUS >= RUNS.ports && msg::MAX_PEER_STATUS >= RUNS.peers && msg::MAX_CLAIM_STATUS >= RUNS.claims
-    );
+    const _: () = assert!(msg::MAX_PORT_STATUS >= RUNS.ports && msg::MAX_PEER_STATUS >= RUNS.peers && msg::MAX_CLAIM_STATUS >= RUNS.claims);
 }

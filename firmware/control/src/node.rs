@@ -33,8 +33,8 @@ use heapless::Vec;
 use rand_core::{CryptoRng, RngCore};
 use routerd_dataplane::{self as dp, ClaimEvent, Dataplane, FrameBuf, Instant, PortId, Transmit, Verdict};
 use routerd_provision::message::{
-    self as msg, text, text_fmt, Change, ChangeKind, ClaimRole, Count, Failure, FailureKind, KeyInfo, Op, Outcome, Reply,
-    Status, WireProblem,
+    self as msg, text, text_fmt, Change, ChangeKind, ClaimRole, Count, Failure, FailureKind, KeyInfo, Op, Outcome, Reply, Status,
+    WireProblem,
 };
 use routerd_wireguard::{self as wg, Device, SecretKey};
 
@@ -313,9 +313,7 @@ impl<R: RngCore + CryptoRng> Node<R> {
             Err(dp::ProbeRefused::NotProxyArp) => Reply::Error(Failure::refused(format_args!(
                 "claims: {address} is not captured with proxy-ARP on this box, so it cannot be in conflict"
             ))),
-            Err(dp::ProbeRefused::Unknown) => {
-                Reply::Error(Failure::new(FailureKind::NotFound, "claims: no claim for that address"))
-            }
+            Err(dp::ProbeRefused::Unknown) => Reply::Error(Failure::new(FailureKind::NotFound, "claims: no claim for that address")),
         }
     }
 
@@ -362,9 +360,7 @@ impl<R: RngCore + CryptoRng> Node<R> {
                 generated: true,
                 in_use: true,
             });
-            new_keys
-                .push(k)
-                .map_err(|_| Failure::new(FailureKind::Refused, "wireguard: more key slots than the box holds"))?;
+            new_keys.push(k).map_err(|_| Failure::new(FailureKind::Refused, "wireguard: more key slots than the box holds"))?;
         }
 
         let bound = bind(&cfg)?;
@@ -437,17 +433,11 @@ impl<R: RngCore + CryptoRng> Node<R> {
 
     fn key_infos(&self) -> Vec<KeyInfo, { msg::MAX_KEYS }> {
         let used = |slot: &Name| {
-            self.config()
-                .is_some_and(|c| c.wireguard.iter().any(|t| matches!(&t.private_key, KeyRef::Device(s) if s == slot)))
+            self.config().is_some_and(|c| c.wireguard.iter().any(|t| matches!(&t.private_key, KeyRef::Device(s) if s == slot)))
         };
         self.keys
             .iter()
-            .map(|k| KeyInfo {
-                slot: k.name.clone(),
-                public_key: k.secret.public_key().0,
-                generated: k.generated,
-                in_use: used(&k.name),
-            })
+            .map(|k| KeyInfo { slot: k.name.clone(), public_key: k.secret.public_key().0, generated: k.generated, in_use: used(&k.name) })
             .collect()
     }
 
@@ -458,9 +448,7 @@ impl<R: RngCore + CryptoRng> Node<R> {
             Some(bytes) => SecretKey::from_bytes(bytes),
             None => match self.rng.as_mut() {
                 Some(rng) => SecretKey::generate(rng),
-                None => {
-                    return Reply::Error(Failure::new(FailureKind::NoEntropy, "no trusted entropy source: cannot make a key"))
-                }
+                None => return Reply::Error(Failure::new(FailureKind::NoEntropy, "no trusted entropy source: cannot make a key")),
             },
         };
         // Build the restarted tunnel first: if it fails, nothing changes.
@@ -670,10 +658,7 @@ impl<R: RngCore + CryptoRng> Node<R> {
 }
 
 fn not_configured() -> Reply {
-    Reply::Error(Failure::new(
-        FailureKind::NotConfigured,
-        "the box runs no configuration yet: `routerctl apply FILE` first",
-    ))
+    Reply::Error(Failure::new(FailureKind::NotConfigured, "the box runs no configuration yet: `routerctl apply FILE` first"))
 }
 
 /// The WireGuard device for a tunnel plan with its key; an empty device

@@ -153,9 +153,8 @@ mod tests {
 
     fn request() -> std::vec::Vec<u8> {
         // 10.0.0.5 → 10.0.0.1, ICMP echo request id 7 seq 1, payload "ping".
-        let mut p = std::vec![
-            0x45, 0, 0, 32, 0, 1, 0, 0, 64, 1, 0, 0, 10, 0, 0, 5, 10, 0, 0, 1, 8, 0, 0, 0, 0, 7, 0, 1, b'p', b'i', b'n', b'g',
-        ];
+        let mut p =
+            std::vec![0x45, 0, 0, 32, 0, 1, 0, 0, 64, 1, 0, 0, 10, 0, 0, 5, 10, 0, 0, 1, 8, 0, 0, 0, 0, 7, 0, 1, b'p', b'i', b'n', b'g',];
         let c = checksum::internet(&p[..20]);
         p[10..12].copy_from_slice(&c.to_be_bytes());
         let c = checksum::internet(&p[20..]);

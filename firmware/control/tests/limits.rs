@@ -15,8 +15,7 @@
 //! names and owns the WAN address) are tested in host/tests/limits.rs.
 
 use config_schema::{
-    Capture, CaptureMethod, Claim, Code, Config, Delivery, Ipv4Cidr, Name, Peer, Platform, PortAddress, PortRole,
-    PublicKey, Segment, RUNS,
+    Capture, CaptureMethod, Claim, Code, Config, Delivery, Ipv4Cidr, Name, Peer, Platform, PortAddress, PortRole, PublicKey, Segment, RUNS,
 };
 use rand_core::OsRng;
 use routerd_control::{build, NicInfo, NicSnapshot, Node};
@@ -363,8 +362,7 @@ fn every_refusal_is_the_boxs_refusal_with_the_same_path() {
         (case.change)(&mut cfg);
 
         // The box's own machinery refuses it too: validation is not stricter.
-        let said = unvalidated_box(&cfg, &nics)
-            .unwrap_or_else(|| panic!("{}: the box runs it, but validation refuses it", case.what));
+        let said = unvalidated_box(&cfg, &nics).unwrap_or_else(|| panic!("{}: the box runs it, but validation refuses it", case.what));
         assert!(said.starts_with(case.box_says), "{}: the box says {said:?}", case.what);
         let box_path = said.split(':').next().unwrap();
         if box_path.contains('[') {
@@ -402,7 +400,9 @@ fn every_refusal_is_the_boxs_refusal_with_the_same_path() {
             }
             assert_eq!(n.config(), Some(&base()), "{}: the running configuration changed", case.what);
             // A plan says the same.
-            assert!(matches!(n.handle(t(3), Op::Plan(Box::new(cfg.clone())), &snaps(3)), Reply::Error(f) if f.kind == FailureKind::Invalid));
+            assert!(
+                matches!(n.handle(t(3), Op::Plan(Box::new(cfg.clone())), &snaps(3)), Reply::Error(f) if f.kind == FailureKind::Invalid)
+            );
         }
     }
 }
@@ -599,10 +599,7 @@ fn the_shipped_examples_run_or_are_refused_precisely() {
     for (file, image_refusals) in [
         ("hybrid-onprem", &[][..]),
         ("hybrid-cloud", &[][..]),
-        (
-            "two-site-roz",
-            &[(Code::PortAddressMissing, "ports[2].address"), (Code::EndpointUnsupported, "peers[0].endpoint")][..],
-        ),
+        ("two-site-roz", &[(Code::PortAddressMissing, "ports[2].address"), (Code::EndpointUnsupported, "peers[0].endpoint")][..]),
         (
             "two-site-wro",
             &[

@@ -253,11 +253,10 @@ fn status_mark_reports_drops_since() {
     assert_eq!(s.drops.len(), 1);
 }
 
-
 // ------------------------------------------------- state across applies
 
-use routerd_dataplane::{FrameBuf, PortId, Transmit, BUF_SIZE, HEADROOM};
 use etherparse::ArpOperation;
+use routerd_dataplane::{FrameBuf, PortId, Transmit, BUF_SIZE, HEADROOM};
 use routerd_e2e::net as frames;
 
 /// Frames the box sent, by port.
@@ -316,7 +315,9 @@ fn claim_state(n: &mut Node<OsRng>, now: u64) -> ClaimState {
 
 fn who_has_claimed(n: &mut Node<OsRng>, now: u64) -> bool {
     let reply = rx(n, now, &frames::arp_request(CLIENT_MAC, CLIENT, CLAIMED));
-    reply.iter().any(|(_, f)| matches!(frames::parse_arp(f), Some((ArpOperation::REPLY, mac, ip, _)) if mac == BOX_LAN_MAC && ip == CLAIMED))
+    reply
+        .iter()
+        .any(|(_, f)| matches!(frames::parse_arp(f), Some((ArpOperation::REPLY, mac, ip, _)) if mac == BOX_LAN_MAC && ip == CLAIMED))
 }
 
 #[test]

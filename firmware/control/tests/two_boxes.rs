@@ -219,7 +219,11 @@ fn a_syn_crosses_from_onprem_to_the_cloud_host_and_back_clamped_both_ways() {
         assert!(st.tx_bytes > 0 && st.rx_bytes > 0, "{name}: no encrypted traffic ({st:?})");
     }
     let c = onprem.node.wireguard().unwrap().counters().clone();
-    assert!(c.iter().all(|(name, n)| n == 0 || name == "no_session"), "unexpected WireGuard errors: {:?}", c.iter().filter(|(_, n)| *n > 0).collect::<Vec<_>>());
+    assert!(
+        c.iter().all(|(name, n)| n == 0 || name == "no_session"),
+        "unexpected WireGuard errors: {:?}",
+        c.iter().filter(|(_, n)| *n > 0).collect::<Vec<_>>()
+    );
 }
 
 /// The loop's own transmit path: a ring of 4 slots (freed only when the
@@ -283,7 +287,10 @@ fn the_box_answers_ping_through_its_services_layer() {
     let out = site.lan().take_sent();
     let snaps = [routerd_control::NicSnapshot::default(); 2];
     let Reply::Status(st) = site.node.handle(now, Op::Status { mark: false }, &snaps) else { panic!() };
-    let reply = out.iter().find_map(|f| net::ip_payload(f).and_then(net::icmp)).unwrap_or_else(|| panic!("no ICMP answer on lan0: {out:?} {:?} {:?}", st.counters, st.drops));
+    let reply = out
+        .iter()
+        .find_map(|f| net::ip_payload(f).and_then(net::icmp))
+        .unwrap_or_else(|| panic!("no ICMP answer on lan0: {out:?} {:?} {:?}", st.counters, st.drops));
     assert_eq!(reply.0, 0, "echo reply");
     assert_eq!((reply.3, reply.4), ([10, 20, 0, 2], HOST_ONPREM));
     assert!(out.iter().any(|f| f[..6] == HOST_ONPREM_MAC));
@@ -313,7 +320,15 @@ fn the_shipped_examples_build_on_a_two_nic_box() {
 
 #[test]
 fn build_errors_name_the_configuration_path() {
-    let text = config("onprem", "10.20.0.2/24", "192.0.2.1/24", "cloud", "ca67+D0dVOzK/Bjvjlowc7W4uQ/zJ1jT9fh1LNCS51w=", "cloud.example.net:51820", "\"10.20.0.50/32\"");
+    let text = config(
+        "onprem",
+        "10.20.0.2/24",
+        "192.0.2.1/24",
+        "cloud",
+        "ca67+D0dVOzK/Bjvjlowc7W4uQ/zJ1jT9fh1LNCS51w=",
+        "cloud.example.net:51820",
+        "\"10.20.0.50/32\"",
+    );
     let cfg = config_schema::human::from_toml(&text).unwrap();
     let nics = [NicInfo { mac: ONPREM_MACS[0] }, NicInfo { mac: ONPREM_MACS[1] }];
     let e = build(&cfg, &nics).unwrap_err();

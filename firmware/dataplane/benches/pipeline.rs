@@ -53,7 +53,12 @@ fn cases(size: usize) -> Vec<Case> {
         eth(VM2_MAC, VM1_MAC, &udp(Ipv4Addr::new(10, 1, 1, 11), Ipv4Addr::new(10, 1, 1, 12), 64, 5000, 6000, &vec![0x33; l3 - 28]))
     };
     vec![
-        Case { name: "proxy-ARP reply", port: LAN0, frame: pad_to(arp(1, HOST_A_MAC, HOST_A, [0; 6], MOVED, [0xff; 6]), size), expect: LAN0 },
+        Case {
+            name: "proxy-ARP reply",
+            port: LAN0,
+            frame: pad_to(arp(1, HOST_A_MAC, HOST_A, [0; 6], MOVED, [0xff; 6]), size),
+            expect: LAN0,
+        },
         Case {
             name: "claim forward + MSS clamp",
             port: LAN0,
@@ -76,7 +81,17 @@ fn cases(size: usize) -> Vec<Case> {
         Case {
             name: "VXLAN decap",
             port: WAN,
-            frame: vxlan_frame(VTEP_WAN, VTEP_WAN_MAC, 100, 0x08, &eth(VM1_MAC, VM2_MAC, &udp(Ipv4Addr::new(10, 1, 1, 12), Ipv4Addr::new(10, 1, 1, 11), 64, 6000, 5000, &vec![0x66; vx_inner_l3 - 28]))),
+            frame: vxlan_frame(
+                VTEP_WAN,
+                VTEP_WAN_MAC,
+                100,
+                0x08,
+                &eth(
+                    VM1_MAC,
+                    VM2_MAC,
+                    &udp(Ipv4Addr::new(10, 1, 1, 12), Ipv4Addr::new(10, 1, 1, 11), 64, 6000, 5000, &vec![0x66; vx_inner_l3 - 28]),
+                ),
+            ),
             expect: LAN1,
         },
     ]
@@ -122,7 +137,13 @@ fn main() {
             h.learn(LAN0, HOST_A, HOST_A_MAC);
             h.learn(WAN, VTEP_WAN, VTEP_WAN_MAC);
             // Teach the FDB where VM2 is, so encapsulation is unicast.
-            let teach = vxlan_frame(VTEP_WAN, VTEP_WAN_MAC, 100, 0x08, &eth(VM1_MAC, VM2_MAC, &udp(Ipv4Addr::new(10, 1, 1, 12), Ipv4Addr::new(10, 1, 1, 11), 64, 1, 2, b"x")));
+            let teach = vxlan_frame(
+                VTEP_WAN,
+                VTEP_WAN_MAC,
+                100,
+                0x08,
+                &eth(VM1_MAC, VM2_MAC, &udp(Ipv4Addr::new(10, 1, 1, 12), Ipv4Addr::new(10, 1, 1, 11), 64, 1, 2, b"x")),
+            );
             assert!(h.rx(WAN, &teach).is_some());
             // Sanity: the path does what its name says.
             let (p, _) = h.rx(case.port, &case.frame).unwrap_or_else(|| panic!("{} produced nothing", case.name));

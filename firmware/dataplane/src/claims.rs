@@ -163,17 +163,13 @@ impl fmt::Display for ClaimEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let a = self.address;
         match self.kind {
-            ClaimEventKind::Conflict { mac, evidence, .. } => write!(
-                f,
-                "claim {a}: CONFLICT: a live host {} uses this address (seen in an {evidence}); proxy-ARP stopped",
-                MacText(mac)
-            ),
+            ClaimEventKind::Conflict { mac, evidence, .. } => {
+                write!(f, "claim {a}: CONFLICT: a live host {} uses this address (seen in an {evidence}); proxy-ARP stopped", MacText(mac))
+            }
             ClaimEventKind::Probing { reason } => write!(f, "claim {a}: probing with ARP: {reason}"),
-            ClaimEventKind::InUse { mac, evidence, .. } => write!(
-                f,
-                "claim {a}: still in use: {} answered the probe ({evidence}); not capturing",
-                MacText(mac)
-            ),
+            ClaimEventKind::InUse { mac, evidence, .. } => {
+                write!(f, "claim {a}: still in use: {} answered the probe ({evidence}); not capturing", MacText(mac))
+            }
             ClaimEventKind::Captured { probes, .. } => {
                 write!(f, "claim {a}: capturing: {probes} ARP probes unanswered; gratuitous ARPs follow")
             }
@@ -320,9 +316,7 @@ impl ClaimRuntime {
     pub fn deadline(&self, cfg: &ClaimConfig, t: &Timing) -> Option<Instant> {
         match self.state {
             ClaimState::Probing => Some(self.probe_next),
-            ClaimState::InConflict if t.probe_count > 0 => {
-                self.heard.map(|h| h.plus_millis(cfg.conflict_hold_ms))
-            }
+            ClaimState::InConflict if t.probe_count > 0 => self.heard.map(|h| h.plus_millis(cfg.conflict_hold_ms)),
             ClaimState::Active if self.garp_left > 0 => Some(self.garp_next),
             _ => None,
         }

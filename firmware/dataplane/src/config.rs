@@ -394,10 +394,7 @@ impl Config {
             if self.segments.iter().skip(i + 1).any(|t| t.port == s.port || (t.vni == s.vni && t.udp_port == s.udp_port)) {
                 return Err(bad());
             }
-            let via_tunnel = s
-                .vteps
-                .iter()
-                .any(|v| self.tunnel.peers.iter().any(|p| p.allowed.iter().any(|a| a.contains(*v))));
+            let via_tunnel = s.vteps.iter().any(|v| self.tunnel.peers.iter().any(|p| p.allowed.iter().any(|a| a.contains(*v))));
             if via_tunnel && self.tunnel.address.is_none() {
                 return Err(ConfigError::SegmentNeedsTunnelAddress(i));
             }

@@ -87,11 +87,7 @@ impl Fdb {
 
     /// Where `mac` on `segment` is, if known and not aged out.
     pub fn lookup(&self, segment: u8, mac: Mac, now: Instant) -> Option<Location> {
-        self.entries
-            .iter()
-            .find(|e| e.segment == segment && e.mac == mac)
-            .filter(|e| self.live(e, now))
-            .map(|e| e.location)
+        self.entries.iter().find(|e| e.segment == segment && e.mac == mac).filter(|e| self.live(e, now)).map(|e| e.location)
     }
 
     /// Remove aged-out entries.

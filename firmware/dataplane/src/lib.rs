@@ -47,12 +47,12 @@ pub mod tunnel;
 pub mod vxlan;
 
 pub use buf::{FrameBuf, BUF_SIZE, HEADROOM, MAX_FRAME, TAILROOM};
+pub use claims::{ClaimEvent, ClaimEventKind, ClaimState, Evidence, MacText, ProbeReason};
 pub use config::{
-    Capture, ClaimConfig, ClaimSide, Config, ConfigError, Mac, PeerConfig, PeerId, PortConfig, PortId, PortRole,
-    Prefix, SegmentConfig, Timing, TunnelConfig,
+    Capture, ClaimConfig, ClaimSide, Config, ConfigError, Mac, PeerConfig, PeerId, PortConfig, PortId, PortRole, Prefix, SegmentConfig,
+    Timing, TunnelConfig,
 };
 pub use counters::{ClaimCounters, Counters, DropReason, Flow};
-pub use claims::{ClaimEvent, ClaimEventKind, ClaimState, Evidence, MacText, ProbeReason};
 pub use pipeline::{ClaimStatus, Dataplane, Local, LocalFrom, ProbeRefused, Transmit, Verdict};
 pub use route::{NextHop, RouteError, RouteOrigin, RunRoute};
 pub use time::Instant;

@@ -98,10 +98,7 @@ impl NeighborCache {
     /// Look up, starting a resolution when needed. `attempts` is the number
     /// of requests a resolution may send in total.
     pub fn resolve(&mut self, port: PortId, ip: Ipv4Addr, now: Instant, attempts: u8, retry_ms: u64) -> (Lookup, bool) {
-        let incomplete = NeighborState::Incomplete {
-            attempts_left: attempts.saturating_sub(1),
-            next_try: now.plus_millis(retry_ms),
-        };
+        let incomplete = NeighborState::Incomplete { attempts_left: attempts.saturating_sub(1), next_try: now.plus_millis(retry_ms) };
         if let Some(i) = self.find(port, ip) {
             if let Some(e) = self.entries.get_mut(i) {
                 match e.state {
@@ -168,7 +165,13 @@ impl NeighborCache {
     /// Run timers: expire lapsed entries, and for each incomplete entry that is
     /// due either call `retry(port, ip)` (and re-arm) or, when out of
     /// attempts, remove it and call `give_up(port, ip)`.
-    pub fn poll(&mut self, now: Instant, retry_ms: u64, mut retry: impl FnMut(PortId, Ipv4Addr), mut give_up: impl FnMut(PortId, Ipv4Addr)) {
+    pub fn poll(
+        &mut self,
+        now: Instant,
+        retry_ms: u64,
+        mut retry: impl FnMut(PortId, Ipv4Addr),
+        mut give_up: impl FnMut(PortId, Ipv4Addr),
+    ) {
         let mut i = 0;
         while let Some(e) = self.entries.get_mut(i) {
             match e.state {
@@ -365,7 +368,13 @@ mod tests {
         assert!(!q.push(P, ip(2), &[1]));
         assert!(!PendingQueue::default().push(P, ip(1), &[0u8; MAX_FRAME + 1]));
         let mut seen = 0;
-        assert_eq!(q.release(P, ip(1), |f| { f[0] = 9; seen += f.len(); }), PENDING);
+        assert_eq!(
+            q.release(P, ip(1), |f| {
+                f[0] = 9;
+                seen += f.len();
+            }),
+            PENDING
+        );
         assert_eq!(seen, 3 * PENDING);
         assert!(q.is_empty());
     }

@@ -57,20 +57,19 @@ use core::net::Ipv4Addr;
 
 use heapless::Vec;
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol, Icmpv4Message, IpAddress,
-    IpProtocol, Ipv4Packet, UdpPacket,
+    ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol, Icmpv4Message, IpAddress, IpProtocol, Ipv4Packet, UdpPacket,
 };
 
 use crate::buf::{FrameBuf, BUF_SIZE, HEADROOM};
 use crate::checksum;
 use crate::claims::{self, ClaimEvent, ClaimEventKind, ClaimRuntime, ClaimState, Evidence, ProbeReason};
+use crate::config::Prefix;
 use crate::config::{Capture, ClaimSide, Config, ConfigError, Mac, PeerId, PortId, PortRole, MAX_CLAIMS};
 use crate::counters::{ClaimCounters, Counters, DropReason};
 use crate::fdb::{Fdb, Learn, Location};
 use crate::mss::{self, Clamp};
 use crate::neighbor::{Lookup, NeighborCache, PendingQueue};
 use crate::ratelimit::TokenBucket;
-use crate::config::Prefix;
 use crate::route::{NextHop, RouteError, RouteOrigin, RouteTable, RunRoute};
 use crate::time::Instant;
 use crate::tunnel::{Endpoint, Opened, Sealed, Tunnel, TUNNEL_HEADROOM, TUNNEL_TAILROOM};
@@ -610,7 +609,6 @@ impl Core {
     fn wan_address(&self) -> Ipv4Addr {
         self.cfg.ports.get(self.wan.index()).map_or(Ipv4Addr::UNSPECIFIED, |p| p.address)
     }
-
 }
 
 #[cfg(test)]

@@ -198,16 +198,10 @@ mod tests {
     #[test]
     fn refuses_truncated_and_missing_i_flag() {
         assert!(VxlanPacket::new_checked(&PACKET[..7]).is_err());
-        assert_eq!(
-            VxlanRepr::parse(&VxlanPacket::new_unchecked(&PACKET[..7])),
-            Err(ParseError::Truncated)
-        );
+        assert_eq!(VxlanRepr::parse(&VxlanPacket::new_unchecked(&PACKET[..7])), Err(ParseError::Truncated));
         let mut b = PACKET;
         b[0] = 0x00;
-        assert_eq!(
-            VxlanRepr::parse(&VxlanPacket::new_unchecked(&b[..])),
-            Err(ParseError::NoVniFlag)
-        );
+        assert_eq!(VxlanRepr::parse(&VxlanPacket::new_unchecked(&b[..])), Err(ParseError::NoVniFlag));
     }
 
     #[test]

@@ -78,10 +78,7 @@ fn a_new_claim_probes_before_it_captures() {
     assert_eq!((c.probes_sent, c.probes_answered, c.conflicts), (3, 0, 0));
     assert_eq!(
         events(&mut h),
-        [
-            ClaimEventKind::Probing { reason: ProbeReason::New },
-            ClaimEventKind::Captured { reason: ProbeReason::New, probes: 3 }
-        ]
+        [ClaimEventKind::Probing { reason: ProbeReason::New }, ClaimEventKind::Captured { reason: ProbeReason::New, probes: 3 }]
     );
     // Claims that never answer ARP do not probe.
     assert_eq!(h.claim(CLAIM_SECONDARY).state, ClaimState::Active);
@@ -105,10 +102,7 @@ fn an_answered_probe_never_announces() {
     }
     assert!(h.take_tx().is_empty(), "no more probes, never a gratuitous ARP");
     assert!(!answered(&mut h));
-    assert_eq!(
-        events(&mut h)[1],
-        ClaimEventKind::InUse { mac: Mac(INTRUDER_MAC), evidence: Evidence::ArpReply, reason: ProbeReason::New }
-    );
+    assert_eq!(events(&mut h)[1], ClaimEventKind::InUse { mac: Mac(INTRUDER_MAC), evidence: Evidence::ArpReply, reason: ProbeReason::New });
 }
 
 #[test]

@@ -481,7 +481,9 @@ fn echo_from_inside_the_tunnel_is_answered_into_the_tunnel() {
     assert_eq!(p, WAN);
     let got = into_tunnel(&f);
     let hd = checked_ip(&got);
-    assert!(matches!(&hd.transport, Some(etherparse::TransportHeader::Icmpv4(i)) if matches!(i.icmp_type, etherparse::Icmpv4Type::EchoReply(_))));
+    assert!(
+        matches!(&hd.transport, Some(etherparse::TransportHeader::Icmpv4(i)) if matches!(i.icmp_type, etherparse::Icmpv4Type::EchoReply(_)))
+    );
 }
 
 // ------------------------------------------------------ routing & ICMP

@@ -22,12 +22,8 @@ struct Console {
 // SAFETY: one CPU, no interrupts; `busy` guards re-entrance (see module docs).
 unsafe impl Sync for Console {}
 
-static CONSOLE: Console = Console {
-    serial: UnsafeCell::new(None),
-    clock: UnsafeCell::new(None),
-    busy: AtomicBool::new(false),
-    session: AtomicBool::new(false),
-};
+static CONSOLE: Console =
+    Console { serial: UnsafeCell::new(None), clock: UnsafeCell::new(None), busy: AtomicBool::new(false), session: AtomicBool::new(false) };
 
 /// Brings up COM1 and installs the logger. Without a UART the image runs
 /// silently (the log calls cost nothing).
@@ -122,11 +118,7 @@ static LOGGER: Logger = Logger;
 impl log::Log for Logger {
     fn enabled(&self, metadata: &log::Metadata) -> bool {
         // Library chatter (virtio feature negotiation, …) only when it matters.
-        let max = if metadata.target().starts_with("virtio_drivers") {
-            log::Level::Warn
-        } else {
-            log::Level::Info
-        };
+        let max = if metadata.target().starts_with("virtio_drivers") { log::Level::Warn } else { log::Level::Info };
         metadata.level() <= max && metadata.level() <= log::max_level()
     }
 

@@ -22,16 +22,16 @@ mod rt;
 
 extern crate alloc;
 
+use alloc::boxed::Box;
 use hal_x86::bootinfo::{BootInfo, IdentityMapped, MemoryKind};
 use hal_x86::clock::{self, Clock};
 use hal_x86::entropy::Entropy;
 use log::{info, warn};
 use nics::{bring_up_pci, Nics};
-use alloc::boxed::Box;
 use routerd_control::Node;
+use routerd_netdev::{NetDevice, TxToken, MAX_FRAME};
 use routerd_provision::message::Reply;
 use routerd_provision::session::Session;
-use routerd_netdev::{NetDevice, TxToken, MAX_FRAME};
 
 /// The release this image was built from.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -94,14 +94,8 @@ pub extern "C" fn routerd_main(eax: u32, ebx: u32) -> ! {
         }
     };
 
-
     let ready_ns = clock.tsc_to_ns(clock::rdtsc());
-    info!(
-        "boot: ready in {}.{:03} ms since entry ({found} NICs, {} running)",
-        ready_ns / 1_000_000,
-        ready_ns / 1000 % 1000,
-        nics.len()
-    );
+    info!("boot: ready in {}.{:03} ms since entry ({found} NICs, {} running)", ready_ns / 1_000_000, ready_ns / 1000 % 1000, nics.len());
 
     match boot_info.as_ref().and_then(|b| b.cmdline_option("routerd.test")) {
         Some("shutdown") => {
@@ -238,16 +232,10 @@ fn report_boot_info(b: &BootInfo) {
             MemoryKind::Bad => "bad",
             MemoryKind::Other(_) => "other",
         };
-        info!(
-            "mem: {:#012x}-{:#012x} {:>9} KiB {kind}",
-            r.base,
-            r.base.saturating_add(r.len).saturating_sub(1),
-            r.len / 1024
-        );
+        info!("mem: {:#012x}-{:#012x} {:>9} KiB {kind}", r.base, r.base.saturating_add(r.len).saturating_sub(1), r.len / 1024);
     }
     if b.regions_dropped > 0 {
         warn!("mem: {} further regions not recorded", b.regions_dropped);
     }
     info!("mem: {} MiB usable in {} regions", b.usable_bytes() >> 20, b.memory().len());
 }
-

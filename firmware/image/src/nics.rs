@@ -39,7 +39,6 @@ impl Nics {
     }
 }
 
-
 /// The forwarding turn (`routerd_control::run`) reaches them by contract index.
 impl routerd_control::Nics for Nics {
     type Dev = Nic;
@@ -88,7 +87,12 @@ pub fn bring_up_pci(ecam: Option<hal_x86::acpi::Ecam>, nics: &mut Nics, rng_seed
         if !dev.is_network() {
             info!(
                 "pci: {} {:04x}:{:04x} class {:02x}.{:02x} {}",
-                dev.address, info.vendor_id, info.device_id, info.class, info.subclass, dev.class_name()
+                dev.address,
+                info.vendor_id,
+                info.device_id,
+                info.class,
+                info.subclass,
+                dev.class_name()
             );
             continue;
         }
@@ -96,7 +100,12 @@ pub fn bring_up_pci(ecam: Option<hal_x86::acpi::Ecam>, nics: &mut Nics, rng_seed
         found += 1;
         info!(
             "pci: {} {:04x}:{:04x} class {:02x}.{:02x} {} {name}",
-            dev.address, info.vendor_id, info.device_id, info.class, info.subclass, dev.class_name()
+            dev.address,
+            info.vendor_id,
+            info.device_id,
+            info.class,
+            info.subclass,
+            dev.class_name()
         );
         // The driver reads the MAC as part of bringing the device up.
         match nic::probe(&mut root, dev) {

@@ -38,15 +38,7 @@ pub struct Loopback {
 impl Loopback {
     /// A device with `ring` transmit slots (frames sent between two polls).
     pub fn new(mac: [u8; 6], ring: usize) -> Loopback {
-        Loopback {
-            mac,
-            rx: VecDeque::new(),
-            sent: VecDeque::new(),
-            in_flight: 0,
-            ring,
-            stats: DeviceStats::default(),
-            link: true,
-        }
+        Loopback { mac, rx: VecDeque::new(), sent: VecDeque::new(), in_flight: 0, ring, stats: DeviceStats::default(), link: true }
     }
 
     /// A frame arrives from the wire.

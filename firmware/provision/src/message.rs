@@ -52,10 +52,8 @@ const fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
 
 /// Identifies the protocol layout *and* the configuration schema: two ends
 /// with the same hash read each other's messages correctly.
-pub const PROTOCOL_HASH: u64 = fnv1a(
-    fnv1a(0xcbf2_9ce4_8422_2325, PROTOCOL_DESCRIPTION.as_bytes()),
-    &config_schema::SCHEMA_HASH.to_le_bytes(),
-);
+pub const PROTOCOL_HASH: u64 =
+    fnv1a(fnv1a(0xcbf2_9ce4_8422_2325, PROTOCOL_DESCRIPTION.as_bytes()), &config_schema::SCHEMA_HASH.to_le_bytes());
 
 /// Lists in a reply are bounded; these are the bounds.
 pub const MAX_PROBLEMS: usize = 16;
@@ -315,15 +313,7 @@ impl core::fmt::Display for Failure {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(&self.message)?;
         for p in &self.problems {
-            write!(
-                f,
-                "\n  {}[{}] {}: {}\n    hint: {}",
-                if p.error { "error" } else { "warning" },
-                p.code,
-                p.path,
-                p.message,
-                p.hint
-            )?;
+            write!(f, "\n  {}[{}] {}: {}\n    hint: {}", if p.error { "error" } else { "warning" }, p.code, p.path, p.message, p.hint)?;
         }
         Ok(())
     }
@@ -415,7 +405,12 @@ impl Status {
             writeln!(
                 w,
                 "  peer {}: endpoint {:?}, handshake {}, session {}, rx {} B, tx {} B",
-                p.name, p.endpoint, OrNever(hs), p.has_session, p.rx_bytes, p.tx_bytes
+                p.name,
+                p.endpoint,
+                OrNever(hs),
+                p.has_session,
+                p.rx_bytes,
+                p.tx_bytes
             )?;
         }
         for d in &self.drops {
@@ -848,7 +843,11 @@ mod tests {
             firewalls: big_text(),
             ..HostReport::default()
         };
-        while host.held.push(HeldAddress { address: Ipv4Addr::BROADCAST, interface: big_text(), removed: true, seconds_ago: u64::MAX }).is_ok() {}
+        while host
+            .held
+            .push(HeldAddress { address: Ipv4Addr::BROADCAST, interface: big_text(), removed: true, seconds_ago: u64::MAX })
+            .is_ok()
+        {}
         while host.routes.push(DeliveryRoute { address: Ipv4Addr::BROADCAST, ok: true, detail: big_text() }).is_ok() {}
         while host.forward_drops.push(big_text()).is_ok() {}
         while host.errors.push(big_text()).is_ok() {}

@@ -14,8 +14,7 @@
 
 use crate::frame::{self, Decoder, Event, MAX_FRAME, MAX_PAYLOAD};
 use crate::message::{
-    self, text, Failure, FailureKind, Hello, LogLine, Op, Reply, Request, Response, SerialStats, Up,
-    PROTOCOL_HASH, PROTOCOL_VERSION,
+    self, text, Failure, FailureKind, Hello, LogLine, Op, Reply, Request, Response, SerialStats, Up, PROTOCOL_HASH, PROTOCOL_VERSION,
 };
 
 /// A session with no valid frame for this long ends.

@@ -171,33 +171,39 @@ fn main() {
             let mut buf = vec![0u8; 2048];
             buf[HEADROOM..HEADROOM + size].copy_from_slice(&inner);
             let mut counter = 0u64;
-            cases.push(("ring seal (raw)", Box::new(move || {
-                time_packets(|_| {
-                    let tag = key
-                        .seal_in_place_separate_tag(nonce(counter), Aad::empty(), black_box(&mut buf[HEADROOM..HEADROOM + size]))
-                        .unwrap();
-                    counter += 1;
-                    let _ = black_box(tag);
-                })
-            })));
+            cases.push((
+                "ring seal (raw)",
+                Box::new(move || {
+                    time_packets(|_| {
+                        let tag = key
+                            .seal_in_place_separate_tag(nonce(counter), Aad::empty(), black_box(&mut buf[HEADROOM..HEADROOM + size]))
+                            .unwrap();
+                        counter += 1;
+                        let _ = black_box(tag);
+                    })
+                }),
+            ));
         }
         {
             let (key, sealed) = (&key, &sealed);
             let mut work = vec![0u8; 2048];
             let mut fresh: Vec<Vec<u8>> = sealed.clone();
-            cases.push(("ring open (raw, +copy)", Box::new(move || {
-                // Rewrite the inputs before each round, as the other
-                // decapsulate cases do, so all start with the same cache state.
-                for (f, s) in fresh.iter_mut().zip(sealed.iter()) {
-                    f.copy_from_slice(s);
-                }
-                time_packets(|i| {
-                    let w = &mut work[HEADROOM..HEADROOM + size + 16];
-                    w.copy_from_slice(&fresh[i]);
-                    let p = key.open_in_place(nonce(i as u64), Aad::empty(), black_box(w)).unwrap();
-                    black_box(p);
-                })
-            })));
+            cases.push((
+                "ring open (raw, +copy)",
+                Box::new(move || {
+                    // Rewrite the inputs before each round, as the other
+                    // decapsulate cases do, so all start with the same cache state.
+                    for (f, s) in fresh.iter_mut().zip(sealed.iter()) {
+                        f.copy_from_slice(s);
+                    }
+                    time_packets(|i| {
+                        let w = &mut work[HEADROOM..HEADROOM + size + 16];
+                        w.copy_from_slice(&fresh[i]);
+                        let p = key.open_in_place(nonce(i as u64), Aad::empty(), black_box(w)).unwrap();
+                        black_box(p);
+                    })
+                }),
+            ));
         }
 
         // --- ours ------------------------------------------------------------
@@ -205,30 +211,36 @@ fn main() {
             let mut o = our_pair();
             let inner = &inner;
             let mut out = vec![0u8; 2048];
-            cases.push(("ours encapsulate", Box::new(move || {
-                let now = o.now;
-                time_packets(|_| {
-                    let r = o.a.encapsulate(now, &mut OsRng, black_box(inner), &mut out);
-                    black_box(r.unwrap());
-                })
-            })));
+            cases.push((
+                "ours encapsulate",
+                Box::new(move || {
+                    let now = o.now;
+                    time_packets(|_| {
+                        let r = o.a.encapsulate(now, &mut OsRng, black_box(inner), &mut out);
+                        black_box(r.unwrap());
+                    })
+                }),
+            ));
         }
         {
             let mut o = our_pair();
             let inner = &inner;
             let mut buf = vec![0u8; 2048];
             buf[HEADROOM..HEADROOM + size].copy_from_slice(inner);
-            cases.push(("ours encapsulate_in_place", Box::new(move || {
-                let now = o.now;
-                time_packets(|_| {
-                    // The ciphertext overwrote the inner packet: put the IP
-                    // header back (the rest is sealed again as is, which
-                    // costs the same).
-                    buf[HEADROOM..HEADROOM + 20].copy_from_slice(&inner[..20]);
-                    let r = o.a.encapsulate_in_place(now, &mut OsRng, black_box(&mut buf[..]), size);
-                    black_box(r.unwrap());
-                })
-            })));
+            cases.push((
+                "ours encapsulate_in_place",
+                Box::new(move || {
+                    let now = o.now;
+                    time_packets(|_| {
+                        // The ciphertext overwrote the inner packet: put the IP
+                        // header back (the rest is sealed again as is, which
+                        // costs the same).
+                        buf[HEADROOM..HEADROOM + 20].copy_from_slice(&inner[..20]);
+                        let r = o.a.encapsulate_in_place(now, &mut OsRng, black_box(&mut buf[..]), size);
+                        black_box(r.unwrap());
+                    })
+                }),
+            ));
         }
         {
             let mut o = our_pair();
@@ -236,20 +248,21 @@ fn main() {
             let mut dgrams: Vec<Vec<u8>> = vec![Vec::new(); PACKETS];
             let mut out = vec![0u8; 2048];
             let from = sa("127.0.0.1:2");
-            cases.push(("ours decapsulate", Box::new(move || {
-                let now = o.now;
-                for d in dgrams.iter_mut() {
-                    let Ok(Action::Send { len, .. }) = o.b.encapsulate(now, &mut OsRng, inner_back, &mut out) else { panic!() };
-                    d.clear();
-                    d.extend_from_slice(&out[..len]);
-                }
-                time_packets(|i| {
-                    match o.a.decapsulate(now, &mut OsRng, from, black_box(&dgrams[i]), &mut out) {
+            cases.push((
+                "ours decapsulate",
+                Box::new(move || {
+                    let now = o.now;
+                    for d in dgrams.iter_mut() {
+                        let Ok(Action::Send { len, .. }) = o.b.encapsulate(now, &mut OsRng, inner_back, &mut out) else { panic!() };
+                        d.clear();
+                        d.extend_from_slice(&out[..len]);
+                    }
+                    time_packets(|i| match o.a.decapsulate(now, &mut OsRng, from, black_box(&dgrams[i]), &mut out) {
                         Ok(Action::Deliver { .. }) => {}
                         other => panic!("{other:?}"),
-                    }
-                })
-            })));
+                    })
+                }),
+            ));
         }
 
         // --- boringtun -------------------------------------------------------
@@ -257,37 +270,43 @@ fn main() {
             let (mut ta, _tb) = boringtun_pair();
             let inner = &inner;
             let mut out = vec![0u8; 2048];
-            cases.push(("boringtun encapsulate", Box::new(move || {
-                time_packets(|_| match ta.encapsulate(black_box(inner), &mut out) {
-                    TunnResult::WriteToNetwork(p) => {
-                        black_box(p);
-                    }
-                    _ => panic!(),
-                })
-            })));
+            cases.push((
+                "boringtun encapsulate",
+                Box::new(move || {
+                    time_packets(|_| match ta.encapsulate(black_box(inner), &mut out) {
+                        TunnResult::WriteToNetwork(p) => {
+                            black_box(p);
+                        }
+                        _ => panic!(),
+                    })
+                }),
+            ));
         }
         {
             let (mut ta, mut tb) = boringtun_pair();
             let inner_back = &inner_back;
             let mut dgrams: Vec<Vec<u8>> = vec![Vec::new(); PACKETS];
             let mut out = vec![0u8; 2048];
-            cases.push(("boringtun decapsulate", Box::new(move || {
-                for d in dgrams.iter_mut() {
-                    match tb.encapsulate(inner_back, &mut out) {
-                        TunnResult::WriteToNetwork(p) => {
-                            d.clear();
-                            d.extend_from_slice(p);
+            cases.push((
+                "boringtun decapsulate",
+                Box::new(move || {
+                    for d in dgrams.iter_mut() {
+                        match tb.encapsulate(inner_back, &mut out) {
+                            TunnResult::WriteToNetwork(p) => {
+                                d.clear();
+                                d.extend_from_slice(p);
+                            }
+                            _ => panic!(),
                         }
-                        _ => panic!(),
                     }
-                }
-                time_packets(|i| match ta.decapsulate(Some(src_ip), black_box(&dgrams[i]), &mut out) {
-                    TunnResult::WriteToTunnelV4(p, _) => {
-                        black_box(p);
-                    }
-                    other => panic!("{other:?}"),
-                })
-            })));
+                    time_packets(|i| match ta.decapsulate(Some(src_ip), black_box(&dgrams[i]), &mut out) {
+                        TunnResult::WriteToTunnelV4(p, _) => {
+                            black_box(p);
+                        }
+                        other => panic!("{other:?}"),
+                    })
+                }),
+            ));
         }
         run_interleaved(size, &mut cases, &mut rows);
     }
@@ -302,10 +321,7 @@ fn get(rows: &[Row], size: usize, name: &str) -> f64 {
 fn print_table(rows: &[Row]) {
     println!();
     println!("routerd-wireguard data path, {PACKETS} packets x {ROUNDS} interleaved rounds; ns/pkt = best round");
-    println!(
-        "{:>6}  {:<26} {:>8} {:>8} {:>7} {:>12}  vs raw ring",
-        "bytes", "case", "ns/pkt", "median", "Gbit/s", "vs boringtun"
-    );
+    println!("{:>6}  {:<26} {:>8} {:>8} {:>7} {:>12}  vs raw ring", "bytes", "case", "ns/pkt", "median", "Gbit/s", "vs boringtun");
     for &size in &SIZES {
         let seal = get(rows, size, "ring seal (raw)");
         let open = get(rows, size, "ring open (raw, +copy)");

@@ -41,11 +41,7 @@ fn mask6(len: u8) -> u128 {
     u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0)
 }
 
-fn insert_sorted<A: Copy + PartialEq>(
-    table: &mut [Entry<A>],
-    used: &mut usize,
-    e: Entry<A>,
-) -> Result<(), ConfigError> {
+fn insert_sorted<A: Copy + PartialEq>(table: &mut [Entry<A>], used: &mut usize, e: Entry<A>) -> Result<(), ConfigError> {
     let live = table.get_mut(..*used).ok_or(ConfigError::RoutesFull)?;
     if let Some(existing) = live.iter_mut().find(|x| x.len == e.len && x.net == e.net) {
         existing.peer = e.peer;
@@ -141,20 +137,12 @@ impl<const N: usize> AllowedIps<N> {
 
     #[inline]
     pub fn lookup_v4(&self, addr: u32) -> Option<PeerId> {
-        self.v4
-            .get(..self.v4_len)?
-            .iter()
-            .find(|e| addr & e.mask == e.net)
-            .map(|e| e.peer)
+        self.v4.get(..self.v4_len)?.iter().find(|e| addr & e.mask == e.net).map(|e| e.peer)
     }
 
     #[inline]
     pub fn lookup_v6(&self, addr: u128) -> Option<PeerId> {
-        self.v6
-            .get(..self.v6_len)?
-            .iter()
-            .find(|e| addr & e.mask == e.net)
-            .map(|e| e.peer)
+        self.v6.get(..self.v6_len)?.iter().find(|e| addr & e.mask == e.net).map(|e| e.peer)
     }
 
     pub fn lookup(&self, addr: IpAddr) -> Option<PeerId> {
@@ -170,10 +158,7 @@ impl<const N: usize> AllowedIps<N> {
         let v6 = self.v6.get(..self.v6_len).unwrap_or(&[]).iter();
         v4.filter(move |e| e.peer == peer)
             .map(|e| (IpAddr::V4(e.net.into()), e.len))
-            .chain(
-                v6.filter(move |e| e.peer == peer)
-                    .map(|e| (IpAddr::V6(e.net.into()), e.len)),
-            )
+            .chain(v6.filter(move |e| e.peer == peer).map(|e| (IpAddr::V6(e.net.into()), e.len)))
     }
 
     pub fn len(&self) -> usize {

@@ -67,11 +67,7 @@ pub fn kdf<const N: usize>(key: &[u8; 32], input: &[u8]) -> [[u8; 32]; N] {
     let mut prev: [u8; 32] = [0; 32];
     for (i, slot) in out.iter_mut().enumerate() {
         let counter = [i as u8 + 1];
-        prev = if i == 0 {
-            hmac(&prk, &[&counter])
-        } else {
-            hmac(&prk, &[&prev, &counter])
-        };
+        prev = if i == 0 { hmac(&prk, &[&counter]) } else { hmac(&prk, &[&prev, &counter]) };
         *slot = prev;
     }
     prk.zeroize();
@@ -114,17 +110,9 @@ fn zero_key_unreachable() -> LessSafeKey {
 
 /// AEAD seal in place with a counter nonce; the tag goes to `tag_out`.
 #[inline(always)]
-pub fn seal(
-    key: &LessSafeKey,
-    counter: u64,
-    aad: &[u8],
-    in_out: &mut [u8],
-    tag_out: &mut [u8],
-) -> Result<(), Error> {
+pub fn seal(key: &LessSafeKey, counter: u64, aad: &[u8], in_out: &mut [u8], tag_out: &mut [u8]) -> Result<(), Error> {
     let tag_out: &mut [u8; TAG_LEN] = tag_out.try_into().map_err(|_| Error::BufferTooSmall)?;
-    let tag = key
-        .seal_in_place_separate_tag(nonce(counter), Aad::from(aad), in_out)
-        .map_err(|_| Error::BufferTooSmall)?;
+    let tag = key.seal_in_place_separate_tag(nonce(counter), Aad::from(aad), in_out).map_err(|_| Error::BufferTooSmall)?;
     tag_out.copy_from_slice(tag.as_ref());
     Ok(())
 }
@@ -133,17 +121,11 @@ pub fn seal(
 /// its start and its length returned.
 #[inline(always)]
 pub fn open(key: &LessSafeKey, counter: u64, aad: &[u8], in_out: &mut [u8]) -> Result<usize, Error> {
-    key.open_in_place(nonce(counter), Aad::from(aad), in_out)
-        .map(|p| p.len())
-        .map_err(|_| Error::Decrypt)
+    key.open_in_place(nonce(counter), Aad::from(aad), in_out).map(|p| p.len()).map_err(|_| Error::Decrypt)
 }
 
 /// One-shot AEAD of the handshake (counter 0) into a fixed output.
-pub fn seal_once<const P: usize, const C: usize>(
-    key: &[u8; 32],
-    plain: &[u8; P],
-    aad: &[u8],
-) -> Result<[u8; C], Error> {
+pub fn seal_once<const P: usize, const C: usize>(key: &[u8; 32], plain: &[u8; P], aad: &[u8]) -> Result<[u8; C], Error> {
     let mut out = [0u8; C];
     let (body, tag) = out.split_at_mut_checked(P).ok_or(Error::BufferTooSmall)?;
     body.copy_from_slice(plain);
@@ -152,11 +134,7 @@ pub fn seal_once<const P: usize, const C: usize>(
 }
 
 /// One-shot AEAD open of a handshake field (counter 0).
-pub fn open_once<const P: usize, const C: usize>(
-    key: &[u8; 32],
-    cipher: &[u8; C],
-    aad: &[u8],
-) -> Result<[u8; P], Error> {
+pub fn open_once<const P: usize, const C: usize>(key: &[u8; 32], cipher: &[u8; C], aad: &[u8]) -> Result<[u8; P], Error> {
     let mut buf = *cipher;
     let n = open(&aead_key(key), 0, aad, &mut buf).map_err(|_| Error::HandshakeDecrypt)?;
     let mut out = [0u8; P];
@@ -174,9 +152,7 @@ pub fn xseal_cookie(key: &[u8; 32], nonce: &[u8; 24], cookie: &[u8; 16], aad: &[
     let mut out = [0u8; 32];
     let (body, tag_out) = out.split_at_mut(16);
     body.copy_from_slice(cookie);
-    let tag = cipher
-        .encrypt_in_place_detached(nonce.into(), aad, body)
-        .map_err(|_| Error::CookieDecrypt)?;
+    let tag = cipher.encrypt_in_place_detached(nonce.into(), aad, body).map_err(|_| Error::CookieDecrypt)?;
     tag_out.copy_from_slice(&tag);
     Ok(out)
 }
@@ -188,9 +164,7 @@ pub fn xopen_cookie(key: &[u8; 32], nonce: &[u8; 24], sealed: &[u8; 32], aad: &[
     let mut tag = [0u8; 16];
     body.copy_from_slice(&sealed[..16]);
     tag.copy_from_slice(&sealed[16..]);
-    cipher
-        .decrypt_in_place_detached(nonce.into(), aad, &mut body, (&tag).into())
-        .map_err(|_| Error::CookieDecrypt)?;
+    cipher.decrypt_in_place_detached(nonce.into(), aad, &mut body, (&tag).into()).map_err(|_| Error::CookieDecrypt)?;
     Ok(body)
 }
 

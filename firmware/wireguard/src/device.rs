@@ -40,13 +40,10 @@ use crate::key::{PresharedKey, PublicKey, SecretKey};
 use crate::session::Session;
 use crate::time::Instant;
 use crate::timers::{
-    TimerEvent, Timers, COOKIE_REFRESH_TIME, INITIATION_MIN_INTERVAL, KEEPALIVE_TIMEOUT,
-    MAX_TIMER_HANDSHAKES, REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME,
-    REKEY_ON_RECEIVE_AGE, REKEY_TIMEOUT, REKEY_TIMEOUT_JITTER_MAX,
+    TimerEvent, Timers, COOKIE_REFRESH_TIME, INITIATION_MIN_INTERVAL, KEEPALIVE_TIMEOUT, MAX_TIMER_HANDSHAKES, REJECT_AFTER_TIME,
+    REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME, REKEY_ON_RECEIVE_AGE, REKEY_TIMEOUT, REKEY_TIMEOUT_JITTER_MAX,
 };
-use crate::wire::{
-    self, CookieReply, Initiation, Response, Transport, TRANSPORT_HEADER_LEN, TRANSPORT_OVERHEAD,
-};
+use crate::wire::{self, CookieReply, Initiation, Response, Transport, TRANSPORT_HEADER_LEN, TRANSPORT_OVERHEAD};
 use crate::PeerId;
 
 /// Bytes in front of an inner packet in an in-place buffer.
@@ -357,8 +354,7 @@ impl<const PEERS: usize, const ROUTES: usize> Device<PEERS, ROUTES> {
             return Err(ConfigError::DuplicatePeer);
         }
         let slot = self.peers.iter().position(|p| p.is_none()).ok_or(ConfigError::PeersFull)?;
-        let keys = PeerKeys::new(&self.identity, cfg.public_key, cfg.preshared_key.as_ref())
-            .map_err(|_| ConfigError::BadKey)?;
+        let keys = PeerKeys::new(&self.identity, cfg.public_key, cfg.preshared_key.as_ref()).map_err(|_| ConfigError::BadKey)?;
         let id = PeerId(u16::try_from(slot).map_err(|_| ConfigError::PeersFull)?);
         let peer = Peer {
             keys,
@@ -420,11 +416,7 @@ impl<const PEERS: usize, const ROUTES: usize> Device<PEERS, ROUTES> {
     }
 
     pub fn find_peer(&self, key: &PublicKey) -> Option<PeerId> {
-        self.peers
-            .iter()
-            .position(|p| p.as_ref().is_some_and(|p| p.keys.public == *key))
-            .and_then(|i| u16::try_from(i).ok())
-            .map(PeerId)
+        self.peers.iter().position(|p| p.as_ref().is_some_and(|p| p.keys.public == *key)).and_then(|i| u16::try_from(i).ok()).map(PeerId)
     }
 
     pub fn peer_status(&self, id: PeerId, now: Instant) -> Option<PeerStatus> {
@@ -440,11 +432,7 @@ impl<const PEERS: usize, const ROUTES: usize> Device<PEERS, ROUTES> {
     }
 
     pub fn peers(&self) -> impl Iterator<Item = PeerId> + '_ {
-        self.peers
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.is_some())
-            .filter_map(|(i, _)| u16::try_from(i).ok().map(PeerId))
+        self.peers.iter().enumerate().filter(|(_, p)| p.is_some()).filter_map(|(i, _)| u16::try_from(i).ok().map(PeerId))
     }
 
     #[inline]
@@ -504,17 +492,11 @@ impl<const PEERS: usize, const ROUTES: usize> Device<PEERS, ROUTES> {
         buf: &mut [u8],
         inner_len: usize,
     ) -> Result<Action, Error> {
-        self.send_data(peer, now, rng, buf, inner_len)
-            .map_err(|e| self.counters.count(e))
+        self.send_data(peer, now, rng, buf, inner_len).map_err(|e| self.counters.count(e))
     }
 
     /// Encapsulate a batch; each job gets its own result.
-    pub fn encapsulate_batch<R: RngCore + CryptoRng>(
-        &mut self,
-        now: Instant,
-        rng: &mut R,
-        jobs: &mut [EncapsulateJob<'_>],
-    ) {
+    pub fn encapsulate_batch<R: RngCore + CryptoRng>(&mut self, now: Instant, rng: &mut R, jobs: &mut [EncapsulateJob<'_>]) {
         for job in jobs.iter_mut() {
             job.result = self.encapsulate_in_place(now, rng, job.buf, job.inner_len);
         }
@@ -573,8 +555,7 @@ impl<const PEERS: usize, const ROUTES: usize> Device<PEERS, ROUTES> {
         h[8..16].copy_from_slice(&counter.to_le_bytes());
         header.copy_from_slice(&h);
 
-        let rekey = session.initiator
-            && (counter >= REKEY_AFTER_MESSAGES || session.created.elapsed_at_least(now, REKEY_AFTER_TIME));
+        let rekey = session.initiator && (counter >= REKEY_AFTER_MESSAGES || session.created.elapsed_at_least(now, REKEY_AFTER_TIME));
         peer.want_handshake |= rekey;
         peer.tx_bytes = peer.tx_bytes.saturating_add(total as u64);
         peer.timers.any_authenticated_sent();
@@ -629,16 +610,8 @@ impl<const PEERS: usize, const ROUTES: usize> Device<PEERS, ROUTES> {
     }
 
     /// A keepalive on the current session, or a handshake if there is none.
-    fn keepalive<R: RngCore + CryptoRng>(
-        &mut self,
-        id: PeerId,
-        now: Instant,
-        rng: &mut R,
-        out: &mut [u8],
-    ) -> Result<Action, Error> {
-        let usable = self
-            .peer_ref(id)
-            .is_some_and(|p| p.current.as_ref().is_some_and(|s| s.can_send(now)));
+    fn keepalive<R: RngCore + CryptoRng>(&mut self, id: PeerId, now: Instant, rng: &mut R, out: &mut [u8]) -> Result<Action, Error> {
+        let usable = self.peer_ref(id).is_some_and(|p| p.current.as_ref().is_some_and(|s| s.can_send(now)));
         if usable {
             self.send_data(id, now, rng, out, 0)
         } else {
@@ -726,17 +699,7 @@ impl<const PEERS: usize, const ROUTES: usize> Device<PEERS, ROUTES> {
     /// The earliest instant at which `poll` has work (None: only traffic
     /// can create work).
     pub fn poll_at(&self) -> Option<Instant> {
-        self.peers
-            .iter()
-            .flatten()
-            .filter_map(|p| {
-                if p.want_handshake {
-                    Some(Instant::ZERO)
-                } else {
-                    p.timers.next_deadline()
-                }
-            })
-            .min()
+        self.peers.iter().flatten().filter_map(|p| if p.want_handshake { Some(Instant::ZERO) } else { p.timers.next_deadline() }).min()
     }
 
     // ----- receiving -----------------------------------------------------
@@ -787,12 +750,7 @@ impl<const PEERS: usize, const ROUTES: usize> Device<PEERS, ROUTES> {
     }
 
     /// Decapsulate a batch; each job gets its own result.
-    pub fn decapsulate_batch<R: RngCore + CryptoRng>(
-        &mut self,
-        now: Instant,
-        rng: &mut R,
-        jobs: &mut [DecapsulateJob<'_>],
-    ) {
+    pub fn decapsulate_batch<R: RngCore + CryptoRng>(&mut self, now: Instant, rng: &mut R, jobs: &mut [DecapsulateJob<'_>]) {
         for job in jobs.iter_mut() {
             job.result = self.decapsulate_in_place(now, rng, job.from, job.buf);
         }
@@ -1009,12 +967,7 @@ impl<const PEERS: usize, const ROUTES: usize> Device<PEERS, ROUTES> {
 }
 
 /// A fresh random index registered for `peer`.
-fn new_index<const P: usize, R: RngCore>(
-    indices: &mut IndexTable<P>,
-    rng: &mut R,
-    peer: PeerId,
-    kind: IndexKind,
-) -> Result<u32, Error> {
+fn new_index<const P: usize, R: RngCore>(indices: &mut IndexTable<P>, rng: &mut R, peer: PeerId, kind: IndexKind) -> Result<u32, Error> {
     for _ in 0..16 {
         let index = rng.next_u32();
         if indices.insert(IndexEntry { index, peer, kind }) {

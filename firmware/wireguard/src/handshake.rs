@@ -15,7 +15,7 @@ use crate::crypto::{dh, hash, kdf, mac, open_once, seal_once};
 use crate::error::Error;
 use crate::key::{PresharedKey, PublicKey, SecretKey};
 use crate::time::Instant;
-use crate::wire::{self, Initiation, Response, CookieReply};
+use crate::wire::{self, CookieReply, Initiation, Response};
 
 const CONSTRUCTION: &[u8] = b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s";
 const IDENTIFIER: &[u8] = b"WireGuard v1 zx2c4 Jason@zx2c4.com";
@@ -46,10 +46,7 @@ pub struct MacKeys {
 
 impl MacKeys {
     pub fn for_key(static_public: &[u8; 32]) -> MacKeys {
-        MacKeys {
-            mac1: hash(&[LABEL_MAC1, static_public]),
-            cookie: hash(&[LABEL_COOKIE, static_public]),
-        }
+        MacKeys { mac1: hash(&[LABEL_MAC1, static_public]), cookie: hash(&[LABEL_COOKIE, static_public]) }
     }
 }
 
@@ -66,12 +63,7 @@ pub struct Identity {
 impl Identity {
     pub fn new(secret: SecretKey) -> Identity {
         let public = secret.public_key();
-        Identity {
-            hash0: initial_hash(&public.0),
-            macs: MacKeys::for_key(&public.0),
-            secret,
-            public,
-        }
+        Identity { hash0: initial_hash(&public.0), macs: MacKeys::for_key(&public.0), secret, public }
     }
 }
 
@@ -325,12 +317,7 @@ impl InitiationAccepted {
 
 /// Consume a response to `pending` (mac1 already checked) and derive the
 /// session keys for us as initiator.
-pub fn consume_response(
-    us: &Identity,
-    peer: &PeerKeys,
-    pending: &PendingInitiation,
-    msg: &Response<&[u8]>,
-) -> Result<SessionKeys, Error> {
+pub fn consume_response(us: &Identity, peer: &PeerKeys, pending: &PendingInitiation, msg: &Response<&[u8]>) -> Result<SessionKeys, Error> {
     let e_pub = msg.ephemeral();
     let [c] = kdf::<1>(&pending.chaining_key, &e_pub);
     let mut ck = c;

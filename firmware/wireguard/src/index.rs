@@ -54,11 +54,7 @@ impl<const PEERS: usize> IndexTable<PEERS> {
 
     #[inline]
     fn slot(&self, i: usize) -> Option<IndexEntry> {
-        self.slots
-            .get(i / SLOTS_PER_PEER)
-            .and_then(|s| s.get(i % SLOTS_PER_PEER))
-            .copied()
-            .flatten()
+        self.slots.get(i / SLOTS_PER_PEER).and_then(|s| s.get(i % SLOTS_PER_PEER)).copied().flatten()
     }
 
     #[inline]

@@ -25,9 +25,7 @@ fn decode(text: &str) -> Result<[u8; KEY_LEN], ConfigError> {
     }
     // base64 wants room for its worst-case estimate; 44 chars can need 33.
     let mut buf = [0u8; 48];
-    let n = STANDARD
-        .decode_slice(text.as_bytes(), &mut buf)
-        .map_err(|_| ConfigError::BadKey)?;
+    let n = STANDARD.decode_slice(text.as_bytes(), &mut buf).map_err(|_| ConfigError::BadKey)?;
     let mut out = [0u8; KEY_LEN];
     match buf.get(..n) {
         Some(bytes) if n == KEY_LEN => out.copy_from_slice(bytes),

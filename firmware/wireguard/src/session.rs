@@ -34,14 +34,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(
-        mut send: [u8; 32],
-        mut recv: [u8; 32],
-        local_index: u32,
-        remote_index: u32,
-        created: Instant,
-        initiator: bool,
-    ) -> Session {
+    pub fn new(mut send: [u8; 32], mut recv: [u8; 32], local_index: u32, remote_index: u32, created: Instant, initiator: bool) -> Session {
         let s = Session {
             send_key: crypto::aead_key(&send),
             recv_key: crypto::aead_key(&recv),
@@ -120,10 +113,7 @@ mod tests {
 
     fn pair() -> (Session, Session) {
         let t = Instant::from_secs(1);
-        (
-            Session::new([1; 32], [2; 32], 10, 20, t, true),
-            Session::new([2; 32], [1; 32], 20, 10, t, false),
-        )
+        (Session::new([1; 32], [2; 32], 10, 20, t, true), Session::new([2; 32], [1; 32], 20, 10, t, false))
     }
 
     #[test]

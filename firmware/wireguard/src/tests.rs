@@ -274,10 +274,8 @@ fn in_place_and_batch_apis() {
             b
         })
         .collect();
-    let mut jobs: Vec<EncapsulateJob<'_>> = bufs
-        .iter_mut()
-        .map(|b| EncapsulateJob { buf: b, inner_len: p.len(), result: Err(Error::NoSession) })
-        .collect();
+    let mut jobs: Vec<EncapsulateJob<'_>> =
+        bufs.iter_mut().map(|b| EncapsulateJob { buf: b, inner_len: p.len(), result: Err(Error::NoSession) }).collect();
     t.a.encapsulate_batch(t.now, &mut t.rng, &mut jobs);
     let lens: Vec<usize> = jobs
         .iter()
@@ -288,10 +286,8 @@ fn in_place_and_batch_apis() {
         .collect();
     drop(jobs);
     let mut dgrams: Vec<Vec<u8>> = bufs.iter().zip(&lens).map(|(b, l)| b[..*l].to_vec()).collect();
-    let mut jobs: Vec<DecapsulateJob<'_>> = dgrams
-        .iter_mut()
-        .map(|d| DecapsulateJob { buf: d, from: sa(A_ADDR), result: Err(Error::NoSession) })
-        .collect();
+    let mut jobs: Vec<DecapsulateJob<'_>> =
+        dgrams.iter_mut().map(|d| DecapsulateJob { buf: d, from: sa(A_ADDR), result: Err(Error::NoSession) }).collect();
     t.b.decapsulate_batch(t.now, &mut t.rng, &mut jobs);
     for j in &jobs {
         assert_eq!(j.result, Ok(Action::Deliver { peer: t.b_peer, offset: HEADROOM, len: p.len() }));
@@ -498,9 +494,7 @@ fn load_is_measured_when_not_forced() {
     for i in 0..4u64 {
         t.advance(Duration::from_secs(6));
         let mut out = [0u8; 200];
-        let Action::Send { len, .. } = t.a.encapsulate_to(id, t.now, &mut t.rng, &mut out, 0).unwrap() else {
-            panic!()
-        };
+        let Action::Send { len, .. } = t.a.encapsulate_to(id, t.now, &mut t.rng, &mut out, 0).unwrap() else { panic!() };
         let mut buf = out[..len].to_vec();
         // All four arrive within one second at B.
         let now = Instant::from_secs(5000) + Duration::from_millis(25 * i);
@@ -547,14 +541,8 @@ fn peer_table_capacity_and_duplicates() {
     d.remove_peer(p1).unwrap();
     assert_eq!(d.add_peer(PeerConfig::new(k3)).unwrap(), PeerId(0));
     assert_eq!(d.peers().count(), 2);
-    assert_eq!(
-        d.add_allowed_ip(PeerId(1), "10.0.0.0".parse().unwrap(), 8),
-        Ok(())
-    );
-    assert_eq!(
-        d.add_allowed_ip(PeerId(7), "10.0.0.0".parse().unwrap(), 8),
-        Err(ConfigError::UnknownPeer)
-    );
+    assert_eq!(d.add_allowed_ip(PeerId(1), "10.0.0.0".parse().unwrap(), 8), Ok(()));
+    assert_eq!(d.add_allowed_ip(PeerId(7), "10.0.0.0".parse().unwrap(), 8), Err(ConfigError::UnknownPeer));
 }
 
 #[test]

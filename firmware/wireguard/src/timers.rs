@@ -27,13 +27,11 @@ pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A cookie from a peer is usable for this long.
 pub const COOKIE_REFRESH_TIME: Duration = Duration::from_secs(120);
 /// Retransmissions before giving up (REKEY_ATTEMPT_TIME / REKEY_TIMEOUT).
-pub const MAX_TIMER_HANDSHAKES: u32 =
-    (REKEY_ATTEMPT_TIME.as_secs() / REKEY_TIMEOUT.as_secs()) as u32;
+pub const MAX_TIMER_HANDSHAKES: u32 = (REKEY_ATTEMPT_TIME.as_secs() / REKEY_TIMEOUT.as_secs()) as u32;
 /// The initiator renews, on receive, a session this old (so a new one is
 /// ready before REJECT_AFTER_TIME even if it only receives).
-pub const REKEY_ON_RECEIVE_AGE: Duration = Duration::from_secs(
-    REJECT_AFTER_TIME.as_secs() - KEEPALIVE_TIMEOUT.as_secs() - REKEY_TIMEOUT.as_secs(),
-);
+pub const REKEY_ON_RECEIVE_AGE: Duration =
+    Duration::from_secs(REJECT_AFTER_TIME.as_secs() - KEEPALIVE_TIMEOUT.as_secs() - REKEY_TIMEOUT.as_secs());
 /// Upper bound (exclusive) of the random jitter added to REKEY_TIMEOUT.
 pub const REKEY_TIMEOUT_JITTER_MAX: Duration = Duration::from_millis(334);
 /// A peer's initiations are consumed at most this often (50 per second).
@@ -82,9 +80,7 @@ fn due(slot: &mut Option<Instant>, now: Instant) -> bool {
 impl Timers {
     pub fn new(persistent_keepalive: Option<u16>) -> Timers {
         Timers {
-            persistent_interval: persistent_keepalive
-                .filter(|s| *s > 0)
-                .map(|s| Duration::from_secs(u64::from(s))),
+            persistent_interval: persistent_keepalive.filter(|s| *s > 0).map(|s| Duration::from_secs(u64::from(s))),
             ..Timers::default()
         }
     }
@@ -108,16 +104,10 @@ impl Timers {
 
     /// The earliest pending deadline.
     pub fn next_deadline(&self) -> Option<Instant> {
-        [
-            self.retransmit_handshake,
-            self.send_keepalive,
-            self.new_handshake,
-            self.zero_key_material,
-            self.persistent_keepalive,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        [self.retransmit_handshake, self.send_keepalive, self.new_handshake, self.zero_key_material, self.persistent_keepalive]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// A non-keepalive data packet was sent: expect an answer within
@@ -227,10 +217,7 @@ mod tests {
         t.any_authenticated_traversal(t0);
         t.any_authenticated_traversal(t0 + Duration::from_secs(20));
         assert_eq!(t.take_due(t0 + Duration::from_secs(44)), None);
-        assert_eq!(
-            t.take_due(t0 + Duration::from_secs(45)),
-            Some(TimerEvent::PersistentKeepalive)
-        );
+        assert_eq!(t.take_due(t0 + Duration::from_secs(45)), Some(TimerEvent::PersistentKeepalive));
         // Zero means off, as in wg(8).
         let mut t = Timers::new(Some(0));
         t.any_authenticated_traversal(t0);
@@ -244,10 +231,7 @@ mod tests {
         t.handshake_initiated(t0, Duration::from_millis(333));
         t.session_derived(t0);
         assert_eq!(t.take_due(t0 + REKEY_TIMEOUT), None);
-        assert_eq!(
-            t.take_due(t0 + REKEY_TIMEOUT + Duration::from_millis(333)),
-            Some(TimerEvent::RetransmitHandshake)
-        );
+        assert_eq!(t.take_due(t0 + REKEY_TIMEOUT + Duration::from_millis(333)), Some(TimerEvent::RetransmitHandshake));
         t.handshake_attempts = 3;
         t.handshake_complete();
         assert_eq!(t.handshake_attempts, 0);

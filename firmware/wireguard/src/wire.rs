@@ -304,12 +304,7 @@ pub(crate) fn mac_inputs(msg: &[u8]) -> Option<MacInputs<'_>> {
     let len = msg.len();
     let mac1_at = len.checked_sub(32)?;
     let mac2_at = len.checked_sub(16)?;
-    Some((
-        msg.get(..mac1_at)?,
-        msg.get(..mac2_at)?,
-        array(msg, mac1_at..mac2_at),
-        array(msg, mac2_at..len),
-    ))
+    Some((msg.get(..mac1_at)?, msg.get(..mac2_at)?, array(msg, mac1_at..mac2_at), array(msg, mac2_at..len)))
 }
 
 #[cfg(test)]
@@ -375,10 +370,7 @@ mod tests {
         t.set_header();
         t.set_receiver(0xdead_beef);
         t.set_counter(0x0102_0304_0506_0708);
-        assert_eq!(
-            &buf[..16],
-            &[4, 0, 0, 0, 0xef, 0xbe, 0xad, 0xde, 8, 7, 6, 5, 4, 3, 2, 1]
-        );
+        assert_eq!(&buf[..16], &[4, 0, 0, 0, 0xef, 0xbe, 0xad, 0xde, 8, 7, 6, 5, 4, 3, 2, 1]);
         let t = Transport::new_checked(&buf[..]).unwrap();
         assert_eq!(t.counter(), 0x0102_0304_0506_0708);
         assert_eq!(t.sealed().len(), 24);

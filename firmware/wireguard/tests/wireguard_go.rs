@@ -39,12 +39,7 @@ fn skip_or_fail(reason: &str) {
 }
 
 fn have(bin: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {bin}")])
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
+    Command::new("sh").args(["-c", &format!("command -v {bin}")]).stdout(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
 }
 
 /// Missing prerequisites, if any.
@@ -69,10 +64,7 @@ fn prerequisites(need_root: bool) -> Option<String> {
 }
 
 fn run(cmd: &[&str]) -> Result<String, String> {
-    let out = Command::new(cmd[0])
-        .args(&cmd[1..])
-        .output()
-        .map_err(|e| format!("{cmd:?}: {e}"))?;
+    let out = Command::new(cmd[0]).args(&cmd[1..]).output().map_err(|e| format!("{cmd:?}: {e}"))?;
     if !out.status.success() {
         return Err(format!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr)));
     }
@@ -139,10 +131,7 @@ impl Drop for Lab {
         // Deleting the namespace removes wg0 and the namespace end of the
         // veth pair (which takes the host end with it).
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.veth_host])
-            .stderr(Stdio::null())
-            .status();
+        let _ = Command::new("ip").args(["link", "del", &self.veth_host]).stderr(Stdio::null()).status();
     }
 }
 
@@ -153,12 +142,7 @@ const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 /// Open a (non-persistent) TUN device named `name`, non-blocking.
 fn open_tun(name: &str) -> Result<File, String> {
     // SAFETY: a NUL-terminated path literal; the result is checked.
-    let fd = unsafe {
-        libc::open(
-            c"/dev/net/tun".as_ptr(),
-            libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
-        )
-    };
+    let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC) };
     if fd < 0 {
         return Err(format!("open /dev/net/tun: {}", std::io::Error::last_os_error()));
     }
@@ -328,13 +312,25 @@ fn interop(n: u32, first: FirstPing) {
     }
     let endpoint = format!("{host_ul}:{our_port}");
     run(&[
-        "ip", "netns", "exec", &ns, "wg", "set", &wg_if,
-        "listen-port", "51820",
-        "private-key", key_file.to_str().unwrap(),
-        "peer", our_secret.public_key().to_base64().as_str(),
-        "preshared-key", psk_file.to_str().unwrap(),
-        "allowed-ips", &format!("{host_tun}/32"),
-        "endpoint", &endpoint,
+        "ip",
+        "netns",
+        "exec",
+        &ns,
+        "wg",
+        "set",
+        &wg_if,
+        "listen-port",
+        "51820",
+        "private-key",
+        key_file.to_str().unwrap(),
+        "peer",
+        our_secret.public_key().to_base64().as_str(),
+        "preshared-key",
+        psk_file.to_str().unwrap(),
+        "allowed-ips",
+        &format!("{host_tun}/32"),
+        "endpoint",
+        &endpoint,
     ])
     .unwrap();
     run(&["ip", "-n", &ns, "addr", "add", &format!("{ns_tun}/24"), "dev", &wg_if]).unwrap();
@@ -366,8 +362,7 @@ fn interop(n: u32, first: FirstPing) {
     let counters = lab.bridge.take().unwrap().join().unwrap();
     drop(lab);
     let _ = std::fs::remove_dir_all(&dir);
-    println!("our counters: handshakes {} drops {:?}", counters.handshakes,
-        counters.iter().filter(|(_, v)| *v > 0).collect::<Vec<_>>());
+    println!("our counters: handshakes {} drops {:?}", counters.handshakes, counters.iter().filter(|(_, v)| *v > 0).collect::<Vec<_>>());
 
     assert!(a >= 3, "first direction: {a}/5 replies");
     assert!(b >= 4, "second direction: {b}/5 replies");

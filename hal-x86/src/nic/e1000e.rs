@@ -423,11 +423,19 @@ fn tx_status(upper: u64) -> u8 {
 // Ring arithmetic (pure)
 
 fn ring_next(i: u16) -> u16 {
-    if usize::from(i) + 1 >= RING { 0 } else { i + 1 }
+    if usize::from(i) + 1 >= RING {
+        0
+    } else {
+        i + 1
+    }
 }
 
 fn ring_prev(i: u16) -> u16 {
-    if i == 0 { (RING - 1) as u16 } else { i - 1 }
+    if i == 0 {
+        (RING - 1) as u16
+    } else {
+        i - 1
+    }
 }
 
 /// Transmit ring bookkeeping: descriptors `clean..tail` (modulo [`RING`])
@@ -735,8 +743,7 @@ fn reset(r: &Regs) -> Result<(), Error> {
     // Link up, speed and duplex from the PHY's auto-negotiation; no VLAN
     // stripping; nothing left of the quiesce or a PHY reset.
     let c = r.read(reg::CTRL);
-    let c = (c | ctrl::SLU)
-        & !(ctrl::GIO_MASTER_DISABLE | ctrl::RST | ctrl::PHY_RST | ctrl::FRCSPD | ctrl::FRCDPLX | ctrl::VME);
+    let c = (c | ctrl::SLU) & !(ctrl::GIO_MASTER_DISABLE | ctrl::RST | ctrl::PHY_RST | ctrl::FRCSPD | ctrl::FRCDPLX | ctrl::VME);
     r.write(reg::CTRL, c);
     Ok(())
 }
@@ -944,7 +951,7 @@ mod tests {
             bytes,
             [
                 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, // buffer address
-                60, 0, // length
+                60, 0,    // length
                 0,    // CSO
                 0x0b, // CMD: EOP | IFCS | RS
                 0,    // STA

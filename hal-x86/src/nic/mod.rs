@@ -26,7 +26,10 @@ pub enum Nic {
 #[derive(Debug)]
 pub enum ProbeError {
     /// No driver for this vendor:device.
-    Unsupported { vendor: u16, device: u16 },
+    Unsupported {
+        vendor: u16,
+        device: u16,
+    },
     Virtio(virtio::Error),
     E1000e(e1000e::Error),
 }
@@ -35,9 +38,7 @@ pub enum ProbeError {
 pub fn probe<C: ConfigurationAccess>(root: &mut PciRoot<C>, dev: &Device) -> Result<Nic, ProbeError> {
     match (dev.info.vendor_id, dev.info.device_id) {
         (VENDOR_VIRTIO, 0x1000 | 0x1041) => virtio::VirtioNet::new(root, dev).map(Nic::Virtio).map_err(ProbeError::Virtio),
-        (VENDOR_INTEL, e1000e::DEVICE_82574L) => {
-            e1000e::E1000e::new(root, dev).map(Nic::E1000e).map_err(ProbeError::E1000e)
-        }
+        (VENDOR_INTEL, e1000e::DEVICE_82574L) => e1000e::E1000e::new(root, dev).map(Nic::E1000e).map_err(ProbeError::E1000e),
         (vendor, device) => Err(ProbeError::Unsupported { vendor, device }),
     }
 }

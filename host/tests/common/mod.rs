@@ -30,12 +30,7 @@ pub fn skip_or_fail(test: &str, reason: &str) {
 }
 
 pub fn have(bin: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {bin}")])
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
+    Command::new("sh").args(["-c", &format!("command -v {bin}")]).stdout(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
 }
 
 /// Why the test cannot run here: not root, one of `bins` missing (`install`
@@ -159,9 +154,7 @@ pub fn tcp_maxseg(s: &TcpStream) -> u32 {
     let mut v: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: getsockopt writes at most `len` bytes into `v`, which lives across the call.
-    let r = unsafe {
-        libc::getsockopt(s.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_MAXSEG, (&mut v as *mut libc::c_int).cast(), &mut len)
-    };
+    let r = unsafe { libc::getsockopt(s.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_MAXSEG, (&mut v as *mut libc::c_int).cast(), &mut len) };
     assert_eq!(r, 0, "getsockopt(TCP_MAXSEG): {}", std::io::Error::last_os_error());
     v as u32
 }

@@ -47,11 +47,7 @@ impl Wire {
     /// Sends a frame smoltcp made, unless it asks for a static neighbour.
     fn send_from_stack(&mut self, frame: &[u8]) {
         if let Some(ask) = Arp::parse(frame).filter(|a| a.request && a.sender_ip != a.target_ip) {
-            if let Some(&(ip, mac)) = self
-                .static_neighbors
-                .iter()
-                .find(|(ip, _)| *ip == ask.target_ip)
-            {
+            if let Some(&(ip, mac)) = self.static_neighbors.iter().find(|(ip, _)| *ip == ask.target_ip) {
                 // Like a permanent neighbour entry: answer the stack's own
                 // question instead of asking the LAN.
                 self.injected.push(Arp::reply_to(&ask, mac, ip).to_frame());
@@ -93,12 +89,7 @@ pub(super) struct LinkDevice {
 
 impl LinkDevice {
     /// `mtu` is the IP MTU (1500 on Ethernet).
-    pub(super) fn new(
-        link: Link,
-        mtu: usize,
-        epoch: Instant,
-        static_neighbors: Vec<(Ipv4Addr, Mac)>,
-    ) -> LinkDevice {
+    pub(super) fn new(link: Link, mtu: usize, epoch: Instant, static_neighbors: Vec<(Ipv4Addr, Mac)>) -> LinkDevice {
         LinkDevice {
             rx: VecDeque::new(),
             wire: Wire {

@@ -79,19 +79,8 @@ pub struct HostConfig {
 impl HostConfig {
     /// No gateway, MTU 1500, a seed derived from the MAC.
     pub fn new(name: &str, port: SocketPair, mac: Mac, addresses: Vec<Cidr>) -> HostConfig {
-        let seed = mac
-            .iter()
-            .fold(0u64, |s, &b| s.rotate_left(8) ^ u64::from(b));
-        HostConfig {
-            name: name.to_string(),
-            port,
-            mac,
-            addresses,
-            gateway: None,
-            mtu: 1500,
-            seed,
-            static_neighbors: Vec::new(),
-        }
+        let seed = mac.iter().fold(0u64, |s, &b| s.rotate_left(8) ^ u64::from(b));
+        HostConfig { name: name.to_string(), port, mac, addresses, gateway: None, mtu: 1500, seed, static_neighbors: Vec::new() }
     }
 
     /// Adds a permanent neighbour entry (see [`HostConfig::static_neighbors`]).
@@ -204,9 +193,7 @@ struct Stack {
 
 impl Stack {
     fn now(&self) -> SmolInstant {
-        SmolInstant::from_micros(
-            i64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(i64::MAX),
-        )
+        SmolInstant::from_micros(i64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(i64::MAX))
     }
 
     /// Takes a frame from the LAN: conflict ARP answers and probe bookkeeping
@@ -235,11 +222,7 @@ impl Stack {
             let changed = self.iface.poll(now, &mut self.dev, &mut self.sockets);
             let served = self.service_listeners();
             let injected = self.dev.take_injected();
-            if changed == smoltcp::iface::PollResult::None
-                && !served
-                && !injected
-                && self.dev.rx.is_empty()
-            {
+            if changed == smoltcp::iface::PollResult::None && !served && !injected && self.dev.rx.is_empty() {
                 break;
             }
         }
@@ -256,11 +239,7 @@ impl Stack {
     /// The address this host sends from toward `dst`: one in `dst`'s subnet,
     /// else its primary one.
     fn source_for(&self, dst: Ipv4Addr) -> Option<Ipv4Addr> {
-        self.addresses
-            .iter()
-            .find(|c| c.contains(dst))
-            .or_else(|| self.addresses.first())
-            .map(|c| c.addr())
+        self.addresses.iter().find(|c| c.contains(dst)).or_else(|| self.addresses.first()).map(|c| c.addr())
     }
 
     fn next_port(&mut self) -> u16 {
@@ -333,22 +312,15 @@ pub struct SimHost {
 impl SimHost {
     /// Binds the host's socket, brings its stack up and starts its threads.
     pub fn start(config: HostConfig) -> io::Result<SimHost> {
-        let invalid = |m: String| {
-            io::Error::new(io::ErrorKind::InvalidInput, format!("{}: {m}", config.name))
-        };
+        let invalid = |m: String| io::Error::new(io::ErrorKind::InvalidInput, format!("{}: {m}", config.name));
         if config.addresses.is_empty() || config.addresses.len() > MAX_ADDRESSES {
-            return Err(invalid(format!(
-                "a host holds 1 to {MAX_ADDRESSES} addresses"
-            )));
+            return Err(invalid(format!("a host holds 1 to {MAX_ADDRESSES} addresses")));
         }
         if !(576..=9000).contains(&config.mtu) {
             return Err(invalid(format!("MTU {} is outside 576..=9000", config.mtu)));
         }
         if config.mac[0] & 1 != 0 {
-            return Err(invalid(format!(
-                "{} is a multicast MAC",
-                format_mac(config.mac)
-            )));
+            return Err(invalid(format!("{} is a multicast MAC", format_mac(config.mac))));
         }
         let link = Link::bind(&config.port)?;
         let epoch = Instant::now();
@@ -359,19 +331,14 @@ impl SimHost {
         let mut full = false;
         iface.update_ip_addrs(|addrs| {
             for c in &config.addresses {
-                full |= addrs
-                    .push(IpCidr::new(IpAddress::Ipv4(c.addr()), c.prefix()))
-                    .is_err();
+                full |= addrs.push(IpCidr::new(IpAddress::Ipv4(c.addr()), c.prefix())).is_err();
             }
         });
         if full {
             return Err(invalid("too many addresses".into()));
         }
         if let Some(gw) = config.gateway {
-            iface
-                .routes_mut()
-                .add_default_ipv4_route(gw)
-                .map_err(|_| invalid("route table full".into()))?;
+            iface.routes_mut().add_default_ipv4_route(gw).map_err(|_| invalid("route table full".into()))?;
         }
         // The reader starts last: nothing after it can fail but the host
         // thread's spawn, which stops it again.
@@ -381,18 +348,16 @@ impl SimHost {
         let reader = {
             let tx = tx.clone();
             let channel_full = Arc::clone(&channel_full);
-            dev.wire.link().spawn_reader(
-                format!("{}-rx", config.name),
-                Arc::clone(&reader_stop),
-                move |frame| match tx.try_send(Event::Frame(frame)) {
+            dev.wire.link().spawn_reader(format!("{}-rx", config.name), Arc::clone(&reader_stop), move |frame| {
+                match tx.try_send(Event::Frame(frame)) {
                     Ok(()) => true,
                     Err(TrySendError::Full(_)) => {
                         channel_full.fetch_add(1, Ordering::Relaxed);
                         true
                     }
                     Err(TrySendError::Disconnected(_)) => false,
-                },
-            )?
+                }
+            })?
         };
         let stack = Stack {
             iface,
@@ -416,20 +381,13 @@ impl SimHost {
             next_ident: (config.seed as u16) | 1,
             seed: config.seed,
         };
-        let shared = Arc::new(Shared {
-            stack: Mutex::new(stack),
-            progress: Condvar::new(),
-            stop: AtomicBool::new(false),
-            channel_full,
-        });
+        let shared = Arc::new(Shared { stack: Mutex::new(stack), progress: Condvar::new(), stop: AtomicBool::new(false), channel_full });
         let shared2 = Arc::clone(&shared);
         let reader_stop2 = Arc::clone(&reader_stop);
-        let main = thread::Builder::new()
-            .name(config.name.clone())
-            .spawn(move || {
-                run(&shared2, rx);
-                reader_stop2.store(true, Ordering::Relaxed);
-            });
+        let main = thread::Builder::new().name(config.name.clone()).spawn(move || {
+            run(&shared2, rx);
+            reader_stop2.store(true, Ordering::Relaxed);
+        });
         let main = match main {
             Ok(t) => t,
             Err(e) => {
@@ -438,14 +396,7 @@ impl SimHost {
                 return Err(e);
             }
         };
-        Ok(SimHost {
-            shared,
-            wake: tx,
-            threads: vec![main, reader],
-            name: config.name,
-            mac: config.mac,
-            addresses: config.addresses,
-        })
+        Ok(SimHost { shared, wake: tx, threads: vec![main, reader], name: config.name, mac: config.mac, addresses: config.addresses })
     }
 
     pub fn name(&self) -> &str {
@@ -521,10 +472,7 @@ impl SimHost {
             if first_only && !macs.is_empty() {
                 return macs;
             }
-            let Some(left) = deadline
-                .checked_duration_since(Instant::now())
-                .filter(|d| !d.is_zero())
-            else {
+            let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
                 return macs;
             };
             s = self.shared.wait(s, left);
@@ -533,14 +481,7 @@ impl SimHost {
 
     /// Every SYN and SYN-ACK seen at the NIC so far (the last 1024).
     pub fn syn_log(&self) -> Vec<SynRecord> {
-        self.shared
-            .lock()
-            .dev
-            .wire
-            .syn_log
-            .iter()
-            .copied()
-            .collect()
+        self.shared.lock().dev.wire.syn_log.iter().copied().collect()
     }
 
     /// A snapshot of the host's counters.
@@ -572,11 +513,7 @@ impl Drop for SimHost {
 
 impl fmt::Debug for SimHost {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.debug_struct("SimHost")
-            .field("name", &self.name)
-            .field("mac", &format_mac(self.mac))
-            .field("addresses", &self.addresses)
-            .finish()
+        f.debug_struct("SimHost").field("name", &self.name).field("mac", &format_mac(self.mac)).field("addresses", &self.addresses).finish()
     }
 }
 

@@ -68,23 +68,10 @@ impl fmt::Display for PingReport {
         if let Some(src) = self.src {
             write!(f, " from {src}")?;
         }
-        write!(
-            f,
-            ": {} sent, {} received ({:.0}% loss)",
-            self.sent,
-            self.received,
-            self.loss_percent()
-        )?;
-        if let (Some(min), Some(avg), Some(max)) = (self.rtt_min(), self.rtt_avg(), self.rtt_max())
-        {
+        write!(f, ": {} sent, {} received ({:.0}% loss)", self.sent, self.received, self.loss_percent())?;
+        if let (Some(min), Some(avg), Some(max)) = (self.rtt_min(), self.rtt_avg(), self.rtt_max()) {
             let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-            write!(
-                f,
-                ", rtt min/avg/max {:.1}/{:.1}/{:.1} ms",
-                ms(min),
-                ms(avg),
-                ms(max)
-            )?;
+            write!(f, ", rtt min/avg/max {:.1}/{:.1}/{:.1} ms", ms(min), ms(avg), ms(max))?;
         }
         if self.late > 0 {
             write!(f, ", {} late", self.late)?;
@@ -105,32 +92,12 @@ impl SimHost {
     }
 
     /// Like [`SimHost::ping`], from `src` (any address, normally one the host holds).
-    pub fn ping_from(
-        &self,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
-        count: u32,
-        timeout: Duration,
-    ) -> PingReport {
+    pub fn ping_from(&self, src: Ipv4Addr, dst: Ipv4Addr, count: u32, timeout: Duration) -> PingReport {
         self.ping_impl(Some(src), dst, count, timeout)
     }
 
-    fn ping_impl(
-        &self,
-        src: Option<Ipv4Addr>,
-        dst: Ipv4Addr,
-        count: u32,
-        timeout: Duration,
-    ) -> PingReport {
-        let mut report = PingReport {
-            src: None,
-            dst,
-            sent: 0,
-            received: 0,
-            rtts: Vec::new(),
-            late: 0,
-            corrupted: 0,
-        };
+    fn ping_impl(&self, src: Option<Ipv4Addr>, dst: Ipv4Addr, count: u32, timeout: Duration) -> PingReport {
+        let mut report = PingReport { src: None, dst, sent: 0, received: 0, rtts: Vec::new(), late: 0, corrupted: 0 };
         let mut s = self.shared.lock();
         let Some(src) = src.or_else(|| s.source_for(dst)) else {
             return report;
@@ -149,11 +116,7 @@ impl SimHost {
         for seq in 0..count {
             let seq_no = seq as u16;
             let request = echo_request(src, dst, ident, seq_no, &data);
-            if s.sockets
-                .get_mut::<raw::Socket>(handle)
-                .send_slice(&request)
-                .is_err()
-            {
+            if s.sockets.get_mut::<raw::Socket>(handle).send_slice(&request).is_err() {
                 // The tx buffer is still full: the stack has not sent the
                 // previous one (no ARP answer yet). Count it as sent and lost.
                 report.sent += 1;
@@ -167,8 +130,7 @@ impl SimHost {
             self.wake();
             s = self.shared.lock();
             loop {
-                let (got, late, corrupted) =
-                    drain_replies(&mut s, handle, dst, ident, seq_no, &data);
+                let (got, late, corrupted) = drain_replies(&mut s, handle, dst, ident, seq_no, &data);
                 report.late += late;
                 report.corrupted += corrupted;
                 if got {
@@ -177,10 +139,7 @@ impl SimHost {
                     report.rtts.push(sent_at.elapsed());
                     break;
                 }
-                let Some(left) = deadline
-                    .checked_duration_since(Instant::now())
-                    .filter(|d| !d.is_zero())
-                else {
+                let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
                     break;
                 };
                 s = self.shared.wait(s, left);
@@ -230,37 +189,20 @@ fn parse_reply(packet: &[u8], from: Ipv4Addr, data: &[u8]) -> Option<(u16, u16, 
     }
     let icmp = Icmpv4Packet::new_checked(ip.payload()).ok()?;
     match Icmpv4Repr::parse(&icmp, &ChecksumCapabilities::default()).ok()? {
-        Icmpv4Repr::EchoReply {
-            ident,
-            seq_no,
-            data: d,
-        } => Some((ident, seq_no, d == data)),
+        Icmpv4Repr::EchoReply { ident, seq_no, data: d } => Some((ident, seq_no, d == data)),
         _ => None,
     }
 }
 
 /// A whole IPv4 packet: echo request from `src` to `dst`.
 fn echo_request(src: Ipv4Addr, dst: Ipv4Addr, ident: u16, seq_no: u16, data: &[u8]) -> Vec<u8> {
-    let icmp = Icmpv4Repr::EchoRequest {
-        ident,
-        seq_no,
-        data,
-    };
-    let ip = Ipv4Repr {
-        src_addr: src,
-        dst_addr: dst,
-        next_header: IpProtocol::Icmp,
-        payload_len: icmp.buffer_len(),
-        hop_limit: 64,
-    };
+    let icmp = Icmpv4Repr::EchoRequest { ident, seq_no, data };
+    let ip = Ipv4Repr { src_addr: src, dst_addr: dst, next_header: IpProtocol::Icmp, payload_len: icmp.buffer_len(), hop_limit: 64 };
     let mut buf = vec![0u8; ip.buffer_len() + icmp.buffer_len()];
     let caps = ChecksumCapabilities::default();
     let mut packet = Ipv4Packet::new_unchecked(&mut buf[..]);
     ip.emit(&mut packet, &caps);
-    icmp.emit(
-        &mut Icmpv4Packet::new_unchecked(packet.payload_mut()),
-        &caps,
-    );
+    icmp.emit(&mut Icmpv4Packet::new_unchecked(packet.payload_mut()), &caps);
     buf
 }
 
@@ -279,11 +221,7 @@ mod tests {
         let icmp = Icmpv4Packet::new_checked(ip.payload()).unwrap();
         assert_eq!(
             Icmpv4Repr::parse(&icmp, &ChecksumCapabilities::default()).unwrap(),
-            Icmpv4Repr::EchoRequest {
-                ident: 7,
-                seq_no: 3,
-                data: b"abc"
-            }
+            Icmpv4Repr::EchoRequest { ident: 7, seq_no: 3, data: b"abc" }
         );
         // A request is not a reply.
         assert_eq!(parse_reply(&p, src, b"abc"), None);
@@ -297,19 +235,12 @@ mod tests {
             dst: Ipv4Addr::new(10, 20, 0, 50),
             sent: 4,
             received: 3,
-            rtts: vec![
-                Duration::from_millis(2),
-                Duration::from_millis(4),
-                Duration::from_millis(6),
-            ],
+            rtts: vec![Duration::from_millis(2), Duration::from_millis(4), Duration::from_millis(6)],
             late: 1,
             corrupted: 0,
         };
         assert_eq!(r.loss_percent(), 25.0);
         assert_eq!(r.rtt_avg(), Some(Duration::from_millis(4)));
-        assert_eq!(
-            r.to_string(),
-            "ping 10.20.0.50 from 10.20.0.10: 4 sent, 3 received (25% loss), rtt min/avg/max 2.0/4.0/6.0 ms, 1 late"
-        );
+        assert_eq!(r.to_string(), "ping 10.20.0.50 from 10.20.0.10: 4 sent, 3 received (25% loss), rtt min/avg/max 2.0/4.0/6.0 ms, 1 late");
     }
 }

@@ -85,14 +85,7 @@ pub struct Transfer {
 impl Transfer {
     /// To a sink server, from the host's address for `dst`, within 60 s.
     pub fn new(dst: Ipv4Addr, port: u16, bytes: u64) -> Transfer {
-        Transfer {
-            dst,
-            port,
-            bytes,
-            timeout: Duration::from_secs(60),
-            src: None,
-            mode: ListenMode::Sink,
-        }
+        Transfer { dst, port, bytes, timeout: Duration::from_secs(60), src: None, mode: ListenMode::Sink }
     }
 
     pub fn from(mut self, src: Ipv4Addr) -> Transfer {
@@ -151,28 +144,15 @@ impl fmt::Display for TransferReport {
         if let Some(l) = self.local {
             write!(f, "{l} ")?;
         }
-        write!(
-            f,
-            "→ {} {}: {} of {} bytes acknowledged",
-            self.remote, self.mode, self.acked, self.requested
-        )?;
+        write!(f, "→ {} {}: {} of {} bytes acknowledged", self.remote, self.mode, self.acked, self.requested)?;
         let secs = self.duration.as_secs_f64();
         write!(f, " in {secs:.2} s")?;
         if secs > 0.0 && self.acked > 0 {
             write!(f, " ({:.1} Mbit/s)", self.acked as f64 * 8.0 / secs / 1e6)?;
         }
-        f.write_str(if self.intact {
-            ", intact"
-        } else {
-            ", NOT intact"
-        })?;
+        f.write_str(if self.intact { ", intact" } else { ", NOT intact" })?;
         let mss = |m: Option<u16>| m.map(|m| m.to_string()).unwrap_or_else(|| "none".into());
-        write!(
-            f,
-            "; SYN left with MSS {}, SYN-ACK arrived with MSS {}",
-            mss(self.syn_mss),
-            mss(self.syn_ack_mss)
-        )?;
+        write!(f, "; SYN left with MSS {}, SYN-ACK arrived with MSS {}", mss(self.syn_mss), mss(self.syn_ack_mss))?;
         if let Some(why) = &self.failure {
             write!(f, "; FAILED: {why}")?;
         }
@@ -202,10 +182,7 @@ struct Conn {
 }
 
 fn new_socket() -> tcp::Socket<'static> {
-    tcp::Socket::new(
-        tcp::SocketBuffer::new(vec![0; BUFFER]),
-        tcp::SocketBuffer::new(vec![0; BUFFER]),
-    )
+    tcp::Socket::new(tcp::SocketBuffer::new(vec![0; BUFFER]), tcp::SocketBuffer::new(vec![0; BUFFER]))
 }
 
 fn v4(endpoint: Option<IpEndpoint>) -> Option<SocketAddrV4> {
@@ -228,17 +205,8 @@ impl Stack {
                 let sock = self.sockets.get_mut::<tcp::Socket>(slot.handle);
                 let state = sock.state();
                 if slot.conn.is_none() && !matches!(state, State::Listen | State::Closed) {
-                    if let (Some(local), Some(peer)) =
-                        (v4(sock.local_endpoint()), v4(sock.remote_endpoint()))
-                    {
-                        slot.conn = Some(Conn {
-                            local,
-                            peer,
-                            bytes: 0,
-                            digest: Digest::new(),
-                            saw_fin: false,
-                            trailer_sent: false,
-                        });
+                    if let (Some(local), Some(peer)) = (v4(sock.local_endpoint()), v4(sock.remote_endpoint())) {
+                        slot.conn = Some(Conn { local, peer, bytes: 0, digest: Digest::new(), saw_fin: false, trailer_sent: false });
                     }
                 }
                 let Some(conn) = slot.conn.as_mut() else {
@@ -265,10 +233,7 @@ impl Stack {
                         }
                     }
                     ListenMode::Echo => loop {
-                        let room = sock
-                            .send_capacity()
-                            .saturating_sub(sock.send_queue())
-                            .min(self.scratch.len());
+                        let room = sock.send_capacity().saturating_sub(sock.send_queue()).min(self.scratch.len());
                         if room == 0 || !sock.can_recv() {
                             break;
                         }
@@ -286,10 +251,7 @@ impl Stack {
                         progress = true;
                     },
                 }
-                if matches!(
-                    state,
-                    State::CloseWait | State::LastAck | State::Closing | State::TimeWait
-                ) {
+                if matches!(state, State::CloseWait | State::LastAck | State::Closing | State::TimeWait) {
                     conn.saw_fin = true;
                 }
                 if state == State::CloseWait {
@@ -346,21 +308,13 @@ impl Stack {
     }
 
     /// MSS of the latest matching SYN (or SYN-ACK) in the log.
-    fn syn_mss(
-        &self,
-        direction: SynDirection,
-        syn_ack: bool,
-        src: SocketAddrV4,
-        dst: SocketAddrV4,
-    ) -> Option<u16> {
+    fn syn_mss(&self, direction: SynDirection, syn_ack: bool, src: SocketAddrV4, dst: SocketAddrV4) -> Option<u16> {
         self.dev
             .wire
             .syn_log
             .iter()
             .rev()
-            .find(|r| {
-                r.direction == direction && r.syn_ack == syn_ack && r.src == src && r.dst == dst
-            })
+            .find(|r| r.direction == direction && r.syn_ack == syn_ack && r.src == src && r.dst == dst)
             .and_then(|r| r.mss)
     }
 }
@@ -371,21 +325,13 @@ impl SimHost {
     pub fn listen(&self, port: u16, mode: ListenMode) -> io::Result<()> {
         let mut s = self.shared.lock();
         if s.listeners.iter().any(|l| l.port == port) {
-            return Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!("{}: port {port} already listening", self.name),
-            ));
+            return Err(io::Error::new(io::ErrorKind::AddrInUse, format!("{}: port {port} already listening", self.name)));
         }
         let mut slots = Vec::new();
         for _ in 0..BACKLOG {
             let mut sock = new_socket();
-            sock.listen(port).map_err(|e| {
-                io::Error::new(io::ErrorKind::InvalidInput, format!("port {port}: {e}"))
-            })?;
-            slots.push(Slot {
-                handle: s.sockets.add(sock),
-                conn: None,
-            });
+            sock.listen(port).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("port {port}: {e}")))?;
+            slots.push(Slot { handle: s.sockets.add(sock), conn: None });
         }
         s.listeners.push(Listener { port, mode, slots });
         Ok(())
@@ -398,13 +344,7 @@ impl SimHost {
 
     /// Sends `bytes` to the sink server at `dst:port` and checks the count
     /// and digest it answers. See [`SimHost::transfer_with`].
-    pub fn transfer(
-        &self,
-        dst: Ipv4Addr,
-        port: u16,
-        bytes: u64,
-        timeout: Duration,
-    ) -> TransferReport {
+    pub fn transfer(&self, dst: Ipv4Addr, port: u16, bytes: u64, timeout: Duration) -> TransferReport {
         self.transfer_with(&Transfer::new(dst, port, bytes).timeout(timeout))
     }
 
@@ -440,14 +380,7 @@ impl SimHost {
         sock.set_ack_delay(None);
         let connected = {
             let cx = s.iface.context();
-            sock.connect(
-                cx,
-                (IpAddress::Ipv4(t.dst), t.port),
-                IpListenEndpoint {
-                    addr: Some(IpAddress::Ipv4(src)),
-                    port: lport,
-                },
-            )
+            sock.connect(cx, (IpAddress::Ipv4(t.dst), t.port), IpListenEndpoint { addr: Some(IpAddress::Ipv4(src)), port: lport })
         };
         if let Err(e) = connected {
             report.failure = Some(format!("cannot connect: {e}"));
@@ -485,11 +418,7 @@ impl SimHost {
                 report.sent += n as u64;
             }
             report.acked = report.sent.saturating_sub(sock.send_queue() as u64);
-            if t.mode == ListenMode::Sink
-                && report.sent == t.bytes
-                && closing_since.is_none()
-                && established
-            {
+            if t.mode == ListenMode::Sink && report.sent == t.bytes && closing_since.is_none() && established {
                 sock.close();
                 closing_since = Some(Instant::now());
             }
@@ -521,10 +450,7 @@ impl SimHost {
                     sock.close();
                     closing_since = Some(Instant::now());
                 }
-                let closed = matches!(
-                    s.sockets.get::<tcp::Socket>(handle).state(),
-                    State::TimeWait | State::Closed
-                );
+                let closed = matches!(s.sockets.get::<tcp::Socket>(handle).state(), State::TimeWait | State::Closed);
                 let grace_over = closing_since.is_some_and(|c| c.elapsed() >= CLOSE_GRACE);
                 if closed || grace_over || Instant::now() >= deadline {
                     break;
@@ -545,9 +471,7 @@ impl SimHost {
                 break;
             }
             self.wake();
-            s = self
-                .shared
-                .wait(s, deadline.saturating_duration_since(Instant::now()));
+            s = self.shared.wait(s, deadline.saturating_duration_since(Instant::now()));
         }
         report.duration = start.elapsed();
         {
@@ -562,36 +486,21 @@ impl SimHost {
         report.intact = match t.mode {
             ListenMode::Echo => echo_ok && report.returned == t.bytes,
             ListenMode::Sink => {
-                let count = trailer
-                    .get(..8)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u64::from_be_bytes);
-                let theirs = trailer
-                    .get(8..16)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u64::from_be_bytes);
-                report.returned = if trailer.len() == TRAILER {
-                    count.unwrap_or(0)
-                } else {
-                    trailer.len() as u64
-                };
-                trailer.len() == TRAILER
-                    && count == Some(t.bytes)
-                    && report.sent == t.bytes
-                    && theirs == Some(digest.value())
+                let count = trailer.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
+                let theirs = trailer.get(8..16).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
+                report.returned = if trailer.len() == TRAILER { count.unwrap_or(0) } else { trailer.len() as u64 };
+                trailer.len() == TRAILER && count == Some(t.bytes) && report.sent == t.bytes && theirs == Some(digest.value())
             }
         };
         if report.failure.is_none() && !report.intact {
             report.failure = Some(match t.mode {
                 ListenMode::Echo => "the echoed bytes differ from those sent".into(),
-                ListenMode::Sink if trailer.len() != TRAILER => format!(
-                    "the server answered {} bytes, not a {TRAILER}-byte count and digest (is it a sink server?)",
-                    trailer.len()
-                ),
-                ListenMode::Sink => format!(
-                    "the server counted {} bytes and a digest that do not match the {} sent",
-                    report.returned, report.sent
-                ),
+                ListenMode::Sink if trailer.len() != TRAILER => {
+                    format!("the server answered {} bytes, not a {TRAILER}-byte count and digest (is it a sink server?)", trailer.len())
+                }
+                ListenMode::Sink => {
+                    format!("the server counted {} bytes and a digest that do not match the {} sent", report.returned, report.sent)
+                }
             });
         }
         report.syn_mss = s.syn_mss(SynDirection::Sent, false, local, report.remote);

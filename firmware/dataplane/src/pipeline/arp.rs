@@ -15,11 +15,7 @@ impl Core {
             _ => return self.drop(DropReason::ArpMalformed),
         };
         let Ok(ArpRepr::EthernetIpv4 {
-            operation,
-            source_hardware_addr: sha,
-            source_protocol_addr: spa,
-            target_protocol_addr: tpa,
-            ..
+            operation, source_hardware_addr: sha, source_protocol_addr: spa, target_protocol_addr: tpa, ..
         }) = repr
         else {
             return self.drop(DropReason::ArpMalformed);
@@ -74,9 +70,11 @@ impl Core {
                 let Some(ci) = self.routes.claim(tpa) else {
                     return self.drop(DropReason::ArpNotOurs);
                 };
-                let captures_here = self.cfg.claims.get(ci).is_some_and(|c| {
-                    matches!(c.side, ClaimSide::Remote { capture: Capture::ProxyArp, port: p, .. } if p == port)
-                });
+                let captures_here = self
+                    .cfg
+                    .claims
+                    .get(ci)
+                    .is_some_and(|c| matches!(c.side, ClaimSide::Remote { capture: Capture::ProxyArp, port: p, .. } if p == port));
                 if !captures_here {
                     return self.drop(DropReason::ArpNotOurs);
                 }

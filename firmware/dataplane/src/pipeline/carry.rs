@@ -97,9 +97,12 @@ impl Dataplane {
 
         for e in old.fdb.entries() {
             let Some(os) = old.cfg.segments.get(usize::from(e.segment)) else { continue };
-            let found = new.cfg.segments.iter().enumerate().find(|(_, s)| {
-                s.vni == os.vni && s.udp_port == os.udp_port && mapped(&map, os.port) == Some(s.port)
-            });
+            let found = new
+                .cfg
+                .segments
+                .iter()
+                .enumerate()
+                .find(|(_, s)| s.vni == os.vni && s.udp_port == os.udp_port && mapped(&map, os.port) == Some(s.port));
             let Some((si, seg)) = found else { continue };
             let listed = match e.location {
                 Location::Local => true,

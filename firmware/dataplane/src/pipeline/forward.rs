@@ -16,8 +16,7 @@ impl Core {
         let Ok(ip) = Ipv4Packet::new_checked(buf.frame()) else {
             return self.drop(DropReason::Ipv4Malformed);
         };
-        let (src, dst, ttl, total, df) =
-            (ip.src_addr(), ip.dst_addr(), ip.hop_limit(), usize::from(ip.total_len()), ip.dont_frag());
+        let (src, dst, ttl, total, df) = (ip.src_addr(), ip.dst_addr(), ip.hop_limit(), usize::from(ip.total_len()), ip.dont_frag());
         let Some(decision) = self.routes.lookup(&self.cfg, dst, |i| self.claim_enabled(i)) else {
             return self.drop(DropReason::NoRoute);
         };

@@ -31,7 +31,11 @@ impl Rng {
         z ^ (z >> 31)
     }
     pub fn below(&mut self, n: usize) -> usize {
-        if n == 0 { 0 } else { (self.next() % n as u64) as usize }
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
     }
     pub fn chance(&mut self, one_in: usize) -> bool {
         self.below(one_in) == 0
@@ -198,11 +202,7 @@ pub fn run(seed: u64, iterations: u64) -> (u64, u64) {
         storage[head..head + f.len()].copy_from_slice(&f);
         let mut fb = FrameBuf::new(&mut storage[..cap], head, f.len()).unwrap();
         let t = Instant::from_millis(now);
-        let v = if hostile {
-            dp.process(t, port, &mut fb, &mut chaos, &mut tx)
-        } else {
-            dp.process(t, port, &mut fb, &mut pass, &mut tx)
-        };
+        let v = if hostile { dp.process(t, port, &mut fb, &mut chaos, &mut tx) } else { dp.process(t, port, &mut fb, &mut pass, &mut tx) };
         if let Verdict::Transmit(p) = v {
             assert!(p.index() < dp.config().ports.len(), "transmit on a configured port");
             assert!(fb.len() >= 14 && fb.len() <= cap, "transmitted frame is sane");

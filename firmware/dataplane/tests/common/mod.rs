@@ -54,15 +54,11 @@ pub fn prefix(a: [u8; 4], len: u8) -> Prefix {
 
 pub fn config() -> Config {
     let mut ports = heapless::Vec::new();
-    ports
-        .push(PortConfig { role: PortRole::Lan, mac: Mac(LAN0_MAC), address: LAN0_IP, prefix_len: 24, gateway: None, mtu: 1500 })
-        .unwrap();
+    ports.push(PortConfig { role: PortRole::Lan, mac: Mac(LAN0_MAC), address: LAN0_IP, prefix_len: 24, gateway: None, mtu: 1500 }).unwrap();
     ports
         .push(PortConfig { role: PortRole::Wan, mac: Mac(WAN_MAC), address: WAN_IP, prefix_len: 24, gateway: Some(GW_IP), mtu: 1500 })
         .unwrap();
-    ports
-        .push(PortConfig { role: PortRole::Lan, mac: Mac(LAN1_MAC), address: LAN1_IP, prefix_len: 24, gateway: None, mtu: 1500 })
-        .unwrap();
+    ports.push(PortConfig { role: PortRole::Lan, mac: Mac(LAN1_MAC), address: LAN1_IP, prefix_len: 24, gateway: None, mtu: 1500 }).unwrap();
     let mut allowed = heapless::Vec::new();
     for p in [prefix([10, 0, 0, 9], 32), prefix([10, 0, 0, 20], 32), prefix([10, 2, 0, 0], 16), prefix([192, 168, 50, 0], 24)] {
         allowed.push(p).unwrap();
@@ -72,9 +68,7 @@ pub fn config() -> Config {
     let mut claims = heapless::Vec::new();
     claims.push(ClaimConfig::new(MOVED, ClaimSide::Remote { capture: Capture::ProxyArp, port: LAN0, peer: PEER })).unwrap();
     claims.push(ClaimConfig::new(HOST_A, ClaimSide::Local { port: LAN0 })).unwrap();
-    claims
-        .push(ClaimConfig::new(SECONDARY, ClaimSide::Remote { capture: Capture::ProviderSecondaryIp, port: WAN, peer: PEER }))
-        .unwrap();
+    claims.push(ClaimConfig::new(SECONDARY, ClaimSide::Remote { capture: Capture::ProviderSecondaryIp, port: WAN, peer: PEER })).unwrap();
     let mut vteps = heapless::Vec::new();
     vteps.push(VTEP_TUN).unwrap();
     vteps.push(VTEP_WAN).unwrap();
