@@ -24,12 +24,14 @@ extern crate alloc;
 
 pub mod build;
 pub mod node;
+pub mod persist;
 pub mod run;
 pub mod services;
 pub mod tunnel;
 
 pub use build::{build, BuildError, ContractName, NicInfo, Runtime, TunnelPlan};
 pub use node::{Bind, NicSnapshot, Node, WgDevice};
+pub use persist::{RestoreError, Saved};
 pub use run::{Forwarder, Nics};
 pub use services::{Services, WithServices};
 pub use tunnel::WgTunnel;

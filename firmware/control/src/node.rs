@@ -70,6 +70,7 @@ struct Running {
     applied_at: Instant,
 }
 
+use crate::persist::{Saved, SavedKey, SAVED_VERSION};
 use crate::services::{Services, WithServices};
 
 /// A candidate built beside the running configuration.
@@ -97,6 +98,12 @@ pub struct Node<R> {
     platform: config_schema::Platform,
     /// Traffic that ends on the box (kept across applies).
     services: Box<Services>,
+    /// Applies since the box was first configured (restored at boot).
+    generation: u64,
+    /// Boots that restored saved state.
+    boots: u32,
+    /// Configuration or keys changed since the platform last saved.
+    unsaved: bool,
 }
 
 /// What `Status { mark: true }` remembers, so the next status (the next
@@ -146,6 +153,9 @@ impl<R: RngCore + CryptoRng> Node<R> {
             wall_clock: None,
             platform: config_schema::Platform::Image,
             services: Box::new(Services::new()),
+            generation: 0,
+            boots: 0,
+            unsaved: false,
         }
     }
 
@@ -274,6 +284,66 @@ impl<R: RngCore + CryptoRng> Node<R> {
             (None, None) => Box::new(Device::new(SecretKey::from_bytes([1; 32]), wg::Config::default())),
         };
         self.running = Some(Running { config: s.config, runtime: s.runtime, dataplane: s.dataplane, wg, applied_at: now });
+        self.generation = self.generation.saturating_add(1);
+        self.unsaved = true;
+    }
+
+    /// True once after the configuration or a key changed: the platform
+    /// should write [`Node::saved_state`] to its store now.
+    pub fn take_unsaved(&mut self) -> bool {
+        core::mem::take(&mut self.unsaved)
+    }
+
+    /// Everything the box must remember across a reboot, as of `now`.
+    pub fn saved_state(&self, now: Instant) -> Saved {
+        Saved {
+            version: SAVED_VERSION,
+            schema: config_schema::SCHEMA_HASH,
+            generation: self.generation,
+            boots: self.boots,
+            wall_clock_ms: self.wall_clock.map(|(at, wall)| {
+                let ms = u64::try_from(wall.as_millis()).unwrap_or(u64::MAX);
+                ms.saturating_add(now.millis().saturating_sub(at.millis()))
+            }),
+            keys: self
+                .keys
+                .iter()
+                .map(|k| SavedKey { name: k.name.clone(), secret: k.secret.to_bytes(), generated: k.generated })
+                .collect(),
+            config: self.running.as_ref().map(|r| r.config.clone()),
+        }
+    }
+
+    /// Take back what a previous boot saved: the key slots first (so the
+    /// box keeps its WireGuard identity even if the configuration no longer
+    /// applies), then the configuration through the normal apply path. The
+    /// reply is that apply's (`Done` without a configuration). The platform
+    /// must keep its wall clock at or after `saved.wall_clock_ms`.
+    pub fn restore(&mut self, saved: Saved, now: Instant) -> Reply {
+        self.restore_with(saved, now, &mut as_written)
+    }
+
+    /// [`Node::restore`] with the platform's [`Bind`].
+    pub fn restore_with(&mut self, saved: Saved, now: Instant, bind: Bind<'_>) -> Reply {
+        self.keys.clear();
+        for k in saved.keys {
+            let _ = self.keys.push(KeySlot { name: k.name, secret: SecretKey::from_bytes(k.secret), generated: k.generated });
+        }
+        self.boots = saved.boots.saturating_add(1);
+        let reply = match saved.config {
+            Some(cfg) => self.apply_with(cfg, now, bind),
+            None => Reply::Done,
+        };
+        // The apply counted one; the saved generation is the truth.
+        self.generation = saved.generation;
+        // Save again: the boot count moved.
+        self.unsaved = true;
+        reply
+    }
+
+    /// Applies since the box was first configured.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The oldest claim transition (conflict, probe, capture, with its
@@ -475,6 +545,7 @@ impl<R: RngCore + CryptoRng> Node<R> {
             r.wg = d;
             r.applied_at = now;
         }
+        self.unsaved = true;
         Reply::Keys(self.key_infos())
     }
 
