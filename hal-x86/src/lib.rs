@@ -11,6 +11,7 @@
 #![no_std]
 
 pub mod acpi;
+pub mod blk;
 pub mod bootinfo;
 pub mod clock;
 pub mod dma;

@@ -310,6 +310,27 @@ pub fn status_text(st: &Status) -> String {
             o += &format!("  could not check: {e}\n");
         }
     }
+    if let Some(g) = &st.storage {
+        if g.disk.is_empty() {
+            o += &format!(
+                "\nstorage: NONE — configuration and keys will not survive a reboot (disks: {}; routerctl storage init --disk NAME --yes)\n",
+                if g.disks.is_empty() { "none".to_string() } else { g.disks.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(", ") }
+            );
+        } else {
+            o += &format!(
+                "\nstorage: {} (ROUTERD-STATE, {} blocks at LBA {}), generation {}, boot {}, saved {} ({} saves, {} failed){}\n",
+                g.disk,
+                g.blocks,
+                g.first_lba,
+                g.generation,
+                g.boots,
+                ago(g.saved_ms_ago),
+                g.saves,
+                g.save_errors,
+                if g.damaged_slots > 0 { format!(", {} damaged slot(s) found at boot", g.damaged_slots) } else { String::new() }
+            );
+        }
+    }
     let s = st.serial;
     o += &format!(
         "\n{}: {} frames, {} sessions, {} not-a-frame runs, {} bad checksums, {} retransmits\n",
@@ -872,15 +893,79 @@ pub fn logs(conn: &Conn, seconds: Option<u64>, json_out: bool) -> Result<u8, Fai
     Ok(0)
 }
 
+#[derive(Subcommand)]
+pub enum StorageCommand {
+    /// Make a disk the box's store: a new GPT with one ROUTERD-STATE partition
+    #[command(after_long_help = "The box keeps its configuration, its WireGuard keys and a little state \
+        (generation, boot count, a clock floor) in a GPT partition labelled ROUTERD-STATE, saved after \
+        every change and safe against power cuts. A box booted from a routerd disk image finds it there; \
+        a box booted with -kernel and a blank disk keeps nothing until you name the disk here. The \
+        disk must be blank (no partition table, nothing in its first and last MiB) unless --force, \
+        which erases what is on it. Disks are named as Linux names them: vda, vdb, … (`routerctl \
+        status` lists them).\n\nExample:\n  routerctl storage init --disk vda --yes --port unix:/tmp/onprem.sock")]
+    Init {
+        /// The disk (vda, vdb, …)
+        #[arg(long)]
+        disk: String,
+        /// Write to the disk without asking
+        #[arg(long)]
+        yes: bool,
+        /// Also when the disk is not blank (erases it)
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        conn: Conn,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn storage(cmd: StorageCommand) -> Result<u8, Failure> {
+    match cmd {
+        StorageCommand::Init { disk, yes, force, conn, json } => {
+            if !yes {
+                return Err(Failure::usage(format!("storage init writes a new partition table to {disk}; add --yes to proceed")));
+            }
+            let disk = name("--disk", &disk)?;
+            let mut c = conn.connect()?;
+            let r = c.request(Op::StorageInit { disk: disk.clone(), force }).map_err(|e| failed(e.to_string()))?;
+            let st = match r {
+                Reply::Done => get_status(&mut c, false)?,
+                Reply::Error(f) => {
+                    let _ = c.close();
+                    return refused(&f, json, "initialised");
+                }
+                other => return Err(unexpected(&other)),
+            };
+            let _ = c.close();
+            if json {
+                return print_json(&json!({ "schema": 1, "initialised": true, "storage": to_json(&st.storage) }));
+            }
+            println!("{disk}: ROUTERD-STATE partition made; the box saves its configuration and keys there from now on");
+            Ok(0)
+        }
+    }
+}
+
 pub fn reboot(conn: &Conn, yes: bool) -> Result<u8, Failure> {
     if !yes {
         return Err(Failure::usage("reboot stops forwarding until the box is back; add --yes to proceed"));
     }
     let mut c = conn.connect()?;
+    let kept = get_status(&mut c, false)?.storage.as_ref().is_none_or(|s| !s.disk.is_empty());
     match c.request(Op::Reboot).map_err(|e| failed(e.to_string()))? {
         Reply::Done => {
             c.forget();
-            println!("{} is rebooting (keys made on the box are new after a reboot: re-apply and update peers)", conn.port);
+            if kept {
+                println!("{} is rebooting; it comes back with its configuration and keys", conn.port);
+            } else {
+                println!(
+                    "{} is rebooting WITHOUT a store: configuration and keys are lost (re-apply, update the peers' keys; \
+                     `routerctl storage init` keeps them next time)",
+                    conn.port
+                );
+            }
             Ok(0)
         }
         Reply::Error(f) => Err(refusal(&f)),

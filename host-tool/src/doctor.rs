@@ -88,6 +88,29 @@ pub fn hybrid(st: &Status, cfg: Option<&Config>) -> Vec<Check> {
         return out;
     };
 
+    // Whether the box remembers (the image; routerd-host keeps files).
+    if let Some(g) = &st.storage {
+        if g.disk.is_empty() {
+            out.push(check(
+                "storage",
+                "box",
+                Verdict::Warn,
+                "no store: configuration and keys will not survive a reboot (a new key means re-keying the other site)",
+                "routerctl storage init --disk vda --yes (a disk the box lists in `routerctl status`)",
+            ));
+        } else if g.save_errors > 0 {
+            out.push(check(
+                "storage",
+                g.disk.as_str(),
+                Verdict::Warn,
+                format!("{} saves failed (the previous state is kept)", g.save_errors),
+                "check the disk; `routerctl logs` names the error",
+            ));
+        } else {
+            out.push(pass("storage", g.disk.as_str(), format!("state kept on {} (generation {}, boot {})", g.disk, g.generation, g.boots)));
+        }
+    }
+
     // Ports the claims use: link up.
     for p in &st.ports {
         if p.role.is_none() {

@@ -212,6 +212,13 @@ fn boot(image: &Path, name: &'static str, id: u8, clock: &Clock) -> Result<(BoxV
     }
     let lan_mac = [0x52, 0x54, 0x00, 0x1a, id, 0];
     let sockets: [(PathBuf, PathBuf); 2] = [sockets[0].clone(), sockets[1].clone()];
+    // A blank disk, as a box booted with -kernel has: the lab names it for
+    // the box's store (`storage init`) before applying.
+    let disk = m.run_dir.join("state.img");
+    std::fs::File::create(&disk)
+        .and_then(|f| f.set_len(8 << 20))
+        .map_err(|e| failed(format!("{name}: cannot make {}: {e}", disk.display())))?;
+    m.disks.push(disk);
     let mut vm = m.spawn().map_err(|e| failed(format!("{name}: {e}")))?;
     vm.wait_for("not forwarding: no configuration yet", Duration::from_secs(90))
         .map_err(|e| failed(format!("{name} did not boot: {e}")))?;
@@ -241,6 +248,17 @@ fn apply(c: &mut Client, name: &str, toml: &str, clock: &Clock) -> Result<Option
             Ok(Some(s))
         }
         other => Err(failed(format!("{name}: unexpected answer {other:?}"))),
+    }
+}
+
+/// `routerctl storage init --disk vda --yes`: the box keeps its state on
+/// the lab's blank disk from now on.
+fn storage_init(c: &mut Client, name: &str) -> Result<(), Failure> {
+    let disk = config_schema::Name::new("vda").map_err(|e| failed(format!("{e:?}")))?;
+    match c.request(Op::StorageInit { disk, force: false }).map_err(|e| failed(e.to_string()))? {
+        Reply::Done => Ok(()),
+        Reply::Error(f) => Err(failed(format!("{name}: storage init refused: {f}"))),
+        other => Err(failed(format!("{name}: storage init: {other:?}"))),
     }
 }
 
@@ -315,6 +333,9 @@ pub fn run(args: &LabArgs) -> Result<u8, Failure> {
     // Keys are made on the boxes; only public halves come back.
     let mut on_c = connect(&onprem)?;
     let mut cl_c = connect(&cloud)?;
+    storage_init(&mut on_c, "onprem")?;
+    storage_init(&mut cl_c, "cloud")?;
+    clock.say("state partitions made on both boxes' disks (routerctl storage init --disk vda)");
     let on_key = key(&mut on_c, "onprem")?;
     let cl_key = key(&mut cl_c, "cloud")?;
     clock.say(format!("keys generated on the boxes: onprem {on_key}, cloud {cl_key}"));

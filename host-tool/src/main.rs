@@ -160,6 +160,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Where the box keeps its configuration and keys across reboots
+    #[command(subcommand)]
+    Storage(box_cmd::StorageCommand),
     /// Reboot a box
     Reboot {
         #[command(flatten)]
@@ -229,6 +232,7 @@ fn main() -> ExitCode {
         Command::Key(cmd) => box_cmd::key(cmd),
         Command::Logs { conn, r#for, json } => box_cmd::logs(&conn, r#for, json),
         Command::Reboot { conn, yes } => box_cmd::reboot(&conn, yes),
+        Command::Storage(cmd) => box_cmd::storage(cmd),
         Command::Doctor(DoctorCommand::Hybrid { conn, json }) => doctor::run(&conn, json),
         Command::Lab(args) => lab::run(&args),
         Command::Completions { shell } => {

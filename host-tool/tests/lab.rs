@@ -24,7 +24,7 @@ fn has_line(text: &str, parts: &[&str]) -> bool {
 fn healthy_lab_passes_every_check_and_moves_traffic() {
     let (code, text) = lab("healthy");
     assert_eq!(code, 0, "{text}");
-    assert!(text.contains("16 pass, 0 warn, 0 fail, 0 skip"));
+    assert!(text.contains("17 pass, 0 warn, 0 fail, 0 skip"));
     assert!(text.contains("lab: doctor all pass, traffic intact both ways"));
     assert!(has_line(&text, &["SYN", "arrived with MSS 1380"]), "the clamp is shown");
     assert!(text.contains("onprem box now sends to the cloud peer at 203.0.113.20:51820"), "roaming followed");

@@ -115,6 +115,10 @@ pub struct Machine {
     pub cpu: String,
     /// Further devices, as `-device` arguments (e.g. `virtio-rng-pci`).
     pub devices: Vec<String>,
+    /// Raw disk image files, attached as virtio-blk disks (`vda`, `vdb`, …)
+    /// with a volatile write cache (`cache=writeback`): what the guest has
+    /// not flushed may be lost when QEMU is killed, as on real hardware.
+    pub disks: Vec<PathBuf>,
     /// Attach `isa-debug-exit` (the image's test verdict channel). Without
     /// it the image powers off through ACPI like on hardware.
     pub debug_exit: bool,
@@ -144,6 +148,7 @@ impl Machine {
             boot: Boot::Pvh,
             cpu: "max".to_string(),
             devices: Vec::new(),
+            disks: Vec::new(),
             debug_exit: true,
         })
     }
@@ -177,6 +182,10 @@ impl Machine {
         }
         for d in &self.devices {
             c.args(["-device", d]);
+        }
+        for (i, disk) in self.disks.iter().enumerate() {
+            c.arg("-drive").arg(format!("file={},if=none,id=disk{i},format=raw,cache=writeback", disk.display()));
+            c.arg("-device").arg(format!("virtio-blk-pci,drive=disk{i},serial=routerd-disk{i}"));
         }
         for (i, nic) in self.nics.iter().enumerate() {
             let id = format!("net{i}");

@@ -242,6 +242,10 @@ impl<R: RngCore + CryptoRng> Node<R> {
             Op::ClaimAdd(claim) => self.claim_add(claim, now, bind),
             Op::ClaimRemove(addr) => self.claim_remove(addr, now, bind),
             Op::ClaimClearConflict(addr) => self.clear_conflict(addr, now),
+            // The image's platform answers this itself (it owns the disks).
+            Op::StorageInit { .. } => Reply::Error(Failure::refused(format_args!(
+                "storage: this box keeps its state outside the node (routerd-host: --config and --key-file)"
+            ))),
             Op::KeyShow => Reply::Keys(self.key_infos()),
             Op::KeyGenerate(slot) => self.key_set(slot, None, now),
             Op::KeyImport(slot, secret) => self.key_set(slot, Some(secret), now),
@@ -344,6 +348,18 @@ impl<R: RngCore + CryptoRng> Node<R> {
     /// Applies since the box was first configured.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// Random bytes from the box's trusted entropy source (for the
+    /// platform: a new GPT's GUIDs); false without one.
+    pub fn fill_random(&mut self, out: &mut [u8]) -> bool {
+        match self.rng.as_mut() {
+            Some(r) => {
+                r.fill_bytes(out);
+                true
+            }
+            None => false,
+        }
     }
 
     /// The oldest claim transition (conflict, probe, capture, with its

@@ -19,6 +19,7 @@ mod console;
 mod nics;
 mod router;
 mod rt;
+mod storage;
 
 extern crate alloc;
 
@@ -78,8 +79,9 @@ pub extern "C" fn routerd_main(eax: u32, ebx: u32) -> ! {
         None => warn!("power: no ACPI soft-off description; shutdown will halt"),
     }
     let mut nics = Nics::new();
+    let mut disks = heapless::Vec::new();
     let mut device_seed = None;
-    let found = bring_up_pci(ecam, &mut nics, &mut device_seed);
+    let found = bring_up_pci(ecam, clock, &mut nics, &mut disks, &mut device_seed);
 
     // Keys are generated on the device, so the box must know before anything
     // else whether it has randomness it can trust.
@@ -114,6 +116,13 @@ pub extern "C" fn routerd_main(eax: u32, ebx: u32) -> ! {
     let mut node = Box::new(Node::new(&nics.infos(), entropy, VERSION, BUILD_ID));
     node.set_platform(config_schema::Platform::Image);
     let mut session = Box::new(Session::new(VERSION, BUILD_ID));
+    let mut storage = Box::new(storage::Storage::new(disks));
+    let now = routerd_dataplane::Instant::from_millis(clock.now_ms());
+    if storage.boot(&mut node, now) {
+        if let Some(c) = node.config() {
+            session.set_device_name(c.device.name.as_str());
+        }
+    }
     if let Some(cfg) = boot_config(boot_info.as_ref()) {
         let now = routerd_dataplane::Instant::from_millis(clock.now_ms());
         match node.apply(cfg, now) {
@@ -148,7 +157,7 @@ pub extern "C" fn routerd_main(eax: u32, ebx: u32) -> ! {
     }
     // SAFETY: routerd_main runs once; this static is taken here and nowhere else.
     let forwarder = unsafe { &mut *core::ptr::addr_of_mut!(FORWARDER) };
-    let mut r = router::Router { node, forwarder, session, clock, watch: router::Watch::new() };
+    let mut r = router::Router { node, forwarder, session, storage, clock, watch: router::Watch::new() };
     r.run(&mut nics)
 }
 

@@ -63,7 +63,13 @@ impl Nics {
 
 /// Lists every PCI function, names the NICs and brings up their drivers;
 /// returns how many network functions were found.
-pub fn bring_up_pci(ecam: Option<hal_x86::acpi::Ecam>, nics: &mut Nics, rng_seed: &mut Option<[u8; 32]>) -> usize {
+pub fn bring_up_pci(
+    ecam: Option<hal_x86::acpi::Ecam>,
+    clock: hal_x86::clock::Clock,
+    nics: &mut Nics,
+    disks: &mut heapless::Vec<hal_x86::blk::virtio::VirtioBlk, { crate::storage::MAX_DISKS }>,
+    rng_seed: &mut Option<[u8; 32]>,
+) -> usize {
     // SAFETY: the image is the only user of PCI configuration space; the
     // ECAM window comes from the firmware's MCFG and is identity mapped.
     let cam = unsafe { Cam::new(ecam) };
@@ -81,6 +87,27 @@ pub fn bring_up_pci(ecam: Option<hal_x86::acpi::Ecam>, nics: &mut Nics, rng_seed
             match rng_seed {
                 Some(_) => info!("pci: {} {:04x}:{:04x} virtio-rng delivered 32 bytes", dev.address, info.vendor_id, info.device_id),
                 None => warn!("pci: {} virtio-rng did not deliver entropy", dev.address),
+            }
+            continue;
+        }
+        if hal_x86::blk::is_block_device(dev) {
+            let name = crate::storage::DiskName(disks.len());
+            match hal_x86::blk::probe(&mut root, dev, clock) {
+                Ok(d) => {
+                    info!(
+                        "pci: {} {:04x}:{:04x} virtio-blk {name}: {} blocks of {} bytes{}",
+                        dev.address,
+                        info.vendor_id,
+                        info.device_id,
+                        d.block_count(),
+                        d.block_size().bytes(),
+                        if d.read_only() { ", read-only" } else { "" }
+                    );
+                    if disks.push(d).is_err() {
+                        warn!("pci: {name} not used: the image drives at most {} disks", crate::storage::MAX_DISKS);
+                    }
+                }
+                Err(e) => warn!("pci: {} virtio-blk not usable: {e:?}", dev.address),
             }
             continue;
         }

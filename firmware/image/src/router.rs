@@ -32,6 +32,7 @@ pub struct Router {
     /// The forwarding turn and its frame buffers (a static).
     pub forwarder: &'static mut Forwarder,
     pub session: Box<Session>,
+    pub storage: Box<crate::storage::Storage>,
     pub clock: Clock,
     pub watch: Watch,
 }
@@ -70,6 +71,8 @@ impl Router {
             if now >= self.watch.next {
                 self.watch.next = Instant::from_millis(now.millis() + WATCH_MS);
                 self.report_links(nics);
+                // The periodic save of the clock floor.
+                self.storage.poll(&mut self.node, now);
             }
             if !busy {
                 core::hint::spin_loop();
@@ -162,9 +165,18 @@ impl Router {
     fn execute(&mut self, now: Instant, op: Op, nics: &mut Nics) -> Reply {
         let snaps = Self::snapshots(nics);
         let applying = matches!(op, Op::Apply(_) | Op::ClaimAdd(_) | Op::ClaimRemove(_));
-        let mut reply = self.node.handle(now, op, &snaps);
+        let mut reply = match op {
+            // The disks are the platform's: the node never sees them.
+            Op::StorageInit { disk, force } => self.storage.init(&mut self.node, disk.as_str(), force, now),
+            op => self.node.handle(now, op, &snaps),
+        };
+        // What changed is on disk before the answer goes out.
+        self.storage.poll(&mut self.node, now);
         match &mut reply {
-            Reply::Status(s) => s.serial = self.session.stats(),
+            Reply::Status(s) => {
+                s.serial = self.session.stats();
+                s.storage = Some(self.storage.status(now));
+            }
             Reply::Applied(out) if applying => {
                 if let Some(c) = self.node.config() {
                     self.session.set_device_name(c.device.name.as_str());

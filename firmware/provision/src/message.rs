@@ -37,6 +37,7 @@ Status{device,software,uptime,configured,ports,tunnel,peers,claims,counters,drop
 PortStatus{..,tx_ring_full,tx_dropped,tx_dropped_since_mark};ClaimState{Active,Probing,Conflict,Disabled};\
 ClaimStatus{..,loops,live_host_heard_ms_ago,conflict_hold_ms,next_probe_in_ms,probes_sent,probes_answered};\
 WireguardLoad{under_load,last_under_load_ms_ago,handshakes,cookie_replies_sent,cookies_received,refused_under_load,cookie_replies_sent_since_mark,refused_under_load_since_mark};\
+StorageInit{disk,force};Status.storage;StorageStatus{disks,disk,first_lba,blocks,generation,boots,saved_ms_ago,saves,save_errors,damaged_slots,note};\
 HostReport{checks,ip_forward,wan_socket,wan_tun,held{address,interface,removed,seconds_ago},removals,last_event,routes,forward_drops,firewalls,errors};\
 Outcome{applied,errors,warnings,problems,changes,keys,omitted};Failure{kind,message,problems}";
 
@@ -113,6 +114,10 @@ pub enum Op {
     /// put this claim in conflict is gone; it captures again only if no one
     /// answers. Answered with [`Reply::Probing`]; the outcome shows in status.
     ClaimClearConflict(Ipv4Cidr),
+    /// Put a new GPT with a `ROUTERD-STATE` partition on the named disk
+    /// (`vda`, …) and an empty store in it, then save the running state
+    /// there. Refused when the disk holds anything unless `force`.
+    StorageInit { disk: Name, force: bool },
 }
 
 /// Box → host.
@@ -368,6 +373,9 @@ pub struct Status {
     pub wireguard: Vec<Count, MAX_COUNTS>,
     /// Handshake load on the WireGuard device (cookies, rate limits).
     pub wireguard_load: Option<WireguardLoad>,
+    /// Where the box keeps its state (`None`: the platform keeps it
+    /// elsewhere, e.g. routerd-host's files).
+    pub storage: Option<StorageStatus>,
     pub serial: SerialStats,
     /// The Linux around a host build (`routerd-host`); `None` on the image.
     pub host: Option<HostReport>,
@@ -548,6 +556,32 @@ pub struct PortStatus {
     pub tx_dropped: u64,
     /// The same since the last `Status { mark: true }`.
     pub tx_dropped_since_mark: Option<u64>,
+}
+
+/// Disks the box may keep state on.
+pub const MAX_DISKS: usize = 4;
+
+/// The box's persistent store, as it stands.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct StorageStatus {
+    /// Disks found (`vda`, `vdb`, …), in bus order.
+    pub disks: Vec<Text<8>, MAX_DISKS>,
+    /// The disk holding the `ROUTERD-STATE` partition; empty when there is
+    /// none (the configuration will not survive a reboot).
+    pub disk: Text<8>,
+    pub first_lba: u64,
+    pub blocks: u64,
+    /// Generation of the configuration last saved.
+    pub generation: u64,
+    /// Boots that restored this state.
+    pub boots: u32,
+    pub saved_ms_ago: Option<u64>,
+    pub saves: u64,
+    pub save_errors: u64,
+    /// Record slots found damaged at boot (a power cut during a save leaves one).
+    pub damaged_slots: u8,
+    /// What is wrong, or what happened at boot.
+    pub note: Text<120>,
 }
 
 /// The WireGuard device's defence against handshake floods, as it stands.
@@ -751,6 +785,19 @@ mod tests {
                 refused_under_load: u64::MAX,
                 cookie_replies_sent_since_mark: Some(u64::MAX),
                 refused_under_load_since_mark: Some(u64::MAX),
+            }),
+            storage: Some(StorageStatus {
+                disks: core::iter::repeat_n(big_text::<8>(), MAX_DISKS).collect(),
+                disk: big_text(),
+                first_lba: u64::MAX,
+                blocks: u64::MAX,
+                generation: u64::MAX,
+                boots: u32::MAX,
+                saved_ms_ago: Some(u64::MAX),
+                saves: u64::MAX,
+                save_errors: u64::MAX,
+                damaged_slots: u8::MAX,
+                note: big_text(),
             }),
             serial: SerialStats {
                 frames: u64::MAX,

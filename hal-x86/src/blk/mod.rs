@@ -1,0 +1,153 @@
+//! Disks: the block-device interface, the virtio-blk driver and GPT.
+//!
+//! The box keeps its state in the GPT partition labelled `ROUTERD-STATE`
+//! (`routerd-storage`'s `Store` runs over it). This module gives the image
+//! the three pieces in front of that store:
+//!
+//! - [`probe`] turns a PCI storage function into a running driver
+//!   ([`virtio::VirtioBlk`]: virtio-blk, transitional or modern, polled);
+//! - [`gpt::find_state_partition`] finds the partition on any
+//!   [`BlockDevice`] (protective MBR, both GPT headers and their entry arrays
+//!   CRC-checked, the backup used when the primary is damaged);
+//! - [`gpt::create_state_partition`] writes a fresh GPT with that one
+//!   partition to a disk the operator named, refusing any disk that is not
+//!   blank unless forced.
+//!
+//! [`BlockDevice`] here is a stand-in with exactly the names and signatures
+//! of `routerd_storage::BlockDevice` (and its `BlockSize`, `BlockError`):
+//! hal-x86 does not depend on `routerd-storage` yet. Once it does, the
+//! stand-in's definitions below are replaced by
+//! `pub use routerd_storage::{BlockDevice, BlockError, BlockSize};` and
+//! everything else here compiles unchanged (the driver's `impl BlockDevice`
+//! then implements the storage crate's trait).
+
+pub mod gpt;
+pub mod virtio;
+
+use crate::clock::Clock;
+use crate::pci::{Device, VENDOR_VIRTIO};
+use virtio_drivers::transport::pci::bus::{ConfigurationAccess, PciRoot};
+
+/// virtio-blk's PCI device ids: transitional (legacy id) and modern.
+pub const DEVICE_VIRTIO_BLK_TRANSITIONAL: u16 = 0x1001;
+pub const DEVICE_VIRTIO_BLK_MODERN: u16 = 0x1042;
+
+/// Whether [`probe`] has a driver for `dev`: the image asks this during its
+/// PCI enumeration and names the disks it is true for (`vda`, `vdb`, … in
+/// bus order).
+pub fn is_block_device(dev: &Device) -> bool {
+    dev.info.vendor_id == VENDOR_VIRTIO && matches!(dev.info.device_id, DEVICE_VIRTIO_BLK_TRANSITIONAL | DEVICE_VIRTIO_BLK_MODERN)
+}
+
+/// Why a storage function could not be brought up.
+#[derive(Debug)]
+pub enum ProbeError {
+    /// No driver for this vendor:device.
+    Unsupported {
+        vendor: u16,
+        device: u16,
+    },
+    Virtio(virtio::Error),
+}
+
+/// Brings up the driver for a PCI storage function. `clock` bounds how long
+/// a request may take before the device is given up on.
+///
+/// Bringing a disk up only reads its configuration: nothing is written to
+/// the medium.
+pub fn probe<C: ConfigurationAccess>(root: &mut PciRoot<C>, dev: &Device, clock: Clock) -> Result<virtio::VirtioBlk, ProbeError> {
+    match (dev.info.vendor_id, dev.info.device_id) {
+        (VENDOR_VIRTIO, DEVICE_VIRTIO_BLK_TRANSITIONAL | DEVICE_VIRTIO_BLK_MODERN) => {
+            virtio::VirtioBlk::new(root, dev, clock).map_err(ProbeError::Virtio)
+        }
+        (vendor, device) => Err(ProbeError::Unsupported { vendor, device }),
+    }
+}
+
+pub use routerd_storage::{BlockDevice, BlockError, BlockSize};
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! An in-memory disk for the host tests of this module.
+    extern crate std;
+
+    use super::{BlockDevice, BlockError, BlockSize};
+    use std::vec;
+    use std::vec::Vec;
+
+    /// A disk in memory that checks every request like a driver would.
+    pub struct MemDisk {
+        pub size: BlockSize,
+        pub data: Vec<u8>,
+        /// Reads of these blocks fail with `Io`.
+        pub bad_blocks: Vec<u64>,
+        pub read_only: bool,
+        pub writes: usize,
+        pub flushes: usize,
+    }
+
+    impl MemDisk {
+        pub fn new(size: BlockSize, blocks: u64) -> MemDisk {
+            MemDisk { size, data: vec![0; blocks as usize * size.bytes()], bad_blocks: Vec::new(), read_only: false, writes: 0, flushes: 0 }
+        }
+
+        pub fn from_bytes(size: BlockSize, data: Vec<u8>) -> MemDisk {
+            assert_eq!(data.len() % size.bytes(), 0);
+            MemDisk { size, data, bad_blocks: Vec::new(), read_only: false, writes: 0, flushes: 0 }
+        }
+
+        pub fn block(&self, lba: u64) -> &[u8] {
+            let bs = self.size.bytes();
+            &self.data[lba as usize * bs..(lba as usize + 1) * bs]
+        }
+
+        pub fn block_mut(&mut self, lba: u64) -> &mut [u8] {
+            let bs = self.size.bytes();
+            &mut self.data[lba as usize * bs..(lba as usize + 1) * bs]
+        }
+
+        fn range(&self, lba: u64, len: usize) -> Result<core::ops::Range<usize>, BlockError> {
+            let bs = self.size.bytes();
+            if len == 0 || !len.is_multiple_of(bs) {
+                return Err(BlockError::BadLength);
+            }
+            let start = usize::try_from(lba).ok().and_then(|l| l.checked_mul(bs)).ok_or(BlockError::OutOfRange)?;
+            let end = start.checked_add(len).ok_or(BlockError::OutOfRange)?;
+            if end > self.data.len() {
+                return Err(BlockError::OutOfRange);
+            }
+            Ok(start..end)
+        }
+    }
+
+    impl BlockDevice for MemDisk {
+        fn block_size(&self) -> BlockSize {
+            self.size
+        }
+        fn block_count(&self) -> u64 {
+            (self.data.len() / self.size.bytes()) as u64
+        }
+        fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+            let r = self.range(lba, buf.len())?;
+            let blocks = (buf.len() / self.size.bytes()) as u64;
+            if self.bad_blocks.iter().any(|&b| b >= lba && b < lba + blocks) {
+                return Err(BlockError::Io);
+            }
+            buf.copy_from_slice(&self.data[r]);
+            Ok(())
+        }
+        fn write(&mut self, lba: u64, data: &[u8]) -> Result<(), BlockError> {
+            let r = self.range(lba, data.len())?;
+            if self.read_only {
+                return Err(BlockError::ReadOnly);
+            }
+            self.data[r].copy_from_slice(data);
+            self.writes += 1;
+            Ok(())
+        }
+        fn flush(&mut self) -> Result<(), BlockError> {
+            self.flushes += 1;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! The box remembers: the real image in QEMU with a blank virtio-blk disk,
+//! provisioned by the real `routerctl` over its serial socket.
+//!
+//! Checked: without a store `status` and `doctor` say the configuration will
+//! not survive a reboot and list the disk; `storage init` without `--yes` is
+//! refused; with it the box makes its ROUTERD-STATE partition (Linux's
+//! `sfdisk` reads it, when installed); an apply is saved before its answer
+//! comes back; QEMU is then killed — a power cut, with the disk's write
+//! cache volatile (`cache=writeback`) — and a new QEMU on the same disk
+//! comes back with the same configuration, the same WireGuard public key
+//! and the next boot count, without any routerctl; a claim added and cut
+//! again comes back too; `storage init` on the disk in use is refused
+//! without `--force`.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use routerd_e2e::qemu::{MachineType, NicModel, Vm};
+use routerd_e2e::{check, two_nic_machine};
+use serde_json::Value;
+
+const BOOT: Duration = Duration::from_secs(60);
+
+fn routerctl(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_routerctl")).args(args).output().expect("run routerctl");
+    eprintln!(
+        "$ routerctl {}\n{}{}-> {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        out.status
+    );
+    out
+}
+
+fn status(port: &str) -> Value {
+    let out = routerctl(&["status", "--port", port, "--json"]);
+    assert!(out.status.success());
+    serde_json::from_slice::<Value>(&out.stdout).unwrap()["status"].clone()
+}
+
+const CONFIG: &str = r#"
+[device]
+name = "kept"
+side = "onprem"
+
+[[ports]]
+name = "lan0"
+role = "lan"
+address = "10.20.0.2/24"
+
+[[ports]]
+name = "wan0"
+role = "wan"
+address = "192.0.2.2/24"
+gateway = "192.0.2.1"
+
+[[wireguard]]
+name = "wg0"
+private_key = "device:wg0"
+
+[[peers]]
+name = "cloud"
+tunnel = "wg0"
+public_key = "ca67+D0dVOzK/Bjvjlowc7W4uQ/zJ1jT9fh1LNCS51w="
+endpoint = "192.0.2.100:51820"
+persistent_keepalive = 25
+allowed_ips = ["10.20.0.50/32", "10.20.0.51/32"]
+
+[[claims]]
+address = "10.20.0.50/32"
+owner = "cloud"
+capture = { method = "proxy-arp", port = "lan0" }
+delivery = { tunnel = "wg0", peer = "cloud" }
+"#;
+
+/// A box on `disk`; returns it with its serial port spec.
+fn boot(disk: &Path, id: u8, expect: &str) -> (Vm, String) {
+    let (mut machine, _links) = two_nic_machine(MachineType::Pc, NicModel::VirtioNet, id, "");
+    machine.disks.push(disk.to_path_buf());
+    let mut vm = check(machine.spawn());
+    check(vm.wait_for(expect, BOOT));
+    vm.release_serial();
+    let port = format!("unix:{}", vm.serial_path().display());
+    (vm, port)
+}
+
+#[test]
+fn configuration_and_keys_survive_a_power_cut() {
+    let dir = std::env::temp_dir().join(format!("routerd-persist-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let disk = dir.join("disk.img");
+    std::fs::File::create(&disk).unwrap().set_len(16 << 20).unwrap();
+    let file = dir.join("kept.toml");
+    std::fs::write(&file, CONFIG).unwrap();
+    let file = file.to_str().unwrap();
+
+    // 1. A blank disk: nothing is kept, and the box says so.
+    let (mut vm, port) = boot(&disk, 0x61, "not forwarding: no configuration yet");
+    let st = status(&port);
+    assert_eq!(st["storage"]["disks"], serde_json::json!(["vda"]));
+    assert_eq!(st["storage"]["disk"], "");
+    let text = String::from_utf8_lossy(&routerctl(&["status", "--port", &port]).stdout).to_string();
+    assert!(text.contains("storage: NONE") && text.contains("vda"), "{text}");
+    let out = routerctl(&["storage", "init", "--disk", "vda", "--port", &port]);
+    assert_eq!(out.status.code(), Some(2), "no --yes: refused here, nothing sent");
+    let out = routerctl(&["storage", "init", "--disk", "vdz", "--yes", "--port", &port]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("vda"), "the refusal lists the disks");
+
+    // 2. storage init, then an apply: saved before the answer.
+    assert!(routerctl(&["storage", "init", "--disk", "vda", "--yes", "--port", &port]).status.success());
+    let out = routerctl(&["apply", file, "--port", &port, "--yes"]);
+    assert!(out.status.success());
+    let st = status(&port);
+    let key = st["tunnel"]["public_key"].as_str().unwrap().to_string();
+    assert_eq!(st["storage"]["disk"], "vda");
+    assert_eq!(st["storage"]["generation"], 1);
+    assert!(st["storage"]["saves"].as_u64().unwrap() >= 2, "init and apply saved: {}", st["storage"]);
+    let again = routerctl(&["storage", "init", "--disk", "vda", "--yes", "--port", &port]);
+    assert_ne!(again.status.code(), Some(0), "the disk in use is not re-made without --force");
+    if let Ok(out) = Command::new("sfdisk").arg("--json").arg(&disk).output() {
+        let table = String::from_utf8_lossy(&out.stdout);
+        eprintln!("sfdisk --json:\n{table}");
+        if out.status.success() {
+            assert!(table.contains("ROUTERD-STATE"), "Linux reads the partition: {table}");
+        }
+    }
+
+    // 3. Power cut right after the answer; a new QEMU on the same disk.
+    vm.kill();
+    drop(vm);
+    let (vm2, port2) = boot(&disk, 0x62, "storage: vda: restored configuration generation 1");
+    let st = status(&port2);
+    assert_eq!(st["configured"], true, "configured without routerctl");
+    assert_eq!(st["device"], "kept");
+    assert_eq!(st["tunnel"]["public_key"], key.as_str(), "the same WireGuard identity: the other site needs nothing");
+    assert_eq!(st["storage"]["boots"], 1);
+    assert_eq!(st["claims"][0]["address"], "10.20.0.50");
+
+    // 4. A claim added, cut again at once: it is there after the boot.
+    assert!(routerctl(&["claims", "add", "10.20.0.51", "--owner", "cloud", "--port", &port2]).status.success());
+    let mut vm2 = vm2;
+    vm2.kill();
+    drop(vm2);
+    let (vm3, port3) = boot(&disk, 0x63, "storage: vda: restored configuration generation 2");
+    let st = status(&port3);
+    assert_eq!(st["claims"].as_array().unwrap().len(), 2);
+    assert_eq!(st["tunnel"]["public_key"], key.as_str());
+    assert_eq!(st["storage"]["boots"], 2);
+    let doc: Value = serde_json::from_slice(&routerctl(&["doctor", "hybrid", "--port", &port3, "--json"]).stdout).unwrap();
+    let storage = doc["checks"].as_array().unwrap().iter().find(|c| c["id"] == "storage").cloned().unwrap();
+    assert_eq!(storage["result"], "pass", "{storage}");
+    drop(vm3);
+    let _ = std::fs::remove_dir_all(&dir);
+}
