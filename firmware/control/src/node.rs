@@ -23,8 +23,9 @@
 //! **Keys** live in slots (`private_key = "device:NAME"`). A slot a
 //! configuration needs is generated on the box from its entropy source the
 //! first time; private keys never leave the node. Importing one is a
-//! separate, explicit operation. The slots live in RAM: a reboot makes new
-//! keys (there is no persistent store yet).
+//! separate, explicit operation. The slots, the configuration and a little
+//! state survive reboots through the platform's store
+//! ([`Node::saved_state`] / [`Node::restore`], `crate::persist`).
 
 use alloc::boxed::Box;
 use config_schema::{Claim, Config, KeyRef, Name, PortAddress};
