@@ -20,7 +20,8 @@ tasks:
   box [--machine pc|q35] [--nic virtio|e1000e] [--once]
           boot one unconfigured box with two NICs, showing its console
           (type `status`, `help`); --once shuts it down after boot
-  test    install what the tests need, build the image, run every test
+  test    install what the tests need, check formatting and lints, build the
+          image, run every test
   image   build the firmware image and print where it landed
   deps    check (and as root, install) the system packages of all tasks
 ";
@@ -118,18 +119,12 @@ fn exists(what: &str) -> bool {
         return Path::new(what).exists();
     }
     std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths)
-            .chain(["/usr/sbin", "/sbin"].iter().map(PathBuf::from))
-            .any(|dir| dir.join(what).is_file())
+        std::env::split_paths(&paths).chain(["/usr/sbin", "/sbin"].iter().map(PathBuf::from)).any(|dir| dir.join(what).is_file())
     })
 }
 
 fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
 }
 
 /// Installs missing packages as root; otherwise names the command to run.
@@ -163,11 +158,27 @@ fn test(args: &[String]) -> Result<(), Failure> {
         return Err(Failure::Usage(format!("`test` takes no options, got {a:?}")));
     }
     ensure_packages(TEST_PACKAGES)?;
+    lint()?;
     let image = build_image()?;
     report_image(&image);
     let mut c = cargo();
     c.args(["test", "--workspace"]).env("ROUTERD_IMAGE", &image);
     run(c, "the test suite")
+}
+
+/// The formatter and the linter: the tree as `rustfmt.toml` formats it, and
+/// no clippy warning in any crate (the image's binary checked on its own:
+/// a bare-metal binary has no test target).
+fn lint() -> Result<(), Failure> {
+    let mut c = cargo();
+    c.args(["fmt", "--all", "--", "--check"]);
+    run(c, "cargo fmt --check (run `cargo fmt --all` to fix)")?;
+    let mut c = cargo();
+    c.args(["clippy", "--workspace", "--all-targets", "--exclude", "routerd", "--", "-D", "warnings"]);
+    run(c, "cargo clippy on the workspace")?;
+    let mut c = cargo();
+    c.args(["clippy", "-p", "routerd", "--release", "--", "-D", "warnings"]);
+    run(c, "cargo clippy on the image")
 }
 
 /// `routerctl lab` with a freshly built image.
@@ -224,10 +235,7 @@ fn lab(args: &[String]) -> Result<(), Failure> {
             },
         });
     }
-    eprintln!(
-        "starting QEMU ({machine:?}, 2 x {model:?}, TCG); console follows{}",
-        if once { "" } else { " — Ctrl-C to stop" }
-    );
+    eprintln!("starting QEMU ({machine:?}, 2 x {model:?}, TCG); console follows{}", if once { "" } else { " — Ctrl-C to stop" });
     let started = Instant::now();
     let mut vm = m.spawn().map_err(|e| Failure::Failed(e.to_string()))?;
     vm.echo_console(true);

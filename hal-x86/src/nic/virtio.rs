@@ -176,16 +176,14 @@ impl NetDevice for VirtioNet {
             let buf = self.rx_buf(i);
             // SAFETY: `buf` is the buffer posted under `token`.
             match unsafe { self.dev.receive_complete(token, buf) } {
-                Ok((hdr, len)) => {
-                    match buf.get_mut(hdr..hdr.saturating_add(len)) {
-                        Some(frame) if len <= MAX_FRAME => {
-                            self.stats.rx_frames += 1;
-                            self.stats.rx_bytes += len as u64;
-                            on_frame(frame);
-                        }
-                        _ => self.stats.rx_errors += 1,
+                Ok((hdr, len)) => match buf.get_mut(hdr..hdr.saturating_add(len)) {
+                    Some(frame) if len <= MAX_FRAME => {
+                        self.stats.rx_frames += 1;
+                        self.stats.rx_bytes += len as u64;
+                        on_frame(frame);
                     }
-                }
+                    _ => self.stats.rx_errors += 1,
+                },
                 Err(_) => self.stats.rx_errors += 1,
             }
             if self.post_rx(i).is_err() {
