@@ -32,9 +32,9 @@
 //! Runs on virtio-net (`-machine pc` and `q35`): QEMU's virtio-net sends
 //! asynchronously and stops popping the transmit queue while its backend
 //! cannot deliver, so descriptors stay with the device and the guest's
-//! 64-slot ring fills (with the unread socket's queue, 10 datagrams at
-//! Linux's default `net.unix.max_dgram_qlen`, 74 frames get through before
-//! the first loss). Not on e1000e: QEMU's e1000e sends
+//! transmit ring (128 slots) fills; with the unread socket's queue (10
+//! datagrams at Linux's default `net.unix.max_dgram_qlen`) about 139 of 200
+//! frames get through before the first loss. Not on e1000e: QEMU's e1000e sends
 //! synchronously when the guest writes TDT and completes every descriptor
 //! whether or not the backend took the frame (frames it cannot deliver
 //! wait in, or are dropped from, QEMU's own queue), so the guest's ring
