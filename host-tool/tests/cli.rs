@@ -348,9 +348,9 @@ fn wg(args: &[&str], stdin: &[u8]) -> String {
 fn agrees_with_wg_pubkey() {
     if !wg_available() {
         if std::env::var_os("CI").is_some() {
-            panic!("CI is set but `wg` is missing: apt-get install -y wireguard-tools");
+            panic!("CI is set but `wg` is missing: apt-get install -y --no-install-recommends wireguard-tools");
         }
-        eprintln!("SKIP agrees_with_wg_pubkey: `wg` not installed (apt-get install -y wireguard-tools)");
+        eprintln!("SKIP agrees_with_wg_pubkey: `wg` not installed (apt-get install -y --no-install-recommends wireguard-tools)");
         return;
     }
     for _ in 0..8 {

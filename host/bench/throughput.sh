@@ -22,7 +22,7 @@ TARGET=${CARGO_TARGET_DIR:-target}
 BORINGTUN=${BORINGTUN:-/work/boringtun-cli/bin/boringtun-cli}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 [ "$(id -u)" = 0 ] || { echo "throughput.sh: needs root (network namespaces)"; exit 2; }
-command -v iperf3 >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y iperf3 >/dev/null
+command -v iperf3 >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iperf3 >/dev/null
 for b in wireguard-go wg ip iperf3; do command -v $b >/dev/null || { echo "missing: $b"; exit 1; }; done
 [ -x "$BORINGTUN" ] || { echo "missing boringtun-cli at $BORINGTUN (cargo install boringtun-cli --root /work/boringtun-cli)"; exit 1; }
 

@@ -342,7 +342,7 @@ fn assert_ping_crosses(ns: &str, dev: &str, limit: Duration) -> Duration {
 fn a_claim_in_conflict_stays_there_until_the_live_host_is_gone() {
     let qemu_bin = qemu::qemu_binary();
     let bins = ["ip", "ping", "wireguard-go", "wg", qemu_bin.to_str().unwrap_or("qemu-system-x86_64")];
-    let install = "apt-get install iproute2 iputils-ping qemu-system-x86 wireguard-go wireguard-tools";
+    let install = "apt-get install --no-install-recommends iproute2 iputils-ping qemu-system-x86 wireguard-go wireguard-tools";
     if let Some(reason) = prerequisites(&bins, install) {
         return skip_or_fail("claim conflict test", &reason);
     }
