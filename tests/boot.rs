@@ -68,7 +68,7 @@ fn grub_accepts_the_image_as_multiboot2() {
     match out {
         Ok(s) => assert!(s.success(), "grub-file rejects the image as multiboot2 ({s})"),
         Err(e) if std::env::var_os("CI").is_none() => {
-            eprintln!("skipped: grub-file not available ({e}); apt-get install -y grub-common");
+            eprintln!("skipped: grub-file not available ({e}); apt-get install -y --no-install-recommends grub-common");
         }
         Err(e) => panic!("grub-file not available in CI ({e}); .ci/run must install grub-common"),
     }

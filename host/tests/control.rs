@@ -104,7 +104,7 @@ fn routed_into(ns: &str, addr: &str, tun: &str) -> bool {
 
 #[test]
 fn routerctl_drives_routerd_host_over_its_control_socket() {
-    if let Some(reason) = prerequisites(&["ip"], "apt-get install iproute2") {
+    if let Some(reason) = prerequisites(&["ip"], "apt-get install --no-install-recommends iproute2") {
         return skip_or_fail("routerd-host control socket test", &reason);
     }
     let pid = std::process::id();

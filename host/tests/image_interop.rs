@@ -187,7 +187,7 @@ fn mib_per_s(bytes: u64, took: Duration) -> f64 {
 fn image_onprem_and_routerd_host_cloud_carry_seed_000() {
     let qemu_bin = qemu::qemu_binary();
     let bins = ["ip", "ping", qemu_bin.to_str().unwrap_or("qemu-system-x86_64")];
-    if let Some(reason) = prerequisites(&bins, "apt-get install iproute2 iputils-ping qemu-system-x86") {
+    if let Some(reason) = prerequisites(&bins, "apt-get install --no-install-recommends iproute2 iputils-ping qemu-system-x86") {
         return skip_or_fail("routerd-host image interop test", &reason);
     }
     let t_start = Instant::now();

@@ -102,7 +102,7 @@ fn the_same_over_an_ipv6_underlay() {
 }
 
 fn lab(n: u32, underlay: Underlay) {
-    let install = "apt-get install iproute2 iputils-ping wireguard-tools wireguard-go";
+    let install = "apt-get install --no-install-recommends iproute2 iputils-ping wireguard-tools wireguard-go";
     if let Some(reason) = prerequisites(&["ip", "ping", "wg", "wireguard-go"], install) {
         return skip_or_fail("routerd-host netns test", &reason);
     }

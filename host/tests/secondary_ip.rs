@@ -99,7 +99,7 @@ fn link_packets(ns: &str, dev: &str) -> (u64, u64) {
 
 #[test]
 fn fabric_host_reaches_a_provider_secondary_ip_through_the_wan_tun() {
-    let install = "apt-get install iproute2 iputils-ping wireguard-tools wireguard-go";
+    let install = "apt-get install --no-install-recommends iproute2 iputils-ping wireguard-tools wireguard-go";
     if let Some(reason) = prerequisites(&["ip", "ping", "wg", "wireguard-go"], install) {
         return skip_or_fail("routerd-host provider-secondary-ip test", &reason);
     }

@@ -262,7 +262,7 @@ impl Machine {
 /// Makes a BIOS-bootable CD image in which GRUB loads `image` through
 /// multiboot2 with `cmdline`, its menu on the serial console. Needs
 /// `grub-mkrescue` with the i386-pc modules and `xorriso`
-/// (`apt-get install -y grub-pc-bin grub-common xorriso mtools`).
+/// (`apt-get install -y --no-install-recommends grub-pc-bin grub-common xorriso mtools`).
 pub fn grub_iso(image: &Path, cmdline: &str, out: &Path) -> Result<(), Error> {
     let root = out.with_extension("isoroot");
     let _ = std::fs::remove_dir_all(&root);
@@ -276,7 +276,7 @@ pub fn grub_iso(image: &Path, cmdline: &str, out: &Path) -> Result<(), Error> {
     std::fs::write(root.join("boot/grub/grub.cfg"), cfg).map_err(io)?;
     let output =
         Command::new("grub-mkrescue").arg("-o").arg(out).arg(&root).output().map_err(|e| {
-            Error::Media(format!("cannot run grub-mkrescue: {e} (apt-get install -y grub-pc-bin grub-common xorriso mtools)"))
+            Error::Media(format!("cannot run grub-mkrescue: {e} (apt-get install -y --no-install-recommends grub-pc-bin grub-common xorriso mtools)"))
         })?;
     let _ = std::fs::remove_dir_all(&root);
     if !output.status.success() {
@@ -323,7 +323,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self {
             Error::NoImage(p) => write!(f, "no image at {} (build it with `cargo xtask image`)", p.display()),
-            Error::Spawn(q, e) => write!(f, "cannot start {}: {e} (install it: apt-get install -y qemu-system-x86)", q.display()),
+            Error::Spawn(q, e) => write!(f, "cannot start {}: {e} (install it: apt-get install -y --no-install-recommends qemu-system-x86)", q.display()),
             Error::EarlyExit { status, stderr } => {
                 write!(f, "QEMU exited before the console opened ({status}):\n{stderr}")
             }
