@@ -274,10 +274,11 @@ pub fn grub_iso(image: &Path, cmdline: &str, out: &Path) -> Result<(), Error> {
          terminal_output serial\nmenuentry \"routerd\" {{\n  multiboot2 /boot/routerd {cmdline}\n  boot\n}}\n"
     );
     std::fs::write(root.join("boot/grub/grub.cfg"), cfg).map_err(io)?;
-    let output =
-        Command::new("grub-mkrescue").arg("-o").arg(out).arg(&root).output().map_err(|e| {
-            Error::Media(format!("cannot run grub-mkrescue: {e} (apt-get install -y --no-install-recommends grub-pc-bin grub-common xorriso mtools)"))
-        })?;
+    let output = Command::new("grub-mkrescue").arg("-o").arg(out).arg(&root).output().map_err(|e| {
+        Error::Media(format!(
+            "cannot run grub-mkrescue: {e} (apt-get install -y --no-install-recommends grub-pc-bin grub-common xorriso mtools)"
+        ))
+    })?;
     let _ = std::fs::remove_dir_all(&root);
     if !output.status.success() {
         return Err(Error::Media(format!("grub-mkrescue failed ({}): {}", output.status, String::from_utf8_lossy(&output.stderr))));
@@ -323,7 +324,9 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self {
             Error::NoImage(p) => write!(f, "no image at {} (build it with `cargo xtask image`)", p.display()),
-            Error::Spawn(q, e) => write!(f, "cannot start {}: {e} (install it: apt-get install -y --no-install-recommends qemu-system-x86)", q.display()),
+            Error::Spawn(q, e) => {
+                write!(f, "cannot start {}: {e} (install it: apt-get install -y --no-install-recommends qemu-system-x86)", q.display())
+            }
             Error::EarlyExit { status, stderr } => {
                 write!(f, "QEMU exited before the console opened ({status}):\n{stderr}")
             }

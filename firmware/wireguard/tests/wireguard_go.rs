@@ -54,7 +54,9 @@ fn prerequisites(need_root: bool) -> Option<String> {
     }
     for b in bins {
         if !have(b) {
-            return Some(format!("`{b}` not installed (apt-get install --no-install-recommends wireguard-tools wireguard-go iproute2 iputils-ping)"));
+            return Some(format!(
+                "`{b}` not installed (apt-get install --no-install-recommends wireguard-tools wireguard-go iproute2 iputils-ping)"
+            ));
         }
     }
     if need_root && !std::path::Path::new("/dev/net/tun").exists() {
