@@ -161,8 +161,10 @@ fn run(cli: &Cli) -> Result<(), (i32, String)> {
         let (opened, wan) = setup::open(&cfg, &opts).map_err(|e| (e.code, e.message))?;
         for p in &opened.ports {
             match &p.tap {
-                Some(t) => log::info!("port {}: TAP {}, our MAC {}", p.name, t.name(), mac_text(p.mac)),
-                None => log::info!("port {}: WAN (UDP socket), MAC {}", p.name, mac_text(p.mac)),
+                Some(t) => {
+                    log::info!("port {}: TAP {}, our MAC {}", p.name, t.name(), routerd_dataplane::MacText(routerd_dataplane::Mac(p.mac)))
+                }
+                None => log::info!("port {}: WAN (UDP socket), MAC {}", p.name, routerd_dataplane::MacText(routerd_dataplane::Mac(p.mac))),
             }
         }
         if let Ok(a) = wan.local_addr() {
@@ -198,8 +200,4 @@ fn run(cli: &Cli) -> Result<(), (i32, String)> {
         eprint!("{}", r.status_text());
         Ok(())
     })
-}
-
-fn mac_text(m: [u8; 6]) -> String {
-    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
 }

@@ -4,6 +4,7 @@
 use hal_x86::nic::{self, Nic};
 use hal_x86::pci::{self, Cam};
 use log::{info, warn};
+use routerd_dataplane::MacText;
 use routerd_netdev::NetDevice;
 use virtio_drivers::transport::pci::bus::PciRoot;
 
@@ -138,7 +139,7 @@ pub fn bring_up_pci(
         match nic::probe(&mut root, dev) {
             Ok(mut n) => {
                 let up = if n.link_up() { "up" } else { "down" };
-                info!("nic: {name} mac {} ({}, link {up})", Mac(n.mac()), n.driver());
+                info!("nic: {name} mac {} ({}, link {up})", MacText(routerd_dataplane::Mac(n.mac())), n.driver());
                 if !nics.push(name, n) {
                     warn!("nic: {name} not used: the image drives at most {MAX_NICS} NICs");
                 }
@@ -150,16 +151,6 @@ pub fn bring_up_pci(
         warn!("pci: {} further functions not recorded", devices.dropped);
     }
     found
-}
-
-/// A MAC address as the console prints it.
-pub struct Mac(pub [u8; 6]);
-
-impl core::fmt::Display for Mac {
-    fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
-        let m = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
-    }
 }
 
 /// NICs are named by the contract (`lan0`, `wan0`, `lan1`, …).
