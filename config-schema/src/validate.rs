@@ -140,6 +140,7 @@ codes! {
     WanPortCount => "wan-port-count", Error;
     MacNotUnicast => "mac-not-unicast", Error;
     PortAddressMissing => "port-address-missing", Error;
+    ClaimPortBridgeOnly => "claim-port-bridge-only", Error;
     DhcpUnsupported => "dhcp-unsupported", Error;
     PortNameUnbound => "port-name-unbound", Error;
     EndpointUnsupported => "endpoint-unsupported", Error;
@@ -775,6 +776,16 @@ impl Checker<'_, '_> {
                     hint = ("use one of:{}", NameList(c.ports.iter().map(|p| &p.name)))
                 );
             }
+            Some(p) if p.role == PortRole::Lan && p.address.is_none() => {
+                report!(
+                    self,
+                    Code::ClaimPortBridgeOnly,
+                    path = ("claims[{i}].capture.port"),
+                    value = ("{port}"),
+                    msg = ("{port} has no address: a bridge-only port answers no ARP and captures nothing for {addr}"),
+                    hint = ("capture on a LAN port with an address in {addr}'s subnet")
+                );
+            }
             Some(p) if method == CaptureMethod::ProxyArp => {
                 if p.role == PortRole::Wan {
                     report!(
@@ -1235,18 +1246,24 @@ impl Checker<'_, '_> {
                 );
             }
             match (p.role, p.address) {
-                (PortRole::Lan, None) => {
+                // A LAN port without an address is a bridge-only member of
+                // a segment; anywhere else it would do nothing at all.
+                (PortRole::Lan, None) if !c.segments.iter().any(|s| s.port == p.name) => {
                     report!(
                         self,
                         Code::PortAddressMissing,
                         path = ("ports[{i}].address"),
                         value = (""),
                         msg = (
-                            "{who} needs an address on every LAN port (it answers ARP and delivers from it); {} has none: \
-                                bridge-only ports are not supported yet",
+                            "{who} runs a LAN port without an address only as the bridge-only port of a [[segments]] \
+                                entry (it answers no ARP and routes nothing); {} has none and is no segment's port",
                             p.name
                         ),
-                        hint = ("give {} its own address in the subnet it serves, like 192.168.10.4/24", p.name)
+                        hint = (
+                            "give {} its own address in the subnet it serves, like 192.168.10.4/24, or name it in a \
+                                 segment's port",
+                            p.name
+                        )
                     );
                 }
                 (PortRole::Wan, None) if image => {
@@ -1596,6 +1613,7 @@ mod tests {
         case(Code::UnknownPort, O, "claims[2].local_port", |c| c.claims[2].local_port = Some(name("lan9")),
             |c| c.claims[2].local_port = Some(name("lan0"))),
         case(Code::UnknownPort, R, "segments[0].port", |c| c.segments[0].port = name("lan9"), none),
+        case(Code::ClaimPortBridgeOnly, O, "claims[0].capture.port", |c| c.ports[0].address = None, none),
         case(Code::ProxyArpOnWan, O, "claims[0].capture.port", |c| c.claims[0].capture.port = name("wan0"), none),
         case(Code::ClaimOutsideSubnet, O, "claims[0].address",
             |c| { c.claims[0].address = cidr("10.30.0.50"); c.peers[0].allowed_ips.push(cidr("10.30.0.50/32")).unwrap(); },
@@ -1649,23 +1667,16 @@ mod tests {
         s
     }
 
-    /// What each platform refuses in the shipped examples (code, path). The
-    /// two-site pair (seed 003) bridges a LAN port without an address, which
-    /// no platform runs yet; on the image its DNS-name endpoints and (wro)
-    /// DHCP on the WAN are refused too.
+    /// What each platform refuses in the shipped examples (code, path): the
+    /// image has no resolver for the two-site pair's (seed 003) DNS-name
+    /// endpoints and no DHCP client for wro's WAN yet.
     fn example_refusals(name: &str, platform: Option<Platform>) -> &'static [(Code, &'static str)] {
         use Code::*;
         match (name, platform) {
             ("hybrid-onprem" | "hybrid-cloud", _) => &[],
-            ("two-site-roz", Some(Platform::Image)) => {
-                &[(PortAddressMissing, "ports[2].address"), (EndpointUnsupported, "peers[0].endpoint")]
-            }
-            ("two-site-wro", Some(Platform::Image)) => &[
-                (PortAddressMissing, "ports[2].address"),
-                (DhcpUnsupported, "ports[1].address"),
-                (EndpointUnsupported, "peers[0].endpoint"),
-            ],
-            ("two-site-roz" | "two-site-wro", _) => &[(PortAddressMissing, "ports[2].address")],
+            ("two-site-roz", Some(Platform::Image)) => &[(EndpointUnsupported, "peers[0].endpoint")],
+            ("two-site-wro", Some(Platform::Image)) => &[(DhcpUnsupported, "ports[1].address"), (EndpointUnsupported, "peers[0].endpoint")],
+            ("two-site-roz" | "two-site-wro", _) => &[],
             _ => panic!("unknown example {name}"),
         }
     }
@@ -1896,17 +1907,10 @@ mod tests {
         c.peers[0].persistent_keepalive = Some(0);
         c.ports[0].mtu = 1;
         let r = validate(&c);
-        for code in [
-            Code::VniRange,
-            Code::UdpPortZero,
-            Code::KeepaliveZero,
-            Code::MtuRange,
-            // lan1 is bridge-only in the example.
-            Code::PortAddressMissing,
-        ] {
+        for code in [Code::VniRange, Code::UdpPortZero, Code::KeepaliveZero, Code::MtuRange] {
             assert!(r.has(code), "{code:?} missing\n{}", show(&r));
         }
-        assert_eq!(r.errors, 5);
+        assert_eq!(r.errors, 4);
     }
 
     #[test]

@@ -93,14 +93,20 @@ impl HostBox {
             };
             ports.push(PortPlan { name: p.name.as_str().into(), role: p.role, mac, tap: None });
         }
-        let wan_address = Ipv4Cidr::new(setup::PLACEHOLDER_WAN, setup::PLACEHOLDER_PREFIX).unwrap();
-        let opened = Opened { ports, wan_port, wan_address, wan_gateway: Some(Ipv4Addr::new(169, 254, 253, 2)), listen_port: 51820 };
+        // What `setup::open` does: the file's static WAN address, else the placeholder.
+        let (wan_address, wan_gateway) = match cfg.ports.get(wan_port).and_then(|p| p.address) {
+            Some(PortAddress::Static(a)) => (a, cfg.ports[wan_port].gateway),
+            _ => (Ipv4Cidr::new(setup::PLACEHOLDER_WAN, setup::PLACEHOLDER_PREFIX).unwrap(), Some(Ipv4Addr::new(169, 254, 253, 2))),
+        };
+        let opened = Opened { ports, wan_port, wan_address, wan_gateway, listen_port: 51820 };
         // Port 0: any free port (the node never sees the socket's own port).
         let wan = Wan::new(Some(bind), WanIdentity { mac: WAN_MAC, address: wan_address.addr(), listen_port: 0 }, None).ok()?;
         let mut node = Box::new(Node::new(&opened.nics(), Some(OsRng), "routerd-host", "test"));
         node.set_platform(Platform::Host);
         let mut dns = DnsCache::new();
         dns.insert("onprem.example.net".into(), "198.51.100.7:51820".parse().unwrap());
+        dns.insert("wro.example.net".into(), "203.0.113.20:51820".parse().unwrap());
+        dns.insert("roz.example.net".into(), "198.51.100.35:51820".parse().unwrap());
         drop(guard);
         Some(HostBox { opened, wan, dns, node, _rt: rt })
     }
@@ -174,6 +180,21 @@ fn routerd_host_runs_what_only_the_image_refuses() {
     }
 }
 
+/// Seed 003 as shipped: both two-site files (a bridge-only lan1, peers by
+/// DNS name, wro's WAN by DHCP) are valid for routerd-host and applied by it.
+#[test]
+fn the_two_site_examples_run_on_routerd_host_as_shipped() {
+    for file in ["two-site-roz", "two-site-wro"] {
+        let text = std::fs::read_to_string(format!("{}/../config-schema/examples/{file}.toml", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let cfg = config_schema::human::from_toml(&text).unwrap();
+        let r = config_schema::validate_for(&cfg, Platform::Host);
+        assert!(r.problems.is_empty(), "{file}:{}", show(&r));
+        let mut b = HostBox::new(&cfg, IpAddr::V4(Ipv4Addr::LOCALHOST)).unwrap();
+        applied(&mut b, &cfg, file);
+        assert_eq!(b.node.config(), Some(&cfg), "{file}: the node shows the file as given");
+    }
+}
+
 #[test]
 fn routerd_host_refuses_what_validation_refuses_with_the_same_path() {
     let v4 = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -194,10 +215,10 @@ fn routerd_host_refuses_what_validation_refuses_with_the_same_path() {
             }),
         ),
         (
-            "a bridge-only LAN port",
+            "a LAN port without an address that no segment bridges",
             Code::PortAddressMissing,
             "ports[1].address",
-            "ports[1].address: a static",
+            "the dataplane refused the configuration: BadPort(PortId(1))",
             Box::new(|c| c.ports[1].address = None),
         ),
         (

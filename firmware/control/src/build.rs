@@ -69,7 +69,8 @@ pub enum BuildError {
     NoNic { port: usize },
     /// `ports[i]`: two ports bound to one NIC.
     NicTaken { port: usize },
-    /// `ports[i].address`: missing, or `dhcp` (not implemented yet).
+    /// `ports[i].address`: a WAN port without a static address (`dhcp`
+    /// is not implemented on this path yet).
     PortAddress { port: usize },
     /// `wireguard[i]`: this build drives one WireGuard interface.
     ExtraTunnel { tunnel: usize },
@@ -97,7 +98,7 @@ impl fmt::Display for BuildError {
             BuildError::NoNic { port } => write!(f, "ports[{port}]: no NIC with that MAC or contract name on this box"),
             BuildError::NicTaken { port } => write!(f, "ports[{port}]: its NIC is already bound to another port"),
             BuildError::PortAddress { port } => {
-                write!(f, "ports[{port}].address: a static a.b.c.d/len is required (dhcp is not implemented yet)")
+                write!(f, "ports[{port}].address: the WAN port needs a static a.b.c.d/len here (dhcp is not implemented yet)")
             }
             BuildError::ExtraTunnel { tunnel } => {
                 write!(f, "wireguard[{tunnel}]: this build drives one WireGuard interface")
@@ -146,13 +147,17 @@ pub fn build(cfg: &Config, nics: &[NicInfo]) -> Result<Runtime, BuildError> {
         if nic_of_port.contains(&nic) {
             return Err(BuildError::NicTaken { port: i });
         }
-        let Some(PortAddress::Static(cidr)) = p.address else {
-            return Err(BuildError::PortAddress { port: i });
+        // A LAN port without an address is a bridge-only segment member;
+        // the WAN needs its own address (a lease for `dhcp`).
+        let cidr = match (p.role, p.address) {
+            (_, Some(PortAddress::Static(cidr))) => Some(cidr),
+            (PortRole::Lan, None) => None,
+            _ => return Err(BuildError::PortAddress { port: i }),
         };
         let role = match p.role {
             PortRole::Lan => dp::PortRole::Lan,
             PortRole::Wan => {
-                wan_address = Some(cidr.addr());
+                wan_address = cidr.map(|c| c.addr());
                 dp::PortRole::Wan
             }
         };
@@ -162,8 +167,8 @@ pub fn build(cfg: &Config, nics: &[NicInfo]) -> Result<Runtime, BuildError> {
             .push(dp::PortConfig {
                 role,
                 mac: dp::Mac(mac),
-                address: cidr.addr(),
-                prefix_len: cidr.prefix_len(),
+                address: cidr.map(|c| c.addr()),
+                prefix_len: cidr.map_or(0, |c| c.prefix_len()),
                 gateway: p.gateway,
                 mtu: p.mtu,
             })

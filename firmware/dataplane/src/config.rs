@@ -114,9 +114,11 @@ pub struct PortConfig {
     pub role: PortRole,
     /// The port's MAC address (used as source and in proxy-ARP replies).
     pub mac: Mac,
-    /// The box's own address on this port.
-    pub address: Ipv4Addr,
-    /// Prefix length of the connected subnet.
+    /// The box's own address on this port; `None` for a port that is a
+    /// pure layer-2 member of a segment (it bridges, answers no ARP, routes
+    /// nothing) and for a DHCP port without a lease yet.
+    pub address: Option<Ipv4Addr>,
+    /// Prefix length of the connected subnet (unused without an address).
     pub prefix_len: u8,
     /// Default gateway (only meaningful on the WAN port).
     pub gateway: Option<Ipv4Addr>,
@@ -125,9 +127,15 @@ pub struct PortConfig {
 }
 
 impl PortConfig {
-    /// The connected subnet.
-    pub fn subnet(&self) -> Prefix {
-        Prefix::new(self.address, self.prefix_len.min(32)).unwrap_or(Prefix::host(self.address))
+    /// The connected subnet (none without an address).
+    pub fn subnet(&self) -> Option<Prefix> {
+        let a = self.address?;
+        Some(Prefix::new(a, self.prefix_len.min(32)).unwrap_or(Prefix::host(a)))
+    }
+
+    /// True when `addr` is on this port's subnet.
+    pub fn on_link(&self, addr: Ipv4Addr) -> bool {
+        self.subnet().is_some_and(|s| s.contains(addr))
     }
 }
 
@@ -304,9 +312,11 @@ pub enum ConfigError {
     /// There must be exactly one WAN port.
     WanCount,
     /// A prefix length above 32, an MTU below 576 or above
-    /// [`MAX_PORT_MTU`], a MAC that is not unicast.
+    /// [`MAX_PORT_MTU`], a MAC that is not unicast, a LAN port without an
+    /// address that no segment bridges.
     BadPort(PortId),
-    /// A claim names a port that does not exist.
+    /// A claim names a port that does not exist, or a LAN port without an
+    /// address (bridge-only: it captures and delivers nothing).
     ClaimPort(usize),
     /// A proxy-ARP claim must capture on a LAN port.
     ProxyArpOnWan(usize),
@@ -341,7 +351,7 @@ impl Config {
 
     /// True when `addr` is one of the box's own addresses.
     pub fn is_own_address(&self, addr: Ipv4Addr) -> bool {
-        self.ports.iter().any(|p| p.address == addr) || self.tunnel.address == Some(addr)
+        self.ports.iter().any(|p| p.address == Some(addr)) || self.tunnel.address == Some(addr)
     }
 
     /// Check everything the pipeline relies on.
@@ -351,6 +361,11 @@ impl Config {
         }
         for (i, p) in self.ports.iter().enumerate() {
             if p.prefix_len > 32 || p.mtu < 576 || p.mtu > MAX_PORT_MTU || !p.mac.is_unicast() {
+                return Err(ConfigError::BadPort(PortId(i as u8)));
+            }
+            // A LAN port without an address only bridges a segment.
+            let bridged = self.segments.iter().any(|s| s.port.index() == i);
+            if p.role == PortRole::Lan && p.address.is_none() && !bridged {
                 return Err(ConfigError::BadPort(PortId(i as u8)));
             }
         }
@@ -373,7 +388,7 @@ impl Config {
             let port = match c.side {
                 ClaimSide::Remote { port, .. } | ClaimSide::Local { port } => port,
             };
-            let Some(pc) = self.ports.get(port.index()) else {
+            let Some(pc) = self.ports.get(port.index()).filter(|p| p.address.is_some() || p.role == PortRole::Wan) else {
                 return Err(ConfigError::ClaimPort(i));
             };
             if let ClaimSide::Remote { capture, peer, .. } = c.side {

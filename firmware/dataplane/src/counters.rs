@@ -83,6 +83,11 @@ drop_reasons! {
     UdpMalformed = "udp_malformed",
     /// No route (no default route configured).
     NoRoute = "no_route",
+    /// To send from the WAN, which has no address (DHCP without a lease).
+    WanNoAddress = "wan_no_address",
+    /// Addressed to a port without an address (a bridge-only segment port)
+    /// and not bridged: there is nothing on the box to give it to.
+    PortNoAddress = "port_no_address",
     /// TTL would reach zero (ICMP time exceeded sent, rate permitting).
     TtlExpired = "ttl_expired",
     /// DF packet larger than the next-hop MTU (ICMP frag-needed sent, rate permitting).

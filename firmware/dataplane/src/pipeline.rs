@@ -606,8 +606,9 @@ impl Core {
         i.and_then(|i| self.claims.get_mut(i)).map(|c| &mut c.counters)
     }
 
-    fn wan_address(&self) -> Ipv4Addr {
-        self.cfg.ports.get(self.wan.index()).map_or(Ipv4Addr::UNSPECIFIED, |p| p.address)
+    /// The WAN's address: `None` while a DHCP port has no lease.
+    fn wan_address(&self) -> Option<Ipv4Addr> {
+        self.cfg.ports.get(self.wan.index()).and_then(|p| p.address)
     }
 }
 

@@ -120,7 +120,9 @@ impl RouteTable {
         }
         t.claims.sort_unstable_by_key(|(a, _)| *a);
         for (i, p) in cfg.ports.iter().enumerate() {
-            let _ = t.routes.push(Route { prefix: p.subnet(), hop: NextHop::Port { port: PortId(i as u8), gateway: None } });
+            if let Some(subnet) = p.subnet() {
+                let _ = t.routes.push(Route { prefix: subnet, hop: NextHop::Port { port: PortId(i as u8), gateway: None } });
+            }
         }
         for peer in &cfg.tunnel.peers {
             for a in &peer.allowed {
@@ -181,7 +183,7 @@ impl RouteTable {
             }
             NextHop::Port { port, gateway } => {
                 let pc = cfg.ports.get(port.index()).ok_or(RouteError::UnknownPort)?;
-                if gateway.is_some_and(|g| !pc.subnet().contains(g)) {
+                if gateway.is_some_and(|g| !pc.on_link(g)) {
                     return Err(RouteError::GatewayNotOnLink);
                 }
             }

@@ -672,6 +672,36 @@ fn vxlan_floods_unknown_unicast_to_every_vtep() {
 }
 
 #[test]
+fn a_bridge_only_port_bridges_and_answers_nothing() {
+    // Seed 003's lan1: the VM network has no address on the box.
+    let mut cfg = config();
+    cfg.ports[LAN1.index()].address = None;
+    cfg.validate().unwrap();
+    let mut h = Harness::with(cfg);
+    h.learn_gateway();
+    h.learn(WAN, VTEP_WAN, VTEP_WAN_MAC);
+    // An ARP request from a VM for another VM (or for the old port
+    // address) is flooded to the VTEPs and never answered by the box.
+    let ask = arp(1, VM1_MAC, Ipv4Addr::new(10, 1, 1, 11), [0; 6], LAN1_IP, [0xff; 6]);
+    let own_replies = h.dp.counters().arp_replies_own;
+    assert!(h.rx(LAN1, &ask).is_none(), "not answered on lan1");
+    let copies = h.take_tx();
+    assert_eq!(copies.len(), 2, "flooded to both VTEPs");
+    assert!(copies.iter().all(|(p, _)| *p == WAN));
+    assert_eq!(h.dp.counters().arp_replies_own, own_replies);
+    // Unicast IPv4 to the port's MAC has nowhere to go: counted.
+    let ip = udp(Ipv4Addr::new(10, 1, 1, 11), Ipv4Addr::new(8, 8, 8, 8), 64, 5000, 53, b"q");
+    assert!(h.rx(LAN1, &eth(LAN1_MAC, VM1_MAC, &ip)).is_none());
+    assert_eq!(h.dropped(DropReason::PortNoAddress), 1);
+    // Bridging still works both ways.
+    let f = inner_frame(VM1_MAC, VM2_MAC, 100);
+    assert_eq!(h.rx(WAN, &vxlan_frame(VTEP_WAN, VTEP_WAN_MAC, 100, 0x08, &f)).unwrap(), (LAN1, f));
+    assert_eq!(h.rx(LAN1, &inner_frame(VM2_MAC, VM1_MAC, 100)).unwrap().0, WAN);
+    // Nothing routes onto it: its old subnet is no longer connected.
+    assert!(!h.dp.config().is_own_address(LAN1_IP));
+}
+
+#[test]
 fn vxlan_source_port_follows_the_flow() {
     let mut h = Harness::new();
     h.learn_gateway();

@@ -32,7 +32,7 @@ impl Core {
         if !spa.is_unspecified() {
             if let Some(ci) = self.proxy_claim(spa) {
                 let evidence = if operation == ArpOperation::Reply { Evidence::ArpReply } else { Evidence::ArpRequest };
-                let asks_us = operation == ArpOperation::Request && tpa == port_addr;
+                let asks_us = operation == ArpOperation::Request && Some(tpa) == port_addr;
                 if self.live_host(now, ci, sha, port, evidence) && !asks_us {
                     return self.drop(DropReason::ArpConflict);
                 }
@@ -42,8 +42,8 @@ impl Core {
         // Neighbour learning: replies and requests refresh known entries;
         // a request aimed at us creates one (we are about to talk to it).
         let mut learned = false;
-        if !spa.is_unspecified() && subnet.contains(spa) {
-            let create = operation == ArpOperation::Request && tpa == port_addr;
+        if !spa.is_unspecified() && subnet.is_some_and(|s| s.contains(spa)) {
+            let create = operation == ArpOperation::Request && Some(tpa) == port_addr;
             let t = self.cfg.timing;
             if self.neighbors.learn(port, spa, sha, now, t.arp_reachable_ms, create) {
                 learned = true;
@@ -60,8 +60,8 @@ impl Core {
 
         match operation {
             ArpOperation::Request => {
-                if tpa == port_addr {
-                    if !arp_in_place(buf, sha, ArpOperation::Reply, port_mac, port_addr, sha, spa) {
+                if Some(tpa) == port_addr {
+                    if !arp_in_place(buf, sha, ArpOperation::Reply, port_mac, tpa, sha, spa) {
                         return self.drop(DropReason::NoHeadroom);
                     }
                     self.counters.arp_replies_own += 1;

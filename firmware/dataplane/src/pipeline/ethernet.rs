@@ -18,6 +18,9 @@ impl Core {
             return self.drop(DropReason::UnknownPort);
         };
         let port_mac = pc.mac;
+        // A LAN port without an address is a pure layer-2 member of its
+        // segment: what it does not bridge has nowhere to go.
+        let bridge_only = pc.address.is_none() && pc.role == PortRole::Lan;
         if let Some(c) = self.counters.rx_frames.get_mut(port.index()) {
             *c += 1;
         }
@@ -42,7 +45,7 @@ impl Core {
                     };
                 }
                 self.flood(now, si, buf, tunnel, tx, scratch, false);
-                if !dst.is_broadcast() {
+                if !dst.is_broadcast() || bridge_only {
                     return Verdict::Consumed;
                 }
             }
@@ -53,6 +56,9 @@ impl Core {
             if !dst.is_broadcast() {
                 return self.drop(DropReason::NotOurMac);
             }
+        }
+        if bridge_only {
+            return self.drop(DropReason::PortNoAddress);
         }
         match ty {
             EthernetProtocol::Arp => self.arp(now, port, buf, tx),
@@ -101,7 +107,10 @@ impl Core {
                     self.counters.drop(DropReason::PendingQueueFull);
                 }
                 // The frame is parked (or dropped): reuse the buffer for the request.
-                if !arp_in_place(buf, Mac::BROADCAST, ArpOperation::Request, port_mac, port_addr, Mac([0; 6]), next_hop) {
+                // Without an address (a WAN waiting for its DHCP lease) the request
+                // has the probe's form, sender 0.0.0.0 (RFC 5227).
+                let sender = port_addr.unwrap_or(Ipv4Addr::UNSPECIFIED);
+                if !arp_in_place(buf, Mac::BROADCAST, ArpOperation::Request, port_mac, sender, Mac([0; 6]), next_hop) {
                     return Verdict::Consumed;
                 }
                 self.counters.arp_requests_sent += 1;

@@ -141,9 +141,11 @@ impl Core {
             return Verdict::Consumed;
         }
         let our_addr = match ingress {
-            Ingress::Port(p) => self.cfg.ports.get(p.index()).map_or(Ipv4Addr::UNSPECIFIED, |p| p.address),
-            Ingress::Tunnel(_) => self.cfg.tunnel.address.unwrap_or_else(|| self.wan_address()),
+            Ingress::Port(p) => self.cfg.ports.get(p.index()).and_then(|p| p.address),
+            Ingress::Tunnel(_) => self.cfg.tunnel.address.or_else(|| self.wan_address()),
         };
+        // A port without an address has no source for the error.
+        let Some(our_addr) = our_addr else { return Verdict::Consumed };
         // Quote the header and 8 bytes of payload (RFC 792).
         let quote = buf.len().min(hl + 8);
         buf.truncate(quote);

@@ -29,10 +29,12 @@ impl Core {
     pub(super) fn is_broadcast(&self, dst: Ipv4Addr) -> bool {
         dst.is_broadcast()
             || dst.is_multicast()
-            || self.cfg.ports.iter().any(|p| {
-                let s = p.subnet();
-                s.prefix_len() < 31 && dst.to_bits() == s.addr().to_bits() | !crate::config::mask(s.prefix_len())
-            })
+            || self
+                .cfg
+                .ports
+                .iter()
+                .filter_map(|p| p.subnet())
+                .any(|s| s.prefix_len() < 31 && dst.to_bits() == s.addr().to_bits() | !crate::config::mask(s.prefix_len()))
     }
 
     /// An IPv4 packet from a port (`src_mac`: its Ethernet source) or out of
@@ -71,7 +73,7 @@ impl Core {
                 if own && role == PortRole::Wan {
                     // Nothing but WireGuard (and VXLAN from configured
                     // VTEPs) is answered on the WAN.
-                    if dst != port_addr || fragment || proto != IpProtocol::Udp {
+                    if Some(dst) != port_addr || fragment || proto != IpProtocol::Udp {
                         return self.drop(DropReason::WanNotWireguard);
                     }
                     return self.udp_to_box(now, src, buf, tunnel, tx, false);

@@ -53,7 +53,10 @@ impl Core {
         let underlay = self.underlay_for(vtep);
         let (src, mtu) = match underlay {
             Underlay::Tunnel(_) => (self.cfg.tunnel.address.unwrap_or(Ipv4Addr::UNSPECIFIED), self.cfg.tunnel.mtu),
-            Underlay::Wan => (self.wan_address(), self.cfg.ports.get(self.wan.index()).map_or(0, |p| p.mtu)),
+            Underlay::Wan => match self.wan_address() {
+                Some(a) => (a, self.cfg.ports.get(self.wan.index()).map_or(0, |p| p.mtu)),
+                None => return self.drop(DropReason::WanNoAddress),
+            },
         };
         let inner_len = buf.len();
         if inner_len + VXLAN_OVERHEAD > usize::from(mtu) {
@@ -90,7 +93,7 @@ impl Core {
             Underlay::Wan => {
                 let wan = self.wan;
                 let next_hop = match self.cfg.ports.get(wan.index()) {
-                    Some(p) if p.subnet().contains(vtep) => vtep,
+                    Some(p) if p.on_link(vtep) => vtep,
                     Some(p) => match p.gateway {
                         Some(gw) => gw,
                         None => return self.drop(DropReason::NoRoute),

@@ -46,7 +46,7 @@ impl Core {
                 let Some(pc) = cfg.ports.get(port.index()) else { return };
                 let Some(f) = scratch.get_mut(..MIN_FRAME) else { return };
                 f.fill(0);
-                write_arp(f, Mac::BROADCAST, ArpOperation::Request, pc.mac, pc.address, Mac([0; 6]), ip);
+                write_arp(f, Mac::BROADCAST, ArpOperation::Request, pc.mac, pc.address.unwrap_or(Ipv4Addr::UNSPECIFIED), Mac([0; 6]), ip);
                 counters.arp_requests_sent += 1;
                 send_extra(counters, tx, port, f);
             },

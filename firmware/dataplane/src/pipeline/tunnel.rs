@@ -70,10 +70,12 @@ impl Core {
         let Some(pc) = self.cfg.ports.get(wan.index()) else {
             return self.drop(DropReason::NoRoute);
         };
-        let (src, subnet, gateway) = (pc.address, pc.subnet(), pc.gateway);
-        let next_hop = if subnet.contains(to.addr) {
+        let Some(src) = pc.address else {
+            return self.drop(DropReason::WanNoAddress);
+        };
+        let next_hop = if pc.on_link(to.addr) {
             to.addr
-        } else if let Some(gw) = gateway {
+        } else if let Some(gw) = pc.gateway {
             gw
         } else {
             return self.drop(DropReason::NoRoute);

@@ -54,11 +54,15 @@ pub fn prefix(a: [u8; 4], len: u8) -> Prefix {
 
 pub fn config() -> Config {
     let mut ports = heapless::Vec::new();
-    ports.push(PortConfig { role: PortRole::Lan, mac: Mac(LAN0_MAC), address: LAN0_IP, prefix_len: 24, gateway: None, mtu: 1500 }).unwrap();
     ports
-        .push(PortConfig { role: PortRole::Wan, mac: Mac(WAN_MAC), address: WAN_IP, prefix_len: 24, gateway: Some(GW_IP), mtu: 1500 })
+        .push(PortConfig { role: PortRole::Lan, mac: Mac(LAN0_MAC), address: Some(LAN0_IP), prefix_len: 24, gateway: None, mtu: 1500 })
         .unwrap();
-    ports.push(PortConfig { role: PortRole::Lan, mac: Mac(LAN1_MAC), address: LAN1_IP, prefix_len: 24, gateway: None, mtu: 1500 }).unwrap();
+    ports
+        .push(PortConfig { role: PortRole::Wan, mac: Mac(WAN_MAC), address: Some(WAN_IP), prefix_len: 24, gateway: Some(GW_IP), mtu: 1500 })
+        .unwrap();
+    ports
+        .push(PortConfig { role: PortRole::Lan, mac: Mac(LAN1_MAC), address: Some(LAN1_IP), prefix_len: 24, gateway: None, mtu: 1500 })
+        .unwrap();
     let mut allowed = heapless::Vec::new();
     for p in [prefix([10, 0, 0, 9], 32), prefix([10, 0, 0, 20], 32), prefix([10, 2, 0, 0], 16), prefix([192, 168, 50, 0], 24)] {
         allowed.push(p).unwrap();
@@ -219,7 +223,7 @@ impl Harness {
 
     /// Let the box learn a neighbour: the host ARPs for the box's address.
     pub fn learn(&mut self, port: PortId, ip: Ipv4Addr, mac: [u8; 6]) {
-        let our = self.dp.config().ports[port.index()].address;
+        let our = self.dp.config().ports[port.index()].address.expect("the port has an address");
         let out = self.rx(port, &arp(1, mac, ip, [0; 6], our, [0xff; 6]));
         assert!(out.is_some(), "box should answer an ARP for its own address");
     }
