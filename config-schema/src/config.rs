@@ -1,5 +1,5 @@
 //! The configuration of one box: device, ports, WireGuard tunnels and peers,
-//! claims, VXLAN segments.
+//! claims, VXLAN segments, DNS servers.
 //!
 //! The same types are the TOML file an operator writes (field names and
 //! defaults below are the file format; `CONFIG.md` is the reference) and the
@@ -21,8 +21,8 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use crate::limits::{
-    wire_max_enum, wire_max_struct, MAX_ALLOWED_IPS, MAX_CLAIMS, MAX_HOST_LEN, MAX_NAME_LEN, MAX_PEERS, MAX_PORTS, MAX_SEGMENTS,
-    MAX_TUNNELS, MAX_VTEPS,
+    wire_max_enum, wire_max_struct, MAX_ALLOWED_IPS, MAX_CLAIMS, MAX_DNS_SERVERS, MAX_HOST_LEN, MAX_NAME_LEN, MAX_PEERS, MAX_PORTS,
+    MAX_SEGMENTS, MAX_TUNNELS, MAX_VTEPS,
 };
 use crate::types::{DnsName, Endpoint, Ipv4Cidr, KeyRef, Mac, MssClamp, Name, PortAddress, PublicKey};
 
@@ -107,6 +107,9 @@ pub struct Config {
     /// VXLAN segments, `[[segments]]`.
     #[serde(default, deserialize_with = "bounded")]
     pub segments: Vec<Segment, MAX_SEGMENTS>,
+    /// Resolvers for peer endpoints given by name, `[dns]` (optional).
+    #[serde(default)]
+    pub dns: Dns,
 }
 
 /// `[device]`: the box's name and which side of a pair it is.
@@ -295,6 +298,19 @@ pub struct Segment {
     pub mss_clamp: MssClamp,
 }
 
+/// `[dns]`: where the box resolves peer endpoints given by name.
+///
+/// The image asks these servers, in order; with none it asks the servers of
+/// the WAN port's DHCP lease (configured servers win when both exist).
+/// routerd-host ignores them: it resolves with the host's resolver.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dns {
+    /// Unicast IPv4 resolvers, tried in order. Default: none.
+    #[serde(default, deserialize_with = "bounded")]
+    pub servers: Vec<Ipv4Addr, MAX_DNS_SERVERS>,
+}
+
 // Wire bounds, field types in declaration order (checked exactly by a test).
 wire_max_struct!(Name { heapless::String<MAX_NAME_LEN> });
 wire_max_struct!(DnsName { heapless::String<MAX_HOST_LEN> });
@@ -319,9 +335,10 @@ wire_max_struct!(Capture { CaptureMethod, Name, bool });
 wire_max_struct!(Delivery { Name, Name });
 wire_max_struct!(Claim { Ipv4Cidr, Name, Option<u8>, Option<u16>, Option<Name>, MssClamp, Capture, Delivery });
 wire_max_struct!(Segment { Name, u32, Name, Ipv4Addr, Vec<Ipv4Addr, MAX_VTEPS>, u16, u16, MssClamp });
+wire_max_struct!(Dns { Vec<Ipv4Addr, MAX_DNS_SERVERS> });
 wire_max_struct!(Config {
     Device, Vec<Port, MAX_PORTS>, Vec<Tunnel, MAX_TUNNELS>, Vec<Peer, MAX_PEERS>,
-    Vec<Claim, MAX_CLAIMS>, Vec<Segment, MAX_SEGMENTS>,
+    Vec<Claim, MAX_CLAIMS>, Vec<Segment, MAX_SEGMENTS>, Dns,
 });
 
 /// What one box does with one claim (see `Config::claim_action`).

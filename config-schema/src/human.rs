@@ -76,9 +76,16 @@ fn toml_error(text: &str, e: &toml::de::Error, path: Option<&str>) -> TomlError 
 
 /// Writes the normalized TOML form of a configuration.
 pub fn to_toml(config: &Config) -> Result<String, toml::ser::Error> {
-    // Drop empty top-level lists (`segments = []`): absent means empty.
+    // Drop empty lists (`segments = []`, `[dns] servers = []`) and the
+    // sections they leave empty (`[dns]`): absent means empty.
+    let empty_list = |v: &toml::Value| matches!(v, toml::Value::Array(a) if a.is_empty());
     let mut table = toml::Table::try_from(config)?;
-    table.retain(|_, v| !matches!(v, toml::Value::Array(a) if a.is_empty()));
+    for (_, v) in table.iter_mut() {
+        if let toml::Value::Table(section) = v {
+            section.retain(|_, v| !empty_list(v));
+        }
+    }
+    table.retain(|_, v| !empty_list(v) && !matches!(v, toml::Value::Table(t) if t.is_empty()));
     toml::to_string_pretty(&table)
 }
 
@@ -157,6 +164,23 @@ mod tests {
         let e = err(&format!("{HEAD}[[ports]]\nname = \"lan0\"\nrole = \"lan\"\nmut = 1500\n"));
         assert_eq!(e.line, Some(7), "{e}");
         assert!(e.message.contains("mut"), "{e}");
+    }
+
+    #[test]
+    fn dns_section_is_optional_and_checked_as_read() {
+        let c = from_toml(HEAD).unwrap();
+        assert!(c.dns.servers.is_empty());
+        assert!(!to_toml(&c).unwrap().contains("dns"), "an empty [dns] is left out");
+        let c = from_toml(&format!("{HEAD}[dns]\nservers = [\"192.168.1.1\", \"9.9.9.9\"]\n")).unwrap();
+        assert_eq!(c.dns.servers.as_slice(), &[core::net::Ipv4Addr::new(192, 168, 1, 1), core::net::Ipv4Addr::new(9, 9, 9, 9)]);
+        assert_eq!(from_toml(&to_toml(&c).unwrap()).unwrap(), c);
+        let e = err(&format!("{HEAD}[dns]\nserver = [\"9.9.9.9\"]\n"));
+        assert_eq!(e.line, Some(5), "{e}");
+        assert!(e.message.contains("server"), "{e}");
+        let e = err(&format!("{HEAD}[dns]\nservers = [\"1.1.1.1\", \"8.8.8.8\", \"9.9.9.9\", \"1.0.0.1\"]\n"));
+        assert!(e.message.starts_with("dns.servers: ") && e.message.contains("at most 3"), "{e}");
+        let e = err(&format!("{HEAD}[dns]\nservers = [\"dns.example.net\"]\n"));
+        assert!(e.message.starts_with("dns.servers[0]: "), "{e}");
     }
 
     #[test]

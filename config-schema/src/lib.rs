@@ -33,7 +33,7 @@ pub mod wire;
 #[cfg(test)]
 mod testutil;
 
-pub use config::{Capture, CaptureMethod, Claim, ClaimAction, Config, Delivery, Device, Peer, Port, PortRole, Segment, Tunnel};
+pub use config::{Capture, CaptureMethod, Claim, ClaimAction, Config, Delivery, Device, Dns, Peer, Port, PortRole, Segment, Tunnel};
 pub use limits::CONFIG_WIRE_MAX;
 pub use platform::{Platform, Runs, RUNS};
 pub use types::{DnsName, Endpoint, Host, Ipv4Cidr, KeyRef, Mac, MssClamp, Name, PortAddress, PublicKey};

@@ -29,6 +29,8 @@ pub const MAX_CLAIMS: usize = 64;
 pub const MAX_SEGMENTS: usize = 8;
 /// Remote VTEPs of one segment.
 pub const MAX_VTEPS: usize = 8;
+/// DNS servers in `[dns] servers` (tried in order).
+pub const MAX_DNS_SERVERS: usize = 3;
 
 /// The longest postcard encoding of a `Config`: what the serial protocol must
 /// be able to carry in one apply. Asserted below against the computed bound.

@@ -22,7 +22,7 @@ use crate::limits::{MAX_ALLOWED_IPS, MAX_CLAIMS, MAX_PEERS, MAX_PORTS, MAX_SEGME
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Platform {
     /// The bare-metal image (`routerd`): binds ports to the NICs it finds,
-    /// has no DHCP client and no resolver yet, and an IPv4 underlay only.
+    /// runs its own DHCP client and resolver, and an IPv4 underlay only.
     #[default]
     Image,
     /// The Linux host build (`routerd-host`): LAN ports are TAP devices, the

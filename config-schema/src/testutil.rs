@@ -97,11 +97,13 @@ pub fn maximal_config() -> Config {
             mtu: u16max,
             mss_clamp: MssClamp::Value(u16max),
         }),
+        dns: Dns { servers: full(|_| Ipv4Addr::BROADCAST) },
     }
 }
 
 /// A small configuration using the other enum variants (IPv6 and IPv4
-/// endpoints, dhcp, auto clamp, `None` options) for the layout pin.
+/// endpoints, dhcp, auto clamp, `None` options, a `[dns]` server) for the
+/// layout pin.
 pub fn sample_config() -> Config {
     let mut c = load(TWO_SITE_WRO);
     let mut p = c.peers[0].clone();
@@ -116,6 +118,7 @@ pub fn sample_config() -> Config {
     p.endpoint = Some(Endpoint { host: Host::V4(Ipv4Addr::new(203, 0, 113, 1)), port: 51820 });
     c.peers.push(p).unwrap();
     c.claims = load(HYBRID_ONPREM).claims;
+    c.dns.servers.push(Ipv4Addr::new(9, 9, 9, 9)).unwrap();
     c
 }
 
@@ -232,5 +235,6 @@ pub fn random_config(seed: u64) -> Config {
             mtu: r.u16(),
             mss_clamp: r.mss(),
         }),
+        dns: Dns { servers: r.list(|r| Ipv4Addr::from_bits(r.next() as u32)) },
     }
 }

@@ -17,18 +17,19 @@
 use core::fmt;
 
 use crate::limits::{
-    CONFIG_WIRE_MAX, MAX_ALLOWED_IPS, MAX_CLAIMS, MAX_HOST_LEN, MAX_NAME_LEN, MAX_PEERS, MAX_PORTS, MAX_SEGMENTS, MAX_TUNNELS, MAX_VTEPS,
+    CONFIG_WIRE_MAX, MAX_ALLOWED_IPS, MAX_CLAIMS, MAX_DNS_SERVERS, MAX_HOST_LEN, MAX_NAME_LEN, MAX_PEERS, MAX_PORTS, MAX_SEGMENTS,
+    MAX_TUNNELS, MAX_VTEPS,
 };
 use crate::Config;
 
 /// Bumped by hand with every change of the wire layout (documents intent;
 /// the hash is what is compared).
-pub const SCHEMA_VERSION: u16 = 1;
+pub const SCHEMA_VERSION: u16 = 2;
 
 /// The wire layout, field by field in declaration order. Edit it together
 /// with any change to a serialized type (order, type, variant list).
 pub const SCHEMA_DESCRIPTION: &str = "routerd-config;\
-Config{device:Device,ports:Vec<Port>,wireguard:Vec<Tunnel>,peers:Vec<Peer>,claims:Vec<Claim>,segments:Vec<Segment>};\
+Config{device:Device,ports:Vec<Port>,wireguard:Vec<Tunnel>,peers:Vec<Peer>,claims:Vec<Claim>,segments:Vec<Segment>,dns:Dns};\
 Device{name:Name,side:Name};\
 Port{name:Name,role:PortRole,mac:Option<Mac>,address:Option<PortAddress>,gateway:Option<Ipv4>,mtu:u16};\
 PortRole{Lan,Wan};\
@@ -43,6 +44,7 @@ CaptureMethod{ProxyArp,ProviderSecondaryIp};\
 Delivery{tunnel:Name,peer:Name};\
 Segment{name:Name,vni:u32,port:Name,local_vtep:Ipv4,remote_vteps:Vec<Ipv4>,udp_port:u16,mtu:u16,mss_clamp:MssClamp};\
 MssClamp{Auto,Value(u16)};\
+Dns{servers:Vec<Ipv4>};\
 Cidr([u8;4],u8);Mac([u8;6]);Ipv4([u8;4]);Name(str)";
 
 const fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
@@ -74,6 +76,7 @@ pub const SCHEMA_HASH: u64 = {
         MAX_CLAIMS,
         MAX_SEGMENTS,
         MAX_VTEPS,
+        MAX_DNS_SERVERS,
         CONFIG_WIRE_MAX,
     ];
     let mut i = 0;
@@ -240,7 +243,11 @@ mod tests {
     /// in place for an unchanged hash.
     #[test]
     fn wire_layout_is_pinned_to_schema_hash() {
-        const PINNED: &[(u64, u64)] = &[(0xe3ca_834a_5093_5166, 0xcf79_dbbf_fadf_6eb8), (0x48e6_12b8_8fab_7719, 0x89b9_6d16_9cbf_5a56)];
+        const PINNED: &[(u64, u64)] = &[
+            (0xe3ca_834a_5093_5166, 0xcf79_dbbf_fadf_6eb8),
+            (0x48e6_12b8_8fab_7719, 0x89b9_6d16_9cbf_5a56),
+            (0xcfa2_a0ac_dfab_e8c6, 0x10fd_2f09_7f5d_deda),
+        ];
         let h = fnv1a(0xcbf2_9ce4_8422_2325, &encoded(&maximal_config()));
         let h = fnv1a(h, &encoded(&sample_config()));
         match PINNED.iter().find(|(schema, _)| *schema == SCHEMA_HASH) {

@@ -230,6 +230,25 @@ pub fn status_text(st: &Status) -> String {
             }
         );
     }
+    if let Some(d) = &st.dhcp {
+        let mut line = String::new();
+        let _ = d.write_line(&mut line);
+        o += &line;
+    }
+    if let Some(r) = &st.resolver {
+        let servers: Vec<String> = r.servers.iter().map(|s| s.to_string()).collect();
+        o += &format!("\ndns (servers {})\n", if servers.is_empty() { "none".to_string() } else { servers.join(", ") });
+        for n in &r.names {
+            o += &format!(
+                "  {:<30} {:<15} resolved {}{}{}\n",
+                n.name.as_str(),
+                n.address.map_or("-".to_string(), |a| a.to_string()),
+                ago(n.resolved_ms_ago),
+                n.ttl_secs.map_or(String::new(), |t| format!(", ttl {t} s")),
+                if n.error.is_empty() { String::new() } else { format!("; last lookup: {}", n.error) }
+            );
+        }
+    }
     if let Some(t) = &st.tunnel {
         o += &format!(
             "\ntunnel {}: listen {}, mtu {} (underlay {}), public key {}\n",
@@ -271,6 +290,32 @@ pub fn status_text(st: &Status) -> String {
         o += "\nclaims\n";
         for c in &st.claims {
             o += &format!("  {}\n", claim_line(c));
+        }
+    }
+    if !st.segments.is_empty() {
+        // The dataplane counts VXLAN per box, not per segment.
+        let counter = |n: &str| st.counters.iter().find(|c| c.name.as_str() == n).map_or(0, |c| c.value);
+        let drops: Vec<String> =
+            st.drops.iter().filter(|d| d.name.starts_with("vxlan_")).map(|d| format!("{} {}", d.name, d.value)).collect();
+        o += &format!(
+            "\nsegments (VXLAN, all segments: {} encapsulated, {} decapsulated, {} flooded; drops: {})\n",
+            counter("vxlan_encap"),
+            counter("vxlan_decap"),
+            counter("vxlan_floods"),
+            if drops.is_empty() { "none".to_string() } else { drops.join(", ") }
+        );
+        for g in &st.segments {
+            let behind: Vec<String> = g.vteps.iter().map(|v| format!("{} {}", v.address, v.fdb_remote)).collect();
+            o += &format!(
+                "  {:<12} vni {:<8} on {:<6} udp {:<5}  fdb {} local, {} remote ({})\n",
+                g.name.as_str(),
+                g.vni,
+                g.port.as_str(),
+                g.udp_port,
+                g.fdb_local,
+                g.fdb_remote,
+                behind.join(", ")
+            );
         }
     }
     if !st.drops.is_empty() {
@@ -399,15 +444,23 @@ fn outcome_text(o: &Outcome, applied: bool) -> String {
         s += "  WireGuard restarts: sessions re-handshake (one round trip)\n";
     }
     for k in &o.keys_created {
-        if applied {
-            s += &format!(
+        s += &match (k.public_key, applied) {
+            (Some(public), true) => format!(
                 "  key {} was generated on the box: public key {}\n    (put it in the other box's [[peers]] public_key)\n",
                 k.slot,
-                key_b64(&k.public_key)
-            );
-        } else {
-            s += &format!("  key {} will be generated on the box (its public key is printed after apply)\n", k.slot);
-        }
+                key_b64(&public)
+            ),
+            (Some(_), false) => format!("  key {} will be generated on the box (its public key is printed after apply)\n", k.slot),
+            (None, true) => format!(
+                "  preshared key {0} was generated on the box; the peer needs the same key:\n    \
+                 routerctl key psk show {0} --port … prints it (wg-quick: PresharedKey = …; \
+                 another box: routerctl key psk import {0})\n",
+                k.slot
+            ),
+            (None, false) => {
+                format!("  preshared key {} will be generated on the box (the peer needs it too: routerctl key psk show)\n", k.slot)
+            }
+        };
     }
     if applied {
         return s;
@@ -761,7 +814,11 @@ fn applied_reply(r: Reply, json_out: bool, done: &str) -> Result<u8, Failure> {
 
 #[derive(Subcommand)]
 pub enum KeyCommand {
-    /// Show the public keys of the box's key slots
+    /// List the box's key slots: private keys with their public half, preshared keys by name only
+    #[command(after_long_help = "A slot holds a tunnel's private key (`private_key = \"device:NAME\"`) or a \
+        peer's preshared key (`preshared_key = \"device:NAME\"`). No secret is shown: a private key never \
+        leaves the box, a preshared key only through `routerctl key psk show NAME`.\n\n\
+        Example:\n  routerctl key show --port /dev/ttyUSB0 --json | jq -r '.keys[] | select(.kind == \"private\") | .public_key'")]
     Show {
         #[command(flatten)]
         conn: Conn,
@@ -795,6 +852,85 @@ pub enum KeyCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Preshared keys (a peer's `preshared_key`): show one for the peer's side, import one, make a new one
+    #[command(
+        subcommand,
+        long_about = "Preshared keys: a second, symmetric secret WireGuard mixes into every handshake \
+            (wg's PresharedKey, what `wg genpsk` makes). A peer with `preshared_key = \"device:NAME\"` uses \
+            the key in slot NAME; the box makes it at the first apply that names the slot. Both ends of \
+            the pair must hold the same key: show it here once, then give it to the other side \
+            (`routerctl key psk import` on another routerd box, `PresharedKey =` in a wg-quick [Peer], \
+            `wg set IF peer PUBKEY preshared-key FILE`). Until both hold the same key no handshake \
+            completes.",
+        after_long_help = "Examples:\n  \
+            routerctl key psk show cloud-psk --port /dev/ttyUSB0\n  \
+            routerctl key psk show cloud-psk --port /dev/ttyUSB0 | routerctl key psk import cloud-psk --yes --port unix:/run/routerd.sock\n  \
+            wg genpsk > pair.psk && routerctl key psk import cloud-psk --from-file pair.psk --yes --port /dev/ttyUSB0"
+    )]
+    Psk(PskCommand),
+}
+
+#[derive(Subcommand)]
+pub enum PskCommand {
+    /// Print the preshared key in a slot (base64, like `wg genpsk`), for the peer's side
+    #[command(
+        long_about = "Print the preshared key held in slot SLOT on stdout, in base64 exactly as \
+            `wg genpsk` prints it. It is the one command that prints a key: give it to the peer's side \
+            once, over a channel you trust. A slot holding a private key is refused: private keys never \
+            leave the box.",
+        after_long_help = "Examples:\n  routerctl key psk show cloud-psk --port /dev/ttyUSB0 > cloud.psk   # then: PresharedKey = … (wg-quick)\n  \
+            routerctl key psk show cloud-psk --port /dev/ttyUSB0 --json | jq -r .preshared_key"
+    )]
+    Show {
+        /// Key slot (`preshared_key = "device:SLOT"`), e.g. cloud-psk
+        slot: String,
+        #[command(flatten)]
+        conn: Conn,
+        /// Print JSON {schema, slot, preshared_key}
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a preshared key made elsewhere in a slot (read from a file or stdin, never from the command line)
+    #[command(
+        long_about = "Read a preshared key in base64 (44 characters, as `wg genpsk` or `routerctl key psk \
+            show` print it) from --from-file, or stdin, and put it in slot SLOT on the box. The key is never \
+            taken from the command line, where shell history and process lists would keep it. A running \
+            tunnel whose peer uses the slot restarts with the new key; a slot holding a private key is \
+            refused.",
+        after_long_help = "Examples:\n  routerctl key psk import cloud-psk --from-file cloud.psk --yes --port /dev/ttyUSB0\n  \
+            routerctl key psk show onprem-psk --port unix:/tmp/a.sock | routerctl key psk import onprem-psk --yes --port unix:/tmp/b.sock"
+    )]
+    Import {
+        /// Key slot, e.g. cloud-psk
+        slot: String,
+        /// Read the key from FILE (`-`: stdin, the default)
+        #[arg(long, value_name = "FILE")]
+        from_file: Option<std::path::PathBuf>,
+        /// Required: the slot's key is replaced (the peer must hold the same one)
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        conn: Conn,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a new preshared key on the box (then give it to the peer: `key psk show`)
+    #[command(long_about = "Make a new random preshared key in slot SLOT on the box. A running tunnel whose \
+        peer uses the slot restarts with it, and handshakes with that peer fail until the peer holds the \
+        same key (`routerctl key psk show SLOT`, then import it there).")]
+    Generate {
+        /// Key slot, e.g. cloud-psk
+        slot: String,
+        /// Replace without asking (the peer must be given the new key)
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        conn: Conn,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn keys_out(keys: &[KeyInfo], json_out: bool) -> Result<u8, Failure> {
@@ -805,13 +941,12 @@ fn keys_out(keys: &[KeyInfo], json_out: bool) -> Result<u8, Failure> {
         println!("no keys yet: the box makes one when a configuration names `device:SLOT`");
     }
     for k in keys {
-        println!(
-            "{:<12} {}  ({}, {})",
-            k.slot.as_str(),
-            key_b64(&k.public_key),
-            if k.generated { "generated on the box" } else { "imported" },
-            if k.in_use { "in use" } else { "unused" }
-        );
+        let how =
+            format!("({}, {})", if k.generated { "generated on the box" } else { "imported" }, if k.in_use { "in use" } else { "unused" });
+        match k.public_key {
+            Some(public) => println!("{:<12} private    {}  {how}", k.slot.as_str(), key_b64(&public)),
+            None => println!("{:<12} preshared  {:<44}  {how}", k.slot.as_str(), format!("(routerctl key psk show {})", k.slot)),
+        }
     }
     Ok(0)
 }
@@ -838,11 +973,76 @@ pub fn key(cmd: KeyCommand) -> Result<u8, Failure> {
                 })?;
             (conn, Op::KeyImport(name("slot", &slot)?, secret), json)
         }
+        KeyCommand::Psk(cmd) => return psk(cmd),
     };
     let mut c = conn.connect()?;
     let r = c.request(op).map_err(|e| failed(e.to_string()))?;
     let _ = c.close();
     match r {
+        Reply::Keys(k) => keys_out(&k, json_out),
+        Reply::Error(f) => Err(refusal(&f)),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// A preshared key in base64 from `from` (`-` or none: stdin).
+fn read_psk(from: Option<&Path>) -> Result<[u8; 32], Failure> {
+    let (what, text) = match from.filter(|p| p.as_os_str() != "-") {
+        Some(p) => (p.display().to_string(), std::fs::read_to_string(p).map_err(|e| Failure::usage(format!("{}: {e}", p.display())))?),
+        None => {
+            let mut text = String::new();
+            // A key is 44 characters; stop reading long before a stray file could fill memory.
+            std::io::stdin().take(1024).read_to_string(&mut text).map_err(|e| Failure::usage(format!("cannot read stdin: {e}")))?;
+            ("stdin".to_string(), text)
+        }
+    };
+    crate::keys::parse_key(&text).map_err(|e| {
+        Failure::usage(format!(
+            "{what} is not a preshared key: {e}\nhint: wg genpsk, or routerctl key psk show SLOT on the other box, prints one"
+        ))
+    })
+}
+
+fn psk(cmd: PskCommand) -> Result<u8, Failure> {
+    let (conn, op, json_out) = match cmd {
+        PskCommand::Show { slot, conn, json } => (conn, Op::PresharedKeyReveal(name("slot", &slot)?), json),
+        PskCommand::Import { slot, from_file, yes, conn, json } => {
+            if !yes {
+                return Err(Failure::usage(format!(
+                    "key psk import replaces the preshared key in slot {slot} (a tunnel using it restarts; its peer must hold the \
+                     same key). Add --yes to proceed"
+                )));
+            }
+            let slot = name("slot", &slot)?;
+            (conn, Op::PresharedKeyImport(slot, read_psk(from_file.as_deref())?), json)
+        }
+        PskCommand::Generate { slot, yes, conn, json } => {
+            if !yes {
+                return Err(Failure::usage(format!(
+                    "key psk generate replaces the preshared key in slot {slot}: handshakes with the peer fail until it holds \
+                     the new key. Add --yes to proceed"
+                )));
+            }
+            (conn, Op::PresharedKeyGenerate(name("slot", &slot)?), json)
+        }
+    };
+    let mut c = conn.connect()?;
+    let r = c.request(op).map_err(|e| failed(e.to_string()))?;
+    let _ = c.close();
+    match r {
+        Reply::PresharedKey { slot, key } => {
+            if json_out {
+                return print_json(&json!({ "schema": 1, "slot": slot.as_str(), "preshared_key": key_b64(&key) }));
+            }
+            if std::io::stdout().is_terminal() {
+                eprintln!(
+                    "preshared key of slot {slot}: a secret, for the peer's side only (wg-quick: PresharedKey = …; another \
+                     routerd box: routerctl key psk import {slot})"
+                );
+            }
+            println!("{}", key_b64(&key));
+            Ok(0)
+        }
         Reply::Keys(k) => keys_out(&k, json_out),
         Reply::Error(f) => Err(refusal(&f)),
         other => Err(unexpected(&other)),

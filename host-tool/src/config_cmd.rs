@@ -52,10 +52,10 @@ pub enum ConfigCommand {
             The file is checked as the box it describes: `device.side` decides which claims this \
             box captures and which it delivers locally. Warnings do not make a file invalid.\n\n\
             It is checked for the platform that will run it (--for): the image (the default) or \
-            routerd-host. Each refuses what it cannot run yet, naming the field: the image has no \
-            DHCP client, no resolver and an IPv4 underlay, so `address = \"dhcp\"`, DNS-name and IPv6 \
-            endpoints are refused for it; routerd-host runs them. Neither runs a second \
-            [[wireguard]], a LAN port without an address or a pre-shared key yet.",
+            routerd-host. Each refuses what it cannot run yet, naming the field: the image's \
+            underlay is IPv4, so IPv6 endpoints are refused for it (routerd-host runs them), and it \
+            needs [dns] servers or a DHCP WAN to resolve endpoints given by name. Neither runs a \
+            second [[wireguard]], or a LAN port without an address that no segment bridges.",
         after_long_help = "Examples:\n  \
             routerctl config validate onprem.toml\n  \
             routerctl config validate cloud.toml --for host\n  \
@@ -482,6 +482,20 @@ fn port_line(p: &config_schema::Port) -> String {
     format!("{} {role} {addr}{gw}, MTU {}", p.name, p.mtu)
 }
 
+/// Where the box gets the DNS servers for peer endpoints given by name.
+fn dns_line(config: &Config, platform: Platform) -> String {
+    let servers = config.dns.servers.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ");
+    let dhcp_wan = config.ports.iter().find(|p| p.role == PortRole::Wan && p.address == Some(PortAddress::Dhcp));
+    match (platform, servers.is_empty(), dhcp_wan) {
+        (Platform::Host, true, _) => "the host's resolver (/etc/resolv.conf)".to_string(),
+        (Platform::Host, false, _) => format!("the host's resolver (/etc/resolv.conf); [dns] servers {servers} are not used"),
+        (Platform::Image, false, Some(p)) => format!("{servers}, tried in order (before {}'s DHCP lease's)", p.name),
+        (Platform::Image, false, None) => format!("{servers}, tried in order"),
+        (Platform::Image, true, Some(p)) => format!("from {}'s DHCP lease", p.name),
+        (Platform::Image, true, None) => "none: no [dns] servers and no DHCP WAN".to_string(),
+    }
+}
+
 fn show_cmd(file: &Path, platform: Platform, as_json: bool) -> Result<u8, Failure> {
     let config = match load(file) {
         Ok(c) => c,
@@ -510,6 +524,8 @@ fn show_cmd(file: &Path, platform: Platform, as_json: bool) -> Result<u8, Failur
     for p in &config.ports {
         let _ = writeln!(out, "#   {}", port_line(p));
     }
+    let _ = writeln!(out, "#\n# DNS servers (peer endpoints by name):");
+    let _ = writeln!(out, "#   {}", dns_line(&config, platform));
     let _ = writeln!(out, "#\n# claims on this box:");
     if claims.is_empty() {
         let _ = writeln!(out, "#   (none)");

@@ -6,7 +6,8 @@
 //! has a stable id, a subject (claim address, peer or port name), a result
 //! and, whenever the result is not a pass, a reason and what to do.
 
-use config_schema::{Config, PortRole};
+use config_schema::budget::{self, Carrier};
+use config_schema::{Config, MssClamp, PortAddress, PortRole};
 use routerd_provision::message::{ClaimRole, ClaimState, HostReport, Status};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -110,6 +111,9 @@ pub fn hybrid(st: &Status, cfg: Option<&Config>) -> Vec<Check> {
             out.push(pass("storage", g.disk.as_str(), format!("state kept on {} (generation {}, boot {})", g.disk, g.generation, g.boots)));
         }
     }
+
+    // The WAN's DHCP lease and the peers' names (the image's services).
+    wan_services(st, &mut out);
 
     // Ports the claims use: link up.
     for p in &st.ports {
@@ -301,7 +305,7 @@ pub fn hybrid(st: &Status, cfg: Option<&Config>) -> Vec<Check> {
             format!("peer {} has 0.0.0.0/0 in its allowed IPs: the tunnel would take the default route", p.name),
             "list the claimed /32s (and the tunnel address) instead",
         )),
-        None => out.push(pass("route.default", "box", "the default route is not the tunnel (only /32 claims are routed)")),
+        None => out.push(pass("route.default", "box", format!("the default route is not the tunnel ({})", routed_into_tunnel(st)))),
     }
 
     // Peers: handshake, endpoint, bytes.
@@ -346,7 +350,7 @@ pub fn hybrid(st: &Status, cfg: Option<&Config>) -> Vec<Check> {
                 subject,
                 Verdict::Fail,
                 format!("endpoint {conf} is not resolved"),
-                "give an address the box can reach",
+                "a name: the dns.name check says why it does not resolve; an address: give one the box can reach",
             )),
             (Some(n), conf) if conf.is_empty() || conf == n => {
                 out.push(pass("peer.endpoint", subject, format!("{n}{}", if conf.is_empty() { " (learned from the peer)" } else { "" })))
@@ -367,6 +371,8 @@ pub fn hybrid(st: &Status, cfg: Option<&Config>) -> Vec<Check> {
             ));
         }
     }
+
+    segments(st, cfg, &mut out);
 
     // WAN exposure: the dataplane answers only WireGuard on WAN ports.
     let wan_ports: Vec<&str> = cfg.ports.iter().filter(|p| p.role == PortRole::Wan).map(|p| p.name.as_str()).collect();
@@ -423,6 +429,379 @@ pub fn hybrid(st: &Status, cfg: Option<&Config>) -> Vec<Check> {
         ));
     }
     out
+}
+
+/// What the peers' allowed IPs route into the tunnel, for `route.default`:
+/// `… 10.20.0.50/32 to cloud` or `… 10.2.0.0/16 to wro; 10.3.0.0/16 to waw`.
+/// `wan.dhcp`: the lease; `dns.name`: each peer endpoint given by name.
+fn wan_services(st: &Status, out: &mut Vec<Check>) {
+    if let Some(d) = &st.dhcp {
+        let port = d.port.as_str();
+        match d.address {
+            Some(a) => {
+                let left = match (d.lease_secs, d.leased_ms_ago) {
+                    (Some(secs), Some(ago)) => format!(", {} s of {secs} s left", u64::from(secs).saturating_sub(ago / 1000)),
+                    _ => String::new(),
+                };
+                let gw = d.gateway.map_or("no gateway".to_string(), |g| format!("gateway {g}"));
+                let server = d.server.map_or(String::new(), |s| format!(" from {s}"));
+                out.push(pass("wan.dhcp", port, format!("leased {a}{server}, {gw}{left}")));
+            }
+            None => {
+                let secs = d.unbound_ms.unwrap_or(0) / 1000;
+                let (verdict, reason) = if d.received == 0 {
+                    (
+                        Verdict::Fail,
+                        format!("no lease for {secs} s: {} requests sent, no DHCP server answered; {port} has no address", d.sent),
+                    )
+                } else {
+                    (Verdict::Fail, format!("no lease for {secs} s: {} requests sent, {} answers, none granted one", d.sent, d.received))
+                };
+                let verdict = if secs < 30 && d.lost == 0 { Verdict::Warn } else { verdict };
+                out.push(check(
+                    "wan.dhcp",
+                    port,
+                    verdict,
+                    reason,
+                    "check that a DHCP server serves the WAN link (cable, VLAN, the ISP router's DHCP); or give a static address",
+                ));
+            }
+        }
+    }
+    let Some(r) = &st.resolver else { return };
+    let servers = if r.servers.is_empty() {
+        "no DNS server".to_string()
+    } else {
+        r.servers.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
+    };
+    for n in &r.names {
+        let name = n.name.as_str();
+        match (n.address, n.error.is_empty()) {
+            (Some(a), true) => {
+                let ago = n.resolved_ms_ago.unwrap_or(0) / 1000;
+                let ttl = n.ttl_secs.map_or(String::new(), |t| format!(", ttl {t} s"));
+                out.push(pass("dns.name", name, format!("resolves to {a} (asked {servers}, {ago} s ago{ttl})")));
+            }
+            (Some(a), false) => out.push(check(
+                "dns.name",
+                name,
+                Verdict::Warn,
+                format!("keeping {a}: the last lookup failed: {} ({} of {} lookups failed)", n.error.as_str(), n.failures, n.lookups),
+                format!("check that {servers} answers for {name}"),
+            )),
+            (None, _) => out.push(check(
+                "dns.name",
+                name,
+                Verdict::Fail,
+                format!(
+                    "does not resolve: {} (asked {servers}; {} lookups, {} failed); its peer has no endpoint",
+                    if n.error.is_empty() { "no lookup finished yet" } else { n.error.as_str() },
+                    n.lookups,
+                    n.failures
+                ),
+                "check the name and the DNS record (dyndns), and that the [dns] servers (or the DHCP lease's) answer",
+            )),
+        }
+    }
+}
+
+fn routed_into_tunnel(st: &Status) -> String {
+    const SHOWN: usize = 8;
+    let total: usize = st.peers.iter().map(|p| p.allowed_ips.len()).sum();
+    if total == 0 {
+        return "no peer has allowed IPs: nothing is routed into it".into();
+    }
+    let mut left = SHOWN;
+    let mut per_peer = Vec::new();
+    for p in st.peers.iter().filter(|p| !p.allowed_ips.is_empty()) {
+        if left == 0 {
+            break;
+        }
+        let shown: Vec<String> = p.allowed_ips.iter().take(left).map(|a| a.to_string()).collect();
+        left -= shown.len();
+        per_peer.push(format!("{} to {}", shown.join(", "), p.name));
+    }
+    let more = if total > SHOWN { format!(" and {} more", total - SHOWN) } else { String::new() };
+    format!("only the peers' allowed IPs are routed into it: {}{more}", per_peer.join("; "))
+}
+
+/// The VXLAN overlay (seed 003), per `[[segments]]` entry of the running
+/// configuration: what carries each remote VTEP (WireGuard or the WAN in the
+/// clear), the MTU budget and the clamp that follows from it, what the FDB
+/// learned, and the VXLAN drops. The budget is `config_schema::budget`'s,
+/// the same arithmetic validation and the box use. A box without segments
+/// gets none of these checks.
+fn segments(st: &Status, cfg: &Config, out: &mut Vec<Check>) {
+    if cfg.segments.is_empty() {
+        return;
+    }
+    let tunnel = cfg.wireguard.first();
+    let tunnel_address = tunnel.and_then(|t| t.address).map(|a| a.addr());
+    let wan = cfg.ports.iter().find(|p| p.role == PortRole::Wan);
+    let wan_address = wan.and_then(|p| match p.address {
+        Some(PortAddress::Static(c)) => Some(c.addr()),
+        _ => None,
+    });
+    let wan_name = wan.map_or("the WAN", |p| p.name.as_str());
+    for s in &cfg.segments {
+        let name = s.name.as_str();
+        let local = s.local_vtep;
+        let local_is_tunnel = Some(local) == tunnel_address;
+
+        // The bridge and the local VTEP.
+        let bridge = format!("VNI {} bridges {} (UDP {})", s.vni, s.port, s.udp_port);
+        if local_is_tunnel {
+            out.push(pass(
+                "segment.bridge",
+                name,
+                format!(
+                    "{bridge}; local VTEP {local} is the address of tunnel {}: the overlay rides inside WireGuard",
+                    tunnel.map_or("?", |t| t.name.as_str())
+                ),
+            ));
+        } else if Some(local) == wan_address {
+            out.push(check(
+                "segment.bridge",
+                name,
+                Verdict::Warn,
+                format!("{bridge}; local VTEP {local} is the address of {wan_name}: VXLAN leaves in the clear"),
+                match tunnel_address {
+                    Some(t) => {
+                        format!("set local_vtep = \"{t}\" (the tunnel address) and list the other sites' tunnel addresses in remote_vteps")
+                    }
+                    None => {
+                        "give the tunnel an address (wireguard.address), use it as local_vtep and list the other sites' tunnel addresses"
+                            .into()
+                    }
+                },
+            ));
+        } else {
+            out.push(check(
+                "segment.bridge",
+                name,
+                Verdict::Fail,
+                format!("{bridge}; local VTEP {local} is neither the tunnel address nor the WAN address"),
+                "set local_vtep to this box's tunnel address (wireguard.address)",
+            ));
+        }
+
+        // Each remote VTEP: through which peer, or in the clear.
+        for &vtep in &s.remote_vteps {
+            out.push(remote_vtep(st, cfg, s, vtep, tunnel_address, wan_address));
+        }
+
+        // The MTU budget: WAN − 80 (WireGuard) = tunnel − 50 (VXLAN) = overlay.
+        let b = budget::segment_budget(cfg, s);
+        let carrier = match b.carrier {
+            Carrier::Tunnel(t) => cfg.tunnel(t).map(|t| budget::tunnel_budget(cfg, t)),
+            Carrier::Underlay => None,
+        };
+        let chain = match carrier {
+            Some(t) if t.mtu < t.max_mtu => format!(
+                "WAN {} − {} (WireGuard) = {}, tunnel mtu {} − {} (VXLAN) = overlay {}",
+                t.underlay_mtu,
+                budget::WIREGUARD_OVERHEAD,
+                t.max_mtu,
+                t.effective_mtu,
+                budget::VXLAN_OVERHEAD,
+                b.max_mtu
+            ),
+            Some(t) => format!(
+                "WAN {} − {} (WireGuard) = tunnel {} − {} (VXLAN) = overlay {}",
+                t.underlay_mtu,
+                budget::WIREGUARD_OVERHEAD,
+                t.effective_mtu,
+                budget::VXLAN_OVERHEAD,
+                b.max_mtu
+            ),
+            None => format!("WAN {} − {} (VXLAN, no WireGuard) = overlay {}", b.carrier_mtu, budget::VXLAN_OVERHEAD, b.max_mtu),
+        };
+        let mss = budget::clamp_mss(s.mss_clamp, b.auto_mss);
+        let clamp = match s.mss_clamp {
+            MssClamp::Auto => format!("MSS clamp {mss} (auto: {} − {})", b.effective_mtu, budget::TCP_IPV4_HEADERS),
+            MssClamp::Value(_) => format!("MSS clamp {mss} (fixed)"),
+        };
+        if !b.fits() {
+            out.push(check(
+                "segment.mtu",
+                name,
+                Verdict::Fail,
+                format!(
+                    "segment mtu {} is above the budget ({chain}): frames over {} on {} are dropped (vxlan_oversize), never fragmented; {clamp}",
+                    s.mtu, b.max_mtu, s.port
+                ),
+                format!("set mtu = {} in segment {name}, and the same MTU on the hosts bridged on {} at both sites", b.max_mtu, s.port),
+            ));
+        } else if mss > b.auto_mss {
+            out.push(check(
+                "segment.mtu",
+                name,
+                Verdict::Warn,
+                format!(
+                    "MSS clamp {mss} is above what the overlay carries ({chain}; {} − {} = {}): full-size TCP segments will be dropped",
+                    b.effective_mtu,
+                    budget::TCP_IPV4_HEADERS,
+                    b.auto_mss
+                ),
+                format!("set mss_clamp = \"auto\" (or ≤ {}) in segment {name}", b.auto_mss),
+            ));
+        } else {
+            let below = if s.mtu < b.max_mtu { format!(" (below the budget {})", b.max_mtu) } else { String::new() };
+            out.push(pass("segment.mtu", name, format!("segment mtu {}{below} fits: {chain}; {clamp}", s.mtu)));
+        }
+
+        // What the FDB learned, per side.
+        out.push(segment_fdb(st, s));
+    }
+    out.push(segment_drops(st, cfg));
+}
+
+/// One remote VTEP of a segment: inside a peer's allowed IPs (which peer,
+/// and is its session alive?) or over the WAN in the clear. The box sends
+/// VXLAN from the tunnel address into the tunnel and from the WAN address
+/// onto the WAN, whatever `local_vtep` says; the far side accepts only the
+/// VTEPs it lists, so a mismatch is named.
+fn remote_vtep(
+    st: &Status,
+    cfg: &Config,
+    s: &config_schema::Segment,
+    vtep: std::net::Ipv4Addr,
+    tunnel_address: Option<std::net::Ipv4Addr>,
+    wan_address: Option<std::net::Ipv4Addr>,
+) -> Check {
+    const ID: &str = "segment.vtep";
+    let subject = format!("{}/{vtep}", s.name);
+    let local = s.local_vtep;
+    let Some((peer, prefix)) = cfg.route_peer(vtep) else {
+        let source = match wan_address {
+            Some(w) if w != local => format!("; frames to it leave from the WAN address {w}, not local_vtep {local}"),
+            _ => String::new(),
+        };
+        return check(
+            ID,
+            subject,
+            Verdict::Warn,
+            format!("over the WAN in the clear: no peer's allowed IPs contain {vtep}, so VXLAN to it is unencrypted{source}"),
+            format!("use that site's tunnel address as its VTEP, or add {vtep}/32 to the allowed_ips of the peer at that site"),
+        );
+    };
+    let via = format!("through {} to peer {} (inside {prefix})", peer.tunnel, peer.name);
+    let source = match tunnel_address {
+        Some(t) if t != local => Some(format!("frames to it leave from the tunnel address {t}, not local_vtep {local}")),
+        _ => None,
+    };
+    let age = st.peers.iter().find(|p| p.name == peer.name).and_then(|p| p.last_handshake_ms_ago).map(|ms| ms / 1000);
+    let (verdict, session) = match age {
+        None => (Verdict::Fail, "but no handshake yet: the overlay to it is down".to_string()),
+        Some(a) if a > HANDSHAKE_FAIL_S => {
+            (Verdict::Fail, format!("but the last handshake was {a} s ago: no session, the overlay to it is down"))
+        }
+        Some(a) if a > HANDSHAKE_WARN_S => (Verdict::Warn, format!("last handshake {a} s ago (> {HANDSHAKE_WARN_S} s)")),
+        Some(a) => (Verdict::Pass, format!("handshake {a} s ago: encrypted")),
+    };
+    match (verdict, source) {
+        (Verdict::Pass, None) => pass(ID, subject, format!("{via}, {session}")),
+        (Verdict::Pass, Some(src)) => check(
+            ID,
+            subject,
+            Verdict::Warn,
+            format!("{via}, {session}; {src}"),
+            format!("set local_vtep = \"{}\" so the far side's remote_vteps can name this box", tunnel_address.map_or(local, |t| t)),
+        ),
+        (v, src) => check(
+            ID,
+            subject,
+            v,
+            format!("{via}, {session}{}", src.map_or(String::new(), |s| format!("; {s}"))),
+            format!("see peer.handshake for {}", peer.name),
+        ),
+    }
+}
+
+/// The MACs a segment's FDB holds: on the bridged port, behind each VTEP.
+fn segment_fdb(st: &Status, s: &config_schema::Segment) -> Check {
+    const ID: &str = "segment.fdb";
+    let name = s.name.as_str();
+    let Some(g) = st.segments.iter().find(|g| g.name == s.name) else {
+        return check(ID, name, Verdict::Skip, "the box does not report this segment's FDB (older routerd)", "update the box");
+    };
+    let behind: Vec<String> = g.vteps.iter().map(|v| format!("{} behind {}", v.fdb_remote, v.address)).collect();
+    let learned = format!("{} MACs on {}, {} behind remote VTEPs ({})", g.fdb_local, g.port, g.fdb_remote, behind.join(", "));
+    let full = st.counters.iter().find(|c| c.name.as_str() == "fdb_full").map_or(0, |c| c.value);
+    if full > 0 {
+        return check(
+            ID,
+            name,
+            Verdict::Warn,
+            format!(
+                "{learned}; {full} MACs not learned so far because the FDB (all segments) was full: their frames are flooded to every VTEP"
+            ),
+            format!("more MACs than the FDB holds, or a MAC flood on {}: check the hosts bridged there", g.port),
+        );
+    }
+    if g.fdb_local > 0 && g.fdb_remote == 0 {
+        return check(
+            ID,
+            name,
+            Verdict::Warn,
+            format!("{learned}: hosts here are heard, nothing came back from the far side"),
+            format!(
+                "check segment.vtep and the far box: VNI {}, UDP {}, and this box's VTEP {} in its remote_vteps",
+                g.vni, g.udp_port, s.local_vtep
+            ),
+        );
+    }
+    if g.fdb_local == 0 && g.fdb_remote == 0 {
+        return pass(ID, name, format!("no MACs learned on {} or behind its VTEPs: no frame crossed the segment recently", g.port));
+    }
+    pass(ID, name, learned)
+}
+
+/// VXLAN drops since the last run (or since the box started forwarding).
+/// The dataplane counts them per box, not per segment, so there is one
+/// check for all segments.
+fn segment_drops(st: &Status, cfg: &Config) -> Check {
+    const ID: &str = "segment.drops";
+    let subject = cfg.segments.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(",");
+    let (drops, since) = if st.mark_age_ms.is_some() {
+        (&st.drops_since_mark, format!("in the last {} s", st.mark_age_ms.unwrap_or(0) / 1000))
+    } else {
+        (&st.drops, "since the box started forwarding".to_string())
+    };
+    let counter = |n: &str| st.counters.iter().find(|c| c.name.as_str() == n).map_or(0, |c| c.value);
+    let mut vxlan: Vec<_> = drops.iter().filter(|d| d.name.starts_with("vxlan_") && d.value > 0).collect();
+    vxlan.sort_by_key(|d| std::cmp::Reverse(d.value));
+    let wide = if cfg.segments.len() > 1 { " (all segments: the box counts VXLAN per box)" } else { "" };
+    if vxlan.is_empty() {
+        return pass(
+            ID,
+            subject,
+            format!(
+                "no VXLAN drops {since}{wide}; {} frames encapsulated, {} decapsulated, {} flooded so far",
+                counter("vxlan_encap"),
+                counter("vxlan_decap"),
+                counter("vxlan_floods")
+            ),
+        );
+    }
+    let named: Vec<String> = vxlan.iter().map(|d| format!("{} {}", d.name, d.value)).collect();
+    let mut hints = Vec::new();
+    for d in &vxlan {
+        hints.push(match d.name.as_str() {
+            "vxlan_oversize" => {
+                let mtus: Vec<String> =
+                    cfg.segments.iter().map(|s| format!("{} on {}", budget::segment_budget(cfg, s).effective_mtu, s.port)).collect();
+                format!(
+                    "frames larger than the overlay carries are dropped, never fragmented: set the hosts' MTU to {} (at both sites)",
+                    mtus.join(", ")
+                )
+            }
+            "vxlan_unknown_vtep" => "VXLAN arrived from an address not in remote_vteps: list the far box's local_vtep there".into(),
+            "vxlan_unknown_vni" => "VXLAN arrived for a VNI this box does not carry: use the same VNI at every VTEP".into(),
+            _ => format!("{}: see firmware/dataplane/PIPELINE.md", d.name),
+        });
+    }
+    check(ID, subject, Verdict::Warn, format!("{} {since}{wide}", named.join(", ")), hints.join("; "))
 }
 
 /// `1500 ms` or `4 s`.
@@ -696,7 +1075,8 @@ delivery = { tunnel = "wg0", peer = "onprem" }
 "#;
 
     fn status(cfg: &Config) -> Box<Status> {
-        let nics: Vec<NicInfo> = (0..2u8).map(|i| NicInfo { mac: [2, 0, 0, 0, 0, i] }).collect();
+        let count = cfg.ports.len().max(2);
+        let nics: Vec<NicInfo> = (0..count as u8).map(|i| NicInfo { mac: [2, 0, 0, 0, 0, i] }).collect();
         let mut n: Node<OsRng> = Node::new(&nics, Some(OsRng), "0.1.0", "t");
         match n.handle(Instant::from_millis(1), Op::Apply(Box::new(cfg.clone())), &[]) {
             Reply::Applied(_) => {}
@@ -714,7 +1094,7 @@ delivery = { tunnel = "wg0", peer = "onprem" }
                 f.dataplane.poll(Instant::from_millis(ms), &mut f.tunnel, &mut Sink);
             }
         }
-        let snaps = [NicSnapshot { link_up: true, ..NicSnapshot::default() }; 2];
+        let snaps = vec![NicSnapshot { link_up: true, ..NicSnapshot::default() }; count];
         match n.handle(Instant::from_millis(1002), Op::Status { mark: false }, &snaps) {
             Reply::Status(s) => s,
             other => panic!("{other:?}"),
@@ -937,5 +1317,222 @@ delivery = { tunnel = "wg0", peer = "onprem" }
         assert_eq!(find(&hybrid(&st, Some(&cfg)), "wireguard.load", "wg0").result, Verdict::Skip);
         st.tunnel = None;
         assert_eq!(find(&hybrid(&st, Some(&cfg)), "wireguard.load", "box").result, Verdict::Skip);
+    }
+
+    #[test]
+    fn the_dhcp_lease_and_the_peers_names_are_judged() {
+        use routerd_provision::message::{text, DhcpStatus, NameStatus, ResolverStatus};
+        let cfg = config_schema::human::from_toml(CFG).unwrap();
+        let mut st = status(&cfg);
+        // No DHCP server answers: after 30 s that is a failure.
+        st.dhcp = Some(DhcpStatus { port: text("wan0"), unbound_ms: Some(45_000), sent: 5, ..DhcpStatus::default() });
+        let c = find(&hybrid(&st, Some(&cfg)), "wan.dhcp", "wan0").clone();
+        assert_eq!(c.result, Verdict::Fail);
+        assert!(c.reason.contains("no lease for 45 s: 5 requests sent, no DHCP server answered"), "{}", c.reason);
+        st.dhcp.as_mut().unwrap().unbound_ms = Some(4_000);
+        assert_eq!(find(&hybrid(&st, Some(&cfg)), "wan.dhcp", "wan0").result, Verdict::Warn, "still asking");
+        st.dhcp = Some(DhcpStatus {
+            port: text("wan0"),
+            address: Some("192.0.2.140/24".parse().unwrap()),
+            gateway: Some("192.0.2.1".parse().unwrap()),
+            server: Some("192.0.2.1".parse().unwrap()),
+            lease_secs: Some(120),
+            leased_ms_ago: Some(20_000),
+            ..DhcpStatus::default()
+        });
+        let c = find(&hybrid(&st, Some(&cfg)), "wan.dhcp", "wan0").clone();
+        assert_eq!(
+            (c.result, c.reason.as_str()),
+            (Verdict::Pass, "leased 192.0.2.140/24 from 192.0.2.1, gateway 192.0.2.1, 100 s of 120 s left")
+        );
+        // A name that never resolves fails, naming why; a kept one warns.
+        let names = [NameStatus {
+            name: text("roz.example.net"),
+            error: text("no such name (NXDOMAIN)"),
+            lookups: 3,
+            failures: 3,
+            ..NameStatus::default()
+        }]
+        .into_iter()
+        .collect();
+        st.resolver = Some(ResolverStatus { servers: [std::net::Ipv4Addr::new(192, 0, 2, 1)].into_iter().collect(), names, refused: 0 });
+        let c = find(&hybrid(&st, Some(&cfg)), "dns.name", "roz.example.net").clone();
+        assert_eq!(c.result, Verdict::Fail);
+        assert!(c.reason.contains("does not resolve: no such name (NXDOMAIN) (asked 192.0.2.1; 3 lookups, 3 failed)"), "{}", c.reason);
+        let n = &mut st.resolver.as_mut().unwrap().names[0];
+        n.address = Some("198.51.100.35".parse().unwrap());
+        assert_eq!(find(&hybrid(&st, Some(&cfg)), "dns.name", "roz.example.net").result, Verdict::Warn);
+        let n = &mut st.resolver.as_mut().unwrap().names[0];
+        n.error = Default::default();
+        n.resolved_ms_ago = Some(5_000);
+        n.ttl_secs = Some(60);
+        let c = find(&hybrid(&st, Some(&cfg)), "dns.name", "roz.example.net").clone();
+        assert_eq!((c.result, c.reason.as_str()), (Verdict::Pass, "resolves to 198.51.100.35 (asked 192.0.2.1, 5 s ago, ttl 60 s)"));
+    }
+
+    /// Seed 003's roz box as shipped, wro's endpoint given as the address
+    /// its name resolves to (no resolver runs in these tests).
+    fn two_site() -> Config {
+        let text = include_str!("../../config-schema/examples/two-site-roz.toml");
+        config_schema::human::from_toml(&text.replace("wro.example.net:51820", "198.51.100.20:51820")).unwrap()
+    }
+
+    /// The roz box with a live session to wro and VMs heard on both sides.
+    fn healthy_overlay(cfg: &Config) -> Box<Status> {
+        let mut st = status(cfg);
+        st.peers[0].last_handshake_ms_ago = Some(12_000);
+        st.peers[0].rx_bytes = 4000;
+        st.peers[0].tx_bytes = 5000;
+        let g = &mut st.segments[0];
+        g.fdb_local = 2;
+        g.fdb_remote = 3;
+        g.vteps[0].fdb_remote = 3;
+        st
+    }
+
+    #[test]
+    fn a_healthy_overlay_passes_every_segment_check() {
+        let cfg = two_site();
+        let st = healthy_overlay(&cfg);
+        let checks = hybrid(&st, Some(&cfg));
+        println!("{}", text(&st, &checks));
+        assert_eq!(worst(&checks), Verdict::Pass, "{}", text(&st, &checks));
+
+        let b = find(&checks, "segment.bridge", "crosssite");
+        assert!(b.reason.contains("VNI 100000 bridges lan1 (UDP 4789)") && b.reason.contains("tunnel wg0"), "{b:?}");
+        let v = find(&checks, "segment.vtep", "crosssite/10.2.0.1");
+        assert!(v.reason.contains("to peer wro (inside 10.2.0.0/16)") && v.reason.contains("12 s ago"), "{v:?}");
+        let m = find(&checks, "segment.mtu", "crosssite");
+        assert!(
+            m.reason.contains("WAN 1500 − 80 (WireGuard) = tunnel 1420 − 50 (VXLAN) = overlay 1370")
+                && m.reason.contains("MSS clamp 1330 (auto: 1370 − 40)"),
+            "{m:?}"
+        );
+        let f = find(&checks, "segment.fdb", "crosssite");
+        assert!(f.reason.starts_with("2 MACs on lan1, 3 behind remote VTEPs (3 behind 10.2.0.1)"), "{f:?}");
+        assert_eq!(find(&checks, "segment.drops", "crosssite").result, Verdict::Pass);
+
+        // The default route stays; what is routed into the tunnel is named.
+        let r = find(&checks, "route.default", "box");
+        assert!(r.reason.contains("10.2.0.0/16 to wro"), "{r:?}");
+
+        // JSON carries the new checks like any other.
+        let doc = json_doc("unix:/x", &st, &checks);
+        assert!(doc["checks"].as_array().unwrap().iter().any(|c| c["id"] == "segment.mtu" && c["subject"] == "crosssite"));
+
+        // `routerctl status` on the same box: a line per segment, and the JSON carries it.
+        let shown = crate::box_cmd::status_text(&st);
+        assert!(shown.contains("  crosssite    vni 100000   on lan1   udp 4789   fdb 2 local, 3 remote (10.2.0.1 3)"), "{shown}");
+        assert!(shown.contains("segments (VXLAN, all segments: 0 encapsulated, 0 decapsulated, 0 flooded; drops: none)"), "{shown}");
+        let json = crate::box_cmd::to_json(&*st);
+        assert_eq!(json["segments"][0]["vni"], 100_000);
+        assert_eq!(json["segments"][0]["vteps"][0]["address"], "10.2.0.1");
+        assert_eq!(json["segments"][0]["vteps"][0]["fdb_remote"], 3);
+    }
+
+    #[test]
+    fn a_box_without_segments_has_no_segment_checks() {
+        let cfg = config_schema::human::from_toml(CFG).unwrap();
+        let checks = hybrid(&status(&cfg), Some(&cfg));
+        assert!(!checks.iter().any(|c| c.id.starts_with("segment.")), "{checks:#?}");
+        let r = find(&checks, "route.default", "box");
+        assert_eq!(
+            r.reason,
+            "the default route is not the tunnel (only the peers' allowed IPs are routed into it: 10.20.0.50/32 to cloud)"
+        );
+    }
+
+    #[test]
+    fn a_segment_mtu_above_the_budget_fails_with_the_numbers() {
+        let mut cfg = two_site();
+        cfg.segments[0].mtu = 1400;
+        let st = healthy_overlay(&cfg);
+        let m = find(&hybrid(&st, Some(&cfg)), "segment.mtu", "crosssite").clone();
+        assert_eq!(m.result, Verdict::Fail);
+        assert!(m.reason.starts_with("segment mtu 1400 is above the budget (WAN 1500 − 80 (WireGuard) = tunnel 1420"), "{m:?}");
+        assert!(m.reason.contains("frames over 1370 on lan1 are dropped"), "{m:?}");
+        assert!(m.hint.contains("mtu = 1370"), "{m:?}");
+
+        // A smaller WAN shrinks the whole chain.
+        let mut cfg = two_site();
+        for p in cfg.ports.iter_mut() {
+            p.mtu = 1400;
+        }
+        let m = find(&hybrid(&st, Some(&cfg)), "segment.mtu", "crosssite").clone();
+        assert_eq!(m.result, Verdict::Fail);
+        assert!(m.reason.contains("(WAN 1400 − 80 (WireGuard) = tunnel 1320 − 50 (VXLAN) = overlay 1270)"), "{m:?}");
+
+        // A fixed clamp above the overlay's MSS is a warning.
+        let mut cfg = two_site();
+        cfg.segments[0].mss_clamp = MssClamp::Value(1360);
+        let m = find(&hybrid(&st, Some(&cfg)), "segment.mtu", "crosssite").clone();
+        assert_eq!(m.result, Verdict::Warn);
+        assert!(m.reason.contains("MSS clamp 1360") && m.reason.contains("1370 − 40 = 1330"), "{m:?}");
+    }
+
+    #[test]
+    fn a_vtep_outside_the_allowed_ips_is_unencrypted_and_a_dead_peer_fails() {
+        let mut cfg = two_site();
+        cfg.segments[0].remote_vteps[0] = "203.0.113.7".parse().unwrap();
+        let st = healthy_overlay(&cfg);
+        let checks = hybrid(&st, Some(&cfg));
+        let v = find(&checks, "segment.vtep", "crosssite/203.0.113.7");
+        assert_eq!(v.result, Verdict::Warn);
+        assert!(v.reason.contains("in the clear") && v.reason.contains("unencrypted"), "{v:?}");
+        assert!(v.reason.contains("leave from the WAN address 192.168.1.35, not local_vtep 10.1.0.1"), "{v:?}");
+        assert!(v.hint.contains("203.0.113.7/32"), "{v:?}");
+
+        // The local VTEP on the WAN address: the whole segment is in the clear.
+        cfg.segments[0].local_vtep = "192.168.1.35".parse().unwrap();
+        let b = find(&hybrid(&st, Some(&cfg)), "segment.bridge", "crosssite").clone();
+        assert_eq!(b.result, Verdict::Warn);
+        assert!(b.reason.contains("address of wan0: VXLAN leaves in the clear") && b.hint.contains("10.1.0.1"), "{b:?}");
+
+        // Through the tunnel, but the peer's session is stale or never came up.
+        let cfg = two_site();
+        let mut st = healthy_overlay(&cfg);
+        st.peers[0].last_handshake_ms_ago = Some(150_000);
+        assert_eq!(find(&hybrid(&st, Some(&cfg)), "segment.vtep", "crosssite/10.2.0.1").result, Verdict::Warn);
+        st.peers[0].last_handshake_ms_ago = None;
+        let v = find(&hybrid(&st, Some(&cfg)), "segment.vtep", "crosssite/10.2.0.1").clone();
+        assert_eq!(v.result, Verdict::Fail);
+        assert!(v.reason.contains("no handshake yet") && v.hint.contains("peer.handshake"), "{v:?}");
+    }
+
+    #[test]
+    fn fdb_and_oversize_drops_since_the_mark_warn() {
+        use routerd_provision::message::{text, Count};
+        let cfg = two_site();
+        let mut st = healthy_overlay(&cfg);
+
+        // Hosts heard here, nothing from the far side.
+        st.segments[0].fdb_remote = 0;
+        st.segments[0].vteps[0].fdb_remote = 0;
+        let f = find(&hybrid(&st, Some(&cfg)), "segment.fdb", "crosssite").clone();
+        assert_eq!(f.result, Verdict::Warn);
+        assert!(f.reason.contains("nothing came back") && f.hint.contains("VNI 100000"), "{f:?}");
+        // A quiet segment is fine.
+        st.segments[0].fdb_local = 0;
+        assert_eq!(find(&hybrid(&st, Some(&cfg)), "segment.fdb", "crosssite").result, Verdict::Pass);
+        // An FDB that ran full.
+        st.counters.iter_mut().find(|c| c.name.as_str() == "fdb_full").expect("the box reports fdb_full").value = 12;
+        let f = find(&hybrid(&st, Some(&cfg)), "segment.fdb", "crosssite").clone();
+        assert!(f.result == Verdict::Warn && f.reason.contains("12 MACs not learned"), "{f:?}");
+
+        // Oversize frames since the last run: named, with the MTU to set.
+        let mut st = healthy_overlay(&cfg);
+        st.mark_age_ms = Some(30_000);
+        st.drops.push(Count { name: text("vxlan_oversize"), value: 40 }).unwrap();
+        st.drops_since_mark.push(Count { name: text("vxlan_oversize"), value: 7 }).unwrap();
+        st.drops_since_mark.push(Count { name: text("vxlan_unknown_vtep"), value: 2 }).unwrap();
+        let checks = hybrid(&st, Some(&cfg));
+        let d = find(&checks, "segment.drops", "crosssite");
+        assert_eq!(d.result, Verdict::Warn);
+        assert_eq!(d.reason, "vxlan_oversize 7, vxlan_unknown_vtep 2 in the last 30 s");
+        assert!(d.hint.contains("1370 on lan1") && d.hint.contains("not in remote_vteps"), "{d:?}");
+
+        // Oversize drops before the last run only: a pass.
+        st.drops_since_mark.clear();
+        assert_eq!(find(&hybrid(&st, Some(&cfg)), "segment.drops", "crosssite").result, Verdict::Pass);
     }
 }

@@ -149,8 +149,15 @@ pub fn import(text: &str, tunnel: &str) -> Result<Imported, String> {
             let _ = writeln!(t, "persistent_keepalive = {k}");
         }
         if p.psk {
-            let _ = writeln!(t, "preshared_key = \"device:{name}-psk\"   # import it on both boxes");
-            out.notes.push(format!("peer {name}: the pre-shared key is not copied; import it into slot {name}-psk"));
+            let _ = writeln!(
+                t,
+                "preshared_key = \"device:{name}-psk\"   # before apply: routerctl key psk import {name}-psk --from-file FILE --yes"
+            );
+            out.notes.push(format!(
+                "peer {name}: the preshared key is not copied into the file; put this [Peer]'s PresharedKey in a file and \
+                 `routerctl key psk import {name}-psk --from-file FILE --yes --port …` before you apply (else the box makes a \
+                 new one the peer does not have)"
+            ));
         }
     }
     Ok(out)
@@ -201,6 +208,30 @@ AllowedIPs = 10.30.0.0/24
         assert!(!got.toml.contains("yAnz5TF"), "the private key must not be copied");
         for skipped in ["fd00::1/64", "::/0", "dns", "postup"] {
             assert!(got.notes.iter().any(|n| n.contains(skipped)), "{skipped} not noted: {:?}", got.notes);
+        }
+    }
+
+    #[test]
+    fn a_preshared_key_becomes_a_slot_and_is_not_copied() {
+        let conf = CONF.replace(
+            "PersistentKeepalive = 25\n",
+            "PersistentKeepalive = 25\nPresharedKey = FpCyhws9cxwWoV4xELtfJvjJN+zQVRPISllRWgeopVE=\n",
+        );
+        let got = import(&conf, "wg0").unwrap();
+        assert!(!got.toml.contains("FpCyhws9"), "the preshared key must not be copied");
+        assert!(got.notes.iter().any(|n| n.contains("routerctl key psk import cloud-psk --from-file")), "{:?}", got.notes);
+        let full = format!(
+            "[device]\nname = \"x\"\nside = \"onprem\"\n[[ports]]\nname = \"lan0\"\nrole = \"lan\"\naddress = \"10.20.0.2/24\"\n\
+             [[ports]]\nname = \"wan0\"\nrole = \"wan\"\naddress = \"192.168.1.2/24\"\n{}",
+            got.toml
+        );
+        let cfg = config_schema::human::from_toml(&full).unwrap_or_else(|e| panic!("{}\n{full}", e.report));
+        assert_eq!(cfg.peers[0].preshared_key, Some("device:cloud-psk".parse().unwrap()));
+        assert_eq!(cfg.peers[1].preshared_key, None);
+        // Both platforms run it: nothing is said about the preshared key.
+        for platform in config_schema::Platform::ALL {
+            let r = config_schema::validate_for(&cfg, platform);
+            assert!(r.problems.iter().all(|p| !p.path.contains("preshared_key")), "{platform}: {:?}", r.problems);
         }
     }
 

@@ -268,7 +268,8 @@ fn key(c: &mut Client, name: &str) -> Result<String, Failure> {
         Reply::Keys(k) => k
             .iter()
             .find(|k| k.slot.as_str() == "wg0")
-            .map(|k| crate::box_cmd::key_b64(&k.public_key))
+            .and_then(|k| k.public_key)
+            .map(|k| crate::box_cmd::key_b64(&k))
             .ok_or_else(|| failed(format!("{name}: no key in slot wg0"))),
         other => Err(failed(format!("{name}: key generate: {other:?}"))),
     }

@@ -3,7 +3,7 @@
 //! Files and keys: `config validate|show|example`, `keygen`, `pubkey`.
 //! A box, over its serial line (`--port`): `status`, `plan`, `apply`,
 //! `config get`, `claims list|add|remove`, `key show|generate|import`,
-//! `logs`, `reboot`. And `completions`, `man`.
+//! `key psk show|import|generate`, `logs`, `reboot`. And `completions`, `man`.
 //!
 //! Exit codes (PRODUCT.md, "Contracts"): 0 success, 1 a check or command
 //! failed (e.g. the configuration has errors), 2 bad usage or unreadable input.
@@ -146,7 +146,7 @@ enum Command {
     /// List, add and remove claims on a running box
     #[command(subcommand)]
     Claims(box_cmd::ClaimsCommand),
-    /// The box's WireGuard keys (made on the box; only public halves leave it)
+    /// The box's WireGuard keys: private keys (only public halves leave the box) and preshared keys (`key psk`)
     #[command(subcommand)]
     Key(box_cmd::KeyCommand),
     /// Follow the box's console log through a provisioning session

@@ -42,6 +42,7 @@ use crate::linux::{self, LinuxFindings};
 use crate::setup::{self, DnsCache, DnsPeer, Opened};
 use crate::tap;
 use crate::wan::Wan;
+use routerd_control::dns::{NameClock, Policy};
 
 /// Frames taken from one fd per turn (and slots per `recvmmsg`).
 pub const BATCH: usize = crate::wan::BATCH;
@@ -124,9 +125,11 @@ pub struct LoopOptions {
 }
 
 impl LoopOptions {
-    /// How often a name that never resolved is tried again.
-    fn resolve_retry(&self) -> Duration {
-        RESOLVE_RETRY.min(self.reresolve_after)
+    /// The image's re-resolve policy with this loop's `--reresolve-after`
+    /// (failures retried every 30 s at most, never less often than that).
+    fn policy(&self) -> Policy {
+        let after = self.reresolve_after.as_millis() as u64;
+        Policy { reresolve_after_ms: after, retry_ms: (RESOLVE_RETRY.as_millis() as u64).min(after), ..Policy::DEFAULT }
     }
 }
 
@@ -146,6 +149,8 @@ pub struct Router {
     device: watch::Sender<String>,
     /// The public key of what `key_file` holds.
     key_on_disk: Option<wg::PublicKey>,
+    /// The preshared keys in the files beside `key_file`, by slot.
+    psks_on_disk: Vec<(Name, wg::PresharedKey)>,
     /// Run the Linux checks now (the claims changed).
     recheck: bool,
 }
@@ -174,6 +179,21 @@ impl Router {
                 return Err(f.to_string());
             }
         }
+        // The peers' preshared keys kept beside the key file; a slot without
+        // a file is made by the apply below and written there.
+        let mut psks_on_disk = Vec::new();
+        for slot in cfg.peers.iter().filter_map(|p| p.preshared_key.as_ref()).map(|KeyRef::Device(s)| s) {
+            let Some(path) = opts.key_file.as_deref().map(|f| crate::key::psk_path(f, slot)) else { break };
+            if psks_on_disk.iter().any(|(s, _)| s == slot) {
+                continue;
+            }
+            let Some(psk) = crate::key::load_psk(&path).map_err(|e| e.message)? else { continue };
+            if let Reply::Error(f) = node.handle(Instant::ZERO, Op::PresharedKeyImport(slot.clone(), psk.0), &[]) {
+                return Err(format!("{}: {f}", path.display()));
+            }
+            log::info!("wg: preshared key {slot} read from {}", path.display());
+            psks_on_disk.push((slot.clone(), psk));
+        }
         let dns_cache = setup::resolve_all(&cfg);
         let ports = Ports { taps, wan, wan_nic: opened.wan_port, counters };
         let mut r = Router {
@@ -190,6 +210,7 @@ impl Router {
             findings: LinuxFindings::default(),
             device: watch::channel(String::new()).0,
             key_on_disk,
+            psks_on_disk,
             recheck: false,
         };
         match r.apply(Box::new(cfg)) {
@@ -235,7 +256,16 @@ impl Router {
                 "routerd-host does not reboot the machine it runs on; restart the service instead (e.g. systemctl restart routerd-host)",
             ));
         }
-        let changes = matches!(op, Op::Apply(_) | Op::ClaimAdd(_) | Op::ClaimRemove(_) | Op::KeyGenerate(_) | Op::KeyImport(..));
+        let changes = matches!(
+            op,
+            Op::Apply(_)
+                | Op::ClaimAdd(_)
+                | Op::ClaimRemove(_)
+                | Op::KeyGenerate(_)
+                | Op::KeyImport(..)
+                | Op::PresharedKeyGenerate(_)
+                | Op::PresharedKeyImport(..)
+        );
         let now = self.now();
         let snaps = self.snapshots();
         let Router { node, ports, opened, dns_cache, .. } = self;
@@ -255,20 +285,20 @@ impl Router {
     /// running configuration, and the key file.
     fn reconfigured(&mut self) {
         let Some(cfg) = self.node.config() else { return };
-        let now = std::time::Instant::now();
+        let now = self.now();
         let old = std::mem::take(&mut self.dns);
         self.dns = setup::dns_peers(cfg, &self.dns_cache)
             .into_iter()
             .map(|peer| {
-                // A name already being tracked keeps its schedule; a new
-                // unresolved one is tried at the next check.
-                let last_attempt = old
-                    .iter()
-                    .find(|d| d.peer.host == peer.host)
-                    .map(|d| d.last_attempt)
-                    .or_else(|| peer.resolved.map(|_| now))
-                    .unwrap_or_else(|| now.checked_sub(self.opts.resolve_retry()).unwrap_or(now));
-                DnsState { peer, last_attempt }
+                // A name already being tracked keeps its schedule; one
+                // resolved at start counts from now; a new unresolved one
+                // is tried at the next check.
+                let clock = old.iter().find(|d| d.peer.host == peer.host).map(|d| d.clock).unwrap_or(NameClock {
+                    resolved_at: peer.resolved.map(|_| now),
+                    ttl_secs: None,
+                    attempted_at: peer.resolved.map(|_| now),
+                });
+                DnsState { peer, clock }
             })
             .collect();
         let captured = setup::captured_secondary(cfg);
@@ -278,6 +308,28 @@ impl Router {
         let slot = tunnel_slot(cfg);
         self.device.send_replace(name);
         self.persist_key(slot);
+        self.persist_psks();
+    }
+
+    /// Write each preshared key that changed (made on apply, `routerctl key
+    /// psk generate|import`) to its file beside `--key-file` (as
+    /// [`Router::persist_key`]). Without `--key-file` they live in RAM only.
+    fn persist_psks(&mut self) {
+        let Some(key_file) = self.opts.key_file.clone() else { return };
+        for (slot, psk) in self.node.preshared_keys() {
+            if self.psks_on_disk.iter().any(|(s, k)| s == slot && k == psk) {
+                continue;
+            }
+            let path = crate::key::psk_path(&key_file, slot);
+            match crate::key::store_psk(&path, psk) {
+                Ok(()) => {
+                    log::info!("wg: preshared key {slot} written to {}", path.display());
+                    self.psks_on_disk.retain(|(s, _)| s != slot);
+                    self.psks_on_disk.push((slot.clone(), psk.clone()));
+                }
+                Err(e) => log::error!("wg: {}: the preshared key is in use but could not be saved: {}", path.display(), e.message),
+            }
+        }
     }
 
     /// Write the tunnel's key to `--key-file` when it changed (made on
@@ -608,22 +660,23 @@ impl Router {
         self.findings = f;
     }
 
-    /// Start one DNS lookup if a DNS peer is due.
+    /// Start one DNS lookup if a DNS peer is due: the image's re-resolve
+    /// policy (`routerd_control::dns::Policy`), with `--reresolve-after`.
+    /// The system resolver gives no TTL, so the handshake, the retry and
+    /// the periodic refresh decide.
     fn dns_due(&mut self, now: Instant) -> Option<DnsJob> {
-        let wall = std::time::Instant::now();
         let wg_now = wg::Instant::from_millis(now.millis());
         let Router { node, dns, opts, .. } = self;
+        let policy = opts.policy();
         let device = node.wireguard();
         for (i, d) in dns.iter_mut().enumerate() {
             let since = device
                 .as_ref()
                 .and_then(|w| w.peer_status(wg::PeerId(d.peer.peer), wg_now))
                 .and_then(|s| s.last_handshake)
-                .map(|t| wg_now.saturating_since(t));
-            let stale = since.is_none_or(|s| s.as_millis() as u64 > opts.reresolve_after.as_millis() as u64);
-            let every = if d.peer.resolved.is_some() { opts.reresolve_after } else { opts.resolve_retry() };
-            if stale && wall.duration_since(d.last_attempt) >= every {
-                d.last_attempt = wall;
+                .map(|t| wg_now.saturating_since(t).as_millis() as u64);
+            if policy.due(&d.clock, since, now) {
+                d.clock.attempted_at = Some(now);
                 let (host, port) = (d.peer.host.clone(), d.peer.port);
                 return Some(tokio::task::spawn_blocking(move || (i, setup::resolve(&host, port))));
             }
@@ -632,12 +685,14 @@ impl Router {
     }
 
     fn resolved(&mut self, i: usize, result: Result<SocketAddr, String>) {
+        let now = self.now();
         let Some(d) = self.dns.get_mut(i) else { return };
         match result {
             Err(e) => log::warn!("peer {}: re-resolving failed: {e}", d.peer.name),
             Ok(real) => {
                 let changed = d.peer.resolved != Some(real);
                 d.peer.resolved = Some(real);
+                d.clock.resolved_at = Some(now);
                 let (peer, name, host) = (d.peer.peer, d.peer.name.clone(), d.peer.host.clone());
                 self.dns_cache.insert(host.clone(), real);
                 self.set_endpoint(peer, real);
@@ -689,7 +744,7 @@ impl Router {
 
 struct DnsState {
     peer: DnsPeer,
-    last_attempt: std::time::Instant,
+    clock: NameClock,
 }
 
 type DnsJob = JoinHandle<(usize, Result<SocketAddr, String>)>;

@@ -213,8 +213,10 @@ fn lab(n: u32, underlay: Underlay) {
             run(&["ip", "netns", "exec", &ns_p, "ping", "-6", "-n", "-c", "1", "-W", "1", &router_ul]).is_ok()
         });
     }
-    // Ping both ways. Neither WireGuard queues the packet that starts a
-    // handshake, so the first direction may lose one or two.
+    // routerd-host dialled its kept-alive peer at start, before wireguard-go
+    // listened; it retries every 5 s (REKEY_TIMEOUT): wait for the tunnel.
+    wait_for("the first handshake", Duration::from_secs(20), || ping(&ns_l, "10.20.0.50", 1, 56) == 1);
+    // Ping both ways.
     let a = ping(&ns_l, "10.20.0.50", 5, 56);
     let b = ping(&ns_p, "10.20.0.10", 5, 56);
     // Near the tunnel MTU: 1392 + 8 + 20 = 1420.

@@ -39,6 +39,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("wireguard-go", "wireguard-go"),
     ("wg", "wireguard-tools"),
     ("ping", "iputils-ping"),
+    // The DHCP (and DNS) server of the WAN tests; -base: no system service.
+    ("dnsmasq", "dnsmasq-base"),
 ];
 
 fn main() -> ExitCode {

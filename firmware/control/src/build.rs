@@ -39,6 +39,9 @@ pub struct PeerPlan {
     pub endpoint: Option<SocketAddr>,
     pub persistent_keepalive: Option<u16>,
     pub allowed: Vec<dp::Prefix, { dp::config::MAX_ALLOWED_PER_PEER }>,
+    /// Key-store slot of the preshared key (`device:NAME`), if any. The
+    /// node checks the slot holds a preshared key before it builds.
+    pub preshared_key: Option<config_schema::Name>,
 }
 
 /// The WireGuard interface as the tunnel needs it.
@@ -52,6 +55,15 @@ pub struct TunnelPlan {
     pub peers: Vec<PeerPlan, MAX_PEERS>,
 }
 
+/// A peer whose endpoint is a DNS name: the resolver keeps it resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamedEndpoint {
+    pub name: config_schema::DnsName,
+    pub port: u16,
+    /// The tunnel's peer id.
+    pub peer: u16,
+}
+
 /// Everything the platform needs to run a configuration.
 #[derive(Clone, Debug)]
 pub struct Runtime {
@@ -60,6 +72,8 @@ pub struct Runtime {
     /// dataplane port `p`.
     pub nic_of_port: Vec<usize, MAX_NICS>,
     pub tunnel: Option<TunnelPlan>,
+    /// Peers whose endpoint is a DNS name.
+    pub named: Vec<NamedEndpoint, MAX_PEERS>,
 }
 
 /// Why a configuration cannot run on this box. Each names the path.
@@ -69,16 +83,13 @@ pub enum BuildError {
     NoNic { port: usize },
     /// `ports[i]`: two ports bound to one NIC.
     NicTaken { port: usize },
-    /// `ports[i].address`: a WAN port without a static address (`dhcp`
-    /// is not implemented on this path yet).
+    /// `ports[i].address`: a WAN port without an address (or `dhcp` on a
+    /// LAN port, which validation refuses first).
     PortAddress { port: usize },
     /// `wireguard[i]`: this build drives one WireGuard interface.
     ExtraTunnel { tunnel: usize },
-    /// `peers[i].endpoint`: a DNS name (the box has no resolver yet) or IPv6
-    /// (the underlay is IPv4 today).
+    /// `peers[i].endpoint`: IPv6 (the underlay is IPv4 today).
     PeerEndpoint { peer: usize },
-    /// `peers[i].preshared_key`: the key store cannot supply it yet.
-    PresharedKey { peer: usize },
     /// `peers[i]` or `claims[i]` names something missing (validate() catches
     /// this first; kept so `build` is total).
     Reference { what: &'static str, index: usize },
@@ -98,16 +109,13 @@ impl fmt::Display for BuildError {
             BuildError::NoNic { port } => write!(f, "ports[{port}]: no NIC with that MAC or contract name on this box"),
             BuildError::NicTaken { port } => write!(f, "ports[{port}]: its NIC is already bound to another port"),
             BuildError::PortAddress { port } => {
-                write!(f, "ports[{port}].address: the WAN port needs a static a.b.c.d/len here (dhcp is not implemented yet)")
+                write!(f, "ports[{port}].address: the WAN port needs an address (a.b.c.d/len or dhcp)")
             }
             BuildError::ExtraTunnel { tunnel } => {
                 write!(f, "wireguard[{tunnel}]: this build drives one WireGuard interface")
             }
             BuildError::PeerEndpoint { peer } => {
-                write!(f, "peers[{peer}].endpoint: give an IPv4 address (DNS names and IPv6 endpoints are not supported yet)")
-            }
-            BuildError::PresharedKey { peer } => {
-                write!(f, "peers[{peer}].preshared_key: pre-shared keys from the key store are not supported yet")
+                write!(f, "peers[{peer}].endpoint: give an IPv4 address or a DNS name (IPv6 endpoints are not supported yet)")
             }
             BuildError::Reference { what, index } => write!(f, "{what}[{index}]: names something that does not exist"),
             BuildError::NoLocalPort { claim } => {
@@ -126,10 +134,28 @@ fn port_index(cfg: &Config, name: &config_schema::Name) -> Option<usize> {
     cfg.ports.iter().position(|p| p.name == *name)
 }
 
+/// What a DHCP lease gives the WAN port (`address = "dhcp"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WanLease {
+    pub address: config_schema::Ipv4Cidr,
+    pub gateway: Option<core::net::Ipv4Addr>,
+}
+
 /// Builds the runtime for `cfg` on a box with `nics`. `cfg` should have
 /// passed `config_schema::validate_for` for this platform: then only what
 /// depends on the hardware (a NIC that is not there) is refused here.
 pub fn build(cfg: &Config, nics: &[NicInfo]) -> Result<Runtime, BuildError> {
+    build_with(cfg, nics, None, &|_| None)
+}
+
+/// [`build`] with what the box learned: the WAN's DHCP lease, if it has
+/// one, and the addresses of peer endpoints given by name.
+pub fn build_with(
+    cfg: &Config,
+    nics: &[NicInfo],
+    lease: Option<WanLease>,
+    resolved: &dyn Fn(&config_schema::DnsName) -> Option<core::net::Ipv4Addr>,
+) -> Result<Runtime, BuildError> {
     // Ports → NICs.
     let mut nic_of_port: Vec<usize, MAX_NICS> = Vec::new();
     let mut ports: Vec<dp::PortConfig, { dp::config::MAX_PORTS }> = Vec::new();
@@ -148,10 +174,15 @@ pub fn build(cfg: &Config, nics: &[NicInfo]) -> Result<Runtime, BuildError> {
             return Err(BuildError::NicTaken { port: i });
         }
         // A LAN port without an address is a bridge-only segment member;
-        // the WAN needs its own address (a lease for `dhcp`).
-        let cidr = match (p.role, p.address) {
-            (_, Some(PortAddress::Static(cidr))) => Some(cidr),
-            (PortRole::Lan, None) => None,
+        // the WAN needs its own address, or its lease for `dhcp` (none yet:
+        // no address, and only the DHCP client speaks there).
+        let (cidr, gateway, dhcp) = match (p.role, p.address) {
+            (_, Some(PortAddress::Static(cidr))) => (Some(cidr), p.gateway, false),
+            (PortRole::Lan, None) => (None, None, false),
+            (PortRole::Wan, Some(PortAddress::Dhcp)) => match lease {
+                Some(l) => (Some(l.address), l.gateway, true),
+                None => (None, None, true),
+            },
             _ => return Err(BuildError::PortAddress { port: i }),
         };
         let role = match p.role {
@@ -169,8 +200,9 @@ pub fn build(cfg: &Config, nics: &[NicInfo]) -> Result<Runtime, BuildError> {
                 mac: dp::Mac(mac),
                 address: cidr.map(|c| c.addr()),
                 prefix_len: cidr.map_or(0, |c| c.prefix_len()),
-                gateway: p.gateway,
+                gateway,
                 mtu: p.mtu,
+                dhcp,
             })
             .map_err(|_| BuildError::Capacity { what: "ports" })?;
     }
@@ -183,6 +215,7 @@ pub fn build(cfg: &Config, nics: &[NicInfo]) -> Result<Runtime, BuildError> {
     // Config peer index → tunnel peer id.
     let mut peer_ids: Vec<Option<u16>, { config_schema::limits::MAX_PEERS }> = Vec::new();
     let mut plan_peers: Vec<PeerPlan, MAX_PEERS> = Vec::new();
+    let mut named: Vec<NamedEndpoint, MAX_PEERS> = Vec::new();
     let mut dp_peers: Vec<dp::PeerConfig, { dp::config::MAX_PEERS }> = Vec::new();
     for (i, p) in cfg.peers.iter().enumerate() {
         let on_tunnel = wg.is_some_and(|t| t.name == p.tunnel);
@@ -190,14 +223,20 @@ pub fn build(cfg: &Config, nics: &[NicInfo]) -> Result<Runtime, BuildError> {
             let _ = peer_ids.push(None);
             continue;
         }
-        if p.preshared_key.is_some() {
-            return Err(BuildError::PresharedKey { peer: i });
-        }
         let endpoint = match &p.endpoint {
             None => None,
-            Some(e) => match e.host {
-                Host::V4(a) => Some(SocketAddr::V4(SocketAddrV4::new(a, e.port))),
-                Host::V6(_) | Host::Dns(_) => return Err(BuildError::PeerEndpoint { peer: i }),
+            Some(e) => match &e.host {
+                Host::V4(a) => Some(SocketAddr::V4(SocketAddrV4::new(*a, e.port))),
+                // By name: the resolver's address, once it has one (until
+                // then the peer can still dial in).
+                Host::Dns(name) => {
+                    let peer = plan_peers.len() as u16;
+                    named
+                        .push(NamedEndpoint { name: name.clone(), port: e.port, peer })
+                        .map_err(|_| BuildError::Capacity { what: "peers" })?;
+                    resolved(name).map(|a| SocketAddr::V4(SocketAddrV4::new(a, e.port)))
+                }
+                Host::V6(_) => return Err(BuildError::PeerEndpoint { peer: i }),
             },
         };
         let id = plan_peers.len() as u16;
@@ -206,8 +245,15 @@ pub fn build(cfg: &Config, nics: &[NicInfo]) -> Result<Runtime, BuildError> {
             let prefix = dp::Prefix::new(c.network(), c.prefix_len()).ok_or(BuildError::Reference { what: "peers", index: i })?;
             allowed.push(prefix).map_err(|_| BuildError::Capacity { what: "peers[].allowed_ips" })?;
         }
+        let preshared_key = p.preshared_key.as_ref().map(|KeyRef::Device(slot)| slot.clone());
         plan_peers
-            .push(PeerPlan { public_key: p.public_key.0, endpoint, persistent_keepalive: p.persistent_keepalive, allowed: allowed.clone() })
+            .push(PeerPlan {
+                public_key: p.public_key.0,
+                endpoint,
+                persistent_keepalive: p.persistent_keepalive,
+                allowed: allowed.clone(),
+                preshared_key,
+            })
             .map_err(|_| BuildError::Capacity { what: "peers" })?;
         dp_peers.push(dp::PeerConfig { id: dp::PeerId(id), allowed }).map_err(|_| BuildError::Capacity { what: "peers" })?;
         let _ = peer_ids.push(Some(id));
@@ -294,5 +340,5 @@ pub fn build(cfg: &Config, nics: &[NicInfo]) -> Result<Runtime, BuildError> {
         }
         None => None,
     };
-    Ok(Runtime { dataplane, nic_of_port, tunnel })
+    Ok(Runtime { dataplane, nic_of_port, tunnel, named })
 }

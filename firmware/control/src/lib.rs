@@ -23,6 +23,9 @@
 extern crate alloc;
 
 pub mod build;
+pub mod dhcp;
+pub mod dns;
+mod keys;
 pub mod node;
 pub mod persist;
 pub mod run;
@@ -30,7 +33,7 @@ pub mod services;
 pub mod tunnel;
 
 pub use build::{build, BuildError, ContractName, NicInfo, Runtime, TunnelPlan};
-pub use node::{Bind, NicSnapshot, Node, WgDevice};
+pub use node::{Bind, Event, NicSnapshot, Node, WgDevice};
 pub use persist::{RestoreError, Saved};
 pub use run::{Forwarder, Nics};
 pub use services::{Services, WithServices};
@@ -51,7 +54,9 @@ mod limits {
     const _: () = assert!(dp::MAX_PORT_MTU == RUNS.port_mtu_max, "dataplane port MTU != RUNS.port_mtu_max");
     // Tunnels: `build` drives the first [[wireguard]] only.
     const _: () = assert!(crate::build::MAX_TUNNELS == RUNS.tunnels, "build's tunnels != RUNS.tunnels");
-    const _: () = assert!(RUNS.tunnels <= schema::MAX_TUNNELS && msg::MAX_KEYS >= RUNS.tunnels);
+    const _: () = assert!(RUNS.tunnels <= schema::MAX_TUNNELS);
+    // Key slots: a private key per tunnel and a preshared key per peer.
+    const _: () = assert!(msg::MAX_KEYS >= RUNS.tunnels + RUNS.peers, "key slots < tunnels + peers");
     // Peers: the dataplane's peer table, the tunnel plan, the WireGuard device.
     const _: () = assert!(dp::MAX_PEERS == RUNS.peers, "dataplane peers != RUNS.peers");
     const _: () = assert!(crate::build::MAX_PEERS == RUNS.peers);

@@ -20,12 +20,16 @@
 //! counters), a rebuilt WireGuard device takes the old one's counters, and
 //! the doctor's mark survives, so an apply never hides drops.
 //!
-//! **Keys** live in slots (`private_key = "device:NAME"`). A slot a
-//! configuration needs is generated on the box from its entropy source the
-//! first time; private keys never leave the node. Importing one is a
-//! separate, explicit operation. The slots, the configuration and a little
-//! state survive reboots through the platform's store
-//! ([`Node::saved_state`] / [`Node::restore`], `crate::persist`).
+//! **Keys** live in slots: a tunnel's private key (`private_key =
+//! "device:NAME"`) or a peer's preshared key (`preshared_key =
+//! "device:NAME"`); a slot keeps the kind it was made with, and using it
+//! for the other is refused, naming the field. A slot a configuration needs
+//! is generated on the box from its entropy source the first time. Private
+//! keys never leave the node; a preshared key leaves only when asked for by
+//! name (`Op::PresharedKeyReveal`: the peer's box must hold the same one).
+//! Importing either is a separate, explicit operation. The slots, the
+//! configuration and a little state survive reboots through the platform's
+//! store ([`Node::saved_state`] / [`Node::restore`], `crate::persist`).
 
 use alloc::boxed::Box;
 use config_schema::{Claim, Config, KeyRef, Name, PortAddress};
@@ -39,7 +43,9 @@ use routerd_provision::message::{
 };
 use routerd_wireguard::{self as wg, Device, SecretKey};
 
-use crate::build::{build, NicInfo, Runtime, TunnelPlan, MAX_NICS, MAX_PEERS};
+use crate::build::{build_with, NicInfo, Runtime, TunnelPlan, WanLease, MAX_NICS, MAX_PEERS};
+use crate::dhcp::LeaseChange;
+use crate::keys::{wrong_kind, KeySlot, SlotField, SlotKey};
 use crate::tunnel::WgTunnel;
 
 /// Prefixes the WireGuard device routes (all peers together).
@@ -55,12 +61,6 @@ pub struct NicSnapshot {
     pub tx_frames: u64,
     pub rx_errors: u64,
     pub tx_ring_full: u64,
-}
-
-struct KeySlot {
-    name: Name,
-    secret: SecretKey,
-    generated: bool,
 }
 
 struct Running {
@@ -105,6 +105,95 @@ pub struct Node<R> {
     boots: u32,
     /// Configuration or keys changed since the platform last saved.
     unsaved: bool,
+    /// Events for the platform's log besides claim transitions.
+    events: heapless::Deque<Event, 4>,
+}
+
+/// Something the platform logs (`Node::take_event`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A claim changed state.
+    Claim(ClaimEvent),
+    /// The WAN's DHCP lease changed and was applied (or why not).
+    Dhcp(Box<DhcpNote>),
+    /// A peer endpoint's name resolved (the peers using it follow) or failed.
+    Dns(Box<DnsNote>),
+}
+
+/// A DHCP lease change and whether the box applied it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhcpNote {
+    pub port: Name,
+    pub change: LeaseChange,
+    pub result: Result<(), msg::Text<200>>,
+}
+
+/// A resolver event and the peers whose endpoint the name is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsNote {
+    pub event: crate::dns::DnsEvent,
+    pub peers: Vec<Name, MAX_PEERS>,
+}
+
+impl Event {
+    /// Worth a warning rather than an info line.
+    pub fn is_warning(&self) -> bool {
+        match self {
+            Event::Claim(e) => matches!(e.kind, dp::ClaimEventKind::Conflict { .. } | dp::ClaimEventKind::InUse { .. }),
+            Event::Dhcp(d) => matches!(d.change, LeaseChange::Lost) || d.result.is_err(),
+            Event::Dns(d) => matches!(d.event, crate::dns::DnsEvent::Failed { .. }),
+        }
+    }
+}
+
+impl core::fmt::Display for Event {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Event::Claim(e) => write!(f, "{e}"),
+            Event::Dhcp(d) => {
+                let port = &d.port;
+                match &d.change {
+                    LeaseChange::Bound(l) => {
+                        write!(f, "dhcp: {port} leased {}/{} from {}", l.address, l.prefix_len, l.server)?;
+                        match l.gateway {
+                            Some(g) => write!(f, ", gateway {g}")?,
+                            None => write!(f, ", no gateway")?,
+                        }
+                        for (i, s) in l.dns.iter().enumerate() {
+                            write!(f, "{}{s}", if i == 0 { ", dns " } else { " " })?;
+                        }
+                        if let Some(s) = l.lease_secs {
+                            write!(f, ", for {s} s")?;
+                        }
+                    }
+                    LeaseChange::Lost => write!(f, "dhcp: {port} lease ended without renewal; {port} has no address until the next one")?,
+                }
+                match &d.result {
+                    Ok(()) => Ok(()),
+                    Err(e) => write!(f, "; NOT applied: {}", e.as_str()),
+                }
+            }
+            Event::Dns(d) => match &d.event {
+                crate::dns::DnsEvent::Resolved { name, address, previous, ttl_secs } => {
+                    match previous {
+                        Some(p) => write!(f, "dns: {name} moved from {p} to {address} (ttl {ttl_secs} s)")?,
+                        None => write!(f, "dns: {name} resolves to {address} (ttl {ttl_secs} s)")?,
+                    }
+                    for (i, p) in d.peers.iter().enumerate() {
+                        write!(f, "{}{p}", if i == 0 { "; endpoint of peer " } else { ", " })?;
+                    }
+                    Ok(())
+                }
+                crate::dns::DnsEvent::Failed { name, error, kept } => {
+                    write!(f, "dns: {name}: {}", error.as_str())?;
+                    match kept {
+                        Some(a) => write!(f, "; keeping {a}"),
+                        None => write!(f, "; the peer has no endpoint until it resolves (it can still dial in)"),
+                    }
+                }
+            },
+        }
+    }
 }
 
 /// What `Status { mark: true }` remembers, so the next status (the next
@@ -157,6 +246,7 @@ impl<R: RngCore + CryptoRng> Node<R> {
             generation: 0,
             boots: 0,
             unsaved: false,
+            events: heapless::Deque::new(),
         }
     }
 
@@ -248,8 +338,11 @@ impl<R: RngCore + CryptoRng> Node<R> {
                 "storage: this box keeps its state outside the node (routerd-host: --config and --key-file)"
             ))),
             Op::KeyShow => Reply::Keys(self.key_infos()),
-            Op::KeyGenerate(slot) => self.key_set(slot, None, now),
-            Op::KeyImport(slot, secret) => self.key_set(slot, Some(secret), now),
+            Op::KeyGenerate(slot) => self.key_set(slot, msg::KeyKind::Private, None, now),
+            Op::KeyImport(slot, secret) => self.key_set(slot, msg::KeyKind::Private, Some(secret), now),
+            Op::PresharedKeyGenerate(slot) => self.key_set(slot, msg::KeyKind::Preshared, None, now),
+            Op::PresharedKeyImport(slot, key) => self.key_set(slot, msg::KeyKind::Preshared, Some(key), now),
+            Op::PresharedKeyReveal(slot) => self.reveal(slot),
         }
     }
 
@@ -270,7 +363,101 @@ impl<R: RngCore + CryptoRng> Node<R> {
         }
     }
 
-    fn commit(&mut self, mut s: Staged, now: Instant) {
+    /// `build` with the WAN's DHCP lease, when the client that holds it
+    /// runs on the NIC the configuration's WAN port binds to.
+    fn build_leased(&self, cfg: &Config) -> Result<Runtime, crate::BuildError> {
+        let resolver = self.services.resolver();
+        let resolved = |n: &config_schema::DnsName| resolver.address(n);
+        let leased = self.services.dhcp().and_then(|c| {
+            let l = c.lease()?;
+            let address = config_schema::Ipv4Cidr::new(l.address, l.prefix_len).ok()?;
+            Some((WanLease { address, gateway: l.gateway }, c.runs_for().1))
+        });
+        let Some((lease, mac)) = leased else {
+            return build_with(cfg, &self.nics, None, &resolved);
+        };
+        let rt = build_with(cfg, &self.nics, Some(lease), &resolved)?;
+        let wan = rt.dataplane.wan().and_then(|w| rt.dataplane.ports.get(w.index()));
+        if wan.is_some_and(|p| p.dhcp && p.mac == mac) {
+            Ok(rt)
+        } else {
+            build_with(cfg, &self.nics, None, &resolved)
+        }
+    }
+
+    /// The lease the DHCP client has not reported yet: applied through the
+    /// same path as an apply (state carried across, WireGuard kept), without
+    /// counting as a configuration change. The platform's loop calls this
+    /// after the services ran (`Forwarder::turn` does); what happened goes
+    /// to [`Node::take_event`].
+    pub fn apply_services(&mut self, now: Instant) {
+        self.apply_resolved();
+        let Some(change) = self.services.take_lease_change() else { return };
+        let Some(cfg) = self.running.as_ref().map(|r| r.config.clone()) else { return };
+        let port = self.services.dhcp().map(|c| c.runs_for().0);
+        let name = port.and_then(|p| cfg.ports.get(p.index())).map(|p| p.name.clone());
+        let result = match self.stage(cfg, now, &mut as_written) {
+            Ok(s) => {
+                self.swap(s, now);
+                Ok(())
+            }
+            Err(f) => Err(f.message),
+        };
+        if let Some(port) = name {
+            let _ = self.events.push_back(Event::Dhcp(Box::new(DhcpNote { port, change, result })));
+        }
+    }
+
+    /// The resolver's news: a peer's name resolved to a new address moves
+    /// its endpoint in the running WireGuard device (no apply, sessions
+    /// kept: a peer kept alive is dialled at the new address).
+    fn apply_resolved(&mut self) {
+        let resolver = self.services.resolver_mut();
+        while resolver.wants_entropy() {
+            let Some(rng) = self.rng.as_mut() else { break };
+            resolver.add_entropy(rng.next_u32());
+        }
+        while let Some(e) = self.services.resolver_mut().take_event() {
+            let mut peers: Vec<Name, MAX_PEERS> = Vec::new();
+            if let (crate::dns::DnsEvent::Resolved { name, address, .. }, Some(r)) = (&e, self.running.as_mut()) {
+                for n in r.runtime.named.iter().filter(|n| n.name == *name) {
+                    let to = SocketAddr::V4(core::net::SocketAddrV4::new(*address, n.port));
+                    let Some(plan) = r.runtime.tunnel.as_mut().and_then(|t| t.peers.get_mut(usize::from(n.peer))) else { continue };
+                    if plan.endpoint != Some(to) {
+                        plan.endpoint = Some(to);
+                        let _ = r.wg.set_endpoint(wg::PeerId(n.peer), Some(to));
+                    }
+                    let tunnel = r.config.wireguard.first().map(|t| &t.name);
+                    if let Some(p) = r.config.peers.iter().filter(|p| Some(&p.tunnel) == tunnel).nth(usize::from(n.peer)) {
+                        let _ = peers.push(p.name.clone());
+                    }
+                }
+            }
+            let note = Event::Dns(Box::new(DnsNote { event: e, peers }));
+            if let Err(note) = self.events.push_back(note) {
+                self.events.pop_front();
+                let _ = self.events.push_back(note);
+            }
+        }
+    }
+
+    /// The oldest event (claim transition, DHCP lease) the platform has
+    /// not logged yet.
+    pub fn take_event(&mut self) -> Option<Event> {
+        if let Some(e) = self.events.pop_front() {
+            return Some(e);
+        }
+        self.take_claim_event().map(Event::Claim)
+    }
+
+    fn commit(&mut self, s: Staged, now: Instant) {
+        self.swap(s, now);
+        self.generation = self.generation.saturating_add(1);
+        self.unsaved = true;
+    }
+
+    /// The swap of an apply; the DHCP client follows the WAN port.
+    fn swap(&mut self, mut s: Staged, now: Instant) {
         for k in s.new_keys {
             let _ = self.keys.push(k);
         }
@@ -288,9 +475,29 @@ impl<R: RngCore + CryptoRng> Node<R> {
             // stage() builds a device whenever nothing runs; keep total.
             (None, None) => Box::new(Device::new(SecretKey::from_bytes([1; 32]), wg::Config::default())),
         };
+        let wan = s.runtime.dataplane.wan().and_then(|w| Some((w, s.runtime.dataplane.ports.get(w.index())?)));
+        let dhcp = wan.filter(|(_, p)| p.dhcp).map(|(w, p)| (w, p.mac));
+        let seed = self.rng.as_mut().map_or(now.millis(), |r| r.next_u64());
+        self.services.set_dhcp(dhcp, seed, now);
+        // Names to keep resolved; servers from [dns], else the lease's.
+        let mut names: Vec<crate::services::NamePeers, { crate::dns::MAX_NAMES }> = Vec::new();
+        for n in &s.runtime.named {
+            let peer = dp::PeerId(n.peer);
+            match names.iter_mut().find(|(m, _)| *m == n.name) {
+                Some((_, peers)) => {
+                    let _ = peers.push(peer);
+                }
+                None => {
+                    let mut peers = Vec::new();
+                    let _ = peers.push(peer);
+                    let _ = names.push((n.name.clone(), peers));
+                }
+            }
+        }
+        let leased = self.services.dhcp().and_then(|c| c.lease()).map(|l| l.dns.clone()).unwrap_or_default();
+        let servers: &[core::net::Ipv4Addr] = if s.config.dns.servers.is_empty() { &leased } else { &s.config.dns.servers };
+        self.services.set_resolver(names, servers);
         self.running = Some(Running { config: s.config, runtime: s.runtime, dataplane: s.dataplane, wg, applied_at: now });
-        self.generation = self.generation.saturating_add(1);
-        self.unsaved = true;
     }
 
     /// True once after the configuration or a key changed: the platform
@@ -313,7 +520,7 @@ impl<R: RngCore + CryptoRng> Node<R> {
             keys: self
                 .keys
                 .iter()
-                .map(|k| SavedKey { name: k.name.clone(), secret: k.secret.to_bytes(), generated: k.generated })
+                .map(|k| SavedKey { name: k.name.clone(), kind: k.key.kind(), secret: k.key.to_bytes(), generated: k.generated })
                 .collect(),
             config: self.running.as_ref().map(|r| r.config.clone()),
         }
@@ -332,7 +539,7 @@ impl<R: RngCore + CryptoRng> Node<R> {
     pub fn restore_with(&mut self, saved: Saved, now: Instant, bind: Bind<'_>) -> Reply {
         self.keys.clear();
         for k in saved.keys {
-            let _ = self.keys.push(KeySlot { name: k.name, secret: SecretKey::from_bytes(k.secret), generated: k.generated });
+            let _ = self.keys.push(KeySlot { name: k.name, key: SlotKey::from_bytes(k.kind, k.secret), generated: k.generated });
         }
         self.boots = saved.boots.saturating_add(1);
         let reply = match saved.config {
@@ -427,31 +634,51 @@ impl<R: RngCore + CryptoRng> Node<R> {
             let _ = outcome.problems.push(WireProblem::from(p));
         }
 
-        // Key slots: existing ones are used, missing ones made here.
+        // Key slots: existing ones are used, missing ones made here. A slot
+        // keeps its kind: a tunnel's private key is never a peer's
+        // preshared key, nor the other way round.
         let mut new_keys: Vec<KeySlot, { msg::MAX_KEYS }> = Vec::new();
-        for t in &cfg.wireguard {
-            let KeyRef::Device(slot) = &t.private_key;
-            if self.key(slot).is_some() || new_keys.iter().any(|k| k.name == *slot) {
-                continue;
+        let private = cfg.wireguard.iter().enumerate().map(|(i, t)| (SlotField(msg::KeyKind::Private, i), &t.private_key));
+        let preshared =
+            cfg.peers.iter().enumerate().filter_map(|(i, p)| Some((SlotField(msg::KeyKind::Preshared, i), p.preshared_key.as_ref()?)));
+        for (field, KeyRef::Device(slot)) in private.chain(preshared) {
+            let kind = field.0;
+            match self.slot_key(&new_keys, slot) {
+                Some(k) if k.kind() == kind => continue,
+                Some(k) => {
+                    return Err(Failure::refused(format_args!(
+                        "{field}: slot {slot} holds a {}; give it a slot of its own (device:OTHER)",
+                        k.kind().noun()
+                    )))
+                }
+                None => {}
+            }
+            if self.keys.len() + new_keys.len() >= msg::MAX_KEYS {
+                return Err(Failure::refused(format_args!(
+                    "{field}: cannot make slot {slot}: all {} key slots of the box are taken",
+                    msg::MAX_KEYS
+                )));
             }
             let Some(rng) = self.rng.as_mut() else {
                 return Err(Failure::new(
                     FailureKind::NoEntropy,
-                    "no trusted entropy source on this box: it cannot make the WireGuard key (import one with `routerctl key import`)",
+                    match kind {
+                        msg::KeyKind::Private => {
+                            "no trusted entropy source on this box: it cannot make the WireGuard key (import one with `routerctl key import`)"
+                        }
+                        msg::KeyKind::Preshared => {
+                            "no trusted entropy source on this box: it cannot make the preshared key (import one with `routerctl key psk import`)"
+                        }
+                    },
                 ));
             };
-            let k = KeySlot { name: slot.clone(), secret: SecretKey::generate(rng), generated: true };
-            let _ = outcome.keys_created.push(KeyInfo {
-                slot: slot.clone(),
-                public_key: k.secret.public_key().0,
-                generated: true,
-                in_use: true,
-            });
-            new_keys.push(k).map_err(|_| Failure::new(FailureKind::Refused, "wireguard: more key slots than the box holds"))?;
+            let k = KeySlot { name: slot.clone(), key: SlotKey::generate(kind, rng), generated: true };
+            let _ = outcome.keys_created.push(k.info(true));
+            let _ = new_keys.push(k);
         }
 
         let bound = bind(&cfg)?;
-        let runtime = build(bound.as_deref().unwrap_or(&cfg), &self.nics).map_err(|e| Failure::refused(format_args!("{e}")))?;
+        let runtime = self.build_leased(bound.as_deref().unwrap_or(&cfg)).map_err(|e| Failure::refused(format_args!("{e}")))?;
         let dataplane = Dataplane::new(runtime.dataplane.clone(), now)
             .map_err(|e| Failure::refused(format_args!("the dataplane refused the configuration: {e:?}")))?;
         let dataplane = Box::new(dataplane);
@@ -460,15 +687,15 @@ impl<R: RngCore + CryptoRng> Node<R> {
         let wg = if keep {
             None
         } else {
-            let secret = match &runtime.tunnel {
-                Some(plan) => new_keys
-                    .iter()
-                    .find(|k| k.name == plan.key_slot)
-                    .map(|k| k.secret.clone())
-                    .or_else(|| self.key(&plan.key_slot).map(|k| k.secret.clone())),
-                None => None,
+            let secret = runtime.tunnel.as_ref().and_then(|plan| match self.slot_key(&new_keys, &plan.key_slot) {
+                Some(SlotKey::Private(s)) => Some(s.clone()),
+                _ => None,
+            });
+            let preshared = |slot: &Name| match self.slot_key(&new_keys, slot) {
+                Some(SlotKey::Preshared(k)) => Some(k.clone()),
+                _ => None,
             };
-            Some(self.with_wall_clock(wireguard_device(runtime.tunnel.as_ref(), secret)?))
+            Some(self.with_wall_clock(wireguard_device(runtime.tunnel.as_ref(), secret, &preshared)?))
         };
         outcome.tunnel_restarts = wg.is_some() && self.running.is_some();
         diff(self.config(), &cfg, &mut outcome);
@@ -501,7 +728,19 @@ impl<R: RngCore + CryptoRng> Node<R> {
     /// The private key in `slot`, for a platform that keeps keys across
     /// restarts (routerd-host's `--key-file`). Never sent anywhere.
     pub fn key_secret(&self, slot: &Name) -> Option<&SecretKey> {
-        self.key(slot).map(|k| &k.secret)
+        match &self.key(slot)?.key {
+            SlotKey::Private(s) => Some(s),
+            SlotKey::Preshared(_) => None,
+        }
+    }
+
+    /// Every preshared-key slot and its key, for a platform that keeps them
+    /// across restarts (routerd-host's files beside `--key-file`).
+    pub fn preshared_keys(&self) -> impl Iterator<Item = (&Name, &wg::PresharedKey)> {
+        self.keys.iter().filter_map(|k| match &k.key {
+            SlotKey::Preshared(p) => Some((&k.name, p)),
+            SlotKey::Private(_) => None,
+        })
     }
 
     /// The key slot the running tunnel uses.
@@ -518,52 +757,139 @@ impl<R: RngCore + CryptoRng> Node<R> {
         self.keys.iter().find(|k| k.name == *slot)
     }
 
-    fn key_infos(&self) -> Vec<KeyInfo, { msg::MAX_KEYS }> {
-        let used = |slot: &Name| {
-            self.config().is_some_and(|c| c.wireguard.iter().any(|t| matches!(&t.private_key, KeyRef::Device(s) if s == slot)))
-        };
-        self.keys
-            .iter()
-            .map(|k| KeyInfo { slot: k.name.clone(), public_key: k.secret.public_key().0, generated: k.generated, in_use: used(&k.name) })
-            .collect()
+    /// The key in `slot`: one of `new` (made by the apply being staged, or
+    /// about to replace the slot's key) or one the box holds.
+    fn slot_key<'a>(&'a self, new: &'a [KeySlot], slot: &Name) -> Option<&'a SlotKey> {
+        new.iter().chain(self.keys.iter()).find(|k| k.name == *slot).map(|k| &k.key)
     }
 
-    /// Makes (or imports) the key in `slot`; a tunnel using it restarts
-    /// with the new key.
-    fn key_set(&mut self, slot: Name, import: Option<[u8; 32]>, now: Instant) -> Reply {
-        let secret = match import {
-            Some(bytes) => SecretKey::from_bytes(bytes),
+    fn key_infos(&self) -> Box<Vec<KeyInfo, { msg::MAX_KEYS }>> {
+        let used = |k: &KeySlot| {
+            self.config().is_some_and(|c| match k.key.kind() {
+                msg::KeyKind::Private => c.wireguard.iter().any(|t| matches!(&t.private_key, KeyRef::Device(s) if *s == k.name)),
+                msg::KeyKind::Preshared => c.peers.iter().any(|p| matches!(&p.preshared_key, Some(KeyRef::Device(s)) if *s == k.name)),
+            })
+        };
+        Box::new(self.keys.iter().map(|k| k.info(used(k))).collect())
+    }
+
+    /// Makes (or imports) the key of `kind` in `slot`; a tunnel using it
+    /// restarts with the new key (its sessions re-handshake). A slot that
+    /// holds the other kind is refused.
+    fn key_set(&mut self, slot: Name, kind: msg::KeyKind, import: Option<[u8; 32]>, now: Instant) -> Reply {
+        if let Some(k) = self.key(&slot).filter(|k| k.key.kind() != kind) {
+            return wrong_kind(&slot, k.key.kind());
+        }
+        let key = match import {
+            Some(bytes) => SlotKey::from_bytes(kind, bytes),
             None => match self.rng.as_mut() {
-                Some(rng) => SecretKey::generate(rng),
+                Some(rng) => SlotKey::generate(kind, rng),
                 None => return Reply::Error(Failure::new(FailureKind::NoEntropy, "no trusted entropy source: cannot make a key")),
             },
         };
+        let new = [KeySlot { name: slot, key, generated: import.is_none() }];
         // Build the restarted tunnel first: if it fails, nothing changes.
         let restarted = match self.running.as_ref().and_then(|r| r.runtime.tunnel.as_ref()) {
-            Some(plan) if plan.key_slot == slot => match wireguard_device(Some(plan), Some(secret.clone())) {
-                Ok(d) => Some(self.with_wall_clock(d)),
-                Err(f) => return Reply::Error(f),
-            },
+            Some(plan) if plan.key_slot == new[0].name || plan.peers.iter().any(|p| p.preshared_key.as_ref() == Some(&new[0].name)) => {
+                let secret = match self.slot_key(&new, &plan.key_slot) {
+                    Some(SlotKey::Private(s)) => Some(s.clone()),
+                    _ => None,
+                };
+                let preshared = |n: &Name| match self.slot_key(&new, n) {
+                    Some(SlotKey::Preshared(k)) => Some(k.clone()),
+                    _ => None,
+                };
+                match wireguard_device(Some(plan), secret, &preshared) {
+                    Ok(d) => Some(self.with_wall_clock(d)),
+                    Err(f) => return Reply::Error(f),
+                }
+            }
             _ => None,
         };
-        let generated = import.is_none();
-        match self.keys.iter_mut().find(|k| k.name == slot) {
-            Some(k) => {
-                k.secret = secret;
-                k.generated = generated;
-            }
+        let [new] = new;
+        match self.keys.iter_mut().find(|k| k.name == new.name) {
+            Some(k) => *k = new,
             None => {
-                if self.keys.push(KeySlot { name: slot, secret, generated }).is_err() {
-                    return Reply::Error(Failure::new(FailureKind::Refused, "keys: every slot is taken"));
+                if self.keys.push(new).is_err() {
+                    return Reply::Error(Failure::refused(format_args!("keys: all {} key slots of the box are taken", msg::MAX_KEYS)));
                 }
             }
         }
-        if let (Some(d), Some(r)) = (restarted, self.running.as_mut()) {
+        if let (Some(mut d), Some(r)) = (restarted, self.running.as_mut()) {
+            d.carry_counters_from(&r.wg);
             r.wg = d;
             r.applied_at = now;
         }
         self.unsaved = true;
         Reply::Keys(self.key_infos())
+    }
+
+    /// The preshared key in `slot`, so the operator can give the peer's box
+    /// the same one. Private keys never leave the box.
+    fn reveal(&self, slot: Name) -> Reply {
+        match self.key(&slot).map(|k| &k.key) {
+            Some(SlotKey::Preshared(k)) => Reply::PresharedKey { slot, key: k.0 },
+            Some(SlotKey::Private(_)) => Reply::Error(Failure::refused(format_args!(
+                "keys: slot {slot} holds a private key, which never leaves the box (`routerctl key show` prints its public key)"
+            ))),
+            None => Reply::Error(Box::new(Failure {
+                kind: FailureKind::NotFound,
+                message: text_fmt(format_args!("keys: no slot {slot} on this box (`routerctl key show` lists them)")),
+                problems: Vec::new(),
+            })),
+        }
+    }
+
+    /// The WAN's leased address, while the DHCP client holds a lease.
+    fn leased_address(&self) -> Option<config_schema::Ipv4Cidr> {
+        let l = self.services.dhcp()?.lease()?;
+        config_schema::Ipv4Cidr::new(l.address, l.prefix_len).ok()
+    }
+
+    /// The resolver's status (`None` without names to resolve).
+    fn resolver_status(&self, now: Instant) -> Option<msg::ResolverStatus> {
+        let r = self.services.resolver();
+        if r.names().is_empty() {
+            return None;
+        }
+        Some(msg::ResolverStatus {
+            servers: r.servers().iter().copied().collect(),
+            names: r
+                .names()
+                .iter()
+                .map(|n| msg::NameStatus {
+                    name: text(n.name.as_str()),
+                    address: n.address,
+                    resolved_ms_ago: n.clock.resolved_at.map(|t| now.millis_since(t)),
+                    ttl_secs: n.clock.ttl_secs,
+                    error: n.error.map(|e| text(e.as_str())).unwrap_or_default(),
+                    lookups: n.lookups,
+                    failures: n.failures,
+                })
+                .collect(),
+            refused: r.refused,
+        })
+    }
+
+    /// The DHCP client's status.
+    fn dhcp_status(&self, now: Instant) -> Option<msg::DhcpStatus> {
+        let c = self.services.dhcp()?;
+        let st = c.state();
+        let port = self.config().and_then(|cfg| cfg.ports.get(st.port.index())).map(|p| text(p.name.as_str())).unwrap_or_default();
+        let lease = st.lease.as_ref();
+        Some(msg::DhcpStatus {
+            port,
+            address: self.leased_address(),
+            gateway: lease.and_then(|l| l.gateway),
+            dns: lease.map(|l| l.dns.iter().copied().collect()).unwrap_or_default(),
+            server: lease.map(|l| l.server),
+            lease_secs: lease.and_then(|l| l.lease_secs),
+            leased_ms_ago: lease.map(|l| now.millis_since(l.since)),
+            unbound_ms: st.unbound_since.map(|t| now.millis_since(t)),
+            sent: st.sent,
+            received: st.received,
+            lost: st.lost,
+        })
     }
 
     /// The node's view for `routerctl status` and `doctor`.
@@ -587,7 +913,8 @@ impl<R: RngCore + CryptoRng> Node<R> {
                 link_up: n.link_up,
                 address: pc.and_then(|p| match p.address {
                     Some(PortAddress::Static(c)) => Some(c),
-                    _ => None,
+                    Some(PortAddress::Dhcp) => self.leased_address(),
+                    None => None,
                 }),
                 rx_frames: n.rx_frames,
                 tx_frames: n.tx_frames,
@@ -597,6 +924,8 @@ impl<R: RngCore + CryptoRng> Node<R> {
                 tx_dropped_since_mark: None,
             });
         }
+        st.dhcp = self.dhcp_status(now);
+        st.resolver = self.resolver_status(now);
         let Some(r) = self.running.as_ref() else { return st };
         let cfg = &*r.config;
         st.configured = true;
@@ -687,6 +1016,7 @@ impl<R: RngCore + CryptoRng> Node<R> {
                 probes_answered: k.probes_answered,
             });
         }
+        st.segments = segment_status(cfg, r.dataplane.fdb(), now);
         let c = r.dataplane.counters();
         for (name, value) in [
             ("forwarded", c.forwarded),
@@ -705,6 +1035,7 @@ impl<R: RngCore + CryptoRng> Node<R> {
             ("vxlan_encap", c.vxlan_encap),
             ("vxlan_decap", c.vxlan_decap),
             ("vxlan_floods", c.vxlan_floods),
+            ("fdb_full", c.fdb_full),
         ] {
             let _ = st.counters.push(Count { name: text(name), value });
         }
@@ -745,13 +1076,50 @@ impl<R: RngCore + CryptoRng> Node<R> {
     }
 }
 
+/// Each segment of the running configuration with the live FDB entries
+/// learned on it. The dataplane numbers segments in configuration order.
+fn segment_status(cfg: &Config, fdb: &dp::fdb::Fdb, now: Instant) -> Vec<msg::SegmentStatus, { msg::MAX_SEGMENT_STATUS }> {
+    let mut out = Vec::new();
+    for (i, s) in cfg.segments.iter().enumerate() {
+        let mut g = msg::SegmentStatus {
+            name: s.name.clone(),
+            vni: s.vni,
+            port: s.port.clone(),
+            udp_port: s.udp_port,
+            fdb_local: 0,
+            fdb_remote: 0,
+            vteps: s.remote_vteps.iter().map(|&address| msg::VtepStatus { address, fdb_remote: 0 }).collect(),
+        };
+        // Entries past their age but not yet expired by `poll` do not count.
+        let live = fdb.entries().iter().filter(|e| usize::from(e.segment) == i && fdb.lookup(e.segment, e.mac, now).is_some());
+        for e in live {
+            match e.location {
+                dp::fdb::Location::Local => g.fdb_local = g.fdb_local.saturating_add(1),
+                dp::fdb::Location::Remote(vtep) => {
+                    g.fdb_remote = g.fdb_remote.saturating_add(1);
+                    if let Some(v) = g.vteps.iter_mut().find(|v| v.address == vtep) {
+                        v.fdb_remote = v.fdb_remote.saturating_add(1);
+                    }
+                }
+            }
+        }
+        let _ = out.push(g);
+    }
+    out
+}
+
 fn not_configured() -> Reply {
     Reply::Error(Failure::new(FailureKind::NotConfigured, "the box runs no configuration yet: `routerctl apply FILE` first"))
 }
 
-/// The WireGuard device for a tunnel plan with its key; an empty device
+/// The WireGuard device for a tunnel plan with its private key and the
+/// peers' preshared keys (`preshared` looks a slot up); an empty device
 /// (every seal fails, counted) when the configuration has no tunnel.
-pub fn wireguard_device(plan: Option<&TunnelPlan>, secret: Option<SecretKey>) -> Result<Box<WgDevice>, Box<Failure>> {
+pub fn wireguard_device(
+    plan: Option<&TunnelPlan>,
+    secret: Option<SecretKey>,
+    preshared: &dyn Fn(&Name) -> Option<wg::PresharedKey>,
+) -> Result<Box<WgDevice>, Box<Failure>> {
     let Some(plan) = plan else {
         return Ok(Box::new(Device::new(secret.unwrap_or(SecretKey::from_bytes([1; 32])), wg::Config::default())));
     };
@@ -763,6 +1131,13 @@ pub fn wireguard_device(plan: Option<&TunnelPlan>, secret: Option<SecretKey>) ->
         let mut pc = wg::PeerConfig::new(wg::PublicKey(p.public_key));
         pc.endpoint = p.endpoint;
         pc.persistent_keepalive = p.persistent_keepalive;
+        if let Some(slot) = &p.preshared_key {
+            let key = preshared(slot);
+            if key.is_none() {
+                return Err(Failure::refused(format_args!("peers[{i}].preshared_key: slot {slot} holds no preshared key")));
+            }
+            pc.preshared_key = key;
+        }
         let id = d.add_peer(pc).map_err(|e| Failure::refused(format_args!("peers[{i}]: WireGuard refused the peer: {e:?}")))?;
         for a in &p.allowed {
             d.add_allowed_ip(id, IpAddr::V4(a.addr()), a.prefix_len())

@@ -7,18 +7,19 @@
 //! opens WireGuard in place and counts a full transmit ring as a drop),
 //! extra frames straight to the NIC of their port, packets for the box to
 //! the services layer (answered after the batch), the dataplane's timers
-//! when due or when traffic moved, the drivers' reclaim/refill, and the
-//! claim transitions handed to the platform's log. The image runs it over
+//! when due or when traffic moved, the DHCP client's lease changes applied,
+//! the drivers' reclaim/refill, and what happened (claim transitions,
+//! leases) handed to the platform's log. The image runs it over
 //! its PCI NICs, the host tests over in-memory devices
 //! (`routerd_netdev::testing`).
 //!
 //! NICs are indexed in contract order (`lan0`, `wan0`, `lan1`, …) — the
 //! order the node's NIC list was given in.
 
-use routerd_dataplane::{self as dp, ClaimEvent, FrameBuf, Instant, PortId, Transmit};
+use routerd_dataplane::{self as dp, FrameBuf, Instant, PortId, Transmit};
 use routerd_netdev::{NetDevice, TxToken};
 
-use crate::node::Node;
+use crate::node::{Event, Node};
 use crate::services::WithServices;
 
 /// Frames taken from one NIC per turn.
@@ -87,9 +88,10 @@ impl Forwarder {
         Forwarder { frames: [[0; dp::BUF_SIZE]; BATCH], lens: [0; BATCH] }
     }
 
-    /// One turn at `now`. Claim transitions go to `log`. True when any NIC
-    /// had frames (the platform may then skip its idle pause).
-    pub fn turn<R, N>(&mut self, node: &mut Node<R>, now: Instant, nics: &mut N, log: &mut dyn FnMut(ClaimEvent)) -> bool
+    /// One turn at `now`. Claim transitions and DHCP leases go to `log`.
+    /// True when any NIC had frames (the platform may then skip its idle
+    /// pause).
+    pub fn turn<R, N>(&mut self, node: &mut Node<R>, now: Instant, nics: &mut N, log: &mut dyn FnMut(Event)) -> bool
     where
         R: rand_core::RngCore + rand_core::CryptoRng,
         N: Nics + ?Sized,
@@ -134,12 +136,14 @@ impl Forwarder {
                 f.dataplane.poll(now, &mut f.tunnel, &mut tx);
             }
         }
+        // A lease the DHCP client just got (or lost) is applied now.
+        node.apply_services(now);
         for i in 0..nics.slots() {
             if let Some(n) = nics.nic(i) {
                 n.poll();
             }
         }
-        while let Some(e) = node.take_claim_event() {
+        while let Some(e) = node.take_event() {
             log(e);
         }
         busy

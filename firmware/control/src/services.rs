@@ -9,16 +9,22 @@
 //! gives each to its service; answers go back out through
 //! `Dataplane::send_local`, routed like any packet the box originates.
 //!
-//! Services today: the ICMP echo responder. The seam is where the next ones
-//! go — a DHCP client on the WAN, a DNS resolver for peer endpoints, a BGP
-//! speaker for EVPN — each as a sans-I/O state machine fed from this queue,
-//! with routes they learn installed through `Dataplane::add_route`. The IP
-//! stack for those is smoltcp's `Interface` with `Medium::Ip` over this
-//! queue (its DHCPv4, DNS and TCP sockets are sans-I/O and `no_std`, and
-//! the dataplane already uses its wire views); see ARCHITECTURE.md.
+//! Services today: the ICMP echo responder and the WAN's DHCP client
+//! (`crate::dhcp`, smoltcp's client; its frames come through
+//! `Transmit::stack`, and the node applies its leases). The seam is where
+//! the next ones go — a DNS resolver for peer endpoints, a BGP speaker for
+//! EVPN — each as a sans-I/O state machine fed from this queue, with routes
+//! they learn installed through `Dataplane::add_route`; see ARCHITECTURE.md.
 
 use heapless::{Deque, Vec};
-use routerd_dataplane::{checksum, Dataplane, Instant, Local, LocalFrom, Transmit, Tunnel};
+use routerd_dataplane::{checksum, Dataplane, Instant, Local, LocalFrom, Mac, PortId, Transmit, Tunnel};
+
+use crate::dhcp::{DhcpClient, LeaseChange};
+use crate::dns::{Resolver, MAX_NAMES, MAX_QUERY};
+use routerd_dataplane::PeerId;
+
+/// A name the resolver keeps and the peers whose endpoint it is.
+pub type NamePeers = (config_schema::DnsName, Vec<PeerId, { crate::build::MAX_PEERS }>);
 
 /// Packets for the box held between two loop turns.
 pub const LOCAL_QUEUE: usize = 8;
@@ -43,6 +49,11 @@ pub struct Services {
     queue: Deque<(LocalFrom, Vec<u8, MAX_LOCAL_PACKET>), LOCAL_QUEUE>,
     counters: ServiceCounters,
     reply: [u8; MAX_LOCAL_PACKET],
+    /// The WAN's DHCP client, while the running WAN port is `dhcp`.
+    dhcp: Option<alloc::boxed::Box<DhcpClient>>,
+    /// Peer endpoints by name.
+    resolver: Resolver,
+    name_peers: Vec<NamePeers, MAX_NAMES>,
 }
 
 impl Default for Services {
@@ -54,7 +65,14 @@ impl Default for Services {
 impl Services {
     /// No packets waiting.
     pub const fn new() -> Services {
-        Services { queue: Deque::new(), counters: ServiceCounters { echo_replies: 0, ignored: 0, unsent: 0 }, reply: [0; MAX_LOCAL_PACKET] }
+        Services {
+            queue: Deque::new(),
+            counters: ServiceCounters { echo_replies: 0, ignored: 0, unsent: 0 },
+            reply: [0; MAX_LOCAL_PACKET],
+            dhcp: None,
+            resolver: Resolver::new(crate::dns::Policy::DEFAULT),
+            name_peers: Vec::new(),
+        }
     }
 
     /// Take a packet the dataplane admitted (what `Transmit::local` calls).
@@ -67,6 +85,57 @@ impl Services {
             Ok(()) => Local::Taken,
             Err(_) => Local::Full,
         }
+    }
+
+    /// Take a frame for the DHCP client (what `Transmit::stack` calls).
+    pub fn accept_frame(&mut self, port: PortId, frame: &[u8]) -> Local {
+        match self.dhcp.as_mut() {
+            Some(c) if c.runs_for().0 == port => {
+                if c.accept(frame) {
+                    Local::Taken
+                } else {
+                    Local::Full
+                }
+            }
+            _ => Local::NoService,
+        }
+    }
+
+    /// Run a DHCP client on `wan` (its port and MAC), or none. A client
+    /// already running there keeps its lease; `seed` randomises a new one.
+    pub fn set_dhcp(&mut self, wan: Option<(PortId, Mac)>, seed: u64, now: Instant) {
+        match wan {
+            None => self.dhcp = None,
+            Some(w) if self.dhcp.as_ref().is_some_and(|c| c.runs_for() == w) => {}
+            Some((port, mac)) => self.dhcp = Some(alloc::boxed::Box::new(DhcpClient::new(port, mac, seed, now))),
+        }
+    }
+
+    /// The DHCP client, if one runs.
+    pub fn dhcp(&self) -> Option<&DhcpClient> {
+        self.dhcp.as_deref()
+    }
+
+    /// A lease change the node has not applied yet.
+    pub fn take_lease_change(&mut self) -> Option<LeaseChange> {
+        self.dhcp.as_mut()?.take_change()
+    }
+
+    /// The names to keep resolved (and their peers) and the servers to ask.
+    pub fn set_resolver(&mut self, names: Vec<NamePeers, MAX_NAMES>, servers: &[core::net::Ipv4Addr]) {
+        self.resolver.set_names(names.iter().map(|(n, _)| n));
+        self.resolver.set_servers(servers);
+        self.name_peers = names;
+    }
+
+    /// The resolver (names, addresses, errors; events for the node).
+    pub fn resolver(&self) -> &Resolver {
+        &self.resolver
+    }
+
+    /// The resolver, to take its events and give it entropy.
+    pub fn resolver_mut(&mut self) -> &mut Resolver {
+        &mut self.resolver
     }
 
     /// Packets waiting.
@@ -82,7 +151,16 @@ impl Services {
     /// Give every waiting packet to its service; answers leave through the
     /// dataplane (`tx` transmits them).
     pub fn poll<T: Tunnel + ?Sized, X: Transmit + ?Sized>(&mut self, now: Instant, dp: &mut Dataplane, tunnel: &mut T, tx: &mut X) {
+        if let Some(c) = self.dhcp.as_mut() {
+            if c.poll_at(now).is_some_and(|t| t <= now) {
+                c.poll(now, tx);
+            }
+        }
         while let Some((_from, packet)) = self.queue.pop_front() {
+            if let Some((src, sport, dport, payload)) = udp_of(&packet) {
+                self.resolver.on_answer(now, src, sport, dport, payload);
+                continue;
+            }
             match echo_reply(&packet, &mut self.reply) {
                 Some(n) => {
                     self.counters.echo_replies += 1;
@@ -94,7 +172,78 @@ impl Services {
                 None => self.counters.ignored += 1,
             }
         }
+        self.resolve(now, dp, tunnel, tx);
     }
+
+    /// The resolver's next query, if one is due, sent through the dataplane;
+    /// the dataplane lets in only the answer to the query in flight.
+    fn resolve<T: Tunnel + ?Sized, X: Transmit + ?Sized>(&mut self, now: Instant, dp: &mut Dataplane, tunnel: &mut T, tx: &mut X) {
+        let Services { resolver, name_peers, reply, .. } = self;
+        let age = |n: &config_schema::DnsName| {
+            let peers = name_peers.iter().find(|(m, _)| m == n).map(|(_, p)| p.as_slice()).unwrap_or(&[]);
+            peers.iter().filter_map(|p| tunnel.handshake_age_ms(*p, now)).min()
+        };
+        let mut query = [0u8; MAX_QUERY];
+        if let Some(q) = resolver.poll(now, &age, &mut query) {
+            let payload = query.get(..q.len).unwrap_or(&[]);
+            match dp.source_for(q.server).and_then(|src| udp_packet(src, q.port, q.server, 53, payload, reply)) {
+                Some(n) => {
+                    dp.set_resolver_port(Some(q.port));
+                    // Parked for ARP is still sent; a loss is the timeout's.
+                    let _ = dp.send_local(now, reply.get(..n).unwrap_or(&[]), tunnel, tx);
+                }
+                None => resolver.unsent(),
+            }
+        }
+        dp.set_resolver_port(resolver.open_port());
+    }
+}
+
+/// (source, source port, destination port, payload) of a UDP packet with a
+/// good checksum.
+fn udp_of(packet: &[u8]) -> Option<(core::net::Ipv4Addr, u16, u16, &[u8])> {
+    use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, UdpPacket};
+    let ip = Ipv4Packet::new_checked(packet).ok()?;
+    if ip.next_header() != IpProtocol::Udp || ip.more_frags() || ip.frag_offset() != 0 {
+        return None;
+    }
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let hl = usize::from(ip.header_len());
+    let total = usize::from(ip.total_len());
+    let udp = UdpPacket::new_checked(packet.get(hl..total)?).ok()?;
+    if !udp.verify_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst)) {
+        return None;
+    }
+    let len = usize::from(udp.len());
+    Some((src, udp.src_port(), udp.dst_port(), packet.get(hl + 8..hl + len)?))
+}
+
+/// An IPv4/UDP packet (DF, TTL 64) around `payload` in `out`: its length.
+fn udp_packet(src: core::net::Ipv4Addr, sport: u16, dst: core::net::Ipv4Addr, dport: u16, payload: &[u8], out: &mut [u8]) -> Option<usize> {
+    use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, UdpPacket};
+    let udp_len = 8 + payload.len();
+    let total = 20 + udp_len;
+    let buf = out.get_mut(..total)?;
+    buf.fill(0);
+    {
+        let mut ip = Ipv4Packet::new_unchecked(&mut *buf);
+        ip.set_version(4);
+        ip.set_header_len(20);
+        ip.set_total_len(u16::try_from(total).ok()?);
+        ip.set_dont_frag(true);
+        ip.set_hop_limit(OWN_TTL);
+        ip.set_next_header(IpProtocol::Udp);
+        ip.set_src_addr(src);
+        ip.set_dst_addr(dst);
+        ip.fill_checksum();
+    }
+    let mut udp = UdpPacket::new_unchecked(buf.get_mut(20..)?);
+    udp.set_src_port(sport);
+    udp.set_dst_port(dport);
+    udp.set_len(u16::try_from(udp_len).ok()?);
+    udp.payload_mut().get_mut(..payload.len())?.copy_from_slice(payload);
+    udp.fill_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst));
+    Some(total)
 }
 
 /// The answer to an ICMP echo request in `packet` (an IPv4 packet whose
@@ -143,6 +292,10 @@ impl<X: Transmit + ?Sized> Transmit for WithServices<'_, X> {
 
     fn local(&mut self, from: LocalFrom, packet: &[u8]) -> Local {
         self.services.accept(from, packet)
+    }
+
+    fn stack(&mut self, port: PortId, frame: &[u8]) -> Local {
+        self.services.accept_frame(port, frame)
     }
 }
 

@@ -80,4 +80,9 @@ impl<const PEERS: usize, const ROUTES: usize, R: RngCore + CryptoRng> Tunnel for
     fn poll_at(&self) -> Option<Instant> {
         self.device.poll_at().map(|t| Instant::from_millis(t.as_nanos().div_ceil(1_000_000)))
     }
+
+    fn handshake_age_ms(&self, peer: PeerId, now: Instant) -> Option<u64> {
+        let at = self.device.peer_status(wg::PeerId(peer.0), wg_now(now))?.last_handshake?;
+        Some(wg_now(now).as_nanos().saturating_sub(at.as_nanos()) / 1_000_000)
+    }
 }

@@ -3,7 +3,7 @@
 use rand_core::OsRng;
 use routerd_control::{NicInfo, NicSnapshot, Node};
 use routerd_dataplane::Instant;
-use routerd_provision::message::{ChangeKind, ClaimRole, ClaimState, FailureKind, Op, Reply};
+use routerd_provision::message::{ChangeKind, ClaimRole, ClaimState, FailureKind, KeyKind, Op, Reply};
 
 const MACS: [[u8; 6]; 2] = [[0x02, 0xa0, 0, 0, 0, 0], [0x02, 0xa0, 0, 0, 0, 1]];
 const PEER_KEY: &str = "ca67+D0dVOzK/Bjvjlowc7W4uQ/zJ1jT9fh1LNCS51w=";
@@ -111,7 +111,7 @@ fn plan_changes_nothing_and_apply_runs_with_a_generated_key() {
 
     let Reply::Applied(out) = n.handle(t(3), Op::Apply(cfg(false)), &nics()) else { panic!() };
     assert_eq!(out.keys_created.len(), 1);
-    let public = out.keys_created[0].public_key;
+    let public = out.keys_created[0].public_key.expect("a private key shows its public half");
     let st = status(&mut n, 4);
     assert!(st.configured);
     assert_eq!(st.device.as_str(), "edge");
@@ -124,7 +124,8 @@ fn plan_changes_nothing_and_apply_runs_with_a_generated_key() {
     assert!(matches!(n.handle(t(5), Op::GetConfig, &nics()), Reply::Config(Some(c)) if *c == *cfg(false)));
     // The private key never leaves: KeyShow lists public halves only.
     let Reply::Keys(keys) = n.handle(t(6), Op::KeyShow, &nics()) else { panic!() };
-    assert_eq!(keys[0].public_key, public);
+    assert_eq!(keys[0].public_key, Some(public));
+    assert_eq!(keys[0].kind, KeyKind::Private);
     assert!(keys[0].in_use && keys[0].generated);
 }
 
@@ -204,17 +205,164 @@ fn key_generate_replaces_the_running_key_and_import_is_explicit() {
     let slot = config_schema::Name::new("wg0").unwrap();
     let Reply::Keys(k) = n.handle(t(2), Op::KeyGenerate(slot.clone()), &nics()) else { panic!() };
     assert_ne!(k[0].public_key, first);
-    assert_eq!(status(&mut n, 3).tunnel.unwrap().public_key, k[0].public_key);
+    assert_eq!(Some(status(&mut n, 3).tunnel.unwrap().public_key), k[0].public_key);
     let secret = [0x42u8; 32];
     let Reply::Keys(k) = n.handle(t(4), Op::KeyImport(slot, secret), &nics()) else { panic!() };
     let want = routerd_wireguard::SecretKey::from_bytes(secret).public_key().0;
-    assert_eq!(k[0].public_key, want);
+    assert_eq!(k[0].public_key, Some(want));
     assert!(!k[0].generated);
     // Re-applying the same configuration keeps the imported key.
     let Reply::Applied(out) = n.handle(t(5), Op::Apply(cfg(false)), &nics()) else { panic!() };
     assert!(out.keys_created.is_empty());
     assert!(out.changes.is_empty());
     assert_eq!(status(&mut n, 6).tunnel.unwrap().public_key, want);
+}
+
+// ------------------------------------------------- preshared keys
+
+/// The base configuration with the peer's preshared key in `slot`.
+fn with_psk(slot: &str) -> Box<config_schema::Config> {
+    let mut c = cfg(false);
+    c.peers[0].preshared_key = Some(format!("device:{slot}").parse().unwrap());
+    c
+}
+
+fn slot(s: &str) -> config_schema::Name {
+    config_schema::Name::new(s).unwrap()
+}
+
+fn reveal(n: &mut Node<OsRng>, now: u64, s: &str) -> [u8; 32] {
+    match n.handle(t(now), Op::PresharedKeyReveal(slot(s)), &nics()) {
+        Reply::PresharedKey { slot: got, key } => {
+            assert_eq!(got.as_str(), s);
+            key
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+fn refused(reply: Reply) -> Box<routerd_provision::message::Failure> {
+    match reply {
+        Reply::Error(f) => f,
+        other => panic!("not refused: {other:?}"),
+    }
+}
+
+/// `needle` appears nowhere in the encoded reply.
+fn nowhere_in(reply: &Reply, needle: &[u8; 32]) -> bool {
+    let mut buf = vec![0u8; routerd_provision::frame::MAX_PAYLOAD];
+    let bytes = routerd_provision::message::encode(reply, &mut buf).unwrap();
+    !bytes.windows(32).any(|w| w == needle)
+}
+
+#[test]
+fn a_preshared_key_slot_is_made_at_apply_and_kept_by_later_applies() {
+    let mut n = node();
+    let Reply::Plan(plan) = n.handle(t(1), Op::Plan(with_psk("cloud-psk")), &nics()) else { panic!() };
+    let made: Vec<(&str, KeyKind)> = plan.keys_created.iter().map(|k| (k.slot.as_str(), k.kind)).collect();
+    assert_eq!(made, [("wg0", KeyKind::Private), ("cloud-psk", KeyKind::Preshared)], "the plan names both slots");
+    assert!(matches!(n.handle(t(2), Op::KeyShow, &nics()), Reply::Keys(k) if k.is_empty()), "a plan keeps no key");
+
+    let Reply::Applied(out) = n.handle(t(3), Op::Apply(with_psk("cloud-psk")), &nics()) else { panic!() };
+    let psk_info = out.keys_created.iter().find(|k| k.slot.as_str() == "cloud-psk").expect("the apply reports the slot it made");
+    assert_eq!((psk_info.kind, psk_info.public_key, psk_info.generated), (KeyKind::Preshared, None, true));
+    let psk = reveal(&mut n, 4, "cloud-psk");
+    assert_ne!(psk, [0; 32]);
+
+    // Listed by kind, never with the secret; status does not carry it either.
+    let keys = n.handle(t(5), Op::KeyShow, &nics());
+    let Reply::Keys(k) = &keys else { panic!() };
+    assert_eq!(k.len(), 2);
+    assert!(k.iter().all(|k| k.in_use && k.generated));
+    assert_eq!(k[1].kind, KeyKind::Preshared);
+    assert_eq!(k[1].public_key, None);
+    assert!(nowhere_in(&keys, &psk), "KeyShow carries the preshared key");
+    let st = n.handle(t(6), Op::Status { mark: false }, &nics());
+    assert!(nowhere_in(&st, &psk), "status carries the preshared key");
+    assert!(nowhere_in(&Reply::Applied(out), &psk), "the apply's outcome carries the preshared key");
+
+    // The same file again, a claim added, a changed peer: the same key, made once.
+    let Reply::Applied(out) = n.handle(t(7), Op::Apply(with_psk("cloud-psk")), &nics()) else { panic!() };
+    assert!(out.keys_created.is_empty() && out.changes.is_empty() && !out.tunnel_restarts);
+    assert!(matches!(n.handle(t(8), Op::ClaimAdd(cfg(true).claims[1].clone()), &nics()), Reply::Applied(_)));
+    let mut changed = with_psk("cloud-psk");
+    changed.peers[0].persistent_keepalive = Some(25);
+    let Reply::Applied(out) = n.handle(t(9), Op::Apply(changed), &nics()) else { panic!() };
+    assert!(out.keys_created.is_empty() && out.tunnel_restarts);
+    assert_eq!(reveal(&mut n, 10, "cloud-psk"), psk);
+
+    // A configuration without it leaves the slot, unused, for a later one.
+    assert!(matches!(n.handle(t(11), Op::Apply(cfg(false)), &nics()), Reply::Applied(_)));
+    let Reply::Keys(k) = n.handle(t(12), Op::KeyShow, &nics()) else { panic!() };
+    assert!(k.iter().any(|k| k.slot.as_str() == "cloud-psk" && !k.in_use));
+    assert_eq!(reveal(&mut n, 13, "cloud-psk"), psk);
+}
+
+#[test]
+fn a_slot_keeps_its_kind_and_private_keys_are_never_revealed() {
+    let mut n = node();
+    assert!(matches!(n.handle(t(1), Op::Apply(with_psk("cloud-psk")), &nics()), Reply::Applied(_)));
+
+    // The private key's slot named as a preshared key in the same file: validation says so.
+    let f = refused(n.handle(t(2), Op::Apply(with_psk("wg0")), &nics()));
+    assert_eq!(f.kind, FailureKind::Invalid);
+    assert!(f.problems.iter().any(|p| p.code.as_str() == "key-slot-kind" && p.path.as_str() == "peers[0].preshared_key"), "{f}");
+
+    // A slot the box holds with the other kind: the box says so, naming the field.
+    let mut other_tunnel_key = with_psk("wg0");
+    other_tunnel_key.wireguard[0].private_key = "device:wg1".parse().unwrap();
+    let f = refused(n.handle(t(3), Op::Apply(other_tunnel_key), &nics()));
+    assert_eq!(f.kind, FailureKind::Refused);
+    assert!(f.message.starts_with("peers[0].preshared_key: slot wg0 holds a private key"), "{}", f.message);
+    let mut psk_as_private = with_psk("cloud-psk");
+    psk_as_private.wireguard[0].private_key = "device:cloud-psk".parse().unwrap();
+    psk_as_private.peers[0].preshared_key = None;
+    let f = refused(n.handle(t(4), Op::Apply(psk_as_private), &nics()));
+    assert!(f.message.starts_with("wireguard[0].private_key: slot cloud-psk holds a preshared key"), "{}", f.message);
+    assert_eq!(n.config(), Some(&*with_psk("cloud-psk")), "nothing changed");
+
+    // The key operations keep to their kind.
+    let f = refused(n.handle(t(5), Op::KeyGenerate(slot("cloud-psk")), &nics()));
+    assert!(f.message.contains("slot cloud-psk holds a preshared key"), "{}", f.message);
+    let f = refused(n.handle(t(6), Op::KeyImport(slot("cloud-psk"), [1; 32]), &nics()));
+    assert!(f.message.contains("holds a preshared key"), "{}", f.message);
+    let f = refused(n.handle(t(7), Op::PresharedKeyImport(slot("wg0"), [1; 32]), &nics()));
+    assert!(f.message.contains("slot wg0 holds a private key"), "{}", f.message);
+    let f = refused(n.handle(t(8), Op::PresharedKeyGenerate(slot("wg0")), &nics()));
+    assert!(f.message.contains("holds a private key"), "{}", f.message);
+    let f = refused(n.handle(t(9), Op::PresharedKeyReveal(slot("wg0")), &nics()));
+    assert_eq!(f.kind, FailureKind::Refused);
+    assert!(f.message.contains("never leaves the box"), "{}", f.message);
+    let f = refused(n.handle(t(10), Op::PresharedKeyReveal(slot("nope")), &nics()));
+    assert_eq!(f.kind, FailureKind::NotFound);
+    let Reply::Keys(k) = n.handle(t(11), Op::KeyShow, &nics()) else { panic!() };
+    assert!(k.iter().all(|k| k.generated), "no refused operation changed a slot");
+}
+
+#[test]
+fn a_preshared_key_is_imported_or_remade_and_the_tunnel_restarts_with_it() {
+    let mut n = node();
+    // Imported before the first apply (the other box made it): the apply uses it.
+    let Reply::Keys(k) = n.handle(t(1), Op::PresharedKeyImport(slot("cloud-psk"), [0x42; 32]), &nics()) else { panic!() };
+    assert_eq!((k[0].kind, k[0].generated, k[0].in_use), (KeyKind::Preshared, false, false));
+    let Reply::Applied(out) = n.handle(t(2), Op::Apply(with_psk("cloud-psk")), &nics()) else { panic!() };
+    assert_eq!(out.keys_created.len(), 1, "only the private key is made");
+    assert_eq!(reveal(&mut n, 3, "cloud-psk"), [0x42; 32]);
+
+    // Replaced while the tunnel runs: WireGuard is rebuilt with it.
+    assert_eq!(status(&mut n, 100).applied_ms_ago, Some(98));
+    let Reply::Keys(k) = n.handle(t(200), Op::PresharedKeyImport(slot("cloud-psk"), [0x43; 32]), &nics()) else { panic!() };
+    assert!(k.iter().any(|k| k.slot.as_str() == "cloud-psk" && k.in_use && !k.generated));
+    assert_eq!(status(&mut n, 200).applied_ms_ago, Some(0), "the tunnel restarted");
+    assert_eq!(reveal(&mut n, 201, "cloud-psk"), [0x43; 32]);
+    let Reply::Keys(_) = n.handle(t(300), Op::PresharedKeyGenerate(slot("cloud-psk")), &nics()) else { panic!() };
+    let made = reveal(&mut n, 301, "cloud-psk");
+    assert_ne!(made, [0x43; 32]);
+    assert_eq!(status(&mut n, 300).applied_ms_ago, Some(0));
+    // A slot no tunnel uses changes without a restart.
+    let Reply::Keys(_) = n.handle(t(400), Op::PresharedKeyImport(slot("spare"), [7; 32]), &nics()) else { panic!() };
+    assert_eq!(status(&mut n, 400).applied_ms_ago, Some(100));
+    assert!(n.take_unsaved(), "key changes are saved");
 }
 
 #[test]

@@ -7,7 +7,7 @@
 use rand_core::OsRng;
 use routerd_control::{NicInfo, NicSnapshot, Node, Saved};
 use routerd_dataplane::Instant;
-use routerd_provision::message::{Op, Reply};
+use routerd_provision::message::{KeyKind, Op, Reply};
 use routerd_storage::testing::{CacheAtCut, Cut, MemDisk, PowerCutDisk};
 use routerd_storage::{BlockSize, Region, Store};
 
@@ -158,4 +158,61 @@ fn a_power_cut_during_a_save_brings_back_the_old_or_the_new_configuration() {
     }
     println!("power cuts during a save: {old} came back with the old configuration, {new} with the new");
     assert!(old > 0 && new > 0, "both outcomes exercised");
+}
+
+#[test]
+fn preshared_keys_come_back_after_a_reboot_with_their_kind() {
+    let mut n = node();
+    let mut c = cfg(25);
+    c.peers[0].preshared_key = Some("device:cloud-psk".parse().unwrap());
+    assert!(matches!(n.handle(Instant::ZERO, Op::Apply(c.clone()), &[]), Reply::Applied(_)));
+    let slot = config_schema::Name::new("cloud-psk").unwrap();
+    let reveal = |n: &mut Node<OsRng>| match n.handle(Instant::ZERO, Op::PresharedKeyReveal(slot.clone()), &[]) {
+        Reply::PresharedKey { key, .. } => key,
+        other => panic!("{other:?}"),
+    };
+    let psk = reveal(&mut n);
+    let key = public_key(&mut n);
+    let mut store = Store::format(MemDisk::new(BlockSize::B512, REGION.blocks), REGION).unwrap();
+    save(&mut store, &n).unwrap();
+
+    let (mut again, reply) = boot(store.into_device());
+    assert!(matches!(reply, Reply::Applied(ref o) if o.keys_created.is_empty()), "nothing made again: {reply:?}");
+    assert_eq!(again.config(), Some(&*c));
+    assert_eq!(reveal(&mut again), psk, "the peer's side need not be given a new preshared key");
+    assert_eq!(public_key(&mut again), key);
+    let Reply::Keys(k) = again.handle(Instant::ZERO, Op::KeyShow, &[]) else { panic!() };
+    let kinds: Vec<_> = k.iter().map(|k| (k.slot.as_str(), k.kind, k.in_use)).collect();
+    assert_eq!(kinds, [("wg0", KeyKind::Private, true), ("cloud-psk", KeyKind::Preshared, true)]);
+}
+
+#[test]
+fn a_version_1_record_is_still_read_its_slots_private_keys() {
+    use routerd_control::persist::{SavedKeyV1, SavedV1};
+    let mut n = node();
+    assert!(matches!(n.handle(Instant::ZERO, Op::Apply(cfg(25)), &[]), Reply::Applied(_)));
+    let key = public_key(&mut n);
+    // What the previous software wrote: the same state, slots without a kind.
+    let now = n.saved_state(Instant::ZERO);
+    let v1 = SavedV1 {
+        version: 1,
+        schema: now.schema,
+        generation: now.generation,
+        boots: now.boots,
+        wall_clock_ms: now.wall_clock_ms,
+        keys: now.keys.iter().map(|k| SavedKeyV1 { name: k.name.clone(), secret: k.secret, generated: k.generated }).collect(),
+        config: now.config.clone(),
+    };
+    let mut buf = vec![0u8; routerd_control::persist::SAVED_MAX];
+    let bytes = postcard::to_slice(&v1, &mut buf).unwrap().to_vec();
+    let saved = Saved::decode(&bytes).expect("a version 1 record is read");
+    assert_eq!(saved.version, routerd_control::persist::SAVED_VERSION);
+    assert_eq!(saved.keys[0].kind, KeyKind::Private);
+    let mut again = node();
+    assert!(matches!(again.restore(saved, Instant::ZERO), Reply::Applied(_)));
+    assert_eq!(public_key(&mut again), key, "the WireGuard identity survives the update");
+    // A layout from the future is refused, naming it.
+    let mut future = bytes.clone();
+    future[0] = 3;
+    assert_eq!(Saved::decode(&future).unwrap_err(), routerd_control::RestoreError::Version(3));
 }

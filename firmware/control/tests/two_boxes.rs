@@ -326,13 +326,96 @@ fn build_errors_name_the_configuration_path() {
         "192.0.2.1/24",
         "cloud",
         "ca67+D0dVOzK/Bjvjlowc7W4uQ/zJ1jT9fh1LNCS51w=",
-        "cloud.example.net:51820",
+        "[2001:db8::7]:51820",
         "\"10.20.0.50/32\"",
     );
     let cfg = config_schema::human::from_toml(&text).unwrap();
     let nics = [NicInfo { mac: ONPREM_MACS[0] }, NicInfo { mac: ONPREM_MACS[1] }];
     let e = build(&cfg, &nics).unwrap_err();
     assert!(e.to_string().starts_with("peers[0].endpoint:"), "{e}");
+    // A name is not an error: the peer has no endpoint until it resolves.
+    let named = text.replace("[2001:db8::7]:51820", "cloud.example.net:51820");
+    let rt = build(&config_schema::human::from_toml(&named).unwrap(), &nics).unwrap();
+    assert_eq!(rt.tunnel.unwrap().peers[0].endpoint, None);
+    assert_eq!(rt.named[0].name.as_str(), "cloud.example.net");
     let e = build(&cfg, &nics[..1]).unwrap_err();
     assert_eq!(e.to_string(), "ports[1]: no NIC with that MAC or contract name on this box");
+}
+
+/// Sends the on-prem host's SYN to the cloud host `attempts` times, 1 s
+/// apart, until the cloud box delivers it; the delivered frame.
+fn syn_across(now: &mut Instant, onprem: &mut Site, cloud: &mut Site, attempts: usize) -> Option<Vec<u8>> {
+    let (mut onprem_lan, mut cloud_lan) = (Vec::new(), Vec::new());
+    let syn = tcp_syn(HOST_ONPREM_MAC, ONPREM_MACS[0], HOST_ONPREM, HOST_CLOUD, false, 1460);
+    for _ in 0..attempts {
+        onprem.lan().inject(&syn);
+        for _ in 0..5 {
+            pump(*now, onprem, cloud, &mut onprem_lan, &mut cloud_lan);
+            for f in std::mem::take(&mut cloud_lan) {
+                if let Some(r) = net::answer_arp(&f, HOST_CLOUD, HOST_CLOUD_MAC) {
+                    cloud.lan().inject(&r);
+                } else if tcp_mss(&f).is_some() {
+                    return Some(f);
+                }
+            }
+            *now = now.plus_millis(10);
+        }
+        *now = now.plus_millis(1000);
+    }
+    None
+}
+
+/// `preshared_key = "device:pair-psk"` on both boxes: the on-prem box makes
+/// the key at its apply, the cloud box makes one of its own — they differ,
+/// so no handshake completes (the initiator refuses the response) — until
+/// the on-prem key is revealed and imported on the cloud box, whose tunnel
+/// restarts with it.
+#[test]
+fn a_preshared_key_revealed_on_one_box_and_imported_on_the_other_joins_them() {
+    let (mut onprem_key, mut cloud_key) = ([0u8; 32], [0u8; 32]);
+    OsRng.fill_bytes(&mut onprem_key);
+    OsRng.fill_bytes(&mut cloud_key);
+    let onprem_pub = SecretKey::from_bytes(onprem_key).public_key().to_base64();
+    let cloud_pub = SecretKey::from_bytes(cloud_key).public_key().to_base64();
+    let psk = |toml: String| toml.replace("allowed_ips = [", "preshared_key = \"device:pair-psk\"\nallowed_ips = [");
+    let onprem_cfg = config("onprem", "10.20.0.2/24", "192.0.2.1/24", "cloud", cloud_pub.as_str(), "192.0.2.2:51820", "\"10.20.0.50/32\"");
+    let cloud_cfg = config("cloud", "10.20.0.3/24", "192.0.2.2/24", "onprem", onprem_pub.as_str(), "192.0.2.1:51820", "\"10.20.0.10/32\"");
+    let mut onprem = Site::new(&psk(onprem_cfg), ONPREM_MACS, onprem_key);
+    let mut cloud = Site::new(&psk(cloud_cfg), CLOUD_MACS, cloud_key);
+    let slot = config_schema::Name::new("pair-psk").unwrap();
+    let reveal = |s: &mut Site| match s.node.handle(Instant::ZERO, Op::PresharedKeyReveal(slot.clone()), &[]) {
+        Reply::PresharedKey { key, .. } => key,
+        other => panic!("{other:?}"),
+    };
+    let onprem_psk = reveal(&mut onprem);
+    assert_ne!(onprem_psk, reveal(&mut cloud), "each box made its own");
+    let mut now = Instant::from_millis(1000);
+    // The claims probe, then capture.
+    for _ in 0..4 {
+        pump(now, &mut onprem, &mut cloud, &mut Vec::new(), &mut Vec::new());
+        now = now.plus_millis(200);
+    }
+
+    // Different keys: the on-prem box initiates, the cloud box answers, and
+    // the answer fails to authenticate at the on-prem box.
+    assert!(syn_across(&mut now, &mut onprem, &mut cloud, 5).is_none(), "a SYN crossed with different preshared keys");
+    let wg_now = |now: Instant| routerd_wireguard::Instant::from_millis(now.millis());
+    let refused = onprem.node.wireguard().unwrap().counters().get(wg::Error::HandshakeDecrypt);
+    assert!(refused > 0, "the on-prem box refused the response");
+    for b in [&mut onprem, &mut cloud] {
+        assert!(!b.node.wireguard().unwrap().peer_status(wg::PeerId(0), wg_now(now)).unwrap().has_session);
+    }
+
+    // The operator reveals the on-prem key and imports it on the cloud box.
+    let Reply::Keys(k) = cloud.node.handle(now, Op::PresharedKeyImport(slot.clone(), onprem_psk), &[]) else { panic!() };
+    assert!(k.iter().any(|k| k.slot == slot && !k.generated && k.in_use));
+    // Past the initiator's retry interval (5 s), the next SYN crosses.
+    now = now.plus_millis(6000);
+    let got = syn_across(&mut now, &mut onprem, &mut cloud, 5).expect("the SYN crossed once both boxes hold the same key");
+    assert_eq!(&got[..6], &HOST_CLOUD_MAC);
+    for (name, b) in [("onprem", &mut onprem), ("cloud", &mut cloud)] {
+        let st = b.node.wireguard().unwrap().peer_status(wg::PeerId(0), wg_now(now)).unwrap();
+        assert!(st.has_session && st.last_handshake.is_some(), "{name}: no WireGuard session");
+    }
+    assert_eq!(onprem.node.wireguard().unwrap().counters().get(wg::Error::HandshakeDecrypt), refused, "no failure since");
 }

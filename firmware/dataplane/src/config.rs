@@ -124,6 +124,9 @@ pub struct PortConfig {
     pub gateway: Option<Ipv4Addr>,
     /// IP MTU of the port (1500 on Ethernet).
     pub mtu: u16,
+    /// The port's address comes from DHCP: DHCP replies and ARP replies
+    /// received here also go to the box's client (`Transmit::stack`).
+    pub dhcp: bool,
 }
 
 impl PortConfig {

@@ -114,6 +114,15 @@ pub trait Transmit {
         let _ = (from, packet);
         Local::NoService
     }
+
+    /// Hand an Ethernet frame received on a DHCP port (`PortConfig::dhcp`)
+    /// to the box's DHCP client: a DHCP reply (UDP 67 → 68, consumed) or a
+    /// copy of an ARP reply to the port's MAC (which the dataplane also
+    /// learns from). Without a client: `NoService`.
+    fn stack(&mut self, port: PortId, frame: &[u8]) -> Local {
+        let _ = (port, frame);
+        Local::NoService
+    }
 }
 
 /// Where a packet for the box came from.
@@ -212,6 +221,9 @@ struct Core {
     icmp_bucket: TokenBucket,
     ident: u16,
     events: heapless::Deque<ClaimEvent, CLAIM_EVENTS>,
+    /// The UDP port of the box's DNS query in flight: answers from port 53
+    /// to it are the only UDP the box takes besides WireGuard and VXLAN.
+    resolver_port: Option<u16>,
 }
 
 impl Dataplane {
@@ -238,6 +250,7 @@ impl Dataplane {
             icmp_bucket: TokenBucket::new(t.icmp_rate, t.icmp_burst, now),
             ident: 0,
             events: heapless::Deque::new(),
+            resolver_port: None,
             cfg,
         };
         Ok(Dataplane { core, scratch: [0; BUF_SIZE] })
@@ -421,6 +434,24 @@ impl Dataplane {
     /// The routes learned at run time.
     pub fn run_routes(&self) -> &[RunRoute] {
         self.core.routes.run_routes()
+    }
+
+    /// Admit DNS answers (UDP from port 53 to one of the box's addresses)
+    /// to `port` as traffic for the box, on any port and out of the tunnel;
+    /// `None` closes it again. The resolver opens one port per query.
+    pub fn set_resolver_port(&mut self, port: Option<u16>) {
+        self.core.resolver_port = port;
+    }
+
+    /// The source address for a packet the box originates to `dst`: the
+    /// address of the port its route leaves by, or the tunnel's address
+    /// for the tunnel (`None`: no route, or no address there).
+    pub fn source_for(&self, dst: Ipv4Addr) -> Option<Ipv4Addr> {
+        let c = &self.core;
+        match c.routes.lookup(&c.cfg, dst, |i| c.claim_enabled(i)).map(|d| d.hop)? {
+            NextHop::Tunnel(_) => c.cfg.tunnel.address,
+            NextHop::Port { port, .. } => c.cfg.ports.get(port.index())?.address,
+        }
     }
 
     /// Send an IPv4 packet the box itself originates (a service's answer):

@@ -100,6 +100,14 @@ pub trait Tunnel {
 
     /// When [`Tunnel::poll`] next needs to run.
     fn poll_at(&self) -> Option<Instant>;
+
+    /// Milliseconds since the last completed handshake with `peer` (`None`:
+    /// none yet, or unknown). The resolver re-resolves a peer's DNS name
+    /// when this grows stale.
+    fn handshake_age_ms(&self, peer: PeerId, now: Instant) -> Option<u64> {
+        let _ = (peer, now);
+        None
+    }
 }
 
 /// A tunnel with no peers: every seal fails, every datagram is rejected.

@@ -127,8 +127,10 @@ pub extern "C" fn routerd_main(eax: u32, ebx: u32) -> ! {
         let now = routerd_dataplane::Instant::from_millis(clock.now_ms());
         match node.apply(cfg, now) {
             Reply::Applied(out) => {
+                // Preshared keys (no public key) are never logged.
                 for k in &out.keys_created {
-                    let key = routerd_wireguard::PublicKey(k.public_key);
+                    let Some(public) = k.public_key else { continue };
+                    let key = routerd_wireguard::PublicKey(public);
                     info!("wg: {} public key {} (generated on this boot)", k.slot.as_str(), key.to_base64().as_str());
                 }
                 if let Some(c) = node.config() {

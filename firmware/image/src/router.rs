@@ -18,7 +18,7 @@ use hal_x86::clock::Clock;
 use hal_x86::entropy::Entropy;
 use log::{info, warn};
 use routerd_control::{Forwarder, NicSnapshot, Node};
-use routerd_dataplane::{self as dp, Instant};
+use routerd_dataplane::Instant;
 use routerd_netdev::NetDevice;
 use routerd_provision::message::{Op, Reply};
 use routerd_provision::session::{Session, Step};
@@ -63,9 +63,12 @@ impl Router {
         let mut line = console::LineReader::new();
         loop {
             let now = self.now();
-            let busy = self.forwarder.turn(&mut self.node, now, nics, &mut |e| match e.kind {
-                dp::ClaimEventKind::Conflict { .. } | dp::ClaimEventKind::InUse { .. } => warn!("{e}"),
-                _ => info!("{e}"),
+            let busy = self.forwarder.turn(&mut self.node, now, nics, &mut |e| {
+                if e.is_warning() {
+                    warn!("{e}")
+                } else {
+                    info!("{e}")
+                }
             });
             self.serial(now, nics, &mut line);
             if now >= self.watch.next {

@@ -33,12 +33,15 @@ Request{seq:u32,op:Op};Op{Hello{version,hash},Bye,Ping,Status{mark},GetConfig,Pl
 ClaimAdd(Claim),ClaimRemove(Cidr),KeyShow,KeyGenerate(Name),KeyImport(Name,[u8;32]),Reboot,ClaimClearConflict(Cidr)};\
 Up{Response{seq,reply},Log{ms,level,text}};Reply{Hello,Done,Pong,Status,Config,Plan,Applied,Keys,Error,Probing};\
 Probing{address,probes,interval_ms,done_in_ms};\
-Status{device,software,uptime,configured,ports,tunnel,peers,claims,counters,drops,drops_since_mark,mark_age,wireguard,wireguard_load,serial,host};\
+Status{device,software,uptime,configured,ports,tunnel,peers,claims,segments,counters,drops,drops_since_mark,mark_age,wireguard,wireguard_load,serial,host};\
 PortStatus{..,tx_ring_full,tx_dropped,tx_dropped_since_mark};ClaimState{Active,Probing,Conflict,Disabled};\
 ClaimStatus{..,loops,live_host_heard_ms_ago,conflict_hold_ms,next_probe_in_ms,probes_sent,probes_answered};\
+SegmentStatus{name,vni,port,udp_port,fdb_local,fdb_remote,vteps{address,fdb_remote}};\
 WireguardLoad{under_load,last_under_load_ms_ago,handshakes,cookie_replies_sent,cookies_received,refused_under_load,cookie_replies_sent_since_mark,refused_under_load_since_mark};\
 StorageInit{disk,force};Status.storage;StorageStatus{disks,disk,first_lba,blocks,generation,boots,saved_ms_ago,saves,save_errors,damaged_slots,note};\
 HostReport{checks,ip_forward,wan_socket,wan_tun,held{address,interface,removed,seconds_ago},removals,last_event,routes,forward_drops,firewalls,errors};\
+Op+{PresharedKeyGenerate(Name),PresharedKeyImport(Name,[u8;32]),PresharedKeyReveal(Name)};Reply+{PresharedKey{slot,key}};\
+KeyInfo{slot,kind,public_key:Option,generated,in_use};KeyKind{Private,Preshared};MAX_KEYS=tunnels+peers;\
 Outcome{applied,errors,warnings,problems,changes,keys,omitted};Failure{kind,message,problems}";
 
 const fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
@@ -59,10 +62,13 @@ pub const PROTOCOL_HASH: u64 =
 /// Lists in a reply are bounded; these are the bounds.
 pub const MAX_PROBLEMS: usize = 16;
 pub const MAX_CHANGES: usize = 48;
-pub const MAX_KEYS: usize = config_schema::limits::MAX_TUNNELS;
+/// Key slots: a private key per tunnel and a preshared key per peer.
+pub const MAX_KEYS: usize = config_schema::limits::MAX_TUNNELS + config_schema::limits::MAX_PEERS;
 pub const MAX_PORT_STATUS: usize = config_schema::limits::MAX_PORTS;
 pub const MAX_PEER_STATUS: usize = config_schema::limits::MAX_PEERS;
 pub const MAX_CLAIM_STATUS: usize = config_schema::limits::MAX_CLAIMS;
+pub const MAX_SEGMENT_STATUS: usize = config_schema::limits::MAX_SEGMENTS;
+pub const MAX_VTEP_STATUS: usize = config_schema::limits::MAX_VTEPS;
 pub const MAX_COUNTS: usize = 48;
 pub const LOG_TEXT: usize = 240;
 
@@ -102,11 +108,14 @@ pub enum Op {
     ClaimAdd(Claim),
     /// The running configuration minus the claim for this address.
     ClaimRemove(Ipv4Cidr),
-    /// Public keys of the box's key slots.
+    /// The box's key slots: names, kinds, public halves of private keys
+    /// (never a secret).
     KeyShow,
     /// Make a new private key in the slot (`device:NAME`), on the box.
+    /// Refused for a preshared-key slot.
     KeyGenerate(Name),
     /// Put a private key made elsewhere in the slot (explicit, discouraged).
+    /// Refused for a preshared-key slot.
     KeyImport(Name, [u8; 32]),
     /// Answer, then reset the box.
     Reboot,
@@ -118,6 +127,18 @@ pub enum Op {
     /// (`vda`, …) and an empty store in it, then save the running state
     /// there. Refused when the disk holds anything unless `force`.
     StorageInit { disk: Name, force: bool },
+    /// Make a new preshared key in the slot (`peers[i].preshared_key =
+    /// "device:NAME"`), on the box; a tunnel using it restarts. The peer's
+    /// box needs the same key: [`Op::PresharedKeyReveal`] here, import there.
+    /// Refused for a private-key slot.
+    PresharedKeyGenerate(Name),
+    /// Put a preshared key made elsewhere (the other box's, `wg genpsk`) in
+    /// the slot; a tunnel using it restarts. Refused for a private-key slot.
+    PresharedKeyImport(Name, [u8; 32]),
+    /// The preshared key in the slot ([`Reply::PresharedKey`]), so the
+    /// operator can give it to the peer. Refused for a private-key slot:
+    /// private keys never leave the box.
+    PresharedKeyReveal(Name),
 }
 
 /// Box → host.
@@ -159,10 +180,17 @@ pub enum Reply {
     Plan(Box<Outcome>),
     /// The configuration is running.
     Applied(Box<Outcome>),
-    Keys(Vec<KeyInfo, MAX_KEYS>),
+    /// Every key slot (boxed: 20 of them would make every reply large).
+    Keys(Box<Vec<KeyInfo, MAX_KEYS>>),
     Error(Box<Failure>),
     /// A claim's probe started; its outcome shows in status after `done_in_ms`.
     Probing(Probing),
+    /// The secret of a preshared-key slot, asked for by name
+    /// ([`Op::PresharedKeyReveal`]); no other reply carries one.
+    PresharedKey {
+        slot: Name,
+        key: [u8; 32],
+    },
 }
 
 /// A probe the box started for a claim (RFC 5227 style ARP probes, sender
@@ -277,21 +305,48 @@ pub struct Outcome {
     pub changes_omitted: u16,
     /// WireGuard sessions restart (peers, key or listen port changed).
     pub tunnel_restarts: bool,
-    /// Key slots the apply created (their public keys, for the peer's
-    /// config). In a plan the key made for the dry run is not kept: only
-    /// the slot names are meaningful.
+    /// Key slots the apply created: a private key's public half, for the
+    /// peer's config; a preshared key by name only (the peer's box needs
+    /// the secret itself: [`Op::PresharedKeyReveal`]). In a plan the key
+    /// made for the dry run is not kept: only the slot names are meaningful.
     pub keys_created: Vec<KeyInfo, MAX_KEYS>,
 }
 
-/// A key slot's public half.
+/// A key slot as it may be shown: never its secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyInfo {
     pub slot: Name,
-    pub public_key: [u8; 32],
+    pub kind: KeyKind,
+    /// A private key's public half (the other box's `[[peers]] public_key`);
+    /// `None` for a preshared key, which has no public half.
+    pub public_key: Option<[u8; 32]>,
     /// Made on this box (false: imported).
     pub generated: bool,
-    /// Used by a tunnel of the running configuration.
+    /// Used by the running configuration (a tunnel's `private_key`, a
+    /// peer's `preshared_key`).
     pub in_use: bool,
+}
+
+/// What a key slot holds. A slot is made for one use and keeps it: using
+/// it for the other is refused, naming the field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyKind {
+    /// A tunnel's X25519 private key (`[[wireguard]] private_key`).
+    Private,
+    /// A peer's symmetric preshared key (`[[peers]] preshared_key`, what
+    /// `wg genpsk` makes); both boxes of the pair hold the same one.
+    Preshared,
+}
+
+impl KeyKind {
+    /// `private key`, `preshared key`: how messages name it.
+    pub const fn noun(self) -> &'static str {
+        match self {
+            KeyKind::Private => "private key",
+            KeyKind::Preshared => "preshared key",
+        }
+    }
 }
 
 /// Why a request was refused. Nothing was changed.
@@ -361,6 +416,8 @@ pub struct Status {
     pub tunnel: Option<TunnelStatus>,
     pub peers: Vec<PeerStatus, MAX_PEER_STATUS>,
     pub claims: Vec<ClaimStatus, MAX_CLAIM_STATUS>,
+    /// VXLAN segments, in configuration order, with what their FDB learned.
+    pub segments: Vec<SegmentStatus, MAX_SEGMENT_STATUS>,
     /// Dataplane event counters (forwarded, syns_clamped, …).
     pub counters: Vec<Count, MAX_COUNTS>,
     /// Non-zero drop counters since the box started forwarding (an apply
@@ -379,6 +436,11 @@ pub struct Status {
     pub serial: SerialStats,
     /// The Linux around a host build (`routerd-host`); `None` on the image.
     pub host: Option<HostReport>,
+    /// The WAN's DHCP client, when its address is `dhcp` on the image.
+    pub dhcp: Option<DhcpStatus>,
+    /// Peer endpoints by DNS name, when there are any (the image's
+    /// resolver; routerd-host reports its own in `host`).
+    pub resolver: Option<ResolverStatus>,
 }
 
 impl Status {
@@ -401,11 +463,46 @@ impl Status {
                 p.tx_ring_full
             )?;
         }
+        if let Some(d) = &self.dhcp {
+            d.write_line(w)?;
+        }
+        if let Some(r) = &self.resolver {
+            for n in &r.names {
+                write!(w, "  dns {}: ", n.name.as_str())?;
+                match n.address {
+                    Some(a) => write!(w, "{a}, resolved {} s ago", n.resolved_ms_ago.unwrap_or(0) / 1000)?,
+                    None => write!(w, "unresolved")?,
+                }
+                if !n.error.is_empty() {
+                    write!(w, "; last lookup: {}", n.error.as_str())?;
+                }
+                writeln!(w)?;
+            }
+        }
         for c in &self.claims {
             writeln!(
                 w,
                 "  claim {}: {:?} {:?} on {}, to tunnel {} pkts, from tunnel {} pkts",
                 c.address, c.role, c.state, c.port, c.to_tunnel_packets, c.from_tunnel_packets
+            )?;
+        }
+        for g in &self.segments {
+            write!(w, "  segment {}: vni {} on {}, fdb {} local, {} remote", g.name, g.vni, g.port, g.fdb_local, g.fdb_remote)?;
+            for v in &g.vteps {
+                write!(w, ", {} behind {}", v.fdb_remote, v.address)?;
+            }
+            writeln!(w)?;
+        }
+        if !self.segments.is_empty() {
+            // The dataplane counts VXLAN per box, not per segment.
+            let counter = |name: &str| self.counters.iter().find(|c| c.name.as_str() == name).map_or(0, |c| c.value);
+            let drops = self.drops.iter().filter(|d| d.name.starts_with("vxlan_")).fold(0u64, |a, d| a.saturating_add(d.value));
+            writeln!(
+                w,
+                "  vxlan (all segments): encap {}, decap {}, floods {}, drops {drops}",
+                counter("vxlan_encap"),
+                counter("vxlan_decap"),
+                counter("vxlan_floods")
             )?;
         }
         for p in &self.peers {
@@ -561,6 +658,89 @@ pub struct PortStatus {
 /// Disks the box may keep state on.
 pub const MAX_DISKS: usize = 4;
 
+/// The resolver of peer endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ResolverStatus {
+    /// The servers it asks (from `[dns]`, else the DHCP lease).
+    pub servers: Vec<Ipv4Addr, 3>,
+    pub names: Vec<NameStatus, { config_schema::limits::MAX_PEERS }>,
+    /// Answers refused (not the one awaited, malformed).
+    pub refused: u64,
+}
+
+/// One name.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NameStatus {
+    pub name: Text<{ config_schema::limits::MAX_HOST_LEN }>,
+    /// The address in use.
+    pub address: Option<Ipv4Addr>,
+    pub resolved_ms_ago: Option<u64>,
+    pub ttl_secs: Option<u32>,
+    /// The last lookup's failure (empty after a success).
+    pub error: Text<64>,
+    pub lookups: u32,
+    pub failures: u32,
+}
+
+/// The WAN's DHCP client.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DhcpStatus {
+    /// The port it runs on (`wan0`).
+    pub port: Text<24>,
+    /// The leased address (`None`: no lease, the port has no address).
+    pub address: Option<Ipv4Cidr>,
+    pub gateway: Option<Ipv4Addr>,
+    pub dns: Vec<Ipv4Addr, 3>,
+    /// The server that granted the lease.
+    pub server: Option<Ipv4Addr>,
+    /// The lease time the server gave, in seconds.
+    pub lease_secs: Option<u32>,
+    /// Since the lease was granted or last renewed.
+    pub leased_ms_ago: Option<u64>,
+    /// How long the port has been without a lease.
+    pub unbound_ms: Option<u64>,
+    /// DHCP messages sent, replies received, leases lost.
+    pub sent: u32,
+    pub received: u32,
+    pub lost: u32,
+}
+
+impl DhcpStatus {
+    /// One status line: the lease, or how long the port has been without.
+    pub fn write_line(&self, w: &mut dyn core::fmt::Write) -> core::fmt::Result {
+        write!(w, "  dhcp {}: ", self.port.as_str())?;
+        match self.address {
+            Some(a) => {
+                write!(w, "{a}")?;
+                if let Some(g) = self.gateway {
+                    write!(w, " via {g}")?;
+                }
+                for (i, d) in self.dns.iter().enumerate() {
+                    write!(w, "{}{d}", if i == 0 { ", dns " } else { " " })?;
+                }
+                if let Some(srv) = self.server {
+                    write!(w, ", from {srv}")?;
+                }
+                if let (Some(secs), Some(ago)) = (self.lease_secs, self.leased_ms_ago) {
+                    let left = u64::from(secs).saturating_sub(ago / 1000);
+                    write!(w, ", lease {secs} s, {left} s left")?;
+                }
+            }
+            None => {
+                let secs = self.unbound_ms.unwrap_or(0) / 1000;
+                write!(w, "no lease for {secs} s ({} requests sent, {} replies)", self.sent, self.received)?;
+                if self.received == 0 && self.sent > 0 {
+                    write!(w, ": no DHCP server answers")?;
+                }
+            }
+        }
+        if self.lost > 0 {
+            write!(w, ", {} leases lost", self.lost)?;
+        }
+        writeln!(w)
+    }
+}
+
 /// The box's persistent store, as it stands.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct StorageStatus {
@@ -687,6 +867,33 @@ pub struct ClaimStatus {
     pub probes_sent: u64,
     /// Probes a live host answered (the address was in use).
     pub probes_answered: u64,
+}
+
+/// A VXLAN segment and what its FDB learned (live entries only). The VXLAN
+/// counters — encapsulated, decapsulated, flooded, the `vxlan_*` drops — are
+/// box-wide (`Status::counters`, `Status::drops`): the dataplane does not
+/// count them per segment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentStatus {
+    pub name: Name,
+    pub vni: u32,
+    /// The bridged LAN port.
+    pub port: Name,
+    pub udp_port: u16,
+    /// MACs learned on the bridged port (this site's hosts).
+    pub fdb_local: u16,
+    /// MACs learned behind remote VTEPs, all of them together.
+    pub fdb_remote: u16,
+    /// The configured remote VTEPs, in order, with the MACs behind each.
+    pub vteps: Vec<VtepStatus, MAX_VTEP_STATUS>,
+}
+
+/// One remote VTEP of a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VtepStatus {
+    pub address: Ipv4Addr,
+    /// MACs learned behind it.
+    pub fdb_remote: u16,
 }
 
 /// The serial line as the box sees it.
@@ -876,6 +1083,19 @@ mod tests {
             })
             .is_ok()
         {}
+        while st
+            .segments
+            .push(SegmentStatus {
+                name: long.clone(),
+                vni: u32::MAX,
+                port: long.clone(),
+                udp_port: u16::MAX,
+                fdb_local: u16::MAX,
+                fdb_remote: u16::MAX,
+                vteps: core::iter::repeat_n(VtepStatus { address: Ipv4Addr::BROADCAST, fdb_remote: u16::MAX }, MAX_VTEP_STATUS).collect(),
+            })
+            .is_ok()
+        {}
         for list in [&mut st.counters, &mut st.drops, &mut st.drops_since_mark, &mut st.wireguard] {
             while list.push(Count { name: big_text(), value: u64::MAX }).is_ok() {}
         }
@@ -915,6 +1135,7 @@ mod tests {
             peers: Vec::new(),
             claims: Vec::new(),
             segments: Vec::new(),
+            dns: config_schema::Dns::default(),
         };
         while cfg.claims.push(claim(1)).is_ok() {}
         let mut buf = vec![0u8; MAX_PAYLOAD];
@@ -935,6 +1156,9 @@ mod tests {
             Request { seq: 4, op: Op::KeyImport(name("wg0"), [7; 32]) },
             Request { seq: u32::MAX, op: Op::Reboot },
             Request { seq: 5, op: Op::ClaimClearConflict(Ipv4Cidr::new(Ipv4Addr::new(10, 20, 0, 50), 32).unwrap()) },
+            Request { seq: 6, op: Op::PresharedKeyGenerate(name("cloud-psk")) },
+            Request { seq: 7, op: Op::PresharedKeyImport(name("cloud-psk"), [9; 32]) },
+            Request { seq: 8, op: Op::PresharedKeyReveal(name("cloud-psk")) },
         ];
         for r in reqs {
             let mut buf = [0u8; 512];
@@ -944,6 +1168,43 @@ mod tests {
             for cut in 0..n {
                 assert!(decode::<Request>(&buf[..cut]).is_err(), "{cut}/{n} of {r:?}");
             }
+        }
+    }
+
+    /// Every key slot a box can hold, listed or reported as created, fits a
+    /// frame next to the largest outcome.
+    #[test]
+    fn maximal_key_lists_fit_a_frame() {
+        let info = |kind| KeyInfo {
+            slot: name("abcdefghijklmnopqrstuvwx"),
+            kind,
+            public_key: (kind == KeyKind::Private).then_some([0xff; 32]),
+            generated: true,
+            in_use: true,
+        };
+        let keys: Vec<KeyInfo, MAX_KEYS> =
+            (0..MAX_KEYS).map(|i| info(if i % 2 == 0 { KeyKind::Private } else { KeyKind::Preshared })).collect();
+        let problem =
+            WireProblem { code: big_text(), error: true, path: big_text(), value: big_text(), message: big_text(), hint: big_text() };
+        let change = Change { kind: ChangeKind::Modify, section: big_text(), subject: big_text() };
+        let outcome = Outcome {
+            errors: u16::MAX,
+            warnings: u16::MAX,
+            problems: core::iter::repeat_n(problem, MAX_PROBLEMS).collect(),
+            changes: core::iter::repeat_n(change, MAX_CHANGES).collect(),
+            changes_omitted: u16::MAX,
+            tunnel_restarts: true,
+            keys_created: core::iter::repeat_n(info(KeyKind::Private), MAX_KEYS).collect(),
+        };
+        let mut buf = vec![0u8; MAX_PAYLOAD];
+        for reply in [
+            Reply::Keys(Box::new(keys)),
+            Reply::Applied(Box::new(outcome)),
+            Reply::PresharedKey { slot: name("abcdefghijklmnopqrstuvwx"), key: [0xff; 32] },
+        ] {
+            let up = Up::Response(Response { seq: u32::MAX, reply });
+            let n = encode(&up, &mut buf).expect("fits MAX_PAYLOAD").len();
+            assert_eq!(decode::<Up>(&buf[..n]), Ok(up));
         }
     }
 
@@ -981,6 +1242,7 @@ mod tests {
             peers: Vec::new(),
             claims: Vec::new(),
             segments: Vec::new(),
+            dns: config_schema::Dns::default(),
         };
         let mut c = claim(9);
         c.address = Ipv4Cidr::new(Ipv4Addr::new(10, 0, 0, 9), 24).unwrap();

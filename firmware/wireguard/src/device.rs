@@ -356,6 +356,10 @@ impl<const PEERS: usize, const ROUTES: usize> Device<PEERS, ROUTES> {
         let slot = self.peers.iter().position(|p| p.is_none()).ok_or(ConfigError::PeersFull)?;
         let keys = PeerKeys::new(&self.identity, cfg.public_key, cfg.preshared_key.as_ref()).map_err(|_| ConfigError::BadKey)?;
         let id = PeerId(u16::try_from(slot).map_err(|_| ConfigError::PeersFull)?);
+        // Like wg(8) setting persistent-keepalive on a running interface: a
+        // peer kept alive is dialled at once, so a site behind NAT (or with
+        // a dynamic address) brings its tunnel up without waiting for data.
+        let dial = cfg.persistent_keepalive.is_some_and(|k| k > 0) && cfg.endpoint.is_some();
         let peer = Peer {
             keys,
             endpoint: cfg.endpoint,
@@ -369,7 +373,7 @@ impl<const PEERS: usize, const ROUTES: usize> Device<PEERS, ROUTES> {
             last_sent_handshake: None,
             cookie: None,
             last_mac1: None,
-            want_handshake: false,
+            want_handshake: dial,
             last_handshake: None,
             rx_bytes: 0,
             tx_bytes: 0,
@@ -409,8 +413,13 @@ impl<const PEERS: usize, const ROUTES: usize> Device<PEERS, ROUTES> {
         self.routes.remove(addr, len);
     }
 
+    /// Move a peer's endpoint (a re-resolved name). A peer kept alive is
+    /// dialled at the new address at once.
     pub fn set_endpoint(&mut self, id: PeerId, endpoint: Option<SocketAddr>) -> Result<(), ConfigError> {
         let p = self.peer_mut(id).ok_or(ConfigError::UnknownPeer)?;
+        if endpoint.is_some() && endpoint != p.endpoint && p.timers.persistent_interval.is_some() {
+            p.want_handshake = true;
+        }
         p.endpoint = endpoint;
         Ok(())
     }
@@ -587,6 +596,8 @@ impl<const PEERS: usize, const ROUTES: usize> Device<PEERS, ROUTES> {
             peer.timers.handshake_attempts = 0;
         }
         let to = peer.endpoint.ok_or(Error::NoEndpoint)?;
+        // This initiation is the one a pending request asked for.
+        peer.want_handshake = false;
         let msg = out.get_mut(..wire::INITIATION_LEN).ok_or(Error::BufferTooSmall)?;
         if let Some(old) = peer.pending.take() {
             indices.remove(old.local_index);
@@ -668,6 +679,12 @@ impl<const PEERS: usize, const ROUTES: usize> Device<PEERS, ROUTES> {
                     peer.timers.send_keepalive = None;
                     if peer.timers.zero_key_material.is_none() {
                         peer.timers.zero_key_material = Some(now + REJECT_AFTER_TIME * 3);
+                    }
+                    // A peer kept alive is dialled again one interval later
+                    // (wg(8) would stay silent until data comes): the other
+                    // side may only have been unreachable for a while.
+                    if let Some(i) = peer.timers.persistent_interval {
+                        peer.timers.persistent_keepalive = Some(now + i);
                     }
                     if let Some(p) = peer.pending.take() {
                         self.indices.remove(p.local_index);

@@ -396,6 +396,11 @@ fn persistent_keepalive() {
     cfg.persistent_keepalive = Some(25);
     t.a_peer = t.a.add_peer(cfg).unwrap();
     t.a.add_allowed_ip(t.a_peer, "10.0.0.2".parse().unwrap(), 32).unwrap();
+    // A peer kept alive is dialled at once, without data (like wg(8)).
+    let init = t.a_poll().expect("an initiation right away");
+    assert_eq!(init.len(), 148);
+    assert!(t.a_poll().is_none(), "one initiation");
+    t.advance(REKEY_TIMEOUT + REKEY_TIMEOUT_JITTER_MAX);
     t.handshake();
     t.advance(Duration::from_secs(24));
     assert!(t.a_poll().is_none());
@@ -405,6 +410,28 @@ fn persistent_keepalive() {
     assert_eq!(t.b_receives(&ka, A_ADDR).unwrap().0, Action::None);
     t.advance(Duration::from_secs(25));
     assert_eq!(t.a_poll().map(|d| d.len()), Some(32));
+}
+
+#[test]
+fn a_peer_kept_alive_is_dialled_again_after_giving_up() {
+    let mut t = Pair::new(None, None);
+    t.a.remove_peer(t.a_peer).unwrap();
+    let mut cfg = PeerConfig::new(t.b.public_key());
+    cfg.endpoint = Some(sa(B_ADDR));
+    cfg.persistent_keepalive = Some(25);
+    t.a_peer = t.a.add_peer(cfg).unwrap();
+    // Nobody answers: the dial, its retries for REKEY_ATTEMPT_TIME, and
+    // then — unlike wg(8), which stays silent — a new dial one keepalive
+    // interval later.
+    let mut sent = 0;
+    for _ in 0..(REKEY_ATTEMPT_TIME.as_secs() + 60) * 2 {
+        while let Some(d) = t.a_poll() {
+            assert_eq!(d[0], 1, "initiations only");
+            sent += 1;
+        }
+        t.advance(Duration::from_millis(500));
+    }
+    assert!(sent > MAX_TIMER_HANDSHAKES as usize + 1, "dialled again after giving up: {sent} initiations");
 }
 
 #[test]

@@ -9,7 +9,7 @@ impl Core {
         let Some(pc) = self.cfg.ports.get(port.index()) else {
             return self.drop(DropReason::UnknownPort);
         };
-        let (port_mac, port_addr, subnet) = (pc.mac, pc.address, pc.subnet());
+        let (port_mac, port_addr, subnet, pc_dhcp) = (pc.mac, pc.address, pc.subnet(), pc.dhcp);
         let repr = match buf.frame().get(ETH_LEN..).map(ArpPacket::new_checked) {
             Some(Ok(p)) => ArpRepr::parse(&p),
             _ => return self.drop(DropReason::ArpMalformed),
@@ -25,6 +25,10 @@ impl Core {
         }
         if self.is_our_mac(sha) {
             return self.drop(DropReason::OwnSourceMac);
+        }
+        // The DHCP client resolves its server for unicast renewals itself.
+        if pc_dhcp && operation == ArpOperation::Reply {
+            let _ = tx.stack(port, buf.frame());
         }
 
         // A live host using a proxy-ARP claim's address: never hijack it.

@@ -146,6 +146,7 @@ impl Dataplane {
         new.counters = c;
         new.icmp_bucket = old.icmp_bucket;
         new.ident = old.ident;
+        new.resolver_port = old.resolver_port;
         for e in old.events.iter() {
             record(&mut new.events, &mut new.counters, *e);
         }

@@ -56,12 +56,24 @@ impl Core {
             Err(reason) => return self.drop(reason),
         };
         let own = self.cfg.is_own_address(dst);
+        // The answer to the box's DNS query (from port 53 to the one port
+        // the resolver opened), wherever it comes from.
+        if own && proto == IpProtocol::Udp && !fragment && self.resolver_port.is_some_and(|p| udp_ports(buf.frame()) == Some((53, p))) {
+            let from = match ingress {
+                Ingress::Port(p) => LocalFrom::Port(p),
+                Ingress::Tunnel(peer) => LocalFrom::Tunnel(peer),
+            };
+            return self.deliver_local(from, buf, tx);
+        }
         match ingress {
             Ingress::Port(port) => {
                 let Some(pc) = self.cfg.ports.get(port.index()) else {
                     return self.drop(DropReason::UnknownPort);
                 };
-                let (role, port_addr) = (pc.role, pc.address);
+                let (role, port_addr, dhcp) = (pc.role, pc.address, pc.dhcp);
+                if dhcp && proto == IpProtocol::Udp && !fragment && udp_ports(buf.frame()) == Some((67, 68)) {
+                    return self.hand_to_stack(port, buf, tx);
+                }
                 if role == PortRole::Lan {
                     // A host on the LAN sending from a proxy-ARP claim's
                     // address is using it: evidence like an ARP from it
@@ -146,6 +158,22 @@ impl Core {
     }
 
     /// Hand a packet for the box to the services layer through `tx`.
+    /// A DHCP reply for the box's client on `port`, with its Ethernet
+    /// header (pulled by intake) put back.
+    fn hand_to_stack<X: Transmit + ?Sized>(&mut self, port: PortId, buf: &mut FrameBuf<'_>, tx: &mut X) -> Verdict {
+        if buf.push_head(ETH_LEN).is_err() {
+            return self.drop(DropReason::NoHeadroom);
+        }
+        match tx.stack(port, buf.frame()) {
+            Local::Taken => {
+                self.counters.local_delivered += 1;
+                Verdict::Consumed
+            }
+            Local::Full => self.drop(DropReason::LocalQueueFull),
+            Local::NoService => self.drop(DropReason::LocalUnhandled),
+        }
+    }
+
     fn deliver_local<X: Transmit + ?Sized>(&mut self, from: LocalFrom, buf: &mut FrameBuf<'_>, tx: &mut X) -> Verdict {
         match tx.local(from, buf.frame()) {
             Local::Taken => {
@@ -156,4 +184,12 @@ impl Core {
             Local::NoService => self.drop(DropReason::LocalUnhandled),
         }
     }
+}
+
+/// The UDP source and destination ports of an IPv4 packet (no options
+/// beyond the header length check; `None` when it is not that long).
+fn udp_ports(ip: &[u8]) -> Option<(u16, u16)> {
+    let hl = usize::from(ip.first()? & 0x0f) * 4;
+    let p = ip.get(hl..hl + 4)?;
+    Some((u16::from_be_bytes([*p.first()?, *p.get(1)?]), u16::from_be_bytes([*p.get(2)?, *p.get(3)?])))
 }

@@ -55,13 +55,37 @@ pub fn prefix(a: [u8; 4], len: u8) -> Prefix {
 pub fn config() -> Config {
     let mut ports = heapless::Vec::new();
     ports
-        .push(PortConfig { role: PortRole::Lan, mac: Mac(LAN0_MAC), address: Some(LAN0_IP), prefix_len: 24, gateway: None, mtu: 1500 })
+        .push(PortConfig {
+            role: PortRole::Lan,
+            mac: Mac(LAN0_MAC),
+            address: Some(LAN0_IP),
+            prefix_len: 24,
+            gateway: None,
+            mtu: 1500,
+            dhcp: false,
+        })
         .unwrap();
     ports
-        .push(PortConfig { role: PortRole::Wan, mac: Mac(WAN_MAC), address: Some(WAN_IP), prefix_len: 24, gateway: Some(GW_IP), mtu: 1500 })
+        .push(PortConfig {
+            role: PortRole::Wan,
+            mac: Mac(WAN_MAC),
+            address: Some(WAN_IP),
+            prefix_len: 24,
+            gateway: Some(GW_IP),
+            mtu: 1500,
+            dhcp: false,
+        })
         .unwrap();
     ports
-        .push(PortConfig { role: PortRole::Lan, mac: Mac(LAN1_MAC), address: Some(LAN1_IP), prefix_len: 24, gateway: None, mtu: 1500 })
+        .push(PortConfig {
+            role: PortRole::Lan,
+            mac: Mac(LAN1_MAC),
+            address: Some(LAN1_IP),
+            prefix_len: 24,
+            gateway: None,
+            mtu: 1500,
+            dhcp: false,
+        })
         .unwrap();
     let mut allowed = heapless::Vec::new();
     for p in [prefix([10, 0, 0, 9], 32), prefix([10, 0, 0, 20], 32), prefix([10, 2, 0, 0], 16), prefix([192, 168, 50, 0], 24)] {
