@@ -1,6 +1,12 @@
-//! `routerctl lab`: seed 000 on one machine, no root.
+//! `routerctl lab`: a seed's whole scenario on one machine, no root.
 //!
-//! Two boxes run the real image in QEMU: "onprem" (captures the cloud's
+//! `--scenario hybrid` (the default) is seed 000, below; `--scenario
+//! two-site` is seed 003 (`lab/two_site.rs`: the shipped two-site examples,
+//! DHCP, DNS, NAT, a VXLAN overlay inside WireGuard, a dynamic IP change).
+//! Both share the helpers here: booting a box, provisioning it over its
+//! serial socket, running doctor.
+//!
+//! Seed 000: two boxes run the real image in QEMU: "onprem" (captures the cloud's
 //! address with proxy-ARP) and "cloud" (the provider hands it the on-prem
 //! address: provider-secondary-ip). Their WAN ports meet in a small
 //! underlay (`routerd-lab`: routing, the cloud VM's 1:1 NAT, optional
@@ -28,8 +34,13 @@ use crate::client::{Client, PortSpec};
 use crate::doctor::{self, Verdict};
 use crate::{Failure, EXIT_FAILED};
 
+mod two_site;
+
 #[derive(Args, Clone, Debug)]
 pub struct LabArgs {
+    /// Which seed's world to build
+    #[arg(long, value_enum, default_value_t = Scenario::Hybrid)]
+    pub scenario: Scenario,
     /// Run the scenario once and exit: 0 only if every doctor check passed
     /// and the traffic arrived intact
     #[arg(long)]
@@ -40,7 +51,7 @@ pub struct LabArgs {
     /// The firmware image (default: $ROUTERD_IMAGE, else target/release/routerd next to this routerctl)
     #[arg(long)]
     pub image: Option<PathBuf>,
-    /// A broken variant, to see doctor name the problem
+    /// A broken variant, to see doctor name the problem (each belongs to one scenario)
     #[arg(long, value_enum, default_value_t = Variant::Healthy)]
     pub variant: Variant,
     /// One-way latency the underlay adds, in milliseconds
@@ -58,17 +69,47 @@ pub struct LabArgs {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// Seed 000, same-subnet hybrid: an on-prem box and a cloud box (behind
+    /// 1:1 NAT) share one subnet; each captures the other side's /32s
+    /// (proxy-ARP, provider-secondary-ip) and delivers them over WireGuard,
+    /// MSS clamped to 1380; the cloud box's public address moves mid-run
+    Hybrid,
+    /// Seed 003, two sites, one overlay: the shipped two-site-roz.toml and
+    /// two-site-wro.toml (only the peers' keys filled in); roz static behind
+    /// its ISP router, wro on DHCP behind NAT with a dynamic public IP
+    /// published in DNS; VXLAN (VNI 100000) inside WireGuard joins the VM
+    /// networks on lan1 (MTU 1370, MSS 1330); wro's public IP changes
+    /// mid-run and the tunnel recovers without an apply
+    TwoSite,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Variant {
     /// Everything right
     Healthy,
-    /// The onprem box is given a wrong public key for the cloud box
+    /// (hybrid) The onprem box is given a wrong public key for the cloud box
     WrongPeerKey,
-    /// A forgotten host on the on-prem LAN still holds the cloud's address
+    /// (hybrid) A forgotten host on the on-prem LAN still holds the cloud's address
     ConflictingHost,
-    /// A fixed MSS clamp above what the tunnel carries
+    /// (hybrid) A fixed MSS clamp above what the tunnel carries
     ClampAbovePath,
-    /// The cloud box routes the address it owns back into the tunnel
+    /// (hybrid) The cloud box routes the address it owns back into the tunnel
     LoopProneClaim,
+    /// (two-site) The DNS servers answer NXDOMAIN for both peers' names
+    /// (dyndns not updated): neither box finds the other
+    DnsNeverResolves,
+}
+
+impl Variant {
+    /// The scenario the variant breaks (`None`: any).
+    fn scenario(self) -> Option<Scenario> {
+        match self {
+            Variant::Healthy => None,
+            Variant::WrongPeerKey | Variant::ConflictingHost | Variant::ClampAbovePath | Variant::LoopProneClaim => Some(Scenario::Hybrid),
+            Variant::DnsNeverResolves => Some(Scenario::TwoSite),
+        }
+    }
 }
 
 const ONPREM_LAN_IP: &str = "10.20.0.2/24";
@@ -166,6 +207,10 @@ impl Clock {
     fn say(&self, what: impl AsRef<str>) {
         eprintln!("[{:6.1} s] {}", self.0.elapsed().as_secs_f64(), what.as_ref());
     }
+
+    fn secs(&self) -> f64 {
+        self.0.elapsed().as_secs_f64()
+    }
 }
 
 fn failed(m: impl Into<String>) -> Failure {
@@ -197,10 +242,22 @@ struct BoxVm {
     lan_mac: [u8; 6],
 }
 
-fn boot(image: &Path, name: &'static str, id: u8, clock: &Clock) -> Result<(BoxVm, [(PathBuf, PathBuf); 2]), Failure> {
+/// The lab's end of each NIC, in PCI order (`lan0`, `wan0`, `lan1`, …): the
+/// socket it binds and the one QEMU binds.
+type NicSockets = Vec<(PathBuf, PathBuf)>;
+
+/// The lab's end of NIC `n`, facing QEMU.
+fn facing(sockets: &NicSockets, n: usize) -> Result<SocketPair, Failure> {
+    let (harness, guest) = sockets.get(n).ok_or_else(|| failed(format!("no NIC {n}")))?;
+    Ok(SocketPair::facing_qemu(harness, guest))
+}
+
+/// Boots a box with `nics` virtio-net NICs (MACs 52:54:00:1a:`id`:`n`) and
+/// a blank disk, and waits until it asks for a configuration.
+fn boot(image: &Path, name: &'static str, id: u8, nics: u8, clock: &Clock) -> Result<(BoxVm, NicSockets), Failure> {
     let mut m = qemu::Machine::new(image).map_err(|e| failed(format!("{name}: {e}")))?;
     let mut sockets = Vec::new();
-    for n in 0..2u8 {
+    for n in 0..nics {
         let guest = m.run_dir.join(format!("nic{n}.guest"));
         let harness = m.run_dir.join(format!("nic{n}.harness"));
         sockets.push((harness.clone(), guest.clone()));
@@ -211,7 +268,6 @@ fn boot(image: &Path, name: &'static str, id: u8, clock: &Clock) -> Result<(BoxV
         });
     }
     let lan_mac = [0x52, 0x54, 0x00, 0x1a, id, 0];
-    let sockets: [(PathBuf, PathBuf); 2] = [sockets[0].clone(), sockets[1].clone()];
     // A blank disk, as a box booted with -kernel has: the lab names it for
     // the box's store (`storage init`) before applying.
     let disk = m.run_dir.join("state.img");
@@ -226,6 +282,18 @@ fn boot(image: &Path, name: &'static str, id: u8, clock: &Clock) -> Result<(BoxV
     vm.release_serial();
     let port = PortSpec::Unix(vm.serial_path());
     Ok((BoxVm { name, vm, port, lan_mac }, sockets))
+}
+
+/// `--keep`: leaves the boxes up until Enter, saying how to reach them.
+fn keep(boxes: &[&BoxVm]) {
+    println!("\nthe lab stays up; attach routerctl to each box:");
+    for b in boxes {
+        println!("  routerctl status --port unix:{}     ({})", b.vm.serial_path().display(), b.name);
+        println!("  routerctl doctor hybrid --port unix:{}", b.vm.serial_path().display());
+    }
+    println!("press Enter to stop");
+    let mut s = String::new();
+    let _ = std::io::stdin().read_line(&mut s);
 }
 
 fn connect(b: &BoxVm) -> Result<Client, Failure> {
@@ -284,24 +352,37 @@ fn doctor_box(c: &mut Client, name: &str) -> Result<(Vec<doctor::Check>, String,
 }
 
 pub fn run(args: &LabArgs) -> Result<u8, Failure> {
+    if let Some(s) = args.variant.scenario().filter(|s| *s != args.scenario) {
+        fn name(v: impl ValueEnum) -> String {
+            v.to_possible_value().map(|p| p.get_name().to_string()).unwrap_or_default()
+        }
+        return Err(Failure::usage(format!(
+            "--variant {} breaks the {} scenario: add --scenario {}",
+            name(args.variant),
+            name(s),
+            name(s)
+        )));
+    }
+    match args.scenario {
+        Scenario::Hybrid => hybrid(args),
+        Scenario::TwoSite => two_site::run(args),
+    }
+}
+
+/// Seed 000.
+fn hybrid(args: &LabArgs) -> Result<u8, Failure> {
     let clock = Clock(Instant::now());
     let image = find_image(args.image.as_deref())?;
     clock.say(format!("lab: seed 000 (same-subnet hybrid), variant {:?}, image {}", args.variant, image.display()));
 
-    let (onprem, on_sock) = boot(&image, "onprem", 1, &clock)?;
-    let (cloud, cl_sock) = boot(&image, "cloud", 2, &clock)?;
+    let (onprem, on_sock) = boot(&image, "onprem", 1, 2, &clock)?;
+    let (cloud, cl_sock) = boot(&image, "cloud", 2, 2, &clock)?;
 
     // The underlay: onprem behind its site router, cloud behind 1:1 NAT.
     let ip = |s: &str| s.parse::<routerd_lab::Cidr>().map_err(|e| failed(format!("{s}: {e:?}")));
     let underlay = Underlay::start(UnderlayConfig::new(vec![
-        Attachment::new(
-            "onprem",
-            SocketPair::facing_qemu(&on_sock[1].0, &on_sock[1].1),
-            ip("192.168.1.35/24")?,
-            Ipv4Addr::new(192, 168, 1, 1),
-        ),
-        Attachment::new("cloud", SocketPair::facing_qemu(&cl_sock[1].0, &cl_sock[1].1), ip("10.0.0.4/24")?, Ipv4Addr::new(10, 0, 0, 1))
-            .with_public(CLOUD_PUBLIC),
+        Attachment::new("onprem", facing(&on_sock, 1)?, ip("192.168.1.35/24")?, Ipv4Addr::new(192, 168, 1, 1)),
+        Attachment::new("cloud", facing(&cl_sock, 1)?, ip("10.0.0.4/24")?, Ipv4Addr::new(10, 0, 0, 1)).with_public(CLOUD_PUBLIC),
     ]))
     .map_err(|e| failed(format!("underlay: {e}")))?;
     if args.latency > 0 {
@@ -310,23 +391,14 @@ pub fn run(args: &LabArgs) -> Result<u8, Failure> {
     if args.loss > 0.0 {
         underlay.set_loss(args.loss);
     }
-    let onprem_host = SimHost::start(HostConfig::new(
-        "onprem-host",
-        SocketPair::facing_qemu(&on_sock[0].0, &on_sock[0].1),
-        [0x02, 0, 0, 0, 0x10, 0x10],
-        vec![ip("10.20.0.10/24")?],
-    ))
-    .map_err(|e| failed(format!("onprem-host: {e}")))?;
+    let onprem_host =
+        SimHost::start(HostConfig::new("onprem-host", facing(&on_sock, 0)?, [0x02, 0, 0, 0, 0x10, 0x10], vec![ip("10.20.0.10/24")?]))
+            .map_err(|e| failed(format!("onprem-host: {e}")))?;
     // In the cloud the provider fabric delivers 10.20.0.10 to the box's
     // NIC (a secondary IP): the host's neighbour entry says so.
     let cloud_host = SimHost::start(
-        HostConfig::new(
-            "cloud-host",
-            SocketPair::facing_qemu(&cl_sock[0].0, &cl_sock[0].1),
-            [0x02, 0, 0, 0, 0x20, 0x50],
-            vec![ip("10.20.0.50/24")?],
-        )
-        .with_static_neighbor(ONPREM_HOST, cloud.lan_mac),
+        HostConfig::new("cloud-host", facing(&cl_sock, 0)?, [0x02, 0, 0, 0, 0x20, 0x50], vec![ip("10.20.0.50/24")?])
+            .with_static_neighbor(ONPREM_HOST, cloud.lan_mac),
     )
     .map_err(|e| failed(format!("cloud-host: {e}")))?;
     clock.say("underlay and LAN hosts up: onprem-host 10.20.0.10, cloud-host 10.20.0.50, cloud NAT 10.0.0.4 ↔ 203.0.113.10");
@@ -424,14 +496,7 @@ pub fn run(args: &LabArgs) -> Result<u8, Failure> {
     let _ = cl_c.close();
 
     if args.keep {
-        println!("\nthe lab stays up; attach routerctl to each box:");
-        for b in [&onprem, &cloud] {
-            println!("  routerctl status --port unix:{}     ({})", b.vm.serial_path().display(), b.name);
-            println!("  routerctl doctor hybrid --port unix:{}", b.vm.serial_path().display());
-        }
-        println!("press Enter to stop");
-        let mut s = String::new();
-        let _ = std::io::stdin().read_line(&mut s);
+        keep(&[&onprem, &cloud]);
     }
     onprem_host.stop();
     cloud_host.stop();

@@ -176,14 +176,23 @@ enum Command {
     Doctor(DoctorCommand),
     /// Run seed 000's two boxes in QEMU on this machine: provision, doctor, traffic
     #[command(
-        long_about = "Boot two routerd boxes in QEMU (an on-prem box capturing with proxy-ARP, a \
-        cloud box with provider-secondary-ip), join their WAN ports through a simulated underlay \
-        (routing, the cloud VM's 1:1 NAT, optional latency and loss), put a simulated host on each LAN, \
-        generate keys on the boxes, provision both over their serial sockets with the embedded shared \
-        claim list, run doctor hybrid on both, then ping and a TCP transfer each way with the clamped \
-        MSS shown. No root needed.",
+        long_about = "Boot two routerd boxes in QEMU, join their WAN ports through a simulated underlay \
+        (routing, NAT, optional latency and loss), put simulated hosts on their LANs, generate keys on \
+        the boxes, provision both over their serial sockets, run doctor hybrid on both, then send \
+        traffic. No root needed.\n\n\
+        --scenario hybrid (seed 000, the default): an on-prem box capturing with proxy-ARP and a cloud \
+        box with provider-secondary-ip (behind 1:1 NAT) share one subnet through the embedded shared \
+        claim list; ping and a TCP transfer each way with the clamped MSS (1380) shown; the cloud box's \
+        public address moves.\n\n\
+        --scenario two-site (seed 003): roz and wro run the shipped two-site-roz.toml and \
+        two-site-wro.toml (only the peers' keys filled in); roz is static behind its ISP router, wro \
+        takes its WAN address by DHCP behind NAT, both find each other by DNS name; VMs on each lan1 \
+        talk through VXLAN inside WireGuard (MSS 1330, MTU 1370, bigger frames dropped and counted); \
+        then wro's public address and DNS record change and the lab times the recovery, no apply.",
         after_long_help = "Examples:\n  routerctl lab --once\n  routerctl lab --keep\n  \
-        routerctl lab --once --variant wrong-peer-key   # doctor names the handshake failure\n\n\
+        routerctl lab --once --variant wrong-peer-key   # doctor names the handshake failure\n  \
+        routerctl lab --scenario two-site --once\n  \
+        routerctl lab --scenario two-site --once --variant dns-never-resolves   # doctor names the lookup\n\n\
         Exit codes with --once: 0 every doctor check passed and the traffic arrived intact, 1 otherwise."
     )]
     Lab(lab::LabArgs),

@@ -1,13 +1,16 @@
 //! The few frame shapes the lab builds and inspects itself, on top of
 //! smoltcp's checked wire views: ARP requests and replies, the MSS option of
-//! TCP SYNs, and the RFC 1624 checksum update NAT needs.
+//! TCP SYNs, UDP datagrams for the site routers' DHCP and DNS, and the
+//! RFC 1624 checksum update NAT needs.
 //!
 //! Every parser takes untrusted bytes and answers `None` for anything it does
 //! not understand; nothing here panics on input.
 
 use crate::Mac;
+use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, TcpOption, TcpPacket,
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr,
+    TcpOption, TcpPacket, UdpPacket, UdpRepr,
 };
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -139,6 +142,68 @@ fn mss_option(mut options: &[u8]) -> Option<u16> {
     None
 }
 
+/// A UDP datagram in an Ethernet/IPv4 frame, as a site router's services
+/// (DHCP, DNS) see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct UdpIn<'a> {
+    pub src_mac: Mac,
+    pub src: SocketAddrV4,
+    pub dst: SocketAddrV4,
+    pub payload: &'a [u8],
+}
+
+impl UdpIn<'_> {
+    /// `None` for anything but an unfragmented UDP/IPv4 frame whose IPv4
+    /// and UDP checksums hold (a zero UDP checksum means none was computed).
+    pub(crate) fn parse(frame: &[u8]) -> Option<UdpIn<'_>> {
+        let eth = EthernetFrame::new_checked(frame).ok()?;
+        if eth.ethertype() != EthernetProtocol::Ipv4 {
+            return None;
+        }
+        let ip = Ipv4Packet::new_checked(frame.get(ETHERNET_HEADER..)?).ok()?;
+        if ip.next_header() != IpProtocol::Udp || ip.more_frags() || ip.frag_offset() != 0 || !ip.verify_checksum() {
+            return None;
+        }
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        let udp = UdpPacket::new_checked(ip.payload()).ok()?;
+        if !udp.verify_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst)) {
+            return None;
+        }
+        Some(UdpIn {
+            src_mac: eth.src_addr().0,
+            src: SocketAddrV4::new(src, udp.src_port()),
+            dst: SocketAddrV4::new(dst, udp.dst_port()),
+            payload: udp.payload(),
+        })
+    }
+}
+
+/// An Ethernet/IPv4/UDP frame carrying `payload`, with both checksums
+/// filled, TTL 64, padded to the Ethernet minimum.
+pub(crate) fn udp_frame(src_mac: Mac, dst_mac: Mac, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
+    let udp = UdpRepr { src_port: src.port(), dst_port: dst.port() };
+    let udp_len = udp.header_len() + payload.len();
+    let ip = Ipv4Repr { src_addr: *src.ip(), dst_addr: *dst.ip(), next_header: IpProtocol::Udp, payload_len: udp_len, hop_limit: 64 };
+    let len = ETHERNET_HEADER + ip.buffer_len() + udp_len;
+    let mut buf = vec![0u8; len.max(MIN_FRAME)];
+    let caps = ChecksumCapabilities::default();
+    let mut eth = EthernetFrame::new_unchecked(&mut buf[..]);
+    eth.set_dst_addr(EthernetAddress(dst_mac));
+    eth.set_src_addr(EthernetAddress(src_mac));
+    eth.set_ethertype(EthernetProtocol::Ipv4);
+    let mut packet = Ipv4Packet::new_unchecked(eth.payload_mut());
+    ip.emit(&mut packet, &caps);
+    udp.emit(
+        &mut UdpPacket::new_unchecked(packet.payload_mut()),
+        &IpAddress::Ipv4(*src.ip()),
+        &IpAddress::Ipv4(*dst.ip()),
+        payload.len(),
+        |out| out.copy_from_slice(payload),
+        &caps,
+    );
+    buf
+}
+
 /// RFC 1624 (eqn. 3): the Internet checksum `sum` after the 16-bit words
 /// `old` in the covered data were replaced by `new`.
 pub(crate) fn checksum_adjust(sum: u16, old: &[u8], new: &[u8]) -> u16 {
@@ -194,6 +259,29 @@ mod tests {
         let mut f = Arp::request(A, Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST).to_frame();
         f.truncate(30);
         assert_eq!(Arp::parse(&f), None);
+    }
+
+    #[test]
+    fn udp_frames_parse_back_and_damage_is_refused() {
+        let src = SocketAddrV4::new(Ipv4Addr::new(192, 168, 20, 1), 67);
+        let dst = SocketAddrV4::new(Ipv4Addr::BROADCAST, 68);
+        let f = udp_frame(A, BROADCAST, src, dst, b"offer");
+        assert_eq!(f.len(), MIN_FRAME, "padded");
+        let u = UdpIn::parse(&f).unwrap();
+        assert_eq!((u.src_mac, u.src, u.dst, u.payload), (A, src, dst, &b"offer"[..]));
+        // An independent parser agrees on both checksums.
+        let p = etherparse::SlicedPacket::from_ethernet(&f).unwrap();
+        let Some(etherparse::NetSlice::Ipv4(v4)) = &p.net else { panic!("not ipv4") };
+        let h = v4.header().to_header();
+        assert_eq!(h.calc_header_checksum(), h.header_checksum);
+        let Some(etherparse::TransportSlice::Udp(udp)) = &p.transport else { panic!("not udp") };
+        assert_eq!(udp.to_header().calc_checksum_ipv4(&h, udp.payload()).unwrap(), udp.checksum());
+        let mut bad = f.clone();
+        bad[ETHERNET_HEADER + 28] ^= 0x01;
+        assert_eq!(UdpIn::parse(&bad), None, "payload damaged: UDP checksum fails");
+        for len in 0..f.len() {
+            let _ = UdpIn::parse(&f[..len]);
+        }
     }
 
     #[test]

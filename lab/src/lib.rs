@@ -1,12 +1,16 @@
 //! The lab's network parts: everything around the two routerd boxes of the
-//! seed 000 scenario that is not a box.
+//! seed 000 and seed 003 scenarios that is not a box.
 //!
 //! - [`Underlay`] is the internet between the boxes' WAN ports: it answers ARP
 //!   for each box's gateway, routes IPv4 between them, applies the cloud
-//!   VM's 1:1 NAT, and adds latency and loss on demand; the cloud box's
-//!   public address can be moved while it runs, to show roaming.
+//!   VM's 1:1 NAT or a site router's masquerade (ports kept, port forwards),
+//!   and adds latency and loss on demand; a public address can be moved
+//!   while it runs, to show roaming or a dynamic IP. Its gateways can run a
+//!   site router's services: a DHCP server ([`DhcpServerConfig`]) and a DNS
+//!   server answering from a zone of [`DnsRecord`]s that can change too.
 //! - [`SimHost`] is a host on a box's LAN: a smoltcp stack with a MAC and
-//!   one or more addresses that answers ARP and ping, pings, runs TCP echo
+//!   one or more addresses that answers ARP and ping, pings (any size, DF
+//!   set, for MTU probes), runs TCP echo
 //!   and sink servers and transfers to them with an integrity check, records
 //!   the MSS of every SYN and SYN-ACK at the wire, and can pose as a
 //!   conflicting live host or ask who answers ARP for an address.
@@ -84,11 +88,18 @@
 //! whether (and which MAC) answers ARP for an address on the LAN, to check
 //! that a box proxy-ARPs a claim, or that it stopped.
 
+mod dhcp;
+mod dns;
 mod frame;
 pub mod host;
 mod link;
+mod nat;
 mod rng;
 pub mod underlay;
+
+pub use dhcp::{DhcpCounters, DhcpServerConfig};
+pub use dns::DnsRecord;
+pub use nat::{PortForward, Transport};
 
 pub use host::{
     HostConfig, HostCounters, ListenMode, PingReport, ServerRecord, SimHost, SynDirection, SynRecord, Transfer, TransferReport,
@@ -131,8 +142,13 @@ impl Cidr {
 
     /// Whether `ip` is in this address's subnet.
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+        let mask = u32::from(self.netmask());
         u32::from(self.addr) & mask == u32::from(ip) & mask
+    }
+
+    /// The subnet mask (`255.255.255.0` for a /24).
+    pub fn netmask(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0))
     }
 }
 
@@ -180,6 +196,8 @@ mod tests {
         assert!(all.contains(Ipv4Addr::new(8, 8, 8, 8)));
         let one: Cidr = "10.0.0.4/32".parse().unwrap();
         assert!(one.contains(Ipv4Addr::new(10, 0, 0, 4)) && !one.contains(Ipv4Addr::new(10, 0, 0, 5)));
+        assert_eq!(c.netmask(), Ipv4Addr::new(255, 255, 255, 0));
+        assert_eq!((all.netmask(), one.netmask()), (Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST));
         for bad in ["10.0.0.1", "10.0.0.1/33", "10.0.0/24", "x/1", "10.0.0.1/-1", ""] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
         }

@@ -33,6 +33,9 @@ fn two_hosts_ping_and_transfer_a_mebibyte_intact() {
     // From the second address, as the cloud host answers for a claim.
     let back = b.ping_from(ip("10.20.0.50"), ip("10.20.0.10"), 3, Duration::from_secs(3));
     assert!(back.all_received(), "{back}");
+    // Full-size requests, as an MTU probe sends them.
+    let big = a.ping_sized(ip("10.20.0.50"), 1500, 2, Duration::from_secs(3));
+    assert!(big.all_received() && big.size == 1500, "{big}");
 
     // Sink: the server's count and digest prove integrity.
     b.listen(5001, ListenMode::Sink).unwrap();
@@ -74,8 +77,8 @@ fn two_hosts_ping_and_transfer_a_mebibyte_intact() {
     assert_eq!(ca.frames_out, cb.frames_in);
     assert_eq!(cb.frames_out, ca.frames_in);
     assert_eq!((ca.tx_no_peer, cb.tx_no_peer), (0, 0));
-    assert_eq!(ca.echo_requests, 5);
-    assert_eq!(ca.echo_replies, 5);
+    assert_eq!(ca.echo_requests, 5 + 2);
+    assert_eq!(ca.echo_replies, 5 + 2);
 
     a.stop();
     b.stop();

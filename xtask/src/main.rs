@@ -13,10 +13,12 @@ const USAGE: &str = "\
 usage: cargo xtask <task> [options]
 
 tasks:
-  lab [--once] [--keep] [--variant …] [routerctl lab options]
-          seed 000's two-box lab: build the image and routerctl, boot an
-          on-prem and a cloud box in QEMU, provision both, doctor, traffic
-          (runs `routerctl lab`; see `cargo run -p routerctl -- lab --help`)
+  lab [--scenario hybrid|two-site] [--once] [--keep] [--variant …] [routerctl lab options]
+          the two-box lab: build the image and routerctl, boot two boxes in
+          QEMU, provision both, doctor, traffic; hybrid (default): seed 000's
+          on-prem and cloud boxes; two-site: seed 003's roz and wro with the
+          shipped examples, DHCP, DNS, NAT, the VXLAN overlay and a dynamic
+          IP change (runs `routerctl lab`; see `cargo run -p routerctl -- lab --help`)
   box [--machine pc|q35] [--nic virtio|e1000e] [--once]
           boot one unconfigured box with two NICs, showing its console
           (type `status`, `help`); --once shuts it down after boot

@@ -16,6 +16,12 @@ use std::time::{Duration, Instant};
 
 /// Bytes of data in each echo request (as `ping` sends by default).
 const PAYLOAD: usize = 56;
+/// IPv4 and ICMP echo headers: a request's IP length is its data plus this.
+const HEADERS: usize = 20 + 8;
+/// The IP length of a default request (84 bytes, as `ping` sends).
+const DEFAULT_PING_SIZE: usize = PAYLOAD + HEADERS;
+/// The largest IP length [`SimHost::ping_sized`] sends (jumbo frames).
+const MAX_PING_SIZE: usize = 9000;
 
 /// What a ping run saw.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +29,8 @@ pub struct PingReport {
     /// The source used; `None` when the host had none to offer.
     pub src: Option<Ipv4Addr>,
     pub dst: Ipv4Addr,
+    /// IP length of each request (84 unless [`SimHost::ping_sized`]).
+    pub size: usize,
     pub sent: u32,
     /// Replies that came back in time with the data intact.
     pub received: u32,
@@ -68,6 +76,9 @@ impl fmt::Display for PingReport {
         if let Some(src) = self.src {
             write!(f, " from {src}")?;
         }
+        if self.size != DEFAULT_PING_SIZE {
+            write!(f, " ({} B packets)", self.size)?;
+        }
         write!(f, ": {} sent, {} received ({:.0}% loss)", self.sent, self.received, self.loss_percent())?;
         if let (Some(min), Some(avg), Some(max)) = (self.rtt_min(), self.rtt_avg(), self.rtt_max()) {
             let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -88,16 +99,24 @@ impl SimHost {
     /// (one in `dst`'s subnet, else its primary), each waiting up to
     /// `timeout` for its reply. Takes at most `count × timeout`.
     pub fn ping(&self, dst: Ipv4Addr, count: u32, timeout: Duration) -> PingReport {
-        self.ping_impl(None, dst, count, timeout)
+        self.ping_impl(None, dst, DEFAULT_PING_SIZE, count, timeout)
     }
 
     /// Like [`SimHost::ping`], from `src` (any address, normally one the host holds).
     pub fn ping_from(&self, src: Ipv4Addr, dst: Ipv4Addr, count: u32, timeout: Duration) -> PingReport {
-        self.ping_impl(Some(src), dst, count, timeout)
+        self.ping_impl(Some(src), dst, DEFAULT_PING_SIZE, count, timeout)
     }
 
-    fn ping_impl(&self, src: Option<Ipv4Addr>, dst: Ipv4Addr, count: u32, timeout: Duration) -> PingReport {
-        let mut report = PingReport { src: None, dst, sent: 0, received: 0, rtts: Vec::new(), late: 0, corrupted: 0 };
+    /// Like [`SimHost::ping`] with requests of `size` bytes of IP length
+    /// (28 to 9000; `ping -s` counts 28 fewer), sent with DF
+    /// set: shows what a path's MTU lets through unfragmented. A size above
+    /// the host's own MTU is sent as it is, never fragmented.
+    pub fn ping_sized(&self, dst: Ipv4Addr, size: usize, count: u32, timeout: Duration) -> PingReport {
+        self.ping_impl(None, dst, size.clamp(HEADERS, MAX_PING_SIZE), count, timeout)
+    }
+
+    fn ping_impl(&self, src: Option<Ipv4Addr>, dst: Ipv4Addr, size: usize, count: u32, timeout: Duration) -> PingReport {
+        let mut report = PingReport { src: None, dst, size, sent: 0, received: 0, rtts: Vec::new(), late: 0, corrupted: 0 };
         let mut s = self.shared.lock();
         let Some(src) = src.or_else(|| s.source_for(dst)) else {
             return report;
@@ -108,11 +127,11 @@ impl SimHost {
         let socket = raw::Socket::new(
             Some(IpVersion::Ipv4),
             Some(IpProtocol::Icmp),
-            raw::PacketBuffer::new(vec![raw::PacketMetadata::EMPTY; 64], vec![0; 64 * 1600]),
-            raw::PacketBuffer::new(vec![raw::PacketMetadata::EMPTY; 4], vec![0; 4 * 128]),
+            raw::PacketBuffer::new(vec![raw::PacketMetadata::EMPTY; 64], vec![0; 64 * size.max(1600)]),
+            raw::PacketBuffer::new(vec![raw::PacketMetadata::EMPTY; 4], vec![0; 4 * size.max(128)]),
         );
         let handle = s.sockets.add(socket);
-        let data: Vec<u8> = (0..PAYLOAD).map(|i| i as u8).collect();
+        let data: Vec<u8> = (0..size - HEADERS).map(|i| i as u8).collect();
         for seq in 0..count {
             let seq_no = seq as u16;
             let request = echo_request(src, dst, ident, seq_no, &data);
@@ -230,9 +249,10 @@ mod tests {
 
     #[test]
     fn report_sums_up() {
-        let r = PingReport {
+        let mut r = PingReport {
             src: Some(Ipv4Addr::new(10, 20, 0, 10)),
             dst: Ipv4Addr::new(10, 20, 0, 50),
+            size: DEFAULT_PING_SIZE,
             sent: 4,
             received: 3,
             rtts: vec![Duration::from_millis(2), Duration::from_millis(4), Duration::from_millis(6)],
@@ -242,5 +262,7 @@ mod tests {
         assert_eq!(r.loss_percent(), 25.0);
         assert_eq!(r.rtt_avg(), Some(Duration::from_millis(4)));
         assert_eq!(r.to_string(), "ping 10.20.0.50 from 10.20.0.10: 4 sent, 3 received (25% loss), rtt min/avg/max 2.0/4.0/6.0 ms, 1 late");
+        r.size = 1370;
+        assert!(r.to_string().starts_with("ping 10.20.0.50 from 10.20.0.10 (1370 B packets): 4 sent"), "{r}");
     }
 }
