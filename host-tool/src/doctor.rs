@@ -798,6 +798,9 @@ fn segment_drops(st: &Status, cfg: &Config) -> Check {
             }
             "vxlan_unknown_vtep" => "VXLAN arrived from an address not in remote_vteps: list the far box's local_vtep there".into(),
             "vxlan_unknown_vni" => "VXLAN arrived for a VNI this box does not carry: use the same VNI at every VTEP".into(),
+            "vxlan_outside_tunnel" => {
+                "VXLAN in the clear from a VTEP that speaks only through the tunnel: spoofed from the WAN, or the far box sends it around WireGuard".into()
+            }
             _ => format!("{}: see firmware/dataplane/PIPELINE.md", d.name),
         });
     }

@@ -124,6 +124,9 @@ drop_reasons! {
     VxlanUnknownVni = "vxlan_unknown_vni",
     /// VXLAN from a source that is not a configured VTEP of the segment.
     VxlanUnknownVtep = "vxlan_unknown_vtep",
+    /// VXLAN in the clear from a VTEP the box reaches through the tunnel
+    /// (spoofed: that VTEP only speaks inside WireGuard).
+    VxlanOutsideTunnel = "vxlan_outside_tunnel",
     /// Encapsulated frame would exceed the underlay MTU (never fragmented).
     VxlanOversize = "vxlan_oversize",
     /// Bridged frame for a MAC known to be on the local segment.

@@ -749,6 +749,10 @@ fn vxlan_over_the_tunnel_decapsulates() {
     let (port, out) = h.rx(WAN, &from_peer(1, &outer)).unwrap();
     assert_eq!(port, LAN1);
     assert_eq!(out, f);
+    // The same VTEP in the clear on the WAN (to the WAN address) is spoofed:
+    // it only ever speaks through the tunnel.
+    assert!(h.rx(WAN, &vxlan_frame(VTEP_TUN, VTEP_WAN_MAC, 100, 0x08, &f)).is_none());
+    assert_eq!(h.dropped(DropReason::VxlanOutsideTunnel), 1);
 }
 
 #[test]

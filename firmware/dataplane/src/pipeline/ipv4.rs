@@ -152,7 +152,7 @@ impl Core {
             return self.tunnel_in(now, Endpoint { addr: src, port: sport }, buf, tunnel, tx);
         }
         if self.cfg.segments.iter().any(|s| s.udp_port == dport) {
-            return self.vxlan_decap(now, src, dport, buf);
+            return self.vxlan_decap(now, src, dport, from_tunnel, buf);
         }
         self.drop(unhandled)
     }

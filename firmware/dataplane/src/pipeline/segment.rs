@@ -140,7 +140,14 @@ impl Core {
     }
 
     /// The UDP payload in `buf` arrived from `outer_src` on `dport`.
-    pub(super) fn vxlan_decap(&mut self, now: Instant, outer_src: Ipv4Addr, dport: u16, buf: &mut FrameBuf<'_>) -> Verdict {
+    pub(super) fn vxlan_decap(
+        &mut self,
+        now: Instant,
+        outer_src: Ipv4Addr,
+        dport: u16,
+        from_tunnel: bool,
+        buf: &mut FrameBuf<'_>,
+    ) -> Verdict {
         let repr = match VxlanPacket::new_checked(buf.frame()) {
             Ok(p) => VxlanRepr::parse(&p),
             Err(_) => return self.drop(DropReason::VxlanMalformed),
@@ -158,6 +165,11 @@ impl Core {
         };
         if !seg.vteps.contains(&outer_src) {
             return self.drop(DropReason::VxlanUnknownVtep);
+        }
+        // A VTEP the box reaches through the tunnel speaks only through it:
+        // the same source in the clear on the WAN is spoofed (or misrouted).
+        if !from_tunnel && matches!(self.underlay_for(outer_src), Underlay::Tunnel(_)) {
+            return self.drop(DropReason::VxlanOutsideTunnel);
         }
         let (port, seg_mss) = (seg.port, seg.mss);
         if buf.pull_head(vxlan::HEADER_LEN).is_err() {
