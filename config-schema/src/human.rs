@@ -55,6 +55,38 @@ pub fn from_toml(text: &str) -> Result<Config, TomlError> {
     })
 }
 
+/// The values a numeric field accepts, for the fields whose range is
+/// narrower than their type's (the same bounds `validate` checks).
+fn field_range(field: &str) -> Option<(u64, u64)> {
+    use crate::validate::{CONFLICT_HOLD_MIN, GRATUITOUS_ARP_MAX, MSS_MAX, MSS_MIN, MTU_MAX, MTU_MIN, VNI_MAX};
+    Some(match field {
+        "mtu" => (MTU_MIN.into(), MTU_MAX.into()),
+        "listen_port" | "udp_port" | "persistent_keepalive" => (1, u16::MAX.into()),
+        "vni" => (1, VNI_MAX.into()),
+        "gratuitous_arp" => (0, GRATUITOUS_ARP_MAX.into()),
+        "conflict_hold" => (CONFLICT_HOLD_MIN.into(), u16::MAX.into()),
+        "mss_clamp" => (MSS_MIN.into(), MSS_MAX.into()),
+        _ => return None,
+    })
+}
+
+/// serde's "invalid value: integer `70000`, expected u16" in the operator's
+/// words: the value, and the range the field at `path` accepts.
+fn out_of_range(message: &str, path: Option<&str>) -> Option<String> {
+    let (value, ty) = message.strip_prefix("invalid value: integer `")?.split_once("`, expected ")?;
+    let type_range: (u64, u64) = match ty.trim() {
+        "u8" => (0, u8::MAX.into()),
+        "u16" => (0, u16::MAX.into()),
+        "u32" => (0, u32::MAX.into()),
+        "u64" => (0, u64::MAX),
+        _ => return None,
+    };
+    // `segments[0].mtu` → `mtu`.
+    let field = path.and_then(|p| p.rsplit('.').next()).map(|f| f.split('[').next().unwrap_or(f));
+    let (lo, hi) = field.and_then(field_range).unwrap_or(type_range);
+    Some(std::format!("{value} is out of range: give a whole number from {lo} to {hi}"))
+}
+
 fn toml_error(text: &str, e: &toml::de::Error, path: Option<&str>) -> TomlError {
     let (line, column) = match e.span() {
         Some(span) => {
@@ -63,13 +95,17 @@ fn toml_error(text: &str, e: &toml::de::Error, path: Option<&str>) -> TomlError 
         }
         None => (None, None),
     };
+    let serde_says = e.message().trim_end();
+    let said = out_of_range(serde_says, path);
+    let what = said.as_deref().unwrap_or(serde_says);
     let message = match path {
-        Some(p) => std::format!("{p}: {}", e.message().trim_end()),
-        None => e.message().trim_end().to_string(),
+        Some(p) => std::format!("{p}: {what}"),
+        None => what.to_string(),
     };
+    let full = e.to_string().replace(serde_says, what);
     let report = match path {
-        Some(p) => std::format!("{}\nfield: {p}", e.to_string().trim_end()),
-        None => e.to_string(),
+        Some(p) => std::format!("{}\nfield: {p}", full.trim_end()),
+        None => full,
     };
     TomlError { line, column, message, report }
 }
@@ -157,6 +193,28 @@ mod tests {
         assert!(e.message.contains("proxy-arp") && e.message.contains("provider-secondary-ip"), "{e}");
         let e = err(&format!("{HEAD}[[wireguard]]\nname = \"wg0\"\nprivate_key = \"yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\"\n"));
         assert!(e.message.contains("device:NAME"), "{e}");
+    }
+
+    /// Was "invalid value: integer `70000`, expected u16".
+    #[test]
+    fn out_of_range_numbers_name_the_field_and_its_range() {
+        let tunnel = |v: &str| format!("{HEAD}[[wireguard]]\nname = \"wg0\"\nprivate_key = \"device:wg0\"\nlisten_port = {v}\n");
+        let e = err(&tunnel("70000"));
+        assert_eq!(e.line, Some(7), "{e}");
+        assert_eq!(e.message, "wireguard[0].listen_port: 70000 is out of range: give a whole number from 1 to 65535");
+        assert!(e.report.contains("70000 is out of range") && !e.report.contains("expected u16"), "{}", e.report);
+        let e = err(&tunnel("-1"));
+        assert!(e.message.ends_with("-1 is out of range: give a whole number from 1 to 65535"), "{e}");
+        // A field with a narrower range than its type says that range.
+        let e = err(&format!("{HEAD}[[ports]]\nname = \"lan0\"\nrole = \"lan\"\nmtu = 100000\n"));
+        assert_eq!(e.message, "ports[0].mtu: 100000 is out of range: give a whole number from 576 to 9216");
+        let e = err(&format!(
+            "{HEAD}[[segments]]\nname = \"s\"\nvni = 99999999999\nport = \"lan1\"\nlocal_vtep = \"10.0.0.1\"\nremote_vteps = []\n"
+        ));
+        assert!(e.message.starts_with("segments[0].vni: 99999999999 is out of range: give a whole number from 1 to 16777215"), "{e}");
+        // Wrong types keep serde's words.
+        let e = err(&tunnel("\"51820\""));
+        assert!(e.message.contains("invalid type"), "{e}");
     }
 
     #[test]

@@ -18,25 +18,40 @@ use serde_json::{json, Value};
 use crate::client::{Client, PortSpec};
 use crate::{Failure, EXIT_FAILED, EXIT_USAGE};
 
-/// How to reach the box.
+/// How to reach the box. Global options: given before the command
+/// (`routerctl --port P status`) or after it (`routerctl status --port P`),
+/// or `ROUTERCTL_PORT`; commands that need no box ignore them.
 #[derive(Args, Clone, Debug)]
 pub struct Conn {
     /// The box's serial line: a tty (/dev/ttyUSB0), pty:/dev/pts/N, or
     /// unix:PATH (a QEMU `-serial unix:PATH,server=on` socket or the host
     /// build's control socket)
-    #[arg(long, env = "ROUTERCTL_PORT", value_name = "PORT")]
-    pub port: String,
+    #[arg(long, global = true, env = "ROUTERCTL_PORT", value_name = "PORT", help_heading = CONN_HEADING)]
+    pub port: Option<String>,
     /// Line speed for a tty
-    #[arg(long, default_value_t = 115_200)]
+    #[arg(long, global = true, default_value_t = 115_200, help_heading = CONN_HEADING)]
     pub baud: u32,
     /// How long to wait for each answer, in milliseconds (retried 3 times)
-    #[arg(long, default_value_t = 3000, value_name = "MS")]
+    #[arg(long, global = true, default_value_t = 3000, value_name = "MS", help_heading = CONN_HEADING)]
     pub timeout: u64,
 }
 
+const CONN_HEADING: &str = "Reaching a box (commands that talk to one)";
+
 impl Conn {
+    /// The port as given (empty when none was: [`Conn::connect`] refuses that first).
+    pub fn port(&self) -> &str {
+        self.port.as_deref().unwrap_or_default()
+    }
+
     pub fn connect(&self) -> Result<Client, Failure> {
-        let spec = PortSpec::parse(&self.port).map_err(Failure::usage)?;
+        let port = self.port.as_deref().ok_or_else(|| {
+            Failure::usage(
+                "which box? give --port PORT (before or after the command) or set ROUTERCTL_PORT: a tty (/dev/ttyUSB0), \
+                 pty:/dev/pts/N or unix:PATH",
+            )
+        })?;
+        let spec = PortSpec::parse(port).map_err(Failure::usage)?;
         let timeout = Duration::from_millis(self.timeout.max(50));
         progress(&format!("opening a session on {spec}"), || Client::connect(&spec, self.baud, timeout)).map_err(|e| failed(e.to_string()))
     }
@@ -87,13 +102,24 @@ fn refusal(f: &BoxFailure) -> Failure {
     Failure { code, message: s }
 }
 
-/// A refused plan or apply: the failure as JSON (exit code kept) or as an error.
-fn refused(f: &BoxFailure, json_out: bool, key: &str) -> Result<u8, Failure> {
+/// A refused plan or apply: a configuration with errors exits 1 wherever
+/// the errors are found, as `config validate` does (PRODUCT.md: "1 a check
+/// or command failed (e.g. the configuration has errors)").
+fn config_refusal(f: &BoxFailure) -> Failure {
+    Failure { code: EXIT_FAILED, ..refusal(f) }
+}
+
+/// A refusal as JSON (exit code kept) or as an error.
+fn refused_as(failure: Failure, f: &BoxFailure, json_out: bool, key: &str) -> Result<u8, Failure> {
     if json_out {
         print_json(&json!({ "schema": 1, key: false, "failure": to_json(f) }))?;
-        return Ok(refusal(f).code);
+        return Ok(failure.code);
     }
-    Err(refusal(f))
+    Err(failure)
+}
+
+fn refused(f: &BoxFailure, json_out: bool, key: &str) -> Result<u8, Failure> {
+    refused_as(refusal(f), f, json_out, key)
 }
 
 fn unexpected(r: &Reply) -> Failure {
@@ -149,27 +175,53 @@ fn load_file(file: &Path) -> Result<Box<Config>, Failure> {
     };
     let cfg = config_schema::human::from_toml(&text).map_err(|e| Failure::usage(format!("{}: {}", file.display(), e.report.trim_end())))?;
     // The box runs the same check; doing it here first saves a round trip
-    // and keeps the line free of configurations that cannot apply.
+    // and keeps the line free of configurations that cannot apply. Errors
+    // exit 1, as from `config validate`; only an unreadable file exits 2.
     let report = config_schema::validate(&cfg);
     if !report.is_valid() {
-        let mut s = format!("{}: {} errors; nothing was sent to the box", file.display(), report.errors);
+        let mut s = format!("{}: {}; nothing was sent to the box", file.display(), crate::plural(report.errors, "error"));
         for p in report.problems.iter().filter(|p| p.severity == config_schema::Severity::Error) {
             s.push_str(&format!("\n  error[{}] {p}\n    hint: {}", p.code.as_str(), p.hint));
         }
         s.push_str(&format!("\n(run `routerctl config validate {}` for the full report)", file.display()));
-        return Err(Failure::usage(s));
+        return Err(failed(s));
     }
     Ok(Box::new(cfg))
 }
 
 // ---------------------------------------------------------------- status
 
+/// Connects and reads the box's status; for `--json`, a failure becomes a
+/// document `{schema, port, …empty, error: {kind, message}}` on stdout (with
+/// `empty` the fields a success would have) and its exit code.
+pub fn status_or_json_error(conn: &Conn, mark: bool, json_out: bool, empty: Value) -> Result<Result<(Client, Box<Status>), u8>, Failure> {
+    let got = match conn.connect() {
+        Ok(mut c) => get_status(&mut c, mark).map(|st| (c, st)).map_err(|f| ("box", f)),
+        Err(f) => Err((if f.code == EXIT_USAGE { "usage" } else { "unreachable" }, f)),
+    };
+    match got {
+        Ok(got) => Ok(Ok(got)),
+        Err((kind, f)) if json_out => {
+            let mut doc = json!({ "schema": 1, "port": conn.port() });
+            if let (Value::Object(d), Value::Object(e)) = (&mut doc, empty) {
+                d.extend(e);
+            }
+            doc["error"] = json!({ "kind": kind, "message": f.message.trim_end() });
+            print_json(&doc)?;
+            Ok(Err(f.code))
+        }
+        Err((_, f)) => Err(f),
+    }
+}
+
 pub fn status(conn: &Conn, json_out: bool, mark: bool) -> Result<u8, Failure> {
-    let mut c = conn.connect()?;
-    let st = get_status(&mut c, mark)?;
+    let (c, st) = match status_or_json_error(conn, mark, json_out, json!({ "status": null }))? {
+        Ok(got) => got,
+        Err(code) => return Ok(code),
+    };
     let _ = c.close();
     if json_out {
-        return print_json(&json!({ "schema": 1, "port": conn.port, "status": to_json(&*st) }));
+        return print_json(&json!({ "schema": 1, "port": conn.port(), "status": to_json(&*st) }));
     }
     print!("{}", status_text(&st));
     Ok(0)
@@ -261,14 +313,21 @@ pub fn status_text(st: &Status) -> String {
     }
     for p in &st.peers {
         o += &format!(
-            "  peer {}: endpoint {}{}, handshake {}, session {}, rx {} B, tx {} B\n",
+            "  peer {}: endpoint {}{}, handshake {}, session {}, {} received, {} sent\n    public key {}, allowed ips {}, keepalive {}\n",
             p.name,
             p.endpoint.map_or("-".into(), |(a, port)| format!("{a}:{port}")),
             if p.endpoint_configured.is_empty() { String::new() } else { format!(" (configured {})", p.endpoint_configured) },
             ago(p.last_handshake_ms_ago),
             if p.has_session { "up" } else { "none" },
-            p.rx_bytes,
-            p.tx_bytes
+            crate::show::bytes(p.rx_bytes),
+            crate::show::bytes(p.tx_bytes),
+            key_b64(&p.public_key),
+            if p.allowed_ips.is_empty() {
+                "none".to_string()
+            } else {
+                p.allowed_ips.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+            },
+            p.persistent_keepalive.filter(|&k| k > 0).map_or("off".to_string(), |k| format!("every {k} s")),
         );
     }
     if let Some(l) = st.wireguard_load.filter(|l| {
@@ -438,7 +497,7 @@ fn outcome_text(o: &Outcome, applied: bool) -> String {
         s += &format!("  {sign} {} {}\n", c.section, c.subject);
     }
     if o.changes_omitted > 0 {
-        s += &format!("  … and {} more changes\n", o.changes_omitted);
+        s += &format!("  … and {} more\n", crate::plural(usize::from(o.changes_omitted), "change"));
     }
     if o.tunnel_restarts {
         s += "  WireGuard restarts: sessions re-handshake (one round trip)\n";
@@ -481,11 +540,11 @@ pub fn plan(file: &Path, conn: &Conn, json_out: bool) -> Result<u8, Failure> {
             if json_out {
                 return print_json(&json!({ "schema": 1, "applies": true, "outcome": to_json(&*o) }));
             }
-            println!("plan for {} on {}:", file.display(), conn.port);
+            println!("plan for {} on {}:", file.display(), conn.port());
             print!("{}", outcome_text(&o, false));
             Ok(0)
         }
-        Reply::Error(f) => refused(&f, json_out, "applies"),
+        Reply::Error(f) => refused_as(config_refusal(&f), &f, json_out, "applies"),
         other => Err(unexpected(&other)),
     }
 }
@@ -495,11 +554,11 @@ pub fn apply(file: &Path, conn: &Conn, yes: bool, json_out: bool) -> Result<u8, 
     let mut c = conn.connect()?;
     let plan = match c.request(Op::Plan(cfg.clone())).map_err(|e| failed(e.to_string()))? {
         Reply::Plan(o) => o,
-        Reply::Error(f) => return Err(refusal(&f)),
+        Reply::Error(f) => return refused_as(config_refusal(&f), &f, json_out, "applied"),
         other => return Err(unexpected(&other)),
     };
     if !json_out {
-        println!("plan for {} on {}:", file.display(), conn.port);
+        println!("plan for {} on {}:", file.display(), conn.port());
         print!("{}", outcome_text(&plan, false));
     }
     if !yes {
@@ -527,10 +586,10 @@ pub fn apply(file: &Path, conn: &Conn, yes: bool, json_out: bool) -> Result<u8, 
                 let keys_only = Outcome { keys_created: o.keys_created.clone(), changes: Default::default(), ..Outcome::default() };
                 print!("{}", outcome_text(&keys_only, true).replace("no changes: the box already runs this configuration\n", ""));
             }
-            println!("applied: {} runs {}", conn.port, file.display());
+            println!("applied: {} runs {}", conn.port(), file.display());
             Ok(0)
         }
-        Reply::Error(f) => refused(&f, json_out, "applied"),
+        Reply::Error(f) => refused_as(config_refusal(&f), &f, json_out, "applied"),
         other => Err(unexpected(&other)),
     }
 }
@@ -546,7 +605,7 @@ pub fn config_get(conn: &Conn, json_out: bool) -> Result<u8, Failure> {
             if json_out {
                 return print_json(&json!({ "config": null }));
             }
-            Err(failed(format!("{} runs no configuration yet (routerctl apply FILE)", conn.port)))
+            Err(failed(format!("{} runs no configuration yet (routerctl apply FILE)", conn.port())))
         }
         Reply::Config(Some(cfg)) => {
             if json_out {
@@ -566,8 +625,6 @@ pub fn config_get(conn: &Conn, json_out: bool) -> Result<u8, Failure> {
 pub enum ClaimsCommand {
     /// List the box's claims with state and counters
     List {
-        #[command(flatten)]
-        conn: Conn,
         /// Print JSON
         #[arg(long)]
         json: bool,
@@ -599,8 +656,6 @@ pub enum ClaimsCommand {
         /// `auto` (tunnel MTU − 40) or a value
         #[arg(long, default_value = "auto")]
         mss: String,
-        #[command(flatten)]
-        conn: Conn,
         /// Print JSON
         #[arg(long)]
         json: bool,
@@ -608,8 +663,6 @@ pub enum ClaimsCommand {
     /// Remove the claim for an address (applied atomically)
     Remove {
         address: String,
-        #[command(flatten)]
-        conn: Conn,
         /// Print JSON
         #[arg(long)]
         json: bool,
@@ -624,8 +677,6 @@ pub enum ClaimsCommand {
     ClearConflict {
         /// The claimed address (a.b.c.d or a.b.c.d/32)
         address: String,
-        #[command(flatten)]
-        conn: Conn,
         /// Print JSON
         #[arg(long)]
         json: bool,
@@ -663,9 +714,9 @@ fn running_config(c: &mut Client) -> Result<Box<Config>, Failure> {
     }
 }
 
-pub fn claims(cmd: ClaimsCommand) -> Result<u8, Failure> {
+pub fn claims(cmd: ClaimsCommand, conn: &Conn) -> Result<u8, Failure> {
     match cmd {
-        ClaimsCommand::List { conn, json } => {
+        ClaimsCommand::List { json } => {
             let mut c = conn.connect()?;
             let st = get_status(&mut c, false)?;
             let _ = c.close();
@@ -680,7 +731,7 @@ pub fn claims(cmd: ClaimsCommand) -> Result<u8, Failure> {
             }
             Ok(0)
         }
-        ClaimsCommand::Add { address, owner, method, on, tunnel, peer, mss, conn, json } => {
+        ClaimsCommand::Add { address, owner, method, on, tunnel, peer, mss, json } => {
             let address = parse_addr(&address)?;
             let mss_clamp = match mss.as_str() {
                 "auto" => MssClamp::Auto,
@@ -726,14 +777,14 @@ pub fn claims(cmd: ClaimsCommand) -> Result<u8, Failure> {
             let _ = c.close();
             applied_reply(r, json, &format!("claim {} added", address.addr()))
         }
-        ClaimsCommand::Remove { address, conn, json } => {
+        ClaimsCommand::Remove { address, json } => {
             let address = parse_addr(&address)?;
             let mut c = conn.connect()?;
             let r = c.request(Op::ClaimRemove(address)).map_err(|e| failed(e.to_string()))?;
             let _ = c.close();
             applied_reply(r, json, &format!("claim {} removed", address.addr()))
         }
-        ClaimsCommand::ClearConflict { address, conn, json } => clear_conflict(&conn, parse_addr(&address)?, json),
+        ClaimsCommand::ClearConflict { address, json } => clear_conflict(conn, parse_addr(&address)?, json),
     }
 }
 
@@ -820,8 +871,6 @@ pub enum KeyCommand {
         leaves the box, a preshared key only through `routerctl key psk show NAME`.\n\n\
         Example:\n  routerctl key show --port /dev/ttyUSB0 --json | jq -r '.keys[] | select(.kind == \"private\") | .public_key'")]
     Show {
-        #[command(flatten)]
-        conn: Conn,
         /// Print JSON
         #[arg(long)]
         json: bool,
@@ -833,8 +882,6 @@ pub enum KeyCommand {
         /// Replace without asking (peers must learn the new public key)
         #[arg(long)]
         yes: bool,
-        #[command(flatten)]
-        conn: Conn,
         /// Print JSON
         #[arg(long)]
         json: bool,
@@ -846,8 +893,6 @@ pub enum KeyCommand {
         /// Required: importing sends a secret over the line
         #[arg(long)]
         yes: bool,
-        #[command(flatten)]
-        conn: Conn,
         /// Print JSON
         #[arg(long)]
         json: bool,
@@ -884,8 +929,6 @@ pub enum PskCommand {
     Show {
         /// Key slot (`preshared_key = "device:SLOT"`), e.g. cloud-psk
         slot: String,
-        #[command(flatten)]
-        conn: Conn,
         /// Print JSON {schema, slot, preshared_key}
         #[arg(long)]
         json: bool,
@@ -909,8 +952,6 @@ pub enum PskCommand {
         /// Required: the slot's key is replaced (the peer must hold the same one)
         #[arg(long)]
         yes: bool,
-        #[command(flatten)]
-        conn: Conn,
         /// Print JSON
         #[arg(long)]
         json: bool,
@@ -925,8 +966,6 @@ pub enum PskCommand {
         /// Replace without asking (the peer must be given the new key)
         #[arg(long)]
         yes: bool,
-        #[command(flatten)]
-        conn: Conn,
         /// Print JSON
         #[arg(long)]
         json: bool,
@@ -951,16 +990,16 @@ fn keys_out(keys: &[KeyInfo], json_out: bool) -> Result<u8, Failure> {
     Ok(0)
 }
 
-pub fn key(cmd: KeyCommand) -> Result<u8, Failure> {
-    let (conn, op, json_out) = match cmd {
-        KeyCommand::Show { conn, json } => (conn, Op::KeyShow, json),
-        KeyCommand::Generate { slot, yes, conn, json } => {
+pub fn key(cmd: KeyCommand, conn: &Conn) -> Result<u8, Failure> {
+    let (op, json_out) = match cmd {
+        KeyCommand::Show { json } => (Op::KeyShow, json),
+        KeyCommand::Generate { slot, yes, json } => {
             if !yes {
                 return Err(Failure::usage("key generate replaces the key: peers must be given the new public key. Add --yes to proceed"));
             }
-            (conn, Op::KeyGenerate(name("slot", &slot)?), json)
+            (Op::KeyGenerate(name("slot", &slot)?), json)
         }
-        KeyCommand::Import { slot, yes, conn, json } => {
+        KeyCommand::Import { slot, yes, json } => {
             if !yes {
                 return Err(Failure::usage("key import sends a private key over the line; add --yes if you mean it"));
             }
@@ -971,9 +1010,9 @@ pub fn key(cmd: KeyCommand) -> Result<u8, Failure> {
                 base64::engine::general_purpose::STANDARD.decode(text.trim()).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| {
                     Failure::usage("stdin is not a base64 WireGuard private key (44 characters, like `wg genkey` prints)")
                 })?;
-            (conn, Op::KeyImport(name("slot", &slot)?, secret), json)
+            (Op::KeyImport(name("slot", &slot)?, secret), json)
         }
-        KeyCommand::Psk(cmd) => return psk(cmd),
+        KeyCommand::Psk(cmd) => return psk(cmd, conn),
     };
     let mut c = conn.connect()?;
     let r = c.request(op).map_err(|e| failed(e.to_string()))?;
@@ -1003,10 +1042,10 @@ fn read_psk(from: Option<&Path>) -> Result<[u8; 32], Failure> {
     })
 }
 
-fn psk(cmd: PskCommand) -> Result<u8, Failure> {
-    let (conn, op, json_out) = match cmd {
-        PskCommand::Show { slot, conn, json } => (conn, Op::PresharedKeyReveal(name("slot", &slot)?), json),
-        PskCommand::Import { slot, from_file, yes, conn, json } => {
+fn psk(cmd: PskCommand, conn: &Conn) -> Result<u8, Failure> {
+    let (op, json_out) = match cmd {
+        PskCommand::Show { slot, json } => (Op::PresharedKeyReveal(name("slot", &slot)?), json),
+        PskCommand::Import { slot, from_file, yes, json } => {
             if !yes {
                 return Err(Failure::usage(format!(
                     "key psk import replaces the preshared key in slot {slot} (a tunnel using it restarts; its peer must hold the \
@@ -1014,16 +1053,16 @@ fn psk(cmd: PskCommand) -> Result<u8, Failure> {
                 )));
             }
             let slot = name("slot", &slot)?;
-            (conn, Op::PresharedKeyImport(slot, read_psk(from_file.as_deref())?), json)
+            (Op::PresharedKeyImport(slot, read_psk(from_file.as_deref())?), json)
         }
-        PskCommand::Generate { slot, yes, conn, json } => {
+        PskCommand::Generate { slot, yes, json } => {
             if !yes {
                 return Err(Failure::usage(format!(
                     "key psk generate replaces the preshared key in slot {slot}: handshakes with the peer fail until it holds \
                      the new key. Add --yes to proceed"
                 )));
             }
-            (conn, Op::PresharedKeyGenerate(name("slot", &slot)?), json)
+            (Op::PresharedKeyGenerate(name("slot", &slot)?), json)
         }
     };
     let mut c = conn.connect()?;
@@ -1078,8 +1117,9 @@ pub fn logs(conn: &Conn, seconds: Option<u64>, json_out: bool) -> Result<u8, Fai
                 println!("[{:5}.{:03}] {level:<5} {}", l.ms / 1000, l.ms % 1000, l.text);
             }
         }
-        let _ = std::io::stdout().flush();
-        if end.is_some_and(|e| std::time::Instant::now() >= e) {
+        crate::out::flush();
+        // Followed into `head` or `grep -q`: nobody reads any more.
+        if crate::out::closed() || end.is_some_and(|e| std::time::Instant::now() >= e) {
             break;
         }
         // Keep the session open (the box closes idle ones); lines are
@@ -1113,17 +1153,15 @@ pub enum StorageCommand {
         /// Also when the disk is not blank (erases it)
         #[arg(long)]
         force: bool,
-        #[command(flatten)]
-        conn: Conn,
         /// Print JSON
         #[arg(long)]
         json: bool,
     },
 }
 
-pub fn storage(cmd: StorageCommand) -> Result<u8, Failure> {
+pub fn storage(cmd: StorageCommand, conn: &Conn) -> Result<u8, Failure> {
     match cmd {
-        StorageCommand::Init { disk, yes, force, conn, json } => {
+        StorageCommand::Init { disk, yes, force, json } => {
             if !yes {
                 return Err(Failure::usage(format!("storage init writes a new partition table to {disk}; add --yes to proceed")));
             }
@@ -1158,12 +1196,12 @@ pub fn reboot(conn: &Conn, yes: bool) -> Result<u8, Failure> {
         Reply::Done => {
             c.forget();
             if kept {
-                println!("{} is rebooting; it comes back with its configuration and keys", conn.port);
+                println!("{} is rebooting; it comes back with its configuration and keys", conn.port());
             } else {
                 println!(
                     "{} is rebooting WITHOUT a store: configuration and keys are lost (re-apply, update the peers' keys; \
                      `routerctl storage init` keeps them next time)",
-                    conn.port
+                    conn.port()
                 );
             }
             Ok(0)

@@ -15,32 +15,42 @@ use config_schema::human::{self, MAX_TOML_LEN};
 use config_schema::{validate_for, ClaimAction, Config, MssClamp, Platform, PortAddress, PortRole, Problem, Report, Severity};
 use serde_json::{json, Value};
 
-use crate::{Failure, EXIT_FAILED, EXIT_USAGE};
+use crate::{plural, Failure, EXIT_FAILED, EXIT_USAGE};
 
 #[derive(Subcommand)]
 pub enum ConfigCommand {
-    /// Print the configuration a box is running (as TOML, or --json)
-    #[command(after_long_help = "Example:\n  routerctl config get --port unix:/tmp/onprem.sock > running.toml")]
-    /// Turn a wg-quick .conf file into [[wireguard]] and [[peers]] sections
+    /// Turn a wg-quick .conf file into a routerd configuration (its [[wireguard]] and [[peers]])
     #[command(
-        long_about = "Read a wg-quick configuration (the file `wg-quick up` uses) and print the matching \
-            [[wireguard]] and [[peers]] sections of a routerd configuration on stdout. The private key is \
+        long_about = "Read a wg-quick configuration (the file `wg-quick up` uses, comments, BOM and all) and \
+            print a whole routerd configuration on stdout: its [[wireguard]] and [[peers]] sections from the \
+            file, and the [device] and [[ports]] a wg-quick file does not describe, with valid placeholders \
+            marked FILL IN (the box's name and side; wan0 by DHCP). Fill those in, then `routerctl config \
+            validate` it. Peers are named from `# Name = …` comments (in or above [Peer]). The private key is \
             not copied: the box makes its own (`private_key = \"device:NAME\"`). Anything routerd cannot \
             express (IPv6, DNS, PostUp, …) is listed on stderr.",
-        after_long_help = "Example:\n  routerctl config import-wg /etc/wireguard/wg0.conf >> onprem.toml"
+        after_long_help = "Examples:\n  routerctl config import-wg /etc/wireguard/wg0.conf > onprem.toml   # then edit the FILL IN lines\n  \
+            routerctl config import-wg wg0.conf --sections >> onprem.toml   # a file with its [device] and ports\n  \
+            routerctl config import-wg wg0.conf --json | jq '.fill_in'\n\n\
+            JSON: {schema, file, tunnel, config, fill_in: [{path, what}], notes, private_key_copied: false}.\n\
+            Exit codes: 0 converted, 2 the file cannot be read or is not a wg-quick configuration (the line is named)."
     )]
     ImportWg {
-        /// The wg-quick file
+        /// The wg-quick file, or `-` for stdin
         file: PathBuf,
         /// The tunnel's name (default: the file name without .conf)
         #[arg(long)]
         name: Option<String>,
+        /// Print only the [[wireguard]] and [[peers]] sections, to append to a file that has [device] and ports
+        #[arg(long, conflicts_with = "json")]
+        sections: bool,
+        /// Print one JSON document: {schema, file, tunnel, config, fill_in, notes}
+        #[arg(long)]
+        json: bool,
     },
     /// Print the configuration the box runs now (what `apply` last made
     /// it run), or say that it runs none
+    #[command(after_long_help = "Example:\n  routerctl config get --port unix:/tmp/onprem.sock > running.toml")]
     Get {
-        #[command(flatten)]
-        conn: crate::box_cmd::Conn,
         /// Print JSON
         #[arg(long)]
         json: bool,
@@ -101,9 +111,9 @@ pub enum ConfigCommand {
     /// Print a complete, commented example configuration
     #[command(
         long_about = "Print one of the shipped example configurations, commented field by field. \
-            The hybrid pair (seed 000: an on-prem LAN and an Azure VNet sharing one subnet) shares \
-            one claim list; the two-site pair (seed 003: WireGuard underlay, VXLAN overlay, MTU 1370) \
-            shows peers by DNS name.",
+            The pair for a same-subnet hybrid (an on-prem LAN and an Azure VNet sharing one subnet) \
+            shares one claim list; the pair for two sites, one overlay (WireGuard underlay, VXLAN overlay, \
+            MTU 1370) shows peers by DNS name.",
         after_long_help = "Examples:\n  \
             routerctl config example hybrid-onprem > onprem.toml\n  \
             routerctl config example cloud --json"
@@ -166,10 +176,10 @@ impl Example {
     }
 }
 
-pub fn run(cmd: ConfigCommand) -> Result<u8, Failure> {
+pub fn run(cmd: ConfigCommand, conn: &crate::box_cmd::Conn) -> Result<u8, Failure> {
     match cmd {
-        ConfigCommand::Get { conn, json } => crate::box_cmd::config_get(&conn, json),
-        ConfigCommand::ImportWg { file, name } => import_wg_cmd(&file, name.as_deref()),
+        ConfigCommand::Get { json } => crate::box_cmd::config_get(conn, json),
+        ConfigCommand::ImportWg { file, name, sections, json } => import_wg_cmd(&file, name.as_deref(), sections, json),
         ConfigCommand::Validate { file, platform, json } => validate_cmd(&file, platform.into(), json),
         ConfigCommand::Show { file, platform, json } => show_cmd(&file, platform.into(), json),
         ConfigCommand::Example { which, json } => {
@@ -286,14 +296,6 @@ fn validation_json(report: &Report, platform: Platform) -> Value {
         "omitted": report.omitted,
         "problems": report.problems.iter().map(problem_json).collect::<Vec<_>>(),
     })
-}
-
-fn plural(n: usize, word: &str) -> String {
-    if n == 1 {
-        format!("1 {word}")
-    } else {
-        format!("{n} {word}s")
-    }
 }
 
 fn problem_text(p: &Problem) -> String {
@@ -563,21 +565,54 @@ fn show_cmd(file: &Path, platform: Platform, as_json: bool) -> Result<u8, Failur
     Ok(code)
 }
 
-fn import_wg_cmd(file: &Path, name: Option<&str>) -> Result<u8, Failure> {
-    let text = std::fs::read_to_string(file).map_err(|e| Failure::usage(format!("cannot read {}: {e}", display_name(file))))?;
-    let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("wg0");
-    let tunnel = name.unwrap_or(stem);
-    config_schema::Name::new(tunnel).map_err(|e| Failure::usage(format!("tunnel name {tunnel:?}: {e:?}; give one with --name")))?;
+fn import_wg_cmd(file: &Path, name: Option<&str>, sections: bool, as_json: bool) -> Result<u8, Failure> {
+    let text = match read_text(file) {
+        Ok(t) => t,
+        Err(e) => return Err(Failure::usage(if e.kind == "io" { e.message } else { format!("{}: {}", display_name(file), e.message) })),
+    };
+    let stem = if file == Path::new("-") { None } else { file.file_stem().and_then(|s| s.to_str()) };
+    let tunnel = name.or(stem).unwrap_or("wg0");
+    config_schema::Name::new(tunnel).map_err(|e| Failure::usage(format!("tunnel name {tunnel:?}: {e}; give one with --name")))?;
     let got = crate::import_wg::import(&text, tunnel).map_err(|e| Failure::usage(format!("{}: {e}", display_name(file))))?;
-    println!("# imported from {} by routerctl config import-wg", display_name(file));
-    print!("{}", got.toml);
+    // What we print must be a configuration; a file beyond the box's limits
+    // (too many peers or allowed IPs) is not one.
+    let config = human::from_toml(&got.toml)
+        .map_err(|e| Failure::usage(format!("{}: the imported configuration is not valid: {}", display_name(file), e.message)))?;
+    let mut notes = got.notes.clone();
     if got.had_private_key {
-        eprintln!(
-            "note: the file's PrivateKey was not copied; the box makes its own key. \
-             To keep the old key: routerctl key import {tunnel} --yes --port P < keyfile"
+        notes.insert(
+            0,
+            format!(
+                "the file's PrivateKey was not copied; the box makes its own key. To keep the old key: \
+                 routerctl key import {tunnel} --yes --port P < keyfile"
+            ),
         );
     }
-    for n in &got.notes {
+    // What the box would still refuse once the placeholders are filled in (IPv6 endpoints on the image, …).
+    let report = validate_for(&config, Platform::Image);
+    notes.extend(report.problems.iter().map(|p| format!("config validate: {}[{}] {p}", p.severity.as_str(), p.code.as_str())));
+    if as_json {
+        return print_json(&json!({
+            "schema": 1,
+            "file": display_name(file),
+            "tunnel": tunnel,
+            "config": config,
+            "fill_in": got.fill_in.iter().map(|(path, what)| json!({ "path": path, "what": what })).collect::<Vec<_>>(),
+            "notes": notes,
+            "private_key_copied": false,
+        }));
+    }
+    if sections {
+        print!("{}", got.sections);
+    } else {
+        println!("# A routerd configuration imported from {} by `routerctl config import-wg`.", display_name(file));
+        print!("{}", got.toml);
+        eprintln!(
+            "routerctl: fill in {} (marked FILL IN), then: routerctl config validate FILE",
+            got.fill_in.iter().map(|(path, _)| *path).collect::<Vec<_>>().join(", ")
+        );
+    }
+    for n in &notes {
         eprintln!("note: {n}");
     }
     Ok(0)

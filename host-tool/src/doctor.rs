@@ -1020,14 +1020,43 @@ pub fn fetch(c: &mut crate::client::Client) -> Result<(Box<Status>, Option<Box<C
     Ok((st, cfg))
 }
 
+/// The JSON document when the box could not be asked: the same shape as
+/// [`json_doc`] (no checks), `result` fail and the error, like the config
+/// commands' `{…, error: {kind, message}}`.
+pub fn error_doc(port: &str, kind: &str, message: &str) -> Value {
+    json!({
+        "schema": SCHEMA,
+        "port": port,
+        "device": null,
+        "side": null,
+        "result": Verdict::Fail,
+        "error": { "kind": kind, "message": message },
+        "summary": { "pass": 0, "warn": 0, "fail": 0, "skip": 0 },
+        "checks": [],
+    })
+}
+
 /// `routerctl doctor hybrid`.
 pub fn run(conn: &crate::box_cmd::Conn, json_out: bool) -> Result<u8, crate::Failure> {
-    let mut c = conn.connect()?;
-    let (st, cfg) = fetch(&mut c)?;
-    let _ = c.close();
+    let fetched = match conn.connect() {
+        Ok(mut c) => {
+            let r = fetch(&mut c).map_err(|f| ("box", f));
+            let _ = c.close();
+            r
+        }
+        Err(f) => Err((if f.code == crate::EXIT_USAGE { "usage" } else { "unreachable" }, f)),
+    };
+    let (st, cfg) = match fetched {
+        Ok(got) => got,
+        Err((kind, f)) if json_out => {
+            println!("{}", serde_json::to_string_pretty(&error_doc(conn.port(), kind, f.message.trim_end())).unwrap_or_default());
+            return Ok(f.code);
+        }
+        Err((_, f)) => return Err(f),
+    };
     let checks = hybrid(&st, cfg.as_deref());
     if json_out {
-        println!("{}", serde_json::to_string_pretty(&json_doc(&conn.port, &st, &checks)).unwrap_or_default());
+        println!("{}", serde_json::to_string_pretty(&json_doc(conn.port(), &st, &checks)).unwrap_or_default());
     } else {
         print!("{}", text(&st, &checks));
     }

@@ -1,9 +1,10 @@
-//! `keygen` and `pubkey`: WireGuard keys in the base64 form `wg` uses.
+//! `keygen` (`genkey`), `genpsk` and `pubkey`: WireGuard keys in the
+//! base64 form `wg` uses.
 //!
 //! The public key is derived by `routerd-wireguard`'s key module, the code
 //! the box itself uses, so routerctl and the box can never disagree.
 
-use std::io::{Read, Write};
+use std::io::Read;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -21,11 +22,21 @@ pub fn clamp(mut key: [u8; 32]) -> [u8; 32] {
     key
 }
 
-pub fn generate_private() -> Result<[u8; 32], Failure> {
+/// 32 bytes from the operating system's random source.
+fn random_key() -> Result<[u8; 32], Failure> {
     let mut key = [0u8; 32];
     getrandom::fill(&mut key)
         .map_err(|e| Failure { code: EXIT_FAILED, message: format!("cannot read the system's random source: {e}") })?;
-    Ok(clamp(key))
+    Ok(key)
+}
+
+pub fn generate_private() -> Result<[u8; 32], Failure> {
+    random_key().map(clamp)
+}
+
+/// A preshared key is 32 random bytes, used as they are (`wg genpsk`).
+pub fn generate_preshared() -> Result<[u8; 32], Failure> {
+    random_key()
 }
 
 pub fn public_from_private(private: [u8; 32]) -> [u8; 32] {
@@ -47,15 +58,17 @@ pub fn encode_key(key: &[u8; 32]) -> String {
 }
 
 fn print_line(line: &str) -> Result<u8, Failure> {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}")
-        .and_then(|()| out.flush())
-        .map_err(|e| Failure { code: EXIT_FAILED, message: format!("cannot write to stdout: {e}") })?;
+    println!("{line}");
     Ok(0)
 }
 
 pub fn keygen() -> Result<u8, Failure> {
     let key = generate_private()?;
+    print_line(&encode_key(&key))
+}
+
+pub fn genpsk() -> Result<u8, Failure> {
+    let key = generate_preshared()?;
     print_line(&encode_key(&key))
 }
 
@@ -94,6 +107,17 @@ mod tests {
         assert_eq!(a[0] & 7, 0);
         assert_eq!(a[31] & 0xc0, 0x40);
         assert_eq!(parse_key(&encode_key(&a)).unwrap(), a);
+    }
+
+    #[test]
+    fn preshared_keys_are_random_and_not_clamped() {
+        // Clamping would fix 3 bits of byte 0 and 2 of byte 31: across 64
+        // keys, some must differ there.
+        let keys: Vec<[u8; 32]> = (0..64).map(|_| generate_preshared().unwrap()).collect();
+        assert!(keys.iter().any(|k| k[0] & 7 != 0), "genpsk must not clamp");
+        assert!(keys.iter().any(|k| k[31] & 0xc0 != 0x40), "genpsk must not clamp");
+        assert_ne!(keys[0], keys[1]);
+        assert_eq!(parse_key(&encode_key(&keys[0])).unwrap(), keys[0]);
     }
 
     #[test]

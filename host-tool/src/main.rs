@@ -1,17 +1,40 @@
 //! `routerctl`: the operator's tool for routerd boxes.
 //!
-//! Files and keys: `config validate|show|example`, `keygen`, `pubkey`.
-//! A box, over its serial line (`--port`): `status`, `plan`, `apply`,
-//! `config get`, `claims list|add|remove`, `key show|generate|import`,
-//! `key psk show|import|generate`, `logs`, `reboot`. And `completions`, `man`.
+//! Files and keys: `config validate|show|example|import-wg`, `keygen`
+//! (`genkey`), `genpsk`, `pubkey`. A box, over its serial line (`--port`,
+//! before or after the command, or `ROUTERCTL_PORT`): `status`, `show`,
+//! `plan`, `apply`, `config get`, `claims list|add|remove`,
+//! `key show|generate|import`, `key psk show|import|generate`, `logs`,
+//! `reboot`, `doctor hybrid`. And `completions`, `man`, `lab`.
 //!
 //! Exit codes (PRODUCT.md, "Contracts"): 0 success, 1 a check or command
-//! failed (e.g. the configuration has errors), 2 bad usage or unreadable input.
+//! failed (e.g. the configuration has errors, wherever they are found: here
+//! by `config validate`, `plan` and `apply`, or by the box), 2 bad usage or
+//! input that cannot be read or parsed.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+// Every `print!`/`println!` below and in the modules goes through `out`,
+// which turns a closed stdout (`routerctl … | head`) into a quiet end
+// instead of a panic; see out.rs for why this and not SIGPIPE. Defined
+// before the modules so their `print!` is this one.
+macro_rules! print {
+    ($($arg:tt)*) => {
+        $crate::out::write_fmt(format_args!($($arg)*))
+    };
+}
+
+macro_rules! println {
+    () => {
+        $crate::out::write_fmt(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::out::write_fmt(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
 
 mod box_cmd;
 mod client;
@@ -20,6 +43,8 @@ mod doctor;
 mod import_wg;
 mod keys;
 mod lab;
+mod out;
+mod show;
 
 /// Exit code when a check or command failed.
 pub const EXIT_FAILED: u8 = 1;
@@ -39,6 +64,14 @@ impl Failure {
     }
 }
 
+/// `1 error`, `2 errors`: a count and its noun, for every message that counts.
+pub fn plural(n: usize, word: &str) -> String {
+    match n {
+        1 => format!("1 {word}"),
+        n => format!("{n} {word}s"),
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "routerctl",
@@ -55,11 +88,15 @@ impl Failure {
         routerctl config show onprem.toml --json\n  \
         wg genkey | routerctl pubkey\n  \
         routerctl apply onprem.toml --port unix:/tmp/onprem.sock\n  \
-        routerctl status --port /dev/ttyUSB0 --json\n\n\
-        Exit codes: 0 success, 1 a check failed (e.g. errors in the configuration), \
-        2 bad usage or a file that cannot be read or parsed."
+        routerctl status --port /dev/ttyUSB0 --json\n  \
+        ROUTERCTL_PORT=unix:/tmp/onprem.sock routerctl show\n\n\
+        Exit codes: 0 success, 1 a check failed (e.g. errors in the configuration, found here or by the \
+        box), 2 bad usage or a file that cannot be read or parsed."
 )]
 struct Cli {
+    // How to reach a box (global: before or after the command, or ROUTERCTL_PORT).
+    #[command(flatten)]
+    conn: box_cmd::Conn,
     #[command(subcommand)]
     command: Command,
 }
@@ -80,12 +117,23 @@ enum Command {
     Config(config_cmd::ConfigCommand),
     /// Print a new WireGuard private key (like `wg genkey`)
     #[command(
+        visible_alias = "genkey",
         long_about = "Print a new random WireGuard private key in base64, exactly like `wg genkey`.\n\n\
             Normally the box generates its own key and never sends it out (`private_key = \"device:wg0\"` \
             in the configuration); use keygen for test peers or for keys you import on purpose.",
         after_long_help = "Example:\n  routerctl keygen | tee peer.key | routerctl pubkey > peer.pub"
     )]
     Keygen,
+    /// Print a new random preshared key (like `wg genpsk`)
+    #[command(
+        long_about = "Print a new random 32-byte WireGuard preshared key in base64, exactly like `wg genpsk`, \
+            from the operating system's random source.\n\n\
+            A box can make its own (`preshared_key = \"device:NAME\"`, then `routerctl key psk show NAME`); use \
+            genpsk for a key you give both sides yourself (`routerctl key psk import NAME`, wg-quick's \
+            PresharedKey).",
+        after_long_help = "Example:\n  routerctl genpsk > pair.psk && routerctl key psk import cloud-psk --from-file pair.psk --yes --port /dev/ttyUSB0"
+    )]
+    Genpsk,
     /// Read a private key on stdin, print its public key (like `wg pubkey`)
     #[command(
         long_about = "Read a base64 WireGuard private key on stdin and print the matching public key, \
@@ -98,8 +146,6 @@ enum Command {
     #[command(after_long_help = "Examples:\n  routerctl status --port unix:/tmp/onprem.sock\n  \
         routerctl status --port /dev/ttyUSB0 --json | jq '.status.claims'")]
     Status {
-        #[command(flatten)]
-        conn: box_cmd::Conn,
         /// Print one JSON document {schema, port, status}
         #[arg(long)]
         json: bool,
@@ -107,15 +153,42 @@ enum Command {
         #[arg(long)]
         mark: bool,
     },
+    /// Show the box's WireGuard interface and peers like `wg show` (or `show dump`)
+    #[command(
+        long_about = "Show the box's WireGuard interface and its peers in the layout of `wg show`: \
+            public key, listening port, then per peer (most recent handshake first) its name, endpoint, \
+            allowed IPs, latest handshake, transfer and persistent keepalive. The private key never \
+            leaves the box: it is shown as (hidden).\n\n\
+            `show dump` prints the same as `wg show dump`, tab-separated for scripts: the interface \
+            (private key (hidden), public key, listening port, fwmark off), then one line per peer \
+            (public key, preshared key (hidden) or (none), endpoint, allowed IPs, latest handshake as \
+            unix time (0: never), bytes received, bytes sent, persistent keepalive or off).",
+        after_long_help = "Examples:\n  routerctl show --port /dev/ttyUSB0\n  \
+            routerctl --port unix:/tmp/onprem.sock show dump | cut -f1,5\n  \
+            routerctl show --port /dev/ttyUSB0 --json | jq '.peers[] | {name, last_handshake_ms_ago}'\n\n\
+            JSON: {schema, port, interface, peers} with the peers exactly as `routerctl status --json` has them.\n\
+            Exit codes: 0 shown, 1 the box is unreachable or runs no WireGuard interface."
+    )]
+    Show {
+        /// `dump`: tab-separated, like `wg show dump`
+        #[arg(value_enum)]
+        view: Option<show::View>,
+        /// Print one JSON document {schema, port, interface, peers}
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what applying a file would change on a box (changes nothing)
-    #[command(long_about = "Send the file to the box as a plan: the box validates it, binds it to its NICs, \
-        builds it beside the running configuration and reports what would change (by claim address, \
-        peer and port name), which keys it would generate and every warning. Nothing changes.")]
+    #[command(
+        long_about = "Validate the file here, then send it to the box as a plan: the box validates it, binds it \
+        to its NICs, builds it beside the running configuration and reports what would change (by claim \
+        address, peer and port name), which keys it would generate and every warning. Nothing changes.",
+        after_long_help = "Example:\n  routerctl plan onprem.toml --port unix:/tmp/onprem.sock\n\n\
+        Exit codes (as `config validate`): 0 the box would apply it, 1 it would not (the configuration has \
+        errors, found here or by the box; the box is unreachable), 2 the file cannot be read or parsed."
+    )]
     Plan {
         /// The TOML file, or `-` for stdin
         file: PathBuf,
-        #[command(flatten)]
-        conn: box_cmd::Conn,
         /// Print JSON
         #[arg(long)]
         json: bool,
@@ -129,13 +202,13 @@ enum Command {
         halves are printed for the other box's configuration.",
         after_long_help = "Examples:\n  routerctl apply onprem.toml --port unix:/tmp/onprem.sock --yes\n  \
         routerctl apply onprem.toml --port /dev/ttyUSB0\n\n\
-        Exit codes: 0 applied, 1 not applied (declined, unreachable, refused by the box), 2 invalid file."
+        Exit codes (as `config validate`): 0 applied, 1 not applied (the configuration has errors, found \
+        here or by the box; declined; unreachable), 2 the file cannot be read or parsed, or no --yes \
+        without a terminal."
     )]
     Apply {
         /// The TOML file, or `-` for stdin
         file: PathBuf,
-        #[command(flatten)]
-        conn: box_cmd::Conn,
         /// Apply without asking
         #[arg(long, short)]
         yes: bool,
@@ -151,8 +224,6 @@ enum Command {
     Key(box_cmd::KeyCommand),
     /// Follow the box's console log through a provisioning session
     Logs {
-        #[command(flatten)]
-        conn: box_cmd::Conn,
         /// Stop after this many seconds (default: until interrupted)
         #[arg(long, value_name = "SECONDS")]
         r#for: Option<u64>,
@@ -165,8 +236,6 @@ enum Command {
     Storage(box_cmd::StorageCommand),
     /// Reboot a box
     Reboot {
-        #[command(flatten)]
-        conn: box_cmd::Conn,
         /// Reboot without asking
         #[arg(long)]
         yes: bool,
@@ -206,22 +275,22 @@ enum Command {
 
 #[derive(Subcommand)]
 enum DoctorCommand {
-    /// Same-subnet hybrid (seed 000): capture, delivery, peer, MSS, loops, WAN exposure, drops
+    /// Same-subnet hybrid and two sites, one overlay: capture, delivery, peer, MSS, loops, WAN exposure, segments, drops
     #[command(
         long_about = "Ask the box for its state and judge, per claim and per peer: capture \
         (proxy-ARP answering and not in conflict with a live host; provider-secondary-ip never held \
         or answered), delivery (the /32 goes to the named peer and its allowed IPs accept it; the \
         default route is not the tunnel), the peer (handshake within 180 s, warn after 135 s; \
         endpoint; bytes both ways), the MSS clamp and the MTU budget it came from, loop risk, WAN \
-        exposure and drops since the last doctor run, with the top reasons named.",
+        exposure and drops since the last doctor run, with the top reasons named. On a two-site box \
+        (two sites, one overlay) also each VXLAN segment: bridge, remote VTEPs, MTU budget, FDB, drops.",
         after_long_help = "Examples:\n  routerctl doctor hybrid --port unix:/tmp/onprem.sock\n  \
         routerctl doctor hybrid --port /dev/ttyUSB0 --json | jq '.checks[] | select(.result != \"pass\")'\n\n\
-        JSON: {schema, port, device, side, result, summary, checks: [{id, subject, result: pass|warn|fail|skip, reason, hint}]}.\n\
-        Exit codes: 0 nothing failed (warnings allowed), 1 a check failed or the box is unreachable."
+        JSON: {schema, port, device, side, result, summary, checks: [{id, subject, result: pass|warn|fail|skip, reason, hint}]}; \
+        when the box cannot be asked: {schema, port, result: \"fail\", error: {kind, message}, summary, checks: []}.\n\
+        Exit codes: 0 nothing failed (warnings allowed), 1 a check failed or the box is unreachable, 2 bad usage."
     )]
     Hybrid {
-        #[command(flatten)]
-        conn: box_cmd::Conn,
         /// Print one JSON document
         #[arg(long)]
         json: bool,
@@ -230,37 +299,45 @@ enum DoctorCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let conn = &cli.conn;
     let result = match cli.command {
-        Command::Config(cmd) => config_cmd::run(cmd),
+        Command::Config(cmd) => config_cmd::run(cmd, conn),
         Command::Keygen => keys::keygen(),
+        Command::Genpsk => keys::genpsk(),
         Command::Pubkey => keys::pubkey(),
-        Command::Status { conn, json, mark } => box_cmd::status(&conn, json, mark),
-        Command::Plan { file, conn, json } => box_cmd::plan(&file, &conn, json),
-        Command::Apply { file, conn, yes, json } => box_cmd::apply(&file, &conn, yes, json),
-        Command::Claims(cmd) => box_cmd::claims(cmd),
-        Command::Key(cmd) => box_cmd::key(cmd),
-        Command::Logs { conn, r#for, json } => box_cmd::logs(&conn, r#for, json),
-        Command::Reboot { conn, yes } => box_cmd::reboot(&conn, yes),
-        Command::Storage(cmd) => box_cmd::storage(cmd),
-        Command::Doctor(DoctorCommand::Hybrid { conn, json }) => doctor::run(&conn, json),
+        Command::Status { json, mark } => box_cmd::status(conn, json, mark),
+        Command::Show { view, json } => show::run(conn, view.unwrap_or_default(), json),
+        Command::Plan { file, json } => box_cmd::plan(&file, conn, json),
+        Command::Apply { file, yes, json } => box_cmd::apply(&file, conn, yes, json),
+        Command::Claims(cmd) => box_cmd::claims(cmd, conn),
+        Command::Key(cmd) => box_cmd::key(cmd, conn),
+        Command::Logs { r#for, json } => box_cmd::logs(conn, r#for, json),
+        Command::Reboot { yes } => box_cmd::reboot(conn, yes),
+        Command::Storage(cmd) => box_cmd::storage(cmd, conn),
+        Command::Doctor(DoctorCommand::Hybrid { json }) => doctor::run(conn, json),
         Command::Lab(args) => lab::run(&args),
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "routerctl", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "routerctl", &mut script);
+            out::write_bytes(&script);
             Ok(0)
         }
         Command::Man => {
-            let mut out = Vec::new();
-            match clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut out) {
+            let mut page = Vec::new();
+            match clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut page) {
                 Ok(()) => {
-                    use std::io::Write;
-                    let _ = std::io::stdout().write_all(&out);
+                    out::write_bytes(&page);
                     Ok(0)
                 }
                 Err(e) => Err(Failure { code: EXIT_FAILED, message: format!("cannot render the man page: {e}") }),
             }
         }
     };
+    out::flush();
     match result {
+        // Output that could not be written (not a reader that left): the
+        // command did not do its job.
+        Ok(0) if out::failed() => ExitCode::from(EXIT_FAILED),
         Ok(code) => ExitCode::from(code),
         Err(f) => {
             eprintln!("routerctl: {}", f.message.trim_end());

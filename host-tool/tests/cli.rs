@@ -404,3 +404,395 @@ fn show_says_where_dns_servers_come_from() {
     let out = show("hybrid-onprem", "image");
     assert!(out.contains("#   none: no [dns] servers and no DHCP WAN\n"), "{out}");
 }
+
+/// Runs routerctl with stdout a pipe nobody reads: its read end is closed
+/// before routerctl starts, so every write fails with EPIPE.
+fn routerctl_closed_stdout(args: &[&str]) -> Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    Command::new(env!("CARGO_BIN_EXE_routerctl"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("start routerctl")
+}
+
+/// `routerctl … | head` aborted with exit 134 "failed printing to stdout:
+/// Broken pipe". Now every printing command ends quietly with the exit code
+/// it would have returned.
+#[test]
+fn a_closed_stdout_is_a_quiet_end_with_the_usual_exit_code() {
+    let onprem = example_path("hybrid-onprem");
+    let onprem = onprem.to_str().unwrap();
+    let invalid = TempFile::new(&example_text("hybrid-onprem").replace("peer = \"cloud\"", "peer = \"azure\""));
+    let wg = TempFile::new("[Interface]\nListenPort = 51820\n[Peer]\nPublicKey = ca67+D0dVOzK/Bjvjlowc7W4uQ/zJ1jT9fh1LNCS51w=\n");
+    let cases: &[(&[&str], i32)] = &[
+        (&["config", "example", "hybrid-onprem"], 0),
+        (&["config", "example", "two-site-roz", "--json"], 0),
+        (&["config", "show", onprem], 0),
+        (&["config", "show", onprem, "--json"], 0),
+        (&["config", "validate", onprem], 0),
+        (&["config", "validate", invalid.arg()], 1),
+        (&["config", "show", invalid.arg()], 1),
+        (&["config", "import-wg", wg.arg()], 0),
+        (&["completions", "bash"], 0),
+        (&["man"], 0),
+        (&["keygen"], 0),
+        (&["genkey"], 0),
+        (&["genpsk"], 0),
+        (&["--help"], 0),
+        (&["doctor", "hybrid", "--json", "--port", "unix:/nonexistent/routerd.sock"], 1),
+    ];
+    for (args, code) in cases {
+        let o = routerctl_closed_stdout(args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(*code), "{args:?}: {err}");
+        assert!(!err.contains("Broken pipe") && !err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+/// A wg-quick file with what wg-quick accepts (a BOM, inline comments,
+/// `# Name =`, keepalive 0) becomes a file `config validate` accepts.
+#[test]
+fn import_wg_makes_a_configuration_that_validates() {
+    let conf = "\u{feff}[Interface]\nPrivateKey = yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\n\
+                Address = 10.99.0.1/30 # the tunnel\nListenPort = 51820 # opened on the router\n\n\
+                # The office in Wroclaw, see ticket #123\n[Peer]\n# Name = wro\n\
+                PublicKey = ca67+D0dVOzK/Bjvjlowc7W4uQ/zJ1jT9fh1LNCS51w=\nEndpoint = 203.0.113.10:51820\n\
+                AllowedIPs = 10.99.0.2/32, 10.2.0.0/16 # wro's LAN\nPersistentKeepalive = 0\n";
+    let f = TempFile::new(conf);
+    let o = routerctl(&["config", "import-wg", f.arg(), "--name", "wg0"], None);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let toml = stdout(&o);
+    assert!(toml.contains("name = \"wro\"") && !toml.contains("persistent_keepalive"), "{toml}");
+    // What to fill in is said on stderr and marked in the file.
+    assert!(stderr(&o).contains("fill in device.name, device.side, ports (marked FILL IN)"), "{}", stderr(&o));
+    assert!(toml.contains("# FILL IN"), "{toml}");
+    let v = routerctl(&["config", "validate", "-"], Some(toml.as_bytes()));
+    assert_eq!(v.status.code(), Some(0), "{}\n{toml}", stdout(&v));
+    let v = routerctl(&["config", "validate", "-", "--for", "host"], Some(toml.as_bytes()));
+    assert_eq!(v.status.code(), Some(0), "{}\n{toml}", stdout(&v));
+
+    // --json: the configuration, what to fill in and the notes.
+    let o = routerctl(&["config", "import-wg", f.arg(), "--name", "wg0", "--json"], None);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(doc["config"]["peers"][0]["name"], "wro");
+    assert_eq!(doc["config"]["peers"][0]["allowed_ips"], serde_json::json!(["10.99.0.2/32", "10.2.0.0/16"]));
+    assert_eq!(doc["config"]["wireguard"][0]["listen_port"], 51820);
+    assert_eq!(doc["fill_in"][0]["path"], "device.name");
+    assert_eq!(doc["private_key_copied"], false);
+    assert!(doc["notes"].as_array().unwrap().iter().any(|n| n.as_str().unwrap().contains("PrivateKey was not copied")), "{doc}");
+
+    // --sections: only what appends to a file with its [device] and ports.
+    let o = routerctl(&["config", "import-wg", f.arg(), "--name", "wg0", "--sections"], None);
+    assert!(stdout(&o).starts_with("[[wireguard]]\n"), "{}", stdout(&o));
+
+    // Not a wg-quick file: exit 2, the line named.
+    let bad = TempFile::new("[Interface]\nListenPort = 51820 51821\n");
+    let o = routerctl(&["config", "import-wg", bad.arg()], None);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("line 2: ListenPort"), "{}", stderr(&o));
+}
+
+/// `doctor hybrid --json` printed nothing on stdout for an unreachable box.
+#[test]
+fn doctor_json_for_an_unreachable_box_is_a_document() {
+    let o = routerctl(&["doctor", "hybrid", "--json", "--port", "unix:/nonexistent/routerd.sock"], None);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("one JSON document");
+    assert_eq!(doc["result"], "fail");
+    assert_eq!(doc["error"]["kind"], "unreachable");
+    assert!(doc["error"]["message"].as_str().unwrap().contains("unix:/nonexistent/routerd.sock"), "{doc}");
+    assert_eq!(doc["port"], "unix:/nonexistent/routerd.sock");
+    assert_eq!(doc["checks"], serde_json::json!([]));
+    // Bad usage is still exit 2, as a document too.
+    let o = routerctl(&["doctor", "hybrid", "--json", "--port", "ttyUSB0"], None);
+    assert_eq!(o.status.code(), Some(2));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("one JSON document");
+    assert_eq!(doc["error"]["kind"], "usage");
+    // status and show too, with the fields they have when the box answers.
+    for (cmd, field) in [("status", "status"), ("show", "interface")] {
+        let o = routerctl(&[cmd, "--json", "--port", "unix:/nonexistent/routerd.sock"], None);
+        assert_eq!(o.status.code(), Some(1), "{cmd}");
+        let doc: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("one JSON document");
+        assert_eq!(doc["error"]["kind"], "unreachable", "{cmd}: {doc}");
+        assert!(doc.get(field).is_some_and(|v| v.is_null()), "{cmd}: {doc}");
+    }
+}
+
+/// The same invalid file exited 1 from `config validate` but 2 from
+/// `plan`/`apply`; and said "1 errors".
+#[test]
+fn plan_and_apply_exit_1_on_errors_like_validate() {
+    let text = example_text("hybrid-onprem").replace("listen_port = 51820", "listen_port = 0");
+    let f = TempFile::new(&text);
+    let o = routerctl(&["config", "validate", f.arg()], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains(": 1 error, 0 warnings"), "{}", stdout(&o));
+    // Nothing reaches a box: the port does not exist.
+    for cmd in [&["plan", f.arg()][..], &["apply", f.arg(), "--yes"], &["plan", f.arg(), "--json"]] {
+        let o = routerctl(&[cmd, &["--port", "unix:/nonexistent/routerd.sock"][..]].concat(), None);
+        assert_eq!(o.status.code(), Some(1), "{cmd:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains(": 1 error; nothing was sent to the box"), "{cmd:?}: {err}");
+        assert!(err.contains("wireguard[0].listen_port"), "{err}");
+    }
+    // A file that is not a configuration is still 2, as from validate.
+    let g = TempFile::new("[device]\nname = 7\n");
+    let o = routerctl(&["plan", g.arg(), "--port", "unix:/nonexistent/routerd.sock"], None);
+    assert_eq!(o.status.code(), Some(2));
+    for cmd in ["plan", "apply"] {
+        let help = stdout(&routerctl(&[cmd, "--help"], None));
+        assert!(help.contains("Exit codes (as `config validate`): 0"), "{cmd}: {help}");
+    }
+}
+
+/// The README's `routerctl --port … status` failed: --port existed only
+/// after the command. Now before, after, or ROUTERCTL_PORT, for every box command.
+#[test]
+fn port_works_before_or_after_the_command_and_from_the_environment() {
+    let port = "unix:/nonexistent/where-the-box-is.sock";
+    let commands: &[&[&str]] = &[
+        &["status"],
+        &["show"],
+        &["show", "dump"],
+        &["config", "get"],
+        &["claims", "list"],
+        &["key", "show"],
+        &["key", "psk", "show", "cloud-psk"],
+        &["doctor", "hybrid"],
+        &["logs", "--for", "1"],
+        &["reboot", "--yes"],
+        &["storage", "init", "--disk", "vda", "--yes"],
+    ];
+    let reached = |o: &Output, how: &str, cmd: &[&str]| {
+        // Exit 1 and the port named: routerctl tried that box.
+        assert_eq!(o.status.code(), Some(1), "{how} {cmd:?}: {}", stderr(o));
+        assert!(stderr(o).contains(port), "{how} {cmd:?}: {}", stderr(o));
+    };
+    for cmd in commands {
+        reached(&routerctl(&[&["--port", port][..], cmd].concat(), None), "before", cmd);
+        reached(&routerctl(&[cmd, &["--port", port][..]].concat(), None), "after", cmd);
+        let o = Command::new(env!("CARGO_BIN_EXE_routerctl")).args(*cmd).env("ROUTERCTL_PORT", port).stdin(Stdio::null()).output().unwrap();
+        reached(&o, "ROUTERCTL_PORT", cmd);
+    }
+    // The command line wins over the environment.
+    let o = Command::new(env!("CARGO_BIN_EXE_routerctl"))
+        .args(["--port", port, "status"])
+        .env("ROUTERCTL_PORT", "unix:/nonexistent/not-this-one.sock")
+        .output()
+        .unwrap();
+    assert!(stderr(&o).contains(port), "{}", stderr(&o));
+    // No port at all: bad usage, and how to give one.
+    let o = Command::new(env!("CARGO_BIN_EXE_routerctl")).args(["status"]).env_remove("ROUTERCTL_PORT").output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--port") && stderr(&o).contains("ROUTERCTL_PORT"), "{}", stderr(&o));
+}
+
+/// `config --help` described import-wg as "Print the configuration a box is
+/// running"; help said "seed 000"/"seed 003" where users say "same-subnet
+/// hybrid" and "two sites, one overlay".
+#[test]
+fn help_says_what_each_command_does_in_the_users_words() {
+    let out = stdout(&routerctl(&["config", "--help"], None));
+    let line = out.lines().find(|l| l.trim_start().starts_with("import-wg")).unwrap();
+    assert!(line.contains("wg-quick") && !line.contains("a box is running"), "{out}");
+    let get = out.lines().find(|l| l.trim_start().starts_with("get ")).unwrap();
+    assert!(get.contains("the box runs now"), "{out}");
+    // Every help text but the lab's (which builds the seeds' worlds).
+    let top = stdout(&routerctl(&["--help"], None));
+    for line in top.lines().filter(|l| !l.starts_with("  lab ")) {
+        assert!(!line.contains("seed 0"), "{line}");
+    }
+    let mut pages = Vec::new();
+    let commands: Vec<String> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        // A command's line; a wrapped description continues further in.
+        .filter(|l| !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter(|c| !matches!(c.as_str(), "lab" | "help"))
+        .collect();
+    assert!(commands.len() > 10, "{top}");
+    for c in &commands {
+        pages.push(vec![c.clone(), "--help".to_string()]);
+    }
+    for sub in [&["config", "example"][..], &["config", "import-wg"], &["doctor", "hybrid"], &["key", "psk"], &["claims", "add"]] {
+        pages.push(sub.iter().map(|s| s.to_string()).chain(["--help".to_string()]).collect());
+    }
+    for page in pages {
+        let args: Vec<&str> = page.iter().map(String::as_str).collect();
+        let out = stdout(&routerctl(&args, None));
+        assert!(!out.is_empty(), "{args:?}");
+        assert!(!out.contains("seed 0") && !out.contains("Seed 0"), "{args:?}:\n{out}");
+    }
+    let out = stdout(&routerctl(&["config", "example", "--help"], None)).split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(out.contains("same-subnet hybrid") && out.contains("two sites, one overlay"), "{out}");
+}
+
+#[test]
+fn genkey_and_genpsk_work_like_wgs() {
+    let key = stdout(&routerctl(&["genkey"], None));
+    assert_eq!(key.len(), 45, "{key}");
+    let o = routerctl(&["pubkey"], Some(key.as_bytes()));
+    assert_eq!(o.status.code(), Some(0), "genkey's key is a private key: {}", stderr(&o));
+    let (a, b) = (stdout(&routerctl(&["genpsk"], None)), stdout(&routerctl(&["genpsk"], None)));
+    assert_ne!(a, b);
+    for psk in [&a, &b] {
+        assert_eq!(psk.len(), 45, "{psk}");
+        // What `key psk import` takes (nothing reaches a box: no --yes).
+        use base64::Engine;
+        assert_eq!(base64::engine::general_purpose::STANDARD.decode(psk.trim()).unwrap().len(), 32);
+    }
+    if wg_available() {
+        assert!(!wg(&["pubkey"], key.as_bytes()).is_empty());
+    }
+}
+
+/// A box in this process: routerd-control's node (what the image and
+/// routerd-host run) behind the provisioning protocol's session, on a unix
+/// socket, so the real routerctl talks to it as to any box.
+mod fake_box {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixListener;
+    use std::path::PathBuf;
+
+    use rand_core::OsRng;
+    use routerd_control::{NicInfo, NicSnapshot, Node};
+    use routerd_dataplane::Instant;
+    use routerd_provision::message::{Op, Reply};
+    use routerd_provision::session::{Session, Step};
+
+    pub struct FakeBox {
+        pub port: String,
+        dir: PathBuf,
+    }
+
+    impl Drop for FakeBox {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// A box with two NICs running `config`.
+    pub fn start(config: &str) -> FakeBox {
+        let dir = std::env::temp_dir().join(format!("routerctl-fake-box-{}-{}", std::process::id(), config.len()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("box.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let cfg = config_schema::human::from_toml(config).unwrap();
+        let nics = [NicInfo { mac: [2, 0, 0, 0, 0, 1] }, NicInfo { mac: [2, 0, 0, 0, 0, 2] }];
+        let mut node: Node<OsRng> = Node::new(&nics, Some(OsRng), "0.1.0", "test");
+        let snaps = vec![NicSnapshot { link_up: true, ..NicSnapshot::default() }; 2];
+        match node.handle(Instant::from_millis(1), Op::Apply(Box::new(cfg)), &snaps) {
+            Reply::Applied(_) => {}
+            other => panic!("{other:?}"),
+        }
+        std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut session = Box::new(Session::new("routerd-test", "test"));
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = stream.read(&mut buf) {
+                    for &b in &buf[..n] {
+                        let ms = start.elapsed().as_millis() as u64 + 2;
+                        let request = match session.push(b, ms) {
+                            Step::Nothing => None,
+                            Step::Send(f) => {
+                                let _ = stream.write_all(f);
+                                None
+                            }
+                            Step::Execute(req) => Some(req),
+                        };
+                        if let Some(req) = request {
+                            let reply = node.handle(Instant::from_millis(ms), req.op, &snaps);
+                            let _ = stream.write_all(session.respond(req.seq, reply));
+                        }
+                    }
+                }
+            }
+        });
+        FakeBox { port: format!("unix:{}", path.display()), dir }
+    }
+}
+
+/// `show --json` has the interface and exactly `status --json`'s peers;
+/// `show` and `show dump` are wg's layouts (exact text: show.rs unit tests).
+#[test]
+fn show_has_status_peers_in_wg_show_layouts() {
+    let config = "[device]\nname = \"edge\"\nside = \"onprem\"\n\
+        [[ports]]\nname = \"lan0\"\nrole = \"lan\"\naddress = \"10.20.0.2/24\"\n\
+        [[ports]]\nname = \"wan0\"\nrole = \"wan\"\naddress = \"192.168.1.35/24\"\ngateway = \"192.168.1.1\"\n\
+        [[wireguard]]\nname = \"wg0\"\nprivate_key = \"device:wg0\"\n\
+        [[peers]]\nname = \"cloud\"\ntunnel = \"wg0\"\npublic_key = \"ca67+D0dVOzK/Bjvjlowc7W4uQ/zJ1jT9fh1LNCS51w=\"\n\
+        endpoint = \"203.0.113.10:51820\"\npersistent_keepalive = 25\nallowed_ips = [\"10.20.0.50/32\", \"10.30.0.0/24\"]\n\
+        preshared_key = \"device:cloud-psk\"\n\
+        [[peers]]\nname = \"wro\"\ntunnel = \"wg0\"\npublic_key = \"xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=\"\n\
+        allowed_ips = [\"10.40.0.0/24\"]\n";
+    let b = fake_box::start(config);
+    let json_of = |args: &[&str]| -> serde_json::Value {
+        let o = routerctl(&[args, &["--port", &b.port, "--json"][..]].concat(), None);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+        serde_json::from_str(&stdout(&o)).unwrap()
+    };
+    let status = json_of(&["status"]);
+    let show = json_of(&["show"]);
+    assert_eq!(show["peers"], status["status"]["peers"]);
+    assert_eq!(show["interface"], status["status"]["tunnel"]);
+    assert_eq!(show["peers"].as_array().unwrap().len(), 2);
+    assert_eq!(show["port"], b.port.as_str());
+
+    let public = show["interface"]["public_key"].as_str().unwrap().to_string();
+    let o = routerctl(&["--port", &b.port, "show"], None);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.starts_with(&format!("interface: wg0\n  public key: {public}\n  private key: (hidden)\n  listening port: 51820\n\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "peer: ca67+D0dVOzK/Bjvjlowc7W4uQ/zJ1jT9fh1LNCS51w=\n  name: cloud\n  preshared key: (hidden)\n  \
+             endpoint: 203.0.113.10:51820\n  allowed ips: 10.20.0.50/32, 10.30.0.0/24\n  persistent keepalive: every 25 seconds\n"
+        ),
+        "{text}"
+    );
+
+    let o = routerctl(&["show", "dump", "--port", &b.port], None);
+    let dump = stdout(&o);
+    let lines: Vec<Vec<&str>> = dump.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(lines[0], ["(hidden)", public.as_str(), "51820", "off"], "{dump}");
+    assert_eq!(
+        lines[1],
+        [
+            "ca67+D0dVOzK/Bjvjlowc7W4uQ/zJ1jT9fh1LNCS51w=",
+            "(hidden)",
+            "203.0.113.10:51820",
+            "10.20.0.50/32,10.30.0.0/24",
+            "0",
+            "0",
+            "0",
+            "25"
+        ],
+        "{dump}"
+    );
+    assert_eq!(lines[2], ["xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=", "(none)", "(none)", "10.40.0.0/24", "0", "0", "0", "off"]);
+
+    // `status` shows each peer's key, allowed IPs, keepalive and transfer.
+    let text = stdout(&routerctl(&["status", "--port", &b.port], None));
+    assert!(
+        text.contains(
+            "  peer cloud: endpoint 203.0.113.10:51820 (configured 203.0.113.10:51820), handshake never, session none, 0 B received, 0 B sent\n    \
+             public key ca67+D0dVOzK/Bjvjlowc7W4uQ/zJ1jT9fh1LNCS51w=, allowed ips 10.20.0.50/32, 10.30.0.0/24, keepalive every 25 s\n"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("allowed ips 10.40.0.0/24, keepalive off\n"), "{text}");
+}

@@ -203,10 +203,10 @@ fn routerctl_provisions_a_running_box() {
     assert!(out.status.success());
     assert_eq!(arp_answer(lan, [10, 20, 0, 52], Duration::from_secs(1)), None);
 
-    // Invalid here: refused before sending, the field named, exit 2.
+    // Invalid here: refused before sending, the field named, exit 1 (as `config validate`).
     let bad = write(&dir, "bad.toml", &config("[[claims]]\naddress = \"10.20.0.51/24\"\nowner = \"cloud\"\ncapture = { method = \"proxy-arp\", port = \"lan0\" }\ndelivery = { tunnel = \"wg0\", peer = \"cloud\" }\n"));
     let out = routerctl(&["apply", bad.to_str().unwrap(), "--port", &port, "--yes"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("claims[1].address"));
     // Valid but impossible on this box (no NIC with that MAC): the box
     // refuses, names the port, and keeps running the old configuration.

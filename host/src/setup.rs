@@ -120,10 +120,11 @@ pub fn load(path: &std::path::Path) -> Result<Config, SetupError> {
         }
     }
     if report.omitted > 0 {
-        eprintln!("{}: … and {} more problems", path.display(), report.omitted);
+        eprintln!("{}: … and {} more problem{}", path.display(), report.omitted, if report.omitted == 1 { "" } else { "s" });
     }
     if !report.is_valid() {
-        return Err(input(format!("{}: {} error(s); nothing was started", path.display(), report.errors)));
+        let errors = if report.errors == 1 { "1 error".to_string() } else { format!("{} errors", report.errors) };
+        return Err(input(format!("{}: {errors}; nothing was started", path.display())));
     }
     Ok(cfg)
 }
@@ -320,6 +321,22 @@ mod tests {
         assert_eq!(placeholder_gateway(c([10, 0, 0, 1], 24)), Some(Ipv4Addr::new(10, 0, 0, 2)));
         assert_eq!(placeholder_gateway(c([10, 0, 0, 1], 31)), None);
         assert_eq!(placeholder_gateway(None), None);
+    }
+
+    /// Said "1 error(s)".
+    #[test]
+    fn an_invalid_file_counts_its_errors_in_words() {
+        let path = std::env::temp_dir().join(format!("routerd-host-setup-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "[device]\nname = \"b\"\nside = \"cloud\"\n[[ports]]\nname = \"wan0\"\nrole = \"wan\"\naddress = \"dhcp\"\n\
+             [[wireguard]]\nname = \"wg0\"\nprivate_key = \"device:wg0\"\nlisten_port = 0\n",
+        )
+        .unwrap();
+        let e = load(&path).unwrap_err();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(e.code, 2);
+        assert!(e.message.ends_with(": 1 error; nothing was started"), "{}", e.message);
     }
 
     #[test]

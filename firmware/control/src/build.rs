@@ -76,11 +76,21 @@ pub struct Runtime {
     pub named: Vec<NamedEndpoint, MAX_PEERS>,
 }
 
+/// How a port asked for its NIC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NicWanted {
+    /// `mac = "…"`.
+    Mac([u8; 6]),
+    /// No `mac`: the port's name, matched against the contract names.
+    Name(config_schema::Name),
+}
+
 /// Why a configuration cannot run on this box. Each names the path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BuildError {
-    /// `ports[i]`: no NIC matches (by MAC or by contract name).
-    NoNic { port: usize },
+    /// `ports[i]`: no NIC matches (by MAC or by contract name); `nics` are
+    /// the box's, in contract order, so the refusal can list them.
+    NoNic { port: usize, wanted: NicWanted, nics: Vec<[u8; 6], MAX_NICS> },
     /// `ports[i]`: two ports bound to one NIC.
     NicTaken { port: usize },
     /// `ports[i].address`: a WAN port without an address (or `dhcp` on a
@@ -106,7 +116,24 @@ pub enum BuildError {
 impl fmt::Display for BuildError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BuildError::NoNic { port } => write!(f, "ports[{port}]: no NIC with that MAC or contract name on this box"),
+            BuildError::NoNic { port, wanted, nics } => {
+                match wanted {
+                    NicWanted::Mac(mac) => write!(f, "ports[{port}].mac: no NIC with MAC {} on this box", dp::MacText(dp::Mac(*mac)))?,
+                    NicWanted::Name(name) => {
+                        write!(f, "ports[{port}].name: no NIC is called {name} on this box (no `mac`: bound by contract name)")?
+                    }
+                }
+                // A refusal keeps 200 characters: room for 4 NICs (5 by MAC).
+                f.write_str("; its NICs: ")?;
+                if nics.is_empty() {
+                    f.write_str("none")?;
+                }
+                for (i, mac) in nics.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { ", " };
+                    write!(f, "{sep}{} {}", ContractName(i), dp::MacText(dp::Mac(*mac)))?;
+                }
+                Ok(())
+            }
             BuildError::NicTaken { port } => write!(f, "ports[{port}]: its NIC is already bound to another port"),
             BuildError::PortAddress { port } => {
                 write!(f, "ports[{port}].address: the WAN port needs an address (a.b.c.d/len or dhcp)")
@@ -169,7 +196,14 @@ pub fn build_with(
                 write!(name, "{}", ContractName(n)).is_ok() && name.as_str() == p.name.as_str()
             }),
         }
-        .ok_or(BuildError::NoNic { port: i })?;
+        .ok_or_else(|| BuildError::NoNic {
+            port: i,
+            wanted: match p.mac {
+                Some(mac) => NicWanted::Mac(mac.0),
+                None => NicWanted::Name(p.name.clone()),
+            },
+            nics: nics.iter().take(MAX_NICS).map(|n| n.mac).collect(),
+        })?;
         if nic_of_port.contains(&nic) {
             return Err(BuildError::NicTaken { port: i });
         }

@@ -32,7 +32,7 @@ pub mod run;
 pub mod services;
 pub mod tunnel;
 
-pub use build::{build, BuildError, ContractName, NicInfo, Runtime, TunnelPlan};
+pub use build::{build, BuildError, ContractName, NicInfo, NicWanted, Runtime, TunnelPlan};
 pub use node::{Bind, Event, NicSnapshot, Node, WgDevice};
 pub use persist::{RestoreError, Saved};
 pub use run::{Forwarder, Nics};

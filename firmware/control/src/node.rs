@@ -582,7 +582,7 @@ impl<R: RngCore + CryptoRng> Node<R> {
         let Some(r) = self.running.as_mut() else { return not_configured() };
         let address = addr.addr();
         let Some(i) = r.config.claims.iter().position(|c| c.address.addr() == address) else {
-            return Reply::Error(Failure::new(FailureKind::NotFound, "claims: no claim for that address"));
+            return no_claim(address);
         };
         match r.dataplane.probe_claim(now, i) {
             Ok(()) => {
@@ -607,7 +607,7 @@ impl<R: RngCore + CryptoRng> Node<R> {
             Err(dp::ProbeRefused::NotProxyArp) => Reply::Error(Failure::refused(format_args!(
                 "claims: {address} is not captured with proxy-ARP on this box, so it cannot be in conflict"
             ))),
-            Err(dp::ProbeRefused::Unknown) => Reply::Error(Failure::new(FailureKind::NotFound, "claims: no claim for that address")),
+            Err(dp::ProbeRefused::Unknown) => no_claim(address),
         }
     }
 
@@ -719,7 +719,7 @@ impl<R: RngCore + CryptoRng> Node<R> {
     fn claim_remove(&mut self, addr: config_schema::Ipv4Cidr, now: Instant, bind: Bind<'_>) -> Reply {
         let Some(mut cfg) = self.running.as_ref().map(|r| r.config.clone()) else { return not_configured() };
         let Some(i) = cfg.claims.iter().position(|c| c.address.addr() == addr.addr()) else {
-            return Reply::Error(Failure::new(FailureKind::NotFound, "claims: no claim for that address"));
+            return no_claim(addr.addr());
         };
         cfg.claims.remove(i);
         self.apply_with(cfg, now, bind)
@@ -1106,6 +1106,15 @@ fn segment_status(cfg: &Config, fdb: &dp::fdb::Fdb, now: Instant) -> Vec<msg::Se
         let _ = out.push(g);
     }
     out
+}
+
+/// A claim named by address that the box does not have.
+fn no_claim(address: core::net::Ipv4Addr) -> Reply {
+    Reply::Error(Box::new(Failure {
+        kind: FailureKind::NotFound,
+        message: msg::text_fmt(format_args!("claims: no claim for {address} on this box (routerctl claims list shows them)")),
+        problems: Default::default(),
+    }))
 }
 
 fn not_configured() -> Reply {

@@ -250,7 +250,7 @@ const CASES: &[Case] = &[
         image: true,
         host: true,
         change: |c| c.ports[0].mac = Some("01:00:5e:00:00:01".parse().unwrap()),
-        box_says: "ports[0]: no NIC with that MAC",
+        box_says: "ports[0].mac: no NIC with MAC 01:00:5e:00:00:01 on this box; its NICs: lan0 ",
     },
     Case {
         what: "a LAN port without an address that no segment bridges",
@@ -285,7 +285,7 @@ const CASES: &[Case] = &[
         image: true,
         host: false,
         change: |c| c.ports[1].name = name("uplink"),
-        box_says: "ports[1]: no NIC with that MAC or contract name",
+        box_says: "ports[1].name: no NIC is called uplink on this box",
     },
     Case {
         what: "an IPv6 endpoint",

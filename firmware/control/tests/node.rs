@@ -183,7 +183,11 @@ fn claim_add_and_remove_keep_the_tunnel() {
     assert_eq!(out.changes[0].kind, ChangeKind::Remove);
     assert_eq!(n.config(), Some(&*cfg(false)));
     match n.handle(t(7), Op::ClaimRemove(claim.address), &nics()) {
-        Reply::Error(f) => assert_eq!(f.kind, FailureKind::NotFound),
+        Reply::Error(f) => {
+            assert_eq!(f.kind, FailureKind::NotFound);
+            // The refusal names the address (was "no claim for that address").
+            assert!(f.message.starts_with(&format!("claims: no claim for {} on this box", claim.address.addr())), "{}", f.message);
+        }
         other => panic!("{other:?}"),
     }
     // A claim whose address is outside every peer's allowed IPs is invalid:
@@ -523,7 +527,10 @@ fn unrelated_applies_keep_a_conflict_the_arp_cache_and_the_counters() {
     // Not in conflict → refused with the reason; unknown address → not found.
     let other_addr = config_schema::Ipv4Cidr::new("10.20.0.77".parse().unwrap(), 32).unwrap();
     match n.handle(t(5_030), Op::ClaimClearConflict(other_addr), &nics()) {
-        Reply::Error(f) => assert_eq!(f.kind, FailureKind::NotFound),
+        Reply::Error(f) => {
+            assert_eq!(f.kind, FailureKind::NotFound);
+            assert!(f.message.starts_with("claims: no claim for 10.20.0.77 on this box"), "{}", f.message);
+        }
         other => panic!("{other:?}"),
     }
 

@@ -339,7 +339,22 @@ fn build_errors_name_the_configuration_path() {
     assert_eq!(rt.tunnel.unwrap().peers[0].endpoint, None);
     assert_eq!(rt.named[0].name.as_str(), "cloud.example.net");
     let e = build(&cfg, &nics[..1]).unwrap_err();
-    assert_eq!(e.to_string(), "ports[1]: no NIC with that MAC or contract name on this box");
+    // The refusal names what was looked for and lists the NICs the box has.
+    assert_eq!(
+        e.to_string(),
+        "ports[1].name: no NIC is called wan0 on this box (no `mac`: bound by contract name); its NICs: lan0 02:a0:00:00:00:00"
+    );
+    // Named by a MAC no NIC has: the MAC and every NIC (four still fit a refusal's 200 characters).
+    let mut by_mac = cfg.clone();
+    by_mac.ports[0].mac = Some("02:99:00:00:00:01".parse().unwrap());
+    let four: Vec<NicInfo> = (0..4).map(|i| NicInfo { mac: [0x02, 0xa0, 0, 0, 0, i] }).collect();
+    let said = build(&by_mac, &four).unwrap_err().to_string();
+    assert_eq!(
+        said,
+        "ports[0].mac: no NIC with MAC 02:99:00:00:00:01 on this box; its NICs: lan0 02:a0:00:00:00:00, wan0 02:a0:00:00:00:01, \
+         lan1 02:a0:00:00:00:02, lan2 02:a0:00:00:00:03"
+    );
+    assert!(said.len() <= 200, "{} characters", said.len());
 }
 
 /// Sends the on-prem host's SYN to the cloud host `attempts` times, 1 s

@@ -183,11 +183,12 @@ impl Router {
             Reply::Applied(out) if applying => {
                 if let Some(c) = self.node.config() {
                     self.session.set_device_name(c.device.name.as_str());
+                    let n = out.changes.len();
                     info!(
-                        "config: device {} side {} applied ({} changes)",
+                        "config: device {} side {} applied ({n} change{})",
                         c.device.name.as_str(),
                         c.device.side.as_str(),
-                        out.changes.len()
+                        if n == 1 { "" } else { "s" }
                     );
                 }
             }
