@@ -341,8 +341,14 @@ pub fn build_with(
         for v in &s.remote_vteps {
             vteps.push(*v).map_err(|_| BuildError::Capacity { what: "segments[].remote_vteps" })?;
         }
+        // `auto`: the dataplane derives the clamp from each VTEP's carrier
+        // (carrier MTU − 50 − 40); a segment `mtu` below that budget lowers
+        // it to mtu − 40 — the figure doctor's segment.mtu shows.
         let mss = match s.mss_clamp {
-            MssClamp::Auto => None,
+            MssClamp::Auto => {
+                let b = config_schema::budget::segment_budget(cfg, s);
+                (b.mtu < b.max_mtu).then_some(b.auto_mss)
+            }
             MssClamp::Value(v) => Some(v),
         };
         segments

@@ -180,3 +180,20 @@ fn a_box_without_segments_reports_none() {
     let Reply::Status(st) = n.handle(Instant::from_millis(1), Op::Status { mark: false }, &[]) else { panic!() };
     assert!(st.configured && st.segments.is_empty());
 }
+
+/// The clamp the box applies on a segment is the one doctor shows: `auto`
+/// is mtu − 40 when the segment's `mtu` is below its carrier's budget, and
+/// the dataplane's per-VTEP derivation (carrier − 90) at the budget.
+#[test]
+fn a_segment_mtu_below_the_budget_lowers_the_auto_clamp() {
+    let (roz, _) = configs("oMaLZx2CyStyUXbJudE35/ssTSln1HACnSHDEO1kWQE=", "DsXmsGlubU4CdxEM95hXI4oruM+wpipdxh9XNFNl8wQ=");
+    let nics = [NicInfo { mac: [2, 0, 0, 0, 0, 1] }, NicInfo { mac: [2, 0, 0, 0, 0, 2] }, NicInfo { mac: [2, 0, 0, 0, 0, 3] }];
+    let at_budget = config_schema::human::from_toml(&roz).unwrap();
+    let rt = routerd_control::build(&at_budget, &nics).unwrap();
+    assert_eq!(rt.dataplane.segments[0].mss, None, "1370 is the budget: the dataplane derives 1330 per VTEP");
+    assert_eq!(config_schema::budget::segment_budget(&at_budget, &at_budget.segments[0]).auto_mss, 1330);
+    let lower = config_schema::human::from_toml(&roz.replace("mtu = 1370", "mtu = 1300")).unwrap();
+    let rt = routerd_control::build(&lower, &nics).unwrap();
+    assert_eq!(rt.dataplane.segments[0].mss, Some(1260), "doctor's figure: 1300 − 40");
+    assert_eq!(config_schema::budget::segment_budget(&lower, &lower.segments[0]).auto_mss, 1260);
+}
