@@ -2,7 +2,7 @@
 //!
 //! Each task sets up what it needs: it checks the system packages the task
 //! uses and installs the missing ones with apt-get when running as root (or
-//! stops and prints the exact `apt-get install` line when not).
+//! stops and prints the exact install command when not).
 
 use routerd_qemu::{self as qemu, Machine, MachineType, NetBackend, Nic, NicModel};
 use std::path::{Path, PathBuf};
