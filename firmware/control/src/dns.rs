@@ -43,6 +43,9 @@ const MAX_WIRE_NAME: usize = 255;
 const MAX_LABELS: usize = 128;
 /// Records read from one answer.
 const MAX_RECORDS: usize = 32;
+/// How often the names are checked for being due (the loop turns far more
+/// often; every timer of the policy is seconds long).
+const SCAN_MS: u64 = 1_000;
 
 /// When names are looked up again (shared with routerd-host).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,13 +184,24 @@ pub struct Resolver {
     inflight: Option<InFlight>,
     entropy: Deque<u32, 4>,
     events: Deque<DnsEvent, 8>,
+    /// No name is looked at for being due before this (`None`: now).
+    next_scan: Option<Instant>,
     /// Answers refused (wrong id, server or question; malformed).
     pub refused: u64,
 }
 
 impl Resolver {
     pub const fn new(policy: Policy) -> Resolver {
-        Resolver { names: Vec::new(), servers: Vec::new(), policy, inflight: None, entropy: Deque::new(), events: Deque::new(), refused: 0 }
+        Resolver {
+            names: Vec::new(),
+            servers: Vec::new(),
+            policy,
+            inflight: None,
+            entropy: Deque::new(),
+            events: Deque::new(),
+            next_scan: None,
+            refused: 0,
+        }
     }
 
     /// The names to keep resolved. Names already known keep their state.
@@ -212,6 +226,7 @@ impl Resolver {
             self.inflight = still.map(|name| InFlight { name, ..q });
         }
         self.names = next;
+        self.next_scan = None;
     }
 
     /// The servers to ask, in order. A change abandons the query in flight.
@@ -224,6 +239,7 @@ impl Resolver {
             for n in self.names.iter_mut().filter(|n| n.address.is_none()) {
                 n.clock.attempted_at = None;
             }
+            self.next_scan = None;
         }
     }
 
@@ -283,11 +299,18 @@ impl Resolver {
             let (server, tries) = if q.tries < TRIES_PER_SERVER { (q.server, q.tries + 1) } else { (q.server + 1, 1) };
             if server >= self.servers.len() {
                 self.inflight = None;
+                self.next_scan = None;
                 self.fail(q.name, LookupError::Timeout);
                 return None;
             }
             return self.send(q.name, server, tries, now, out);
         }
+        // The policy's timers are seconds long: look at the names (and the
+        // handshakes behind them) once a second, not on every loop turn.
+        if self.next_scan.is_some_and(|t| now < t) {
+            return None;
+        }
+        self.next_scan = Some(Instant::from_millis(now.millis().saturating_add(SCAN_MS)));
         if self.servers.is_empty() {
             // Say so once per retry period per name, then wait.
             let policy = self.policy;
@@ -306,6 +329,7 @@ impl Resolver {
     /// The query could not leave (no route): the lookup fails now.
     pub fn unsent(&mut self) {
         if let Some(q) = self.inflight.take() {
+            self.next_scan = None;
             self.fail(q.name, LookupError::Unroutable);
         }
     }
@@ -315,6 +339,7 @@ impl Resolver {
         let Some(bits) = self.entropy.pop_front() else {
             // No fresh randomness yet: try again next turn.
             self.inflight = None;
+            self.next_scan = None;
             return None;
         };
         let id = (bits >> 16) as u16;
@@ -364,7 +389,9 @@ impl Resolver {
         match outcome {
             Err(Refused) => self.refused += 1,
             Ok(result) => {
+                // The next name due goes out on the next turn.
                 self.inflight = None;
+                self.next_scan = None;
                 match result {
                     Ok((address, ttl)) => {
                         let Some(s) = self.names.get_mut(q.name) else { return };
