@@ -1,5 +1,6 @@
-//! The box remembers: the real image in QEMU with a blank virtio-blk disk,
-//! provisioned by the real `routerctl` over its serial socket.
+//! The box remembers: the real image in QEMU with a blank disk on each
+//! controller it drives (virtio-blk, AHCI, NVMe), provisioned by the real
+//! `routerctl` over its serial socket.
 //!
 //! Checked: without a store `status` and `doctor` say the configuration will
 //! not survive a reboot and list the disk; `storage init` without `--yes` is
@@ -16,7 +17,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use routerd_e2e::qemu::{MachineType, NicModel, Vm};
+use routerd_e2e::qemu::{DiskBus, MachineType, NicModel, Vm};
 use routerd_e2e::{check, two_nic_machine};
 use serde_json::Value;
 
@@ -76,9 +77,10 @@ delivery = { tunnel = "wg0", peer = "cloud" }
 "#;
 
 /// A box on `disk`; returns it with its serial port spec.
-fn boot(disk: &Path, id: u8, expect: &str) -> (Vm, String) {
+fn boot(disk: &Path, bus: DiskBus, id: u8, expect: &str) -> (Vm, String) {
     let (mut machine, _links) = two_nic_machine(MachineType::Pc, NicModel::VirtioNet, id, "");
     machine.disks.push(disk.to_path_buf());
+    machine.disk_bus = bus;
     let mut vm = check(machine.spawn());
     check(vm.wait_for(expect, BOOT));
     vm.release_serial();
@@ -87,8 +89,14 @@ fn boot(disk: &Path, id: u8, expect: &str) -> (Vm, String) {
 }
 
 #[test]
-fn configuration_and_keys_survive_a_power_cut() {
-    let dir = std::env::temp_dir().join(format!("routerd-persist-{}", std::process::id()));
+fn configuration_and_keys_survive_a_power_cut_on_virtio_blk() {
+    survives_power_cuts(DiskBus::Virtio, 0x61);
+}
+
+fn survives_power_cuts(bus: DiskBus, id: u8) {
+    let name = bus.disk_name(0);
+    let name = name.as_str();
+    let dir = std::env::temp_dir().join(format!("routerd-persist-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let disk = dir.join("disk.img");
     std::fs::File::create(&disk).unwrap().set_len(16 << 20).unwrap();
@@ -97,28 +105,28 @@ fn configuration_and_keys_survive_a_power_cut() {
     let file = file.to_str().unwrap();
 
     // 1. A blank disk: nothing is kept, and the box says so.
-    let (mut vm, port) = boot(&disk, 0x61, "not forwarding: no configuration yet");
+    let (mut vm, port) = boot(&disk, bus, id, "not forwarding: no configuration yet");
     let st = status(&port);
-    assert_eq!(st["storage"]["disks"], serde_json::json!(["vda"]));
+    assert_eq!(st["storage"]["disks"], serde_json::json!([name]));
     assert_eq!(st["storage"]["disk"], "");
     let text = String::from_utf8_lossy(&routerctl(&["status", "--port", &port]).stdout).to_string();
-    assert!(text.contains("storage: NONE") && text.contains("vda"), "{text}");
-    let out = routerctl(&["storage", "init", "--disk", "vda", "--port", &port]);
+    assert!(text.contains("storage: NONE") && text.contains(name), "{text}");
+    let out = routerctl(&["storage", "init", "--disk", name, "--port", &port]);
     assert_eq!(out.status.code(), Some(2), "no --yes: refused here, nothing sent");
     let out = routerctl(&["storage", "init", "--disk", "vdz", "--yes", "--port", &port]);
     assert_ne!(out.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("vda"), "the refusal lists the disks");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(name), "the refusal lists the disks");
 
     // 2. storage init, then an apply: saved before the answer.
-    assert!(routerctl(&["storage", "init", "--disk", "vda", "--yes", "--port", &port]).status.success());
+    assert!(routerctl(&["storage", "init", "--disk", name, "--yes", "--port", &port]).status.success());
     let out = routerctl(&["apply", file, "--port", &port, "--yes"]);
     assert!(out.status.success());
     let st = status(&port);
     let key = st["tunnel"]["public_key"].as_str().unwrap().to_string();
-    assert_eq!(st["storage"]["disk"], "vda");
+    assert_eq!(st["storage"]["disk"], name);
     assert_eq!(st["storage"]["generation"], 1);
     assert!(st["storage"]["saves"].as_u64().unwrap() >= 2, "init and apply saved: {}", st["storage"]);
-    let again = routerctl(&["storage", "init", "--disk", "vda", "--yes", "--port", &port]);
+    let again = routerctl(&["storage", "init", "--disk", name, "--yes", "--port", &port]);
     assert_ne!(again.status.code(), Some(0), "the disk in use is not re-made without --force");
     if let Ok(out) = Command::new("sfdisk").arg("--json").arg(&disk).output() {
         let table = String::from_utf8_lossy(&out.stdout);
@@ -131,7 +139,7 @@ fn configuration_and_keys_survive_a_power_cut() {
     // 3. Power cut right after the answer; a new QEMU on the same disk.
     vm.kill();
     drop(vm);
-    let (vm2, port2) = boot(&disk, 0x62, "storage: vda: restored configuration generation 1");
+    let (vm2, port2) = boot(&disk, bus, id + 1, &format!("storage: {name}: restored configuration generation 1"));
     let st = status(&port2);
     assert_eq!(st["configured"], true, "configured without routerctl");
     assert_eq!(st["device"], "kept");
@@ -144,7 +152,7 @@ fn configuration_and_keys_survive_a_power_cut() {
     let mut vm2 = vm2;
     vm2.kill();
     drop(vm2);
-    let (vm3, port3) = boot(&disk, 0x63, "storage: vda: restored configuration generation 2");
+    let (vm3, port3) = boot(&disk, bus, id + 2, &format!("storage: {name}: restored configuration generation 2"));
     let st = status(&port3);
     assert_eq!(st["claims"].as_array().unwrap().len(), 2);
     assert_eq!(st["tunnel"]["public_key"], key.as_str());

@@ -115,13 +115,39 @@ pub struct Machine {
     pub cpu: String,
     /// Further devices, as `-device` arguments (e.g. `virtio-rng-pci`).
     pub devices: Vec<String>,
-    /// Raw disk image files, attached as virtio-blk disks (`vda`, `vdb`, …)
-    /// with a volatile write cache (`cache=writeback`): what the guest has
-    /// not flushed may be lost when QEMU is killed, as on real hardware.
+    /// Raw disk image files, attached on [`disk_bus`](Self::disk_bus) with a
+    /// volatile write cache (`cache=writeback`): what the guest has not
+    /// flushed may be lost when QEMU is killed, as on real hardware.
     pub disks: Vec<PathBuf>,
+    /// The controller the disks hang off (virtio-blk unless a test says).
+    pub disk_bus: DiskBus,
     /// Attach `isa-debug-exit` (the image's test verdict channel). Without
     /// it the image powers off through ACPI like on hardware.
     pub debug_exit: bool,
+}
+
+/// Disk controllers the image drives, and the names Linux (and the image)
+/// gives their disks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskBus {
+    /// virtio-blk-pci: `vda`, `vdb`, …
+    Virtio,
+    /// An AHCI (SATA) controller with one disk per port: `sda`, `sdb`, …
+    Ahci,
+    /// One NVMe controller per disk, one namespace each: `nvme0n1`, `nvme1n1`, …
+    Nvme,
+}
+
+impl DiskBus {
+    /// The name the `index`-th disk on this bus gets.
+    pub fn disk_name(self, index: usize) -> String {
+        let letter = char::from(b'a' + u8::try_from(index.min(25)).unwrap_or(25));
+        match self {
+            DiskBus::Virtio => format!("vd{letter}"),
+            DiskBus::Ahci => format!("sd{letter}"),
+            DiskBus::Nvme => format!("nvme{index}n1"),
+        }
+    }
 }
 
 /// How QEMU loads the image.
@@ -149,6 +175,7 @@ impl Machine {
             cpu: "max".to_string(),
             devices: Vec::new(),
             disks: Vec::new(),
+            disk_bus: DiskBus::Virtio,
             debug_exit: true,
         })
     }
@@ -183,9 +210,17 @@ impl Machine {
         for d in &self.devices {
             c.args(["-device", d]);
         }
+        if self.disk_bus == DiskBus::Ahci && !self.disks.is_empty() {
+            c.args(["-device", "ahci,id=ahci0"]);
+        }
         for (i, disk) in self.disks.iter().enumerate() {
             c.arg("-drive").arg(format!("file={},if=none,id=disk{i},format=raw,cache=writeback", disk.display()));
-            c.arg("-device").arg(format!("virtio-blk-pci,drive=disk{i},serial=routerd-disk{i}"));
+            let device = match self.disk_bus {
+                DiskBus::Virtio => format!("virtio-blk-pci,drive=disk{i},serial=routerd-disk{i}"),
+                DiskBus::Ahci => format!("ide-hd,drive=disk{i},bus=ahci0.{i},serial=routerd-disk{i}"),
+                DiskBus::Nvme => format!("nvme,drive=disk{i},serial=routerd-disk{i}"),
+            };
+            c.arg("-device").arg(device);
         }
         for (i, nic) in self.nics.iter().enumerate() {
             let id = format!("net{i}");

@@ -1,6 +1,7 @@
 //! The NICs the image drives: found on PCI, named by the contract (`lan0`,
 //! `wan0`, `lan1`, … in bus order), brought up through `hal_x86::nic`.
 
+use hal_x86::blk::BlockDevice;
 use hal_x86::nic::{self, Nic};
 use hal_x86::pci::{self, Cam};
 use log::{info, warn};
@@ -68,7 +69,7 @@ pub fn bring_up_pci(
     ecam: Option<hal_x86::acpi::Ecam>,
     clock: hal_x86::clock::Clock,
     nics: &mut Nics,
-    disks: &mut heapless::Vec<hal_x86::blk::virtio::VirtioBlk, { crate::storage::MAX_DISKS }>,
+    disks: &mut heapless::Vec<(hal_x86::blk::DiskName, hal_x86::blk::Disk), { crate::storage::MAX_DISKS }>,
     rng_seed: &mut Option<[u8; 32]>,
 ) -> usize {
     // SAFETY: the image is the only user of PCI configuration space; the
@@ -92,23 +93,25 @@ pub fn bring_up_pci(
             continue;
         }
         if hal_x86::blk::is_block_device(dev) {
-            let name = crate::storage::DiskName(disks.len());
-            match hal_x86::blk::probe(&mut root, dev, clock) {
-                Ok(d) => {
-                    info!(
-                        "pci: {} {:04x}:{:04x} virtio-blk {name}: {} blocks of {} bytes{}",
-                        dev.address,
-                        info.vendor_id,
-                        info.device_id,
-                        d.block_count(),
-                        d.block_size().bytes(),
-                        if d.read_only() { ", read-only" } else { "" }
-                    );
-                    if disks.push(d).is_err() {
-                        warn!("pci: {name} not used: the image drives at most {} disks", crate::storage::MAX_DISKS);
-                    }
+            let probed = hal_x86::blk::probe(&mut root, dev, clock, &mut |d| {
+                let kind = d.kind();
+                let name = kind.name(disks.iter().filter(|(_, o)| o.kind() == kind).count());
+                info!(
+                    "pci: {} {:04x}:{:04x} {} {name}: {} blocks of {} bytes{}",
+                    dev.address,
+                    info.vendor_id,
+                    info.device_id,
+                    kind.driver(),
+                    d.block_count(),
+                    d.block_size().bytes(),
+                    if d.read_only() { ", read-only" } else { "" }
+                );
+                if disks.push((name.clone(), d)).is_err() {
+                    warn!("pci: {name} not used: the image drives at most {} disks", crate::storage::MAX_DISKS);
                 }
-                Err(e) => warn!("pci: {} virtio-blk not usable: {e:?}", dev.address),
+            });
+            if let Err(e) = probed {
+                warn!("pci: {} {:04x}:{:04x} disk not usable: {e:?}", dev.address, info.vendor_id, info.device_id);
             }
             continue;
         }

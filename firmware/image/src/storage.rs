@@ -1,9 +1,9 @@
 //! Where the image keeps what it must remember: a `ROUTERD-STATE` GPT
-//! partition on a virtio-blk disk, holding `routerd-storage`'s two-slot
+//! partition on a disk (virtio-blk, AHCI or NVMe, named as Linux names them), holding `routerd-storage`'s two-slot
 //! store, holding the node's saved state (configuration, key slots,
 //! generation, boot count, a wall-clock floor).
 //!
-//! At boot the disks are searched in bus order (`vda`, `vdb`, …); the first
+//! At boot the disks are searched in PCI bus order; the first
 //! with the partition is used. Nothing is ever formatted unless the
 //! operator names the disk (`routerctl storage init --disk vda --yes`). A
 //! save happens after every change of configuration or keys, and every
@@ -18,13 +18,13 @@
 use alloc::boxed::Box;
 use core::time::Duration;
 use hal_x86::blk::gpt::{self, Existing};
-use hal_x86::blk::virtio::VirtioBlk;
+use hal_x86::blk::{Disk, DiskName};
 use hal_x86::entropy::Entropy;
 use log::{info, warn};
 use routerd_control::persist::SAVED_MAX;
 use routerd_control::{Node, Saved};
 use routerd_dataplane::Instant;
-use routerd_provision::message::{self as msg, text, text_fmt, Failure, Reply, StorageStatus};
+use routerd_provision::message::{self as msg, text, Failure, Reply, StorageStatus};
 use routerd_storage::{Region, Store};
 
 /// Disks the image drives.
@@ -34,34 +34,25 @@ pub const CLOCK_SAVE_MS: u64 = 15 * 60 * 1000;
 /// How far ahead of the saved floor the clock starts at boot.
 pub const CLOCK_MARGIN_MS: u64 = 2 * CLOCK_SAVE_MS;
 
-/// `vda`, `vdb`, … as Linux names virtio disks.
-pub struct DiskName(pub usize);
-
-impl core::fmt::Display for DiskName {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let c = char::from(b'a'.saturating_add(u8::try_from(self.0).unwrap_or(25)));
-        write!(f, "vd{c}")
-    }
-}
-
 /// The disks and the store.
 pub struct Storage {
-    disks: heapless::Vec<Option<VirtioBlk>, MAX_DISKS>,
+    /// Each disk's name, and the disk unless the store holds it.
+    disks: heapless::Vec<(DiskName, Option<Disk>), MAX_DISKS>,
     /// The store and the disk index it lives on (the disk moved into it).
-    store: Option<(usize, Store<VirtioBlk>)>,
+    store: Option<(usize, Store<Disk>)>,
     status: StorageStatus,
     last_save: Option<Instant>,
     buf: Box<[u8]>,
 }
 
 impl Storage {
-    pub fn new(disks: heapless::Vec<VirtioBlk, MAX_DISKS>) -> Storage {
+    pub fn new(disks: heapless::Vec<(DiskName, Disk), MAX_DISKS>) -> Storage {
         let mut status = StorageStatus::default();
-        for i in 0..disks.len() {
-            let _ = status.disks.push(text_fmt(format_args!("{}", DiskName(i))));
+        for (name, _) in &disks {
+            let _ = status.disks.push(text(name));
         }
         Storage {
-            disks: disks.into_iter().map(Some).collect(),
+            disks: disks.into_iter().map(|(n, d)| (n, Some(d))).collect(),
             store: None,
             status,
             last_save: None,
@@ -80,19 +71,19 @@ impl Storage {
             return false;
         }
         for i in 0..self.disks.len() {
-            let Some(Some(mut disk)) = self.disks.get_mut(i).map(Option::take) else { continue };
+            let Some((name, Some(mut disk))) = self.disks.get_mut(i).map(|(n, d)| (n.clone(), d.take())) else { continue };
             let found = match gpt::find_state_partition(&mut disk) {
                 Ok(f) => f,
                 Err(e) => {
-                    info!("storage: {}: no {} partition ({e})", DiskName(i), gpt::STATE_PARTITION_NAME);
-                    if let Some(slot) = self.disks.get_mut(i) {
+                    info!("storage: {}: no {} partition ({e})", name, gpt::STATE_PARTITION_NAME);
+                    if let Some((_, slot)) = self.disks.get_mut(i) {
                         *slot = Some(disk);
                     }
                     continue;
                 }
             };
             if !found.copies_agree {
-                warn!("storage: {}: the GPT's two copies differ (primary {:?}, backup {:?})", DiskName(i), found.primary, found.backup);
+                warn!("storage: {}: the GPT's two copies differ (primary {:?}, backup {:?})", name, found.primary, found.backup);
             }
             let p = found.partition;
             let region = Region { first_lba: p.first_lba, blocks: p.blocks };
@@ -101,22 +92,18 @@ impl Storage {
             let checked = Store::open(&mut disk, region).map(|_| ());
             match checked.and_then(|()| Store::open(disk, region)) {
                 Ok(store) => {
-                    self.status.disk = text_fmt(format_args!("{}", DiskName(i)));
+                    self.status.disk = text(&name);
                     self.status.first_lba = p.first_lba;
                     self.status.blocks = p.blocks;
                     self.status.damaged_slots = u8::try_from(store.report().damaged_slots()).unwrap_or(u8::MAX);
                     if store.report().damaged_slots() > 0 {
-                        warn!(
-                            "storage: {}: {} damaged record slot(s) ignored (a cut during a save)",
-                            DiskName(i),
-                            store.report().damaged_slots()
-                        );
+                        warn!("storage: {}: {} damaged record slot(s) ignored (a cut during a save)", name, store.report().damaged_slots());
                     }
                     self.store = Some((i, store));
                     return self.restore(node, now);
                 }
                 Err(e) => {
-                    warn!("storage: {}: the {} partition holds no usable store ({e:?})", DiskName(i), gpt::STATE_PARTITION_NAME);
+                    warn!("storage: {}: the {} partition holds no usable store ({e:?})", name, gpt::STATE_PARTITION_NAME);
                 }
             }
         }
@@ -216,7 +203,7 @@ impl Storage {
     /// `routerctl storage init --disk NAME`: a new GPT with the state
     /// partition, an empty store, then the running state saved into it.
     pub fn init(&mut self, node: &mut Node<Entropy>, disk: &str, force: bool, now: Instant) -> Reply {
-        let Some(i) = (0..self.disks.len()).find(|&i| text_fmt::<8>(format_args!("{}", DiskName(i))).as_str() == disk) else {
+        let Some(i) = self.disks.iter().position(|(n, _)| n.as_str() == disk) else {
             let mut names = heapless::String::<64>::new();
             for (k, n) in self.status.disks.iter().enumerate() {
                 let _ = core::fmt::Write::write_fmt(&mut names, format_args!("{}{}", if k > 0 { ", " } else { "" }, n.as_str()));
@@ -236,7 +223,7 @@ impl Storage {
             Some((j, store)) if j == i => Some(store.into_device()),
             other => {
                 self.store = other;
-                self.disks.get_mut(i).and_then(Option::take)
+                self.disks.get_mut(i).and_then(|(_, d)| d.take())
             }
         };
         let Some(mut dev) = disk_dev else {
@@ -244,7 +231,7 @@ impl Storage {
         };
         let mut random = [0u8; 32];
         if !node.fill_random(&mut random) {
-            if let Some(slot) = self.disks.get_mut(i) {
+            if let Some((_, slot)) = self.disks.get_mut(i) {
                 *slot = Some(dev);
             }
             return Reply::Error(Failure::refused(format_args!("storage: no trusted entropy source for the partition's GUIDs")));
@@ -253,7 +240,7 @@ impl Storage {
         let p = match gpt::create_state_partition(&mut dev, random, existing) {
             Ok(p) => p,
             Err(e) => {
-                if let Some(slot) = self.disks.get_mut(i) {
+                if let Some((_, slot)) = self.disks.get_mut(i) {
                     *slot = Some(dev);
                 }
                 return Reply::Error(Failure::refused(format_args!("storage: {disk}: {e}")));

@@ -4,7 +4,7 @@
 //! (`routerd-storage`'s `Store` runs over it). This module gives the image
 //! the three pieces in front of that store:
 //!
-//! - [`probe`] turns a PCI storage function into a running driver
+//! - [`probe`] turns a PCI storage function into a running [`Disk`]
 //!   ([`virtio::VirtioBlk`]: virtio-blk, transitional or modern, polled);
 //! - [`gpt::find_state_partition`] finds the partition on any
 //!   [`BlockDevice`] (protective MBR, both GPT headers and their entry arrays
@@ -13,13 +13,7 @@
 //!   partition to a disk the operator named, refusing any disk that is not
 //!   blank unless forced.
 //!
-//! [`BlockDevice`] here is a stand-in with exactly the names and signatures
-//! of `routerd_storage::BlockDevice` (and its `BlockSize`, `BlockError`):
-//! hal-x86 does not depend on `routerd-storage` yet. Once it does, the
-//! stand-in's definitions below are replaced by
-//! `pub use routerd_storage::{BlockDevice, BlockError, BlockSize};` and
-//! everything else here compiles unchanged (the driver's `impl BlockDevice`
-//! then implements the storage crate's trait).
+//! Every driver implements `routerd_storage::BlockDevice` (re-exported here).
 
 pub mod gpt;
 pub mod virtio;
@@ -33,8 +27,7 @@ pub const DEVICE_VIRTIO_BLK_TRANSITIONAL: u16 = 0x1001;
 pub const DEVICE_VIRTIO_BLK_MODERN: u16 = 0x1042;
 
 /// Whether [`probe`] has a driver for `dev`: the image asks this during its
-/// PCI enumeration and names the disks it is true for (`vda`, `vdb`, … in
-/// bus order).
+/// PCI enumeration and names the disks it brings up as Linux would.
 pub fn is_block_device(dev: &Device) -> bool {
     dev.info.vendor_id == VENDOR_VIRTIO && matches!(dev.info.device_id, DEVICE_VIRTIO_BLK_TRANSITIONAL | DEVICE_VIRTIO_BLK_MODERN)
 }
@@ -50,15 +43,102 @@ pub enum ProbeError {
     Virtio(virtio::Error),
 }
 
-/// Brings up the driver for a PCI storage function. `clock` bounds how long
-/// a request may take before the device is given up on.
+/// The kinds of disk the image drives, named the way Linux names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskKind {
+    /// virtio-blk: `vda`, `vdb`, …
+    Virtio,
+}
+
+impl DiskKind {
+    /// What the console calls the controller.
+    pub fn driver(self) -> &'static str {
+        match self {
+            DiskKind::Virtio => "virtio-blk",
+        }
+    }
+
+    /// Linux's name for the `index`-th disk of this kind (counted from 0 in
+    /// PCI bus order, per kind).
+    pub fn name(self, index: usize) -> DiskName {
+        let mut n = DiskName::new();
+        let letter = char::from(b'a'.saturating_add(u8::try_from(index).unwrap_or(25).min(25)));
+        let _ = match self {
+            DiskKind::Virtio => core::fmt::Write::write_fmt(&mut n, format_args!("vd{letter}")),
+        };
+        n
+    }
+}
+
+/// A disk's name (`vda`, `sda`, `nvme0n1`).
+pub type DiskName = heapless::String<8>;
+
+/// A running disk, whatever its controller: the one type the image keeps in
+/// its disk list and hands to the store.
+pub enum Disk {
+    Virtio(virtio::VirtioBlk),
+}
+
+impl Disk {
+    pub fn kind(&self) -> DiskKind {
+        match self {
+            Disk::Virtio(_) => DiskKind::Virtio,
+        }
+    }
+
+    /// Whether the device refuses writes.
+    pub fn read_only(&self) -> bool {
+        match self {
+            Disk::Virtio(d) => d.read_only(),
+        }
+    }
+}
+
+impl BlockDevice for Disk {
+    fn block_size(&self) -> BlockSize {
+        match self {
+            Disk::Virtio(d) => BlockDevice::block_size(d),
+        }
+    }
+    fn block_count(&self) -> u64 {
+        match self {
+            Disk::Virtio(d) => BlockDevice::block_count(d),
+        }
+    }
+    fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        match self {
+            Disk::Virtio(d) => BlockDevice::read(d, lba, buf),
+        }
+    }
+    fn write(&mut self, lba: u64, data: &[u8]) -> Result<(), BlockError> {
+        match self {
+            Disk::Virtio(d) => BlockDevice::write(d, lba, data),
+        }
+    }
+    fn flush(&mut self) -> Result<(), BlockError> {
+        match self {
+            Disk::Virtio(d) => BlockDevice::flush(d),
+        }
+    }
+}
+
+/// Brings up the driver for a PCI storage function and hands each disk it
+/// finds to `found` (one for virtio-blk; a controller with several ports or
+/// namespaces gives several). `clock` bounds how long a request may take
+/// before the device is given up on.
 ///
 /// Bringing a disk up only reads its configuration: nothing is written to
 /// the medium.
-pub fn probe<C: ConfigurationAccess>(root: &mut PciRoot<C>, dev: &Device, clock: Clock) -> Result<virtio::VirtioBlk, ProbeError> {
+pub fn probe<C: ConfigurationAccess>(
+    root: &mut PciRoot<C>,
+    dev: &Device,
+    clock: Clock,
+    found: &mut dyn FnMut(Disk),
+) -> Result<(), ProbeError> {
     match (dev.info.vendor_id, dev.info.device_id) {
         (VENDOR_VIRTIO, DEVICE_VIRTIO_BLK_TRANSITIONAL | DEVICE_VIRTIO_BLK_MODERN) => {
-            virtio::VirtioBlk::new(root, dev, clock).map_err(ProbeError::Virtio)
+            found(virtio::VirtioBlk::new(root, dev, clock).map(Disk::Virtio).map_err(ProbeError::Virtio)?);
+            Ok(())
         }
         (vendor, device) => Err(ProbeError::Unsupported { vendor, device }),
     }
