@@ -1,11 +1,14 @@
-//! Disks: the block-device interface, the virtio-blk driver and GPT.
+//! Disks: the block-device interface, the virtio-blk, AHCI and NVMe drivers and GPT.
 //!
 //! The box keeps its state in the GPT partition labelled `ROUTERD-STATE`
 //! (`routerd-storage`'s `Store` runs over it). This module gives the image
 //! the three pieces in front of that store:
 //!
 //! - [`probe`] turns a PCI storage function into a running [`Disk`]
-//!   ([`virtio::VirtioBlk`]: virtio-blk, transitional or modern, polled);
+//!   ([`virtio::VirtioBlk`]: virtio-blk, transitional or modern, polled;
+//!   [`ahci::AhciDisk`]: one per SATA disk on an AHCI controller, any
+//!   vendor, polled; [`nvme::NvmeDisk`]: namespace 1 of an NVMe
+//!   controller, any vendor, polled);
 //! - [`gpt::find_state_partition`] finds the partition on any
 //!   [`BlockDevice`] (protective MBR, both GPT headers and their entry arrays
 //!   CRC-checked, the backup used when the primary is damaged);
@@ -15,7 +18,9 @@
 //!
 //! Every driver implements `routerd_storage::BlockDevice` (re-exported here).
 
+pub mod ahci;
 pub mod gpt;
+pub mod nvme;
 pub mod virtio;
 
 use crate::clock::Clock;
@@ -30,6 +35,13 @@ pub const DEVICE_VIRTIO_BLK_MODERN: u16 = 0x1042;
 /// PCI enumeration and names the disks it brings up as Linux would.
 pub fn is_block_device(dev: &Device) -> bool {
     dev.info.vendor_id == VENDOR_VIRTIO && matches!(dev.info.device_id, DEVICE_VIRTIO_BLK_TRANSITIONAL | DEVICE_VIRTIO_BLK_MODERN)
+        || is_ahci(dev)
+        || nvme::is_nvme(dev)
+}
+
+/// An AHCI controller (class 01.06, prog-if 01), whoever made it.
+fn is_ahci(dev: &Device) -> bool {
+    (dev.info.class, dev.info.subclass, dev.info.prog_if) == (ahci::CLASS_STORAGE, ahci::SUBCLASS_SATA, ahci::PROG_IF_AHCI)
 }
 
 /// Why a storage function could not be brought up.
@@ -41,6 +53,8 @@ pub enum ProbeError {
         device: u16,
     },
     Virtio(virtio::Error),
+    Ahci(ahci::Error),
+    Nvme(nvme::Error),
 }
 
 /// The kinds of disk the image drives, named the way Linux names them.
@@ -48,6 +62,10 @@ pub enum ProbeError {
 pub enum DiskKind {
     /// virtio-blk: `vda`, `vdb`, …
     Virtio,
+    /// SATA disks on AHCI controllers: `sda`, `sdb`, …
+    Sata,
+    /// NVMe, namespace 1 of each controller: `nvme0n1`, `nvme1n1`, …
+    Nvme,
 }
 
 impl DiskKind {
@@ -55,6 +73,8 @@ impl DiskKind {
     pub fn driver(self) -> &'static str {
         match self {
             DiskKind::Virtio => "virtio-blk",
+            DiskKind::Sata => "ahci",
+            DiskKind::Nvme => "nvme",
         }
     }
 
@@ -65,6 +85,9 @@ impl DiskKind {
         let letter = char::from(b'a'.saturating_add(u8::try_from(index).unwrap_or(25).min(25)));
         let _ = match self {
             DiskKind::Virtio => core::fmt::Write::write_fmt(&mut n, format_args!("vd{letter}")),
+            DiskKind::Sata => core::fmt::Write::write_fmt(&mut n, format_args!("sd{letter}")),
+            // At most "nvme99n1": the eight characters a DiskName holds.
+            DiskKind::Nvme => core::fmt::Write::write_fmt(&mut n, format_args!("nvme{}n1", index.min(99))),
         };
         n
     }
@@ -77,12 +100,16 @@ pub type DiskName = heapless::String<8>;
 /// its disk list and hands to the store.
 pub enum Disk {
     Virtio(virtio::VirtioBlk),
+    Ahci(ahci::AhciDisk),
+    Nvme(nvme::NvmeDisk),
 }
 
 impl Disk {
     pub fn kind(&self) -> DiskKind {
         match self {
             Disk::Virtio(_) => DiskKind::Virtio,
+            Disk::Ahci(_) => DiskKind::Sata,
+            Disk::Nvme(_) => DiskKind::Nvme,
         }
     }
 
@@ -90,6 +117,8 @@ impl Disk {
     pub fn read_only(&self) -> bool {
         match self {
             Disk::Virtio(d) => d.read_only(),
+            Disk::Ahci(d) => d.read_only(),
+            Disk::Nvme(d) => d.read_only(),
         }
     }
 }
@@ -98,26 +127,36 @@ impl BlockDevice for Disk {
     fn block_size(&self) -> BlockSize {
         match self {
             Disk::Virtio(d) => BlockDevice::block_size(d),
+            Disk::Ahci(d) => BlockDevice::block_size(d),
+            Disk::Nvme(d) => BlockDevice::block_size(d),
         }
     }
     fn block_count(&self) -> u64 {
         match self {
             Disk::Virtio(d) => BlockDevice::block_count(d),
+            Disk::Ahci(d) => BlockDevice::block_count(d),
+            Disk::Nvme(d) => BlockDevice::block_count(d),
         }
     }
     fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
         match self {
             Disk::Virtio(d) => BlockDevice::read(d, lba, buf),
+            Disk::Ahci(d) => BlockDevice::read(d, lba, buf),
+            Disk::Nvme(d) => BlockDevice::read(d, lba, buf),
         }
     }
     fn write(&mut self, lba: u64, data: &[u8]) -> Result<(), BlockError> {
         match self {
             Disk::Virtio(d) => BlockDevice::write(d, lba, data),
+            Disk::Ahci(d) => BlockDevice::write(d, lba, data),
+            Disk::Nvme(d) => BlockDevice::write(d, lba, data),
         }
     }
     fn flush(&mut self) -> Result<(), BlockError> {
         match self {
             Disk::Virtio(d) => BlockDevice::flush(d),
+            Disk::Ahci(d) => BlockDevice::flush(d),
+            Disk::Nvme(d) => BlockDevice::flush(d),
         }
     }
 }
@@ -138,6 +177,13 @@ pub fn probe<C: ConfigurationAccess>(
     match (dev.info.vendor_id, dev.info.device_id) {
         (VENDOR_VIRTIO, DEVICE_VIRTIO_BLK_TRANSITIONAL | DEVICE_VIRTIO_BLK_MODERN) => {
             found(virtio::VirtioBlk::new(root, dev, clock).map(Disk::Virtio).map_err(ProbeError::Virtio)?);
+            Ok(())
+        }
+        // Every port with a disk; none is not an error.
+        _ if is_ahci(dev) => ahci::probe(root, dev, clock, &mut |d| found(Disk::Ahci(d))).map_err(ProbeError::Ahci),
+        // Any vendor's NVMe controller; this driver uses namespace 1.
+        _ if nvme::is_nvme(dev) => {
+            found(nvme::NvmeDisk::new(root, dev, clock).map(Disk::Nvme).map_err(ProbeError::Nvme)?);
             Ok(())
         }
         (vendor, device) => Err(ProbeError::Unsupported { vendor, device }),
