@@ -85,7 +85,10 @@ unsafe impl Hal for IdentityHal {
         0
     }
 
-    unsafe fn mmio_phys_to_virt(paddr: PhysAddr, _size: usize) -> NonNull<u8> {
+    unsafe fn mmio_phys_to_virt(paddr: PhysAddr, size: usize) -> NonNull<u8> {
+        // A BAR above the boot identity map (UEFI puts 64-bit BARs high) is
+        // mapped here before the driver touches it.
+        let _ = crate::paging::reach(paddr, size as u64);
         NonNull::new(paddr as usize as *mut u8).unwrap_or(NonNull::dangling())
     }
 

@@ -8,7 +8,10 @@
 //!   `ebx` the boot information structure.
 //!
 //! `_start32` zeroes `.bss`, identity-maps the first 64 GiB with 2 MiB pages
-//! (RAM, the PCI hole and the usual 64-bit BAR window), enters long mode,
+//! (RAM, the PCI hole and the usual 64-bit BAR window) and, where the CPU has
+//! 1 GiB pages, the rest of the first TiB uncached (UEFI firmware such as
+//! OVMF puts 64-bit BARs high: 896 GiB with 40 address bits; windows beyond
+//! are mapped when a driver asks, `hal_x86::paging`), enters long mode,
 //! enables SSE and, where the CPU has them, XSAVE with AVX state in XCR0 (the
 //! crypto crates query CPU features once and cache the answer, so this must
 //! happen before any Rust code runs), and calls [`crate::routerd_main`] with
@@ -24,8 +27,24 @@ use core::arch::global_asm;
 #[link_section = ".data.boot_tsc"]
 pub static mut BOOT_TSC: u64 = 0;
 
-/// Number of 1 GiB regions identity-mapped at boot.
+/// 1 GiB regions identity-mapped with 2 MiB pages on every CPU.
 pub const IDENTITY_MAPPED_GIB: u64 = 64;
+/// 1 GiB regions identity-mapped when the CPU has 1 GiB pages (two PDPTs).
+pub const IDENTITY_MAPPED_GIB_LARGE: u32 = 1024;
+
+/// How many GiB the boot code identity-mapped: [`IDENTITY_MAPPED_GIB`], or
+/// [`IDENTITY_MAPPED_GIB_LARGE`] when the CPU has 1 GiB pages. Written once
+/// by `_start32` (after `.bss` is cleared, hence `.data`).
+#[no_mangle]
+#[link_section = ".data.boot_tsc"]
+pub static mut BOOT_MAPPED_GIB: u32 = IDENTITY_MAPPED_GIB as u32;
+
+/// The identity-mapped range `[0, identity_mapped_bytes())`.
+pub fn identity_mapped_bytes() -> u64 {
+    // SAFETY: written once by the boot code before any Rust runs; read-only after.
+    let gib = unsafe { core::ptr::addr_of!(BOOT_MAPPED_GIB).read() };
+    u64::from(gib) << 30
+}
 
 global_asm!(
     r#"
@@ -113,6 +132,37 @@ _start32:
     cmp ${gib} * 512, %ecx
     jne 2b
 
+    /* With 1 GiB pages (CPUID 0x80000001 EDX bit 26), the rest of the
+       first TiB: PDPT entries gib..511 and, through PML4[1], the PDPT
+       right after it (boot_pdpt_hi), each i GiB, present, writable,
+       uncached (PWT|PCD: device memory), page size. */
+    mov $0x80000000, %eax
+    cpuid
+    cmp $0x80000001, %eax
+    jb 8f
+    mov $0x80000001, %eax
+    cpuid
+    bt $26, %edx
+    jnc 8f
+    mov $boot_pdpt_hi, %eax
+    or $3, %eax
+    mov %eax, boot_pml4 + 8
+    mov ${gib}, %ecx
+6:
+    mov %ecx, %eax
+    shl $30, %eax
+    or $0x9b, %eax
+    mov %eax, boot_pdpt(,%ecx,8)
+    mov %ecx, %eax
+    shr $2, %eax
+    mov %eax, boot_pdpt + 4(,%ecx,8)
+    inc %ecx
+    cmp ${large}, %ecx
+    jne 6b
+    movl ${large}, BOOT_MAPPED_GIB
+
+8:
+
     mov $boot_pml4, %eax
     mov %eax, %cr3
     mov %cr4, %eax
@@ -195,6 +245,9 @@ boot_pml4:
     .skip 4096
 boot_pdpt:
     .skip 4096
+    /* Must follow boot_pdpt: the loop above indexes past its end into it. */
+boot_pdpt_hi:
+    .skip 4096
 boot_pd:
     .skip 4096 * {gib}
 boot_stack:
@@ -202,6 +255,7 @@ boot_stack:
 boot_stack_top:
 "#,
     gib = const IDENTITY_MAPPED_GIB,
+    large = const IDENTITY_MAPPED_GIB_LARGE,
     stack = const STACK_BYTES,
     options(att_syntax)
 );
