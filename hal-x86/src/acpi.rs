@@ -115,6 +115,16 @@ pub fn find_soft_off(mem: &impl PhysMemory, rsdp_hint: Option<u64>) -> Option<So
     Some(SoftOff { pm1a_control: pm1a, pm1b_control: pm1b, slp_typ_a: a, slp_typ_b: b })
 }
 
+/// The CMOS index of the RTC's century register, from the FADT's `CENTURY`
+/// byte (offset 108) when the firmware names one (0 means none).
+pub fn find_rtc_century_index(mem: &impl PhysMemory, rsdp_hint: Option<u64>) -> Option<u8> {
+    let fadt = find_table(mem, rsdp_hint, b"FACP")?;
+    fadt.get(FADT_CENTURY).copied().filter(|&i| i != 0)
+}
+
+/// Offset of `CENTURY` in the FADT (ACPI 1.0 and later).
+const FADT_CENTURY: usize = 108;
+
 /// `_S5_` `PackageOp PkgLength NumElements a b …` → (a, b).
 fn s5_from_aml(aml: &[u8]) -> Option<(u16, u16)> {
     let at = aml.windows(4).position(|w| w == b"_S5_")?;
@@ -221,6 +231,28 @@ mod tests {
         assert_eq!(s5_from_aml(b"\x08_S5_\x12\x06"), None);
         assert_eq!(s5_from_aml(b"\x08_S5_\x10"), None);
         assert_eq!(s5_from_aml(b"no such object"), None);
+    }
+
+    #[test]
+    fn century_index_from_the_fadt() {
+        let mut m = machine();
+        assert_eq!(find_rtc_century_index(&m, None), None, "no FADT: no century register");
+        // A FADT with CENTURY = 0x32 (what QEMU writes), listed by the XSDT.
+        let mut body = std::vec![0u8; 116 - 36];
+        body[FADT_CENTURY - 36] = 0x32;
+        let fadt = sdt(b"FACP", &body);
+        m.0[0x4000..0x4000 + fadt.len()].copy_from_slice(&fadt);
+        let mut entries = Vec::new();
+        entries.extend_from_slice(&0x3000u64.to_le_bytes());
+        entries.extend_from_slice(&0x4000u64.to_le_bytes());
+        let xsdt = sdt(b"XSDT", &entries);
+        m.0[0x1000..0x1000 + xsdt.len()].copy_from_slice(&xsdt);
+        assert_eq!(find_rtc_century_index(&m, None), Some(0x32));
+        // A short (ACPI 1.0-sized, truncated) FADT has no century field.
+        let short = sdt(b"FACP", &[0u8; 40]);
+        m.0[0x4000..0x4000 + 116].fill(0);
+        m.0[0x4000..0x4000 + short.len()].copy_from_slice(&short);
+        assert_eq!(find_rtc_century_index(&m, None), None);
     }
 
     #[test]

@@ -8,6 +8,11 @@
 //! `wg genpsk` writes it. One made or imported on the box is written there;
 //! one found there at start is the slot's key (so `wg genpsk > NAME.psk`
 //! before the first start imports it).
+//!
+//! With `--state-dir` the store keeps the keys ([`crate::state`]): an
+//! existing key file and its `NAME.psk` files are read once, for slots the
+//! store has no key for ([`load_existing`]), and are never created or
+//! written.
 
 use std::fs::OpenOptions;
 use std::io::{ErrorKind, Write};
@@ -62,6 +67,15 @@ pub fn load(path: &Path, create: bool) -> Result<(SecretKey, bool), KeyError> {
         }
         Err(e) => Err(KeyError { code: 1, message: format!("{}: {e}", path.display()) }),
     }
+}
+
+/// The key in `path`, `None` when there is no such file (`--state-dir`
+/// adopts an existing key file and never makes one).
+pub fn load_existing(path: &Path) -> Result<Option<SecretKey>, KeyError> {
+    if std::fs::symlink_metadata(path).is_err_and(|e| e.kind() == ErrorKind::NotFound) {
+        return Ok(None);
+    }
+    load(path, false).map(|(k, _)| Some(k))
 }
 
 /// Replace the key in `path` with `key`, atomically: a temporary file
@@ -128,6 +142,9 @@ mod tests {
         let (k2, created) = load(&path, true).unwrap();
         assert!(!created);
         assert_eq!(k1.public_key(), k2.public_key());
+        assert_eq!(load_existing(&path).unwrap().map(|k| k.public_key()), Some(k1.public_key()));
+        assert!(load_existing(&dir.join("none.key")).unwrap().is_none(), "missing: none, and not created");
+        assert!(!dir.join("none.key").exists());
         let k3 = generate();
         store(&path, &k3).unwrap();
         assert_eq!(load(&path, false).unwrap().0.public_key(), k3.public_key());

@@ -12,6 +12,7 @@
 //! - [`linux`]: captured-address enforcement and forward-path findings
 //!   ([`linux::LinuxFindings`], for `doctor hybrid`).
 //! - [`key`]: the WireGuard key (generated, or a 0600 key file).
+//! - [`state`]: `--state-dir`, the image's store in a file.
 
 pub mod control;
 pub mod frame;
@@ -20,6 +21,7 @@ pub mod linux;
 pub mod logger;
 pub mod router;
 pub mod setup;
+pub mod state;
 pub mod tap;
 pub mod v6map;
 pub mod wan;

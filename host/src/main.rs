@@ -7,7 +7,7 @@
 //! and `routerctl` use. Exit codes: 0 clean stop, 1 the system refused
 //! something, 2 bad usage or invalid configuration.
 
-use routerd_host::{control, key, logger, router, setup};
+use routerd_host::{control, key, logger, router, setup, state};
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -29,9 +29,22 @@ struct Cli {
     config: Option<PathBuf>,
 
     /// Keep the WireGuard private key in FILE (created 0600 with a new key if
-    /// missing). Without it a new key is generated on every start.
+    /// missing). Without it (and without --state-dir) a new key is generated
+    /// on every start. With --state-dir an existing FILE (and NAME.psk
+    /// beside it) is imported into the store once, for a slot the store
+    /// has no key for, and is never written or created.
     #[arg(long, value_name = "PATH")]
     key_file: Option<PathBuf>,
+
+    /// Keep the box's state in DIR/state (DIR made 0700 if missing): the
+    /// image's power-loss-safe store holding its record — configuration,
+    /// keys, generation, starts, clock floor — saved after every change and
+    /// every 15 min. At start the saved configuration runs (--config then
+    /// only opens the ports, and is applied when nothing was saved). A
+    /// damaged or foreign state file is never overwritten: routerd-host
+    /// exits 1 and says to move it away.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
 
     /// Serve the provisioning protocol on a unix socket (mode 0600), so
     /// `routerctl --port unix:PATH status|plan|apply|claims|key|logs|doctor
@@ -128,6 +141,8 @@ fn run(cli: &Cli) -> Result<(), (i32, String)> {
     };
     let cfg = setup::load(path).map_err(|e| (e.code, e.message))?;
     let key = match &cli.key_file {
+        // The store keeps the key: adopt a file that exists, make none.
+        Some(p) if cli.state_dir.is_some() => key::load_existing(p).map_err(|e| (e.code, e.message))?,
         Some(p) => {
             let (k, created) = key::load(p, true).map_err(|e| (e.code, e.message))?;
             if created {
@@ -157,6 +172,14 @@ fn run(cli: &Cli) -> Result<(), (i32, String)> {
             Some(p) => Some(control::Control::bind(p).map_err(|e| (1, format!("--control {}: {e}", p.display())))?),
             None => None,
         };
+        // The state next: a state file it must not touch stops it here too.
+        let state = match &cli.state_dir {
+            Some(dir) => Some(state::State::open(dir).map_err(|m| (1, m))?),
+            None => {
+                log::warn!("state: no --state-dir: configuration and keys applied here will not survive a restart");
+                None
+            }
+        };
         // AsyncFd registration needs the runtime, so the ports open in here.
         let (opened, wan) = setup::open(&cfg, &opts).map_err(|e| (e.code, e.message))?;
         for p in &opened.ports {
@@ -177,7 +200,7 @@ fn run(cli: &Cli) -> Result<(), (i32, String)> {
             reresolve_after: Duration::from_secs(cli.reresolve_after),
         };
         let name = cfg.device.name.as_str().to_string();
-        let mut r = router::Router::new(opened, wan, cfg, key, loop_opts).map_err(|e| (2, format!("{}: {e}", path.display())))?;
+        let mut r = router::Router::new(opened, wan, cfg, key, loop_opts, state).map_err(|e| (2, format!("{}: {e}", path.display())))?;
         match r.public_key() {
             Some(public) => {
                 log::info!("wg: public key {}", public.to_base64().as_str());

@@ -17,6 +17,15 @@
 //! SIGINT/SIGTERM (clean stop) / SIGUSR1 (status). When a batch was full the
 //! next turn starts after a `yield_now` instead of sleeping. No task and no
 //! allocation per packet.
+//!
+//! With `--state-dir` ([`crate::state`]) the node starts from the saved
+//! record — keys, then the saved configuration through the normal apply;
+//! `--config` then only names the ports to open, and is applied only when
+//! the store holds no configuration — and every change is saved before the
+//! control socket's answer goes back. An existing `--key-file` (and the
+//! `NAME.psk` files beside it) is imported into the store once, for a slot
+//! the store has no key for; from then on the store is the only copy
+//! written. Without `--state-dir` the key files are the memory, as before.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -27,8 +36,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use config_schema::{Config, KeyRef, Name};
 use rand_core::OsRng;
 use routerd_control::node::Forwarding;
+use routerd_control::persist::SavedKey;
 use routerd_control::WithServices;
-use routerd_control::{NicSnapshot, Node};
+use routerd_control::{NicSnapshot, Node, Saved};
 use routerd_dataplane::{self as dp, FrameBuf, Instant, PortId, Transmit};
 use routerd_provision::message::{self as msg, text, text_fmt, Failure, FailureKind, Op, Reply};
 use routerd_wireguard::{self as wg, SecretKey};
@@ -40,6 +50,7 @@ use tokio::task::JoinHandle;
 use crate::control::{Call, BUILD, SOFTWARE};
 use crate::linux::{self, LinuxFindings};
 use crate::setup::{self, DnsCache, DnsPeer, Opened};
+use crate::state::{self, State};
 use crate::tap;
 use crate::wan::Wan;
 use routerd_control::dns::{NameClock, Policy};
@@ -153,13 +164,24 @@ pub struct Router {
     psks_on_disk: Vec<(Name, wg::PresharedKey)>,
     /// Run the Linux checks now (the claims changed).
     recheck: bool,
+    /// `--state-dir`'s store; without it the key files are written.
+    state: Option<State>,
+    /// The wall clock at `Instant::ZERO` and where it came from.
+    clock: (Duration, &'static str),
 }
 
 impl Router {
     /// Start the node on the opened ports with `cfg` (and `key`, from the
-    /// key file, in the tunnel's slot). DNS names are resolved first
-    /// (blocking).
-    pub fn new(mut opened: Opened, wan: Wan, cfg: Config, key: Option<SecretKey>, opts: LoopOptions) -> Result<Router, String> {
+    /// key file, in the tunnel's slot), or from `state`'s record (see the
+    /// module comment). DNS names are resolved first (blocking).
+    pub fn new(
+        mut opened: Opened,
+        wan: Wan,
+        cfg: Config,
+        key: Option<SecretKey>,
+        opts: LoopOptions,
+        state: Option<(State, Option<Saved>)>,
+    ) -> Result<Router, String> {
         let start = std::time::Instant::now();
         let mut taps = Vec::new();
         for port in &mut opened.ports {
@@ -171,30 +193,80 @@ impl Router {
         let counters = vec![TapCounters::default(); taps.len()];
         let mut node = Node::new(&opened.nics(), Some(OsRng), SOFTWARE, BUILD);
         node.set_platform(config_schema::Platform::Host);
+        let (state, mut saved) = match state {
+            Some((s, saved)) => (Some(s), saved),
+            None => (None, None),
+        };
         // Initiation timestamps must grow across restarts.
-        node.set_wall_clock(Instant::ZERO, SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default());
+        let system = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let clock = state::start_clock(system, saved.as_ref().and_then(|s| s.wall_clock_ms));
+        if clock.1 != "system" {
+            log::warn!("clock: the system clock is behind the saved floor (set back?); WireGuard timestamps start at the floor + 30 min");
+        }
+        node.set_wall_clock(Instant::ZERO, clock.0);
+        // The slots of the configuration that will run: the saved one, else --config.
+        let running = saved.as_ref().and_then(|s| s.config.as_deref()).unwrap_or(&cfg);
+        let tunnel = tunnel_slot(running);
+        let mut psk_slots: Vec<Name> = Vec::new();
+        for slot in running.peers.iter().filter_map(|p| p.preshared_key.as_ref()).map(|KeyRef::Device(s)| s) {
+            if !psk_slots.contains(slot) {
+                psk_slots.push(slot.clone());
+            }
+        }
         let key_on_disk = key.as_ref().map(SecretKey::public_key);
-        if let (Some(k), Some(slot)) = (key, tunnel_slot(&cfg)) {
-            if let Reply::Error(f) = node.handle(Instant::ZERO, Op::KeyImport(slot, k.to_bytes()), &[]) {
-                return Err(f.to_string());
+        let key_file = opts.key_file.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
+        let into_store = if state.is_some() { ", imported into the store (the store keeps it from now on)" } else { "" };
+        match saved.as_mut() {
+            // A store with a record: a key file fills only slots it lacks.
+            Some(rec) => {
+                if let (Some(k), Some(slot)) = (&key, &tunnel) {
+                    if !rec.keys.iter().any(|s| &s.name == slot) {
+                        let k = SavedKey { name: slot.clone(), kind: msg::KeyKind::Private, secret: k.to_bytes(), generated: false };
+                        if rec.keys.push(k).is_ok() {
+                            log::info!("wg: {slot} key read from {key_file}{into_store}");
+                        }
+                    }
+                }
+            }
+            None => {
+                if let (Some(k), Some(slot)) = (&key, &tunnel) {
+                    if let Reply::Error(f) = node.handle(Instant::ZERO, Op::KeyImport(slot.clone(), k.to_bytes()), &[]) {
+                        return Err(f.to_string());
+                    }
+                    if state.is_some() {
+                        log::info!("wg: {slot} key read from {key_file}{into_store}");
+                    }
+                }
             }
         }
         // The peers' preshared keys kept beside the key file; a slot without
-        // a file is made by the apply below and written there.
+        // a file is made by the apply below and written there (or kept in
+        // the store).
         let mut psks_on_disk = Vec::new();
-        for slot in cfg.peers.iter().filter_map(|p| p.preshared_key.as_ref()).map(|KeyRef::Device(s)| s) {
+        for slot in &psk_slots {
             let Some(path) = opts.key_file.as_deref().map(|f| crate::key::psk_path(f, slot)) else { break };
-            if psks_on_disk.iter().any(|(s, _)| s == slot) {
+            if saved.as_ref().is_some_and(|rec| rec.keys.iter().any(|k| &k.name == slot)) {
                 continue;
             }
             let Some(psk) = crate::key::load_psk(&path).map_err(|e| e.message)? else { continue };
-            if let Reply::Error(f) = node.handle(Instant::ZERO, Op::PresharedKeyImport(slot.clone(), psk.0), &[]) {
-                return Err(format!("{}: {f}", path.display()));
+            match saved.as_mut() {
+                Some(rec) => {
+                    let k = SavedKey { name: slot.clone(), kind: msg::KeyKind::Preshared, secret: psk.0, generated: false };
+                    let _ = rec.keys.push(k);
+                }
+                None => {
+                    if let Reply::Error(f) = node.handle(Instant::ZERO, Op::PresharedKeyImport(slot.clone(), psk.0), &[]) {
+                        return Err(format!("{}: {f}", path.display()));
+                    }
+                }
             }
-            log::info!("wg: preshared key {slot} read from {}", path.display());
+            log::info!("wg: preshared key {slot} read from {}{into_store}", path.display());
             psks_on_disk.push((slot.clone(), psk));
         }
-        let dns_cache = setup::resolve_all(&cfg);
+        let mut dns_cache = setup::resolve_all(&cfg);
+        if let Some(c) = saved.as_ref().and_then(|s| s.config.as_deref()) {
+            dns_cache.extend(setup::resolve_all(c));
+        }
         let ports = Ports { taps, wan, wan_nic: opened.wan_port, counters };
         let mut r = Router {
             node,
@@ -212,13 +284,73 @@ impl Router {
             key_on_disk,
             psks_on_disk,
             recheck: false,
+            state,
+            clock,
         };
-        match r.apply(Box::new(cfg)) {
-            Reply::Applied(_) => {}
-            Reply::Error(f) => return Err(f.to_string()),
-            other => return Err(format!("unexpected answer to the start configuration: {other:?}")),
+        let apply_start = match saved {
+            Some(rec) => {
+                let (generation, boots, had_config) = (rec.generation, rec.boots, rec.config.is_some());
+                let reply = r.restore(rec);
+                if let Some(s) = r.state.as_mut() {
+                    s.restored(generation, boots);
+                }
+                match reply {
+                    Reply::Applied(_) => {
+                        log::info!(
+                            "state: restored configuration generation {generation} (start {}); --config only opened the ports",
+                            boots + 1
+                        );
+                        r.reconfigured();
+                        false
+                    }
+                    Reply::Error(f) => {
+                        log::warn!("state: keys restored; the saved configuration was refused ({f}); applying --config instead");
+                        true
+                    }
+                    _ if !had_config => {
+                        log::info!("state: keys restored; no configuration was saved: applying --config");
+                        true
+                    }
+                    _ => true,
+                }
+            }
+            None => true,
+        };
+        if apply_start {
+            match r.apply(Box::new(cfg)) {
+                Reply::Applied(_) => {}
+                Reply::Error(f) => return Err(f.to_string()),
+                other => return Err(format!("unexpected answer to the start configuration: {other:?}")),
+            }
         }
+        r.poll_state();
         Ok(r)
+    }
+
+    /// Take back a saved record through the platform's bind (the image's
+    /// `Node::restore`: keys first, then the configuration's apply).
+    fn restore(&mut self, saved: Saved) -> Reply {
+        let now = self.now();
+        let Router { node, ports, opened, dns_cache, .. } = self;
+        let mut bind =
+            |c: &Config| setup::bind(c, opened, &mut ports.wan, dns_cache).map(Some).map_err(|m| Failure::refused(format_args!("{m}")));
+        node.restore_with(saved, now, &mut bind)
+    }
+
+    /// Save (or erase) when the node says so, or when the clock floor is due.
+    fn poll_state(&mut self) {
+        let now = self.now();
+        if let Some(s) = self.state.as_mut() {
+            s.poll(&mut self.node, now);
+        } else {
+            let _ = self.node.take_unsaved();
+            let _ = self.node.take_erase();
+        }
+    }
+
+    /// Where the state is kept (`--state-dir`), if anywhere.
+    pub fn state_path(&self) -> Option<&std::path::Path> {
+        self.state.as_ref().map(State::path)
     }
 
     /// The public key the tunnel uses.
@@ -256,9 +388,19 @@ impl Router {
                 "routerd-host does not reboot the machine it runs on; restart the service instead (e.g. systemctl restart routerd-host)",
             ));
         }
+        if let Op::StorageInit { .. } = op {
+            return Reply::Error(Failure::new(
+                FailureKind::Refused,
+                "storage: routerd-host has no disks to initialise; start it with --state-dir DIR to keep its state in DIR/state",
+            ));
+        }
         let changes = matches!(
             op,
             Op::Apply(_)
+                | Op::ApplyConfirm { .. }
+                | Op::Rollback { dry_run: false, .. }
+                | Op::Confirm
+                | Op::FactoryReset { .. }
                 | Op::ClaimAdd(_)
                 | Op::ClaimRemove(_)
                 | Op::KeyGenerate(_)
@@ -275,10 +417,29 @@ impl Router {
         if changes && matches!(reply, Reply::Applied(_) | Reply::Keys(_)) {
             self.reconfigured();
         }
+        // What changed is in the store before the answer goes back.
+        self.poll_state();
         if let Reply::Status(st) = &mut reply {
             st.host = Some(self.host_report());
+            st.storage = Some(self.state.as_ref().map_or_else(state::no_state_status, |s| s.status(now)));
+            let wall = u64::try_from(self.clock.0.as_millis()).unwrap_or(u64::MAX).saturating_add(now.millis());
+            (st.wall_clock_ms, st.clock_source) = (Some(wall), text(self.clock.1));
         }
         reply
+    }
+
+    /// A commit-confirm that ran out reverts on the dot, bound like an apply
+    /// over the control socket.
+    fn expire_confirm(&mut self, now: Instant) {
+        if self.node.confirm_deadline().is_none_or(|d| now < d) {
+            return;
+        }
+        let Router { node, ports, opened, dns_cache, .. } = self;
+        let mut bind =
+            |c: &Config| setup::bind(c, opened, &mut ports.wan, dns_cache).map(Some).map_err(|m| Failure::refused(format_args!("{m}")));
+        node.expire_with(now, &mut bind);
+        self.reconfigured();
+        self.poll_state();
     }
 
     /// After a configuration or key change: what the loop derives from the
@@ -307,8 +468,10 @@ impl Router {
         let name = cfg.device.name.as_str().to_string();
         let slot = tunnel_slot(cfg);
         self.device.send_replace(name);
-        self.persist_key(slot);
-        self.persist_psks();
+        if self.state.is_none() {
+            self.persist_key(slot);
+            self.persist_psks();
+        }
     }
 
     /// Write each preshared key that changed (made on apply, `routerctl key
@@ -449,7 +612,8 @@ impl Router {
                 tokio::task::yield_now().await;
             }
             let poll_at = self.node.forwarding().and_then(|f| f.dataplane.poll_at(&f.tunnel)).map(|t| self.tokio_deadline(t));
-            let wake = [poll_at, Some(next_linux), Some(next_dns_check)].into_iter().flatten().min();
+            let confirm_at = self.node.confirm_deadline().map(|t| self.tokio_deadline(t));
+            let wake = [poll_at, confirm_at, Some(next_linux), Some(next_dns_check)].into_iter().flatten().min();
             let wake = wake.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
             let Ports { taps, wan, .. } = &self.ports;
             let readable = std::future::poll_fn(|cx| {
@@ -513,7 +677,9 @@ impl Router {
             }
             let now = self.now();
             busy = self.turn(now);
-            log_claim_events(&mut self.node);
+            self.expire_confirm(now);
+            log_events(&mut self.node);
+            self.poll_state();
             let t = tokio::time::Instant::now();
             if std::mem::take(&mut self.recheck) {
                 next_linux = t;
@@ -779,12 +945,14 @@ fn process(f: &mut Forwarding<'_, OsRng>, tx: &mut Tx<'_>, now: Instant, port: P
     f.dataplane.process_and_transmit(now, port, &mut fb, &mut f.tunnel, &mut with);
 }
 
-/// Log claim transitions (conflicts, probes and their outcome) with their reasons.
-fn log_claim_events(node: &mut Node<OsRng>) {
-    while let Some(e) = node.take_claim_event() {
-        match e.kind {
-            dp::ClaimEventKind::Conflict { .. } | dp::ClaimEventKind::InUse { .. } => log::warn!("{e}"),
-            _ => log::info!("{e}"),
+/// Log what the node reports: claim transitions (conflicts, probes and their
+/// outcome) with their reasons, and a commit-confirm that ran out.
+fn log_events(node: &mut Node<OsRng>) {
+    while let Some(e) = node.take_event() {
+        if e.is_warning() {
+            log::warn!("{e}");
+        } else {
+            log::info!("{e}");
         }
     }
 }

@@ -26,6 +26,8 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
+#[cfg(feature = "std")]
+pub mod file;
 pub mod layout;
 mod store;
 #[cfg(feature = "std")]
