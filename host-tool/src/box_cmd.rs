@@ -57,7 +57,7 @@ impl Conn {
     }
 }
 
-fn failed(message: impl Into<String>) -> Failure {
+pub fn failed(message: impl Into<String>) -> Failure {
     Failure { code: EXIT_FAILED, message: message.into() }
 }
 
@@ -93,7 +93,7 @@ pub fn progress<T>(what: &str, f: impl FnOnce() -> T) -> T {
 }
 
 /// Turns a box's refusal into the exit code and text (problems listed).
-fn refusal(f: &BoxFailure) -> Failure {
+pub fn refusal(f: &BoxFailure) -> Failure {
     let s = format!("the box refused: {f}");
     let code = match f.kind {
         FailureKind::Invalid | FailureKind::Exists | FailureKind::NotFound => EXIT_USAGE,
@@ -105,12 +105,12 @@ fn refusal(f: &BoxFailure) -> Failure {
 /// A refused plan or apply: a configuration with errors exits 1 wherever
 /// the errors are found, as `config validate` does (PRODUCT.md: "1 a check
 /// or command failed (e.g. the configuration has errors)").
-fn config_refusal(f: &BoxFailure) -> Failure {
+pub fn config_refusal(f: &BoxFailure) -> Failure {
     Failure { code: EXIT_FAILED, ..refusal(f) }
 }
 
 /// A refusal as JSON (exit code kept) or as an error.
-fn refused_as(failure: Failure, f: &BoxFailure, json_out: bool, key: &str) -> Result<u8, Failure> {
+pub fn refused_as(failure: Failure, f: &BoxFailure, json_out: bool, key: &str) -> Result<u8, Failure> {
     if json_out {
         print_json(&json!({ "schema": 1, key: false, "failure": to_json(f) }))?;
         return Ok(failure.code);
@@ -122,11 +122,11 @@ fn refused(f: &BoxFailure, json_out: bool, key: &str) -> Result<u8, Failure> {
     refused_as(refusal(f), f, json_out, key)
 }
 
-fn unexpected(r: &Reply) -> Failure {
+pub fn unexpected(r: &Reply) -> Failure {
     failed(format!("unexpected answer from the box: {r:?}"))
 }
 
-fn print_json(v: &Value) -> Result<u8, Failure> {
+pub fn print_json(v: &Value) -> Result<u8, Failure> {
     println!("{}", serde_json::to_string_pretty(v).map_err(|e| failed(format!("cannot format JSON: {e}")))?);
     Ok(0)
 }
@@ -243,6 +243,48 @@ fn ago(ms: Option<u64>) -> String {
     }
 }
 
+/// `2026-12-01 07:10:03 UTC` for milliseconds since the Unix epoch (the
+/// civil-from-days arithmetic of `hal_x86::rtc`, which routerctl does not link).
+pub fn utc_text(ms: u64) -> String {
+    let secs = ms / 1000;
+    let z = i64::try_from(secs / 86_400).unwrap_or(i64::MAX / 2) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let rem = secs % 86_400;
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem / 60 % 60, rem % 60)
+}
+
+/// Connection tracking, SNAT and the firewall's decisions, from the
+/// counters the box reports where they run (`conntrack_*`, `nat_*`,
+/// `fw_rule<i>`, `fw_policy<i>`, `fw_default`).
+fn conntrack_text(st: &Status) -> String {
+    let counter = |n: &str| st.counters.iter().find(|c| c.name.as_str() == n).map(|c| c.value);
+    let (Some(flows), Some(cap)) = (counter("conntrack_flows"), counter("conntrack_capacity")) else { return String::new() };
+    let v = |n: &str| counter(n).unwrap_or(0);
+    let mut o = format!(
+        "\nconntrack: {flows} of {cap} flows (tcp {}, udp {}, icmp {}); {} created, {} evicted, {} dropped by applies\n",
+        v("conntrack_tcp"),
+        v("conntrack_udp"),
+        v("conntrack_icmp"),
+        v("conntrack_created"),
+        v("conntrack_evicted"),
+        v("conntrack_dropped_on_apply")
+    );
+    o += &format!("  nat: {} flows translated, {} needed another source port\n", v("nat_flows"), v("nat_ports_rewritten"));
+    let fw: Vec<String> =
+        st.counters.iter().filter(|c| c.name.starts_with("fw_")).map(|c| format!("{} {}", &c.name.as_str()[3..], c.value)).collect();
+    if !fw.is_empty() {
+        o += &format!("  firewall decisions (new flows and packets to the box): {}\n", fw.join(", "));
+    }
+    o
+}
+
 pub fn status_text(st: &Status) -> String {
     let mut o = String::new();
     let up = st.uptime_ms / 1000;
@@ -261,6 +303,16 @@ pub fn status_text(st: &Status) -> String {
     } else {
         o += &format!("unconfigured box, routerd {} build {}, up {}s: not forwarding (routerctl apply FILE)\n", st.software, st.build, up);
     }
+    if let Some(p) = &st.pending_confirm {
+        let mut line = String::new();
+        let _ = p.write_line(&mut line);
+        o += line.trim_start();
+    }
+    o += &match st.wall_clock_ms {
+        Some(ms) => format!("clock: {} (from {})\n", utc_text(ms), st.clock_source),
+        None if st.clock_source.is_empty() => String::new(),
+        None => format!("clock: none ({}): WireGuard timestamps count from boot\n", st.clock_source),
+    };
     o += "\nports\n";
     for p in &st.ports {
         o += &format!(
@@ -377,6 +429,7 @@ pub fn status_text(st: &Status) -> String {
             );
         }
     }
+    o += &conntrack_text(st);
     if !st.drops.is_empty() {
         let total: u64 = st.drops.iter().map(|d| d.value).sum();
         o += &format!("\ndrops ({total} since the box started forwarding)\n");
@@ -415,7 +468,23 @@ pub fn status_text(st: &Status) -> String {
         }
     }
     if let Some(g) = &st.storage {
-        if g.disk.is_empty() {
+        if st.host.is_some() {
+            // routerd-host: `--state-dir`'s file, or nothing.
+            if g.disk.is_empty() {
+                o += "\nstorage: NONE — configuration and keys will not survive a restart (routerd-host --state-dir DIR)\n";
+            } else {
+                o += &format!(
+                    "\nstorage: state file ({}), generation {}, start {}, saved {} ({} saves, {} failed){}\n",
+                    g.note,
+                    g.generation,
+                    g.boots,
+                    ago(g.saved_ms_ago),
+                    g.saves,
+                    g.save_errors,
+                    if g.damaged_slots > 0 { format!(", {} damaged slot(s) found at start", g.damaged_slots) } else { String::new() }
+                );
+            }
+        } else if g.disk.is_empty() {
             o += &format!(
                 "\nstorage: NONE — configuration and keys will not survive a reboot (disks: {}; routerctl storage init --disk NAME --yes)\n",
                 if g.disks.is_empty() { "none".to_string() } else { g.disks.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(", ") }
@@ -483,7 +552,7 @@ fn claim_line(c: &routerd_provision::message::ClaimStatus) -> String {
 
 // ---------------------------------------------------------------- plan / apply
 
-fn outcome_text(o: &Outcome, applied: bool) -> String {
+pub fn outcome_text(o: &Outcome, applied: bool) -> String {
     let mut s = String::new();
     if o.changes.is_empty() {
         s += "no changes: the box already runs this configuration\n";
@@ -549,7 +618,8 @@ pub fn plan(file: &Path, conn: &Conn, json_out: bool) -> Result<u8, Failure> {
     }
 }
 
-pub fn apply(file: &Path, conn: &Conn, yes: bool, json_out: bool) -> Result<u8, Failure> {
+/// `apply FILE [--confirm MINUTES]`: `confirm_ms` puts it on trial.
+pub fn apply(file: &Path, conn: &Conn, yes: bool, json_out: bool, confirm_ms: Option<u32>) -> Result<u8, Failure> {
     let cfg = load_file(file)?;
     let mut c = conn.connect()?;
     let plan = match c.request(Op::Plan(cfg.clone())).map_err(|e| failed(e.to_string()))? {
@@ -575,18 +645,36 @@ pub fn apply(file: &Path, conn: &Conn, yes: bool, json_out: bool) -> Result<u8, 
         }
     }
     let timeout = Duration::from_millis(conn.timeout.max(50) * 3);
-    let r = progress("applying", || c.request_with(Op::Apply(cfg), timeout)).map_err(|e| failed(e.to_string()))?;
+    let op = match confirm_ms {
+        Some(window_ms) => Op::ApplyConfirm { config: cfg, window_ms },
+        None => Op::Apply(cfg),
+    };
+    let r = progress("applying", || c.request_with(op, timeout)).map_err(|e| failed(e.to_string()))?;
+    // On trial: what the box says about it (generation, target, time left).
+    let pending = match (&r, confirm_ms) {
+        (Reply::Applied(_), Some(_)) => get_status(&mut c, false).ok().and_then(|st| st.pending_confirm),
+        _ => None,
+    };
     let _ = c.close();
     match r {
         Reply::Applied(o) => {
             if json_out {
-                return print_json(&json!({ "schema": 1, "applied": true, "outcome": to_json(&*o) }));
+                return print_json(&json!({ "schema": 1, "applied": true, "outcome": to_json(&*o), "pending_confirm": to_json(&pending) }));
             }
             if !o.keys_created.is_empty() {
                 let keys_only = Outcome { keys_created: o.keys_created.clone(), changes: Default::default(), ..Outcome::default() };
                 print!("{}", outcome_text(&keys_only, true).replace("no changes: the box already runs this configuration\n", ""));
             }
             println!("applied: {} runs {}", conn.port(), file.display());
+            if let Some(p) = pending {
+                println!(
+                    "on trial: generation {} reverts to {} in {} s unless you run `routerctl confirm --port {}`",
+                    p.generation,
+                    p.reverts_to,
+                    p.left_ms.div_ceil(1000),
+                    conn.port()
+                );
+            }
             Ok(0)
         }
         Reply::Error(f) => refused_as(config_refusal(&f), &f, json_out, "applied"),
@@ -701,7 +789,7 @@ fn parse_addr(s: &str) -> Result<Ipv4Cidr, Failure> {
     Ipv4Cidr::new(ip, len).map_err(|_| Failure::usage(format!("address {s:?} is not valid")))
 }
 
-fn name(what: &str, s: &str) -> Result<Name, Failure> {
+pub fn name(what: &str, s: &str) -> Result<Name, Failure> {
     Name::new(s).map_err(|e| Failure::usage(format!("{what} {s:?}: {e:?}")))
 }
 
@@ -1208,5 +1296,17 @@ pub fn reboot(conn: &Conn, yes: bool) -> Result<u8, Failure> {
         }
         Reply::Error(f) => Err(refusal(&f)),
         other => Err(unexpected(&other)),
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    #[test]
+    fn utc_text_matches_date() {
+        // `date -u -d @1796109003`, `date -u -d @951868800`
+        assert_eq!(super::utc_text(1_796_109_003_999), "2026-12-01 07:10:03 UTC");
+        assert_eq!(super::utc_text(951_868_800_000), "2000-03-01 00:00:00 UTC");
+        assert_eq!(super::utc_text(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(super::utc_text(1_935_817_689_000), "2031-05-06 07:08:09 UTC");
     }
 }

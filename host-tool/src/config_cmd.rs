@@ -48,9 +48,30 @@ pub enum ConfigCommand {
         json: bool,
     },
     /// Print the configuration the box runs now (what `apply` last made
-    /// it run), or say that it runs none
-    #[command(after_long_help = "Example:\n  routerctl config get --port unix:/tmp/onprem.sock > running.toml")]
+    /// it run), or say that it runs none; or a kept generation's
+    #[command(after_long_help = "Examples:\n  routerctl config get --port unix:/tmp/onprem.sock > running.toml\n  \
+        routerctl config get --generation 12 --port /dev/ttyUSB0 > gen12.toml   # one `config history` lists\n\n\
+        Exit codes: 0 printed, 1 the box runs none, or does not keep that generation (the kept ones are named).")]
     Get {
+        /// A kept generation instead of the running configuration
+        #[arg(long, value_name = "N")]
+        generation: Option<u64>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the configurations the box keeps: generation, when, what made it, size, hash
+    #[command(
+        long_about = "List the last configurations the box applied (up to 8, as its store's space allows; the \
+        oldest go first): the generation number, when it was applied (the box's clock, UTC), what made it \
+        (apply, claim add/remove ADDR, rollback to N, revert of N, …), the size of its wire form and a short \
+        hash (CRC-32C of it, 8 hex digits), which one runs (*), and which is waiting for `routerctl confirm`.",
+        after_long_help = "Examples:\n  routerctl config history --port /dev/ttyUSB0\n  \
+        routerctl config history --port unix:/tmp/onprem.sock --json | jq '.generations[] | select(.running)'\n\n\
+        JSON: {schema, port, running, pending_confirm, generations: [{generation, applied_unix_ms, applied_utc, what, \
+        origin, size, hash, confirmed, running, pending}]}."
+    )]
+    History {
         /// Print JSON
         #[arg(long)]
         json: bool,
@@ -178,7 +199,9 @@ impl Example {
 
 pub fn run(cmd: ConfigCommand, conn: &crate::box_cmd::Conn) -> Result<u8, Failure> {
     match cmd {
-        ConfigCommand::Get { json } => crate::box_cmd::config_get(conn, json),
+        ConfigCommand::Get { generation: Some(n), json } => crate::generations::config_get_generation(conn, n, json),
+        ConfigCommand::Get { generation: None, json } => crate::box_cmd::config_get(conn, json),
+        ConfigCommand::History { json } => crate::generations::history(conn, json),
         ConfigCommand::ImportWg { file, name, sections, json } => import_wg_cmd(&file, name.as_deref(), sections, json),
         ConfigCommand::Validate { file, platform, json } => validate_cmd(&file, platform.into(), json),
         ConfigCommand::Show { file, platform, json } => show_cmd(&file, platform.into(), json),

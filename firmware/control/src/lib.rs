@@ -25,6 +25,7 @@ extern crate alloc;
 pub mod build;
 pub mod dhcp;
 pub mod dns;
+mod history;
 mod keys;
 pub mod node;
 pub mod persist;
@@ -33,7 +34,7 @@ pub mod services;
 pub mod tunnel;
 
 pub use build::{build, BuildError, ContractName, NicInfo, NicWanted, Runtime, TunnelPlan};
-pub use node::{Bind, Event, NicSnapshot, Node, WgDevice};
+pub use node::{Bind, Event, NicSnapshot, Node, RevertNote, WgDevice};
 pub use persist::{RestoreError, Saved};
 pub use run::{Forwarder, Nics};
 pub use services::{Services, WithServices};
@@ -76,6 +77,13 @@ mod limits {
     const _: () = assert!(RUNS.segments <= schema::MAX_SEGMENTS);
     const _: () = assert!(dp::MAX_VTEPS == RUNS.vteps_per_segment, "dataplane VTEPs != RUNS.vteps_per_segment");
     const _: () = assert!(RUNS.vteps_per_segment <= schema::MAX_VTEPS);
+    // SNAT rules, firewall rules and policies, the flow table.
+    const _: () = assert!(dp::MAX_NAT_RULES == RUNS.nat, "dataplane NAT rules != RUNS.nat");
+    const _: () = assert!(routerd_dataplane::firewall::MAX_RULES == RUNS.firewall_rules, "firewall rules != RUNS");
+    const _: () = assert!(routerd_dataplane::firewall::MAX_POLICIES == RUNS.firewall_policies, "firewall policies != RUNS");
+    const _: () = assert!(routerd_dataplane::conntrack::CONNTRACK_ENTRIES == RUNS.conntrack, "flow table != RUNS.conntrack");
+    const _: () = assert!(RUNS.nat <= schema::MAX_NAT && RUNS.firewall_rules <= schema::MAX_FIREWALL_RULES);
+    const _: () = assert!(RUNS.firewall_policies <= schema::MAX_FIREWALL_POLICIES);
     // Status reports every port, peer and claim a box runs.
     const _: () = assert!(msg::MAX_PORT_STATUS >= RUNS.ports && msg::MAX_PEER_STATUS >= RUNS.peers && msg::MAX_CLAIM_STATUS >= RUNS.claims);
 }

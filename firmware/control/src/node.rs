@@ -30,6 +30,20 @@
 //! Importing either is a separate, explicit operation. The slots, the
 //! configuration and a little state survive reboots through the platform's
 //! store ([`Node::saved_state`] / [`Node::restore`], `crate::persist`).
+//!
+//! **Generations.** Every successful apply (claims add/remove, a rollback,
+//! a revert) is a new generation, kept with when and why it was made
+//! (`crate::history`; `Op::History`, `Op::Rollback`). A commit-confirm
+//! (`Op::ApplyConfirm`) runs on trial: unless `Op::Confirm` arrives in time
+//! the node goes back to the last confirmed generation by itself
+//! ([`Node::apply_services`] or the next request notices the deadline), and
+//! a restart while on trial comes back on the confirmed one. While on trial
+//! every new generation (another apply, a claim, a rollback) is part of the
+//! trial: it is unconfirmed, the revert target stays the last confirmed
+//! generation, and only an apply with a new window restarts the timer (as
+//! VyOS's `commit-confirm`). A factory reset (`Op::FactoryReset`) forgets
+//! configuration, history and keys and asks the platform to erase its store
+//! ([`Node::take_erase`]).
 
 use alloc::boxed::Box;
 use config_schema::{Claim, Config, KeyRef, Name, PortAddress};
@@ -45,8 +59,10 @@ use routerd_wireguard::{self as wg, Device, SecretKey};
 
 use crate::build::{build_with, NicInfo, Runtime, TunnelPlan, WanLease, MAX_NICS, MAX_PEERS};
 use crate::dhcp::LeaseChange;
+use crate::history::{Generation, History};
 use crate::keys::{wrong_kind, KeySlot, SlotField, SlotKey};
 use crate::tunnel::WgTunnel;
+use msg::Origin;
 
 /// Prefixes the WireGuard device routes (all peers together).
 pub const WG_ROUTES: usize = 64;
@@ -71,7 +87,7 @@ struct Running {
     applied_at: Instant,
 }
 
-use crate::persist::{Saved, SavedKey, SAVED_VERSION};
+use crate::persist::{Saved, SavedKey, SavedPending, SAVED_VERSION};
 use crate::services::{Services, WithServices};
 
 /// A candidate built beside the running configuration.
@@ -107,6 +123,26 @@ pub struct Node<R> {
     unsaved: bool,
     /// Events for the platform's log besides claim transitions.
     events: heapless::Deque<Event, 4>,
+    /// Kept generations, the running one last.
+    history: History,
+    /// A commit-confirm on trial.
+    pending: Option<Pending>,
+    /// A factory reset wants the platform's store erased.
+    erase: bool,
+    /// The saved configuration this firmware refused at restore (after a
+    /// downgrade, say) and why: kept in every save and shown by `config
+    /// get` until an apply replaces it, so nothing the operator wrote is lost.
+    refused: Option<(Box<Config>, msg::Text<200>)>,
+}
+
+/// A commit-confirm on trial: unless confirmed by `deadline`, the node
+/// leaves `generation` for `reverts_to`.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    generation: u64,
+    reverts_to: u64,
+    deadline: Instant,
+    window_ms: u32,
 }
 
 /// Something the platform logs (`Node::take_event`).
@@ -118,6 +154,24 @@ pub enum Event {
     Dhcp(Box<DhcpNote>),
     /// A peer endpoint's name resolved (the peers using it follow) or failed.
     Dns(Box<DnsNote>),
+    /// A commit-confirm was not confirmed in time (or the box restarted on
+    /// trial): the node went back to the last confirmed generation.
+    Reverted(Box<RevertNote>),
+}
+
+/// An unconfirmed generation left for the confirmed one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevertNote {
+    /// The generation on trial.
+    pub generation: u64,
+    /// The confirmed generation it went back to.
+    pub to: u64,
+    /// The generation the revert made (`None`: it failed, see `result`).
+    pub new_generation: Option<u64>,
+    pub window_ms: u32,
+    /// At restore (the box restarted on trial), not by the timer.
+    pub at_restart: bool,
+    pub result: Result<(), msg::Text<200>>,
 }
 
 /// A DHCP lease change and whether the box applied it.
@@ -142,6 +196,7 @@ impl Event {
             Event::Claim(e) => matches!(e.kind, dp::ClaimEventKind::Conflict { .. } | dp::ClaimEventKind::InUse { .. }),
             Event::Dhcp(d) => matches!(d.change, LeaseChange::Lost) || d.result.is_err(),
             Event::Dns(d) => matches!(d.event, crate::dns::DnsEvent::Failed { .. }),
+            Event::Reverted(_) => true,
         }
     }
 }
@@ -192,6 +247,34 @@ impl core::fmt::Display for Event {
                     }
                 }
             },
+            Event::Reverted(r) => {
+                let (n, to) = (r.generation, r.to);
+                if r.at_restart {
+                    write!(
+                        f,
+                        "config: generation {n} was waiting for confirmation when the box restarted; restored generation {to} instead"
+                    )?;
+                } else {
+                    write!(f, "config: generation {n} was not confirmed within {}; reverted to generation {to}", Window(r.window_ms))?;
+                }
+                match (&r.result, r.new_generation) {
+                    (Ok(()), Some(g)) => write!(f, " (now generation {g})"),
+                    (Ok(()), None) => Ok(()),
+                    (Err(e), _) => write!(f, " — FAILED, generation {n} keeps running: {}", e.as_str()),
+                }
+            }
+        }
+    }
+}
+
+/// `1 min`, `90 s`: a commit-confirm window as the operator gave it.
+struct Window(u32);
+
+impl core::fmt::Display for Window {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            ms if ms >= 60_000 && ms % 60_000 == 0 => write!(f, "{} min", ms / 60_000),
+            ms => write!(f, "{} s", ms.div_ceil(1000)),
         }
     }
 }
@@ -247,6 +330,10 @@ impl<R: RngCore + CryptoRng> Node<R> {
             boots: 0,
             unsaved: false,
             events: heapless::Deque::new(),
+            history: History::default(),
+            pending: None,
+            refused: None,
+            erase: false,
         }
     }
 
@@ -320,16 +407,31 @@ impl<R: RngCore + CryptoRng> Node<R> {
 
     /// [`Node::handle`] with the platform's [`Bind`].
     pub fn handle_with(&mut self, now: Instant, op: Op, nics: &[NicSnapshot], bind: Bind<'_>) -> Reply {
+        // A trial that ran out is over before anything else is answered
+        // (a platform whose loop does not call `apply_services` still reverts).
+        self.expire(now, &mut *bind);
         match op {
             Op::Hello { .. } | Op::Ping => Reply::Pong,
             Op::Bye | Op::Reboot => Reply::Done,
             Op::Status { mark } => Reply::Status(self.status(now, mark, nics)),
-            Op::GetConfig => Reply::Config(self.running.as_ref().map(|r| r.config.clone())),
+            Op::GetConfig => {
+                Reply::Config(self.running.as_ref().map(|r| r.config.clone()).or_else(|| self.refused.as_ref().map(|(c, _)| c.clone())))
+            }
             Op::Plan(cfg) => match self.stage(cfg, now, bind) {
                 Ok(s) => Reply::Plan(s.outcome),
                 Err(f) => Reply::Error(f),
             },
-            Op::Apply(cfg) => self.apply_with(cfg, now, bind),
+            Op::Apply(cfg) => self.apply_as(cfg, now, bind, Origin::Apply),
+            Op::ApplyConfirm { config, window_ms } => self.apply_confirm(config, window_ms, now, bind),
+            Op::Confirm => self.confirm(),
+            Op::History => Reply::History(self.history(now)),
+            Op::GetGeneration(n) => match self.history.get(n) {
+                Some(g) => Reply::Config(Some(g.config.clone())),
+                None => self.not_kept(n),
+            },
+            Op::Rollback { generation, dry_run } => self.rollback(generation, dry_run, now, bind),
+            Op::FactoryReset { device } => self.factory_reset(device.as_str()),
+            Op::Conntrack(q) => Reply::Conntrack(self.conntrack_list(now, &q)),
             Op::ClaimAdd(claim) => self.claim_add(claim, now, bind),
             Op::ClaimRemove(addr) => self.claim_remove(addr, now, bind),
             Op::ClaimClearConflict(addr) => self.clear_conflict(addr, now),
@@ -353,14 +455,214 @@ impl<R: RngCore + CryptoRng> Node<R> {
 
     /// [`Node::apply`] with the platform's [`Bind`].
     pub fn apply_with(&mut self, cfg: Box<Config>, now: Instant, bind: Bind<'_>) -> Reply {
+        self.apply_as(cfg, now, bind, Origin::Apply)
+    }
+
+    /// An apply that makes a generation of `origin`.
+    fn apply_as(&mut self, cfg: Box<Config>, now: Instant, bind: Bind<'_>, origin: Origin) -> Reply {
         match self.stage(cfg, now, bind) {
             Ok(s) => {
                 let outcome = s.outcome.clone();
-                self.commit(s, now);
+                self.commit(s, now, origin);
                 Reply::Applied(outcome)
             }
             Err(f) => Reply::Error(f),
         }
+    }
+
+    /// `routerctl apply --confirm`: apply on trial. The revert target is the
+    /// running generation, or, while already on trial, the one that trial
+    /// reverts to (the last confirmed); the timer restarts.
+    fn apply_confirm(&mut self, cfg: Box<Config>, window_ms: u32, now: Instant, bind: Bind<'_>) -> Reply {
+        if !(msg::CONFIRM_MIN_MS..=msg::CONFIRM_MAX_MS).contains(&window_ms) {
+            return Reply::Error(Failure::refused(format_args!(
+                "confirm: a window of {window_ms} ms is outside {} s ..= {} min",
+                msg::CONFIRM_MIN_MS / 1000,
+                msg::CONFIRM_MAX_MS / 60_000
+            )));
+        }
+        let target = match (self.pending, self.history.running()) {
+            (Some(p), _) => p.reverts_to,
+            (None, Some(g)) => g.number,
+            (None, None) => {
+                return Reply::Error(Failure::refused(format_args!(
+                    "confirm: the box runs no configuration to go back to; apply the first one without --confirm"
+                )))
+            }
+        };
+        let staged = match self.stage(cfg, now, bind) {
+            Ok(s) => s,
+            Err(f) => return Reply::Error(f),
+        };
+        let outcome = staged.outcome.clone();
+        let deadline = Instant::from_millis(now.millis().saturating_add(u64::from(window_ms)));
+        self.pending = Some(Pending { generation: 0, reverts_to: target, deadline, window_ms });
+        self.commit(staged, now, Origin::Apply);
+        Reply::Applied(outcome)
+    }
+
+    /// `routerctl confirm`: the trial is kept.
+    fn confirm(&mut self) -> Reply {
+        match self.pending.take() {
+            Some(p) => {
+                self.history.confirm_all();
+                self.unsaved = true;
+                Reply::Confirmed { generation: p.generation }
+            }
+            None => Reply::Error(Failure::new(
+                FailureKind::NotFound,
+                "confirm: nothing is waiting for confirmation (only `routerctl apply --confirm MINUTES` needs one)",
+            )),
+        }
+    }
+
+    /// Goes back to the last confirmed generation once a trial's deadline
+    /// passed (a new generation, "revert of N"); what happened goes to
+    /// [`Node::take_event`]. A revert that fails (the platform's bind refused
+    /// it) ends the trial too: it is said once, loudly, not retried forever.
+    /// A commit-confirm whose time ran out reverts now, through the
+    /// platform's `bind` (routerd-host binds ports to its TAPs and socket;
+    /// [`Node::apply_services`] uses the configuration as written). The
+    /// revert is reported as [`Event::Reverted`].
+    pub fn expire_with(&mut self, now: Instant, bind: Bind<'_>) {
+        self.expire(now, bind);
+    }
+
+    /// Why the saved configuration was refused at restore, while it is kept
+    /// unapplied (see the `refused` field).
+    pub fn refused_config(&self) -> Option<&str> {
+        self.refused.as_ref().map(|(_, why)| why.as_str())
+    }
+
+    /// When a pending commit-confirm runs out (the platform wakes then).
+    pub fn confirm_deadline(&self) -> Option<Instant> {
+        self.pending.map(|p| p.deadline)
+    }
+
+    fn expire(&mut self, now: Instant, bind: Bind<'_>) {
+        let Some(p) = self.pending.filter(|p| now >= p.deadline) else { return };
+        self.pending = None;
+        let note = self.revert(p, now, bind, Origin::Reverted(p.generation), false);
+        self.push_event(Event::Reverted(Box::new(note)));
+    }
+
+    fn revert(&mut self, p: Pending, now: Instant, bind: Bind<'_>, origin: Origin, at_restart: bool) -> RevertNote {
+        let result = match self.history.get(p.reverts_to).map(|g| g.config.clone()) {
+            Some(cfg) => match self.apply_as(cfg, now, bind, origin) {
+                Reply::Applied(_) => Ok(()),
+                Reply::Error(f) => Err(f.message),
+                _ => Ok(()),
+            },
+            None => Err(text_fmt(format_args!("generation {} is no longer kept", p.reverts_to))),
+        };
+        if result.is_err() {
+            // Nothing reverted: what runs is what the operator has now.
+            self.history.confirm_all();
+            self.unsaved = true;
+        }
+        RevertNote {
+            generation: p.generation,
+            to: p.reverts_to,
+            new_generation: result.is_ok().then_some(self.generation),
+            window_ms: p.window_ms,
+            at_restart,
+            result,
+        }
+    }
+
+    fn push_event(&mut self, e: Event) {
+        if let Err(e) = self.events.push_back(e) {
+            self.events.pop_front();
+            let _ = self.events.push_back(e);
+        }
+    }
+
+    /// `routerctl rollback N`: a kept configuration applied again as a new
+    /// generation; `dry_run`: its plan.
+    fn rollback(&mut self, generation: u64, dry_run: bool, now: Instant, bind: Bind<'_>) -> Reply {
+        let Some(cfg) = self.history.get(generation).map(|g| g.config.clone()) else { return self.not_kept(generation) };
+        if self.history.running().is_some_and(|g| g.number == generation) {
+            return Reply::Error(Failure::refused(format_args!("rollback: generation {generation} is the one running; nothing to do")));
+        }
+        if dry_run {
+            return match self.stage(cfg, now, bind) {
+                Ok(s) => Reply::Plan(s.outcome),
+                Err(f) => Reply::Error(f),
+            };
+        }
+        self.apply_as(cfg, now, bind, Origin::Rollback(generation))
+    }
+
+    fn not_kept(&self, generation: u64) -> Reply {
+        let kept = self.history.numbers();
+        Reply::Error(Box::new(Failure {
+            kind: FailureKind::NotFound,
+            message: text_fmt(format_args!(
+                "generation {generation} is not kept on this box (kept: {})",
+                if kept.is_empty() { "none" } else { kept.as_str() }
+            )),
+            problems: Default::default(),
+        }))
+    }
+
+    /// The kept generations, for `routerctl config history`.
+    fn history(&self, now: Instant) -> Box<msg::History> {
+        Box::new(msg::History {
+            entries: self.history.wire(),
+            running: self.running.as_ref().and_then(|_| self.history.running()).map(|g| g.number),
+            pending: self.pending_status(now),
+        })
+    }
+
+    fn pending_status(&self, now: Instant) -> Option<msg::PendingConfirm> {
+        self.pending.map(|p| msg::PendingConfirm {
+            generation: p.generation,
+            reverts_to: p.reverts_to,
+            left_ms: p.deadline.millis().saturating_sub(now.millis()),
+            window_ms: p.window_ms,
+        })
+    }
+
+    /// `routerctl reset`: forget the configuration, the history and every
+    /// key slot (forwarding stops), and have the platform erase its store.
+    /// `device` must name this box (empty when unconfigured).
+    fn factory_reset(&mut self, device: &str) -> Reply {
+        let name = self.config().map(|c| c.device.name.as_str()).unwrap_or("");
+        if device != name {
+            return Reply::Error(Failure::refused(format_args!("reset: this box is {:?}, not {device:?}; nothing was changed", name)));
+        }
+        self.running = None;
+        self.keys.clear();
+        self.history.clear();
+        self.pending = None;
+        self.refused = None;
+        self.mark = None;
+        *self.services = Services::new();
+        self.generation = 0;
+        self.boots = 0;
+        self.events.clear();
+        self.unsaved = false;
+        self.erase = true;
+        Reply::Done
+    }
+
+    /// True once after a factory reset: the platform must erase its store
+    /// (both slots, so no key stays on the disk) instead of saving.
+    pub fn take_erase(&mut self) -> bool {
+        core::mem::take(&mut self.erase)
+    }
+
+    /// Nothing to remember: no configuration, no key (a new or reset box).
+    pub fn is_blank(&self) -> bool {
+        self.running.is_none() && self.keys.is_empty()
+    }
+
+    /// The wall-clock time at `now` (ms since the Unix epoch), if known.
+    fn wall_ms(&self, now: Instant) -> Option<u64> {
+        self.wall_clock.map(|(at, wall)| {
+            let ms = u64::try_from(wall.as_millis()).unwrap_or(u64::MAX);
+            ms.saturating_add(now.millis().saturating_sub(at.millis()))
+        })
     }
 
     /// `build` with the WAN's DHCP lease, when the client that holds it
@@ -391,6 +693,7 @@ impl<R: RngCore + CryptoRng> Node<R> {
     /// after the services ran (`Forwarder::turn` does); what happened goes
     /// to [`Node::take_event`].
     pub fn apply_services(&mut self, now: Instant) {
+        self.expire(now, &mut as_written);
         self.apply_resolved();
         let Some(change) = self.services.take_lease_change() else { return };
         let Some(cfg) = self.running.as_ref().map(|r| r.config.clone()) else { return };
@@ -433,11 +736,7 @@ impl<R: RngCore + CryptoRng> Node<R> {
                     }
                 }
             }
-            let note = Event::Dns(Box::new(DnsNote { event: e, peers }));
-            if let Err(note) = self.events.push_back(note) {
-                self.events.pop_front();
-                let _ = self.events.push_back(note);
-            }
+            self.push_event(Event::Dns(Box::new(DnsNote { event: e, peers })));
         }
     }
 
@@ -450,14 +749,24 @@ impl<R: RngCore + CryptoRng> Node<R> {
         self.take_claim_event().map(Event::Claim)
     }
 
-    fn commit(&mut self, s: Staged, now: Instant) {
+    /// The swap of an apply, as a new generation (unconfirmed while a
+    /// commit-confirm is on trial; its target is kept whatever the space).
+    fn commit(&mut self, s: Staged, now: Instant, origin: Origin) {
+        let config = s.config.clone();
         self.swap(s, now);
         self.generation = self.generation.saturating_add(1);
+        let pinned = self.pending.map(|p| p.reverts_to);
+        if let Some(p) = self.pending.as_mut() {
+            p.generation = self.generation;
+        }
+        let g = Generation::new(self.generation, self.wall_ms(now), origin, pinned.is_none(), config);
+        self.history.push(g, pinned);
         self.unsaved = true;
     }
 
     /// The swap of an apply; the DHCP client follows the WAN port.
     fn swap(&mut self, mut s: Staged, now: Instant) {
+        self.refused = None;
         for k in s.new_keys {
             let _ = self.keys.push(k);
         }
@@ -513,24 +822,27 @@ impl<R: RngCore + CryptoRng> Node<R> {
             schema: config_schema::SCHEMA_HASH,
             generation: self.generation,
             boots: self.boots,
-            wall_clock_ms: self.wall_clock.map(|(at, wall)| {
-                let ms = u64::try_from(wall.as_millis()).unwrap_or(u64::MAX);
-                ms.saturating_add(now.millis().saturating_sub(at.millis()))
-            }),
+            wall_clock_ms: self.wall_ms(now),
             keys: self
                 .keys
                 .iter()
                 .map(|k| SavedKey { name: k.name.clone(), kind: k.key.kind(), secret: k.key.to_bytes(), generated: k.generated })
                 .collect(),
-            config: self.running.as_ref().map(|r| r.config.clone()),
+            config: self.running.as_ref().map(|r| r.config.clone()).or_else(|| self.refused.as_ref().map(|(c, _)| c.clone())),
+            // Unconfigured (a refused restore), the history is kept as it was.
+            history: self.history.saved(),
+            pending: self.pending.map(|p| SavedPending { generation: p.generation, reverts_to: p.reverts_to, window_ms: p.window_ms }),
         }
     }
 
     /// Take back what a previous boot saved: the key slots first (so the
     /// box keeps its WireGuard identity even if the configuration no longer
-    /// applies), then the configuration through the normal apply path. The
-    /// reply is that apply's (`Done` without a configuration). The platform
-    /// must keep its wall clock at or after `saved.wall_clock_ms`.
+    /// applies), the history, then the configuration through the normal
+    /// apply path (no new generation). A record written while a
+    /// commit-confirm was on trial brings back the confirmed generation
+    /// instead, as a new generation, and says why ([`Node::take_event`]).
+    /// The reply is that apply's (`Done` without a configuration). The
+    /// platform must keep its wall clock at or after `saved.wall_clock_ms`.
     pub fn restore(&mut self, saved: Saved, now: Instant) -> Reply {
         self.restore_with(saved, now, &mut as_written)
     }
@@ -542,12 +854,47 @@ impl<R: RngCore + CryptoRng> Node<R> {
             let _ = self.keys.push(KeySlot { name: k.name, key: SlotKey::from_bytes(k.kind, k.secret), generated: k.generated });
         }
         self.boots = saved.boots.saturating_add(1);
-        let reply = match saved.config {
-            Some(cfg) => self.apply_with(cfg, now, bind),
-            None => Reply::Done,
-        };
-        // The apply counted one; the saved generation is the truth.
         self.generation = saved.generation;
+        self.history = History::from_saved(&saved.history, saved.config.as_deref());
+        if let Some(cfg) = saved.config.as_deref() {
+            // A record whose history misses the running configuration still
+            // has it: history starts there.
+            if self.history.running().is_none_or(|g| g.number != saved.generation) {
+                let g = Generation::new(saved.generation, None, Origin::Upgraded, true, Box::new(cfg.clone()));
+                self.history.push(g, None);
+            }
+        }
+        self.pending = None;
+        let reply = match (saved.pending, saved.config) {
+            (Some(p), _) => {
+                let p = Pending { generation: p.generation, reverts_to: p.reverts_to, deadline: now, window_ms: p.window_ms };
+                let note = self.revert(p, now, &mut *bind, Origin::RevertedAtRestart(p.generation), true);
+                let reply = match &note.result {
+                    Ok(()) => Reply::Applied(Box::default()),
+                    Err(e) => Reply::Error(Box::new(Failure { kind: FailureKind::Refused, message: e.clone(), problems: Vec::new() })),
+                };
+                self.push_event(Event::Reverted(Box::new(note)));
+                // The reverted-from configuration still runs if the revert failed.
+                if self.running.is_none() {
+                    if let Some(cfg) = self.history.running().map(|g| g.config.clone()) {
+                        let _ = self.stage(cfg, now, bind).map(|s| self.swap(s, now));
+                    }
+                }
+                reply
+            }
+            (None, Some(cfg)) => match self.stage(cfg.clone(), now, bind) {
+                Ok(s) => {
+                    let outcome = s.outcome.clone();
+                    self.swap(s, now);
+                    Reply::Applied(outcome)
+                }
+                Err(f) => {
+                    self.refused = Some((cfg, f.message.clone()));
+                    Reply::Error(f)
+                }
+            },
+            (None, None) => Reply::Done,
+        };
         // Save again: the boot count moved.
         self.unsaved = true;
         reply
@@ -710,10 +1057,11 @@ impl<R: RngCore + CryptoRng> Node<R> {
                 "claims: the address is already claimed (remove it first or apply a new configuration)",
             ));
         }
+        let address = claim.address.addr();
         if cfg.claims.push(claim).is_err() {
             return Reply::Error(Failure::new(FailureKind::Refused, "claims: the list is full (64)"));
         }
-        self.apply_with(cfg, now, bind)
+        self.apply_as(cfg, now, bind, Origin::ClaimAdd(address))
     }
 
     fn claim_remove(&mut self, addr: config_schema::Ipv4Cidr, now: Instant, bind: Bind<'_>) -> Reply {
@@ -722,7 +1070,7 @@ impl<R: RngCore + CryptoRng> Node<R> {
             return no_claim(addr.addr());
         };
         cfg.claims.remove(i);
-        self.apply_with(cfg, now, bind)
+        self.apply_as(cfg, now, bind, Origin::ClaimRemove(addr.addr()))
     }
 
     /// The private key in `slot`, for a platform that keeps keys across
@@ -840,6 +1188,39 @@ impl<R: RngCore + CryptoRng> Node<R> {
         }
     }
 
+    /// The flow table, filtered (`routerctl conntrack list`).
+    fn conntrack_list(&self, now: Instant, q: &msg::ConntrackQuery) -> Box<msg::ConntrackList> {
+        let mut out = Box::<msg::ConntrackList>::default();
+        let Some(r) = self.running.as_ref() else { return out };
+        let ct = r.dataplane.conntrack();
+        out.flows = ct.len() as u32;
+        out.capacity = ct.capacity() as u32;
+        let limit = usize::from(q.limit).min(msg::MAX_FLOW_LIST);
+        for (_, f) in ct.iter() {
+            let o = f.orig;
+            let nat = f.nat.map(|(_, a, p)| (a, p));
+            let has = |a: core::net::Ipv4Addr| o.src == a || o.dst == a || nat.is_some_and(|(n, _)| n == a);
+            if q.proto.is_some_and(|p| p != o.proto.number()) || q.address.is_some_and(|a| !has(a)) {
+                continue;
+            }
+            out.matched = out.matched.saturating_add(1);
+            if out.entries.len() < limit {
+                let _ = out.entries.push(msg::FlowEntry {
+                    proto: o.proto.number(),
+                    src: o.src,
+                    sport: o.sport,
+                    dst: o.dst,
+                    dport: o.dport,
+                    nat,
+                    state: text(f.state.name()),
+                    expires_in_ms: f.expires.millis_since(now),
+                    packets: f.packets,
+                });
+            }
+        }
+        out
+    }
+
     /// The WAN's leased address, while the DHCP client holds a lease.
     fn leased_address(&self) -> Option<config_schema::Ipv4Cidr> {
         let l = self.services.dhcp()?.lease()?;
@@ -926,6 +1307,8 @@ impl<R: RngCore + CryptoRng> Node<R> {
         }
         st.dhcp = self.dhcp_status(now);
         st.resolver = self.resolver_status(now);
+        st.generation = self.history.running().filter(|_| self.running.is_some()).map_or(0, |g| g.number);
+        st.pending_confirm = self.pending_status(now);
         let Some(r) = self.running.as_ref() else { return st };
         let cfg = &*r.config;
         st.configured = true;
@@ -1039,6 +1422,7 @@ impl<R: RngCore + CryptoRng> Node<R> {
         ] {
             let _ = st.counters.push(Count { name: text(name), value });
         }
+        conntrack_counts(&r.dataplane, &mut st.counters);
         for (reason, value) in c.nonzero_drops() {
             let _ = st.drops.push(Count { name: text(reason.name()), value });
         }
@@ -1248,6 +1632,45 @@ pub(crate) fn wireguard_load(wg: &WgDevice, now: wg::Instant, mark: Option<&WgMa
         // restarts from zero, which must read as "none since", not wrap.
         cookie_replies_sent_since_mark: mark.map(|m| c.cookie_replies_sent.saturating_sub(m.cookie_replies_sent)),
         refused_under_load_since_mark: mark.map(|m| refused.saturating_sub(m.refused_under_load)),
+    }
+}
+
+/// Connection tracking in `status` (only where SNAT or the firewall runs):
+/// the table's fill and capacity, flows per protocol, NAT, and the firewall's
+/// decisions per rule and policy (`fw_rule3` …; for a drop rule its drops).
+fn conntrack_counts(d: &Dataplane, out: &mut Vec<Count, { msg::MAX_COUNTS }>) {
+    let dc = d.config();
+    if dc.nat.is_empty() && dc.firewall.is_none() {
+        return;
+    }
+    let ct = d.conntrack();
+    let [tcp, udp, icmp] = ct.per_proto();
+    let k = ct.counters;
+    let c = d.counters();
+    for (name, value) in [
+        ("conntrack_flows", ct.len() as u64),
+        ("conntrack_capacity", ct.capacity() as u64),
+        ("conntrack_tcp", tcp as u64),
+        ("conntrack_udp", udp as u64),
+        ("conntrack_icmp", icmp as u64),
+        ("conntrack_created", k.created),
+        ("conntrack_evicted", k.evicted),
+        ("conntrack_dropped_on_apply", k.dropped_on_apply),
+        ("nat_flows", c.nat_flows),
+        ("nat_ports_rewritten", c.nat_ports_rewritten),
+    ] {
+        let _ = out.push(Count { name: text(name), value });
+    }
+    let Some(fw) = &dc.firewall else { return };
+    let f = d.firewall_counters();
+    for (i, v) in f.rules.iter().enumerate().take(fw.rules.len()).filter(|(_, v)| **v != 0) {
+        let _ = out.push(Count { name: text_fmt(format_args!("fw_rule{i}")), value: *v });
+    }
+    for (i, v) in f.policies.iter().enumerate().take(fw.policies.len()).filter(|(_, v)| **v != 0) {
+        let _ = out.push(Count { name: text_fmt(format_args!("fw_policy{i}")), value: *v });
+    }
+    if f.default != 0 {
+        let _ = out.push(Count { name: text("fw_default"), value: f.default });
     }
 }
 

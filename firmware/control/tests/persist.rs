@@ -213,6 +213,40 @@ fn a_version_1_record_is_still_read_its_slots_private_keys() {
     assert_eq!(public_key(&mut again), key, "the WireGuard identity survives the update");
     // A layout from the future is refused, naming it.
     let mut future = bytes.clone();
-    future[0] = 3;
-    assert_eq!(Saved::decode(&future).unwrap_err(), routerd_control::RestoreError::Version(3));
+    future[0] = 9;
+    assert_eq!(Saved::decode(&future).unwrap_err(), routerd_control::RestoreError::Version(9));
+}
+
+/// A saved configuration this box refuses (here: it names a NIC the box
+/// does not have, as after moving the disk to other hardware) is kept: the
+/// box runs nothing, `config get` shows it, the next save still holds it,
+/// and an apply replaces it.
+#[test]
+fn a_refused_saved_configuration_is_kept_until_an_apply_replaces_it() {
+    let snaps = [NicSnapshot::default(); 2];
+    let first = node();
+    let mut elsewhere = cfg(25);
+    elsewhere.ports[0].mac = Some(config_schema::Mac([0x02, 0xbb, 0, 0, 0, 9]));
+    // Validated and bound on the box that had that NIC: written here as it
+    // was saved there.
+    let mut saved = first.saved_state(Instant::from_millis(1));
+    saved.config = Some(elsewhere.clone());
+    saved.generation = 4;
+
+    let mut n = node();
+    let reply = n.restore(saved, Instant::from_millis(2));
+    assert!(matches!(reply, Reply::Error(_)), "{reply:?}");
+    assert!(n.config().is_none(), "nothing runs");
+    let why = n.refused_config().expect("the refusal is kept").to_string();
+    assert!(why.contains("02:bb:00:00:00:09"), "{why}");
+    match n.handle(Instant::from_millis(3), Op::GetConfig, &snaps) {
+        Reply::Config(Some(c)) => assert_eq!(c, elsewhere, "config get shows what is stored"),
+        other => panic!("{other:?}"),
+    }
+    let again = n.saved_state(Instant::from_millis(4));
+    assert_eq!(again.config, Some(elsewhere), "the next save keeps it");
+
+    assert!(matches!(n.handle(Instant::from_millis(5), Op::Apply(cfg(25)), &snaps), Reply::Applied(_)));
+    assert!(n.refused_config().is_none(), "an apply replaces it");
+    assert_eq!(n.saved_state(Instant::from_millis(6)).config, Some(cfg(25)));
 }

@@ -10,7 +10,11 @@
 //! - `routerd.test=shutdown` — end the run cleanly once boot is complete;
 //! - `routerd.test=panic` — panic once boot is complete (tests the panic path);
 //! - `routerd.test=echo` — send every received frame back out of the port it
-//!   came in on, addressed to its sender (tests the NIC drivers end to end).
+//!   came in on, addressed to its sender (tests the NIC drivers end to end);
+//! - `routerd.reset=factory` — erase the state partition's store before
+//!   anything is restored (configuration, history and keys are gone): a
+//!   factory reset for a box whose serial line is all you have. Remove it
+//!   again, or every boot starts blank.
 #![no_std]
 #![no_main]
 
@@ -59,7 +63,14 @@ pub extern "C" fn routerd_main(eax: u32, ebx: u32) -> ! {
         warn!("clock: PIT did not answer; assuming a 1 GHz TSC, times are approximate");
     }
 
-    let mem = IdentityMapped { limit: boot::IDENTITY_MAPPED_GIB << 30 };
+    let mem = IdentityMapped { limit: boot::identity_mapped_bytes() };
+    let gib_pages = boot::identity_mapped_bytes() > boot::IDENTITY_MAPPED_GIB << 30;
+    hal_x86::paging::enable(boot::identity_mapped_bytes(), gib_pages);
+    info!(
+        "boot: identity map 0-{} GiB{}",
+        boot::identity_mapped_bytes() >> 30,
+        if gib_pages { "; device windows above are mapped as drivers reach them" } else { " (no 1 GiB pages: nothing above)" }
+    );
     let boot_info = match BootInfo::parse(&mem, eax, ebx) {
         Ok(b) => Some(b),
         Err(e) => {
@@ -74,6 +85,9 @@ pub extern "C" fn routerd_main(eax: u32, ebx: u32) -> ! {
     let rsdp = boot_info.as_ref().and_then(|b| b.rsdp);
     let ecam = hal_x86::acpi::find_ecam(&mem, rsdp);
     let soft_off = hal_x86::acpi::find_soft_off(&mem, rsdp);
+    // The wall clock, read once; `Storage::boot` weighs it against the saved floor.
+    let rtc_at = routerd_dataplane::Instant::from_millis(clock.now_ms());
+    let rtc = hal_x86::rtc::read(hal_x86::acpi::find_rtc_century_index(&mem, rsdp));
     match &soft_off {
         Some(s) => info!("power: ACPI soft off through PM1a {:#x} (SLP_TYP {})", s.pm1a_control, s.slp_typ_a),
         None => warn!("power: no ACPI soft-off description; shutdown will halt"),
@@ -82,6 +96,9 @@ pub extern "C" fn routerd_main(eax: u32, ebx: u32) -> ! {
     let mut disks = heapless::Vec::new();
     let mut device_seed = None;
     let found = bring_up_pci(ecam, clock, &mut nics, &mut disks, &mut device_seed);
+    if hal_x86::paging::regions_added() > 0 {
+        info!("boot: {} device window(s) above {} GiB mapped", hal_x86::paging::regions_added(), hal_x86::paging::mapped_below() >> 30);
+    }
 
     // Keys are generated on the device, so the box must know before anything
     // else whether it has randomness it can trust.
@@ -117,8 +134,20 @@ pub extern "C" fn routerd_main(eax: u32, ebx: u32) -> ! {
     node.set_platform(config_schema::Platform::Image);
     let mut session = Box::new(Session::new(VERSION, BUILD_ID));
     let mut storage = Box::new(storage::Storage::new(disks));
+    storage.set_rtc(rtc_at, rtc);
     let now = routerd_dataplane::Instant::from_millis(clock.now_ms());
-    if storage.boot(&mut node, now) {
+    let factory_reset = match boot_info.as_ref().and_then(|b| b.cmdline_option("routerd.reset")) {
+        Some("factory") => {
+            warn!("FACTORY RESET requested by routerd.reset=factory: the saved configuration and keys are erased now");
+            true
+        }
+        Some(other) => {
+            warn!("ignoring unknown routerd.reset={other} (only routerd.reset=factory)");
+            false
+        }
+        None => false,
+    };
+    if storage.boot(&mut node, now, factory_reset) {
         if let Some(c) = node.config() {
             session.set_device_name(c.device.name.as_str());
         }

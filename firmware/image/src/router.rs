@@ -20,7 +20,7 @@ use log::{info, warn};
 use routerd_control::{Forwarder, NicSnapshot, Node};
 use routerd_dataplane::Instant;
 use routerd_netdev::NetDevice;
-use routerd_provision::message::{Op, Reply};
+use routerd_provision::message::{text_fmt, Op, Reply};
 use routerd_provision::session::{Session, Step};
 
 /// Serial bytes taken per turn (the UART FIFO holds 16; QEMU holds more).
@@ -167,32 +167,59 @@ impl Router {
 
     fn execute(&mut self, now: Instant, op: Op, nics: &mut Nics) -> Reply {
         let snaps = Self::snapshots(nics);
-        let applying = matches!(op, Op::Apply(_) | Op::ClaimAdd(_) | Op::ClaimRemove(_));
+        let applying = matches!(
+            op,
+            Op::Apply(_) | Op::ApplyConfirm { .. } | Op::ClaimAdd(_) | Op::ClaimRemove(_) | Op::Rollback { dry_run: false, .. }
+        );
+        // Fixed-size text: the image formats nothing on the heap.
+        let what: routerd_provision::message::Text<64> = match &op {
+            Op::ApplyConfirm { window_ms, .. } => text_fmt(format_args!(" on trial: reverts in {} s unless confirmed", window_ms / 1000)),
+            Op::Rollback { generation, .. } => text_fmt(format_args!(" (rollback to generation {generation})")),
+            _ => routerd_provision::message::Text::new(),
+        };
+        let resetting = matches!(op, Op::FactoryReset { .. });
         let mut reply = match op {
             // The disks are the platform's: the node never sees them.
             Op::StorageInit { disk, force } => self.storage.init(&mut self.node, disk.as_str(), force, now),
             op => self.node.handle(now, op, &snaps),
         };
-        // What changed is on disk before the answer goes out.
+        // What changed is on disk (or erased) before the answer goes out.
         self.storage.poll(&mut self.node, now);
+        // A revert the request's own deadline check made is logged now.
+        while let Some(e) = self.node.take_event() {
+            if e.is_warning() {
+                warn!("{e}")
+            } else {
+                info!("{e}")
+            }
+        }
         match &mut reply {
             Reply::Status(s) => {
                 s.serial = self.session.stats();
                 s.storage = Some(self.storage.status(now));
+                let (wall, source) = self.storage.clock(now);
+                (s.wall_clock_ms, s.clock_source) = (wall, routerd_provision::message::text(source));
             }
             Reply::Applied(out) if applying => {
                 if let Some(c) = self.node.config() {
                     self.session.set_device_name(c.device.name.as_str());
                     let n = out.changes.len();
                     info!(
-                        "config: device {} side {} applied ({n} change{})",
+                        "config: device {} side {} applied as generation {} ({n} change{}){}",
                         c.device.name.as_str(),
                         c.device.side.as_str(),
-                        if n == 1 { "" } else { "s" }
+                        self.node.generation(),
+                        if n == 1 { "" } else { "s" },
+                        what.as_str()
                     );
                 }
             }
             Reply::Error(f) if applying => warn!("config: refused: {}", f.message.as_str()),
+            Reply::Confirmed { generation } => info!("config: generation {generation} confirmed; it stays"),
+            Reply::Done if resetting => {
+                self.session.set_device_name("");
+                warn!("FACTORY RESET over the provisioning session: not forwarding; configuration, history and keys forgotten");
+            }
             _ => {}
         }
         reply

@@ -7,25 +7,44 @@
 //! with the partition is used. Nothing is ever formatted unless the
 //! operator names the disk (`routerctl storage init --disk vda --yes`). A
 //! save happens after every change of configuration or keys, and every
-//! [`CLOCK_SAVE_MS`] so the wall-clock floor stays close to the truth.
+//! [`CLOCK_SAVE_MS`] so the wall-clock floor stays close to the truth
+//! (not while the box is blank: nothing to remember).
 //!
-//! The clock: the image has no wall-clock source yet. WireGuard peers refuse
-//! a handshake whose timestamp is not newer than the last they saw, so the
-//! box's timestamps must grow across reboots: the node's clock starts each
-//! boot at the saved floor plus [`CLOCK_MARGIN_MS`], which exceeds the
-//! interval between saves.
+//! Factory reset: when the node asks (`routerctl reset`,
+//! `Node::take_erase`) or the kernel command line says
+//! `routerd.reset=factory` (before anything is restored), the store is
+//! erased — both slots' headers and payloads zeroed and flushed, so no key
+//! stays on the disk — and left empty but valid.
+//!
+//! The clock: WireGuard peers (wireguard-go, Linux) refuse a handshake
+//! initiation whose TAI64N timestamp is not newer than the last they
+//! accepted, so the box's timestamps must grow across reboots. Two sources:
+//! the CMOS RTC (`hal_x86::rtc`, read once early in boot) and the saved
+//! floor — the wall clock of the last save, which happens at least every
+//! [`CLOCK_SAVE_MS`]. The rule: wall clock = max(RTC, floor +
+//! [`CLOCK_MARGIN_MS`]), where the RTC counts only if it read a valid date
+//! not before [`FIRMWARE_YEAR`] (a clock that lost its battery reads 2000).
+//! Monotonic because the margin exceeds the save interval: whatever the
+//! previous boot last sent, it sent it at most one interval after the last
+//! save, so floor + margin is later — and the maximum of two values is never
+//! below either. A correct RTC wins once the box was off longer than the
+//! margin; after a quick restart floor + margin wins and runs up to 30 min
+//! ahead of the true time, which is harmless (timestamps only need to grow).
+//! An RTC set back in time cannot pull timestamps behind the floor. With
+//! neither, the clock counts from zero (first boot, no disk).
 
 use alloc::boxed::Box;
 use core::time::Duration;
 use hal_x86::blk::gpt::{self, Existing};
 use hal_x86::blk::{Disk, DiskName};
 use hal_x86::entropy::Entropy;
+use hal_x86::rtc::{DateTime, RtcError};
 use log::{info, warn};
 use routerd_control::persist::SAVED_MAX;
 use routerd_control::{Node, Saved};
 use routerd_dataplane::Instant;
-use routerd_provision::message::{self as msg, text, Failure, Reply, StorageStatus};
-use routerd_storage::{Region, Store};
+use routerd_provision::message::{self as msg, text, text_fmt, Failure, Reply, StorageStatus};
+use routerd_storage::{Region, Store, SuperblockState};
 
 /// Disks the image drives.
 pub const MAX_DISKS: usize = msg::MAX_DISKS;
@@ -33,6 +52,31 @@ pub const MAX_DISKS: usize = msg::MAX_DISKS;
 pub const CLOCK_SAVE_MS: u64 = 15 * 60 * 1000;
 /// How far ahead of the saved floor the clock starts at boot.
 pub const CLOCK_MARGIN_MS: u64 = 2 * CLOCK_SAVE_MS;
+/// The year this firmware was written: an RTC reading before it has lost
+/// its setting (a flat CMOS battery reads 2000-01-01) and is not trusted.
+pub const FIRMWARE_YEAR: u16 = 2026;
+
+/// How the wall clock was started at boot (logged once, shown in status).
+#[derive(Clone, Copy, Debug)]
+enum ClockStart {
+    /// The RTC, valid and not behind the floor (the floor, if any).
+    Rtc(DateTime, Option<u64>),
+    /// The saved floor + margin; why the RTC did not count.
+    Floor { floor_ms: u64, rtc: RtcVerdict },
+    /// Neither: the clock counts from boot.
+    Nothing(RtcVerdict),
+}
+
+/// What became of the RTC reading.
+#[derive(Clone, Copy, Debug)]
+enum RtcVerdict {
+    /// Not read (no reading handed in).
+    Unread,
+    Invalid(RtcError),
+    BeforeFirmware(DateTime),
+    /// Valid but behind the saved floor + margin.
+    Behind(DateTime),
+}
 
 /// The disks and the store.
 pub struct Storage {
@@ -43,6 +87,11 @@ pub struct Storage {
     status: StorageStatus,
     last_save: Option<Instant>,
     buf: Box<[u8]>,
+    /// The RTC's reading and when it was taken.
+    rtc: Option<(Instant, Result<DateTime, RtcError>)>,
+    /// The wall clock as set: (at, milliseconds since the epoch then).
+    clock: Option<(Instant, u64)>,
+    clock_start: ClockStart,
 }
 
 impl Storage {
@@ -57,15 +106,98 @@ impl Storage {
             status,
             last_save: None,
             buf: alloc::vec![0u8; routerd_storage::MAX_PAYLOAD].into_boxed_slice(),
+            rtc: None,
+            clock: None,
+            clock_start: ClockStart::Nothing(RtcVerdict::Unread),
         }
     }
 
+    /// The RTC as read early in boot, at `at` (before [`Storage::boot`]).
+    pub fn set_rtc(&mut self, at: Instant, reading: Result<DateTime, RtcError>) {
+        self.rtc = Some((at, reading));
+    }
+
+    /// Sets the node's wall clock to max(RTC, `floor_ms` + margin) — the
+    /// rule in the module comment.
+    fn start_clock(&mut self, node: &mut Node<Entropy>, now: Instant, floor_ms: Option<u64>) {
+        let rtc = match self.rtc {
+            None => Err(RtcVerdict::Unread),
+            Some((_, Err(e))) => Err(RtcVerdict::Invalid(e)),
+            Some((_, Ok(dt))) if dt.year < FIRMWARE_YEAR => Err(RtcVerdict::BeforeFirmware(dt)),
+            Some((at, Ok(dt))) => match dt.unix_ms() {
+                // The RTC as of `now`: it was read a little earlier.
+                Some(ms) => Ok((dt, ms.saturating_add(now.millis_since(at)))),
+                None => Err(RtcVerdict::BeforeFirmware(dt)),
+            },
+        };
+        let floor = floor_ms.map(|f| f.saturating_add(CLOCK_MARGIN_MS));
+        let (start, wall) = match (rtc, floor) {
+            (Ok((dt, ms)), Some(f)) if ms < f => (ClockStart::Floor { floor_ms: f, rtc: RtcVerdict::Behind(dt) }, f),
+            (Ok((dt, ms)), _) => (ClockStart::Rtc(dt, floor), ms),
+            (Err(v), Some(f)) => (ClockStart::Floor { floor_ms: f, rtc: v }, f),
+            (Err(v), None) => (ClockStart::Nothing(v), 0),
+        };
+        self.clock_start = start;
+        self.clock = Some((now, wall));
+        node.set_wall_clock(now, Duration::from_millis(wall));
+    }
+
+    fn log_clock(&self) {
+        // No `format!` here: liballoc's formatting unwinds, the image cannot.
+        let floor_text =
+            |ms: u64| DateTime::from_unix_ms(ms).unwrap_or(DateTime { year: 0, month: 0, day: 0, hour: 0, minute: 0, second: 0 });
+        match self.clock_start {
+            ClockStart::Rtc(dt, None) => info!("clock: RTC {dt}"),
+            ClockStart::Rtc(dt, Some(_)) => info!("clock: RTC {dt} (ahead of the saved floor + 30 min)"),
+            ClockStart::Floor { floor_ms, rtc } => {
+                let at = floor_text(floor_ms);
+                match rtc {
+                    RtcVerdict::Behind(dt) => info!("clock: RTC reads {dt}, behind the saved floor; starting at floor + 30 min ({at})"),
+                    RtcVerdict::BeforeFirmware(dt) => {
+                        warn!("clock: RTC reads {dt}, before {FIRMWARE_YEAR} (lost its setting?); starting at the saved floor + 30 min ({at})")
+                    }
+                    RtcVerdict::Invalid(e) => warn!("clock: no valid RTC ({e}); starting at the saved floor + 30 min ({at})"),
+                    RtcVerdict::Unread => info!("clock: starting at the saved floor + 30 min ({at})"),
+                }
+            }
+            ClockStart::Nothing(rtc) => {
+                const AFTER: &str = "and no saved floor; WireGuard timestamps count from boot (a peer may refuse them after a restart)";
+                match rtc {
+                    RtcVerdict::Invalid(e) => warn!("clock: no valid RTC ({e}) {AFTER}"),
+                    RtcVerdict::BeforeFirmware(dt) | RtcVerdict::Behind(dt) => {
+                        warn!("clock: the RTC reads {dt}, before {FIRMWARE_YEAR}, {AFTER}")
+                    }
+                    RtcVerdict::Unread => warn!("clock: no RTC reading {AFTER}"),
+                }
+            }
+        }
+    }
+
+    /// The wall clock now and where it came from (`routerctl status`).
+    pub fn clock(&self, now: Instant) -> (Option<u64>, &'static str) {
+        let source = match self.clock_start {
+            ClockStart::Rtc(..) => "rtc",
+            ClockStart::Floor { .. } => "saved floor",
+            ClockStart::Nothing(_) => return (None, "none"),
+        };
+        (self.clock.map(|(at, wall)| wall.saturating_add(now.millis_since(at))), source)
+    }
+
     /// Finds the state partition, opens the store and gives the node what
-    /// it holds. Returns true when state was restored.
-    pub fn boot(&mut self, node: &mut Node<Entropy>, now: Instant) -> bool {
-        // The box's clock starts at zero unless a saved floor says more; it
-        // is set either way so every save records how far it got.
-        node.set_wall_clock(now, Duration::ZERO);
+    /// it holds, and starts the wall clock. Returns true when state was
+    /// restored. With `factory_reset` (`routerd.reset=factory`) the store found is
+    /// erased instead, and nothing is restored.
+    pub fn boot(&mut self, node: &mut Node<Entropy>, now: Instant, factory_reset: bool) -> bool {
+        // The RTC alone first (or zero), so the clock is set whatever
+        // happens and every save records how far it got; a restored floor
+        // may move it forward.
+        self.start_clock(node, now, None);
+        let restored = self.open_and_restore(node, now, factory_reset);
+        self.log_clock();
+        restored
+    }
+
+    fn open_and_restore(&mut self, node: &mut Node<Entropy>, now: Instant, factory_reset: bool) -> bool {
         if self.disks.is_empty() {
             self.note("no disk: the configuration will not survive a reboot");
             return false;
@@ -96,10 +228,26 @@ impl Storage {
                     self.status.first_lba = p.first_lba;
                     self.status.blocks = p.blocks;
                     self.status.damaged_slots = u8::try_from(store.report().damaged_slots()).unwrap_or(u8::MAX);
-                    if store.report().damaged_slots() > 0 {
-                        warn!("storage: {}: {} damaged record slot(s) ignored (a cut during a save)", name, store.report().damaged_slots());
+                    let damaged = store.report().damaged_slots();
+                    match store.report().superblock {
+                        // A superblock written once and never again that
+                        // fails its checks is not a power cut: say so.
+                        SuperblockState::Corrupt(_) | SuperblockState::Unreadable(_) => warn!(
+                            "storage: {}: the {} partition holds no valid store (damaged superblock, {damaged} damaged record slot(s)): \
+                             nothing restored; the next save starts a new store there",
+                            name,
+                            gpt::STATE_PARTITION_NAME
+                        ),
+                        _ if damaged > 0 => {
+                            warn!("storage: {}: {damaged} damaged record slot(s) ignored (a cut during a save, or damage)", name)
+                        }
+                        _ => {}
                     }
                     self.store = Some((i, store));
+                    if factory_reset {
+                        self.erase("routerd.reset=factory on the kernel command line");
+                        return false;
+                    }
                     return self.restore(node, now);
                 }
                 Err(e) => {
@@ -107,7 +255,10 @@ impl Storage {
                 }
             }
         }
-        self.note("no ROUTERD-STATE partition: the configuration will not survive a reboot (routerctl storage init --disk vda --yes)");
+        let first = self.disks.first().map(|(n, _)| n.as_str()).unwrap_or("vda");
+        self.status.note = text_fmt(format_args!(
+            "no ROUTERD-STATE partition: the configuration will not survive a reboot (routerctl storage init --disk {first} --yes)"
+        ));
         warn!("storage: no {} partition on any disk: the configuration will not survive a reboot", gpt::STATE_PARTITION_NAME);
         false
     }
@@ -135,36 +286,76 @@ impl Storage {
                 return false;
             }
         };
-        let floor = saved.wall_clock_ms.unwrap_or(0).saturating_add(CLOCK_MARGIN_MS);
-        node.set_wall_clock(now, Duration::from_millis(floor));
-        let (generation, boots) = (saved.generation, saved.boots);
+        self.start_clock(node, now, Some(saved.wall_clock_ms.unwrap_or(0)));
+        let boots = saved.boots;
         let had_config = saved.config.is_some();
-        match node.restore(saved, now) {
+        let reply = node.restore(saved, now);
+        // A record saved while a commit-confirm was on trial comes back on
+        // the confirmed generation, a new one: the node's number is the truth.
+        let generation = node.generation();
+        match reply {
             Reply::Applied(_) => {
                 info!("storage: {}: restored configuration generation {generation} (boot {})", self.status.disk.as_str(), boots + 1);
             }
             Reply::Error(f) => {
-                warn!("storage: {}: keys restored; the saved configuration was refused: {}", self.status.disk.as_str(), f.message.as_str())
+                warn!(
+                    "storage: {}: keys restored; the saved configuration was refused by this firmware: {}; not forwarding. \
+                     It is kept (routerctl config get shows it) until an apply replaces it",
+                    self.status.disk.as_str(),
+                    f.message.as_str()
+                );
             }
             _ if !had_config => info!("storage: {}: keys restored; no configuration was saved", self.status.disk.as_str()),
             _ => {}
         }
         self.status.generation = generation;
         self.status.boots = boots.saturating_add(1);
-        self.note("restored at boot");
+        match node.refused_config() {
+            Some(why) => self.status.note = text_fmt(format_args!("saved configuration refused by this firmware (kept): {why}")),
+            None => self.note("restored at boot"),
+        }
         true
     }
 
-    /// Saves when the node asks, or when the clock floor is due.
+    /// Erases when the node was reset; saves when the node asks, or when
+    /// the clock floor is due.
     pub fn poll(&mut self, node: &mut Node<Entropy>, now: Instant) {
+        if node.take_erase() {
+            self.erase("a factory reset (routerctl reset)");
+            self.last_save = Some(now);
+        }
         if self.store.is_none() {
             // Keep the flag from piling up; nothing to save to.
             let _ = node.take_unsaved();
             return;
         }
-        let due = self.last_save.is_none_or(|t| now.millis_since(t) >= CLOCK_SAVE_MS);
+        let due = !node.is_blank() && self.last_save.is_none_or(|t| now.millis_since(t) >= CLOCK_SAVE_MS);
         if node.take_unsaved() || due {
             self.save(node, now);
+        }
+    }
+
+    /// Zeroes the store (both slots, headers and payloads), said loudly.
+    fn erase(&mut self, why: &str) {
+        let Some((_, store)) = self.store.as_mut() else {
+            warn!("factory reset ({why}): no store on any disk; nothing to erase");
+            return;
+        };
+        match store.erase() {
+            Ok(()) => {
+                warn!(
+                    "storage: {}: FACTORY RESET by {why}: configuration, history and every key erased from the disk",
+                    self.status.disk.as_str()
+                );
+                self.status.generation = 0;
+                self.status.boots = 0;
+                self.note("erased by a factory reset");
+            }
+            Err(e) => {
+                self.status.save_errors += 1;
+                warn!("storage: {}: FACTORY RESET: the erase FAILED ({e:?}); keys may remain on the disk", self.status.disk.as_str());
+                self.note("factory reset: the erase failed");
+            }
         }
     }
 

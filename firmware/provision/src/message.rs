@@ -42,7 +42,13 @@ StorageInit{disk,force};Status.storage;StorageStatus{disks,disk,first_lba,blocks
 HostReport{checks,ip_forward,wan_socket,wan_tun,held{address,interface,removed,seconds_ago},removals,last_event,routes,forward_drops,firewalls,errors};\
 Op+{PresharedKeyGenerate(Name),PresharedKeyImport(Name,[u8;32]),PresharedKeyReveal(Name)};Reply+{PresharedKey{slot,key}};\
 KeyInfo{slot,kind,public_key:Option,generated,in_use};KeyKind{Private,Preshared};MAX_KEYS=tunnels+peers;\
-Outcome{applied,errors,warnings,problems,changes,keys,omitted};Failure{kind,message,problems}";
+Outcome{applied,errors,warnings,problems,changes,keys,omitted};Failure{kind,message,problems};\
+Op+{History,GetGeneration(u64),Rollback{generation,dry_run},ApplyConfirm{config,window_ms},Confirm,FactoryReset{device}};\
+Reply+{History(History),Confirmed{generation}};History{entries{generation,applied_ms,origin,confirmed,size,hash},running,pending};\
+Origin{Apply,ClaimAdd,ClaimRemove,Rollback,Reverted,RevertedAtRestart,Upgraded};PendingConfirm{generation,reverts_to,left_ms,window_ms};\
+Status+{generation,pending_confirm};\
+Status+{wall_clock_ms,clock_source};\
+Op+{Conntrack(ConntrackQuery{limit,proto,address})};Reply+{Conntrack(ConntrackList{flows,capacity,matched,entries{proto,src,sport,dst,dport,nat,state,expires_in_ms,packets}})}";
 
 const fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
     let mut i = 0;
@@ -70,6 +76,13 @@ pub const MAX_CLAIM_STATUS: usize = config_schema::limits::MAX_CLAIMS;
 pub const MAX_SEGMENT_STATUS: usize = config_schema::limits::MAX_SEGMENTS;
 pub const MAX_VTEP_STATUS: usize = config_schema::limits::MAX_VTEPS;
 pub const MAX_COUNTS: usize = 48;
+/// Applied configurations a box keeps (`routerctl config history`): the
+/// running one and up to seven before it, as space allows (see
+/// `routerd_control::persist`).
+pub const HISTORY_MAX: usize = 8;
+/// The commit-confirm window a box accepts, in milliseconds (5 s … 60 min).
+pub const CONFIRM_MIN_MS: u32 = 5_000;
+pub const CONFIRM_MAX_MS: u32 = 60 * 60 * 1000;
 pub const LOG_TEXT: usize = 240;
 
 /// Short text in messages.
@@ -139,6 +152,28 @@ pub enum Op {
     /// operator can give it to the peer. Refused for a private-key slot:
     /// private keys never leave the box.
     PresharedKeyReveal(Name),
+    /// The configurations the box keeps, oldest first ([`Reply::History`]).
+    History,
+    /// A kept configuration by generation ([`Reply::Config`]); `NotFound`
+    /// names the kept ones.
+    GetGeneration(u64),
+    /// Apply a kept configuration again through the apply path (state
+    /// carried, keys unchanged), as a new generation; with `dry_run`, the
+    /// plan only ([`Reply::Plan`]).
+    Rollback { generation: u64, dry_run: bool },
+    /// [`Op::Apply`], then go back to the last confirmed generation by
+    /// itself unless [`Op::Confirm`] arrives within `window_ms`
+    /// ([`CONFIRM_MIN_MS`] ..= [`CONFIRM_MAX_MS`]).
+    ApplyConfirm { config: Box<Config>, window_ms: u32 },
+    /// Keep what runs: ends a pending commit-confirm ([`Reply::Confirmed`]).
+    Confirm,
+    /// Forget the configuration, its history and every key slot, and erase
+    /// the store. `device` must be the running configuration's device name
+    /// (empty on an unconfigured box): a reset of the wrong box is refused.
+    FactoryReset { device: Text<24> },
+    /// The connection-tracking table, filtered ([`Reply::Conntrack`]; at
+    /// most `limit` ≤ [`MAX_FLOW_LIST`] flows).
+    Conntrack(ConntrackQuery),
 }
 
 /// Box → host.
@@ -191,6 +226,126 @@ pub enum Reply {
         slot: Name,
         key: [u8; 32],
     },
+    /// The kept configurations ([`Op::History`]).
+    History(Box<History>),
+    /// The pending commit-confirm ended: `generation` stays.
+    Confirmed {
+        generation: u64,
+    },
+    /// Tracked flows ([`Op::Conntrack`]).
+    Conntrack(Box<ConntrackList>),
+}
+
+/// Most flows one [`Reply::Conntrack`] lists (the table holds more; the
+/// reply says how many matched).
+pub const MAX_FLOW_LIST: usize = 128;
+
+/// Which flows [`Op::Conntrack`] lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ConntrackQuery {
+    /// At most this many (capped at [`MAX_FLOW_LIST`]).
+    pub limit: u16,
+    /// Only this IP protocol (6 tcp, 17 udp, 1 icmp).
+    pub proto: Option<u8>,
+    /// Only flows with this address on either end, translated or not.
+    pub address: Option<Ipv4Addr>,
+}
+
+/// One tracked flow, as its first packet arrived.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowEntry {
+    pub proto: u8,
+    pub src: Ipv4Addr,
+    /// ICMP: the echo identifier.
+    pub sport: u16,
+    pub dst: Ipv4Addr,
+    pub dport: u16,
+    /// SNAT: the address and port (identifier) it was given.
+    pub nat: Option<(Ipv4Addr, u16)>,
+    /// `established`, `unreplied`, … (`routerd_dataplane::State::name`).
+    pub state: Text<12>,
+    pub expires_in_ms: u64,
+    /// Packets seen (original, reply).
+    pub packets: [u32; 2],
+}
+
+/// [`Reply::Conntrack`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ConntrackList {
+    /// Flows in the table.
+    pub flows: u32,
+    pub capacity: u32,
+    /// Flows matching the query (`entries` holds the first `limit`).
+    pub matched: u32,
+    pub entries: Vec<FlowEntry, MAX_FLOW_LIST>,
+}
+
+/// What made a generation (`routerctl config history`'s "what").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Origin {
+    /// `routerctl apply` (or a configuration given at boot).
+    Apply,
+    ClaimAdd(Ipv4Addr),
+    ClaimRemove(Ipv4Addr),
+    /// `routerctl rollback N`.
+    Rollback(u64),
+    /// The commit-confirm of generation N ran out: back to the confirmed one.
+    Reverted(u64),
+    /// Generation N was still unconfirmed when the box restarted: the
+    /// confirmed one was restored instead.
+    RevertedAtRestart(u64),
+    /// Restored from a record of older software, which kept no history.
+    Upgraded,
+}
+
+impl core::fmt::Display for Origin {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Origin::Apply => f.write_str("apply"),
+            Origin::ClaimAdd(a) => write!(f, "claim add {a}"),
+            Origin::ClaimRemove(a) => write!(f, "claim remove {a}"),
+            Origin::Rollback(n) => write!(f, "rollback to {n}"),
+            Origin::Reverted(n) => write!(f, "revert of {n} (not confirmed)"),
+            Origin::RevertedAtRestart(n) => write!(f, "revert of {n} (not confirmed before a restart)"),
+            Origin::Upgraded => f.write_str("boot-restored (from older software)"),
+        }
+    }
+}
+
+/// One kept configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub generation: u64,
+    /// Wall-clock time of the apply, milliseconds since the Unix epoch, as
+    /// the box knew it (`None`: the box had no clock).
+    pub applied_ms: Option<u64>,
+    pub origin: Origin,
+    /// Not part of a commit-confirm still pending.
+    pub confirmed: bool,
+    /// The configuration's wire form (`config_schema::encode`): its length
+    /// and CRC-32C (routerctl shows the CRC as 8 hex digits).
+    pub size: u32,
+    pub hash: u32,
+}
+
+/// The configurations a box keeps, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct History {
+    pub entries: Vec<HistoryEntry, HISTORY_MAX>,
+    /// The running generation (`None`: no configuration runs).
+    pub running: Option<u64>,
+    pub pending: Option<PendingConfirm>,
+}
+
+/// A commit-confirm in progress: unless confirmed, the box leaves
+/// `generation` for `reverts_to` in `left_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingConfirm {
+    pub generation: u64,
+    pub reverts_to: u64,
+    pub left_ms: u64,
+    /// The window the last `--confirm` asked for.
+    pub window_ms: u32,
 }
 
 /// A probe the box started for a claim (RFC 5227 style ARP probes, sender
@@ -441,6 +596,15 @@ pub struct Status {
     /// Peer endpoints by DNS name, when there are any (the image's
     /// resolver; routerd-host reports its own in `host`).
     pub resolver: Option<ResolverStatus>,
+    /// The running configuration's generation (0: none applied yet).
+    pub generation: u64,
+    /// A commit-confirm waiting for `routerctl confirm`.
+    pub pending_confirm: Option<PendingConfirm>,
+    /// The box's wall clock now, in milliseconds since the Unix epoch (what
+    /// WireGuard's handshake timestamps count from); `None` when it has none.
+    pub wall_clock_ms: Option<u64>,
+    /// Where that clock came from (`rtc`, `saved floor`, `system`, `none`).
+    pub clock_source: Text<16>,
 }
 
 impl Status {
@@ -450,6 +614,9 @@ impl Status {
         writeln!(w, "status at {} ms", self.uptime_ms)?;
         if !self.configured {
             writeln!(w, "  not forwarding: no configuration applied (routerctl apply)")?;
+        }
+        if let Some(p) = &self.pending_confirm {
+            p.write_line(w)?;
         }
         for p in &self.ports {
             writeln!(
@@ -557,6 +724,19 @@ impl Status {
             }
         }
         Ok(())
+    }
+}
+
+impl PendingConfirm {
+    /// `pending confirmation: generation N reverts to M in 42 s (routerctl confirm keeps it)`.
+    pub fn write_line(&self, w: &mut dyn core::fmt::Write) -> core::fmt::Result {
+        writeln!(
+            w,
+            "  pending confirmation: generation {} reverts to {} in {} s (routerctl confirm keeps it)",
+            self.generation,
+            self.reverts_to,
+            self.left_ms.div_ceil(1000)
+        )
     }
 }
 
@@ -938,6 +1118,7 @@ mod tests {
     extern crate std;
     use super::*;
     use config_schema::{Capture, CaptureMethod, Delivery, MssClamp};
+    use std::string::ToString;
     use std::vec;
 
     fn name(s: &str) -> Name {
@@ -993,6 +1174,8 @@ mod tests {
                 cookie_replies_sent_since_mark: Some(u64::MAX),
                 refused_under_load_since_mark: Some(u64::MAX),
             }),
+            wall_clock_ms: Some(u64::MAX),
+            clock_source: big_text(),
             storage: Some(StorageStatus {
                 disks: core::iter::repeat_n(big_text::<8>(), MAX_DISKS).collect(),
                 disk: big_text(),
@@ -1136,6 +1319,8 @@ mod tests {
             claims: Vec::new(),
             segments: Vec::new(),
             dns: config_schema::Dns::default(),
+            nat: Vec::new(),
+            firewall: None,
         };
         while cfg.claims.push(claim(1)).is_ok() {}
         let mut buf = vec![0u8; MAX_PAYLOAD];
@@ -1159,6 +1344,11 @@ mod tests {
             Request { seq: 6, op: Op::PresharedKeyGenerate(name("cloud-psk")) },
             Request { seq: 7, op: Op::PresharedKeyImport(name("cloud-psk"), [9; 32]) },
             Request { seq: 8, op: Op::PresharedKeyReveal(name("cloud-psk")) },
+            Request { seq: 9, op: Op::History },
+            Request { seq: 10, op: Op::GetGeneration(u64::MAX) },
+            Request { seq: 11, op: Op::Rollback { generation: 7, dry_run: true } },
+            Request { seq: 12, op: Op::Confirm },
+            Request { seq: 13, op: Op::FactoryReset { device: text("edge") } },
         ];
         for r in reqs {
             let mut buf = [0u8; 512];
@@ -1208,6 +1398,46 @@ mod tests {
         }
     }
 
+    /// A full history (every generation with the largest numbers) and a
+    /// commit-confirm apply of a maximal configuration fit a frame.
+    #[test]
+    fn maximal_history_and_confirm_apply_fit_a_frame() {
+        let entry = HistoryEntry {
+            generation: u64::MAX,
+            applied_ms: Some(u64::MAX),
+            origin: Origin::RevertedAtRestart(u64::MAX),
+            confirmed: false,
+            size: u32::MAX,
+            hash: u32::MAX,
+        };
+        let pending = PendingConfirm { generation: u64::MAX, reverts_to: u64::MAX, left_ms: u64::MAX, window_ms: u32::MAX };
+        let h = History { entries: core::iter::repeat_n(entry, HISTORY_MAX).collect(), running: Some(u64::MAX), pending: Some(pending) };
+        let mut buf = vec![0u8; MAX_PAYLOAD];
+        let up = Up::Response(Response { seq: u32::MAX, reply: Reply::History(Box::new(h)) });
+        let n = encode(&up, &mut buf).unwrap().len();
+        assert!(n < 512, "{n}");
+        assert_eq!(decode::<Up>(&buf[..n]), Ok(up));
+        // The envelope of ApplyConfirm is a few bytes more than Apply's: within the 16 kept.
+        let cfg = Config {
+            device: config_schema::Device { name: name("abcdefghijklmnopqrstuvwx"), side: name("cloud") },
+            ports: Vec::new(),
+            wireguard: Vec::new(),
+            peers: Vec::new(),
+            claims: Vec::new(),
+            segments: Vec::new(),
+            dns: config_schema::Dns::default(),
+            nat: Vec::new(),
+            firewall: None,
+        };
+        let a = encode(&Request { seq: u32::MAX, op: Op::Apply(Box::new(cfg.clone())) }, &mut buf).unwrap().len();
+        let req = Request { seq: u32::MAX, op: Op::ApplyConfirm { config: Box::new(cfg), window_ms: u32::MAX } };
+        let b = encode(&req, &mut buf).unwrap().len();
+        assert!(b - a <= 6, "{a} {b}");
+        assert_eq!(decode::<Request>(&buf[..b]), Ok(req));
+        assert_eq!(Origin::Reverted(4).to_string(), "revert of 4 (not confirmed)");
+        assert_eq!(Origin::ClaimAdd(Ipv4Addr::new(10, 20, 0, 52)).to_string(), "claim add 10.20.0.52");
+    }
+
     /// A hello keeps its layout across versions: variant 0, version, hash.
     #[test]
     fn hello_layout_is_pinned() {
@@ -1243,6 +1473,8 @@ mod tests {
             claims: Vec::new(),
             segments: Vec::new(),
             dns: config_schema::Dns::default(),
+            nat: Vec::new(),
+            firewall: None,
         };
         let mut c = claim(9);
         c.address = Ipv4Cidr::new(Ipv4Addr::new(10, 0, 0, 9), 24).unwrap();
