@@ -20,9 +20,10 @@ use heapless::Vec;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
+use crate::firewall::{Firewall, Nat};
 use crate::limits::{
-    wire_max_enum, wire_max_struct, MAX_ALLOWED_IPS, MAX_CLAIMS, MAX_DNS_SERVERS, MAX_HOST_LEN, MAX_NAME_LEN, MAX_PEERS, MAX_PORTS,
-    MAX_SEGMENTS, MAX_TUNNELS, MAX_VTEPS,
+    wire_max_enum, wire_max_struct, MAX_ALLOWED_IPS, MAX_CLAIMS, MAX_DNS_SERVERS, MAX_HOST_LEN, MAX_NAME_LEN, MAX_NAT, MAX_PEERS,
+    MAX_PORTS, MAX_SEGMENTS, MAX_TUNNELS, MAX_VTEPS,
 };
 use crate::types::{DnsName, Endpoint, Ipv4Cidr, KeyRef, Mac, MssClamp, Name, PortAddress, PublicKey};
 
@@ -62,7 +63,7 @@ fn default_vxlan_port() -> u16 {
 
 /// Deserializes a bounded list, saying how many entries are allowed when a
 /// file has too many (heapless' own message only says "invalid length").
-fn bounded<'de, D, T, const N: usize>(d: D) -> Result<Vec<T, N>, D::Error>
+pub(crate) fn bounded<'de, D, T, const N: usize>(d: D) -> Result<Vec<T, N>, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de>,
@@ -110,6 +111,13 @@ pub struct Config {
     /// Resolvers for peer endpoints given by name, `[dns]` (optional).
     #[serde(default)]
     pub dns: Dns,
+    /// SNAT exits, `[[nat]]` (see `crate::firewall`).
+    #[serde(default, deserialize_with = "bounded")]
+    pub nat: Vec<Nat, MAX_NAT>,
+    /// The zone firewall, `[firewall]`; absent: forward what is routed, the
+    /// WAN answers only WireGuard.
+    #[serde(default)]
+    pub firewall: Option<Firewall>,
 }
 
 /// `[device]`: the box's name and which side of a pair it is.
@@ -338,7 +346,7 @@ wire_max_struct!(Segment { Name, u32, Name, Ipv4Addr, Vec<Ipv4Addr, MAX_VTEPS>, 
 wire_max_struct!(Dns { Vec<Ipv4Addr, MAX_DNS_SERVERS> });
 wire_max_struct!(Config {
     Device, Vec<Port, MAX_PORTS>, Vec<Tunnel, MAX_TUNNELS>, Vec<Peer, MAX_PEERS>,
-    Vec<Claim, MAX_CLAIMS>, Vec<Segment, MAX_SEGMENTS>, Dns,
+    Vec<Claim, MAX_CLAIMS>, Vec<Segment, MAX_SEGMENTS>, Dns, Vec<Nat, MAX_NAT>, Option<Firewall>,
 });
 
 /// What one box does with one claim (see `Config::claim_action`).

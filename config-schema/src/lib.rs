@@ -22,6 +22,7 @@ extern crate std;
 
 pub mod budget;
 pub mod config;
+pub mod firewall;
 #[cfg(feature = "toml")]
 pub mod human;
 pub mod limits;
@@ -34,6 +35,7 @@ pub mod wire;
 mod testutil;
 
 pub use config::{Capture, CaptureMethod, Claim, ClaimAction, Config, Delivery, Device, Dns, Peer, Port, PortRole, Segment, Tunnel};
+pub use firewall::{Firewall, Nat, PortRange, Protocol, Zone};
 pub use limits::CONFIG_WIRE_MAX;
 pub use platform::{Platform, Runs, RUNS};
 pub use types::{DnsName, Endpoint, Host, Ipv4Cidr, KeyRef, Mac, MssClamp, Name, PortAddress, PublicKey};

@@ -31,6 +31,12 @@ pub const MAX_SEGMENTS: usize = 8;
 pub const MAX_VTEPS: usize = 8;
 /// DNS servers in `[dns] servers` (tried in order).
 pub const MAX_DNS_SERVERS: usize = 3;
+/// SNAT rules, `[[nat]]`.
+pub const MAX_NAT: usize = 4;
+/// Firewall rules, `[[firewall.rules]]`.
+pub const MAX_FIREWALL_RULES: usize = 16;
+/// Firewall zone-pair policies, `[[firewall.policy]]`.
+pub const MAX_FIREWALL_POLICIES: usize = 8;
 
 /// The longest postcard encoding of a `Config`: what the serial protocol must
 /// be able to carry in one apply. Asserted below against the computed bound.

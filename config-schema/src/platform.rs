@@ -16,7 +16,10 @@
 use core::fmt;
 use core::str::FromStr;
 
-use crate::limits::{MAX_ALLOWED_IPS, MAX_CLAIMS, MAX_PEERS, MAX_PORTS, MAX_SEGMENTS, MAX_TUNNELS, MAX_VTEPS};
+use crate::limits::{
+    MAX_ALLOWED_IPS, MAX_CLAIMS, MAX_FIREWALL_POLICIES, MAX_FIREWALL_RULES, MAX_NAT, MAX_PEERS, MAX_PORTS, MAX_SEGMENTS, MAX_TUNNELS,
+    MAX_VTEPS,
+};
 
 /// Where a configuration runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -110,9 +113,20 @@ pub struct Runs {
     /// Largest port MTU: the dataplane's frame buffers hold 1500-byte
     /// packets (`mtu-above-platform`).
     pub port_mtu_max: u16,
+    /// SNAT rules.
+    pub nat: usize,
+    /// Firewall rules.
+    pub firewall_rules: usize,
+    /// Firewall zone-pair policies.
+    pub firewall_policies: usize,
+    /// Flows the connection-tracking table holds (not a configuration
+    /// list: the capacity `status` and doctor report against).
+    pub conntrack: usize,
 }
 
-/// What routerd runs today, on both platforms.
+/// What routerd runs today, on both platforms (routerd-host runs no
+/// `[[nat]]`: its WAN is a UDP socket, not an Ethernet port the dataplane
+/// translates on — `validate_for` refuses it there, `nat-unsupported`).
 pub const RUNS: Runs = Runs {
     ports: MAX_PORTS,
     // `routerd-control` drives the first [[wireguard]] only.
@@ -125,6 +139,10 @@ pub const RUNS: Runs = Runs {
     segments: MAX_SEGMENTS,
     vteps_per_segment: MAX_VTEPS,
     port_mtu_max: 1500,
+    nat: MAX_NAT,
+    firewall_rules: MAX_FIREWALL_RULES,
+    firewall_policies: MAX_FIREWALL_POLICIES,
+    conntrack: 2048,
 };
 
 const _: () = {
@@ -139,6 +157,7 @@ const _: () = {
     assert!(r.segments <= MAX_SEGMENTS);
     assert!(r.vteps_per_segment <= MAX_VTEPS);
     assert!(r.port_mtu_max >= crate::validate::MTU_MIN && r.port_mtu_max <= crate::validate::MTU_MAX);
+    assert!(r.nat <= MAX_NAT && r.firewall_rules <= MAX_FIREWALL_RULES && r.firewall_policies <= MAX_FIREWALL_POLICIES);
 };
 
 /// The image's contract name of its `n`-th NIC: `lan0`, `wan0`, then

@@ -3,6 +3,7 @@
 use core::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::config::*;
+use crate::firewall::*;
 use crate::limits::*;
 use crate::types::*;
 
@@ -11,8 +12,15 @@ pub const HYBRID_CLOUD: &str = include_str!("../examples/hybrid-cloud.toml");
 pub const TWO_SITE_ROZ: &str = include_str!("../examples/two-site-roz.toml");
 pub const TWO_SITE_WRO: &str = include_str!("../examples/two-site-wro.toml");
 
-pub const EXAMPLES: [(&str, &str); 4] =
-    [("hybrid-onprem", HYBRID_ONPREM), ("hybrid-cloud", HYBRID_CLOUD), ("two-site-roz", TWO_SITE_ROZ), ("two-site-wro", TWO_SITE_WRO)];
+pub const TWO_SITE_ROZ_FIREWALL: &str = include_str!("../examples/two-site-roz-firewall.toml");
+
+pub const EXAMPLES: [(&str, &str); 5] = [
+    ("hybrid-onprem", HYBRID_ONPREM),
+    ("hybrid-cloud", HYBRID_CLOUD),
+    ("two-site-roz", TWO_SITE_ROZ),
+    ("two-site-wro", TWO_SITE_WRO),
+    ("two-site-roz-firewall", TWO_SITE_ROZ_FIREWALL),
+];
 
 /// Parses TOML straight through serde (works without the `toml` feature).
 pub fn load(text: &str) -> Config {
@@ -98,6 +106,21 @@ pub fn maximal_config() -> Config {
             mss_clamp: MssClamp::Value(u16max),
         }),
         dns: Dns { servers: full(|_| Ipv4Addr::BROADCAST) },
+        nat: full(|i| Nat { source: cidr("255.255.255.255/32"), out: long_name('w', i) }),
+        firewall: Some(Firewall {
+            default: Action::Drop,
+            policy: full(|i| Policy { from: Zone::Segment(long_name('f', i)), to: Zone::Segment(long_name('g', i)), action: Action::Drop }),
+            rules: full(|i| Rule {
+                name: Some(long_name('r', i)),
+                from: Zone::Segment(long_name('f', i)),
+                to: Zone::Segment(long_name('g', i)),
+                source: Some(cidr("255.255.255.255/32")),
+                destination: Some(cidr("255.255.255.255/32")),
+                protocol: Protocol::Icmp,
+                port: Some(PortRange { first: u16max, last: u16max }),
+                action: Action::Drop,
+            }),
+        }),
     }
 }
 
@@ -168,6 +191,16 @@ impl Rng {
             MssClamp::Value(self.u16())
         }
     }
+    fn zone(&mut self) -> Zone {
+        match self.below(6) {
+            0 => Zone::Any,
+            1 => Zone::Box,
+            2 => Zone::Wan,
+            3 => Zone::Port(self.name()),
+            4 => Zone::Tunnel(self.name()),
+            _ => Zone::Segment(self.name()),
+        }
+    }
     fn list<T, const N: usize>(&mut self, mut f: impl FnMut(&mut Self) -> T) -> heapless::Vec<T, N> {
         let n = self.below(N as u64 + 1) as usize;
         (0..n).map(|_| f(self)).collect()
@@ -236,5 +269,20 @@ pub fn random_config(seed: u64) -> Config {
             mss_clamp: r.mss(),
         }),
         dns: Dns { servers: r.list(|r| Ipv4Addr::from_bits(r.next() as u32)) },
+        nat: r.list(|r| Nat { source: r.cidr(), out: r.name() }),
+        firewall: r.opt(|r| Firewall {
+            default: if r.chance() { Action::Accept } else { Action::Drop },
+            policy: r.list(|r| Policy { from: r.zone(), to: r.zone(), action: Action::Accept }),
+            rules: r.list(|r| Rule {
+                name: r.opt(|r| r.name()),
+                from: r.zone(),
+                to: r.zone(),
+                source: r.opt(|r| r.cidr()),
+                destination: r.opt(|r| r.cidr()),
+                protocol: [Protocol::Any, Protocol::Tcp, Protocol::Udp, Protocol::Icmp][r.below(4) as usize],
+                port: r.opt(|r| PortRange { first: r.u16(), last: r.u16() }),
+                action: if r.chance() { Action::Accept } else { Action::Drop },
+            }),
+        }),
     }
 }

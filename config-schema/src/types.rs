@@ -31,7 +31,7 @@ pub(crate) fn display_buf<const N: usize>(value: &impl fmt::Display) -> heapless
 }
 
 /// Deserializes a human string through `FromStr`, keeping the parse error's text.
-struct ParseVisitor<T>(core::marker::PhantomData<T>, &'static str);
+pub(crate) struct ParseVisitor<T>(pub(crate) core::marker::PhantomData<T>, pub(crate) &'static str);
 
 impl<T> Visitor<'_> for ParseVisitor<T>
 where
@@ -73,6 +73,8 @@ macro_rules! human_or_wire {
         }
     };
 }
+
+pub(crate) use human_or_wire;
 
 // ---------------------------------------------------------------------------
 // Names

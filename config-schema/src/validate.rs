@@ -150,6 +150,14 @@ codes! {
     VtepNeedsTunnelAddress => "vtep-needs-tunnel-address", Error;
     DnsServersMissing => "dns-servers-missing", Error;
     DnsServersHost => "dns-servers-host", Warning;
+    // [[nat]] and [firewall] (validate/nat_firewall.rs).
+    NatOutNotWan => "nat-out-not-wan", Error;
+    NatUnsupported => "nat-unsupported", Error;
+    NatSourceOverlap => "nat-source-overlap", Warning;
+    UnknownZone => "unknown-zone", Error;
+    PortWithoutProtocol => "port-without-protocol", Error;
+    PortRangeOrder => "port-range", Error;
+    FirewallShadowed => "firewall-rule-shadowed", Warning;
 }
 
 pub type PathText = heapless::String<48>;
@@ -279,6 +287,7 @@ fn check(config: &Config, platform: Option<Platform>, sink: &mut dyn FnMut(Probl
     ck.claims();
     ck.segments();
     ck.dns();
+    ck.nat_firewall();
     ck.runs();
 }
 
@@ -1559,6 +1568,9 @@ impl fmt::Display for Over<'_> {
     }
 }
 
+// After `report!`: the module uses it.
+mod nat_firewall;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1614,8 +1626,45 @@ mod tests {
 
     fn none(_: &mut Config) {}
 
+    fn add_nat(c: &mut Config, source: &str, out: &str) {
+        c.nat.push(crate::firewall::Nat { source: cidr(source), out: name(out) }).unwrap();
+    }
+
+    /// A firewall rule from `from` to `to` (zones as written in the file).
+    fn add_rule(c: &mut Config, from: &str, to: &str, protocol: crate::firewall::Protocol, port: Option<&str>) {
+        let fw = c.firewall.get_or_insert_with(Default::default);
+        let rule = crate::firewall::Rule {
+            name: None,
+            from: from.parse().unwrap(),
+            to: to.parse().unwrap(),
+            source: None,
+            destination: None,
+            protocol,
+            port: port.map(|p| p.parse().unwrap()),
+            action: crate::firewall::Action::Accept,
+        };
+        fw.rules.push(rule).unwrap();
+    }
+
+    use crate::firewall::Protocol as P;
+
     #[rustfmt::skip]
     const CASES: &[Case] = &[
+        case(Code::NatOutNotWan, O, "nat[0].out", |c| add_nat(c, "10.0.0.0/24", "lan0"), |c| add_nat(c, "10.0.0.0/24", "wan0")),
+        case(Code::UnknownPort, O, "nat[0].out", |c| add_nat(c, "10.0.0.0/24", "wan9"), |c| add_nat(c, "10.0.0.0/24", "wan0")),
+        case(Code::NatSourceOverlap, O, "nat[1].source", |c| { add_nat(c, "10.0.0.0/16", "wan0"); add_nat(c, "10.0.1.0/24", "wan0"); },
+            |c| { add_nat(c, "10.0.0.0/24", "wan0"); add_nat(c, "10.0.1.0/24", "wan0"); }),
+        case(Code::UnknownZone, R, "firewall.rules[0].from", |c| add_rule(c, "tunnel:wg9", "box", P::Udp, Some("4789")),
+            |c| add_rule(c, "tunnel:wg0", "box", P::Udp, Some("4789"))),
+        case(Code::UnknownZone, R, "firewall.rules[0].to", |c| add_rule(c, "segment:crosssite", "lan7", P::Any, None),
+            |c| add_rule(c, "segment:crosssite", "wan", P::Any, None)),
+        case(Code::PortWithoutProtocol, R, "firewall.rules[0].port", |c| add_rule(c, "wan", "box", P::Icmp, Some("1")),
+            |c| add_rule(c, "wan", "box", P::Tcp, Some("1"))),
+        case(Code::PortRangeOrder, R, "firewall.rules[0].port", |c| add_rule(c, "wan", "box", P::Udp, Some("2000-1000")),
+            |c| add_rule(c, "wan", "box", P::Udp, Some("1000-2000"))),
+        case(Code::FirewallShadowed, R, "firewall.rules[1]",
+            |c| { add_rule(c, "lan0", "wan", P::Any, None); add_rule(c, "lan0", "wan", P::Tcp, Some("22")); },
+            |c| { add_rule(c, "lan0", "wan", P::Tcp, Some("22")); add_rule(c, "lan0", "wan", P::Any, None); }),
         case(Code::DuplicateName, O, "ports[1].name", |c| c.ports[1].name = name("lan0"), |c| c.ports[1].name = name("wan1")),
         case(Code::DuplicateName, R, "peers[1].name", |c| add_peer(c, "wro", 9, &["10.3.0.0/16"]), |c| add_peer(c, "wro2", 9, &["10.3.0.0/16"])),
         case(Code::NoPorts, O, "ports", |c| c.ports.clear(), |c| c.ports.truncate(1)),
@@ -1762,6 +1811,8 @@ mod tests {
             ("hybrid-onprem" | "hybrid-cloud", _) => &[],
             ("two-site-roz", Some(Platform::Host)) => &[(DnsServersHost, "dns.servers")],
             ("two-site-roz" | "two-site-wro", _) => &[],
+            ("two-site-roz-firewall", Some(Platform::Host)) => &[(DnsServersHost, "dns.servers"), (NatUnsupported, "nat[0]")],
+            ("two-site-roz-firewall", _) => &[],
             _ => panic!("unknown example {name}"),
         }
     }
@@ -1873,6 +1924,7 @@ mod tests {
         run_case(Code::DnsServersMissing, O, "peers[0].endpoint", IMAGE, |c| c.peers[0].endpoint = endpoint("cloud.example.net:51820"),
             |c| { c.peers[0].endpoint = endpoint("[2001:db8::1]:51820"); }),
         run_case(Code::DnsServersHost, O, "dns.servers", HOST, |c| c.dns.servers.push(ip("9.9.9.9")).unwrap(), none),
+        run_case(Code::NatUnsupported, O, "nat[0]", HOST, |c| add_nat(c, "10.0.0.0/24", "wan0"), none),
     ];
 
     #[test]

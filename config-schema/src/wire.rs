@@ -17,19 +17,19 @@
 use core::fmt;
 
 use crate::limits::{
-    CONFIG_WIRE_MAX, MAX_ALLOWED_IPS, MAX_CLAIMS, MAX_DNS_SERVERS, MAX_HOST_LEN, MAX_NAME_LEN, MAX_PEERS, MAX_PORTS, MAX_SEGMENTS,
-    MAX_TUNNELS, MAX_VTEPS,
+    CONFIG_WIRE_MAX, MAX_ALLOWED_IPS, MAX_CLAIMS, MAX_DNS_SERVERS, MAX_FIREWALL_POLICIES, MAX_FIREWALL_RULES, MAX_HOST_LEN, MAX_NAME_LEN,
+    MAX_NAT, MAX_PEERS, MAX_PORTS, MAX_SEGMENTS, MAX_TUNNELS, MAX_VTEPS,
 };
 use crate::Config;
 
 /// Bumped by hand with every change of the wire layout (documents intent;
 /// the hash is what is compared).
-pub const SCHEMA_VERSION: u16 = 2;
+pub const SCHEMA_VERSION: u16 = 3;
 
 /// The wire layout, field by field in declaration order. Edit it together
 /// with any change to a serialized type (order, type, variant list).
 pub const SCHEMA_DESCRIPTION: &str = "routerd-config;\
-Config{device:Device,ports:Vec<Port>,wireguard:Vec<Tunnel>,peers:Vec<Peer>,claims:Vec<Claim>,segments:Vec<Segment>,dns:Dns};\
+Config{device:Device,ports:Vec<Port>,wireguard:Vec<Tunnel>,peers:Vec<Peer>,claims:Vec<Claim>,segments:Vec<Segment>,dns:Dns,nat:Vec<Nat>,firewall:Option<Firewall>};\
 Device{name:Name,side:Name};\
 Port{name:Name,role:PortRole,mac:Option<Mac>,address:Option<PortAddress>,gateway:Option<Ipv4>,mtu:u16};\
 PortRole{Lan,Wan};\
@@ -45,6 +45,11 @@ Delivery{tunnel:Name,peer:Name};\
 Segment{name:Name,vni:u32,port:Name,local_vtep:Ipv4,remote_vteps:Vec<Ipv4>,udp_port:u16,mtu:u16,mss_clamp:MssClamp};\
 MssClamp{Auto,Value(u16)};\
 Dns{servers:Vec<Ipv4>};\
+Nat{source:Cidr,out:Name};\
+Firewall{default:Action,policy:Vec<Policy>,rules:Vec<Rule>};Action{Accept,Drop};\
+Policy{from:Zone,to:Zone,action:Action};\
+Rule{name:Option<Name>,from:Zone,to:Zone,source:Option<Cidr>,destination:Option<Cidr>,protocol:Protocol,port:Option<PortRange>,action:Action};\
+Zone{Any,Box,Wan,Port(Name),Tunnel(Name),Segment(Name)};Protocol{Any,Tcp,Udp,Icmp};PortRange(u16,u16);\
 Cidr([u8;4],u8);Mac([u8;6]);Ipv4([u8;4]);Name(str)";
 
 const fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
@@ -77,6 +82,9 @@ pub const SCHEMA_HASH: u64 = {
         MAX_SEGMENTS,
         MAX_VTEPS,
         MAX_DNS_SERVERS,
+        MAX_NAT,
+        MAX_FIREWALL_RULES,
+        MAX_FIREWALL_POLICIES,
         CONFIG_WIRE_MAX,
     ];
     let mut i = 0;
@@ -247,6 +255,7 @@ mod tests {
             (0xe3ca_834a_5093_5166, 0xcf79_dbbf_fadf_6eb8),
             (0x48e6_12b8_8fab_7719, 0x89b9_6d16_9cbf_5a56),
             (0xcfa2_a0ac_dfab_e8c6, 0x10fd_2f09_7f5d_deda),
+            (0x248e_9393_1c7c_5ae1, 0x409c_c4f8_75f1_1a4c),
         ];
         let h = fnv1a(0xcbf2_9ce4_8422_2325, &encoded(&maximal_config()));
         let h = fnv1a(h, &encoded(&sample_config()));

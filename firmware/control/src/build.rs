@@ -356,6 +356,19 @@ pub fn build_with(
             .map_err(|_| BuildError::Capacity { what: "segments" })?;
     }
 
+    // SNAT exits and the firewall.
+    let wan_port = ports.iter().position(|p| p.role == dp::PortRole::Wan);
+    let mut nat: Vec<dp::NatRule, { dp::config::MAX_NAT_RULES }> = Vec::new();
+    for (i, n) in cfg.nat.iter().enumerate() {
+        let out = port_index(cfg, &n.out).ok_or(BuildError::Reference { what: "nat", index: i })?;
+        let source = dp::Prefix::new(n.source.network(), n.source.prefix_len()).ok_or(BuildError::Reference { what: "nat", index: i })?;
+        nat.push(dp::NatRule { source, out: dp::PortId(out as u8) }).map_err(|_| BuildError::Capacity { what: "nat" })?;
+    }
+    let firewall = match &cfg.firewall {
+        None => None,
+        Some(fw) => Some(firewall(cfg, fw, wg.map(|t| &t.name), wan_port)?),
+    };
+
     let timing = dp::Timing::default();
     // Without a tunnel its MTU is unused, but the dataplane still checks it
     // against the WAN's: never above it.
@@ -371,6 +384,8 @@ pub fn build_with(
         claims,
         segments,
         timing,
+        nat,
+        firewall,
     };
     dataplane.validate().map_err(BuildError::Dataplane)?;
     let tunnel = match wg {
@@ -381,4 +396,58 @@ pub fn build_with(
         None => None,
     };
     Ok(Runtime { dataplane, nic_of_port, tunnel, named })
+}
+
+/// `[firewall]` as the dataplane runs it: zones become ports (a segment is
+/// its LAN port, `wan` the WAN port), the tunnel or the box.
+fn firewall(
+    cfg: &Config,
+    fw: &config_schema::Firewall,
+    tunnel: Option<&config_schema::Name>,
+    wan: Option<usize>,
+) -> Result<dp::Firewall, BuildError> {
+    use config_schema::firewall::{Action, Protocol};
+    use config_schema::Zone;
+    let zone = |z: &Zone, what: &'static str, index: usize| -> Result<Option<dp::Zone>, BuildError> {
+        let port = |i: Option<usize>| i.map(|i| Some(dp::Zone::Port(dp::PortId(i as u8)))).ok_or(BuildError::Reference { what, index });
+        match z {
+            Zone::Any => Ok(None),
+            Zone::Box => Ok(Some(dp::Zone::Box)),
+            Zone::Wan => port(wan),
+            Zone::Port(n) => port(port_index(cfg, n)),
+            Zone::Segment(n) => port(cfg.segments.iter().find(|s| s.name == *n).and_then(|s| port_index(cfg, &s.port))),
+            Zone::Tunnel(n) if Some(n) == tunnel => Ok(Some(dp::Zone::Tunnel)),
+            Zone::Tunnel(_) => Err(BuildError::Reference { what, index }),
+        }
+    };
+    let action = |a: Action| match a {
+        Action::Accept => dp::Action::Accept,
+        Action::Drop => dp::Action::Drop,
+    };
+    let any = dp::Prefix::new(core::net::Ipv4Addr::UNSPECIFIED, 0).ok_or(BuildError::Capacity { what: "firewall" })?;
+    let prefix = |c: Option<config_schema::Ipv4Cidr>| c.and_then(|c| dp::Prefix::new(c.network(), c.prefix_len())).unwrap_or(any);
+    let mut out = dp::Firewall { rules: Vec::new(), policies: Vec::new(), default: action(fw.default) };
+    for (i, r) in fw.rules.iter().enumerate() {
+        let rule = dp::Rule {
+            from: zone(&r.from, "firewall.rules", i)?,
+            to: zone(&r.to, "firewall.rules", i)?,
+            source: prefix(r.source),
+            destination: prefix(r.destination),
+            proto: match r.protocol {
+                Protocol::Any => dp::ProtoMatch::Any,
+                Protocol::Tcp => dp::ProtoMatch::Tcp,
+                Protocol::Udp => dp::ProtoMatch::Udp,
+                Protocol::Icmp => dp::ProtoMatch::Icmp,
+            },
+            ports: r.port.map(|p| (p.first, p.last)),
+            action: action(r.action),
+        };
+        out.rules.push(rule).map_err(|_| BuildError::Capacity { what: "firewall.rules" })?;
+    }
+    for (i, p) in fw.policy.iter().enumerate() {
+        let policy =
+            dp::Policy { from: zone(&p.from, "firewall.policy", i)?, to: zone(&p.to, "firewall.policy", i)?, action: action(p.action) };
+        out.policies.push(policy).map_err(|_| BuildError::Capacity { what: "firewall.policy" })?;
+    }
+    Ok(out)
 }

@@ -7,6 +7,11 @@
 //!
 //! The tunnel is the pass-through test tunnel (no crypto): these figures
 //! are the dataplane's own cost; WireGuard's sealing is measured by its crate.
+//!
+//! A second table puts the SNAT paths beside the plain forward to the
+//! internet in the same run: an established flow each way, and a new flow
+//! per packet (with expired flows reclaimed, and with a table full of live
+//! flows so every new one evicts the oldest unanswered).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -174,4 +179,82 @@ fn main() {
     }
     println!();
     println!("ratio = pipeline / memcpy of the same frame (the floor; pipeline includes that copy)");
+    nat_table();
+}
+
+const NET: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 80);
+
+/// Which packets a NAT case sends.
+#[derive(Clone, Copy, PartialEq)]
+enum Flows {
+    /// The same packet every time.
+    Same,
+    /// A new source port per packet (60 000 of them, then again: long expired or evicted).
+    New,
+}
+
+fn nat_table() {
+    println!();
+    println!("| NAT path (lan0 → internet)          | frame B | pipeline ns/pkt | vs plain forward |");
+    println!("|-------------------------------------|--------:|----------------:|-----------------:|");
+    for size in [64usize, 1400] {
+        let payload = size.saturating_sub(14 + 20 + 8);
+        let out = eth(LAN0_MAC, HOST_A_MAC, &udp(HOST_A, NET, 64, 40000, 53, &vec![0x44; payload]));
+        let back = eth(WAN_MAC, GW_MAC, &udp(NET, WAN_IP, 60, 53, 40000, &vec![0x45; payload]));
+        let nat = || {
+            let mut c = bench_config();
+            c.nat.push(NatRule { source: prefix([10, 0, 0, 0], 24), out: WAN }).unwrap();
+            c
+        };
+        let reclaim = || {
+            let mut c = nat();
+            c.timing.conntrack.udp_ms = 1;
+            c
+        };
+        // (name, configuration, ingress, frame, expected egress, flows)
+        #[allow(clippy::type_complexity)]
+        let cases: [(&str, Config, PortId, &Vec<u8>, PortId, Flows); 5] = [
+            ("plain forward (no NAT)", bench_config(), LAN0, &out, WAN, Flows::Same),
+            ("NAT established, out", nat(), LAN0, &out, WAN, Flows::Same),
+            ("NAT established, reply in", nat(), WAN, &back, LAN0, Flows::Same),
+            ("NAT new flow (expired reclaimed)", reclaim(), LAN0, &out, WAN, Flows::New),
+            ("NAT new flow (full table: evicts)", nat(), LAN0, &out, WAN, Flows::New),
+        ];
+        let mut plain = 0.0;
+        for (name, cfg, port, frame, expect, flows) in cases {
+            let mut h = Harness::with(cfg);
+            h.learn_gateway();
+            h.learn(LAN0, HOST_A, HOST_A_MAC);
+            // The flow the established cases use.
+            let (p, _) = h.rx(LAN0, &out).unwrap_or_else(|| panic!("{name}: nothing forwarded"));
+            assert_eq!(p, WAN);
+            let (p, _) = h.rx(port, frame).unwrap_or_else(|| panic!("{name}: nothing forwarded"));
+            assert_eq!(p, expect, "{name}");
+            let drops_before = h.dp.counters().total_drops();
+            let len = frame.len();
+            let mut storage = vec![0u8; BUF_SIZE];
+            let Harness { dp, tun, tx, .. } = &mut h;
+            let mut tick = 10u64;
+            let ns = measure(|i| {
+                tick += 1;
+                storage[HEADROOM..HEADROOM + len].copy_from_slice(black_box(frame));
+                if flows == Flows::New {
+                    // The source port from the iteration: a new flow (the UDP
+                    // checksum is not the pipeline's to verify).
+                    let sport = 1024 + (i % 60_000) as u16;
+                    storage[HEADROOM + 34..HEADROOM + 36].copy_from_slice(&sport.to_be_bytes());
+                }
+                let mut fb = FrameBuf::new(&mut storage, HEADROOM, len).unwrap();
+                let v = dp.process(Instant::from_millis(tick), port, &mut fb, tun, tx);
+                black_box((v, fb.len()));
+            });
+            assert_eq!(h.dp.counters().total_drops(), drops_before, "{name}: no drops while measuring");
+            if name.starts_with("plain") {
+                plain = ns;
+            }
+            println!("| {:<35} | {:>7} | {:>15.1} | {:>16.2} |", name, len, ns, ns / plain);
+        }
+    }
+    println!();
+    println!("new flows: one per packet; \"full table\" keeps 2048 live unanswered flows, so each new one evicts the oldest unanswered of the 256 slots it looks at");
 }

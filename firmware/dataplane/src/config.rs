@@ -22,6 +22,8 @@ pub const MAX_CLAIMS: usize = 64;
 pub const MAX_SEGMENTS: usize = 8;
 /// Most remote VTEPs per segment.
 pub const MAX_VTEPS: usize = 8;
+/// Most SNAT rules (`[[nat]]`).
+pub const MAX_NAT_RULES: usize = 4;
 /// Largest port MTU: a frame buffer (`BUF_SIZE`) holds a 1500-byte packet
 /// with its Ethernet header and the tunnel's headroom.
 pub const MAX_PORT_MTU: u16 = 1500;
@@ -274,6 +276,8 @@ pub struct Timing {
     pub icmp_rate: u32,
     /// ICMP error burst.
     pub icmp_burst: u32,
+    /// Connection-tracking timeouts.
+    pub conntrack: crate::conntrack::Timeouts,
 }
 
 impl Default for Timing {
@@ -290,8 +294,19 @@ impl Default for Timing {
             arp_reply_burst: 20,
             icmp_rate: 10,
             icmp_burst: 10,
+            conntrack: crate::conntrack::Timeouts::default(),
         }
     }
+}
+
+/// SNAT exit: packets from `source` leaving by port `out` take the port's
+/// current address (a DHCP lease's included) as their source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NatRule {
+    /// Sources translated.
+    pub source: Prefix,
+    /// The port they leave by (the WAN).
+    pub out: PortId,
 }
 
 /// Everything the dataplane needs.
@@ -307,6 +322,11 @@ pub struct Config {
     pub segments: Vec<SegmentConfig, MAX_SEGMENTS>,
     /// Timers and rate limits.
     pub timing: Timing,
+    /// SNAT rules (first match by source); empty: nothing is translated.
+    pub nat: Vec<NatRule, MAX_NAT_RULES>,
+    /// The zone firewall; `None` forwards what routing forwards and admits
+    /// to the box what the built-in policy admits (no connection tracking).
+    pub firewall: Option<crate::firewall::Firewall>,
 }
 
 /// Why a configuration was refused.
@@ -339,6 +359,10 @@ pub enum ConfigError {
     /// A segment's VTEP is reached through the tunnel but the tunnel has no
     /// address to use as the outer source.
     SegmentNeedsTunnelAddress(usize),
+    /// A NAT rule names a missing port or a LAN port (SNAT leaves by the WAN).
+    BadNat(usize),
+    /// A firewall rule or policy names a port that does not exist.
+    BadFirewallZone,
 }
 
 impl Config {
@@ -415,6 +439,18 @@ impl Config {
             let via_tunnel = s.vteps.iter().any(|v| self.tunnel.peers.iter().any(|p| p.allowed.iter().any(|a| a.contains(*v))));
             if via_tunnel && self.tunnel.address.is_none() {
                 return Err(ConfigError::SegmentNeedsTunnelAddress(i));
+            }
+        }
+        for (i, n) in self.nat.iter().enumerate() {
+            if self.ports.get(n.out.index()).is_none_or(|p| p.role != PortRole::Wan) {
+                return Err(ConfigError::BadNat(i));
+            }
+        }
+        if let Some(fw) = &self.firewall {
+            use crate::conntrack::Zone;
+            let ok = |z: Option<Zone>| !matches!(z, Some(Zone::Port(p)) if self.ports.get(p.index()).is_none());
+            if !fw.rules.iter().all(|r| ok(r.from) && ok(r.to)) || !fw.policies.iter().all(|p| ok(p.from) && ok(p.to)) {
+                return Err(ConfigError::BadFirewallZone);
             }
         }
         Ok(())

@@ -131,6 +131,22 @@ drop_reasons! {
     VxlanOversize = "vxlan_oversize",
     /// Bridged frame for a MAC known to be on the local segment.
     BridgeLocalDestination = "bridge_local_destination",
+    /// A new flow on a tracked path (NAT or firewall) while the connection
+    /// table is full of established flows (they are never evicted for it).
+    ConntrackFull = "conntrack_full",
+    /// On a tracked path, a packet that belongs to no flow and cannot start
+    /// one: TCP without SYN, an ICMP error about no known flow, ICMP that is
+    /// neither echo nor an error leaving through NAT.
+    ConntrackInvalid = "conntrack_invalid",
+    /// An IPv4 fragment on a tracked path (not reassembled: ports unknown).
+    ConntrackFragment = "conntrack_fragment",
+    /// SNAT found no free source port (or ICMP identifier) for a new flow.
+    NatPortExhausted = "nat_port_exhausted",
+    /// Dropped by a firewall rule (counted per rule too).
+    FirewallRule = "firewall_rule",
+    /// Dropped by a firewall zone-pair policy or the default (counted per
+    /// policy too).
+    FirewallPolicy = "firewall_policy",
 }
 
 /// Number of drop reasons.
@@ -185,6 +201,11 @@ pub struct Counters {
     pub tx_full: [u64; MAX_PORTS],
     /// Claim state changes not recorded because nobody collected the events.
     pub claim_events_lost: u64,
+    /// Flows SNAT translated.
+    pub nat_flows: u64,
+    /// Of those, flows whose source port (or ICMP identifier) had to change
+    /// (a real collision; otherwise it is kept).
+    pub nat_ports_rewritten: u64,
 }
 
 impl Default for Counters {
@@ -213,6 +234,8 @@ impl Default for Counters {
             arp_evictions: 0,
             tx_full: [0; MAX_PORTS],
             claim_events_lost: 0,
+            nat_flows: 0,
+            nat_ports_rewritten: 0,
         }
     }
 }

@@ -31,12 +31,18 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+// One allocation, when a dataplane is built: the connection-tracking table
+// (see `conntrack`). Nothing allocates per packet.
+extern crate alloc;
+
 pub mod buf;
 pub mod checksum;
 pub mod claims;
 pub mod config;
+pub mod conntrack;
 pub mod counters;
 pub mod fdb;
+pub mod firewall;
 pub mod mss;
 pub mod neighbor;
 pub mod pipeline;
@@ -49,10 +55,12 @@ pub mod vxlan;
 pub use buf::{FrameBuf, BUF_SIZE, HEADROOM, MAX_FRAME, TAILROOM};
 pub use claims::{ClaimEvent, ClaimEventKind, ClaimState, Evidence, MacText, ProbeReason};
 pub use config::{
-    Capture, ClaimConfig, ClaimSide, Config, ConfigError, Mac, PeerConfig, PeerId, PortConfig, PortId, PortRole, Prefix, SegmentConfig,
-    Timing, TunnelConfig,
+    Capture, ClaimConfig, ClaimSide, Config, ConfigError, Mac, NatRule, PeerConfig, PeerId, PortConfig, PortId, PortRole, Prefix,
+    SegmentConfig, Timing, TunnelConfig,
 };
+pub use conntrack::{Conntrack, Dir, Proto, State, Tuple, Zone};
 pub use counters::{ClaimCounters, Counters, DropReason, Flow};
+pub use firewall::{Action, Firewall, FirewallCounters, Policy, ProtoMatch, Rule};
 pub use pipeline::{ClaimStatus, Dataplane, Local, LocalFrom, ProbeRefused, Transmit, Verdict};
 pub use route::{NextHop, RouteError, RouteOrigin, RunRoute};
 pub use time::Instant;

@@ -65,8 +65,10 @@ use crate::checksum;
 use crate::claims::{self, ClaimEvent, ClaimEventKind, ClaimRuntime, ClaimState, Evidence, ProbeReason};
 use crate::config::Prefix;
 use crate::config::{Capture, ClaimSide, Config, ConfigError, Mac, PeerId, PortId, PortRole, MAX_CLAIMS};
+use crate::conntrack::{Conntrack, Dir};
 use crate::counters::{ClaimCounters, Counters, DropReason};
 use crate::fdb::{Fdb, Learn, Location};
+use crate::firewall::FirewallCounters;
 use crate::mss::{self, Clamp};
 use crate::neighbor::{Lookup, NeighborCache, PendingQueue};
 use crate::ratelimit::TokenBucket;
@@ -80,6 +82,7 @@ mod carry;
 mod ethernet;
 mod forward;
 mod ipv4;
+mod nat;
 mod segment;
 mod timers;
 mod tunnel;
@@ -224,6 +227,10 @@ struct Core {
     /// The UDP port of the box's DNS query in flight: answers from port 53
     /// to it are the only UDP the box takes besides WireGuard and VXLAN.
     resolver_port: Option<u16>,
+    /// Connection tracking (SNAT and the firewall; idle without them).
+    ct: Conntrack,
+    /// Decisions per firewall rule and policy.
+    fw_counters: FirewallCounters,
 }
 
 impl Dataplane {
@@ -251,6 +258,8 @@ impl Dataplane {
             ident: 0,
             events: heapless::Deque::new(),
             resolver_port: None,
+            ct: Conntrack::new(t.conntrack),
+            fw_counters: FirewallCounters::default(),
             cfg,
         };
         Ok(Dataplane { core, scratch: [0; BUF_SIZE] })
@@ -298,6 +307,7 @@ impl Dataplane {
         self.core.poll_claims(now, tx, &mut self.scratch);
         self.core.poll_neighbors(now, tx, &mut self.scratch);
         self.core.fdb.expire(now);
+        self.core.ct.sweep(now, nat::CT_SWEEP_BUDGET);
         for _ in 0..TUNNEL_POLL_BUDGET {
             let Some(area) = self.scratch.get_mut(HEADROOM..) else { break };
             let Some((range, to)) = tunnel.poll(now, area) else { break };
@@ -329,6 +339,16 @@ impl Dataplane {
     /// Box-wide counters.
     pub fn counters(&self) -> &Counters {
         &self.core.counters
+    }
+
+    /// The connection-tracking table (flows, counters).
+    pub fn conntrack(&self) -> &Conntrack {
+        &self.core.ct
+    }
+
+    /// Decisions per firewall rule and policy (for a drop rule: its drops).
+    pub fn firewall_counters(&self) -> &FirewallCounters {
+        &self.core.fw_counters
     }
 
     /// One claim (by its index in the configuration).
@@ -651,7 +671,8 @@ mod tests {
 
     #[test]
     fn dataplane_fits_in_a_small_static() {
-        // Documented in PIPELINE.md; the image keeps it in a static.
+        // Documented in PIPELINE.md; the image builds one on its stack
+        // before boxing it (the flow table is on the heap).
         let size = core::mem::size_of::<Dataplane>();
         std::println!("size_of::<Dataplane>() = {size}");
         assert!(size < 64 * 1024, "{size}");

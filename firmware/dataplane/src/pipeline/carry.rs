@@ -18,6 +18,7 @@
 //! | counters | drop reason; per port by port | always; per-port ones while the port exists | — |
 //! | run-time routes (DHCP, BGP) | prefix + origin | the next hop's port or peer still exists | withdrawn (the protocol installs it again) |
 //! | ICMP error bucket, IPv4 identification, uncollected claim events | — | always | — |
+//! | connection tracking (state, timers, NAT mapping) | original tuple | its zones' ports still exist; a translated flow's NAT rule still covers it, out of the same port with the same address; an untranslated one is not now covered by a NAT rule; with a firewall, the new rules still accept its first packet | dropped, counted (`dropped_on_apply`); its next packet is a new flow |
 //!
 //! A port is identified by its MAC: the NIC it is bound to. Renaming a port
 //! or moving it in the list keeps its neighbours; binding the name to a
@@ -25,6 +26,7 @@
 
 use super::{record, Core, Dataplane};
 use crate::config::{ClaimConfig, ClaimSide, Config, PortId, MAX_PORTS};
+use crate::conntrack::{Flow as CtFlow, Zone};
 use crate::counters::DropReason;
 use crate::fdb::{FdbEntry, Location};
 use crate::neighbor::Neighbor;
@@ -126,6 +128,19 @@ impl Dataplane {
             let _ = routes.add_run_route(cfg, RunRoute { hop, ..*r });
         }
 
+        let mut dropped = 0u64;
+        for (_, f) in old.ct.iter() {
+            match carried_flow(&map, &new.cfg, f) {
+                Some(f) if new.ct.carry(f) => {}
+                _ => dropped += 1,
+            }
+        }
+        new.ct.counters = old.ct.counters;
+        new.ct.counters.dropped_on_apply = new.ct.counters.dropped_on_apply.saturating_add(dropped);
+        if new.cfg.firewall.is_some() && old.cfg.firewall == new.cfg.firewall {
+            new.fw_counters = old.fw_counters;
+        }
+
         let mut c = old.counters.clone();
         let per_port = |old: &[u64; MAX_PORTS]| {
             let mut out = [0u64; MAX_PORTS];
@@ -151,4 +166,43 @@ impl Dataplane {
             record(&mut new.events, &mut new.counters, *e);
         }
     }
+}
+
+/// A tracked flow as the new configuration would have made it, or `None`
+/// when it would not exist (or be translated differently) there.
+fn carried_flow(map: &[Option<PortId>; MAX_PORTS], new: &Config, f: &CtFlow) -> Option<CtFlow> {
+    let zone = |z: Zone| match z {
+        Zone::Port(p) => mapped(map, p).map(Zone::Port),
+        z => Some(z),
+    };
+    let (from, to) = (zone(f.from)?, zone(f.to)?);
+    let out = match to {
+        Zone::Port(p) => Some(p),
+        _ => None,
+    };
+    let rule = new.nat.iter().find(|n| Some(n.out) == out && from != Zone::Port(n.out) && n.source.contains(f.orig.src));
+    let nat = match (f.nat, rule) {
+        (None, None) => None,
+        (Some((p, addr, port)), Some(r)) => {
+            let p = mapped(map, p)?;
+            let same = p == r.out && new.ports.get(p.index()).and_then(|pc| pc.address) == Some(addr);
+            if !same {
+                return None;
+            }
+            Some((p, addr, port))
+        }
+        _ => return None,
+    };
+    if let Some(fw) = &new.firewall {
+        let m = crate::firewall::Meta {
+            proto: f.orig.proto.number(),
+            src: f.orig.src,
+            dst: f.orig.dst,
+            dport: (f.orig.proto != crate::conntrack::Proto::Icmp).then_some(f.orig.dport),
+        };
+        if fw.decide(from, to, &m).0 != crate::firewall::Action::Accept {
+            return None;
+        }
+    }
+    Some(CtFlow { from, to, nat, ..*f })
 }

@@ -5,6 +5,9 @@
 use super::*;
 
 impl Core {
+    /// `tracked`: intake found the packet's flow (a reply to a translated
+    /// flow, routed to the flow's original source).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn forward<T: Tunnel + ?Sized, X: Transmit + ?Sized>(
         &mut self,
         now: Instant,
@@ -12,11 +15,14 @@ impl Core {
         buf: &mut FrameBuf<'_>,
         tunnel: &mut T,
         tx: &mut X,
+        tracked: Option<(usize, Dir)>,
     ) -> Verdict {
         let Ok(ip) = Ipv4Packet::new_checked(buf.frame()) else {
             return self.drop(DropReason::Ipv4Malformed);
         };
         let (src, dst, ttl, total, df) = (ip.src_addr(), ip.dst_addr(), ip.hop_limit(), usize::from(ip.total_len()), ip.dont_frag());
+        let fragment = ip.more_frags() || ip.frag_offset() != 0;
+        let dst = self.tracked_destination(tracked).unwrap_or(dst);
         let Some(decision) = self.routes.lookup(&self.cfg, dst, |i| self.claim_enabled(i)) else {
             return self.drop(DropReason::NoRoute);
         };
@@ -43,6 +49,14 @@ impl Core {
                 return self.icmp_error(now, ingress, buf, tunnel, tx, Icmpv4Message::DstUnreachable, 4, mtu);
             }
             return self.drop(DropReason::TooBigNoDf);
+        }
+        // Connection tracking, SNAT and the firewall (pipeline/nat.rs).
+        let (to, out) = match decision.hop {
+            NextHop::Tunnel(_) => (nat::Zone::Tunnel, None),
+            NextHop::Port { port, .. } => (nat::Zone::Port(port), Some(port)),
+        };
+        if let Err(reason) = self.stateful(now, nat::zone_in(ingress), to, out, tracked, fragment, buf) {
+            return self.drop(reason);
         }
         let src_claim = self.routes.claim(src);
         let dst_claim = decision.claim.or_else(|| self.routes.claim(dst));

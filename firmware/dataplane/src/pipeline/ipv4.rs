@@ -83,9 +83,28 @@ impl Core {
                     }
                 }
                 if own && role == PortRole::Wan {
+                    // A reply to a translated flow (pipeline/nat.rs).
+                    if let Some(hit) = self.nat_reply(now, buf.frame(), fragment) {
+                        return self.forward(now, ingress, buf, tunnel, tx, Some(hit));
+                    }
                     // Nothing but WireGuard (and VXLAN from configured
-                    // VTEPs) is answered on the WAN.
-                    if Some(dst) != port_addr || fragment || proto != IpProtocol::Udp {
+                    // VTEPs) is answered on the WAN — and what a firewall
+                    // rule opens (ICMP to the services, VXLAN).
+                    if Some(dst) != port_addr || fragment {
+                        return self.drop(DropReason::WanNotWireguard);
+                    }
+                    let wireguard =
+                        proto == IpProtocol::Udp && udp_ports(buf.frame()).is_some_and(|(_, d)| d == self.cfg.tunnel.listen_port);
+                    if self.cfg.firewall.is_some() && !wireguard {
+                        let m = nat::meta_of(buf.frame(), fragment);
+                        if let Err(reason) = self.firewall(nat::Zone::Port(port), nat::Zone::Box, &m) {
+                            return self.drop(reason);
+                        }
+                        if proto == IpProtocol::Icmp {
+                            return self.deliver_local(LocalFrom::Port(port), buf, tx);
+                        }
+                    }
+                    if proto != IpProtocol::Udp {
                         return self.drop(DropReason::WanNotWireguard);
                     }
                     return self.udp_to_box(now, src, buf, tunnel, tx, false);
@@ -105,6 +124,12 @@ impl Core {
             if fragment {
                 return self.drop(DropReason::LocalFragment);
             }
+            if self.cfg.firewall.is_some() {
+                let m = nat::meta_of(buf.frame(), fragment);
+                if let Err(reason) = self.firewall(nat::zone_in(ingress), nat::Zone::Box, &m) {
+                    return self.drop(reason);
+                }
+            }
             return match (proto, ingress) {
                 // ICMP to the box (echo): the services layer answers.
                 (IpProtocol::Icmp, Ingress::Port(p)) => self.deliver_local(LocalFrom::Port(p), buf, tx),
@@ -117,7 +142,7 @@ impl Core {
         if self.is_broadcast(dst) {
             return self.drop(DropReason::Ipv4Broadcast);
         }
-        self.forward(now, ingress, buf, tunnel, tx)
+        self.forward(now, ingress, buf, tunnel, tx, None)
     }
 
     /// UDP addressed to the box: WireGuard (WAN only) or VXLAN.

@@ -66,7 +66,44 @@ pub fn corpus() -> Vec<(PortId, Vec<u8>)> {
         (WAN, vxlan_frame(VTEP_WAN, VTEP_WAN_MAC, 100, 0x08, &vx_inner)),
         (LAN1, vx_inner.clone()),
         (LAN1, eth([0xff; 6], VM1_MAC, &udp(Ipv4Addr::new(10, 1, 1, 11), Ipv4Addr::BROADCAST, 64, 68, 67, &[0u8; 300]))),
+        // SNAT and conntrack: flows out, replies and related errors in.
+        (LAN0, eth(LAN0_MAC, HOST_A_MAC, &udp(Ipv4Addr::new(10, 0, 0, 7), Ipv4Addr::new(192, 0, 2, 80), 2, 40000, 53, b"q"))),
+        (LAN0, eth(LAN0_MAC, HOST_A_MAC, &echo(Ipv4Addr::new(10, 0, 0, 7), Ipv4Addr::new(192, 0, 2, 80), 64))),
+        (WAN, eth(WAN_MAC, GW_MAC, &udp(Ipv4Addr::new(192, 0, 2, 80), WAN_IP, 60, 53, 40000, b"a"))),
+        (WAN, eth(WAN_MAC, GW_MAC, &tcp_syn(Ipv4Addr::new(192, 0, 2, 80), WAN_IP, 60, 1460, true, 0))),
+        (WAN, eth(WAN_MAC, GW_MAC, &echo_reply(Ipv4Addr::new(192, 0, 2, 80), WAN_IP))),
+        (WAN, eth(WAN_MAC, GW_MAC, &time_exceeded(&udp(WAN_IP, Ipv4Addr::new(192, 0, 2, 80), 1, 40000, 53, b"q")))),
+        (WAN, eth(WAN_MAC, GW_MAC, &time_exceeded(&tcp_syn(WAN_IP, Ipv4Addr::new(192, 0, 2, 80), 1, 1460, false, 0)[..28]))),
     ]
+}
+
+/// An ICMP time exceeded from a router beyond the WAN, quoting `ip`.
+pub fn time_exceeded(ip: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    etherparse::PacketBuilder::ipv4([198, 51, 100, 9], WAN_IP.octets(), 250)
+        .icmpv4(etherparse::Icmpv4Type::TimeExceeded(etherparse::icmpv4::TimeExceededCode::TtlExceededInTransit))
+        .write(&mut v, ip)
+        .unwrap();
+    v
+}
+
+/// The fuzz world with SNAT of lan0 out of the WAN and a firewall (rules
+/// on every zone pair, a drop default), so conntrack and NAT run on every
+/// path.
+pub fn nat_config() -> Config {
+    let mut c = config();
+    c.nat.push(NatRule { source: prefix([10, 0, 0, 0], 24), out: WAN }).unwrap();
+    c.nat.push(NatRule { source: prefix([10, 2, 0, 0], 16), out: WAN }).unwrap();
+    let any = prefix([0, 0, 0, 0], 0);
+    let mut fw = Firewall { rules: heapless::Vec::new(), policies: heapless::Vec::new(), default: Action::Drop };
+    let r = |from, to, proto, ports| Rule { from, to, source: any, destination: any, proto, ports, action: Action::Accept };
+    fw.rules.push(r(Some(Zone::Tunnel), Some(Zone::Box), ProtoMatch::Udp, Some((4789, 4789)))).unwrap();
+    fw.rules.push(r(None, Some(Zone::Box), ProtoMatch::Icmp, None)).unwrap();
+    fw.rules.push(Rule { action: Action::Drop, ..r(Some(Zone::Port(LAN0)), None, ProtoMatch::Tcp, Some((22, 22))) }).unwrap();
+    fw.policies.push(Policy { from: Some(Zone::Port(LAN0)), to: None, action: Action::Accept }).unwrap();
+    fw.policies.push(Policy { from: Some(Zone::Tunnel), to: None, action: Action::Accept }).unwrap();
+    c.firewall = Some(fw);
+    c
 }
 
 fn mutate(rng: &mut Rng, f: &mut Vec<u8>, corpus: &[(PortId, Vec<u8>)]) {
@@ -165,11 +202,16 @@ impl Tunnel for ChaosTunnel {
 /// Run `iterations` fuzz cases from `seed`. Returns the number of frames
 /// handed in and of frames transmitted.
 pub fn run(seed: u64, iterations: u64) -> (u64, u64) {
+    run_with(seed, iterations, false)
+}
+
+/// [`run`] with SNAT and the firewall configured (`nat`).
+pub fn run_with(seed: u64, iterations: u64, nat: bool) -> (u64, u64) {
     let corpus = corpus();
     let mut rng = Rng::new(seed);
     // Probing on, with a short hold, so conflicts come and go.
     let fuzz_config = || {
-        let mut c = config();
+        let mut c = if nat { nat_config() } else { config() };
         c.timing.probe_count = 2;
         for cl in c.claims.iter_mut() {
             cl.conflict_hold_ms = 2_000;
@@ -236,6 +278,10 @@ pub fn run(seed: u64, iterations: u64) -> (u64, u64) {
         }
         while let Some(e) = dp.take_event() {
             let _ = format!("{e}");
+        }
+        if rng.chance(50) {
+            assert!(dp.conntrack().len() <= dp.conntrack().capacity());
+            let _ = dp.conntrack().per_proto();
         }
         let drops = dp.counters().total_drops();
         assert!(drops >= last_drops, "counters never go back");

@@ -110,6 +110,8 @@ pub fn config() -> Config {
         // Most scenarios start from capturing claims; the probing ones set
         // `probe_count` back (see `probing_config`).
         timing: Timing { probe_count: 0, ..Timing::default() },
+        nat: heapless::Vec::new(),
+        firewall: None,
     }
 }
 
