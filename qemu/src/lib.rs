@@ -10,7 +10,8 @@
 //!   on, and the image must not depend on it.
 //! - `-nodefaults -no-reboot -display none`: only the devices we ask for, and a
 //!   triple fault ends QEMU (status 0, which no test accepts as success)
-//!   instead of rebooting forever.
+//!   instead of rebooting forever (a test that reboots the box on purpose
+//!   sets `Machine::reboot`).
 //! - `isa-debug-exit` at 0xf4: the image ends the run with a status the
 //!   harness can tell apart (33 clean shutdown, 35 panic).
 //! - The serial console is a unix socket server that waits for the harness to
@@ -124,6 +125,12 @@ pub struct Machine {
     /// Attach `isa-debug-exit` (the image's test verdict channel). Without
     /// it the image powers off through ACPI like on hardware.
     pub debug_exit: bool,
+    /// The guest's RTC at start (`-rtc base=2031-05-06T07:08:09`, UTC);
+    /// QEMU's default (the host's clock) when `None`.
+    pub rtc_base: Option<String>,
+    /// A guest reset reboots the machine (same image, disks and serial
+    /// socket) instead of ending QEMU (`-no-reboot`, the default).
+    pub reboot: bool,
 }
 
 /// Disk controllers the image drives, and the names Linux (and the image)
@@ -158,6 +165,21 @@ pub enum Boot {
     /// BIOS → GRUB from a CD image made by [`grub_iso`] → multiboot2 (the
     /// path a USB stick or disk takes). The command line is in the ISO.
     GrubIso(PathBuf),
+    /// The machine's firmware boots the first of [`Machine::disks`] (a disk
+    /// image from `routerctl image build`, whose GRUB loads the image and
+    /// holds the command line; `image` and `cmdline` are not used).
+    Disk(Firmware),
+}
+
+/// The machine's own firmware, for [`Boot::Disk`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Firmware {
+    /// SeaBIOS, QEMU's default (legacy BIOS).
+    Bios,
+    /// UEFI: OVMF's code (read-only) and a writable copy of its variable
+    /// store, as two pflash drives (Debian's `ovmf`:
+    /// /usr/share/OVMF/OVMF_CODE.fd and a copy of OVMF_VARS.fd).
+    Uefi { code: PathBuf, vars: PathBuf },
 }
 
 impl Machine {
@@ -177,6 +199,8 @@ impl Machine {
             disks: Vec::new(),
             disk_bus: DiskBus::Virtio,
             debug_exit: true,
+            rtc_base: None,
+            reboot: false,
         })
     }
 
@@ -190,9 +214,15 @@ impl Machine {
         let mut c = Command::new(qemu_binary());
         c.args(["-machine", self.machine.arg(), "-accel", "tcg", "-cpu", &self.cpu]);
         c.args(["-m", &format!("{}M", self.memory_mib)]);
-        c.args(["-nodefaults", "-no-reboot", "-display", "none"]);
+        c.args(["-nodefaults", "-display", "none"]);
+        if !self.reboot {
+            c.arg("-no-reboot");
+        }
         if self.debug_exit {
             c.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4"]);
+        }
+        if let Some(base) = &self.rtc_base {
+            c.args(["-rtc", &format!("base={base}")]);
         }
         c.arg("-chardev").arg(format!("socket,id=console,path={},server=on,wait=on", self.serial_path().display()));
         c.args(["-serial", "chardev:console"]);
@@ -206,6 +236,11 @@ impl Machine {
             Boot::GrubIso(iso) => {
                 c.arg("-cdrom").arg(iso);
             }
+            Boot::Disk(Firmware::Bios) => {}
+            Boot::Disk(Firmware::Uefi { code, vars }) => {
+                c.arg("-drive").arg(format!("if=pflash,format=raw,readonly=on,file={}", code.display()));
+                c.arg("-drive").arg(format!("if=pflash,format=raw,file={}", vars.display()));
+            }
         }
         for d in &self.devices {
             c.args(["-device", d]);
@@ -214,7 +249,9 @@ impl Machine {
             c.args(["-device", "ahci,id=ahci0"]);
         }
         for (i, disk) in self.disks.iter().enumerate() {
-            c.arg("-drive").arg(format!("file={},if=none,id=disk{i},format=raw,cache=writeback", disk.display()));
+            // qcow2 by its extension (Proxmox's format); raw otherwise.
+            let format = if disk.extension().is_some_and(|e| e == "qcow2") { "qcow2" } else { "raw" };
+            c.arg("-drive").arg(format!("file={},if=none,id=disk{i},format={format},cache=writeback", disk.display()));
             let device = match self.disk_bus {
                 DiskBus::Virtio => format!("virtio-blk-pci,drive=disk{i},serial=routerd-disk{i}"),
                 DiskBus::Ahci => format!("ide-hd,drive=disk{i},bus=ahci0.{i},serial=routerd-disk{i}"),
@@ -245,11 +282,12 @@ impl Machine {
     /// once the console is connected.
     pub fn spawn(&self) -> Result<Vm, Error> {
         let media = match &self.boot {
-            Boot::Pvh => &self.image,
-            Boot::GrubIso(iso) => iso,
+            Boot::Pvh => self.image.clone(),
+            Boot::GrubIso(iso) => iso.clone(),
+            Boot::Disk(_) => self.disks.first().cloned().unwrap_or_default(),
         };
         if !media.is_file() {
-            return Err(Error::NoImage(media.clone()));
+            return Err(Error::NoImage(media));
         }
         let _ = std::fs::remove_file(self.serial_path());
         let mut cmd = self.command();
