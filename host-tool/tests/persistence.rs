@@ -13,79 +13,21 @@
 //! again comes back too; `storage init` on the disk in use is refused
 //! without `--force`.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
-use std::time::Duration;
 
+use common::{onprem_config, routerctl, status, Scratch};
 use routerd_e2e::qemu::{DiskBus, MachineType, NicModel, Vm};
-use routerd_e2e::{check, two_nic_machine};
+use routerd_e2e::two_nic_machine;
 use serde_json::Value;
-
-const BOOT: Duration = Duration::from_secs(60);
-
-fn routerctl(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_routerctl")).args(args).output().expect("run routerctl");
-    eprintln!(
-        "$ routerctl {}\n{}{}-> {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        out.status
-    );
-    out
-}
-
-fn status(port: &str) -> Value {
-    let out = routerctl(&["status", "--port", port, "--json"]);
-    assert!(out.status.success());
-    serde_json::from_slice::<Value>(&out.stdout).unwrap()["status"].clone()
-}
-
-const CONFIG: &str = r#"
-[device]
-name = "kept"
-side = "onprem"
-
-[[ports]]
-name = "lan0"
-role = "lan"
-address = "10.20.0.2/24"
-
-[[ports]]
-name = "wan0"
-role = "wan"
-address = "192.0.2.2/24"
-gateway = "192.0.2.1"
-
-[[wireguard]]
-name = "wg0"
-private_key = "device:wg0"
-
-[[peers]]
-name = "cloud"
-tunnel = "wg0"
-public_key = "ca67+D0dVOzK/Bjvjlowc7W4uQ/zJ1jT9fh1LNCS51w="
-endpoint = "192.0.2.100:51820"
-persistent_keepalive = 25
-allowed_ips = ["10.20.0.50/32", "10.20.0.51/32"]
-
-[[claims]]
-address = "10.20.0.50/32"
-owner = "cloud"
-capture = { method = "proxy-arp", port = "lan0" }
-delivery = { tunnel = "wg0", peer = "cloud" }
-"#;
 
 /// A box on `disk`; returns it with its serial port spec.
 fn boot(disk: &Path, bus: DiskBus, id: u8, expect: &str) -> (Vm, String) {
     let (mut machine, _links) = two_nic_machine(MachineType::Pc, NicModel::VirtioNet, id, "");
     machine.disks.push(disk.to_path_buf());
     machine.disk_bus = bus;
-    let mut vm = check(machine.spawn());
-    check(vm.wait_for(expect, BOOT));
-    vm.release_serial();
-    let port = format!("unix:{}", vm.serial_path().display());
-    (vm, port)
+    common::boot(machine, expect)
 }
 
 #[test]
@@ -93,19 +35,26 @@ fn configuration_and_keys_survive_a_power_cut_on_virtio_blk() {
     survives_power_cuts(DiskBus::Virtio, 0x61);
 }
 
+#[test]
+fn configuration_and_keys_survive_a_power_cut_on_ahci() {
+    survives_power_cuts(DiskBus::Ahci, 0x64);
+}
+
+#[test]
+fn configuration_and_keys_survive_a_power_cut_on_nvme() {
+    survives_power_cuts(DiskBus::Nvme, 0x67);
+}
+
 fn survives_power_cuts(bus: DiskBus, id: u8) {
     let name = bus.disk_name(0);
     let name = name.as_str();
-    let dir = std::env::temp_dir().join(format!("routerd-persist-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let disk = dir.join("disk.img");
-    std::fs::File::create(&disk).unwrap().set_len(16 << 20).unwrap();
-    let file = dir.join("kept.toml");
-    std::fs::write(&file, CONFIG).unwrap();
-    let file = file.to_str().unwrap();
+    let scratch = Scratch::new(&format!("persist-{name}"));
+    let disk = scratch.disk();
+    let file = scratch.file("kept.toml", &onprem_config("kept", Some(25), &["10.20.0.50/32", "10.20.0.51/32"]));
+    let file = file.as_str();
 
     // 1. A blank disk: nothing is kept, and the box says so.
-    let (mut vm, port) = boot(&disk, bus, id, "not forwarding: no configuration yet");
+    let (mut vm, port) = boot(disk, bus, id, "not forwarding: no configuration yet");
     let st = status(&port);
     assert_eq!(st["storage"]["disks"], serde_json::json!([name]));
     assert_eq!(st["storage"]["disk"], "");
@@ -128,7 +77,7 @@ fn survives_power_cuts(bus: DiskBus, id: u8) {
     assert!(st["storage"]["saves"].as_u64().unwrap() >= 2, "init and apply saved: {}", st["storage"]);
     let again = routerctl(&["storage", "init", "--disk", name, "--yes", "--port", &port]);
     assert_ne!(again.status.code(), Some(0), "the disk in use is not re-made without --force");
-    if let Ok(out) = Command::new("sfdisk").arg("--json").arg(&disk).output() {
+    if let Ok(out) = std::process::Command::new("sfdisk").arg("--json").arg(disk).output() {
         let table = String::from_utf8_lossy(&out.stdout);
         eprintln!("sfdisk --json:\n{table}");
         if out.status.success() {
@@ -139,7 +88,7 @@ fn survives_power_cuts(bus: DiskBus, id: u8) {
     // 3. Power cut right after the answer; a new QEMU on the same disk.
     vm.kill();
     drop(vm);
-    let (vm2, port2) = boot(&disk, bus, id + 1, &format!("storage: {name}: restored configuration generation 1"));
+    let (vm2, port2) = boot(disk, bus, id + 1, &format!("storage: {name}: restored configuration generation 1"));
     let st = status(&port2);
     assert_eq!(st["configured"], true, "configured without routerctl");
     assert_eq!(st["device"], "kept");
@@ -152,7 +101,7 @@ fn survives_power_cuts(bus: DiskBus, id: u8) {
     let mut vm2 = vm2;
     vm2.kill();
     drop(vm2);
-    let (vm3, port3) = boot(&disk, bus, id + 2, &format!("storage: {name}: restored configuration generation 2"));
+    let (vm3, port3) = boot(disk, bus, id + 2, &format!("storage: {name}: restored configuration generation 2"));
     let st = status(&port3);
     assert_eq!(st["claims"].as_array().unwrap().len(), 2);
     assert_eq!(st["tunnel"]["public_key"], key.as_str());
@@ -161,5 +110,4 @@ fn survives_power_cuts(bus: DiskBus, id: u8) {
     let storage = doc["checks"].as_array().unwrap().iter().find(|c| c["id"] == "storage").cloned().unwrap();
     assert_eq!(storage["result"], "pass", "{storage}");
     drop(vm3);
-    let _ = std::fs::remove_dir_all(&dir);
 }
