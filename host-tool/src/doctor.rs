@@ -12,8 +12,10 @@ use routerd_provision::message::{ClaimRole, ClaimState, HostReport, Status};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-/// Bumped when the JSON document changes shape.
-pub const SCHEMA: u32 = 1;
+/// Bumped when the JSON document changes shape. 2: each check also carries
+/// the Go routerd's names for its fields (`area`, `status`, `detail`,
+/// `remedy`), so scripts written for it read ours unchanged.
+pub const SCHEMA: u32 = 2;
 
 /// A handshake older than this is a warning (WireGuard rekeys every 120 s).
 pub const HANDSHAKE_WARN_S: u64 = 135;
@@ -40,13 +42,41 @@ impl Verdict {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Check {
     pub id: &'static str,
     pub subject: String,
     pub result: Verdict,
     pub reason: String,
     pub hint: String,
+}
+
+impl Check {
+    /// What the check is about: the part of its id before the first dot
+    /// (`claim`, `peer`, `storage`, …).
+    pub fn area(&self) -> &'static str {
+        self.id.split('.').next().unwrap_or(self.id)
+    }
+}
+
+/// A check in the JSON document: our names, then the Go routerd's for the
+/// same values (`area`, `status` = result, `detail` = reason, `remedy` =
+/// hint).
+impl Serialize for Check {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut c = s.serialize_struct("Check", 9)?;
+        c.serialize_field("id", self.id)?;
+        c.serialize_field("subject", &self.subject)?;
+        c.serialize_field("result", &self.result)?;
+        c.serialize_field("reason", &self.reason)?;
+        c.serialize_field("hint", &self.hint)?;
+        c.serialize_field("area", self.area())?;
+        c.serialize_field("status", &self.result)?;
+        c.serialize_field("detail", &self.reason)?;
+        c.serialize_field("remedy", &self.hint)?;
+        c.end()
+    }
 }
 
 fn check(id: &'static str, subject: impl Into<String>, result: Verdict, reason: impl Into<String>, hint: impl Into<String>) -> Check {
@@ -91,7 +121,15 @@ pub fn hybrid(st: &Status, cfg: Option<&Config>) -> Vec<Check> {
 
     // Whether the box remembers (the image; routerd-host keeps files).
     if let Some(g) = &st.storage {
-        if g.disk.is_empty() {
+        if g.disk.is_empty() && st.host.is_some() {
+            out.push(check(
+                "storage",
+                "box",
+                Verdict::Warn,
+                "no store: configuration and keys will not survive a restart (a new key means re-keying the other site)",
+                "start routerd-host with --state-dir DIR (it keeps the box's store in DIR/state)",
+            ));
+        } else if g.disk.is_empty() {
             out.push(check(
                 "storage",
                 "box",
@@ -110,6 +148,22 @@ pub fn hybrid(st: &Status, cfg: Option<&Config>) -> Vec<Check> {
         } else {
             out.push(pass("storage", g.disk.as_str(), format!("state kept on {} (generation {}, boot {})", g.disk, g.generation, g.boots)));
         }
+    }
+
+    // A commit-confirm on trial: the box goes back by itself unless confirmed.
+    if let Some(p) = &st.pending_confirm {
+        out.push(check(
+            "config.confirm",
+            format!("generation {}", p.generation),
+            Verdict::Warn,
+            format!(
+                "pending confirmation: generation {} reverts to {} in {} s unless confirmed",
+                p.generation,
+                p.reverts_to,
+                p.left_ms.div_ceil(1000)
+            ),
+            "routerctl confirm keeps it (or let it revert: routerctl config history shows both)",
+        ));
     }
 
     // The WAN's DHCP lease and the peers' names (the image's services).
@@ -373,6 +427,7 @@ pub fn hybrid(st: &Status, cfg: Option<&Config>) -> Vec<Check> {
     }
 
     segments(st, cfg, &mut out);
+    conntrack(st, cfg, &mut out);
 
     // WAN exposure: the dataplane answers only WireGuard on WAN ports.
     let wan_ports: Vec<&str> = cfg.ports.iter().filter(|p| p.role == PortRole::Wan).map(|p| p.name.as_str()).collect();
@@ -531,6 +586,69 @@ fn routed_into_tunnel(st: &Status) -> String {
 /// learned, and the VXLAN drops. The budget is `config_schema::budget`'s,
 /// the same arithmetic validation and the box use. A box without segments
 /// gets none of these checks.
+/// SNAT and the firewall: the flow table's fill, flows refused, and a
+/// firewall that drops what the configuration plainly wants (translated
+/// sources whose way out no rule or policy opens).
+fn conntrack(st: &Status, cfg: &Config, out: &mut Vec<Check>) {
+    use config_schema::firewall::Action;
+    use config_schema::Zone;
+    if cfg.nat.is_empty() && cfg.firewall.is_none() {
+        return;
+    }
+    let counter = |n: &str| st.counters.iter().find(|c| c.name.as_str() == n).map(|c| c.value);
+    let drop = |n: &str| st.drops.iter().find(|c| c.name.as_str() == n).map_or(0, |c| c.value);
+    if let (Some(flows), Some(cap)) = (counter("conntrack_flows"), counter("conntrack_capacity")) {
+        let full = drop("conntrack_full");
+        let (verdict, reason, hint) = if full > 0 {
+            (
+                Verdict::Warn,
+                format!("{flows} of {cap} flows; {full} new flows refused (the table was full of established flows)"),
+                "fewer long-lived flows, or shorter timeouts on the hosts' side (keepalives hold flows open)",
+            )
+        } else if flows * 10 >= cap * 9 {
+            (
+                Verdict::Warn,
+                format!("{flows} of {cap} flows: near full (new flows evict the oldest unanswered ones)"),
+                "look for a host opening many flows (routerctl status: conntrack)",
+            )
+        } else {
+            (Verdict::Pass, format!("{flows} of {cap} flows"), "")
+        };
+        out.push(check("conntrack.table", "box", verdict, reason, hint));
+    }
+    let Some(fw) = &cfg.firewall else { return };
+    for (i, n) in cfg.nat.iter().enumerate() {
+        let out_zone = |z: &Zone| matches!(z, Zone::Any | Zone::Wan) || *z == Zone::Port(n.out.clone());
+        let opened = fw.rules.iter().any(|r| r.action == Action::Accept && out_zone(&r.to))
+            || fw.policy.iter().any(|p| p.action == Action::Accept && out_zone(&p.to))
+            || fw.default == Action::Accept;
+        if !opened {
+            out.push(check(
+                "firewall.nat",
+                format!("nat[{i}] {}", n.source),
+                Verdict::Warn,
+                format!(
+                    "{} is translated out of {} but no firewall rule or policy accepts anything to wan: the default drops it",
+                    n.source, n.out
+                ),
+                "add [[firewall.policy]] from = \"<the hosts' zone>\", to = \"wan\", action = \"accept\"",
+            ));
+        }
+    }
+    for name in ["conntrack_invalid", "nat_port_exhausted"] {
+        let n = drop(name);
+        if n > 0 {
+            out.push(check(
+                "conntrack.drops",
+                name,
+                Verdict::Warn,
+                format!("{n} packets dropped: {name}"),
+                "conntrack_invalid: TCP without a SYN (flows older than an apply that changed the rules, or a new WAN lease); nat_port_exhausted: too many flows to one destination",
+            ));
+        }
+    }
+}
+
 fn segments(st: &Status, cfg: &Config, out: &mut Vec<Check>) {
     if cfg.segments.is_empty() {
         return;
@@ -1153,7 +1271,7 @@ delivery = { tunnel = "wg0", peer = "onprem" }
         assert!(hs.hint.contains("public key"));
         assert_eq!(worst(&checks), Verdict::Fail);
         let doc = json_doc("unix:/x", &st, &checks);
-        assert_eq!(doc["schema"], 1);
+        assert_eq!(doc["schema"], 2);
         assert_eq!(doc["result"], "fail");
         assert!(doc["checks"].as_array().unwrap().iter().all(|c| c["id"].is_string() && c["result"].is_string()));
     }
@@ -1404,6 +1522,29 @@ delivery = { tunnel = "wg0", peer = "onprem" }
 
     /// Seed 003's roz box as shipped, wro's endpoint given as the address
     /// its name resolves to (no resolver runs in these tests).
+    #[test]
+    fn nat_and_firewall_are_judged() {
+        let text = include_str!("../../config-schema/examples/two-site-roz-firewall.toml");
+        let cfg: Config = config_schema::human::from_toml(&text.replace("wro.example.net:51820", "198.51.100.20:51820")).unwrap();
+        let mut st = status(&cfg);
+        let checks = hybrid(&st, Some(&cfg));
+        let t = find(&checks, "conntrack.table", "box");
+        assert_eq!(t.result, Verdict::Pass, "{t:?}");
+        assert!(t.reason.contains("of 2048 flows"), "{}", t.reason);
+        assert!(!checks.iter().any(|c| c.id == "firewall.nat"), "the example opens the VMs' way out");
+        // Nearly full, and the VMs' way out closed: both named.
+        for c in st.counters.iter_mut().filter(|c| c.name.as_str() == "conntrack_flows") {
+            c.value = 2000;
+        }
+        let mut closed = cfg.clone();
+        closed.firewall.as_mut().unwrap().policy.retain(|p| p.to != config_schema::Zone::Wan);
+        let checks = hybrid(&st, Some(&closed));
+        assert_eq!(find(&checks, "conntrack.table", "box").result, Verdict::Warn);
+        let n = find(&checks, "firewall.nat", "nat[0] 10.1.1.0/24");
+        assert_eq!(n.result, Verdict::Warn);
+        assert!(n.reason.contains("no firewall rule or policy accepts"), "{}", n.reason);
+    }
+
     fn two_site() -> Config {
         let text = include_str!("../../config-schema/examples/two-site-roz.toml");
         config_schema::human::from_toml(&text.replace("wro.example.net:51820", "198.51.100.20:51820")).unwrap()

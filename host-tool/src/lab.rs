@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use routerd_lab::{Attachment, HostConfig, ListenMode, SimHost, SocketPair, Underlay, UnderlayConfig};
-use routerd_provision::message::{Op, Reply};
+use routerd_provision::message::{Op, Reply, Status};
 use routerd_qemu as qemu;
 
 use crate::client::{Client, PortSpec};
@@ -41,8 +41,9 @@ pub struct LabArgs {
     /// Which seed's world to build
     #[arg(long, value_enum, default_value_t = Scenario::Hybrid)]
     pub scenario: Scenario,
-    /// Run the scenario once and exit: 0 only if every doctor check passed
-    /// and the traffic arrived intact
+    /// Run the scenario once and exit (what the lab always does; kept for
+    /// scripts that pass it). The exit code is 0 only if every doctor check
+    /// passed and the traffic arrived intact, 1 otherwise
     #[arg(long)]
     pub once: bool,
     /// Leave everything running afterwards and print how to attach routerctl
@@ -60,10 +61,12 @@ pub struct LabArgs {
     /// Loss the underlay adds, in percent
     #[arg(long, default_value_t = 0.0)]
     pub loss: f64,
-    /// Bytes per TCP transfer
-    #[arg(long, default_value_t = 1 << 20)]
-    pub bytes: u64,
-    /// Print everything as JSON at the end
+    /// Bytes per TCP transfer (default 1 MiB; 256 KiB when --latency or
+    /// --loss impair the underlay, where TCP moves a few KiB/s)
+    #[arg(long)]
+    pub bytes: Option<u64>,
+    /// Print one JSON document on stdout at the end (the progress report
+    /// goes to stderr)
     #[arg(long)]
     pub json: bool,
 }
@@ -213,6 +216,46 @@ impl Clock {
     }
 }
 
+/// A TCP transfer through the boxes, its progress said every few seconds
+/// (over a slow, lossy underlay it can take minutes).
+fn transfer(
+    clock: &Clock,
+    from: &SimHost,
+    name: &str,
+    dst: Ipv4Addr,
+    port: u16,
+    bytes: u64,
+    budget: Duration,
+) -> routerd_lab::TransferReport {
+    let t = routerd_lab::Transfer::new(dst, port, bytes).timeout(budget);
+    from.transfer_watched(&t, Duration::from_secs(5), &mut |acked, elapsed| {
+        let rate = acked as f64 / elapsed.as_secs_f64().max(0.001) / 1024.0;
+        clock.say(format!("{name} → {dst}:{port}: {acked} of {bytes} bytes acknowledged ({rate:.1} KiB/s)"));
+    })
+}
+
+impl LabArgs {
+    fn impaired(&self) -> bool {
+        self.latency > 0 || self.loss > 0.0
+    }
+
+    /// Bytes per transfer.
+    fn transfer_bytes(&self) -> u64 {
+        self.bytes.unwrap_or(if self.impaired() { 256 << 10 } else { 1 << 20 })
+    }
+
+    /// How long a transfer may take: long enough for an impaired underlay
+    /// (progress is said meanwhile), short when not even a ping crossed
+    /// (the broken variants).
+    fn transfer_budget(&self, ping: &routerd_lab::PingReport) -> Duration {
+        match (ping.received > 0, self.impaired()) {
+            (false, _) => Duration::from_secs(5),
+            (true, false) => Duration::from_secs(120),
+            (true, true) => Duration::from_secs(600),
+        }
+    }
+}
+
 fn failed(m: impl Into<String>) -> Failure {
     Failure { code: EXIT_FAILED, message: m.into() }
 }
@@ -296,6 +339,48 @@ fn keep(boxes: &[&BoxVm]) {
     let _ = std::io::stdin().read_line(&mut s);
 }
 
+/// A box's provisioning session that outlives the box's idle timeout: the
+/// box ends a session after 20 s without a request, and the lab's waits
+/// (traffic, the recovery) can be longer, so a session idle for
+/// [`REOPEN_AFTER`] is reopened before the next request.
+struct Session<'a> {
+    vm: &'a BoxVm,
+    client: Option<Client>,
+    used: Instant,
+}
+
+const REOPEN_AFTER: Duration = Duration::from_secs(15);
+
+impl<'a> Session<'a> {
+    fn open(vm: &'a BoxVm) -> Result<Session<'a>, Failure> {
+        Ok(Session { vm, client: Some(connect(vm)?), used: Instant::now() })
+    }
+
+    fn client(&mut self) -> Result<&mut Client, Failure> {
+        if self.used.elapsed() >= REOPEN_AFTER {
+            // The box may have ended it already: no bye.
+            if let Some(old) = self.client.take() {
+                old.forget();
+            }
+        }
+        self.used = Instant::now();
+        match &mut self.client {
+            Some(c) => Ok(c),
+            empty => Ok(empty.insert(connect(self.vm)?)),
+        }
+    }
+
+    fn status(&mut self) -> Result<Box<Status>, Failure> {
+        crate::box_cmd::get_status(self.client()?, false)
+    }
+
+    fn close(self) {
+        if let Some(c) = self.client {
+            let _ = c.close();
+        }
+    }
+}
+
 fn connect(b: &BoxVm) -> Result<Client, Failure> {
     Client::connect(&b.port, 115_200, Duration::from_secs(5)).map_err(|e| failed(format!("{}: {e}", b.name)))
 }
@@ -352,6 +437,9 @@ fn doctor_box(c: &mut Client, name: &str) -> Result<(Vec<doctor::Check>, String,
 }
 
 pub fn run(args: &LabArgs) -> Result<u8, Failure> {
+    if args.json {
+        crate::out::text_to_stderr();
+    }
     if let Some(s) = args.variant.scenario().filter(|s| *s != args.scenario) {
         fn name(v: impl ValueEnum) -> String {
             v.to_possible_value().map(|p| p.get_name().to_string()).unwrap_or_default()
@@ -404,20 +492,20 @@ fn hybrid(args: &LabArgs) -> Result<u8, Failure> {
     clock.say("underlay and LAN hosts up: onprem-host 10.20.0.10, cloud-host 10.20.0.50, cloud NAT 10.0.0.4 ↔ 203.0.113.10");
 
     // Keys are made on the boxes; only public halves come back.
-    let mut on_c = connect(&onprem)?;
-    let mut cl_c = connect(&cloud)?;
-    storage_init(&mut on_c, "onprem")?;
-    storage_init(&mut cl_c, "cloud")?;
+    let mut on_c = Session::open(&onprem)?;
+    let mut cl_c = Session::open(&cloud)?;
+    storage_init(on_c.client()?, "onprem")?;
+    storage_init(cl_c.client()?, "cloud")?;
     clock.say("state partitions made on both boxes' disks (routerctl storage init --disk vda)");
-    let on_key = key(&mut on_c, "onprem")?;
-    let cl_key = key(&mut cl_c, "cloud")?;
+    let on_key = key(on_c.client()?, "onprem")?;
+    let cl_key = key(cl_c.client()?, "cloud")?;
     clock.say(format!("keys generated on the boxes: onprem {on_key}, cloud {cl_key}"));
     let cloud_key_for_onprem =
         if args.variant == Variant::WrongPeerKey { "ca67+D0dVOzK/Bjvjlowc7W4uQ/zJ1jT9fh1LNCS51w=".to_string() } else { cl_key.clone() };
     let clamp = if args.variant == Variant::ClampAbovePath { "1460" } else { "\"auto\"" };
     let mut refusals = Vec::new();
-    refusals.extend(apply(&mut on_c, "onprem", &onprem_config(&cloud_key_for_onprem, clamp), &clock)?);
-    refusals.extend(apply(&mut cl_c, "cloud", &cloud_config(&on_key, clamp, args.variant == Variant::LoopProneClaim), &clock)?);
+    refusals.extend(apply(on_c.client()?, "onprem", &onprem_config(&cloud_key_for_onprem, clamp), &clock)?);
+    refusals.extend(apply(cl_c.client()?, "cloud", &cloud_config(&on_key, clamp, args.variant == Variant::LoopProneClaim), &clock)?);
 
     if args.variant == Variant::ConflictingHost {
         onprem_host.announce_conflict(CLOUD_HOST);
@@ -433,7 +521,7 @@ fn hybrid(args: &LabArgs) -> Result<u8, Failure> {
     let mut all_pass = refusals.is_empty();
     let mut doctor_json = Vec::new();
     for (c, name) in [(&mut on_c, "onprem"), (&mut cl_c, "cloud")] {
-        let (checks, text, json) = doctor_box(c, name)?;
+        let (checks, text, json) = doctor_box(c.client()?, name)?;
         println!("\n== routerctl doctor hybrid ({name}) ==\n{text}");
         if doctor::worst(&checks) >= Verdict::Warn {
             all_pass = false;
@@ -451,9 +539,8 @@ fn hybrid(args: &LabArgs) -> Result<u8, Failure> {
     let _ = onprem_host.listen(5002, ListenMode::Sink);
     // A direction where not even a ping got through gets a short TCP
     // attempt (the broken variants), not the full two minutes.
-    let budget = |ping: &routerd_lab::PingReport| Duration::from_secs(if ping.received > 0 { 120 } else { 5 });
-    let t1 = onprem_host.transfer(CLOUD_HOST, 5001, args.bytes, budget(&p1));
-    let t2 = cloud_host.transfer(ONPREM_HOST, 5002, args.bytes, budget(&p2));
+    let t1 = transfer(&clock, &onprem_host, "onprem-host", CLOUD_HOST, 5001, args.transfer_bytes(), args.transfer_budget(&p1));
+    let t2 = transfer(&clock, &cloud_host, "cloud-host", ONPREM_HOST, 5002, args.transfer_bytes(), args.transfer_budget(&p2));
     println!("onprem-host → 10.20.0.50:5001: {t1}");
     println!("cloud-host  → 10.20.0.10:5002: {t2}");
     for r in cloud_host.syn_log().iter().chain(onprem_host.syn_log().iter()) {
@@ -467,7 +554,7 @@ fn hybrid(args: &LabArgs) -> Result<u8, Failure> {
         underlay.set_public_address(1, Some(new_public));
         clock.say(format!("roaming: the cloud box's public address moves to {new_public}"));
         let p3 = cloud_host.ping(ONPREM_HOST, 3, Duration::from_secs(3));
-        let st = crate::box_cmd::get_status(&mut on_c, false)?;
+        let st = on_c.status()?;
         let seen = st.peers.first().and_then(|p| p.endpoint).map(|(a, port)| format!("{a}:{port}"));
         println!("after roaming: {p3}; onprem box now sends to the cloud peer at {}", seen.clone().unwrap_or("-".into()));
         roamed = p3.received > 0 && seen.as_deref() == Some("203.0.113.20:51820");
@@ -481,19 +568,16 @@ fn hybrid(args: &LabArgs) -> Result<u8, Failure> {
         clock.0.elapsed().as_secs_f64()
     );
     if args.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "variant": format!("{:?}", args.variant),
-                "refused": refusals,
-                "doctor": doctor_json,
-                "traffic": { "ping_to_cloud": p1.received, "ping_to_onprem": p2.received, "tcp_to_cloud_intact": t1.intact, "tcp_to_onprem_intact": t2.intact },
-                "ok": ok,
-            })
-        );
+        crate::out::document(&serde_json::json!({
+            "variant": format!("{:?}", args.variant),
+            "refused": refusals,
+            "doctor": doctor_json,
+            "traffic": { "ping_to_cloud": p1.received, "ping_to_onprem": p2.received, "tcp_to_cloud_intact": t1.intact, "tcp_to_onprem_intact": t2.intact },
+            "ok": ok,
+        }));
     }
-    let _ = on_c.close();
-    let _ = cl_c.close();
+    on_c.close();
+    cl_c.close();
 
     if args.keep {
         keep(&[&onprem, &cloud]);
@@ -503,8 +587,5 @@ fn hybrid(args: &LabArgs) -> Result<u8, Failure> {
     underlay.stop();
     drop(onprem);
     drop(cloud);
-    if args.once {
-        return Ok(if ok { 0 } else { EXIT_FAILED });
-    }
-    Ok(0)
+    Ok(if ok { 0 } else { EXIT_FAILED })
 }

@@ -3,9 +3,11 @@
 //! Files and keys: `config validate|show|example|import-wg`, `keygen`
 //! (`genkey`), `genpsk`, `pubkey`. A box, over its serial line (`--port`,
 //! before or after the command, or `ROUTERCTL_PORT`): `status`, `show`,
-//! `plan`, `apply`, `config get`, `claims list|add|remove`,
-//! `key show|generate|import`, `key psk show|import|generate`, `logs`,
-//! `reboot`, `doctor hybrid`. And `completions`, `man`, `lab`.
+//! `plan`, `apply [--confirm MINUTES]`, `confirm`, `config get
+//! [--generation N]`, `config history`, `rollback`, `claims
+//! list|add|remove`, `key show|generate|import`, `key psk
+//! show|import|generate`, `logs`, `reboot`, `reset`, `doctor hybrid`. And
+//! `completions`, `man`, `lab`.
 //!
 //! Exit codes (PRODUCT.md, "Contracts"): 0 success, 1 a check or command
 //! failed (e.g. the configuration has errors, wherever they are found: here
@@ -39,7 +41,10 @@ macro_rules! println {
 mod box_cmd;
 mod client;
 mod config_cmd;
+mod conntrack_cmd;
 mod doctor;
+mod generations;
+mod image;
 mod import_wg;
 mod keys;
 mod lab;
@@ -201,7 +206,12 @@ enum Command {
         field. Keys the configuration names (`device:wg0`) are generated on the box; their public \
         halves are printed for the other box's configuration.",
         after_long_help = "Examples:\n  routerctl apply onprem.toml --port unix:/tmp/onprem.sock --yes\n  \
-        routerctl apply onprem.toml --port /dev/ttyUSB0\n\n\
+        routerctl apply onprem.toml --port /dev/ttyUSB0\n  \
+        routerctl apply risky.toml --confirm 5 --port /dev/ttyUSB0   # then, if you can still reach it: routerctl confirm\n\n\
+        With --confirm MINUTES (1 to 60) the apply is on trial (VyOS's commit-confirm): unless `routerctl \
+        confirm` reaches the box in time, it goes back to the last confirmed generation by itself, and \
+        a box restarted on trial comes back on that one too. Another apply on trial is part of the \
+        trial: the target stays the last confirmed generation; --confirm again restarts the timer.\n\n\
         Exit codes (as `config validate`): 0 applied, 1 not applied (the configuration has errors, found \
         here or by the box; declined; unreachable), 2 the file cannot be read or parsed, or no --yes \
         without a terminal."
@@ -215,10 +225,50 @@ enum Command {
         /// Print JSON
         #[arg(long)]
         json: bool,
+        /// On trial: revert by itself unless `routerctl confirm` comes within MINUTES (1-60)
+        #[arg(long, value_name = "MINUTES", value_parser = clap::value_parser!(u32).range(1..=60))]
+        confirm: Option<u32>,
+        /// --confirm in seconds (5-3600), for tests
+        #[arg(long, value_name = "SECONDS", hide = true, conflicts_with = "confirm", value_parser = clap::value_parser!(u32).range(5..=3600))]
+        confirm_seconds: Option<u32>,
+    },
+    /// Keep what `apply --confirm` put on trial (else the box reverts by itself)
+    #[command(
+        after_long_help = "Example:\n  routerctl apply new.toml --confirm 5 --port /dev/ttyUSB0 && routerctl confirm --port /dev/ttyUSB0\n\n\
+        Exit codes: 0 confirmed, 1 nothing was waiting for confirmation (or the box is unreachable)."
+    )]
+    Confirm {
+        /// Print JSON {schema, confirmed, generation}
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply an earlier generation again (default: the one before the running one)
+    #[command(
+        long_about = "Apply a configuration the box kept (`routerctl config history` lists them) again, through \
+        the same atomic path as an apply: the runtime state (claims in conflict, ARP cache, counters) is \
+        carried across and the keys stay as they are. It shows the plan first (what changes, like `plan`) \
+        and becomes a new generation (\"rollback to N\").",
+        after_long_help = "Examples:\n  routerctl rollback --port /dev/ttyUSB0            # to the previous generation\n  \
+        routerctl rollback 12 --yes --port unix:/tmp/onprem.sock\n\n\
+        Exit codes: 0 rolled back, 1 not (a generation the box no longer keeps — the kept ones are named; a \
+        configuration this firmware refuses; declined; unreachable), 2 no --yes without a terminal."
+    )]
+    Rollback {
+        /// The generation to go back to (default: the one before the running one)
+        generation: Option<u64>,
+        /// Roll back without asking
+        #[arg(long, short)]
+        yes: bool,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
     },
     /// List, add and remove claims on a running box
     #[command(subcommand)]
     Claims(box_cmd::ClaimsCommand),
+    /// Tracked flows of SNAT and the firewall (`conntrack list`)
+    #[command(subcommand)]
+    Conntrack(conntrack_cmd::ConntrackCommand),
     /// The box's WireGuard keys: private keys (only public halves leave the box) and preshared keys (`key psk`)
     #[command(subcommand)]
     Key(box_cmd::KeyCommand),
@@ -240,9 +290,38 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Factory reset: the box forgets its configuration, history and keys, and erases its store
+    #[command(
+        long_about = "Factory reset. The box stops forwarding and forgets its configuration, every kept \
+        generation and every key slot; its store is erased (both record slots zeroed on the disk, so no \
+        key stays there). The next apply makes new keys: the other sites must be given the new public \
+        key. --device must name the box (its configured device name; \"\" for an unconfigured one): \
+        routerctl asks the box first and sends nothing to a box with another name.\n\n\
+        A box you cannot reach this way: boot it once with `routerd.reset=factory` on its kernel command \
+        line (the store is erased before anything is restored), then remove the option.",
+        after_long_help = "Examples:\n  routerctl reset --yes --device edge --port /dev/ttyUSB0\n  \
+        routerctl reset --yes --device \"\" --port unix:/tmp/box.sock   # an unconfigured box\n\n\
+        Exit codes: 0 reset, 1 not (another box, refused, unreachable), 2 no --yes."
+    )]
+    Reset {
+        /// Required: everything on the box is lost
+        #[arg(long)]
+        yes: bool,
+        /// The box's device name, as `routerctl status` shows it ("" when unconfigured)
+        #[arg(long, value_name = "NAME")]
+        device: String,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a box end to end and say what is wrong (pass/warn/fail per claim and peer)
-    #[command(subcommand)]
-    Doctor(DoctorCommand),
+    #[command(
+        subcommand_required = false,
+        after_long_help = "`routerctl doctor` runs every area the box has (today all of them are in `hybrid`: \
+        claims, peers, MSS, loops, WAN exposure, drops, storage, DHCP, DNS, segments).\n\nExamples:\n  \
+        routerctl doctor --port unix:/tmp/onprem.sock\n  routerctl doctor --json | jq '.checks[] | select(.status != \"pass\")'"
+    )]
+    Doctor(DoctorArgs),
     /// Run seed 000's two boxes in QEMU on this machine: provision, doctor, traffic
     #[command(
         long_about = "Boot two routerd boxes in QEMU, join their WAN ports through a simulated underlay \
@@ -262,15 +341,29 @@ enum Command {
         routerctl lab --once --variant wrong-peer-key   # doctor names the handshake failure\n  \
         routerctl lab --scenario two-site --once\n  \
         routerctl lab --scenario two-site --once --variant dns-never-resolves   # doctor names the lookup\n\n\
-        Exit codes with --once: 0 every doctor check passed and the traffic arrived intact, 1 otherwise."
+        Exit codes: 0 every doctor check passed and the traffic arrived intact, 1 otherwise (with or without --once)."
     )]
     Lab(lab::LabArgs),
+    /// Build bootable images of the box (raw, qcow2 for Proxmox, live ISO)
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+    /// Write an image to a USB stick or disk, then verify it
+    Flash(image::flash::FlashArgs),
     /// Print a shell completion script (bash, zsh, fish, …)
     #[command(after_long_help = "Example:\n  routerctl completions bash > /etc/bash_completion.d/routerctl")]
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff)
     #[command(after_long_help = "Example:\n  routerctl man | man -l -")]
     Man,
+}
+
+#[derive(clap::Args)]
+struct DoctorArgs {
+    #[command(subcommand)]
+    area: Option<DoctorCommand>,
+    /// Print one JSON document (see `routerctl doctor hybrid --help` for its shape)
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -286,7 +379,9 @@ enum DoctorCommand {
         (two sites, one overlay) also each VXLAN segment: bridge, remote VTEPs, MTU budget, FDB, drops.",
         after_long_help = "Examples:\n  routerctl doctor hybrid --port unix:/tmp/onprem.sock\n  \
         routerctl doctor hybrid --port /dev/ttyUSB0 --json | jq '.checks[] | select(.result != \"pass\")'\n\n\
-        JSON: {schema, port, device, side, result, summary, checks: [{id, subject, result: pass|warn|fail|skip, reason, hint}]}; \
+        JSON (schema 2): {schema, port, device, side, result, summary, checks: [{id, subject, result: pass|warn|fail|skip, reason, hint, \
+        area, status, detail, remedy}]} — the last four are the Go routerd's names (area = the id before its first dot, status = result, \
+        detail = reason, remedy = hint), so its scripts work unchanged; \
         when the box cannot be asked: {schema, port, result: \"fail\", error: {kind, message}, summary, checks: []}.\n\
         Exit codes: 0 nothing failed (warnings allowed), 1 a check failed or the box is unreachable, 2 bad usage."
     )]
@@ -308,14 +403,24 @@ fn main() -> ExitCode {
         Command::Status { json, mark } => box_cmd::status(conn, json, mark),
         Command::Show { view, json } => show::run(conn, view.unwrap_or_default(), json),
         Command::Plan { file, json } => box_cmd::plan(&file, conn, json),
-        Command::Apply { file, yes, json } => box_cmd::apply(&file, conn, yes, json),
+        Command::Apply { file, yes, json, confirm, confirm_seconds } => {
+            let window_ms = confirm.map(|m| m * 60_000).or(confirm_seconds.map(|s| s * 1000));
+            box_cmd::apply(&file, conn, yes, json, window_ms)
+        }
+        Command::Confirm { json } => generations::confirm(conn, json),
+        Command::Rollback { generation, yes, json } => generations::rollback(conn, generation, yes, json),
+        Command::Reset { yes, device, json } => generations::reset(conn, &device, yes, json),
         Command::Claims(cmd) => box_cmd::claims(cmd, conn),
+        Command::Conntrack(cmd) => conntrack_cmd::run(cmd, conn),
         Command::Key(cmd) => box_cmd::key(cmd, conn),
         Command::Logs { r#for, json } => box_cmd::logs(conn, r#for, json),
         Command::Reboot { yes } => box_cmd::reboot(conn, yes),
         Command::Storage(cmd) => box_cmd::storage(cmd, conn),
-        Command::Doctor(DoctorCommand::Hybrid { json }) => doctor::run(conn, json),
+        Command::Doctor(DoctorArgs { area: None, json }) => doctor::run(conn, json),
+        Command::Doctor(DoctorArgs { area: Some(DoctorCommand::Hybrid { json: own }), json }) => doctor::run(conn, json || own),
         Command::Lab(args) => lab::run(&args),
+        Command::Image(cmd) => image::run(cmd),
+        Command::Flash(args) => image::flash::run(&args),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "routerctl", &mut script);

@@ -26,13 +26,39 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 static CLOSED: AtomicBool = AtomicBool::new(false);
 static FAILED: AtomicBool = AtomicBool::new(false);
+static TEXT_TO_STDERR: AtomicBool = AtomicBool::new(false);
+
+/// From now on `print!`/`println!` write to stderr, so stdout carries only
+/// what [`document`] writes: a command asked for `--json` whose progress
+/// report is text (the lab) keeps stdout one JSON document for `jq`.
+pub fn text_to_stderr() {
+    TEXT_TO_STDERR.store(true, Ordering::Relaxed);
+}
 
 /// Writes formatted text to stdout (what `print!` expands to).
 pub fn write_fmt(args: fmt::Arguments<'_>) {
+    if TEXT_TO_STDERR.load(Ordering::Relaxed) {
+        // Progress text: stderr is for humans; a failed write there is not
+        // worth failing the command for.
+        let _ = io::stderr().lock().write_fmt(args);
+        return;
+    }
     if closed() {
         return;
     }
     let r = io::stdout().lock().write_fmt(args);
+    if let Err(e) = r {
+        gone(e);
+    }
+}
+
+/// Writes the command's JSON document to stdout, one line, whatever
+/// [`text_to_stderr`] said.
+pub fn document(doc: &serde_json::Value) {
+    if closed() {
+        return;
+    }
+    let r = writeln!(io::stdout().lock(), "{doc}");
     if let Err(e) = r {
         gone(e);
     }

@@ -796,3 +796,37 @@ fn show_has_status_peers_in_wg_show_layouts() {
     );
     assert!(text.contains("allowed ips 10.40.0.0/24, keepalive off\n"), "{text}");
 }
+
+/// `routerctl doctor` without an area runs every check, and its JSON
+/// carries the Go routerd's field names beside ours.
+#[test]
+fn doctor_without_an_area_runs_every_check_with_go_routerd_field_names() {
+    let config = "[device]\nname = \"edge\"\nside = \"onprem\"\n\
+        [[ports]]\nname = \"lan0\"\nrole = \"lan\"\naddress = \"10.20.0.2/24\"\n\
+        [[ports]]\nname = \"wan0\"\nrole = \"wan\"\naddress = \"192.168.1.35/24\"\ngateway = \"192.168.1.1\"\n\
+        [[wireguard]]\nname = \"wg0\"\nprivate_key = \"device:wg0\"\n\
+        [[peers]]\nname = \"cloud\"\ntunnel = \"wg0\"\npublic_key = \"ca67+D0dVOzK/Bjvjlowc7W4uQ/zJ1jT9fh1LNCS51w=\"\n\
+        endpoint = \"203.0.113.10:51820\"\nallowed_ips = [\"10.20.0.50/32\"]\n";
+    let b = fake_box::start(config);
+    let plain = routerctl(&["doctor", "--port", &b.port, "--json"], None);
+    let hybrid = routerctl(&["doctor", "hybrid", "--port", &b.port, "--json"], None);
+    assert_eq!(plain.status.code(), hybrid.status.code(), "{}", stderr(&plain));
+    let (a, h): (serde_json::Value, serde_json::Value) =
+        (serde_json::from_str(&stdout(&plain)).unwrap(), serde_json::from_str(&stdout(&hybrid)).unwrap());
+    let ids =
+        |d: &serde_json::Value| d["checks"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    assert_eq!(ids(&a), ids(&h), "the same checks with and without the area");
+    assert_eq!(a["schema"], 2);
+    let checks = a["checks"].as_array().unwrap();
+    assert!(!checks.is_empty());
+    for c in checks {
+        assert_eq!(c["status"], c["result"], "{c}");
+        assert_eq!(c["detail"], c["reason"], "{c}");
+        assert_eq!(c["remedy"], c["hint"], "{c}");
+        assert!(c["id"].as_str().unwrap().starts_with(c["area"].as_str().unwrap()), "{c}");
+    }
+    assert!(checks.iter().any(|c| c["area"] == "peer"), "{a}");
+    // The text form without an area is the same table.
+    let text = stdout(&routerctl(&["doctor", "--port", &b.port], None));
+    assert!(text.starts_with("doctor hybrid: edge (side onprem)"), "{text}");
+}

@@ -42,11 +42,23 @@ fn healthy_lab_passes_every_check_and_moves_traffic() {
     assert!(text.contains("onprem box now sends to the cloud peer at 203.0.113.20:51820"), "roaming followed");
 }
 
+/// The plain lab (no `--once`) with `--json`: the exit code still says
+/// whether everything passed, stdout is one JSON document, and the report
+/// goes to stderr.
 #[test]
-fn wrong_peer_key_fails_the_handshake_check() {
-    let (code, text) = lab("wrong-peer-key");
-    assert_eq!(code, 1);
-    assert!(has_line(&text, &["FAIL", "peer.handshake", "cloud", "no handshake"]), "{text}");
+fn wrong_peer_key_fails_the_handshake_check_and_json_keeps_stdout_pure() {
+    let out = Command::new(env!("CARGO_BIN_EXE_routerctl"))
+        .args(["lab", "--bytes", "262144", "--variant", "wrong-peer-key", "--json"])
+        .env("ROUTERD_IMAGE", routerd_e2e::image())
+        .output()
+        .expect("run routerctl lab");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    eprintln!("=== lab --variant wrong-peer-key --json → {:?}\n--- stdout\n{stdout}--- stderr\n{stderr}", out.status.code());
+    assert_eq!(out.status.code(), Some(1), "a failing lab exits 1 without --once too");
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("stdout is exactly one JSON document");
+    assert_eq!(doc["ok"], false);
+    assert_eq!(doc["variant"], "WrongPeerKey");
+    assert!(has_line(&stderr, &["FAIL", "peer.handshake", "cloud", "no handshake"]), "the report is on stderr: {stderr}");
 }
 
 #[test]

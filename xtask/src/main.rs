@@ -37,6 +37,11 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("/usr/lib/grub/i386-pc/multiboot2.mod", "grub-pc-bin"),
     ("xorriso", "xorriso"),
     ("mformat", "mtools"),
+    // `routerctl image build` and its tests: UEFI GRUB, OVMF for UEFI boots,
+    // qemu-img for qcow2 output and `qemu-img check`.
+    ("/usr/lib/grub/x86_64-efi/multiboot2.mod", "grub-efi-amd64-bin"),
+    ("/usr/share/OVMF/OVMF_CODE.fd", "ovmf"),
+    ("qemu-img", "qemu-utils"),
     ("ip", "iproute2"),
     ("wireguard-go", "wireguard-go"),
     ("wg", "wireguard-tools"),
@@ -81,18 +86,35 @@ enum Failure {
     Failed(String),
 }
 
+/// The checkout xtask runs for: `cargo run` (what `cargo xtask` is) says
+/// where the package it runs lives; the path compiled in is only a fallback,
+/// because a copied checkout sharing a target directory would otherwise
+/// build the old one.
 fn root() -> PathBuf {
-    let xtask = Path::new(env!("CARGO_MANIFEST_DIR"));
-    xtask.parent().unwrap_or(xtask).to_path_buf()
+    let xtask = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    xtask.parent().map(Path::to_path_buf).unwrap_or(xtask)
 }
 
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
 }
 
+/// Cargo for the checkout, with the environment a shell would give it:
+/// `cargo run` (which `cargo xtask` is) sets the package variables of xtask
+/// itself, and build scripts that watch them (ring's, the image's) would
+/// otherwise rebuild every time a plain `cargo build` and `cargo xtask`
+/// alternate.
 fn cargo() -> Command {
     let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     c.current_dir(root());
+    for (k, _) in std::env::vars_os() {
+        let Some(k) = k.to_str() else { continue };
+        let set_by_cargo_run = k.starts_with("CARGO_PKG_")
+            || matches!(k, "CARGO_MANIFEST_DIR" | "CARGO_MANIFEST_PATH" | "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE");
+        if set_by_cargo_run {
+            c.env_remove(k);
+        }
+    }
     c
 }
 
@@ -241,6 +263,9 @@ fn lab(args: &[String]) -> Result<(), Failure> {
     }
     eprintln!("starting QEMU ({machine:?}, 2 x {model:?}, TCG); console follows{}", if once { "" } else { " — Ctrl-C to stop" });
     let started = Instant::now();
+    // Ctrl-C reaches QEMU (the same process group) and ends it; xtask
+    // itself only notes it, so it lives on to remove the run directory.
+    interrupt::catch();
     let mut vm = m.spawn().map_err(|e| Failure::Failed(e.to_string()))?;
     vm.echo_console(true);
     // What the user types goes to the box's console (line by line).
@@ -260,6 +285,10 @@ fn lab(args: &[String]) -> Result<(), Failure> {
     eprintln!("(console reached \"boot: ready\" {:.0} ms after QEMU started)", started.elapsed().as_secs_f64() * 1000.0);
     let limit = if once { Duration::from_secs(60) } else { Duration::from_secs(u64::MAX / 4) };
     let status = vm.wait_exit(limit).map_err(|e| Failure::Failed(e.to_string()))?;
+    if interrupt::caught() {
+        eprintln!("stopped (Ctrl-C); run directory removed");
+        return Ok(());
+    }
     match status.code() {
         Some(qemu::EXIT_CLEAN) => {
             eprintln!("routerd shut down cleanly");
@@ -267,5 +296,28 @@ fn lab(args: &[String]) -> Result<(), Failure> {
         }
         Some(qemu::EXIT_PANIC) => Err(Failure::Failed("routerd panicked (see the console above)".into())),
         _ => Err(Failure::Failed(format!("QEMU ended: {status}"))),
+    }
+}
+
+/// Ctrl-C during `box`: noted, not fatal to xtask.
+mod interrupt {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static CAUGHT: AtomicBool = AtomicBool::new(false);
+
+    extern "C" fn note(_: libc::c_int) {
+        CAUGHT.store(true, Ordering::Relaxed);
+    }
+
+    /// From now on SIGINT only sets the flag. A handler (not `SIG_IGN`) is
+    /// reset to the default in children at exec, so QEMU still ends on it.
+    pub fn catch() {
+        // SAFETY: installs an async-signal-safe handler (one atomic store)
+        // for SIGINT; no other code in xtask handles signals.
+        unsafe { libc::signal(libc::SIGINT, note as *const () as libc::sighandler_t) };
+    }
+
+    pub fn caught() -> bool {
+        CAUGHT.load(Ordering::Relaxed)
     }
 }

@@ -32,16 +32,14 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use routerd_lab::{
-    Attachment, DhcpServerConfig, DnsRecord, HostConfig, ListenMode, PingReport, PortForward, SimHost, SynDirection, Underlay,
-    UnderlayConfig,
+    Attachment, DhcpServerConfig, DnsRecord, HostConfig, ListenMode, PortForward, SimHost, SynDirection, Underlay, UnderlayConfig,
 };
 use routerd_provision::message::{Count, Status};
 use serde_json::json;
 
 use super::{
-    apply, boot, connect, doctor_box, facing, failed, find_image, keep, key, storage_init, BoxVm, Clock, LabArgs, NicSockets, Variant,
+    apply, boot, doctor_box, facing, failed, find_image, keep, key, storage_init, transfer, Clock, LabArgs, NicSockets, Session, Variant,
 };
-use crate::client::Client;
 use crate::doctor::{self, Verdict};
 use crate::{Failure, EXIT_FAILED};
 
@@ -99,48 +97,6 @@ fn with_peer_key(toml: &str, file: &str, key: &str) -> Result<(String, usize), F
         }
     }
     Ok((out, at + 1))
-}
-
-/// A box's provisioning session that outlives the box's idle timeout: the
-/// box ends a session after 20 s without a request, and the lab's waits
-/// (traffic, the recovery) can be longer, so a session idle for
-/// [`REOPEN_AFTER`] is reopened before the next request.
-struct Session<'a> {
-    vm: &'a BoxVm,
-    client: Option<Client>,
-    used: Instant,
-}
-
-const REOPEN_AFTER: Duration = Duration::from_secs(15);
-
-impl<'a> Session<'a> {
-    fn open(vm: &'a BoxVm) -> Result<Session<'a>, Failure> {
-        Ok(Session { vm, client: Some(connect(vm)?), used: Instant::now() })
-    }
-
-    fn client(&mut self) -> Result<&mut Client, Failure> {
-        if self.used.elapsed() >= REOPEN_AFTER {
-            // The box may have ended it already: no bye.
-            if let Some(old) = self.client.take() {
-                old.forget();
-            }
-        }
-        self.used = Instant::now();
-        match &mut self.client {
-            Some(c) => Ok(c),
-            empty => Ok(empty.insert(connect(self.vm)?)),
-        }
-    }
-
-    fn status(&mut self) -> Result<Box<Status>, Failure> {
-        crate::box_cmd::get_status(self.client()?, false)
-    }
-
-    fn close(self) {
-        if let Some(c) = self.client {
-            let _ = c.close();
-        }
-    }
 }
 
 fn count(list: &[Count], name: &str) -> u64 {
@@ -353,9 +309,8 @@ pub(super) fn run(args: &LabArgs) -> Result<u8, Failure> {
     println!("wro-vm → {ROZ_VM}: {p2}");
     let _ = wro_vm.listen(5001, ListenMode::Sink);
     let _ = roz_vm.listen(5002, ListenMode::Sink);
-    let budget = |p: &PingReport| Duration::from_secs(if p.received > 0 { 120 } else { 5 });
-    let t1 = roz_vm.transfer(WRO_VM, 5001, args.bytes, budget(&p1));
-    let t2 = wro_vm.transfer(ROZ_VM, 5002, args.bytes, budget(&p2));
+    let t1 = transfer(&clock, &roz_vm, "roz-vm", WRO_VM, 5001, args.transfer_bytes(), args.transfer_budget(&p1));
+    let t2 = transfer(&clock, &wro_vm, "wro-vm", ROZ_VM, 5002, args.transfer_bytes(), args.transfer_budget(&p2));
     println!("roz-vm → {WRO_VM}:5001: {t1}");
     println!("wro-vm → {ROZ_VM}:5002: {t2}");
     // The far side's view: what arrived after both boxes' clamps.
@@ -480,33 +435,30 @@ pub(super) fn run(args: &LabArgs) -> Result<u8, Failure> {
         println!("\nlab: FAILED: {} ({took:.1} s)", problems.join("; "));
     }
     if args.json {
-        println!(
-            "{}",
-            json!({
-                "scenario": "two-site",
-                "variant": format!("{:?}", args.variant),
-                "refused": refusals,
-                "dhcp": ws.dhcp,
-                "resolver": resolver_json,
-                "doctor": doctor_json,
-                "traffic": {
-                    "ping_roz_to_wro": p1.received, "ping_wro_to_roz": p2.received,
-                    "tcp_roz_to_wro_intact": t1.ok(), "tcp_wro_to_roz_intact": t2.ok(),
-                    "mss_arrived": mss_seen,
-                    "mtu": mtu.as_ref().map(|(fits, too_big, oversize)| json!({
-                        "size": OVERLAY_MTU, "sent": fits.sent, "received": fits.received,
-                        "oversize_sent": too_big.sent, "oversize_received": too_big.received, "vxlan_oversize": oversize,
-                    })),
-                },
-                "dynamic_ip": healthy.then(|| json!({
-                    "old": WRO_PUBLIC.to_string(), "new": WRO_NEW_PUBLIC.to_string(),
-                    "recovery_secs": recovery.recovered_after, "pings_lost": recovery.lost,
-                    "roz_endpoint_for_wro": recovery.endpoint, "reresolved_secs": recovery.reresolved_after,
+        crate::out::document(&json!({
+            "scenario": "two-site",
+            "variant": format!("{:?}", args.variant),
+            "refused": refusals,
+            "dhcp": ws.dhcp,
+            "resolver": resolver_json,
+            "doctor": doctor_json,
+            "traffic": {
+                "ping_roz_to_wro": p1.received, "ping_wro_to_roz": p2.received,
+                "tcp_roz_to_wro_intact": t1.ok(), "tcp_wro_to_roz_intact": t2.ok(),
+                "mss_arrived": mss_seen,
+                "mtu": mtu.as_ref().map(|(fits, too_big, oversize)| json!({
+                    "size": OVERLAY_MTU, "sent": fits.sent, "received": fits.received,
+                    "oversize_sent": too_big.sent, "oversize_received": too_big.received, "vxlan_oversize": oversize,
                 })),
-                "problems": problems,
-                "ok": ok,
-            })
-        );
+            },
+            "dynamic_ip": healthy.then(|| json!({
+                "old": WRO_PUBLIC.to_string(), "new": WRO_NEW_PUBLIC.to_string(),
+                "recovery_secs": recovery.recovered_after, "pings_lost": recovery.lost,
+                "roz_endpoint_for_wro": recovery.endpoint, "reresolved_secs": recovery.reresolved_after,
+            })),
+            "problems": problems,
+            "ok": ok,
+        }));
     }
     roz_c.close();
     wro_c.close();
@@ -518,10 +470,7 @@ pub(super) fn run(args: &LabArgs) -> Result<u8, Failure> {
     underlay.stop();
     drop(roz);
     drop(wro);
-    if args.once {
-        return Ok(if ok { 0 } else { EXIT_FAILED });
-    }
-    Ok(0)
+    Ok(if ok { 0 } else { EXIT_FAILED })
 }
 
 /// Moves wro's public address and its DNS record, then pings across the

@@ -350,7 +350,15 @@ impl SimHost {
 
     /// Runs `t`: connects, sends, verifies, closes; never longer than `t.timeout`.
     pub fn transfer_with(&self, t: &Transfer) -> TransferReport {
+        self.transfer_watched(t, Duration::MAX, &mut |_, _| {})
+    }
+
+    /// [`SimHost::transfer_with`], calling `progress(acknowledged bytes,
+    /// elapsed)` about every `every` while it runs (a slow, lossy underlay
+    /// can take minutes: the operator sees it move).
+    pub fn transfer_watched(&self, t: &Transfer, every: Duration, progress: &mut dyn FnMut(u64, Duration)) -> TransferReport {
         let start = Instant::now();
+        let mut next_progress = start.checked_add(every);
         let deadline = start + t.timeout;
         let mut report = TransferReport {
             mode: t.mode,
@@ -470,8 +478,13 @@ impl SimHost {
                 ));
                 break;
             }
+            if next_progress.is_some_and(|at| Instant::now() >= at) {
+                progress(report.acked, start.elapsed());
+                next_progress = Instant::now().checked_add(every);
+            }
             self.wake();
-            s = self.shared.wait(s, deadline.saturating_duration_since(Instant::now()));
+            let until = next_progress.map_or(deadline, |p| p.min(deadline));
+            s = self.shared.wait(s, until.saturating_duration_since(Instant::now()));
         }
         report.duration = start.elapsed();
         {
