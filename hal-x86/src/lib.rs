@@ -16,6 +16,7 @@ pub mod bootinfo;
 pub mod clock;
 pub mod dma;
 pub mod entropy;
+pub mod mmio;
 pub mod nic;
 pub mod paging;
 pub mod pci;

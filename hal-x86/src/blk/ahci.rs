@@ -86,6 +86,7 @@
 use super::{BlockDevice, BlockError, BlockSize};
 use crate::clock::Clock;
 use crate::dma;
+pub use crate::mmio::Mmio;
 use crate::pci::Device;
 use core::ptr::NonNull;
 use core::sync::atomic::{fence, Ordering};
@@ -324,43 +325,14 @@ pub trait Registers: Clone {
     fn write(&self, offset: usize, value: u32);
 }
 
-/// The ABAR window: volatile 32-bit accesses at offsets checked against its
-/// length (outside it reads give 0 and writes are dropped).
-#[derive(Clone)]
-pub struct Mmio {
-    base: NonNull<u8>,
-    len: usize,
-}
-
-impl Mmio {
-    /// # Safety
-    /// `base..base + len` must be the HBA's register window, mapped and
-    /// valid for the life of every clone.
-    unsafe fn new(base: NonNull<u8>, len: usize) -> Mmio {
-        Mmio { base, len }
-    }
-
-    fn in_window(&self, offset: usize) -> bool {
-        offset.is_multiple_of(4) && offset.checked_add(4).is_some_and(|end| end <= self.len)
-    }
-}
-
+/// The ABAR window (outside it reads give 0 and writes are dropped).
 impl Registers for Mmio {
     fn read(&self, offset: usize) -> u32 {
-        if !self.in_window(offset) {
-            return 0;
-        }
-        // SAFETY: aligned and inside the window (checked above), which
-        // `new`'s contract says is mapped for our lifetime.
-        unsafe { self.base.as_ptr().add(offset).cast::<u32>().read_volatile() }
+        Mmio::read32(self, offset).unwrap_or(0)
     }
 
     fn write(&self, offset: usize, value: u32) {
-        if !self.in_window(offset) {
-            return;
-        }
-        // SAFETY: as in `read`.
-        unsafe { self.base.as_ptr().add(offset).cast::<u32>().write_volatile(value) }
+        let _ = Mmio::write32(self, offset, value);
     }
 }
 

@@ -7,6 +7,7 @@ extern crate std;
 
 use super::*;
 use crate::blk::gpt;
+use core::ptr::NonNull;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::vec;

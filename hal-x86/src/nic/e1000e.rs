@@ -263,8 +263,7 @@ pub struct Counters {
 /// The BAR0 register window. Every access is a volatile 32-bit read or write
 /// at an offset checked against the window length.
 struct Regs {
-    base: NonNull<u8>,
-    len: usize,
+    mmio: crate::mmio::Mmio,
 }
 
 impl Regs {
@@ -272,28 +271,18 @@ impl Regs {
     /// `base..base + len` must be the device's register window (or, in tests,
     /// memory standing in for it), mapped and valid for the driver's life.
     unsafe fn new(base: NonNull<u8>, len: usize) -> Regs {
-        Regs { base, len }
+        // SAFETY: the caller's contract is `Mmio::new`'s.
+        Regs { mmio: unsafe { crate::mmio::Mmio::new(base, len) } }
     }
 
-    fn in_window(&self, offset: usize) -> bool {
-        offset.is_multiple_of(4) && offset.checked_add(4).is_some_and(|end| end <= self.len)
-    }
-
+    /// Outside the window reads give 0.
     fn read(&self, offset: usize) -> u32 {
-        if !self.in_window(offset) {
-            return 0;
-        }
-        // SAFETY: the offset is aligned and inside the window (checked
-        // above), which `new`'s contract says is mapped for our lifetime.
-        unsafe { self.base.as_ptr().add(offset).cast::<u32>().read_volatile() }
+        self.mmio.read32(offset).unwrap_or(0)
     }
 
+    /// Outside the window writes are dropped.
     fn write(&self, offset: usize, value: u32) {
-        if !self.in_window(offset) {
-            return;
-        }
-        // SAFETY: as in `read`.
-        unsafe { self.base.as_ptr().add(offset).cast::<u32>().write_volatile(value) }
+        let _ = self.mmio.write32(offset, value);
     }
 
     /// Reads `offset` until `done` holds, at most `polls` times; returns the
