@@ -944,6 +944,10 @@ fn applied_reply(r: Reply, json_out: bool, done: &str) -> Result<u8, Failure> {
             }
             Ok(0)
         }
+        // The configuration with the change has errors: exit 1, as `apply`
+        // and `config validate` do; naming a claim that is not there (or is
+        // already) stays bad usage.
+        Reply::Error(f) if f.kind == FailureKind::Invalid => refused_as(config_refusal(&f), &f, json_out, "applied"),
         Reply::Error(f) => refused(&f, json_out, "applied"),
         other => Err(unexpected(&other)),
     }

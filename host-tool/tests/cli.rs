@@ -830,3 +830,22 @@ fn doctor_without_an_area_runs_every_check_with_go_routerd_field_names() {
     let text = stdout(&routerctl(&["doctor", "--port", &b.port], None));
     assert!(text.starts_with("doctor hybrid: edge (side onprem)"), "{text}");
 }
+
+/// `claims add` whose result the box finds invalid exits 1 like `apply`
+/// and `config validate`; a claim that is not there to remove stays bad
+/// usage (2).
+#[test]
+fn claims_add_that_makes_the_configuration_invalid_exits_1() {
+    let config = "[device]\nname = \"edge\"\nside = \"onprem\"\n\
+        [[ports]]\nname = \"lan0\"\nrole = \"lan\"\naddress = \"10.20.0.2/24\"\n\
+        [[ports]]\nname = \"wan0\"\nrole = \"wan\"\naddress = \"192.168.1.35/24\"\ngateway = \"192.168.1.1\"\n\
+        [[wireguard]]\nname = \"wg0\"\nprivate_key = \"device:wg0\"\n\
+        [[peers]]\nname = \"cloud\"\ntunnel = \"wg0\"\npublic_key = \"ca67+D0dVOzK/Bjvjlowc7W4uQ/zJ1jT9fh1LNCS51w=\"\n\
+        endpoint = \"203.0.113.10:51820\"\nallowed_ips = [\"10.20.0.50/32\", \"10.20.0.2/32\"]\n";
+    let b = fake_box::start(config);
+    let o = routerctl(&["claims", "add", "10.20.0.2", "--owner", "cloud", "--port", &b.port], None);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("claims[0]"), "the refusal names the path: {}", stderr(&o));
+    let o = routerctl(&["claims", "remove", "10.20.0.77", "--port", &b.port], None);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
