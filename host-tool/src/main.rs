@@ -394,6 +394,8 @@ enum DoctorCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Every reading command has `--json`; clap accepted it as that flag.
+    let json = std::env::args_os().any(|a| a == "--json");
     let conn = &cli.conn;
     let result = match cli.command {
         Command::Config(cmd) => config_cmd::run(cmd, conn),
@@ -446,6 +448,18 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
             eprintln!("routerctl: {}", f.message.trim_end());
+            // `--json` asked for a document: a failure is one too (a script
+            // reading stdout gets JSON, not nothing), unless the command
+            // already printed its own.
+            if json && !out::wrote() {
+                let kind = if f.code == EXIT_USAGE { "usage" } else { "failed" };
+                out::document(&serde_json::json!({
+                    "schema": 1,
+                    "port": conn.port(),
+                    "result": "fail",
+                    "error": { "kind": kind, "message": f.message.trim_end() },
+                }));
+            }
             ExitCode::from(f.code)
         }
     }

@@ -27,6 +27,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 static CLOSED: AtomicBool = AtomicBool::new(false);
 static FAILED: AtomicBool = AtomicBool::new(false);
 static TEXT_TO_STDERR: AtomicBool = AtomicBool::new(false);
+static WROTE: AtomicBool = AtomicBool::new(false);
+
+/// Whether anything was written to stdout (a command that failed after
+/// printing its own JSON document gets no second one).
+pub fn wrote() -> bool {
+    WROTE.load(Ordering::Relaxed)
+}
 
 /// From now on `print!`/`println!` write to stderr, so stdout carries only
 /// what [`document`] writes: a command asked for `--json` whose progress
@@ -46,6 +53,7 @@ pub fn write_fmt(args: fmt::Arguments<'_>) {
     if closed() {
         return;
     }
+    WROTE.store(true, Ordering::Relaxed);
     let r = io::stdout().lock().write_fmt(args);
     if let Err(e) = r {
         gone(e);
@@ -58,6 +66,7 @@ pub fn document(doc: &serde_json::Value) {
     if closed() {
         return;
     }
+    WROTE.store(true, Ordering::Relaxed);
     let r = writeln!(io::stdout().lock(), "{doc}");
     if let Err(e) = r {
         gone(e);
@@ -69,6 +78,7 @@ pub fn write_bytes(bytes: &[u8]) {
     if closed() {
         return;
     }
+    WROTE.store(true, Ordering::Relaxed);
     let r = io::stdout().lock().write_all(bytes);
     if let Err(e) = r {
         gone(e);

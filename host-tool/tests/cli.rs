@@ -849,3 +849,21 @@ fn claims_add_that_makes_the_configuration_invalid_exits_1() {
     let o = routerctl(&["claims", "remove", "10.20.0.77", "--port", &b.port], None);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+/// Every reading command asked for `--json` prints a JSON document on
+/// stdout when the box cannot be reached (it printed nothing before).
+#[test]
+fn json_commands_print_a_document_when_the_box_is_unreachable() {
+    let port = "unix:/nonexistent/routerd.sock";
+    for cmd in [&["claims", "list"][..], &["key", "show"], &["config", "get"], &["config", "history"], &["conntrack", "list"]] {
+        let o = routerctl(&[cmd, &["--json", "--port", port][..]].concat(), None);
+        assert_eq!(o.status.code(), Some(1), "{cmd:?}: {}", stderr(&o));
+        let doc: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap_or_else(|e| panic!("{cmd:?}: not one JSON document ({e})"));
+        assert_eq!(doc["result"], "fail", "{cmd:?}");
+        assert_eq!(doc["port"], port);
+        assert!(doc["error"]["message"].as_str().unwrap().contains("nonexistent"), "{doc}");
+    }
+    // Without --json: nothing on stdout, the error on stderr.
+    let o = routerctl(&["claims", "list", "--port", port], None);
+    assert_eq!(stdout(&o), "");
+}
