@@ -54,10 +54,21 @@ fn routerctl_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     out
 }
 
+/// The images of this run (the tests share it and run in parallel, so
+/// none can remove it at its end): a run removes what earlier runs whose
+/// process is gone left behind (a few hundred MB each).
 fn dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let d = std::env::temp_dir().join(format!("routerd-image-test-{}", std::process::id()));
+        let tmp = std::env::temp_dir();
+        for e in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let Some(pid) = name.strip_prefix("routerd-image-test-") else { continue };
+            if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        let d = tmp.join(format!("routerd-image-test-{}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
         d
     })
