@@ -17,6 +17,8 @@
 //! (896 GiB with `-cpu max`'s 40 bits): the UEFI boots here run with QEMU's
 //! defaults, so they also prove the firmware maps and reaches them.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -259,44 +261,10 @@ fn iso_boots_on_bios_and_uefi() {
     eprintln!("iso (UEFI, as a USB disk): boot: ready {secs:.1} s after QEMU started");
 }
 
-const CONFIG: &str = r#"
-[device]
-name = "seeded"
-side = "onprem"
-
-[[ports]]
-name = "lan0"
-role = "lan"
-address = "10.20.0.2/24"
-
-[[ports]]
-name = "wan0"
-role = "wan"
-address = "192.0.2.2/24"
-gateway = "192.0.2.1"
-
-[[wireguard]]
-name = "wg0"
-private_key = "device:wg0"
-
-[[peers]]
-name = "cloud"
-tunnel = "wg0"
-public_key = "ca67+D0dVOzK/Bjvjlowc7W4uQ/zJ1jT9fh1LNCS51w="
-endpoint = "192.0.2.100:51820"
-allowed_ips = ["10.20.0.50/32"]
-
-[[claims]]
-address = "10.20.0.50/32"
-owner = "cloud"
-capture = { method = "proxy-arp", port = "lan0" }
-delivery = { tunnel = "wg0", peer = "cloud" }
-"#;
-
 #[test]
 fn config_seeds_the_state_partition_and_the_box_runs_it() {
     let file = dir().join("seeded.toml");
-    std::fs::write(&file, CONFIG).unwrap();
+    std::fs::write(&file, common::onprem_config("seeded", None, &["10.20.0.50/32"])).unwrap();
     let (img, sha) = build("seeded.img", &["--config", file.to_str().unwrap()]);
     assert_eq!(build("seeded-again.img", &["--config", file.to_str().unwrap()]).1, sha, "same inputs, same bytes");
     assert_ne!(sha, build("plain.img", &[]).1, "the configuration is in the image");
@@ -332,7 +300,11 @@ fn build_refuses_what_it_should() {
     assert_eq!(std::fs::read(&existing).unwrap(), b"keep me");
 
     let bad = dir().join("bad.toml");
-    std::fs::write(&bad, CONFIG.replace("address = \"10.20.0.2/24\"", "address = \"10.20.0.2/33\"")).unwrap();
+    std::fs::write(
+        &bad,
+        common::onprem_config("seeded", None, &["10.20.0.50/32"]).replace("address = \"10.20.0.2/24\"", "address = \"10.20.0.2/33\""),
+    )
+    .unwrap();
     let out = dir().join("bad.img");
     let o = routerctl(&["image", "build", "--firmware", &fw, "--config", bad.to_str().unwrap(), "-o", out.to_str().unwrap()]);
     assert_ne!(o.status.code(), Some(0));

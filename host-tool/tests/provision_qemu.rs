@@ -9,10 +9,12 @@
 //! break the next request. ARP is checked on the LAN NIC's socket with
 //! frames built by etherparse.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use etherparse::ArpOperation;
@@ -27,54 +29,7 @@ const HOST_MAC: Mac = [0x02, 0x11, 0, 0, 0, 10];
 const HOST: Ip = [10, 20, 0, 10];
 
 fn config(extra: &str) -> String {
-    format!(
-        r#"
-[device]
-name = "prov-onprem"
-side = "onprem"
-
-[[ports]]
-name = "lan0"
-role = "lan"
-address = "10.20.0.2/24"
-
-[[ports]]
-name = "wan0"
-role = "wan"
-address = "192.0.2.2/24"
-gateway = "192.0.2.1"
-
-[[wireguard]]
-name = "wg0"
-private_key = "device:wg0"
-
-[[peers]]
-name = "cloud"
-tunnel = "wg0"
-public_key = "ca67+D0dVOzK/Bjvjlowc7W4uQ/zJ1jT9fh1LNCS51w="
-endpoint = "192.0.2.100:51820"
-allowed_ips = ["10.20.0.50/32", "10.20.0.51/32", "10.20.0.52/32"]
-
-[[claims]]
-address = "10.20.0.50/32"
-owner = "cloud"
-capture = {{ method = "proxy-arp", port = "lan0" }}
-delivery = {{ tunnel = "wg0", peer = "cloud" }}
-{extra}
-"#
-    )
-}
-
-fn routerctl(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_routerctl")).args(args).output().expect("run routerctl");
-    eprintln!(
-        "$ routerctl {}\n{}{}-> {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        out.status
-    );
-    out
+    common::onprem_config("prov-onprem", None, &["10.20.0.50/32", "10.20.0.51/32", "10.20.0.52/32"]) + extra
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -153,7 +108,7 @@ fn routerctl_provisions_a_running_box() {
     let lan = &links[0];
 
     // Unconfigured: status works and says so.
-    let out = routerctl(&["status", "--port", &port, "--json"]);
+    let out = common::routerctl(&["status", "--port", &port, "--json"]);
     assert!(out.status.success());
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["status"]["configured"], false);
@@ -162,13 +117,13 @@ fn routerctl_provisions_a_running_box() {
 
     // Apply: the plan is shown, the key is made on the box.
     let good = write(&dir, "onprem.toml", &config(""));
-    let out = routerctl(&["apply", good.to_str().unwrap(), "--port", &port, "--yes"]);
+    let out = common::routerctl(&["apply", good.to_str().unwrap(), "--port", &port, "--yes"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("+ claims 10.20.0.50/32"), "{text}");
     assert!(text.contains("public key"), "{text}");
 
-    let out = routerctl(&["status", "--port", &port, "--json"]);
+    let out = common::routerctl(&["status", "--port", &port, "--json"]);
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     let st = &doc["status"];
     assert_eq!(st["configured"], true);
@@ -178,7 +133,7 @@ fn routerctl_provisions_a_running_box() {
     assert_eq!(st["claims"][0]["mss"], 1380);
     let public = st["tunnel"]["public_key"].as_str().unwrap().to_string();
     assert_eq!(public.len(), 44);
-    let out = routerctl(&["key", "show", "--port", &port, "--json"]);
+    let out = common::routerctl(&["key", "show", "--port", &port, "--json"]);
     let keys: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(keys["keys"][0]["public_key"], public.as_str());
     assert_eq!(keys["keys"][0]["slot"], "wg0");
@@ -187,36 +142,36 @@ fn routerctl_provisions_a_running_box() {
     // claims add: answered once its probes went unanswered (well within
     // two seconds); remove: silent again.
     assert_eq!(arp_answer(lan, [10, 20, 0, 52], Duration::from_millis(300)), None);
-    let out = routerctl(&["claims", "add", "10.20.0.52", "--owner", "cloud", "--port", &port]);
+    let out = common::routerctl(&["claims", "add", "10.20.0.52", "--owner", "cloud", "--port", &port]);
     assert!(out.status.success());
     let (mac, took) = arp_answer_within(lan, [10, 20, 0, 52], Duration::from_secs(2)).expect("new claim answered");
     assert_eq!(mac, box_mac);
     eprintln!("claims add → ARP answered {} ms after routerctl returned", took.as_millis());
-    let out = routerctl(&["claims", "list", "--port", &port, "--json"]);
+    let out = common::routerctl(&["claims", "list", "--port", &port, "--json"]);
     let list: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(list["claims"].as_array().unwrap().len(), 2);
     // Same key after a claim add: the tunnel was kept.
-    let out = routerctl(&["status", "--port", &port, "--json"]);
+    let out = common::routerctl(&["status", "--port", &port, "--json"]);
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["status"]["tunnel"]["public_key"], public.as_str());
-    let out = routerctl(&["claims", "remove", "10.20.0.52", "--port", &port]);
+    let out = common::routerctl(&["claims", "remove", "10.20.0.52", "--port", &port]);
     assert!(out.status.success());
     assert_eq!(arp_answer(lan, [10, 20, 0, 52], Duration::from_secs(1)), None);
 
     // Invalid here: refused before sending, the field named, exit 1 (as `config validate`).
     let bad = write(&dir, "bad.toml", &config("[[claims]]\naddress = \"10.20.0.51/24\"\nowner = \"cloud\"\ncapture = { method = \"proxy-arp\", port = \"lan0\" }\ndelivery = { tunnel = \"wg0\", peer = \"cloud\" }\n"));
-    let out = routerctl(&["apply", bad.to_str().unwrap(), "--port", &port, "--yes"]);
+    let out = common::routerctl(&["apply", bad.to_str().unwrap(), "--port", &port, "--yes"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("claims[1].address"));
     // Valid but impossible on this box (no NIC with that MAC): the box
     // refuses, names the port, and keeps running the old configuration.
     let nomac = config("").replace("name = \"wan0\"\nrole = \"wan\"", "name = \"wan0\"\nrole = \"wan\"\nmac = \"02:00:00:00:99:99\"");
     let nomac = write(&dir, "nomac.toml", &nomac);
-    let out = routerctl(&["apply", nomac.to_str().unwrap(), "--port", &port, "--yes"]);
+    let out = common::routerctl(&["apply", nomac.to_str().unwrap(), "--port", &port, "--yes"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ports[1]"), "the refusal names the port");
     assert_eq!(arp_answer(lan, [10, 20, 0, 50], Duration::from_secs(1)), Some(box_mac), "running config lost");
-    let out = routerctl(&["config", "get", "--port", &port]);
+    let out = common::routerctl(&["config", "get", "--port", &port]);
     assert!(out.status.success());
     let running = config_schema::human::from_toml(&String::from_utf8_lossy(&out.stdout)).unwrap();
     assert_eq!(running, config_schema::human::from_toml(&config("")).unwrap());
@@ -264,7 +219,7 @@ fn routerctl_provisions_a_running_box() {
         .expect("the conflict was logged inside the session");
     assert!(line["text"].as_str().unwrap().contains("02:99:00:00:00:50"));
     assert_eq!(arp_answer(lan, [10, 20, 0, 50], Duration::from_millis(500)), None, "a claim in conflict must not answer");
-    let out = routerctl(&["claims", "list", "--port", &port]);
+    let out = common::routerctl(&["claims", "list", "--port", &port]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("CONFLICT (live host 02:99:00:00:00:50, heard"));
 
     // The console is readable again once the session ended.
@@ -277,10 +232,10 @@ fn routerctl_provisions_a_running_box() {
 
 #[test]
 fn a_box_that_is_not_there_is_a_clear_error() {
-    let out = routerctl(&["status", "--port", "unix:/nonexistent/box.sock"]);
+    let out = common::routerctl(&["status", "--port", "unix:/nonexistent/box.sock"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unix:/nonexistent/box.sock") && err.contains("is the box running"), "{err}");
-    let out = routerctl(&["status", "--port", "ttyUSB0"]);
+    let out = common::routerctl(&["status", "--port", "ttyUSB0"]);
     assert_eq!(out.status.code(), Some(2));
 }
