@@ -6,7 +6,7 @@
 
 use routerd_qemu::{self as qemu, Machine, MachineType, NetBackend, Nic, NicModel};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "\
@@ -48,6 +48,10 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("ping", "iputils-ping"),
     // The DHCP (and DNS) server of the WAN tests; -base: no system service.
     ("dnsmasq", "dnsmasq-base"),
+    // `routerctl capture`'s tests read the pcap back (`tshark -r`).
+    ("tshark", "tshark"),
+    // The EVPN peer of the BGP interop test (firmware/bgp/tests/frr.rs).
+    ("/usr/lib/frr/bgpd", "frr"),
 ];
 
 fn main() -> ExitCode {
@@ -170,12 +174,48 @@ fn ensure_packages(wanted: &[(&str, &str)]) -> Result<(), Failure> {
     run(update, "apt-get update")?;
     let mut install = Command::new("apt-get");
     install.args(["install", "-y", "-qq", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive");
-    run(install, &line)?;
+    {
+        // The tests start their own daemons (FRR, dnsmasq) in namespaces:
+        // a package's service must not start on this machine at install.
+        let _no_services = NoServiceStarts::arm();
+        run(install, &line)?;
+    }
+    if missing.contains(&"frr") && exists("systemctl") {
+        // Nor at the machine's next boot (the tests run FRR themselves).
+        let _ = Command::new("systemctl").args(["disable", "--now", "frr"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    }
     let still: Vec<&str> = wanted.iter().filter(|(cmd, _)| !exists(cmd)).map(|(c, _)| *c).collect();
     if still.is_empty() {
         Ok(())
     } else {
         Err(Failure::Failed(format!("still missing after install: {}", still.join(" "))))
+    }
+}
+
+/// Debian's `policy-rc.d` convention: while it exists and exits 101, a
+/// package's maintainer scripts start no service. Put in place for an
+/// install when the machine has none, removed after.
+struct NoServiceStarts(Option<&'static str>);
+
+impl NoServiceStarts {
+    const PATH: &'static str = "/usr/sbin/policy-rc.d";
+
+    fn arm() -> NoServiceStarts {
+        use std::os::unix::fs::PermissionsExt;
+        if std::path::Path::new(Self::PATH).exists() {
+            return NoServiceStarts(None);
+        }
+        let written = std::fs::write(Self::PATH, "#!/bin/sh\n# cargo xtask deps: no service starts during this install\nexit 101\n")
+            .and_then(|()| std::fs::set_permissions(Self::PATH, std::fs::Permissions::from_mode(0o755)));
+        NoServiceStarts(written.is_ok().then_some(Self::PATH))
+    }
+}
+
+impl Drop for NoServiceStarts {
+    fn drop(&mut self) {
+        if let Some(p) = self.0 {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 
