@@ -313,6 +313,11 @@ pub fn status_text(st: &Status) -> String {
         None if st.clock_source.is_empty() => String::new(),
         None => format!("clock: none ({}): WireGuard timestamps count from boot\n", st.clock_source),
     };
+    // The firmware slots of a box booted from a routerd disk.
+    if let Some(fw) = &st.firmware {
+        o += &format!("firmware: {}\n", crate::upgrade_cmd::slots_text(fw));
+        o += &crate::upgrade_cmd::trial_lines(fw);
+    }
     o += "\nports\n";
     for p in &st.ports {
         o += &format!(

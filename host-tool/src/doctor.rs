@@ -150,6 +150,11 @@ pub fn hybrid(st: &Status, cfg: Option<&Config>) -> Vec<Check> {
         }
     }
 
+    // The firmware slots: a trial not decided yet, or one that failed.
+    if let Some(fw) = &st.firmware {
+        out.push(firmware(fw));
+    }
+
     // A commit-confirm on trial: the box goes back by itself unless confirmed.
     if let Some(p) = &st.pending_confirm {
         out.push(check(
@@ -484,6 +489,54 @@ pub fn hybrid(st: &Status, cfg: Option<&Config>) -> Vec<Check> {
         ));
     }
     out
+}
+
+/// `firmware.slots`: the running slot confirmed (pass), on an unconfirmed
+/// trial or back from one that failed (warn).
+fn firmware(fw: &routerd_provision::message::FirmwareStatus) -> Check {
+    use crate::upgrade_cmd::{other_slot, slot_identity};
+    let name = |slot: &str| slot_identity(fw, slot).map_or_else(|| "no routerd firmware".to_string(), |i| i.to_string());
+    let running = fw.running.as_str();
+    let other = other_slot(running).unwrap_or("?");
+    let subject = format!("slot {running}");
+    if let Some(n) = fw.trial_tries_left {
+        return check(
+            "firmware.slots",
+            subject,
+            Verdict::Warn,
+            format!(
+                "slot {running} runs {} on trial, not confirmed yet ({} left before the box goes back to slot {other}, {})",
+                name(running),
+                crate::plural(usize::from(n), "boot"),
+                name(other)
+            ),
+            "a healthy firmware confirms itself within a minute of booting; if it does not, the box returns to the other slot by itself",
+        );
+    }
+    if let Some(failed) = fw.failed.as_deref() {
+        return check(
+            "firmware.slots",
+            subject,
+            Verdict::Warn,
+            format!(
+                "slot {running} runs {}; the upgrade to {} (slot {failed}) did not confirm and the box went back",
+                name(running),
+                name(failed)
+            ),
+            format!(
+                "the upgrade to {} did not confirm; check its console log; `routerctl upgrade` again or keep the running firmware",
+                name(failed)
+            ),
+        );
+    }
+    pass(
+        "firmware.slots",
+        subject,
+        match slot_identity(fw, other) {
+            Some(i) => format!("slot {running} runs {} (confirmed); slot {other} keeps {i} as the fallback", name(running)),
+            None => format!("slot {running} runs {} (confirmed); slot {other} holds no routerd firmware", name(running)),
+        },
+    )
 }
 
 /// What the peers' allowed IPs route into the tunnel, for `route.default`:
@@ -1321,6 +1374,45 @@ delivery = { tunnel = "wg0", peer = "onprem" }
         // A clamp above the path.
         st.claims[0].mss = 1460;
         assert_eq!(find(&hybrid(&st, Some(&cfg)), "claim.mss", "10.20.0.50").result, Verdict::Warn);
+    }
+
+    /// `firmware.slots`: absent without slots, a pass when the running
+    /// slot is confirmed, a warning on a trial and after a failed one.
+    #[test]
+    fn the_firmware_slots_are_judged() {
+        use routerd_provision::message::{text, FirmwareIdentity, FirmwareStatus, SlotStatus};
+        let cfg = config_schema::human::from_toml(CFG).unwrap();
+        let mut st = status(&cfg);
+        assert!(hybrid(&st, Some(&cfg)).iter().all(|c| c.area() != "firmware"), "no slots: no check");
+        let id = |build: &str| Some(FirmwareIdentity { version: text("0.1.0"), build: text(build), flags: 0 });
+        let mut fw = FirmwareStatus { running: text("A"), ..FirmwareStatus::default() };
+        fw.slots.push(SlotStatus { slot: text("A"), identity: id("abc"), state: text("running") }).unwrap();
+        fw.slots.push(SlotStatus { slot: text("B"), identity: id("def"), state: text("standby") }).unwrap();
+        st.firmware = Some(fw.clone());
+        let c = find(&hybrid(&st, Some(&cfg)), "firmware.slots", "slot A").clone();
+        assert_eq!(c.result, Verdict::Pass);
+        assert_eq!(c.reason, "slot A runs routerd 0.1.0 (build abc) (confirmed); slot B keeps routerd 0.1.0 (build def) as the fallback");
+
+        let mut trial = fw.clone();
+        trial.running = text("B");
+        trial.trial_tries_left = Some(1);
+        st.firmware = Some(trial);
+        let c = find(&hybrid(&st, Some(&cfg)), "firmware.slots", "slot B").clone();
+        assert_eq!(c.result, Verdict::Warn);
+        assert!(c.reason.contains("on trial, not confirmed yet (1 boot left before the box goes back to slot A"), "{c:?}");
+
+        let mut failed = fw;
+        failed.failed = Some(text("B"));
+        st.firmware = Some(failed);
+        let checks = hybrid(&st, Some(&cfg));
+        let c = find(&checks, "firmware.slots", "slot A");
+        assert_eq!(c.result, Verdict::Warn);
+        assert_eq!(
+            c.hint,
+            "the upgrade to routerd 0.1.0 (build def) did not confirm; check its console log; `routerctl upgrade` again or keep \
+             the running firmware"
+        );
+        assert!(text_of(&st, &checks).contains("firmware.slots"), "{}", text_of(&st, &checks));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! `plan`, `apply [--confirm MINUTES]`, `confirm`, `config get
 //! [--generation N]`, `config history`, `rollback`, `claims
 //! list|add|remove`, `key show|generate|import`, `key psk
-//! show|import|generate`, `logs`, `reboot`, `reset`, `doctor hybrid`. And
+//! show|import|generate`, `logs`, `capture`, `reboot`, `reset`, `doctor hybrid`. And
 //! `completions`, `man`, `lab`.
 //!
 //! Exit codes (PRODUCT.md, "Contracts"): 0 success, 1 a check or command
@@ -39,6 +39,7 @@ macro_rules! println {
 }
 
 mod box_cmd;
+mod capture_cmd;
 mod client;
 mod config_cmd;
 mod conntrack_cmd;
@@ -49,7 +50,9 @@ mod import_wg;
 mod keys;
 mod lab;
 mod out;
+mod progress;
 mod show;
+mod upgrade_cmd;
 
 /// Exit code when a check or command failed.
 pub const EXIT_FAILED: u8 = 1;
@@ -349,12 +352,18 @@ enum Command {
     Image(image::ImageCommand),
     /// Write an image to a USB stick or disk, then verify it
     Flash(image::flash::FlashArgs),
+    /// Install a new firmware in the box's other slot, boot it on trial, wait for it to confirm
+    #[command(long_about = upgrade_cmd::LONG_ABOUT, after_long_help = upgrade_cmd::AFTER_HELP)]
+    Upgrade(upgrade_cmd::UpgradeArgs),
     /// Print a shell completion script (bash, zsh, fish, …)
     #[command(after_long_help = "Example:\n  routerctl completions bash > /etc/bash_completion.d/routerctl")]
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff)
     #[command(after_long_help = "Example:\n  routerctl man | man -l -")]
     Man,
+    /// Capture frames on the box into a pcap file for Wireshark/tcpdump (or stdout)
+    #[command(long_about = capture_cmd::LONG_ABOUT, after_long_help = capture_cmd::AFTER_HELP)]
+    Capture(capture_cmd::CaptureArgs),
 }
 
 #[derive(clap::Args)]
@@ -423,12 +432,14 @@ fn main() -> ExitCode {
         Command::Lab(args) => lab::run(&args),
         Command::Image(cmd) => image::run(cmd),
         Command::Flash(args) => image::flash::run(&args),
+        Command::Upgrade(args) => upgrade_cmd::run(&args, conn),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "routerctl", &mut script);
             out::write_bytes(&script);
             Ok(0)
         }
+        Command::Capture(args) => capture_cmd::run(args, conn),
         Command::Man => {
             let mut page = Vec::new();
             match clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut page) {

@@ -867,3 +867,203 @@ fn json_commands_print_a_document_when_the_box_is_unreachable() {
     let o = routerctl(&["claims", "list", "--port", port], None);
     assert_eq!(stdout(&o), "");
 }
+
+/// Issue 20: every command that talks to a box lists the global connection
+/// options (`--port`, `ROUTERCTL_PORT`, `--baud`, `--timeout`) in its own
+/// help, long and short, so nobody has to know to look at `routerctl --help`.
+#[test]
+fn every_box_command_help_lists_the_connection_options() {
+    let pages: &[&[&str]] = &[
+        &["status"],
+        &["show"],
+        &["plan"],
+        &["apply"],
+        &["confirm"],
+        &["rollback"],
+        &["claims", "list"],
+        &["claims", "add"],
+        &["claims", "remove"],
+        &["claims", "clear-conflict"],
+        &["conntrack", "list"],
+        &["key", "show"],
+        &["key", "generate"],
+        &["key", "import"],
+        &["key", "psk", "show"],
+        &["key", "psk", "import"],
+        &["key", "psk", "generate"],
+        &["logs"],
+        &["storage", "init"],
+        &["reboot"],
+        &["reset"],
+        &["doctor"],
+        &["doctor", "hybrid"],
+        &["config", "get"],
+        &["config", "history"],
+        &["capture"],
+    ];
+    for page in pages {
+        for flag in ["--help", "-h"] {
+            let args: Vec<&str> = page.iter().copied().chain([flag]).collect();
+            let o = Command::new(env!("CARGO_BIN_EXE_routerctl")).args(&args).env_remove("ROUTERCTL_PORT").output().unwrap();
+            assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+            let help = stdout(&o);
+            let section = help.split("Reaching a box").nth(1).unwrap_or_else(|| panic!("{args:?}: no connection options:\n{help}"));
+            for want in ["--port <PORT>", "[env: ROUTERCTL_PORT=]", "--baud <BAUD>", "--timeout <MS>"] {
+                assert!(section.contains(want), "{args:?}: {want} missing from the connection options:\n{help}");
+            }
+        }
+    }
+    // The capture command's own help teaches: examples, the filter grammar,
+    // the serial line's speed.
+    let help = stdout(&routerctl(&["capture", "--help"], None));
+    for want in ["Examples:", "| wireshark -k -i -", "FILTERS", "host A.B.C.D", "115200 baud", "--rate"] {
+        assert!(help.contains(want), "capture --help lacks {want:?}:\n{help}");
+    }
+}
+
+/// `routerctl capture`'s usage errors name the option and the value, and
+/// come before any box is reached (exit 2).
+#[test]
+fn capture_usage_errors_name_the_value() {
+    let port = ["--port", "unix:/nonexistent/box.sock"];
+    for (args, want) in [
+        (&["capture", "-w", "x.pcap", "--filter", "host 10.0.0.300"][..], "--filter: \"10.0.0.300\" is not an IPv4 address"),
+        (&["capture", "-w", "x.pcap", "--filter", "icmp and"], "--filter: \"and\" at the end needs a term after it"),
+        (&["capture", "-w", "x.pcap", "--rate", "fast"], "--rate \"fast\""),
+        (&["capture", "-w", "x.pcap", "--snaplen", "0"], "--snaplen 0"),
+        (&["capture", "-w", "-", "--json"], "--json with -w -"),
+    ] {
+        let o = routerctl(&[args, &port[..]].concat(), None);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
+        assert!(!std::path::Path::new("x.pcap").exists(), "no file before the box answered");
+    }
+}
+
+/// A binary file in the temp dir, removed on drop.
+struct TempBytes(PathBuf);
+
+impl TempBytes {
+    fn new(name: &str, bytes: &[u8]) -> Self {
+        let path = std::env::temp_dir().join(format!("routerctl-upgrade-{}-{name}", std::process::id()));
+        std::fs::write(&path, bytes).unwrap();
+        TempBytes(path)
+    }
+    fn arg(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempBytes {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The smallest file `firmware::inspect` takes for a routerd firmware: an
+/// x86-64 ELF header, one PT_NOTE program header with the routerd note,
+/// and a multiboot2 header.
+fn minimal_firmware(flags: u32) -> Vec<u8> {
+    use routerd_provision::firmware::{note_desc, NOTE_DESC, NOTE_NAME, NOTE_TYPE};
+    let mut f = vec![0u8; 4096];
+    f[..4].copy_from_slice(b"\x7fELF");
+    f[4] = 2; // 64-bit
+    f[5] = 1; // little-endian
+    f[18..20].copy_from_slice(&62u16.to_le_bytes()); // x86-64
+    f[32..40].copy_from_slice(&64u64.to_le_bytes()); // program headers at 64
+    f[54..56].copy_from_slice(&56u16.to_le_bytes());
+    f[56..58].copy_from_slice(&1u16.to_le_bytes());
+    f[64..68].copy_from_slice(&4u32.to_le_bytes()); // PT_NOTE
+    let note = 256usize;
+    f[72..80].copy_from_slice(&(note as u64).to_le_bytes());
+    f[96..104].copy_from_slice(&((12 + 8 + NOTE_DESC) as u64).to_le_bytes());
+    f[note..note + 4].copy_from_slice(&8u32.to_le_bytes());
+    f[note + 4..note + 8].copy_from_slice(&(NOTE_DESC as u32).to_le_bytes());
+    f[note + 8..note + 12].copy_from_slice(&NOTE_TYPE.to_le_bytes());
+    f[note + 12..note + 20].copy_from_slice(NOTE_NAME);
+    f[note + 20..note + 20 + NOTE_DESC].copy_from_slice(&note_desc("0.1.0", "cli-test", flags));
+    let magic = 0xE852_50D6u32;
+    for (i, w) in [magic, 0, 24, 0u32.wrapping_sub(magic.wrapping_add(24))].iter().enumerate() {
+        f[1024 + 4 * i..1028 + 4 * i].copy_from_slice(&w.to_le_bytes());
+    }
+    assert!(routerd_provision::firmware::inspect(&f).is_ok());
+    f
+}
+
+/// `upgrade` checks the file before it reaches for the box: not a
+/// firmware, too large, a test build — exit 2 with the reason, nothing
+/// sent (the port does not exist: trying it would exit 1 "cannot open").
+#[test]
+fn upgrade_refuses_what_is_not_a_firmware_before_connecting() {
+    let port = "unix:/nonexistent";
+    let text =
+        TempBytes::new("notes.txt", b"routerd 0.2.0 release notes: this file is text, longer than an ELF header, and not a firmware.\n");
+    let o = routerctl(&["upgrade", text.arg(), "--port", port, "--yes"], None);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(stderr(&o), format!("routerctl: upgrade: {}: not an ELF file (no \\x7fELF at the start)\n", text.arg()));
+    assert_eq!(stdout(&o), "");
+
+    // --json: the refusal is one document.
+    let o = routerctl(&["upgrade", text.arg(), "--port", port, "--yes", "--json"], None);
+    assert_eq!(o.status.code(), Some(2));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("one JSON document");
+    assert_eq!(doc["result"], "fail");
+    assert_eq!(doc["error"]["kind"], "usage");
+    assert!(doc["error"]["message"].as_str().unwrap().contains("not an ELF file"), "{doc}");
+
+    // Larger than a slot.
+    let mut big = minimal_firmware(0);
+    big.resize(16 * 1024 * 1024 + 1, 0);
+    let big = TempBytes::new("big.elf", &big);
+    let o = routerctl(&["upgrade", big.arg(), "--port", port, "--yes"], None);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("16777217 bytes is larger than a firmware slot (16777216 bytes"), "{}", stderr(&o));
+
+    // A test build that never confirms, made from the image's firmware when
+    // it was built (`cargo xtask image`) and carries a note, else minimal.
+    let never = routerd_provision::message::FirmwareIdentity::FLAG_NEVER_CONFIRMS;
+    let mut builds = vec![minimal_firmware(never)];
+    let release = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/routerd");
+    if let Ok(mut real) = std::fs::read(&release) {
+        if routerd_provision::firmware::restamp(&mut real, "0.1.0", "never-confirms", never) {
+            builds.push(real);
+        }
+    }
+    for (i, bytes) in builds.iter().enumerate() {
+        let f = TempBytes::new(&format!("test-build-{i}.elf"), bytes);
+        let o = routerctl(&["upgrade", f.arg(), "--port", port, "--yes"], None);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains("a test build that never confirms a trial boot"), "{}", stderr(&o));
+        // The hidden flag lets it through to the box (here: none).
+        let o = routerctl(&["upgrade", f.arg(), "--port", port, "--yes", "--allow-test-build"], None);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stderr(&o).contains("cannot open unix:/nonexistent"), "{}", stderr(&o));
+    }
+}
+
+/// A box that did not boot from a routerd disk (this one is routerd-control's
+/// node, like routerd-host) has no slots: exit 1, naming how to get them;
+/// no --yes without a terminal is refused first (exit 2).
+#[test]
+fn upgrade_needs_a_box_with_firmware_slots() {
+    let config = "# upgrade: a box without firmware slots (this comment makes the fake box's directory unique)\n\
+        [device]\nname = \"edge\"\nside = \"onprem\"\n\
+        [[ports]]\nname = \"lan0\"\nrole = \"lan\"\naddress = \"10.20.0.2/24\"\n\
+        [[ports]]\nname = \"wan0\"\nrole = \"wan\"\naddress = \"192.168.1.35/24\"\ngateway = \"192.168.1.1\"\n";
+    let b = fake_box::start(config);
+    let fw = TempBytes::new("slots.elf", &minimal_firmware(0));
+    let o = routerctl(&["upgrade", fw.arg(), "--port", &b.port, "--yes"], None);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the box did not boot from a routerd disk (no firmware slots): write an image with `routerctl image build`"),
+        "{}",
+        stderr(&o)
+    );
+    let o = routerctl(&["upgrade", fw.arg(), "--port", &b.port, "--json", "--yes"], None);
+    assert_eq!(o.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("one JSON document");
+    assert_eq!((doc["schema"].as_u64(), doc["outcome"].is_null()), (Some(1), true), "{doc}");
+    assert_eq!(doc["to"]["build"], "cli-test", "{doc}");
+    assert_eq!(doc["bytes"], 4096);
+    assert_eq!(doc["error"]["kind"], "failed");
+}

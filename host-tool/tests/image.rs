@@ -19,6 +19,8 @@
 
 mod common;
 
+use common::{env_vars, set_env};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -31,9 +33,6 @@ use serde_json::Value;
 const BOOT: Duration = Duration::from_secs(90);
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE.fd";
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS.fd";
-/// The env block's signature; the test finds the block like the firmware
-/// can (a sector starting with it, in ROUTERD-BOOT).
-const ENV_SIG: &[u8] = b"# GRUB Environment Block\n";
 
 fn routerctl(args: &[&str]) -> Output {
     routerctl_env(args, &[])
@@ -157,31 +156,6 @@ fn raw_image_boots_on_bios_and_uefi_from_every_disk_controller() {
         vm.kill();
         let _ = std::fs::remove_file(&disk);
     }
-}
-
-/// The env block's offset in an image file.
-fn env_offset(disk: &[u8]) -> usize {
-    let hits: Vec<usize> = (0..disk.len()).step_by(512).filter(|&at| disk[at..].starts_with(ENV_SIG)).collect();
-    assert_eq!(hits.len(), 1, "one env block in the image");
-    hits[0]
-}
-
-fn env_vars(path: &Path) -> String {
-    let d = std::fs::read(path).unwrap();
-    let at = env_offset(&d);
-    let block = &d[at + ENV_SIG.len()..at + 1024];
-    String::from_utf8_lossy(block).trim_end_matches('#').to_string()
-}
-
-/// What the firmware does for an upgrade: rewrite the block's sectors raw.
-fn set_env(path: &Path, vars: &str) {
-    let mut d = std::fs::read(path).unwrap();
-    let at = env_offset(&d);
-    let mut block = ENV_SIG.to_vec();
-    block.extend_from_slice(vars.as_bytes());
-    block.resize(1024, b'#');
-    d[at..at + 1024].copy_from_slice(&block);
-    std::fs::write(path, d).unwrap();
 }
 
 /// One boot up to the firmware's command line; returns it.

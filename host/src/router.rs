@@ -35,6 +35,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use config_schema::{Config, KeyRef, Name};
 use rand_core::OsRng;
+use routerd_control::capture::Tap;
 use routerd_control::node::Forwarding;
 use routerd_control::persist::SavedKey;
 use routerd_control::WithServices;
@@ -713,6 +714,7 @@ impl Router {
     /// One turn over every fd. True when a batch was full (more waiting).
     fn turn(&mut self, now: Instant) -> bool {
         let Router { node, ports, bufs, lens, .. } = self;
+        node.capture().tick(now);
         let mut fwd = node.forwarding();
         let mut port_of_nic = [None; routerd_control::build::MAX_NICS];
         let nic_of_port: &[usize] = fwd.as_ref().map_or(&[], |f| f.nic_of_port);
@@ -776,13 +778,15 @@ impl Router {
         }
         if let Some(f) = fwd.as_mut() {
             // What ended on the box is answered before the timers run.
-            f.services.poll(now, f.dataplane, &mut f.tunnel, &mut tx);
+            let mut tap = Tap { inner: &mut tx, capture: &mut *f.capture };
+            f.services.poll(now, f.dataplane, &mut f.tunnel, &mut tap);
         }
         if let (Some(port), Some(f)) = (wan_port, fwd.as_mut()) {
             feed_arp(f, &mut tx, now, port, bufs);
             let due = f.dataplane.poll_at(&f.tunnel).is_some_and(|t| t <= now);
             if due || moved {
-                f.dataplane.poll(now, &mut f.tunnel, &mut tx);
+                let mut tap = Tap { inner: &mut tx, capture: &mut *f.capture };
+                f.dataplane.poll(now, &mut f.tunnel, &mut tap);
                 feed_arp(f, &mut tx, now, port, bufs);
             }
         }
@@ -938,10 +942,17 @@ async fn finished<T>(job: &mut Option<JoinHandle<T>>) -> Result<T, tokio::task::
     }
 }
 
-/// One frame through the dataplane; what comes out goes to its port.
+/// One frame through the dataplane; what comes out goes to its port. A
+/// capture (`routerctl capture`) sees the frame as received and what is sent.
+/// The WAN port's frames are the Ethernet/IPv4/UDP frames the shim builds and
+/// the dataplane sends: the dataplane's view of the underlay.
 fn process(f: &mut Forwarding<'_, OsRng>, tx: &mut Tx<'_>, now: Instant, port: PortId, buf: &mut [u8], len: usize) {
+    if let Some(frame) = buf.get(dp::HEADROOM..dp::HEADROOM + len) {
+        f.capture.frame(port, false, frame);
+    }
     let Ok(mut fb) = FrameBuf::new(buf, dp::HEADROOM, len) else { return };
-    let mut with = WithServices { inner: tx, services: &mut *f.services };
+    let mut tap = Tap { inner: tx, capture: &mut *f.capture };
+    let mut with = WithServices { inner: &mut tap, services: &mut *f.services };
     f.dataplane.process_and_transmit(now, port, &mut fb, &mut f.tunnel, &mut with);
 }
 

@@ -23,6 +23,7 @@
 extern crate alloc;
 
 pub mod build;
+pub mod capture;
 pub mod dhcp;
 pub mod dns;
 mod history;

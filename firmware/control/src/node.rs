@@ -87,6 +87,7 @@ struct Running {
     applied_at: Instant,
 }
 
+use crate::capture::Capture;
 use crate::persist::{Saved, SavedKey, SavedPending, SAVED_VERSION};
 use crate::services::{Services, WithServices};
 
@@ -133,6 +134,9 @@ pub struct Node<R> {
     /// downgrade, say) and why: kept in every save and shown by `config
     /// get` until an apply replaces it, so nothing the operator wrote is lost.
     refused: Option<(Box<Config>, msg::Text<200>)>,
+    /// `routerctl capture`: frames copied for the operator (kept across
+    /// applies; see `crate::capture`).
+    capture: Capture,
 }
 
 /// A commit-confirm on trial: unless confirmed by `deadline`, the node
@@ -309,6 +313,9 @@ pub struct Forwarding<'a, R> {
     /// Where packets for the box go (wrap the loop's transmitter in
     /// [`WithServices`]; run [`Services::poll`] after the batch).
     pub services: &'a mut Services,
+    /// `routerctl capture`: show it every received frame
+    /// ([`Capture::frame`]) and wrap the transmitter in a [`crate::capture::Tap`].
+    pub capture: &'a mut Capture,
 }
 
 impl<R: RngCore + CryptoRng> Node<R> {
@@ -334,6 +341,7 @@ impl<R: RngCore + CryptoRng> Node<R> {
             pending: None,
             refused: None,
             erase: false,
+            capture: Capture::new(),
         }
     }
 
@@ -376,7 +384,14 @@ impl<R: RngCore + CryptoRng> Node<R> {
             tunnel: WgTunnel { device: &mut running.wg, rng },
             nic_of_port: &running.runtime.nic_of_port,
             services: &mut self.services,
+            capture: &mut self.capture,
         })
+    }
+
+    /// The capture, for the platform's receive path and its turn
+    /// ([`Capture::tick`] once per turn, before any frame).
+    pub fn capture(&mut self) -> &mut Capture {
+        &mut self.capture
     }
 
     /// The dataplane port bound to NIC `nic`.
@@ -439,12 +454,38 @@ impl<R: RngCore + CryptoRng> Node<R> {
             Op::StorageInit { .. } => Reply::Error(Failure::refused(format_args!(
                 "storage: this box keeps its state outside the node (routerd-host: --config and --key-file)"
             ))),
+            // The image's platform answers these itself (it owns the disk
+            // and its firmware slots).
+            Op::UpgradeBegin(_) | Op::UpgradeChunk(_) | Op::UpgradeCommit => Reply::Error(Failure::refused(format_args!(
+                "upgrade: this box has no firmware slots (routerd-host is upgraded with its package; \
+                 an image booted without a routerd disk is upgraded by flashing one)"
+            ))),
             Op::KeyShow => Reply::Keys(self.key_infos()),
             Op::KeyGenerate(slot) => self.key_set(slot, msg::KeyKind::Private, None, now),
             Op::KeyImport(slot, secret) => self.key_set(slot, msg::KeyKind::Private, Some(secret), now),
             Op::PresharedKeyGenerate(slot) => self.key_set(slot, msg::KeyKind::Preshared, None, now),
             Op::PresharedKeyImport(slot, key) => self.key_set(slot, msg::KeyKind::Preshared, Some(key), now),
             Op::PresharedKeyReveal(slot) => self.reveal(slot),
+            // capture
+            Op::CaptureStart(req) => self.capture_start(now, &req),
+            Op::CaptureRead { max_bytes } => Reply::Captured(self.capture.read(now, max_bytes)),
+            Op::CaptureStop => Reply::Captured(self.capture.stop(now, msg::CAPTURE_BATCH_BYTES as u32)),
+        }
+    }
+
+    /// `routerctl capture`: starts a capture on the running configuration's
+    /// ports, with the platform's rate cap and ring unless the request says.
+    fn capture_start(&mut self, now: Instant, req: &msg::CaptureRequest) -> Reply {
+        let Some(cfg) = self.config() else { return not_configured() };
+        let ports: Vec<Name, MAX_NICS> = cfg.ports.iter().map(|p| p.name.clone()).collect();
+        let defaults = match self.platform {
+            config_schema::Platform::Image => crate::capture::Defaults::IMAGE,
+            config_schema::Platform::Host => crate::capture::Defaults::HOST,
+        };
+        let offset = self.wall_ms(now).map_or(0, |w| w.saturating_sub(now.millis()));
+        match self.capture.start(now, req, &ports, defaults, offset) {
+            Ok(b) => Reply::Captured(b),
+            Err(f) => Reply::Error(f),
         }
     }
 
@@ -806,6 +847,8 @@ impl<R: RngCore + CryptoRng> Node<R> {
         let leased = self.services.dhcp().and_then(|c| c.lease()).map(|l| l.dns.clone()).unwrap_or_default();
         let servers: &[core::net::Ipv4Addr] = if s.config.dns.servers.is_empty() { &leased } else { &s.config.dns.servers };
         self.services.set_resolver(names, servers);
+        let ports: Vec<Name, MAX_NICS> = s.config.ports.iter().map(|p| p.name.clone()).collect();
+        self.capture.rebind(&ports);
         self.running = Some(Running { config: s.config, runtime: s.runtime, dataplane: s.dataplane, wg, applied_at: now });
     }
 

@@ -11,7 +11,9 @@
 //! the drivers' reclaim/refill, and what happened (claim transitions,
 //! leases) handed to the platform's log. The image runs it over
 //! its PCI NICs, the host tests over in-memory devices
-//! (`routerd_netdev::testing`).
+//! (`routerd_netdev::testing`). Every received frame (as received) and
+//! every sent frame passes the node's `Capture` (`crate::capture`) on the
+//! way: one branch per frame while no capture runs.
 //!
 //! NICs are indexed in contract order (`lan0`, `wan0`, `lan1`, …) — the
 //! order the node's NIC list was given in.
@@ -19,6 +21,7 @@
 use routerd_dataplane::{self as dp, FrameBuf, Instant, PortId, Transmit};
 use routerd_netdev::{NetDevice, TxToken};
 
+use crate::capture::Tap;
 use crate::node::{Event, Node};
 use crate::services::WithServices;
 
@@ -97,6 +100,7 @@ impl Forwarder {
         N: Nics + ?Sized,
     {
         let mut busy = false;
+        node.capture().tick(now);
         for i in 0..nics.slots() {
             let port = node.port_of_nic(i);
             let Some(n) = nics.nic(i) else { continue };
@@ -108,7 +112,10 @@ impl Forwarder {
             };
             let mut count = 0usize;
             let Forwarder { frames, lens } = self;
+            let capture = node.capture();
             n.receive(BATCH, &mut |frame| {
+                // Copied as received, before the dataplane rewrites it in place.
+                capture.frame(port, false, frame);
                 if let (Some(buf), Some(len)) = (frames.get_mut(count), lens.get_mut(count)) {
                     if let Some(dst) = buf.get_mut(dp::HEADROOM..dp::HEADROOM + frame.len()) {
                         dst.copy_from_slice(frame);
@@ -121,14 +128,16 @@ impl Forwarder {
             // A port is bound, so a configuration runs.
             let Some(mut f) = node.forwarding() else { continue };
             let mut nic_tx = NicTransmit { nics: &mut *nics, nic_of_port: f.nic_of_port };
-            let mut tx = WithServices { inner: &mut nic_tx, services: &mut *f.services };
+            let mut tap = Tap { inner: &mut nic_tx, capture: &mut *f.capture };
+            let mut tx = WithServices { inner: &mut tap, services: &mut *f.services };
             for (raw, &len) in self.frames.iter_mut().zip(self.lens.iter()).take(count) {
                 let Ok(mut fb) = FrameBuf::new(raw, dp::HEADROOM, len) else { continue };
                 f.dataplane.process_and_transmit(now, port, &mut fb, &mut f.tunnel, &mut tx);
             }
         }
         if let Some(mut f) = node.forwarding() {
-            let mut tx = NicTransmit { nics: &mut *nics, nic_of_port: f.nic_of_port };
+            let mut nic_tx = NicTransmit { nics: &mut *nics, nic_of_port: f.nic_of_port };
+            let mut tx = Tap { inner: &mut nic_tx, capture: &mut *f.capture };
             // What ended on the box is answered before the timers run.
             f.services.poll(now, f.dataplane, &mut f.tunnel, &mut tx);
             let due = f.dataplane.poll_at(&f.tunnel).is_none_or(|t| t <= now);

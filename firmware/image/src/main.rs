@@ -23,6 +23,7 @@ mod console;
 mod nics;
 mod router;
 mod rt;
+mod slots;
 mod storage;
 
 extern crate alloc;
@@ -35,6 +36,7 @@ use log::{info, warn};
 use nics::{bring_up_pci, Nics};
 use routerd_control::Node;
 use routerd_netdev::{NetDevice, TxToken, MAX_FRAME};
+use routerd_provision::firmware;
 use routerd_provision::message::Reply;
 use routerd_provision::session::Session;
 
@@ -42,6 +44,37 @@ use routerd_provision::session::Session;
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The commit this image was built from (`-dirty` with local changes).
 pub const BUILD_ID: &str = env!("ROUTERD_BUILD_ID");
+
+/// The `.note.routerd` ELF note: what this firmware is, readable from the
+/// file (routerctl, the box reading its other slot) and by the firmware
+/// itself ([`identity`]).
+#[repr(C, align(4))]
+pub struct Note {
+    namesz: u32,
+    descsz: u32,
+    kind: u32,
+    name: [u8; 8],
+    desc: [u8; firmware::NOTE_DESC],
+}
+
+#[used]
+#[link_section = ".note.routerd"]
+static NOTE: Note = Note {
+    namesz: firmware::NOTE_NAME.len() as u32,
+    descsz: firmware::NOTE_DESC as u32,
+    kind: firmware::NOTE_TYPE,
+    name: *firmware::NOTE_NAME,
+    desc: firmware::note_desc(VERSION, BUILD_ID, 0),
+};
+
+/// This firmware's identity, read from its note at run time (a re-stamped
+/// file reports what its note says).
+pub fn identity() -> routerd_provision::message::FirmwareIdentity {
+    // SAFETY: NOTE is a plain static; the volatile read keeps the compiler
+    // from folding the build-time value in.
+    let desc = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(NOTE.desc)) };
+    firmware::parse_desc(&desc).unwrap_or_default()
+}
 
 /// Rust entry point, called by the boot glue in 64-bit mode with the
 /// loader's `eax` (multiboot2 magic or nothing) and `ebx` (boot information).
@@ -56,7 +89,11 @@ pub extern "C" fn routerd_main(eax: u32, ebx: u32) -> ! {
     let clock = unsafe { Clock::calibrate(entry_tsc) };
     console::set_clock(clock);
 
-    info!("routerd {VERSION} (build {BUILD_ID}) starting");
+    // What this firmware is, from its note (a re-stamped file says so).
+    let me = identity();
+    let software: &'static str = alloc::string::String::from(me.version.as_str()).leak();
+    let build: &'static str = alloc::string::String::from(me.build.as_str()).leak();
+    info!("routerd {software} (build {build}) starting");
     if clock.is_calibrated() {
         info!("clock: TSC {}.{:03} MHz", clock.tsc_hz() / 1_000_000, clock.tsc_hz() / 1000 % 1000);
     } else {
@@ -130,9 +167,9 @@ pub extern "C" fn routerd_main(eax: u32, ebx: u32) -> ! {
     if entropy.is_none() {
         warn!("dataplane: no trusted entropy source: the box cannot make keys and will refuse configurations");
     }
-    let mut node = Box::new(Node::new(&nics.infos(), entropy, VERSION, BUILD_ID));
+    let mut node = Box::new(Node::new(&nics.infos(), entropy, software, build));
     node.set_platform(config_schema::Platform::Image);
-    let mut session = Box::new(Session::new(VERSION, BUILD_ID));
+    let mut session = Box::new(Session::new(software, build));
     let mut storage = Box::new(storage::Storage::new(disks));
     storage.set_rtc(rtc_at, rtc);
     let now = routerd_dataplane::Instant::from_millis(clock.now_ms());
@@ -152,6 +189,8 @@ pub extern "C" fn routerd_main(eax: u32, ebx: u32) -> ! {
             session.set_device_name(c.device.name.as_str());
         }
     }
+    let slot_word = |name: &str| boot_info.as_ref().and_then(|b| b.cmdline_option(name));
+    let slots = Box::new(slots::Slots::boot(me, slot_word("routerd.slot"), slot_word("routerd.trial"), &mut storage, now));
     if let Some(cfg) = boot_config(boot_info.as_ref()) {
         let now = routerd_dataplane::Instant::from_millis(clock.now_ms());
         match node.apply(cfg, now) {
@@ -188,7 +227,7 @@ pub extern "C" fn routerd_main(eax: u32, ebx: u32) -> ! {
     }
     // SAFETY: routerd_main runs once; this static is taken here and nowhere else.
     let forwarder = unsafe { &mut *core::ptr::addr_of_mut!(FORWARDER) };
-    let mut r = router::Router { node, forwarder, session, storage, clock, watch: router::Watch::new() };
+    let mut r = router::Router { node, forwarder, session, storage, slots, clock, watch: router::Watch::new() };
     r.run(&mut nics)
 }
 

@@ -33,6 +33,8 @@ pub struct Router {
     pub forwarder: &'static mut Forwarder,
     pub session: Box<Session>,
     pub storage: Box<crate::storage::Storage>,
+    /// The firmware slots, the trial and upgrades.
+    pub slots: Box<crate::slots::Slots>,
     pub clock: Clock,
     pub watch: Watch,
 }
@@ -76,6 +78,9 @@ impl Router {
                 self.report_links(nics);
                 // The periodic save of the clock floor.
                 self.storage.poll(&mut self.node, now);
+                // A trial boot confirms itself once healthy (or gives up).
+                let healthy = self.healthy(nics);
+                self.slots.poll(now, healthy, &mut self.storage);
             }
             if !busy {
                 core::hint::spin_loop();
@@ -113,6 +118,11 @@ impl Router {
                     info!("reboot requested over the provisioning session");
                     hal_x86::power::reset();
                 }
+                if self.slots.take_reboot() {
+                    console::set_session(false);
+                    info!("upgrade: rebooting into the new firmware");
+                    hal_x86::power::reset();
+                }
             }
             let open = self.session.is_open();
             if open != was_open {
@@ -132,6 +142,17 @@ impl Router {
                 }
             }
         }
+    }
+
+    /// Whether this boot is healthy enough to confirm a trial: a NIC runs,
+    /// every NIC the configuration uses has link, and the stored
+    /// configuration was not refused by this firmware.
+    fn healthy(&mut self, nics: &mut Nics) -> bool {
+        if nics.len() == 0 || self.node.refused_config().is_some() {
+            return false;
+        }
+        let node = &self.node;
+        nics.iter_mut().enumerate().all(|(i, (_, n))| node.port_of_nic(i).is_none() || n.link_up())
     }
 
     /// Logs link changes (on the console, or inside frames while a session
@@ -181,6 +202,7 @@ impl Router {
         let mut reply = match op {
             // The disks are the platform's: the node never sees them.
             Op::StorageInit { disk, force } => self.storage.init(&mut self.node, disk.as_str(), force, now),
+            op @ (Op::UpgradeBegin(_) | Op::UpgradeChunk(_) | Op::UpgradeCommit) => self.slots.handle(op, &mut self.storage),
             op => self.node.handle(now, op, &snaps),
         };
         // What changed is on disk (or erased) before the answer goes out.
@@ -197,6 +219,7 @@ impl Router {
             Reply::Status(s) => {
                 s.serial = self.session.stats();
                 s.storage = Some(self.storage.status(now));
+                s.firmware = self.slots.status(now);
                 let (wall, source) = self.storage.clock(now);
                 (s.wall_clock_ms, s.clock_source) = (wall, routerd_provision::message::text(source));
             }

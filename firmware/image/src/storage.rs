@@ -112,6 +112,26 @@ impl Storage {
         }
     }
 
+    /// How many disks the box has.
+    pub fn disk_count(&self) -> usize {
+        self.disks.len()
+    }
+
+    /// A disk's name (`vda`, `sda`, `nvme0n1`).
+    pub fn disk_name(&self, i: usize) -> Option<DiskName> {
+        self.disks.get(i).map(|(n, _)| n.clone())
+    }
+
+    /// A disk by index, also the one the store holds (the firmware slots
+    /// share the disk with the state partition; writing outside the
+    /// store's region leaves it alone).
+    pub fn disk_mut(&mut self, i: usize) -> Option<&mut Disk> {
+        match &mut self.store {
+            Some((j, store)) if *j == i => Some(store.device()),
+            _ => self.disks.get_mut(i).and_then(|(_, d)| d.as_mut()),
+        }
+    }
+
     /// The RTC as read early in boot, at `at` (before [`Storage::boot`]).
     pub fn set_rtc(&mut self, at: Instant, reading: Result<DateTime, RtcError>) {
         self.rtc = Some((at, reading));

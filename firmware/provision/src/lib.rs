@@ -14,6 +14,7 @@
 
 extern crate alloc;
 
+pub mod firmware;
 pub mod frame;
 pub mod message;
 pub mod session;

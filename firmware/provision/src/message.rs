@@ -48,7 +48,11 @@ Reply+{History(History),Confirmed{generation}};History{entries{generation,applie
 Origin{Apply,ClaimAdd,ClaimRemove,Rollback,Reverted,RevertedAtRestart,Upgraded};PendingConfirm{generation,reverts_to,left_ms,window_ms};\
 Status+{generation,pending_confirm};\
 Status+{wall_clock_ms,clock_source};\
-Op+{Conntrack(ConntrackQuery{limit,proto,address})};Reply+{Conntrack(ConntrackList{flows,capacity,matched,entries{proto,src,sport,dst,dport,nat,state,expires_in_ms,packets}})}";
+Op+{Conntrack(ConntrackQuery{limit,proto,address})};Reply+{Conntrack(ConntrackList{flows,capacity,matched,entries{proto,src,sport,dst,dport,nat,state,expires_in_ms,packets}})}\
+Op+{UpgradeBegin(UpgradeBegin{size,sha256,identity}),UpgradeChunk(UpgradeChunk{offset,data}),UpgradeCommit};Reply+{Upgrade(UpgradeProgress{slot,size,received,chunk_max})};\
+FirmwareIdentity{version,build,flags};Status+{firmware(FirmwareStatus{running,trial_tries_left,failed,confirm_in_ms,slots{slot,identity,state}})};\
+Op+{CaptureStart(CaptureRequest{port,filter{any_of{not,test{Host,Port,Proto{Icmp,Tcp,Udp,Arp},Inbound,Outbound}}},snaplen,rate}),CaptureRead{max_bytes},CaptureStop};\
+Reply+{Captured(CaptureBatch{running,stopped,frames{ts_us,port,tx,len,caplen},data,waiting,captured,captured_bytes,skipped_rate,skipped_full,rate,ring_bytes,ports})};";
 
 const fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
     let mut i = 0;
@@ -174,6 +178,31 @@ pub enum Op {
     /// The connection-tracking table, filtered ([`Reply::Conntrack`]; at
     /// most `limit` ≤ [`MAX_FLOW_LIST`] flows).
     Conntrack(ConntrackQuery),
+    /// Start (or resume) streaming a firmware into the slot that is not
+    /// running (upgrade). The answer says how much of this same image
+    /// (size and SHA-256) the slot already holds: a cut line resumes there.
+    UpgradeBegin(UpgradeBegin),
+    /// Bytes of the firmware at `offset` (a multiple of 512; at most
+    /// [`UPGRADE_CHUNK`] bytes; only the last may be shorter than that).
+    UpgradeChunk(Box<UpgradeChunk>),
+    /// Every byte is there: read the slot back, check its SHA-256 and that
+    /// it is a bootable routerd firmware, mark it for a trial boot and
+    /// reboot into it (the answer goes out first).
+    UpgradeCommit,
+    // capture
+    /// Start copying the frames that match into a bounded ring on the box
+    /// (replacing a capture that runs); answered with an empty
+    /// [`Reply::Captured`] that names the rate cap and the ring's size.
+    CaptureStart(Box<CaptureRequest>),
+    // capture
+    /// The frames held, oldest first (at most `max_bytes` of frame data,
+    /// capped at [`CAPTURE_BATCH_BYTES`]), and the counters
+    /// ([`Reply::Captured`]). A capture not read for 30 s stops by itself.
+    CaptureRead { max_bytes: u32 },
+    // capture
+    /// Stop copying; the answer carries frames still held (`waiting`: read
+    /// the rest with [`Op::CaptureRead`]).
+    CaptureStop,
 }
 
 /// Box → host.
@@ -234,6 +263,113 @@ pub enum Reply {
     },
     /// Tracked flows ([`Op::Conntrack`]).
     Conntrack(Box<ConntrackList>),
+    /// Where an upgrade stands ([`Op::UpgradeBegin`], [`Op::UpgradeChunk`],
+    /// and [`Op::UpgradeCommit`] just before the reboot).
+    Upgrade(UpgradeProgress),
+    // capture
+    /// A capture's frames and counters ([`Op::CaptureStart`],
+    /// [`Op::CaptureRead`], [`Op::CaptureStop`]).
+    Captured(Box<CaptureBatch>),
+}
+
+/// Largest firmware chunk one [`Op::UpgradeChunk`] carries (64 sectors:
+/// with the frame's overhead well inside [`MAX_PAYLOAD`]).
+pub const UPGRADE_CHUNK: usize = 32 * 1024;
+/// Largest firmware a slot takes (the slot partitions are 16 MiB).
+pub const FIRMWARE_MAX: u32 = 16 * 1024 * 1024;
+
+/// What a firmware says it is: its `.note.routerd` ELF note, which the
+/// firmware reports for itself and which routerctl and the box read from
+/// a file or a slot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirmwareIdentity {
+    /// The release (`0.1.0`).
+    pub version: Text<16>,
+    /// The commit it was built from (`abc123def456`, `-dirty` when the tree
+    /// had changes).
+    pub build: Text<32>,
+    /// [`FirmwareIdentity::FLAG_NEVER_CONFIRMS`] and nothing else yet.
+    pub flags: u32,
+}
+
+impl FirmwareIdentity {
+    /// A test build of the upgrade tests: it boots and forwards but never
+    /// confirms a trial boot, so the box must fall back to the old slot.
+    /// routerctl refuses to install one unless told it is a test.
+    pub const FLAG_NEVER_CONFIRMS: u32 = 1;
+}
+
+impl core::fmt::Display for FirmwareIdentity {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "routerd {} (build {})", self.version, self.build)?;
+        if self.flags & Self::FLAG_NEVER_CONFIRMS != 0 {
+            f.write_str(" [test build: never confirms]")?;
+        }
+        Ok(())
+    }
+}
+
+/// [`Op::UpgradeBegin`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeBegin {
+    /// The firmware file's length in bytes (at most [`FIRMWARE_MAX`]).
+    pub size: u32,
+    /// Its SHA-256: the box checks the slot against it before booting it.
+    pub sha256: [u8; 32],
+    /// What the file's note says (shown in logs; the box reads the note
+    /// from the slot again at commit).
+    pub identity: FirmwareIdentity,
+}
+
+/// [`Op::UpgradeChunk`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeChunk {
+    pub offset: u32,
+    pub data: Vec<u8, UPGRADE_CHUNK>,
+}
+
+/// [`Reply::Upgrade`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeProgress {
+    /// The slot being written (`A` or `B`): never the running one.
+    pub slot: Text<1>,
+    pub size: u32,
+    /// Bytes written from the start, in order (the next chunk's offset).
+    pub received: u32,
+    /// The largest chunk the box takes.
+    pub chunk_max: u32,
+}
+
+/// The firmware slots of a box that booted from a routerd disk
+/// ([`Status::firmware`]; `None` on a box started another way: `-kernel`,
+/// the ISO, routerd-host).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirmwareStatus {
+    /// The slot this firmware runs from (`A`/`B`).
+    pub running: Text<1>,
+    /// On a trial boot: boots left before the box goes back (0: this is
+    /// the last try); `None` once confirmed or when not on trial.
+    pub trial_tries_left: Option<u8>,
+    /// A slot whose trial ran out without confirming (the box came back).
+    pub failed: Option<Text<1>>,
+    /// On an unconfirmed trial: milliseconds until the box gives up on
+    /// this boot and restarts.
+    pub confirm_in_ms: Option<u64>,
+    /// Both slots.
+    pub slots: Vec<SlotStatus, 2>,
+}
+
+/// One firmware slot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotStatus {
+    pub slot: Text<1>,
+    /// The note of the firmware in it (`None`: empty or not a routerd
+    /// firmware).
+    pub identity: Option<FirmwareIdentity>,
+    /// `running`, `trial` (running, not confirmed yet), `standby` (the
+    /// other, bootable), `failed` (its trial ran out), `upgrading` (being
+    /// written), `empty`.
+    pub state: Text<12>,
 }
 
 /// Most flows one [`Reply::Conntrack`] lists (the table holds more; the
@@ -521,6 +657,12 @@ impl Failure {
     pub fn refused(args: core::fmt::Arguments<'_>) -> Box<Failure> {
         Box::new(Failure { kind: FailureKind::Refused, message: text_fmt(args), problems: Vec::new() })
     }
+
+    /// An `Invalid` failure (the request itself is wrong) with a formatted
+    /// message (cut to fit).
+    pub fn invalid(args: core::fmt::Arguments<'_>) -> Box<Failure> {
+        Box::new(Failure { kind: FailureKind::Invalid, message: text_fmt(args), problems: Vec::new() })
+    }
 }
 
 /// The message, then each problem with its path and hint on lines below.
@@ -605,6 +747,8 @@ pub struct Status {
     pub wall_clock_ms: Option<u64>,
     /// Where that clock came from (`rtc`, `saved floor`, `system`, `none`).
     pub clock_source: Text<16>,
+    /// The firmware slots, on a box booted from a routerd disk.
+    pub firmware: Option<FirmwareStatus>,
 }
 
 impl Status {
@@ -1113,6 +1257,169 @@ pub fn decode<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, MessageEr
     }
 }
 
+// capture: `routerctl capture` (Op::CaptureStart/CaptureRead/CaptureStop,
+// Reply::Captured). The box copies matching frames into a bounded ring at a
+// bounded rate; routerctl reads them in batches and writes a pcap.
+
+/// Terms one capture clause holds (all of them must match: `and`).
+pub const CAPTURE_TERMS: usize = 8;
+/// Clauses a capture filter holds (any of them may match: `or`).
+pub const CAPTURE_CLAUSES: usize = 4;
+/// Frames one [`Reply::Captured`] carries at most.
+pub const CAPTURE_BATCH_FRAMES: usize = 128;
+/// Frame bytes one [`Reply::Captured`] carries at most (with the frames'
+/// headers well inside [`MAX_PAYLOAD`]).
+pub const CAPTURE_BATCH_BYTES: usize = 24 * 1024;
+/// The most bytes of one frame a capture keeps (a frame buffer is 2 KiB).
+pub const CAPTURE_SNAP_MAX: u32 = 2048;
+
+/// A protocol a capture filter names (`icmp`, `tcp`, `udp`, `arp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CaptureProto {
+    Icmp,
+    Tcp,
+    Udp,
+    Arp,
+}
+
+impl CaptureProto {
+    /// The word of the filter grammar.
+    pub fn name(self) -> &'static str {
+        match self {
+            CaptureProto::Icmp => "icmp",
+            CaptureProto::Tcp => "tcp",
+            CaptureProto::Udp => "udp",
+            CaptureProto::Arp => "arp",
+        }
+    }
+}
+
+/// One test of a capture filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CaptureTest {
+    /// IPv4 source or destination (ARP: sender or target address).
+    Host(Ipv4Addr),
+    /// TCP or UDP source or destination port (first fragments only).
+    Port(u16),
+    Proto(CaptureProto),
+    /// Received by the box.
+    Inbound,
+    /// Sent by the box.
+    Outbound,
+}
+
+/// A test, or its negation (`not`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureTerm {
+    pub not: bool,
+    pub test: CaptureTest,
+}
+
+/// Which frames a capture keeps: any clause whose terms all match (no
+/// clause: every frame). routerctl parses the expression; the box only
+/// evaluates this.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureFilter {
+    pub any_of: Vec<Vec<CaptureTerm, CAPTURE_TERMS>, CAPTURE_CLAUSES>,
+}
+
+impl core::fmt::Display for CaptureTerm {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if self.not {
+            f.write_str("not ")?;
+        }
+        match self.test {
+            CaptureTest::Host(a) => write!(f, "host {a}"),
+            CaptureTest::Port(p) => write!(f, "port {p}"),
+            CaptureTest::Proto(p) => f.write_str(p.name()),
+            CaptureTest::Inbound => f.write_str("inbound"),
+            CaptureTest::Outbound => f.write_str("outbound"),
+        }
+    }
+}
+
+/// The filter as an expression of the grammar (`every frame` when empty).
+impl core::fmt::Display for CaptureFilter {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if self.any_of.is_empty() {
+            return f.write_str("every frame");
+        }
+        for (i, clause) in self.any_of.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" or ")?;
+            }
+            for (j, t) in clause.iter().enumerate() {
+                if j > 0 {
+                    f.write_str(" and ")?;
+                }
+                write!(f, "{t}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// [`Op::CaptureStart`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureRequest {
+    /// Only this port (its name in the configuration); `None`: every port.
+    pub port: Option<Name>,
+    pub filter: CaptureFilter,
+    /// Bytes kept of each frame (1 ..; more than [`CAPTURE_SNAP_MAX`] keeps
+    /// whole frames).
+    pub snaplen: u32,
+    /// Frame bytes per second the box copies at most; `None`: the
+    /// platform's default (the image: a serial line's worth; routerd-host:
+    /// no cap); `Some(u32::MAX)`: no cap.
+    pub rate: Option<u32>,
+}
+
+/// One frame of a [`CaptureBatch`]; its bytes are the next `caplen` of
+/// [`CaptureBatch::data`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapturedFrame {
+    /// Microseconds since the Unix epoch (since boot on a box without a
+    /// wall clock), millisecond resolution.
+    pub ts_us: u64,
+    /// The port's index in the running configuration ([`CaptureBatch::ports`]).
+    pub port: u8,
+    /// Sent by the box (else received).
+    pub tx: bool,
+    /// The frame's length on the wire.
+    pub len: u16,
+    /// Bytes kept (≤ `len`, ≤ the snap length).
+    pub caplen: u16,
+}
+
+/// [`Reply::Captured`]: the frames the box held, oldest first, and the
+/// capture's counters since it started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureBatch {
+    /// Still copying frames.
+    pub running: bool,
+    /// Why it stopped (`stopped by routerctl`, `not read for 30 s`, …);
+    /// empty while running.
+    pub stopped: Text<80>,
+    pub frames: Vec<CapturedFrame, CAPTURE_BATCH_FRAMES>,
+    /// The frames' bytes, one after the other.
+    pub data: Vec<u8, CAPTURE_BATCH_BYTES>,
+    /// Frames still held on the box after this batch.
+    pub waiting: u32,
+    /// Frames copied since the start, and their length on the wire.
+    pub captured: u64,
+    pub captured_bytes: u64,
+    /// Frames that matched but were skipped: over the rate cap, or the ring
+    /// was full (routerctl reads too slowly).
+    pub skipped_rate: u64,
+    pub skipped_full: u64,
+    /// The rate cap in force in bytes per second (`u32::MAX`: none).
+    pub rate: u32,
+    /// Bytes the box's ring holds.
+    pub ring_bytes: u32,
+    /// The running configuration's port names, by index.
+    pub ports: Vec<Name, MAX_PORT_STATUS>,
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -1176,6 +1483,21 @@ mod tests {
             }),
             wall_clock_ms: Some(u64::MAX),
             clock_source: big_text(),
+            firmware: Some(FirmwareStatus {
+                running: big_text(),
+                trial_tries_left: Some(u8::MAX),
+                failed: Some(big_text()),
+                confirm_in_ms: Some(u64::MAX),
+                slots: core::iter::repeat_n(
+                    SlotStatus {
+                        slot: big_text(),
+                        identity: Some(FirmwareIdentity { version: big_text(), build: big_text(), flags: u32::MAX }),
+                        state: big_text(),
+                    },
+                    2,
+                )
+                .collect(),
+            }),
             storage: Some(StorageStatus {
                 disks: core::iter::repeat_n(big_text::<8>(), MAX_DISKS).collect(),
                 disk: big_text(),
@@ -1307,6 +1629,18 @@ mod tests {
         let n = encode(&up, &mut buf).expect("maximal status must fit MAX_PAYLOAD").len();
         std::println!("maximal status: {n} bytes of {MAX_PAYLOAD}");
         assert_eq!(decode::<Up>(&buf[..n]), Ok(up));
+    }
+
+    /// A full firmware chunk with the largest numbers fits a frame.
+    #[test]
+    fn a_maximal_upgrade_chunk_fits_a_frame() {
+        let mut data = Vec::new();
+        while data.push(0xff).is_ok() {}
+        let req = Request { seq: u32::MAX, op: Op::UpgradeChunk(Box::new(UpgradeChunk { offset: u32::MAX, data })) };
+        let mut buf = vec![0u8; MAX_PAYLOAD];
+        let n = encode(&req, &mut buf).expect("a full chunk fits MAX_PAYLOAD").len();
+        assert!(n + 16 <= MAX_PAYLOAD, "{n}");
+        assert_eq!(decode::<Request>(&buf[..n]), Ok(req));
     }
 
     #[test]
@@ -1485,5 +1819,62 @@ mod tests {
         assert!(w.error);
         assert_eq!(w.path.as_str(), "claims[0].address");
         assert!(w.message.contains("10.0.0.9/24"), "{}", w.message);
+    }
+
+    // capture
+    /// The largest capture batch (every frame slot, every data byte, the
+    /// largest numbers and names) fits a frame, and so does the largest
+    /// capture request.
+    #[test]
+    fn a_maximal_capture_batch_fits_a_frame() {
+        let frame = CapturedFrame { ts_us: u64::MAX, port: u8::MAX, tx: true, len: u16::MAX, caplen: u16::MAX };
+        let mut data = Vec::new();
+        while data.push(0xff).is_ok() {}
+        let batch = CaptureBatch {
+            running: true,
+            stopped: big_text(),
+            frames: core::iter::repeat_n(frame, CAPTURE_BATCH_FRAMES).collect(),
+            data,
+            waiting: u32::MAX,
+            captured: u64::MAX,
+            captured_bytes: u64::MAX,
+            skipped_rate: u64::MAX,
+            skipped_full: u64::MAX,
+            rate: u32::MAX,
+            ring_bytes: u32::MAX,
+            ports: core::iter::repeat_n(name("abcdefghijklmnopqrstuvwx"), MAX_PORT_STATUS).collect(),
+        };
+        let up = Up::Response(Response { seq: u32::MAX, reply: Reply::Captured(Box::new(batch)) });
+        let mut buf = vec![0u8; MAX_PAYLOAD];
+        let n = encode(&up, &mut buf).expect("a maximal capture batch must fit MAX_PAYLOAD").len();
+        std::println!("maximal capture batch: {n} bytes of {MAX_PAYLOAD}");
+        assert!(n + 1024 <= MAX_PAYLOAD, "{n}");
+        assert_eq!(decode::<Up>(&buf[..n]), Ok(up));
+
+        let term = CaptureTerm { not: true, test: CaptureTest::Host(Ipv4Addr::BROADCAST) };
+        let clause: Vec<CaptureTerm, CAPTURE_TERMS> = core::iter::repeat_n(term, CAPTURE_TERMS).collect();
+        let filter = CaptureFilter { any_of: core::iter::repeat_n(clause, CAPTURE_CLAUSES).collect() };
+        let req = CaptureRequest { port: Some(name("abcdefghijklmnopqrstuvwx")), filter, snaplen: u32::MAX, rate: Some(u32::MAX) };
+        for op in [Op::CaptureStart(Box::new(req)), Op::CaptureRead { max_bytes: u32::MAX }, Op::CaptureStop] {
+            let r = Request { seq: u32::MAX, op };
+            let n = encode(&r, &mut buf).unwrap().len();
+            assert!(n < 512, "{n}");
+            assert_eq!(decode::<Request>(&buf[..n]), Ok(r));
+        }
+    }
+
+    // capture
+    #[test]
+    fn capture_filters_print_as_the_grammar() {
+        let t = |not, test| CaptureTerm { not, test };
+        let mut a: Vec<CaptureTerm, CAPTURE_TERMS> = Vec::new();
+        a.push(t(false, CaptureTest::Host(Ipv4Addr::new(10, 0, 0, 1)))).unwrap();
+        a.push(t(true, CaptureTest::Proto(CaptureProto::Arp))).unwrap();
+        let mut b: Vec<CaptureTerm, CAPTURE_TERMS> = Vec::new();
+        b.push(t(false, CaptureTest::Port(51820))).unwrap();
+        b.push(t(false, CaptureTest::Outbound)).unwrap();
+        let f = CaptureFilter { any_of: [a, b].into_iter().collect() };
+        assert_eq!(f.to_string(), "host 10.0.0.1 and not arp or port 51820 and outbound");
+        assert_eq!(CaptureFilter::default().to_string(), "every frame");
     }
 }

@@ -441,25 +441,30 @@ struct Scan {
 
 /// Whether a 72-byte UTF-16LE name field says `ROUTERD-STATE` (the rest of
 /// the field after the name's NUL is not looked at).
-fn is_state_name(name: &[u8]) -> bool {
-    let want = STATE_PARTITION_NAME.as_bytes();
+fn is_named(name: &[u8], want: &str) -> bool {
+    let want = want.as_bytes();
     let mut units = name.chunks_exact(2).map(|u| u16::from_le_bytes([u[0], u[1]]));
     want.iter().all(|&c| units.next() == Some(u16::from(c))) && matches!(units.next(), None | Some(0))
 }
 
 /// Reads and checks one copy of the GPT: the header at `lba`, then its
 /// entry array (CRC over all of it) while looking for the state partition.
-fn read_copy<D: BlockDevice>(disk: &mut D, lba: u64, scratch: &mut [u8; SCRATCH]) -> Result<(Header, Scan), (Fault, Option<Header>)> {
+fn read_copy<D: BlockDevice>(
+    disk: &mut D,
+    lba: u64,
+    scratch: &mut [u8; SCRATCH],
+    name: &str,
+) -> Result<(Header, Scan), (Fault, Option<Header>)> {
     let bs = disk.block_size().bytes();
     let count = disk.block_count();
     let block = scratch.get_mut(..bs).ok_or((Fault::HeaderSize(bs as u32), None))?;
     disk.read(lba, block).map_err(|e| (Fault::Unreadable(e), None))?;
     let h = Header::parse(block, lba, bs, count).map_err(|f| (f, None))?;
-    let scan = scan_entries(disk, &h, scratch).map_err(|f| (f, Some(h)))?;
+    let scan = scan_entries(disk, &h, scratch, name).map_err(|f| (f, Some(h)))?;
     Ok((h, scan))
 }
 
-fn scan_entries<D: BlockDevice>(disk: &mut D, h: &Header, scratch: &mut [u8; SCRATCH]) -> Result<Scan, Fault> {
+fn scan_entries<D: BlockDevice>(disk: &mut D, h: &Header, scratch: &mut [u8; SCRATCH], name: &str) -> Result<Scan, Fault> {
     let bs = disk.block_size().bytes() as u64;
     let mut remaining = h.entries_bytes().ok_or(Fault::EntryArray)?;
     let mut lba = h.entries_lba;
@@ -475,7 +480,7 @@ fn scan_entries<D: BlockDevice>(disk: &mut D, h: &Header, scratch: &mut [u8; SCR
         crc.update(bytes);
         for e in bytes.chunks_exact(h.entry_size as usize) {
             let type_guid = guid(e, field::TYPE_GUID);
-            if !type_guid.is_zero() && e.get(field::NAME).is_some_and(is_state_name) {
+            if !type_guid.is_zero() && e.get(field::NAME).is_some_and(|n| is_named(n, name)) {
                 scan.matches = scan.matches.saturating_add(1);
                 if scan.first.is_none() {
                     scan.first = Some((index, type_guid, guid(e, field::UNIQUE_GUID), le64(e, field::FIRST_LBA), le64(e, field::LAST_LBA)));
@@ -511,6 +516,14 @@ fn check_mbr(block: &[u8]) -> Result<(), NotGpt> {
 
 /// Finds the partition named `ROUTERD-STATE`. Never writes.
 pub fn find_state_partition<D: BlockDevice>(disk: &mut D) -> Result<Found, FindError> {
+    find_partition(disk, STATE_PARTITION_NAME)
+}
+
+/// Finds the one partition named `name` (the firmware slots `ROUTERD-A`,
+/// `ROUTERD-B`, the boot state `ROUTERD-BOOT`), with the same checks as
+/// [`find_state_partition`] (whose error texts name the state partition).
+/// Never writes.
+pub fn find_partition<D: BlockDevice>(disk: &mut D, name: &str) -> Result<Found, FindError> {
     let mut scratch = [0u8; SCRATCH];
     let bs = disk.block_size().bytes();
     let count = disk.block_count();
@@ -518,15 +531,15 @@ pub fn find_state_partition<D: BlockDevice>(disk: &mut D) -> Result<Found, FindE
     disk.read(0, lba0).map_err(FindError::Io)?;
     check_mbr(lba0).map_err(FindError::NotGpt)?;
 
-    let primary = read_copy(disk, 1, &mut scratch);
+    let primary = read_copy(disk, 1, &mut scratch, name);
     let last = count.saturating_sub(1);
-    let mut backup = read_copy(disk, last, &mut scratch);
+    let mut backup = read_copy(disk, last, &mut scratch, name);
     // A disk that grew keeps its backup where the primary says, not at the
     // new last LBA.
     if let (Err(_), Ok((h, _)) | Err((_, Some(h)))) = (&backup, &primary) {
         let alternate = h.alternate_lba;
         if alternate != last && alternate > 1 && alternate < count {
-            if let Ok(found) = read_copy(disk, alternate, &mut scratch) {
+            if let Ok(found) = read_copy(disk, alternate, &mut scratch, name) {
                 backup = Ok(found);
             }
         }

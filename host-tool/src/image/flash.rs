@@ -25,6 +25,7 @@ use std::time::Instant;
 
 use clap::Args;
 
+use crate::progress::Progress;
 use crate::{Failure, EXIT_FAILED, EXIT_USAGE};
 
 #[derive(Args)]
@@ -286,45 +287,4 @@ fn corrupt(device: &Path, at: u64) -> std::io::Result<()> {
     f.seek(SeekFrom::Start(at))?;
     f.write_all(&[b[0] ^ 0xff])?;
     f.sync_all()
-}
-
-/// `writing 12.0/52.0 MiB  23%  8.1 MiB/s  ETA 5 s`, redrawn at most 5 times
-/// a second, only when stderr is a terminal.
-struct Progress {
-    what: &'static str,
-    total: u64,
-    started: Instant,
-    last: Option<Instant>,
-    on: bool,
-}
-
-impl Progress {
-    fn new(what: &'static str, total: u64) -> Progress {
-        Progress { what, total, started: Instant::now(), last: None, on: std::io::stderr().is_terminal() }
-    }
-
-    fn show(&mut self, done: u64) {
-        if !self.on || self.last.is_some_and(|t| t.elapsed().as_millis() < 200) && done < self.total {
-            return;
-        }
-        self.last = Some(Instant::now());
-        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
-        let rate = done as f64 / secs;
-        let eta = if rate > 0.0 { self.total.saturating_sub(done) as f64 / rate } else { 0.0 };
-        let pct = done.saturating_mul(100).checked_div(self.total).unwrap_or(100);
-        eprint!(
-            "\r{} {:.1}/{:.1} MiB {pct:>3}%  {:.1} MiB/s  ETA {:.0} s   ",
-            self.what,
-            done as f64 / 1048576.0,
-            self.total as f64 / 1048576.0,
-            rate / 1048576.0,
-            eta
-        );
-    }
-
-    fn done(&self) {
-        if self.on {
-            eprintln!();
-        }
-    }
 }

@@ -125,3 +125,32 @@ delivery = {{ tunnel = "wg0", peer = "cloud" }}
 "#
     )
 }
+
+/// GRUB's environment block signature: the tests find the block as a
+/// sector starting with it (there is one, in ROUTERD-BOOT).
+pub const ENV_SIG: &[u8] = b"# GRUB Environment Block\n";
+
+/// The env block's offset in an image file.
+pub fn env_offset(disk: &[u8]) -> usize {
+    let hits: Vec<usize> = (0..disk.len()).step_by(512).filter(|&at| disk[at..].starts_with(ENV_SIG)).collect();
+    assert_eq!(hits.len(), 1, "one env block in the image");
+    hits[0]
+}
+
+pub fn env_vars(path: &Path) -> String {
+    let d = std::fs::read(path).unwrap();
+    let at = env_offset(&d);
+    let block = &d[at + ENV_SIG.len()..at + 1024];
+    String::from_utf8_lossy(block).trim_end_matches('#').to_string()
+}
+
+/// What the firmware does for an upgrade: rewrite the block's sectors raw.
+pub fn set_env(path: &Path, vars: &str) {
+    let mut d = std::fs::read(path).unwrap();
+    let at = env_offset(&d);
+    let mut block = ENV_SIG.to_vec();
+    block.extend_from_slice(vars.as_bytes());
+    block.resize(1024, b'#');
+    d[at..at + 1024].copy_from_slice(&block);
+    std::fs::write(path, d).unwrap();
+}
