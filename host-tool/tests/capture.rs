@@ -19,6 +19,8 @@
 //! Needs `tshark` (Debian `tshark`; `cargo xtask deps` installs it); without
 //! it the test prints "skipped: …" and passes, unless `CI` is set.
 
+mod common;
+
 use base64::Engine;
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
@@ -43,40 +45,7 @@ const PEER_MAC: Mac = [0x02, 0xee, 0, 0, 0, 100];
 const WG_PORT: u16 = 51820;
 
 fn config(peer_public: &str) -> String {
-    format!(
-        r#"
-[device]
-name = "capture-onprem"
-side = "onprem"
-
-[[ports]]
-name = "lan0"
-role = "lan"
-address = "10.20.0.2/24"
-
-[[ports]]
-name = "wan0"
-role = "wan"
-address = "192.0.2.2/24"
-
-[[wireguard]]
-name = "wg0"
-private_key = "device:wg0"
-
-[[peers]]
-name = "cloud"
-tunnel = "wg0"
-public_key = "{peer_public}"
-endpoint = "192.0.2.100:51820"
-allowed_ips = ["10.20.0.50/32"]
-
-[[claims]]
-address = "10.20.0.50/32"
-owner = "cloud"
-capture = {{ method = "proxy-arp", port = "lan0" }}
-delivery = {{ tunnel = "wg0", peer = "cloud" }}
-"#
-    )
+    common::onprem_config_for("capture-onprem", peer_public, None, None, &["10.20.0.50/32"])
 }
 
 fn encoded(toml: &str) -> String {

@@ -18,6 +18,8 @@
 //!
 //! Bounded: at most `FLOOD_FRAMES` frames within `FLOOD_TIME`.
 
+mod common;
+
 use base64::Engine;
 use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Tunn, TunnResult};
@@ -61,40 +63,7 @@ const COOKIE_REPLY: u8 = 3;
 const COOKIE_REPLY_LEN: usize = 64;
 
 fn config(peer_public: &str) -> String {
-    format!(
-        r#"
-[device]
-name = "flood-onprem"
-side = "onprem"
-
-[[ports]]
-name = "lan0"
-role = "lan"
-address = "10.20.0.2/24"
-
-[[ports]]
-name = "wan0"
-role = "wan"
-address = "192.0.2.2/24"
-
-[[wireguard]]
-name = "wg0"
-private_key = "device:wg0"
-
-[[peers]]
-name = "cloud"
-tunnel = "wg0"
-public_key = "{peer_public}"
-endpoint = "192.0.2.100:51820"
-allowed_ips = ["10.20.0.50/32"]
-
-[[claims]]
-address = "10.20.0.50/32"
-owner = "cloud"
-capture = {{ method = "proxy-arp", port = "lan0" }}
-delivery = {{ tunnel = "wg0", peer = "cloud" }}
-"#
-    )
+    common::onprem_config_for("flood-onprem", peer_public, None, None, &["10.20.0.50/32"])
 }
 
 fn routerctl(args: &[&str]) -> Output {

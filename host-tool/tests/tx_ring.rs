@@ -42,6 +42,8 @@
 //!
 //! Any failure prints the image's console (the serial line is re-attached).
 
+mod common;
+
 use base64::Engine;
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
@@ -74,42 +76,7 @@ const BURST: usize = 100;
 const AFTER: usize = 32;
 
 fn config(peer_public: &str) -> String {
-    format!(
-        r#"
-[device]
-name = "txring-onprem"
-side = "onprem"
-
-[[ports]]
-name = "lan0"
-role = "lan"
-address = "10.20.0.2/24"
-
-[[ports]]
-name = "wan0"
-role = "wan"
-address = "192.0.2.2/24"
-
-[[wireguard]]
-name = "wg0"
-mtu = 1420
-address = "10.99.0.1/30"
-private_key = "device:wg0"
-
-[[peers]]
-name = "cloud"
-tunnel = "wg0"
-public_key = "{peer_public}"
-endpoint = "192.0.2.100:51820"
-allowed_ips = ["10.99.0.2/32", "10.20.0.50/32"]
-
-[[claims]]
-address = "10.20.0.50/32"
-owner = "cloud"
-capture = {{ method = "proxy-arp", port = "lan0" }}
-delivery = {{ tunnel = "wg0", peer = "cloud" }}
-"#
-    )
+    common::onprem_config_for("txring-onprem", peer_public, None, None, &["10.99.0.2/32", "10.20.0.50/32"])
 }
 
 fn encoded(toml: &str) -> String {

@@ -87,7 +87,15 @@ impl Drop for Scratch {
 /// WireGuard key made on the box, one peer that owns 10.20.0.50 (captured by
 /// proxy-ARP), with `allowed_ips` and an optional keepalive.
 pub fn onprem_config(name: &str, keepalive: Option<u16>, allowed_ips: &[&str]) -> String {
+    onprem_config_for(name, "ca67+D0dVOzK/Bjvjlowc7W4uQ/zJ1jT9fh1LNCS51w=", Some("192.0.2.1"), keepalive, allowed_ips)
+}
+
+/// [`onprem_config`] with the cloud peer's public key (a test peer's
+/// boringtun or wireguard-go key) and the WAN's gateway, if any (the peer
+/// at 192.0.2.100 is on the WAN's link either way).
+pub fn onprem_config_for(name: &str, peer_public: &str, gateway: Option<&str>, keepalive: Option<u16>, allowed_ips: &[&str]) -> String {
     let keepalive = keepalive.map(|k| format!("persistent_keepalive = {k}\n")).unwrap_or_default();
+    let gateway = gateway.map(|g| format!("gateway = \"{g}\"\n")).unwrap_or_default();
     let allowed = allowed_ips.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
     format!(
         r#"
@@ -104,8 +112,7 @@ address = "10.20.0.2/24"
 name = "wan0"
 role = "wan"
 address = "192.0.2.2/24"
-gateway = "192.0.2.1"
-
+{gateway}
 [[wireguard]]
 name = "wg0"
 private_key = "device:wg0"
@@ -113,7 +120,7 @@ private_key = "device:wg0"
 [[peers]]
 name = "cloud"
 tunnel = "wg0"
-public_key = "ca67+D0dVOzK/Bjvjlowc7W4uQ/zJ1jT9fh1LNCS51w="
+public_key = "{peer_public}"
 endpoint = "192.0.2.100:51820"
 {keepalive}allowed_ips = [{allowed}]
 
