@@ -55,6 +55,12 @@ impl Serial {
         }
     }
 
+    /// Writes what the transmitter takes now, without waiting: up to its
+    /// FIFO's 16 bytes, or nothing while it is busy. Returns how many.
+    pub fn try_write(&mut self, bytes: &[u8]) -> usize {
+        self.uart.send_bytes(bytes)
+    }
+
     /// Returns a received byte, if one is waiting.
     pub fn try_read(&mut self) -> Option<u8> {
         self.uart.try_receive_byte().ok()

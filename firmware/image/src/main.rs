@@ -227,6 +227,8 @@ pub extern "C" fn routerd_main(eax: u32, ebx: u32) -> ! {
     }
     // SAFETY: routerd_main runs once; this static is taken here and nowhere else.
     let forwarder = unsafe { &mut *core::ptr::addr_of_mut!(FORWARDER) };
+    // From here the loop pumps the console: output no longer waits for the line.
+    console::set_buffered();
     let mut r = router::Router { node, forwarder, session, storage, slots, clock, watch: router::Watch::new() };
     r.run(&mut nics)
 }

@@ -73,6 +73,8 @@ impl Router {
                 }
             });
             self.serial(now, nics, &mut line);
+            // Queued console output leaves as fast as the line takes it.
+            console::pump();
             if now >= self.watch.next {
                 self.watch.next = Instant::from_millis(now.millis() + WATCH_MS);
                 self.report_links(nics);
@@ -116,11 +118,13 @@ impl Router {
                 if reboot {
                     console::set_session(false);
                     info!("reboot requested over the provisioning session");
+                    console::flush();
                     hal_x86::power::reset();
                 }
                 if self.slots.take_reboot() {
                     console::set_session(false);
                     info!("upgrade: rebooting into the new firmware");
+                    console::flush();
                     hal_x86::power::reset();
                 }
             }

@@ -210,6 +210,7 @@ impl Slots {
                 limit / 1000,
                 if never { " (a test build that never confirms)" } else { "" }
             );
+            crate::console::flush();
             hal_x86::power::reset();
         }
         if never || !healthy {
