@@ -87,6 +87,8 @@ mod segment;
 mod timers;
 mod tunnel;
 
+use ipv4::V4;
+
 const ETH_LEN: usize = 14;
 const IPV4_LEN: usize = 20;
 const UDP_LEN: usize = 8;
@@ -190,6 +192,10 @@ pub enum ProbeRefused {
 
 /// Claim transitions kept until the control plane collects them.
 pub const CLAIM_EVENTS: usize = 16;
+/// BGP peers whose TCP the box admits ([`Dataplane::set_bgp_peers`]).
+pub const MAX_BGP_PEERS: usize = 16;
+/// BGP's TCP port.
+const BGP_PORT: u16 = 179;
 
 /// Where a packet entered the IPv4 stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,6 +233,9 @@ struct Core {
     /// The UDP port of the box's DNS query in flight: answers from port 53
     /// to it are the only UDP the box takes besides WireGuard and VXLAN.
     resolver_port: Option<u16>,
+    /// The configured BGP peers: TCP from them to or from port 179, on a
+    /// LAN port or out of the tunnel, is the only TCP the box takes.
+    bgp_peers: Vec<Ipv4Addr, MAX_BGP_PEERS>,
     /// Connection tracking (SNAT and the firewall; idle without them).
     ct: Conntrack,
     /// Decisions per firewall rule and policy.
@@ -258,6 +267,7 @@ impl Dataplane {
             ident: 0,
             events: heapless::Deque::new(),
             resolver_port: None,
+            bgp_peers: Vec::new(),
             ct: Conntrack::new(t.conntrack),
             fw_counters: FirewallCounters::default(),
             cfg,
@@ -461,6 +471,19 @@ impl Dataplane {
     /// `None` closes it again. The resolver opens one port per query.
     pub fn set_resolver_port(&mut self, port: Option<u16>) {
         self.core.resolver_port = port;
+    }
+
+    /// Admit TCP to the box from `peers` when either port is 179 (BGP), on
+    /// LAN ports and out of the tunnel — never on the WAN. Any other TCP to
+    /// the box stays a counted drop (`local_unhandled`). Peers beyond
+    /// [`MAX_BGP_PEERS`] are ignored.
+    pub fn set_bgp_peers(&mut self, peers: &[Ipv4Addr]) {
+        self.core.bgp_peers = peers.iter().copied().take(MAX_BGP_PEERS).collect();
+    }
+
+    /// The BGP peers admitted (see [`Dataplane::set_bgp_peers`]).
+    pub fn bgp_peers(&self) -> &[Ipv4Addr] {
+        &self.core.bgp_peers
     }
 
     /// The source address for a packet the box originates to `dst`: the

@@ -21,7 +21,7 @@ fn into_tunnel(frame: &[u8]) -> Vec<u8> {
     let Some(etherparse::TransportHeader::Udp(u)) = &h.transport else { panic!("not udp") };
     assert_eq!(u.source_port, LISTEN);
     assert_eq!(u.destination_port, PEER_ENDPOINT.port);
-    assert_ne!(u.checksum, 0, "WireGuard datagrams carry a UDP checksum");
+    assert_eq!(u.checksum, 0, "WireGuard datagrams go without a UDP checksum (RFC 768: zero is none; the tag authenticates)");
     let p = h.payload.slice();
     assert_eq!(&p[..4], b"PT\x00\x01");
     p[4..].to_vec()
@@ -408,6 +408,35 @@ fn tunnel_to_local_claim_delivered_on_lan_with_arp() {
     assert_eq!(c.counters.from_tunnel.packets, 1);
     assert_eq!(c.counters.syns_clamped, 1);
     assert_eq!(h.claim(CLAIM_MOVED).counters.from_tunnel.packets, 1);
+}
+
+#[test]
+fn tunnel_datagram_udp_checksum_zero_accepted_wrong_one_dropped() {
+    // Our own egress sends zero (none, RFC 768); other WireGuard peers
+    // (Linux, wireguard-go) send a real one, which is verified.
+    let inner = udp(MOVED, HOST_A, 64, 1000, 2000, b"payload");
+    let mut h = Harness::new();
+    h.learn(LAN0, HOST_A, HOST_A_MAC);
+    let good = from_peer(1, &inner);
+    assert_ne!(u16::from_be_bytes([good[40], good[41]]), 0, "the helper computes a checksum");
+    let (p, _) = h.rx(WAN, &good).expect("a valid checksum is accepted");
+    assert_eq!(p, LAN0);
+    let mut zero = good.clone();
+    zero[40..42].copy_from_slice(&[0, 0]);
+    let (p, f) = h.rx(WAN, &zero).expect("a zero checksum means none");
+    assert_eq!(p, LAN0);
+    assert_eq!(&f[14 + 20 + 8..], b"payload");
+    let mut wrong = good.clone();
+    wrong[40] ^= 0x5a;
+    assert!(h.rx(WAN, &wrong).is_none());
+    assert_eq!(h.dropped(DropReason::UdpMalformed), 1, "a wrong non-zero checksum is a counted drop");
+    // A corrupted payload under a checksum that was right for it: dropped too.
+    let mut corrupt = good;
+    let n = corrupt.len();
+    corrupt[n - 1] ^= 0x01;
+    assert!(h.rx(WAN, &corrupt).is_none());
+    assert_eq!(h.dropped(DropReason::UdpMalformed), 2);
+    assert_eq!(h.dp.counters().tunnel_rx, 2, "the tunnel never saw the bad ones");
 }
 
 #[test]

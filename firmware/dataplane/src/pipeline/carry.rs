@@ -162,6 +162,7 @@ impl Dataplane {
         new.icmp_bucket = old.icmp_bucket;
         new.ident = old.ident;
         new.resolver_port = old.resolver_port;
+        new.bgp_peers = old.bgp_peers.clone();
         for e in old.events.iter() {
             record(&mut new.events, &mut new.counters, *e);
         }

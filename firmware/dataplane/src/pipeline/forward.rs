@@ -5,23 +5,22 @@
 use super::*;
 
 impl Core {
-    /// `tracked`: intake found the packet's flow (a reply to a translated
-    /// flow, routed to the flow's original source).
+    /// `h`: the header as `ipv4_checks` found it (`buf` holds exactly the
+    /// packet). `tracked`: intake found the packet's flow (a reply to a
+    /// translated flow, routed to the flow's original source).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn forward<T: Tunnel + ?Sized, X: Transmit + ?Sized>(
         &mut self,
         now: Instant,
         ingress: Ingress,
+        h: &V4,
         buf: &mut FrameBuf<'_>,
         tunnel: &mut T,
         tx: &mut X,
         tracked: Option<(usize, Dir)>,
     ) -> Verdict {
-        let Ok(ip) = Ipv4Packet::new_checked(buf.frame()) else {
-            return self.drop(DropReason::Ipv4Malformed);
-        };
-        let (src, dst, ttl, total, df) = (ip.src_addr(), ip.dst_addr(), ip.hop_limit(), usize::from(ip.total_len()), ip.dont_frag());
-        let fragment = ip.more_frags() || ip.frag_offset() != 0;
+        let (src, dst, ttl, total, df) = (h.src, h.dst, h.ttl, h.total, h.df);
+        let fragment = h.fragment();
         let dst = self.tracked_destination(tracked).unwrap_or(dst);
         let Some(decision) = self.routes.lookup(&self.cfg, dst, |i| self.claim_enabled(i)) else {
             return self.drop(DropReason::NoRoute);
@@ -58,21 +57,14 @@ impl Core {
         if let Err(reason) = self.stateful(now, nat::zone_in(ingress), to, out, tracked, fragment, buf) {
             return self.drop(reason);
         }
-        let src_claim = self.routes.claim(src);
-        let dst_claim = decision.claim.or_else(|| self.routes.claim(dst));
-        {
-            let Ok(mut ip) = Ipv4Packet::new_checked(buf.frame_mut()) else {
-                return self.drop(DropReason::Ipv4Malformed);
-            };
-            // TTL is the high byte of the word at offset 8 (TTL | protocol).
-            let proto = u8::from(ip.next_header());
-            let old = u16::from(ttl) << 8 | u16::from(proto);
-            let new = u16::from(ttl - 1) << 8 | u16::from(proto);
-            ip.set_hop_limit(ttl - 1);
-            let c = ip.checksum();
-            ip.set_checksum(checksum::adjust(c, old, new, false));
+        // NAT (above) rewrote addresses and ports at most: the header's
+        // length, TTL and fragment fields are still those of `h`.
+        if !decrement_ttl(buf.frame_mut()) {
+            return self.drop(DropReason::Ipv4Malformed);
         }
         if from_tunnel || to_tunnel {
+            let src_claim = self.routes.claim(src);
+            let dst_claim = decision.claim.or_else(|| self.routes.claim(dst));
             // Path MSS: tunnel MTU − 40, lowered further by claim overrides.
             let mut limit = self.cfg.tunnel.mtu.saturating_sub(40);
             for ci in [src_claim, dst_claim].into_iter().flatten() {
@@ -80,7 +72,10 @@ impl Core {
                     limit = limit.min(m);
                 }
             }
-            let clamped = matches!(clamp_ipv4(buf.frame_mut(), limit), Clamp::Clamped { .. });
+            // Only a TCP segment that is not a later fragment can be a SYN.
+            let clamped = h.proto == IpProtocol::Tcp
+                && h.frag_offset == 0
+                && matches!(buf.frame_mut().get_mut(h.hl..).map(|tcp| mss::clamp(tcp, limit)), Some(Clamp::Clamped { .. }));
             if clamped {
                 self.counters.syns_clamped += 1;
             }
@@ -182,5 +177,36 @@ impl Core {
         }
         self.counters.icmp_errors_sent += 1;
         self.send_own(now, buf, tunnel, tx)
+    }
+}
+
+/// Decrement the TTL of the IPv4 header at the start of `ip` (the caller
+/// checked that it is above 1) and update the header checksum (RFC 1624).
+/// False when `ip` is shorter than a header.
+fn decrement_ttl(ip: &mut [u8]) -> bool {
+    // TTL is the high byte of the word at offset 8 (TTL | protocol).
+    let [_, _, _, _, _, _, _, _, ttl, proto, c0, c1, ..] = ip else { return false };
+    let old = u16::from_be_bytes([*ttl, *proto]);
+    *ttl = ttl.saturating_sub(1);
+    let new = u16::from_be_bytes([*ttl, *proto]);
+    let c = checksum::adjust(u16::from_be_bytes([*c0, *c1]), old, new, false);
+    [*c0, *c1] = c.to_be_bytes();
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decrement_ttl;
+
+    #[test]
+    fn decrement_ttl_keeps_the_header_checksum_valid() {
+        let mut h =
+            [0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7];
+        let c = crate::checksum::internet(&h);
+        h[10..12].copy_from_slice(&c.to_be_bytes());
+        assert!(decrement_ttl(&mut h));
+        assert_eq!(h[8], 0x3f);
+        assert_eq!(crate::checksum::internet(&h), 0, "checksum over a valid header is zero");
+        assert!(!decrement_ttl(&mut h[..11]));
     }
 }

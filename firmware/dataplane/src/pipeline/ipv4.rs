@@ -1,14 +1,50 @@
 //! IPv4 intake, one path for packets from a port and from the tunnel: header
 //! checks, live-host evidence, cryptokey routing for the tunnel, traffic for
 //! the box itself (the policy: ICMP from a LAN or the tunnel goes to the
-//! services layer through `Transmit::local`; WireGuard and VXLAN on the WAN;
+//! services layer through `Transmit::local`, and so does the configured BGP
+//! peers' TCP to or from port 179; WireGuard and VXLAN on the WAN;
 //! nothing else), then forwarding.
 
 use super::*;
 
+/// What the IPv4 intake checks found in a header. Later stages (UDP to the
+/// box, forwarding, the MSS clamp) take these fields from here instead of
+/// parsing the header again; nothing that changes them (the TTL decrement,
+/// NAT's address rewrite) runs before the last of those reads, except NAT,
+/// which keeps the header's length and fragment fields.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct V4 {
+    /// Source address.
+    pub src: Ipv4Addr,
+    /// Destination address.
+    pub dst: Ipv4Addr,
+    /// Protocol.
+    pub proto: IpProtocol,
+    /// Header length in bytes (20–60, within the packet).
+    pub hl: usize,
+    /// Total length: the buffer holds exactly this many bytes.
+    pub total: usize,
+    /// Time to live.
+    pub ttl: u8,
+    /// Don't fragment.
+    pub df: bool,
+    /// More fragments follow.
+    pub more_frags: bool,
+    /// Fragment offset (in 8-byte units).
+    pub frag_offset: u16,
+}
+
+impl V4 {
+    /// Any fragment (first, middle or last).
+    pub fn fragment(&self) -> bool {
+        self.more_frags || self.frag_offset != 0
+    }
+}
+
 impl Core {
-    /// Common IPv4 checks; trims link padding. Returns (src, dst, proto, fragment).
-    pub(super) fn ipv4_checks(&mut self, buf: &mut FrameBuf<'_>) -> Result<(Ipv4Addr, Ipv4Addr, IpProtocol, bool), DropReason> {
+    /// Common IPv4 checks; trims link padding so the buffer holds exactly
+    /// the packet. Returns what later stages need from the header.
+    pub(super) fn ipv4_checks(&mut self, buf: &mut FrameBuf<'_>) -> Result<V4, DropReason> {
         let ip = Ipv4Packet::new_checked(buf.frame()).map_err(|_| DropReason::Ipv4Malformed)?;
         if ip.version() != 4 {
             return Err(DropReason::Ipv4Malformed);
@@ -16,14 +52,27 @@ impl Core {
         if !ip.verify_checksum() {
             return Err(DropReason::Ipv4BadChecksum);
         }
-        let r = (ip.src_addr(), ip.dst_addr(), ip.next_header(), ip.more_frags() || ip.frag_offset() != 0);
-        let total = usize::from(ip.total_len());
-        buf.truncate(total);
-        let src = r.0;
+        let h = V4 {
+            src: ip.src_addr(),
+            dst: ip.dst_addr(),
+            proto: ip.next_header(),
+            hl: usize::from(ip.header_len()),
+            total: usize::from(ip.total_len()),
+            ttl: ip.hop_limit(),
+            df: ip.dont_frag(),
+            more_frags: ip.more_frags(),
+            frag_offset: ip.frag_offset(),
+        };
+        // `new_checked` guarantees 20 <= hl <= total <= the buffer.
+        if h.hl < IPV4_LEN || h.hl > h.total {
+            return Err(DropReason::Ipv4Malformed);
+        }
+        buf.truncate(h.total);
+        let src = h.src;
         if src.is_unspecified() || src.is_broadcast() || src.is_multicast() || self.cfg.is_own_address(src) {
             return Err(DropReason::Ipv4BadSource);
         }
-        Ok(r)
+        Ok(h)
     }
 
     pub(super) fn is_broadcast(&self, dst: Ipv4Addr) -> bool {
@@ -51,10 +100,11 @@ impl Core {
         tunnel: &mut T,
         tx: &mut X,
     ) -> Verdict {
-        let (src, dst, proto, fragment) = match self.ipv4_checks(buf) {
-            Ok(r) => r,
+        let h = match self.ipv4_checks(buf) {
+            Ok(h) => h,
             Err(reason) => return self.drop(reason),
         };
+        let (src, dst, proto, fragment) = (h.src, h.dst, h.proto, h.fragment());
         let own = self.cfg.is_own_address(dst);
         // The answer to the box's DNS query (from port 53 to the one port
         // the resolver opened), wherever it comes from.
@@ -85,7 +135,7 @@ impl Core {
                 if own && role == PortRole::Wan {
                     // A reply to a translated flow (pipeline/nat.rs).
                     if let Some(hit) = self.nat_reply(now, buf.frame(), fragment) {
-                        return self.forward(now, ingress, buf, tunnel, tx, Some(hit));
+                        return self.forward(now, ingress, &h, buf, tunnel, tx, Some(hit));
                     }
                     // Nothing but WireGuard (and VXLAN from configured
                     // VTEPs) is answered on the WAN — and what a firewall
@@ -107,7 +157,7 @@ impl Core {
                     if proto != IpProtocol::Udp {
                         return self.drop(DropReason::WanNotWireguard);
                     }
-                    return self.udp_to_box(now, src, buf, tunnel, tx, false);
+                    return self.udp_to_box(now, &h, buf, tunnel, tx, false);
                 }
             }
             Ingress::Tunnel(peer) => {
@@ -134,38 +184,48 @@ impl Core {
                 // ICMP to the box (echo): the services layer answers.
                 (IpProtocol::Icmp, Ingress::Port(p)) => self.deliver_local(LocalFrom::Port(p), buf, tx),
                 (IpProtocol::Icmp, Ingress::Tunnel(peer)) => self.deliver_local(LocalFrom::Tunnel(peer), buf, tx),
+                // BGP with a configured peer (to or from TCP port 179): the
+                // services layer's TCP endpoint takes it.
+                (IpProtocol::Tcp, Ingress::Port(p)) if self.bgp_admits(src, buf.frame()) => self.deliver_local(LocalFrom::Port(p), buf, tx),
+                (IpProtocol::Tcp, Ingress::Tunnel(peer)) if self.bgp_admits(src, buf.frame()) => {
+                    self.deliver_local(LocalFrom::Tunnel(peer), buf, tx)
+                }
                 // VXLAN over the tunnel (seed 003) ends on the box.
-                (IpProtocol::Udp, Ingress::Tunnel(_)) => self.udp_to_box(now, src, buf, tunnel, tx, true),
+                (IpProtocol::Udp, Ingress::Tunnel(_)) => self.udp_to_box(now, &h, buf, tunnel, tx, true),
                 _ => self.drop(DropReason::LocalUnhandled),
             };
         }
         if self.is_broadcast(dst) {
             return self.drop(DropReason::Ipv4Broadcast);
         }
-        self.forward(now, ingress, buf, tunnel, tx, None)
+        self.forward(now, ingress, &h, buf, tunnel, tx, None)
     }
 
-    /// UDP addressed to the box: WireGuard (WAN only) or VXLAN.
+    /// UDP addressed to the box: WireGuard (WAN only) or VXLAN. `h`: the
+    /// IPv4 header `ipv4_checks` passed (`buf` holds exactly the packet).
+    /// A non-zero UDP checksum is verified; zero means the sender computed
+    /// none (RFC 768), which WireGuard (authenticated) and VXLAN (RFC 7348)
+    /// senders may do.
     pub(super) fn udp_to_box<T: Tunnel + ?Sized, X: Transmit + ?Sized>(
         &mut self,
         now: Instant,
-        src: Ipv4Addr,
+        h: &V4,
         buf: &mut FrameBuf<'_>,
         tunnel: &mut T,
         tx: &mut X,
         from_tunnel: bool,
     ) -> Verdict {
         let unhandled = if from_tunnel { DropReason::LocalUnhandled } else { DropReason::WanNotWireguard };
-        let Ok(ip) = Ipv4Packet::new_checked(buf.frame()) else {
+        let Some(payload) = buf.frame().get(h.hl..) else {
             return self.drop(DropReason::Ipv4Malformed);
         };
-        let (ip_src, ip_dst, hl) = (ip.src_addr(), ip.dst_addr(), usize::from(ip.header_len()));
-        let Ok(udp) = UdpPacket::new_checked(ip.payload()) else {
+        let Ok(udp) = UdpPacket::new_checked(payload) else {
             return self.drop(DropReason::UdpMalformed);
         };
-        if !udp.verify_checksum(&IpAddress::Ipv4(ip_src), &IpAddress::Ipv4(ip_dst)) {
+        if udp.checksum() != 0 && !udp.verify_checksum(&IpAddress::Ipv4(h.src), &IpAddress::Ipv4(h.dst)) {
             return self.drop(DropReason::UdpMalformed);
         }
+        let (src, hl) = (h.src, h.hl);
         let (sport, dport, ulen) = (udp.src_port(), udp.dst_port(), usize::from(udp.len()));
         // Narrow the buffer to the UDP payload.
         let start = buf.head() + hl + UDP_LEN;
@@ -199,6 +259,12 @@ impl Core {
         }
     }
 
+    /// TCP from a configured BGP peer to or from port 179 (the caller has
+    /// checked the protocol and that the packet is for the box).
+    fn bgp_admits(&self, src: Ipv4Addr, ip: &[u8]) -> bool {
+        self.bgp_peers.contains(&src) && udp_ports(ip).is_some_and(|(s, d)| s == BGP_PORT || d == BGP_PORT)
+    }
+
     fn deliver_local<X: Transmit + ?Sized>(&mut self, from: LocalFrom, buf: &mut FrameBuf<'_>, tx: &mut X) -> Verdict {
         match tx.local(from, buf.frame()) {
             Local::Taken => {
@@ -211,7 +277,7 @@ impl Core {
     }
 }
 
-/// The UDP source and destination ports of an IPv4 packet (no options
+/// The UDP (or TCP) source and destination ports of an IPv4 packet (no options
 /// beyond the header length check; `None` when it is not that long).
 fn udp_ports(ip: &[u8]) -> Option<(u16, u16)> {
     let hl = usize::from(ip.first()? & 0x0f) * 4;
