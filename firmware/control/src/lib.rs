@@ -22,6 +22,7 @@
 
 extern crate alloc;
 
+pub mod bgp;
 pub mod build;
 pub mod capture;
 pub mod dhcp;
@@ -32,6 +33,7 @@ pub mod node;
 pub mod persist;
 pub mod run;
 pub mod services;
+pub mod tcp;
 pub mod tunnel;
 
 pub use build::{build, BuildError, ContractName, NicInfo, NicWanted, Runtime, TunnelPlan};

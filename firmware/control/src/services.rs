@@ -9,18 +9,23 @@
 //! gives each to its service; answers go back out through
 //! `Dataplane::send_local`, routed like any packet the box originates.
 //!
-//! Services today: the ICMP echo responder and the WAN's DHCP client
+//! Services today: the ICMP echo responder, the WAN's DHCP client
 //! (`crate::dhcp`, smoltcp's client; its frames come through
-//! `Transmit::stack`, and the node applies its leases). The seam is where
-//! the next ones go — a DNS resolver for peer endpoints, a BGP speaker for
-//! EVPN — each as a sans-I/O state machine fed from this queue, with routes
-//! they learn installed through `Dataplane::add_route`; see ARCHITECTURE.md.
+//! `Transmit::stack`, and the node applies its leases), the DNS resolver
+//! for peer endpoints (`crate::dns`), and BGP for EVPN (`crate::bgp`) over
+//! a TCP endpoint on smoltcp (`crate::tcp`): TCP packets from the queue go
+//! to the endpoint, the BGP service runs its sessions over it, and the
+//! dataplane admits the configured peers' TCP ([`Services::set_bgp`] keeps
+//! `Dataplane::set_bgp_peers` in step every turn). Each is a sans-I/O state
+//! machine fed from this queue; see ARCHITECTURE.md.
 
 use heapless::{Deque, Vec};
 use routerd_dataplane::{checksum, Dataplane, Instant, Local, LocalFrom, Mac, PortId, Transmit, Tunnel};
 
+use crate::bgp::{Bgp, BgpSetup, BgpSetupError};
 use crate::dhcp::{DhcpClient, LeaseChange};
 use crate::dns::{Resolver, MAX_NAMES, MAX_QUERY};
+use crate::tcp::Tcp;
 use routerd_dataplane::PeerId;
 
 /// A name the resolver keeps and the peers whose endpoint it is.
@@ -54,6 +59,9 @@ pub struct Services {
     /// Peer endpoints by name.
     resolver: Resolver,
     name_peers: Vec<NamePeers, MAX_NAMES>,
+    /// The TCP endpoint and the BGP service on it, while BGP is set up.
+    tcp: Option<alloc::boxed::Box<Tcp>>,
+    bgp: Option<alloc::boxed::Box<Bgp>>,
 }
 
 impl Default for Services {
@@ -72,6 +80,8 @@ impl Services {
             dhcp: None,
             resolver: Resolver::new(crate::dns::Policy::DEFAULT),
             name_peers: Vec::new(),
+            tcp: None,
+            bgp: None,
         }
     }
 
@@ -138,6 +148,48 @@ impl Services {
         &mut self.resolver
     }
 
+    /// Run BGP with `setup`, or none. The same setup keeps the running
+    /// sessions; another one replaces them (their connections are reset,
+    /// the RIB starts empty). `seed` randomises the TCP endpoint's initial
+    /// sequence numbers and ports when it is made. A refused setup changes
+    /// nothing.
+    pub fn set_bgp(&mut self, setup: Option<BgpSetup>, seed: u64, now: Instant) -> Result<(), BgpSetupError> {
+        let Some(setup) = setup else {
+            if let (Some(b), Some(t)) = (self.bgp.as_mut(), self.tcp.as_mut()) {
+                b.release(t);
+            }
+            self.bgp = None;
+            self.tcp = None;
+            return Ok(());
+        };
+        if self.bgp.as_ref().is_some_and(|b| *b.setup() == setup) {
+            return Ok(());
+        }
+        let new = alloc::boxed::Box::new(Bgp::new(setup, now)?);
+        let tcp = self.tcp.get_or_insert_with(|| alloc::boxed::Box::new(Tcp::new(seed, now)));
+        if let Some(old) = self.bgp.as_mut() {
+            old.release(tcp);
+        }
+        self.bgp = Some(new);
+        Ok(())
+    }
+
+    /// The BGP service, if set up.
+    pub fn bgp(&self) -> Option<&Bgp> {
+        self.bgp.as_deref()
+    }
+
+    /// The BGP service and its TCP endpoint (to stop or start sessions,
+    /// set local MACs, take the changed flag).
+    pub fn bgp_mut(&mut self) -> Option<(&mut Bgp, &mut Tcp)> {
+        Some((self.bgp.as_deref_mut()?, self.tcp.as_deref_mut()?))
+    }
+
+    /// The TCP endpoint, while BGP is set up.
+    pub fn tcp(&self) -> Option<&Tcp> {
+        self.tcp.as_deref()
+    }
+
     /// Packets waiting.
     pub fn pending(&self) -> usize {
         self.queue.len()
@@ -161,6 +213,14 @@ impl Services {
                 self.resolver.on_answer(now, src, sport, dport, payload);
                 continue;
             }
+            if is_tcp(&packet) {
+                // The dataplane admits only BGP peers' TCP; without the
+                // service (or with its queue full) it is dropped, counted.
+                if !self.tcp.as_mut().is_some_and(|t| t.accept_packet(&packet)) {
+                    self.counters.ignored += 1;
+                }
+                continue;
+            }
             match echo_reply(&packet, &mut self.reply) {
                 Some(n) => {
                     self.counters.echo_replies += 1;
@@ -173,6 +233,27 @@ impl Services {
             }
         }
         self.resolve(now, dp, tunnel, tx);
+        self.run_bgp(now, dp, tunnel, tx);
+    }
+
+    /// The TCP endpoint and the BGP sessions on it: packets in, sessions
+    /// run, what they queued out — and the dataplane admitting exactly the
+    /// configured peers' TCP.
+    fn run_bgp<T: Tunnel + ?Sized, X: Transmit + ?Sized>(&mut self, now: Instant, dp: &mut Dataplane, tunnel: &mut T, tx: &mut X) {
+        let (Some(bgp), Some(tcp)) = (self.bgp.as_deref_mut(), self.tcp.as_deref_mut()) else {
+            if !dp.bgp_peers().is_empty() {
+                dp.set_bgp_peers(&[]);
+            }
+            return;
+        };
+        let peers: Vec<core::net::Ipv4Addr, { crate::bgp::MAX_BGP_PEERS }> = bgp.peer_addrs().collect();
+        if dp.bgp_peers() != peers.as_slice() {
+            dp.set_bgp_peers(&peers);
+        }
+        tcp.set_addresses(&crate::tcp::box_addresses(dp));
+        tcp.poll(now, dp, tunnel, tx);
+        bgp.poll(now, tcp, dp);
+        tcp.poll(now, dp, tunnel, tx);
     }
 
     /// The resolver's next query, if one is due, sent through the dataplane;
@@ -197,6 +278,12 @@ impl Services {
         }
         dp.set_resolver_port(resolver.open_port());
     }
+}
+
+/// True for an unfragmented IPv4 packet carrying TCP.
+fn is_tcp(packet: &[u8]) -> bool {
+    use smoltcp::wire::{IpProtocol, Ipv4Packet};
+    Ipv4Packet::new_checked(packet).is_ok_and(|ip| ip.next_header() == IpProtocol::Tcp && !ip.more_frags() && ip.frag_offset() == 0)
 }
 
 /// (source, source port, destination port, payload) of a UDP packet with a
