@@ -21,6 +21,7 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use crate::firewall::{Firewall, Nat};
+use crate::limits::MAX_BGP_PEERS;
 use crate::limits::{
     wire_max_enum, wire_max_struct, MAX_ALLOWED_IPS, MAX_CLAIMS, MAX_DNS_SERVERS, MAX_HOST_LEN, MAX_NAME_LEN, MAX_NAT, MAX_PEERS,
     MAX_PORTS, MAX_SEGMENTS, MAX_TUNNELS, MAX_VTEPS,
@@ -60,6 +61,13 @@ fn default_segment_mtu() -> u16 {
 fn default_vxlan_port() -> u16 {
     DEFAULT_VXLAN_PORT
 }
+fn default_hold_time() -> u16 {
+    DEFAULT_BGP_HOLD_TIME
+}
+
+/// Default BGP hold time, seconds (FRR's: the smaller of both sides' wins,
+/// so FRR's `datacenter` profile's 9 s rules against it).
+pub const DEFAULT_BGP_HOLD_TIME: u16 = 90;
 
 /// Deserializes a bounded list, saying how many entries are allowed when a
 /// file has too many (heapless' own message only says "invalid length").
@@ -118,6 +126,10 @@ pub struct Config {
     /// WAN answers only WireGuard.
     #[serde(default)]
     pub firewall: Option<Firewall>,
+    /// The BGP EVPN speaker, `[bgp]` (optional): segments with
+    /// `control = "evpn"` learn their VTEPs and remote MACs from it.
+    #[serde(default)]
+    pub bgp: Option<Bgp>,
 }
 
 /// `[device]`: the box's name and which side of a pair it is.
@@ -304,6 +316,73 @@ pub struct Segment {
     /// `auto` (segment MTU − 40) or a fixed MSS for TCP crossing the segment.
     #[serde(default)]
     pub mss_clamp: MssClamp,
+    /// Where the remote VTEPs and MACs come from: `static` (only
+    /// `remote_vteps`; the default) or `evpn` (BGP EVPN, `[bgp]`;
+    /// `remote_vteps` then supplement the VTEPs BGP learned).
+    #[serde(default)]
+    pub control: SegmentControl,
+}
+
+/// How a segment learns its remote VTEPs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SegmentControl {
+    /// The configured `remote_vteps`; MACs learned from the data plane.
+    #[default]
+    Static,
+    /// BGP EVPN: VTEPs from type-3 routes, remote MACs from type-2 routes,
+    /// the segment's local MACs advertised; `remote_vteps` are added.
+    Evpn,
+}
+
+impl SegmentControl {
+    /// As the file writes it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SegmentControl::Static => "static",
+            SegmentControl::Evpn => "evpn",
+        }
+    }
+}
+
+/// `[bgp]`: the box as a BGP EVPN speaker (iBGP: every peer is in `asn`),
+/// the way a Proxmox EVPN controller's FRR peers with its nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bgp {
+    /// The AS of the box and of every peer (iBGP), 1..=4294967294.
+    pub asn: u32,
+    /// The BGP identifier. Default: the first segment's `local_vtep`.
+    #[serde(default)]
+    pub router_id: Option<Ipv4Addr>,
+    /// The peers (Proxmox nodes' tunnel addresses, or a route reflector),
+    /// at most 16.
+    #[serde(default, deserialize_with = "bounded")]
+    pub peers: Vec<BgpPeer, MAX_BGP_PEERS>,
+    /// The hold time the box proposes, seconds: 0 (no keepalives) or
+    /// 3..=65535. Default 90; the smaller of both sides' is used.
+    #[serde(default = "default_hold_time")]
+    pub hold_time: u16,
+}
+
+/// `[[bgp.peers]]`: one BGP neighbour.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BgpPeer {
+    /// The peer's address (reached through the tunnel or a LAN port).
+    pub address: Ipv4Addr,
+    /// Shown in status and `routerctl bgp summary`.
+    pub name: Name,
+}
+
+impl Bgp {
+    /// The BGP identifier the box uses: `router_id`, else the first
+    /// segment's `local_vtep`, else the tunnel address.
+    pub fn effective_router_id(&self, config: &Config) -> Option<Ipv4Addr> {
+        self.router_id
+            .or_else(|| config.segments.first().map(|s| s.local_vtep))
+            .or_else(|| config.wireguard.first().and_then(|t| t.address).map(|a| a.addr()))
+    }
 }
 
 /// `[dns]`: where the box resolves peer endpoints given by name.
@@ -342,11 +421,14 @@ wire_max_struct!(Peer {
 wire_max_struct!(Capture { CaptureMethod, Name, bool });
 wire_max_struct!(Delivery { Name, Name });
 wire_max_struct!(Claim { Ipv4Cidr, Name, Option<u8>, Option<u16>, Option<Name>, MssClamp, Capture, Delivery });
-wire_max_struct!(Segment { Name, u32, Name, Ipv4Addr, Vec<Ipv4Addr, MAX_VTEPS>, u16, u16, MssClamp });
+wire_max_struct!(Segment { Name, u32, Name, Ipv4Addr, Vec<Ipv4Addr, MAX_VTEPS>, u16, u16, MssClamp, SegmentControl });
+wire_max_enum!(SegmentControl { (), () });
+wire_max_struct!(BgpPeer { Ipv4Addr, Name });
+wire_max_struct!(Bgp { u32, Option<Ipv4Addr>, Vec<BgpPeer, MAX_BGP_PEERS>, u16 });
 wire_max_struct!(Dns { Vec<Ipv4Addr, MAX_DNS_SERVERS> });
 wire_max_struct!(Config {
     Device, Vec<Port, MAX_PORTS>, Vec<Tunnel, MAX_TUNNELS>, Vec<Peer, MAX_PEERS>,
-    Vec<Claim, MAX_CLAIMS>, Vec<Segment, MAX_SEGMENTS>, Dns, Vec<Nat, MAX_NAT>, Option<Firewall>,
+    Vec<Claim, MAX_CLAIMS>, Vec<Segment, MAX_SEGMENTS>, Dns, Vec<Nat, MAX_NAT>, Option<Firewall>, Option<Bgp>,
 });
 
 /// What one box does with one claim (see `Config::claim_action`).

@@ -34,7 +34,10 @@ pub mod wire;
 #[cfg(test)]
 mod testutil;
 
-pub use config::{Capture, CaptureMethod, Claim, ClaimAction, Config, Delivery, Device, Dns, Peer, Port, PortRole, Segment, Tunnel};
+pub use config::{
+    Bgp, BgpPeer, Capture, CaptureMethod, Claim, ClaimAction, Config, Delivery, Device, Dns, Peer, Port, PortRole, Segment, SegmentControl,
+    Tunnel,
+};
 pub use firewall::{Firewall, Nat, PortRange, Protocol, Zone};
 pub use limits::CONFIG_WIRE_MAX;
 pub use platform::{Platform, Runs, RUNS};

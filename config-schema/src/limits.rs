@@ -38,9 +38,13 @@ pub const MAX_FIREWALL_RULES: usize = 16;
 /// Firewall zone-pair policies, `[[firewall.policy]]`.
 pub const MAX_FIREWALL_POLICIES: usize = 8;
 
+/// BGP peers, `[[bgp.peers]]`.
+pub const MAX_BGP_PEERS: usize = 16;
+
 /// The longest postcard encoding of a `Config`: what the serial protocol must
 /// be able to carry in one apply. Asserted below against the computed bound.
-pub const CONFIG_WIRE_MAX: usize = 20 * 1024;
+/// (21 KiB since `[bgp]`: 16 peers add under 500 bytes.)
+pub const CONFIG_WIRE_MAX: usize = 21 * 1024;
 
 const _: () = assert!(<crate::Config as WireMax>::WIRE_MAX <= CONFIG_WIRE_MAX);
 // Lengths up to 127 take one varint byte; the sums below assume so for lists.

@@ -53,6 +53,15 @@ impl Platform {
         }
     }
 
+    /// Whether it runs `[bgp]` and segments with `control = "evpn"`. Not
+    /// yet on either: the node, services and dataplane are wired
+    /// (firmware/control/tests/evpn_node.rs), but no interop test against
+    /// FRR proves a platform yet (routerd-host: host/tests/evpn_frr.rs, to
+    /// come; the image: an image test).
+    pub const fn runs_bgp(self) -> bool {
+        false
+    }
+
     /// The capacities this platform runs.
     pub const fn runs(self) -> &'static Runs {
         // One dataplane, one control plane, one WireGuard device: both

@@ -104,6 +104,7 @@ pub fn maximal_config() -> Config {
             udp_port: u16max,
             mtu: u16max,
             mss_clamp: MssClamp::Value(u16max),
+            control: SegmentControl::Evpn,
         }),
         dns: Dns { servers: full(|_| Ipv4Addr::BROADCAST) },
         nat: full(|i| Nat { source: cidr("255.255.255.255/32"), out: long_name('w', i) }),
@@ -120,6 +121,12 @@ pub fn maximal_config() -> Config {
                 port: Some(PortRange { first: u16max, last: u16max }),
                 action: Action::Drop,
             }),
+        }),
+        bgp: Some(Bgp {
+            asn: u32::MAX,
+            router_id: Some(Ipv4Addr::BROADCAST),
+            peers: full(|i| BgpPeer { address: Ipv4Addr::BROADCAST, name: long_name('b', i) }),
+            hold_time: u16max,
         }),
     }
 }
@@ -142,6 +149,10 @@ pub fn sample_config() -> Config {
     c.peers.push(p).unwrap();
     c.claims = load(HYBRID_ONPREM).claims;
     c.dns.servers.push(Ipv4Addr::new(9, 9, 9, 9)).unwrap();
+    c.segments[0].control = SegmentControl::Evpn;
+    let mut peers = heapless::Vec::new();
+    peers.push(BgpPeer { address: Ipv4Addr::new(10, 0, 0, 2), name: name("pve1") }).unwrap();
+    c.bgp = Some(Bgp { asn: 65000, router_id: None, peers, hold_time: 9 });
     c
 }
 
@@ -267,6 +278,7 @@ pub fn random_config(seed: u64) -> Config {
             udp_port: r.u16(),
             mtu: r.u16(),
             mss_clamp: r.mss(),
+            control: if r.chance() { SegmentControl::Static } else { SegmentControl::Evpn },
         }),
         dns: Dns { servers: r.list(|r| Ipv4Addr::from_bits(r.next() as u32)) },
         nat: r.list(|r| Nat { source: r.cidr(), out: r.name() }),
@@ -283,6 +295,12 @@ pub fn random_config(seed: u64) -> Config {
                 port: r.opt(|r| PortRange { first: r.u16(), last: r.u16() }),
                 action: if r.chance() { Action::Accept } else { Action::Drop },
             }),
+        }),
+        bgp: r.opt(|r| Bgp {
+            asn: r.next() as u32,
+            router_id: r.opt(|r| Ipv4Addr::from_bits(r.next() as u32)),
+            peers: r.list(|r| BgpPeer { address: Ipv4Addr::from_bits(r.next() as u32), name: r.name() }),
+            hold_time: r.u16(),
         }),
     }
 }

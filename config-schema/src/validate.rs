@@ -22,7 +22,7 @@ use core::fmt::{self, Write};
 use core::net::Ipv4Addr;
 
 use crate::budget::{self, Carrier};
-use crate::config::{CaptureMethod, ClaimAction, Config, PortRole};
+use crate::config::{CaptureMethod, ClaimAction, Config, PortRole, SegmentControl};
 use crate::platform::{self, Platform, RUNS};
 use crate::types::{Host, MssClamp, Name, PortAddress};
 
@@ -135,6 +135,17 @@ codes! {
     SegmentMtuBudget => "segment-mtu-budget", Warning;
     DnsServerInvalid => "dns-server-invalid", Error;
     DnsServerDuplicate => "dns-server-duplicate", Error;
+    // [bgp] and segments' control = "evpn" (validate/bgp.rs).
+    BgpAsnRange => "bgp-asn-range", Error;
+    BgpHoldTime => "bgp-hold-time", Error;
+    BgpRouterId => "bgp-router-id", Error;
+    BgpPeerInvalid => "bgp-peer-invalid", Error;
+    BgpPeerDuplicate => "bgp-peer-duplicate", Error;
+    BgpPeerUnreachable => "bgp-peer-unreachable", Error;
+    BgpNoPeers => "bgp-no-peers", Warning;
+    BgpUnused => "bgp-unused", Warning;
+    EvpnWithoutBgp => "evpn-without-bgp", Error;
+    EvpnVtepMixed => "evpn-vtep-mixed", Error;
     // What a platform runs (`validate_for`); see `platform`.
     PlatformCapacity => "platform-capacity", Error;
     TunnelRoutes => "tunnel-routes", Error;
@@ -158,6 +169,8 @@ codes! {
     PortWithoutProtocol => "port-without-protocol", Error;
     PortRangeOrder => "port-range", Error;
     FirewallShadowed => "firewall-rule-shadowed", Warning;
+    // What a platform runs of [bgp] (validate/bgp.rs).
+    BgpUnsupported => "bgp-unsupported", Error;
 }
 
 pub type PathText = heapless::String<48>;
@@ -288,6 +301,7 @@ fn check(config: &Config, platform: Option<Platform>, sink: &mut dyn FnMut(Probl
     ck.segments();
     ck.dns();
     ck.nat_firewall();
+    ck.bgp();
     ck.runs();
 }
 
@@ -1020,7 +1034,7 @@ impl Checker<'_, '_> {
                     hint = ("use this box's tunnel address (wireguard[].address) so VXLAN runs inside WireGuard")
                 );
             }
-            if s.remote_vteps.is_empty() {
+            if s.remote_vteps.is_empty() && s.control == SegmentControl::Static {
                 report!(
                     self,
                     Code::VtepNone,
@@ -1569,6 +1583,7 @@ impl fmt::Display for Over<'_> {
 }
 
 // After `report!`: the module uses it.
+mod bgp;
 mod nat_firewall;
 
 #[cfg(test)]
@@ -1611,6 +1626,19 @@ mod tests {
         c.segments.push(s).unwrap();
     }
 
+    /// `segments[0]` of TWO_SITE_ROZ under EVPN, peering with 10.2.0.2 (inside wro's allowed_ips).
+    fn evpn(c: &mut Config) {
+        c.segments[0].control = SegmentControl::Evpn;
+        let mut peers = heapless::Vec::new();
+        peers.push(BgpPeer { address: ip("10.2.0.2"), name: name("pve1") }).unwrap();
+        c.bgp = Some(Bgp { asn: 65000, router_id: None, peers, hold_time: 9 });
+    }
+
+    fn bgp(c: &mut Config) -> &mut Bgp {
+        evpn(c);
+        c.bgp.as_mut().unwrap()
+    }
+
     /// One rule: `fail` must produce `code` at `path`; `pass` (a near miss) must not.
     struct Case {
         code: Code,
@@ -1650,6 +1678,31 @@ mod tests {
 
     #[rustfmt::skip]
     const CASES: &[Case] = &[
+        case(Code::BgpAsnRange, R, "bgp.asn", |c| bgp(c).asn = 0, |c| bgp(c).asn = 1),
+        case(Code::BgpAsnRange, R, "bgp.asn", |c| bgp(c).asn = u32::MAX, |c| bgp(c).asn = u32::MAX - 1),
+        case(Code::BgpHoldTime, R, "bgp.hold_time", |c| bgp(c).hold_time = 2, |c| bgp(c).hold_time = 3),
+        case(Code::BgpHoldTime, R, "bgp.hold_time", |c| bgp(c).hold_time = 1, |c| bgp(c).hold_time = 0),
+        case(Code::BgpRouterId, R, "bgp.router_id", |c| bgp(c).router_id = Some(ip("0.0.0.0")),
+            |c| bgp(c).router_id = Some(ip("10.1.0.1"))),
+        case(Code::BgpRouterId, R, "bgp.router_id", |c| { bgp(c); c.segments.clear(); c.wireguard[0].address = None; },
+            |c| { bgp(c).router_id = Some(ip("10.1.0.1")); c.segments.clear(); c.wireguard[0].address = None; }),
+        case(Code::BgpPeerInvalid, R, "bgp.peers[0].address", |c| bgp(c).peers[0].address = ip("10.1.0.1"),
+            |c| bgp(c).peers[0].address = ip("10.2.0.1")),
+        case(Code::BgpPeerInvalid, R, "bgp.peers[0].address", |c| bgp(c).peers[0].address = ip("224.0.0.5"), none),
+        case(Code::BgpPeerDuplicate, R, "bgp.peers[1].address",
+            |c| { let p = bgp(c).peers[0].clone(); bgp(c).peers.push(p).unwrap(); },
+            |c| { let mut p = bgp(c).peers[0].clone(); p.address = ip("10.2.0.3"); bgp(c).peers.push(p).unwrap(); }),
+        case(Code::BgpPeerUnreachable, R, "bgp.peers[0].address", |c| bgp(c).peers[0].address = ip("192.168.1.20"),
+            |c| bgp(c).peers[0].address = ip("192.168.2.20")),
+        case(Code::BgpPeerUnreachable, R, "bgp.peers[0].address", |c| bgp(c).peers[0].address = ip("8.8.8.8"), none),
+        case(Code::BgpNoPeers, R, "bgp.peers", |c| bgp(c).peers.clear(), none),
+        case(Code::BgpUnused, R, "bgp", |c| { evpn(c); c.segments[0].control = SegmentControl::Static; }, evpn),
+        case(Code::EvpnWithoutBgp, R, "segments[0].control", |c| c.segments[0].control = SegmentControl::Evpn, evpn),
+        case(Code::EvpnVtepMixed, R, "segments[1].local_vtep",
+            |c| { evpn(c); add_segment(c, 2, "lan0"); c.segments[1].local_vtep = ip("192.168.2.4"); },
+            |c| { evpn(c); add_segment(c, 2, "lan0"); }),
+        case(Code::VtepNone, R, "segments[0].remote_vteps", |c| c.segments[0].remote_vteps.clear(),
+            |c| { evpn(c); c.segments[0].remote_vteps.clear(); }),
         case(Code::NatOutNotWan, O, "nat[0].out", |c| add_nat(c, "10.0.0.0/24", "lan0"), |c| add_nat(c, "10.0.0.0/24", "wan0")),
         case(Code::UnknownPort, O, "nat[0].out", |c| add_nat(c, "10.0.0.0/24", "wan9"), |c| add_nat(c, "10.0.0.0/24", "wan0")),
         case(Code::NatSourceOverlap, O, "nat[1].source", |c| { add_nat(c, "10.0.0.0/16", "wan0"); add_nat(c, "10.0.1.0/24", "wan0"); },
@@ -1886,6 +1939,7 @@ mod tests {
 
     #[rustfmt::skip]
     const RUN_CASES: &[RunCase] = &[
+        run_case(Code::BgpUnsupported, R, "bgp", BOTH, evpn, none),
         run_case(Code::PlatformCapacity, O, "wireguard[1]", BOTH, |c| add_tunnel(c, "wg1", 51821, "device:wg1"), none),
         // 3 + 4 × 16 = 67 allowed IPs; the 65th is peers[4].allowed_ips[13].
         run_case(Code::TunnelRoutes, O, "peers[4].allowed_ips[13]", BOTH,

@@ -16,6 +16,7 @@
 
 use core::fmt;
 
+use crate::limits::MAX_BGP_PEERS;
 use crate::limits::{
     CONFIG_WIRE_MAX, MAX_ALLOWED_IPS, MAX_CLAIMS, MAX_DNS_SERVERS, MAX_FIREWALL_POLICIES, MAX_FIREWALL_RULES, MAX_HOST_LEN, MAX_NAME_LEN,
     MAX_NAT, MAX_PEERS, MAX_PORTS, MAX_SEGMENTS, MAX_TUNNELS, MAX_VTEPS,
@@ -24,12 +25,12 @@ use crate::Config;
 
 /// Bumped by hand with every change of the wire layout (documents intent;
 /// the hash is what is compared).
-pub const SCHEMA_VERSION: u16 = 3;
+pub const SCHEMA_VERSION: u16 = 4;
 
 /// The wire layout, field by field in declaration order. Edit it together
 /// with any change to a serialized type (order, type, variant list).
 pub const SCHEMA_DESCRIPTION: &str = "routerd-config;\
-Config{device:Device,ports:Vec<Port>,wireguard:Vec<Tunnel>,peers:Vec<Peer>,claims:Vec<Claim>,segments:Vec<Segment>,dns:Dns,nat:Vec<Nat>,firewall:Option<Firewall>};\
+Config{device:Device,ports:Vec<Port>,wireguard:Vec<Tunnel>,peers:Vec<Peer>,claims:Vec<Claim>,segments:Vec<Segment>,dns:Dns,nat:Vec<Nat>,firewall:Option<Firewall>,bgp:Option<Bgp>};\
 Device{name:Name,side:Name};\
 Port{name:Name,role:PortRole,mac:Option<Mac>,address:Option<PortAddress>,gateway:Option<Ipv4>,mtu:u16};\
 PortRole{Lan,Wan};\
@@ -42,7 +43,8 @@ Claim{address:Cidr,owner:Name,gratuitous_arp:Option<u8>,conflict_hold:Option<u16
 Capture{method:CaptureMethod,port:Name,configure_os_address:bool};\
 CaptureMethod{ProxyArp,ProviderSecondaryIp};\
 Delivery{tunnel:Name,peer:Name};\
-Segment{name:Name,vni:u32,port:Name,local_vtep:Ipv4,remote_vteps:Vec<Ipv4>,udp_port:u16,mtu:u16,mss_clamp:MssClamp};\
+Segment{name:Name,vni:u32,port:Name,local_vtep:Ipv4,remote_vteps:Vec<Ipv4>,udp_port:u16,mtu:u16,mss_clamp:MssClamp,control:SegmentControl};SegmentControl{Static,Evpn};\
+Bgp{asn:u32,router_id:Option<Ipv4>,peers:Vec<BgpPeer>,hold_time:u16};BgpPeer{address:Ipv4,name:Name};\
 MssClamp{Auto,Value(u16)};\
 Dns{servers:Vec<Ipv4>};\
 Nat{source:Cidr,out:Name};\
@@ -85,6 +87,7 @@ pub const SCHEMA_HASH: u64 = {
         MAX_NAT,
         MAX_FIREWALL_RULES,
         MAX_FIREWALL_POLICIES,
+        MAX_BGP_PEERS,
         CONFIG_WIRE_MAX,
     ];
     let mut i = 0;
@@ -256,6 +259,7 @@ mod tests {
             (0x48e6_12b8_8fab_7719, 0x89b9_6d16_9cbf_5a56),
             (0xcfa2_a0ac_dfab_e8c6, 0x10fd_2f09_7f5d_deda),
             (0x248e_9393_1c7c_5ae1, 0x409c_c4f8_75f1_1a4c),
+            (0x41f3_a1d1_7609_5abf, 0xd48b_d73f_6a72_5ea8),
         ];
         let h = fnv1a(0xcbf2_9ce4_8422_2325, &encoded(&maximal_config()));
         let h = fnv1a(h, &encoded(&sample_config()));

@@ -347,6 +347,7 @@ fn a_configuration_at_every_limit_runs_on_routerd_host() {
                 udp_port: 4789,
                 mtu: 1370,
                 mss_clamp: config_schema::MssClamp::Auto,
+                control: Default::default(),
             })
             .unwrap();
     }

@@ -33,6 +33,18 @@
 //!   (the next slice: the dataplane's VXLAN flood lists and FDB) that
 //!   [`Bgp::flood_list`] / [`Bgp::remote_macs`] may answer differently.
 //!
+//! * The dataplane follows the RIB ([`Bgp::program`], every turn after
+//!   [`Bgp::poll`]): when the RIB changed (or the service or the dataplane
+//!   is new), each EVPN segment's learned VTEPs become
+//!   [`Bgp::flood_list`] (the configured `remote_vteps` stay besides) and
+//!   its installed FDB entries [`Bgp::remote_macs`] (never aged; removed
+//!   when withdrawn). Once a second the MACs the FDB learned on each
+//!   segment's LAN port become our type-2 routes ([`Bgp::set_local_macs`]).
+//!   MAC mobility (RFC 7432 §15): a MAC learned here that a peer
+//!   advertises too is advertised with the peer's sequence number + 1, and
+//!   a remote route does not displace a local MAC we advertise with a
+//!   higher number; the peer withdraws on seeing ours.
+//!
 //! [`Bgp::poll`] runs once per loop turn from
 //! [`Services::poll`](crate::Services::poll), after the TCP endpoint took
 //! the turn's packets; time is the loop's `now`.
@@ -52,6 +64,9 @@ use crate::tcp::{Conn, ConnState, Tcp};
 pub const MAX_BGP_PEERS: usize = routerd_bgp::rib::MAX_PEERS;
 /// VNIs the box originates routes for.
 pub const MAX_VNIS: usize = 64;
+/// How often the MACs learned on the segments' LAN ports are advertised
+/// (milliseconds).
+pub const LOCAL_SYNC_MS: u64 = 1000;
 /// BGP's TCP port.
 pub const BGP_PORT: u16 = 179;
 /// Bytes read from a connection per call (one maximum-size BGP message).
@@ -69,6 +84,8 @@ pub struct BgpSetup {
     /// The VNIs we join, each with our VTEP address for it (one VTEP for
     /// all: `LocalRoutes` has one next hop).
     pub vnis: Vec<(u32, Ipv4Addr), MAX_VNIS>,
+    /// The hold time we propose, seconds (0 or ≥ 3).
+    pub hold_time: u16,
 }
 
 /// Why a [`BgpSetup`] was refused (nothing changed).
@@ -88,6 +105,8 @@ pub enum BgpSetupError {
     BadRouterId,
     /// `asn`: 0.
     BadAsn,
+    /// `hold_time`: 1 or 2.
+    BadHoldTime { hold_time: u16 },
 }
 
 impl core::fmt::Display for BgpSetupError {
@@ -102,11 +121,34 @@ impl core::fmt::Display for BgpSetupError {
             BgpSetupError::BadPeer { index, addr } => write!(f, "bgp.peers[{index}].address: {addr} cannot be a BGP peer"),
             BgpSetupError::BadRouterId => write!(f, "bgp.router_id: 0.0.0.0 is not a BGP identifier"),
             BgpSetupError::BadAsn => write!(f, "bgp.asn: 0 is not an AS number"),
+            BgpSetupError::BadHoldTime { hold_time } => write!(f, "bgp.hold_time: {hold_time} is neither 0 nor at least 3"),
         }
     }
 }
 
 impl BgpSetup {
+    /// What `cfg`'s `[bgp]` asks for (`None` without one): the peers, the
+    /// router ID (given, else derived: [`config_schema::Bgp::effective_router_id`]),
+    /// and the VNI and VTEP of every segment with `control = "evpn"`.
+    /// Entries beyond the capacities are left out (validation refuses them).
+    pub fn from_config(cfg: &config_schema::Config) -> Option<BgpSetup> {
+        let b = cfg.bgp.as_ref()?;
+        let mut setup = BgpSetup {
+            asn: b.asn,
+            router_id: b.effective_router_id(cfg).unwrap_or(Ipv4Addr::UNSPECIFIED),
+            peers: Vec::new(),
+            vnis: Vec::new(),
+            hold_time: b.hold_time,
+        };
+        for p in &b.peers {
+            let _ = setup.peers.push((p.address, p.name.clone()));
+        }
+        for s in cfg.segments.iter().filter(|s| s.control == config_schema::SegmentControl::Evpn) {
+            let _ = setup.vnis.push((s.vni, s.local_vtep));
+        }
+        Some(setup)
+    }
+
     /// Check what the crate and the service rely on.
     pub fn check(&self) -> Result<(), BgpSetupError> {
         if self.asn == 0 {
@@ -114,6 +156,9 @@ impl BgpSetup {
         }
         if self.router_id.is_unspecified() {
             return Err(BgpSetupError::BadRouterId);
+        }
+        if matches!(self.hold_time, 1 | 2) {
+            return Err(BgpSetupError::BadHoldTime { hold_time: self.hold_time });
         }
         for (index, (addr, _)) in self.peers.iter().enumerate() {
             if addr.is_unspecified() || addr.is_broadcast() || addr.is_multicast() {
@@ -198,6 +243,12 @@ pub struct BgpCounters {
     pub dial_failed: u64,
     /// Local MACs refused (table full).
     pub local_full: u64,
+    /// Times the dataplane was programmed from the RIB.
+    pub programmed: u64,
+    /// Learned VTEPs the dataplane refused (its per-segment table full).
+    pub vteps_refused: u64,
+    /// Remote MACs the FDB could not install (full of live entries).
+    pub macs_refused: u64,
 }
 
 struct Peer {
@@ -225,6 +276,13 @@ pub struct Bgp {
     changed: bool,
     counters: BgpCounters,
     buf: Box<[u8; READ_CHUNK]>,
+    /// RIB changes so far, and how many the dataplane shows.
+    changes: u64,
+    programmed_changes: u64,
+    /// The dataplane shows the RIB as of the last [`Bgp::program`].
+    programmed: bool,
+    /// When the local MACs are next advertised (milliseconds).
+    next_local_sync: u64,
 }
 
 fn t(now: Instant) -> routerd_bgp::Instant {
@@ -237,6 +295,7 @@ struct Counting<'a> {
     peer: PeerId,
     routes: &'a mut usize,
     changed: &'a mut bool,
+    changes: &'a mut u64,
 }
 
 impl Counting<'_> {
@@ -244,6 +303,7 @@ impl Counting<'_> {
         let after = self.rib.len();
         *self.routes = self.routes.saturating_add(after).saturating_sub(before);
         *self.changed = true;
+        *self.changes = self.changes.wrapping_add(1);
     }
 }
 
@@ -273,7 +333,8 @@ impl Bgp {
         }
         let mut peers = Vec::new();
         for (addr, name) in setup.peers.iter() {
-            let mut session = Box::new(Session::new(Config::ibgp(setup.asn, setup.router_id)));
+            let config = Config { hold_time: setup.hold_time, ..Config::ibgp(setup.asn, setup.router_id) };
+            let mut session = Box::new(Session::new(config));
             session.start(t(now));
             let p = Peer {
                 addr: *addr,
@@ -300,7 +361,75 @@ impl Bgp {
             changed: false,
             counters: BgpCounters::default(),
             buf: Box::new([0; READ_CHUNK]),
+            changes: 0,
+            programmed_changes: 0,
+            programmed: false,
+            next_local_sync: 0,
         })
+    }
+
+    /// Program the dataplane again at the next [`Bgp::program`] even if
+    /// the RIB did not change (a new dataplane after an apply).
+    pub fn reprogram(&mut self) {
+        self.programmed = false;
+        self.next_local_sync = 0;
+    }
+
+    /// Our sequence number for `mac` in `vni`, if we advertise it.
+    fn local_seq(&self, vni: u32, mac: Mac) -> Option<u32> {
+        (0..self.local.len()).find_map(|i| match self.local.entry_at(i) {
+            Some((routerd_bgp::rib::LocalKey::Mac { vni: v, mac: m }, e)) if *v == vni && *m == mac && !e.withdrawn => Some(e.seq),
+            _ => None,
+        })
+    }
+
+    /// The dataplane follows the RIB (see the module documentation): the
+    /// EVPN segments' learned VTEPs and installed MACs when the RIB
+    /// changed, and our type-2 routes from the FDB's local MACs once per
+    /// [`LOCAL_SYNC_MS`]. A VNI no segment of `dp` carries is skipped.
+    pub fn program(&mut self, now: Instant, dp: &mut Dataplane) {
+        use routerd_dataplane::fdb::{Location, FDB_ENTRIES};
+        let segment_of = |dp: &Dataplane, vni: u32| dp.config().segments.iter().position(|s| s.vni == vni);
+        if now.millis() >= self.next_local_sync {
+            self.next_local_sync = now.millis().saturating_add(LOCAL_SYNC_MS);
+            for k in 0..self.setup.vnis.len() {
+                let Some(&(vni, _)) = self.setup.vnis.get(k) else { break };
+                let Some(si) = segment_of(dp, vni) else { continue };
+                let macs: Vec<Mac, FDB_ENTRIES> = dp.local_macs(si, now).map(|m| Mac(m.0)).collect();
+                let _ = self.set_local_macs(vni, &macs);
+            }
+        }
+        if self.programmed && self.programmed_changes == self.changes {
+            return;
+        }
+        self.programmed = true;
+        self.programmed_changes = self.changes;
+        self.counters.programmed += 1;
+        for k in 0..self.setup.vnis.len() {
+            let Some(&(vni, _)) = self.setup.vnis.get(k) else { break };
+            let Some(si) = segment_of(dp, vni) else { continue };
+            let mut vteps: Vec<Ipv4Addr, { routerd_dataplane::MAX_LEARNED_VTEPS }> = Vec::new();
+            for v in self.rib.flood_list(vni) {
+                if vteps.push(v).is_err() {
+                    self.counters.vteps_refused += 1;
+                }
+            }
+            self.counters.vteps_refused += dp.set_learned_vteps(si, &vteps) as u64;
+            let seg = u8::try_from(si).unwrap_or(u8::MAX);
+            let mut macs: Vec<(routerd_dataplane::Mac, Ipv4Addr), FDB_ENTRIES> = Vec::new();
+            for r in self.rib.remote_macs(vni) {
+                // A MAC here that we advertise with a higher sequence number
+                // stays local until the peer withdraws.
+                let here = dp.fdb().lookup(seg, routerd_dataplane::Mac(r.mac.0), now) == Some(Location::Local);
+                if here && self.local_seq(vni, r.mac).is_some_and(|s| s > r.seq) {
+                    continue;
+                }
+                if macs.push((routerd_dataplane::Mac(r.mac.0), r.vtep)).is_err() {
+                    self.counters.macs_refused += 1;
+                }
+            }
+            self.counters.macs_refused += dp.set_installed_macs(si, &macs, now) as u64;
+        }
     }
 
     /// What it runs.
@@ -332,7 +461,16 @@ impl Bgp {
             }
         }
         for mac in macs {
-            if self.local.add_mac(vni, *mac, 0).is_err() {
+            // MAC mobility: outbid a peer that advertises it too.
+            let theirs = self.rib.remote_mac(vni, *mac).map(|r| r.seq);
+            let ours = self.local_seq(vni, *mac);
+            let seq = match (ours, theirs) {
+                (Some(o), Some(t)) if o > t => o,
+                (_, Some(t)) => t.saturating_add(1),
+                (Some(o), None) => o,
+                (None, None) => 0,
+            };
+            if self.local.add_mac(vni, *mac, seq).is_err() {
                 self.counters.local_full += 1;
                 return Err(LocalMacError::Full { vni, mac: *mac });
             }
@@ -481,7 +619,7 @@ impl Bgp {
 
     /// One peer's turn.
     fn drive(&mut self, i: usize, now: Instant, tcp: &mut Tcp, dp: &Dataplane) {
-        let Bgp { peers, rib, local, changed, buf, .. } = self;
+        let Bgp { peers, rib, local, changed, changes, buf, .. } = self;
         let Some(p) = peers.get_mut(i) else { return };
         let peer = PeerId(u8::try_from(i).unwrap_or(u8::MAX));
         if let Some(c) = p.conn {
@@ -495,7 +633,7 @@ impl Bgp {
                 loop {
                     let n = tcp.recv(c, &mut buf[..]);
                     let Some(data) = buf.get(..n).filter(|d| !d.is_empty()) else { break };
-                    let mut sink = Counting { rib, peer, routes: &mut p.routes, changed };
+                    let mut sink = Counting { rib, peer, routes: &mut p.routes, changed, changes };
                     p.session.on_bytes(t(now), data, &mut sink);
                 }
             }
@@ -575,6 +713,7 @@ impl Bgp {
                     p.routes = 0;
                     if self.rib.withdraw_peer(PeerId(u8::try_from(i).unwrap_or(u8::MAX))) > 0 {
                         self.changed = true;
+                        self.changes = self.changes.wrapping_add(1);
                     }
                 }
                 Event::EndOfRib => {}

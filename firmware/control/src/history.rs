@@ -206,6 +206,7 @@ mod tests {
             dns: Default::default(),
             nat: Default::default(),
             firewall: None,
+            bgp: None,
         };
         let claim = |i: usize| Claim {
             address: Ipv4Cidr::new(core::net::Ipv4Addr::new(10, tag, (i / 250) as u8, (i % 250) as u8), 32).unwrap(),

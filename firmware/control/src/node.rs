@@ -847,6 +847,13 @@ impl<R: RngCore + CryptoRng> Node<R> {
         let leased = self.services.dhcp().and_then(|c| c.lease()).map(|l| l.dns.clone()).unwrap_or_default();
         let servers: &[core::net::Ipv4Addr] = if s.config.dns.servers.is_empty() { &leased } else { &s.config.dns.servers };
         self.services.set_resolver(names, servers);
+        // BGP EVPN: the same [bgp] keeps its sessions (and shows the new
+        // dataplane the RIB); another one replaces them. The setup passed
+        // validation, which refuses everything `BgpSetup::check` does.
+        let bgp_seed = self.rng.as_mut().map_or(now.millis() ^ 0x9e37_79b9, |r| r.next_u64());
+        // (A refused setup — unreachable after validation — leaves the
+        // previous service running; status shows what runs.)
+        let _ = self.services.set_bgp(crate::bgp::BgpSetup::from_config(&s.config), bgp_seed, now);
         let ports: Vec<Name, MAX_NICS> = s.config.ports.iter().map(|p| p.name.clone()).collect();
         self.capture.rebind(&ports);
         self.running = Some(Running { config: s.config, runtime: s.runtime, dataplane: s.dataplane, wg, applied_at: now });

@@ -162,7 +162,9 @@ impl Services {
             self.tcp = None;
             return Ok(());
         };
-        if self.bgp.as_ref().is_some_and(|b| *b.setup() == setup) {
+        if let Some(b) = self.bgp.as_mut().filter(|b| *b.setup() == setup) {
+            // Same sessions; the dataplane may be new: show it the RIB again.
+            b.reprogram();
             return Ok(());
         }
         let new = alloc::boxed::Box::new(Bgp::new(setup, now)?);
@@ -254,6 +256,7 @@ impl Services {
         tcp.poll(now, dp, tunnel, tx);
         bgp.poll(now, tcp, dp);
         tcp.poll(now, dp, tunnel, tx);
+        bgp.program(now, dp);
     }
 
     /// The resolver's next query, if one is due, sent through the dataplane;

@@ -126,7 +126,7 @@ fn pump(now: Instant, a: &mut Site, b: &mut Site, wire: bool) {
 }
 
 fn setup(peer: Ipv4Addr, vtep: Ipv4Addr) -> BgpSetup {
-    let mut s = BgpSetup { asn: ASN, router_id: vtep, peers: heapless::Vec::new(), vnis: heapless::Vec::new() };
+    let mut s = BgpSetup { asn: ASN, router_id: vtep, peers: heapless::Vec::new(), vnis: heapless::Vec::new(), hold_time: 90 };
     s.peers.push((peer, config_schema::Name::new("other").unwrap())).unwrap();
     s.vnis.push((VNI, vtep)).unwrap();
     s

@@ -557,6 +557,7 @@ fn maximal(k: u16) -> config_schema::Config {
                 udp_port: 4789,
                 mtu: 1370,
                 mss_clamp: config_schema::MssClamp::Auto,
+                control: Default::default(),
             })
             .unwrap();
     }

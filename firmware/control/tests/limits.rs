@@ -166,6 +166,7 @@ fn add_segment(c: &mut Config, local_vtep: &str, remote: &str) {
             udp_port: 4789,
             mtu: 1370,
             mss_clamp: config_schema::MssClamp::Auto,
+            control: Default::default(),
         })
         .unwrap();
 }
@@ -487,6 +488,7 @@ fn maximal(per_peer: usize) -> Config {
                 udp_port: 4789,
                 mtu: 1370,
                 mss_clamp: config_schema::MssClamp::Auto,
+                control: Default::default(),
             })
             .unwrap();
     }

@@ -7,6 +7,15 @@
 //! otherwise the new MAC is not learned (counted as `fdb_full`) and frames to
 //! it are flooded — correct, only less efficient — so a MAC flood cannot
 //! evict live entries.
+//!
+//! Entries have an [`Origin`]: *learned* from the data plane (aged as
+//! above) or *installed* by the control plane (BGP EVPN type-2 routes,
+//! [`Fdb::set_installed`]): an installed entry points at a remote VTEP, is
+//! never aged and stays until the control plane removes it
+//! ([`Fdb::retain_installed`]). A frame from an installed MAC arriving on
+//! the segment's LAN port turns it into a learned local entry (the host
+//! moved here; EVPN then advertises it with its own route). A frame from it
+//! out of a VTEP refreshes nothing: the route says where it is.
 
 use core::net::Ipv4Addr;
 
@@ -25,6 +34,16 @@ pub enum Location {
     Remote(Ipv4Addr),
 }
 
+/// Who put an entry in the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Origin {
+    /// Learned from a frame's source; ages out.
+    #[default]
+    Learned,
+    /// Installed by the control plane (EVPN); never ages.
+    Installed,
+}
+
 /// One FDB entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FdbEntry {
@@ -34,8 +53,10 @@ pub struct FdbEntry {
     pub mac: Mac,
     /// Where it is.
     pub location: Location,
-    /// Last time a frame from it was seen.
+    /// Last time a frame from it was seen (installed: when installed).
     pub seen: Instant,
+    /// Learned or installed.
+    pub origin: Origin,
 }
 
 /// Outcome of learning.
@@ -61,22 +82,30 @@ impl Fdb {
     }
 
     fn live(&self, e: &FdbEntry, now: Instant) -> bool {
-        now.millis_since(e.seen) < self.age_ms
+        e.origin == Origin::Installed || now.millis_since(e.seen) < self.age_ms
     }
 
     /// Record that `mac` on `segment` was seen at `location`.
     pub fn learn(&mut self, segment: u8, mac: Mac, location: Location, now: Instant) -> Learn {
-        let age = self.age_ms;
         if let Some(e) = self.entries.iter_mut().find(|e| e.segment == segment && e.mac == mac) {
+            if e.origin == Origin::Installed && location != Location::Local {
+                return Learn::Ok;
+            }
             e.location = location;
             e.seen = now;
+            e.origin = Origin::Learned;
             return Learn::Ok;
         }
-        let entry = FdbEntry { segment, mac, location, seen: now };
+        self.insert(FdbEntry { segment, mac, location, seen: now, origin: Origin::Learned }, now)
+    }
+
+    /// Put a new entry in, reusing an aged-out learned one when full.
+    fn insert(&mut self, entry: FdbEntry, now: Instant) -> Learn {
+        let age = self.age_ms;
         if self.entries.push(entry).is_ok() {
             return Learn::Ok;
         }
-        match self.entries.iter_mut().find(|e| now.millis_since(e.seen) >= age) {
+        match self.entries.iter_mut().find(|e| e.origin == Origin::Learned && now.millis_since(e.seen) >= age) {
             Some(slot) => {
                 *slot = entry;
                 Learn::Ok
@@ -90,15 +119,44 @@ impl Fdb {
         self.entries.iter().find(|e| e.segment == segment && e.mac == mac).filter(|e| self.live(e, now)).map(|e| e.location)
     }
 
-    /// Remove aged-out entries.
-    pub fn expire(&mut self, now: Instant) {
-        let age = self.age_ms;
-        self.entries.retain(|e| now.millis_since(e.seen) < age);
+    /// Install `mac` on `segment` behind `vtep` (a control-plane route):
+    /// it replaces a learned entry (remote or local — the route is newer
+    /// news: EVPN's MAC mobility picked it) and never ages.
+    pub fn set_installed(&mut self, segment: u8, mac: Mac, vtep: Ipv4Addr, now: Instant) -> Learn {
+        let location = Location::Remote(vtep);
+        if let Some(e) = self.entries.iter_mut().find(|e| e.segment == segment && e.mac == mac) {
+            if e.origin != Origin::Installed || e.location != location {
+                *e = FdbEntry { segment, mac, location, seen: now, origin: Origin::Installed };
+            }
+            return Learn::Ok;
+        }
+        self.insert(FdbEntry { segment, mac, location, seen: now, origin: Origin::Installed }, now)
     }
 
-    /// When the next entry ages out.
+    /// Keep the installed entries of `segment` for which `keep` is true
+    /// (the others are removed: their routes were withdrawn). Learned
+    /// entries are untouched.
+    pub fn retain_installed(&mut self, segment: u8, mut keep: impl FnMut(Mac, Ipv4Addr) -> bool) {
+        self.entries.retain(|e| match (e.origin, e.location) {
+            (Origin::Installed, Location::Remote(v)) if e.segment == segment => keep(e.mac, v),
+            _ => true,
+        });
+    }
+
+    /// Remove aged-out learned entries.
+    pub fn expire(&mut self, now: Instant) {
+        let age = self.age_ms;
+        self.entries.retain(|e| e.origin == Origin::Installed || now.millis_since(e.seen) < age);
+    }
+
+    /// When the next learned entry ages out.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.entries.iter().map(|e| e.seen.plus_millis(self.age_ms)).min()
+        self.entries.iter().filter(|e| e.origin == Origin::Learned).map(|e| e.seen.plus_millis(self.age_ms)).min()
+    }
+
+    /// The live MACs learned on `segment`'s LAN port (what EVPN advertises).
+    pub fn local_macs(&self, segment: u8, now: Instant) -> impl Iterator<Item = Mac> + '_ {
+        self.entries.iter().filter(move |e| e.segment == segment && e.location == Location::Local && self.live(e, now)).map(|e| e.mac)
     }
 
     /// Entries (status output, tests).
@@ -149,5 +207,44 @@ mod tests {
         assert_eq!(f.learn(0, mac(9999), Location::Local, t.plus_millis(10)), Learn::Full);
         assert_eq!(f.lookup(0, mac(0), t.plus_millis(10)), Some(Location::Local));
         assert_eq!(f.learn(0, mac(9999), Location::Local, t.plus_millis(1000)), Learn::Ok);
+    }
+
+    #[test]
+    fn installed_entries_do_not_age_and_yield_only_to_local_frames() {
+        let mut f = Fdb::new(1000);
+        let t = Instant::from_millis(10);
+        let other = Ipv4Addr::new(10, 3, 0, 1);
+        assert_eq!(f.set_installed(0, mac(1), VTEP, t), Learn::Ok);
+        let late = t.plus_millis(1_000_000);
+        f.expire(late);
+        assert_eq!(f.lookup(0, mac(1), late), Some(Location::Remote(VTEP)), "installed entries never age");
+        assert_eq!(f.next_deadline(), None);
+        // Decapsulated frames from another VTEP do not override the route.
+        f.learn(0, mac(1), Location::Remote(other), late);
+        assert_eq!(f.lookup(0, mac(1), late), Some(Location::Remote(VTEP)));
+        // A learned remote entry is replaced by a route.
+        f.learn(0, mac(2), Location::Remote(other), t);
+        f.set_installed(0, mac(2), VTEP, t);
+        assert_eq!(f.entries().iter().find(|e| e.mac == mac(2)).map(|e| e.origin), Some(Origin::Installed));
+        // Withdrawn routes go; learned entries stay.
+        f.learn(0, mac(3), Location::Local, t);
+        f.retain_installed(0, |m, _| m == mac(2));
+        assert_eq!(f.lookup(0, mac(1), t), None);
+        assert_eq!(f.lookup(0, mac(2), t), Some(Location::Remote(VTEP)));
+        assert_eq!(f.local_macs(0, t).collect::<heapless::Vec<_, 4>>().as_slice(), &[mac(3)]);
+        // The host moves here: a frame on the LAN port makes it local and learned.
+        f.learn(0, mac(2), Location::Local, t);
+        assert_eq!(f.lookup(0, mac(2), t), Some(Location::Local));
+        assert_eq!(f.local_macs(0, t).count(), 2);
+    }
+
+    #[test]
+    fn installed_entries_are_not_evicted_when_full() {
+        let mut f = Fdb::new(1000);
+        let t = Instant::ZERO;
+        for i in 0..FDB_ENTRIES as u16 {
+            assert_eq!(f.set_installed(0, mac(i), VTEP, t), Learn::Ok);
+        }
+        assert_eq!(f.learn(0, mac(9999), Location::Local, t.plus_millis(5000)), Learn::Full);
     }
 }

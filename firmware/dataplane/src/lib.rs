@@ -61,7 +61,7 @@ pub use config::{
 pub use conntrack::{Conntrack, Dir, Proto, State, Tuple, Zone};
 pub use counters::{ClaimCounters, Counters, DropReason, Flow};
 pub use firewall::{Action, Firewall, FirewallCounters, Policy, ProtoMatch, Rule};
-pub use pipeline::{ClaimStatus, Dataplane, Local, LocalFrom, ProbeRefused, Transmit, Verdict, MAX_BGP_PEERS};
+pub use pipeline::{ClaimStatus, Dataplane, Local, LocalFrom, ProbeRefused, Transmit, Verdict, MAX_BGP_PEERS, MAX_LEARNED_VTEPS};
 pub use route::{NextHop, RouteError, RouteOrigin, RunRoute};
 pub use time::Instant;
 pub use tunnel::{Endpoint, NoTunnel, Opened, Sealed, Tunnel};

@@ -194,6 +194,9 @@ pub enum ProbeRefused {
 pub const CLAIM_EVENTS: usize = 16;
 /// BGP peers whose TCP the box admits ([`Dataplane::set_bgp_peers`]).
 pub const MAX_BGP_PEERS: usize = 16;
+/// VTEPs per segment the control plane may add (EVPN type-3 routes): a
+/// Proxmox cluster's nodes over all sites.
+pub const MAX_LEARNED_VTEPS: usize = 32;
 /// BGP's TCP port.
 const BGP_PORT: u16 = 179;
 
@@ -236,6 +239,9 @@ struct Core {
     /// The configured BGP peers: TCP from them to or from port 179, on a
     /// LAN port or out of the tunnel, is the only TCP the box takes.
     bgp_peers: Vec<Ipv4Addr, MAX_BGP_PEERS>,
+    /// Per segment (by index), the VTEPs the control plane learned (EVPN
+    /// type-3 routes), flooded to and accepted besides the configured ones.
+    learned_vteps: [Vec<Ipv4Addr, MAX_LEARNED_VTEPS>; crate::config::MAX_SEGMENTS],
     /// Connection tracking (SNAT and the firewall; idle without them).
     ct: Conntrack,
     /// Decisions per firewall rule and policy.
@@ -268,6 +274,7 @@ impl Dataplane {
             events: heapless::Deque::new(),
             resolver_port: None,
             bgp_peers: Vec::new(),
+            learned_vteps: Default::default(),
             ct: Conntrack::new(t.conntrack),
             fw_counters: FirewallCounters::default(),
             cfg,
@@ -440,6 +447,51 @@ impl Dataplane {
     /// The VXLAN FDB.
     pub fn fdb(&self) -> &Fdb {
         &self.core.fdb
+    }
+
+    /// Set the VTEPs of segment `si` learned by the control plane (BGP
+    /// EVPN type-3 routes): flooded to and accepted besides the configured
+    /// ones. The box's own tunnel address and duplicates are skipped;
+    /// beyond [`MAX_LEARNED_VTEPS`] the rest are refused. Returns how many
+    /// were refused (0 for an unknown segment too: it has none).
+    pub fn set_learned_vteps(&mut self, si: usize, vteps: &[Ipv4Addr]) -> usize {
+        let own = self.core.cfg.tunnel.address;
+        let Some(slot) = self.core.learned_vteps.get_mut(si).filter(|_| si < self.core.cfg.segments.len()) else { return 0 };
+        slot.clear();
+        let mut refused = 0;
+        for v in vteps {
+            if Some(*v) == own || v.is_unspecified() || slot.contains(v) {
+                continue;
+            }
+            if slot.push(*v).is_err() {
+                refused += 1;
+            }
+        }
+        refused
+    }
+
+    /// The VTEPs of segment `si` learned by the control plane.
+    pub fn learned_vteps(&self, si: usize) -> &[Ipv4Addr] {
+        self.core.learned_vteps.get(si).map_or(&[], |v| v.as_slice())
+    }
+
+    /// Make `macs` exactly the installed FDB entries of segment `si` (EVPN
+    /// type-2 routes: MAC behind VTEP; never aged, see [`crate::fdb`]).
+    /// Returns how many could not be installed (table full of live
+    /// entries; frames to them are flooded).
+    pub fn set_installed_macs(&mut self, si: usize, macs: &[(Mac, Ipv4Addr)], now: Instant) -> usize {
+        let Ok(seg) = u8::try_from(si) else { return 0 };
+        if si >= self.core.cfg.segments.len() {
+            return 0;
+        }
+        let fdb = &mut self.core.fdb;
+        fdb.retain_installed(seg, |m, v| macs.contains(&(m, v)));
+        macs.iter().filter(|(m, v)| fdb.set_installed(seg, *m, *v, now) == Learn::Full).count()
+    }
+
+    /// The live MACs learned on segment `si`'s LAN port.
+    pub fn local_macs(&self, si: usize, now: Instant) -> impl Iterator<Item = Mac> + '_ {
+        self.core.fdb.local_macs(u8::try_from(si).unwrap_or(u8::MAX), now)
     }
 
     /// Install a route learned at run time (a DHCP lease's default route,

@@ -1655,6 +1655,7 @@ mod tests {
             dns: config_schema::Dns::default(),
             nat: Vec::new(),
             firewall: None,
+            bgp: None,
         };
         while cfg.claims.push(claim(1)).is_ok() {}
         let mut buf = vec![0u8; MAX_PAYLOAD];
@@ -1762,6 +1763,7 @@ mod tests {
             dns: config_schema::Dns::default(),
             nat: Vec::new(),
             firewall: None,
+            bgp: None,
         };
         let a = encode(&Request { seq: u32::MAX, op: Op::Apply(Box::new(cfg.clone())) }, &mut buf).unwrap().len();
         let req = Request { seq: u32::MAX, op: Op::ApplyConfirm { config: Box::new(cfg), window_ms: u32::MAX } };
@@ -1809,6 +1811,7 @@ mod tests {
             dns: config_schema::Dns::default(),
             nat: Vec::new(),
             firewall: None,
+            bgp: None,
         };
         let mut c = claim(9);
         c.address = Ipv4Cidr::new(Ipv4Addr::new(10, 0, 0, 9), 24).unwrap();

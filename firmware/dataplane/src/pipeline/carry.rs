@@ -14,7 +14,9 @@
 //! | claim runtime | address | the capture is unchanged (same method on the same port; a local claim on the same port): state — a conflict stays a conflict —, live host and when it was heard, probes under way, gratuitous-ARP schedule, reply rate bucket, counters | counters only; the claim starts as new (a proxy-ARP claim probes first) |
 //! | ARP cache | (port, address) | the port still exists | forgotten |
 //! | frames waiting for ARP | (port, next hop) | the port still exists | dropped, counted `port_removed` |
-//! | VXLAN FDB | (segment VNI + UDP port, MAC) | the segment still bridges the same port; a remote entry's VTEP is still listed | forgotten (learned again, flooded meanwhile) |
+//! | VXLAN FDB | (segment VNI + UDP port, MAC) | the segment still bridges the same port; a remote entry's VTEP is still listed (configured or learned) | forgotten (learned again, flooded meanwhile) |
+//! | VXLAN FDB entries installed by EVPN (type-2) | (segment VNI + UDP port, MAC) | as learned ones; they stay installed (never aged) | forgotten (the control plane installs them again) |
+//! | VTEPs learned by EVPN (type-3) | segment VNI + UDP port | the segment still bridges the same port | forgotten (the control plane sets them again) |
 //! | counters | drop reason; per port by port | always; per-port ones while the port exists | — |
 //! | run-time routes (DHCP, BGP) | prefix + origin | the next hop's port or peer still exists | withdrawn (the protocol installs it again) |
 //! | ICMP error bucket, IPv4 identification, uncollected claim events | — | always | — |
@@ -97,6 +99,16 @@ impl Dataplane {
             None => counters.drop(DropReason::PortRemoved),
         });
 
+        for (oi, os) in old.cfg.segments.iter().enumerate() {
+            let found =
+                new.cfg.segments.iter().position(|s| s.vni == os.vni && s.udp_port == os.udp_port && mapped(&map, os.port) == Some(s.port));
+            if let (Some(si), Some(learned)) = (found, old.learned_vteps.get(oi)) {
+                if let Some(slot) = new.learned_vteps.get_mut(si) {
+                    slot.clone_from(learned);
+                }
+            }
+        }
+
         for e in old.fdb.entries() {
             let Some(os) = old.cfg.segments.get(usize::from(e.segment)) else { continue };
             let found = new
@@ -108,7 +120,7 @@ impl Dataplane {
             let Some((si, seg)) = found else { continue };
             let listed = match e.location {
                 Location::Local => true,
-                Location::Remote(vtep) => seg.vteps.contains(&vtep),
+                Location::Remote(vtep) => seg.vteps.contains(&vtep) || new.learned_vteps.get(si).is_some_and(|l| l.contains(&vtep)),
             };
             if listed {
                 new.fdb.carry(FdbEntry { segment: si as u8, ..*e });

@@ -29,6 +29,28 @@ pub(super) fn flow_hash(frame: &[u8]) -> u16 {
 }
 
 impl Core {
+    /// How many VTEPs segment `si` floods to: the configured ones, then the
+    /// learned ones not configured too.
+    fn vtep_count(&self, si: usize) -> usize {
+        let Some(seg) = self.cfg.segments.get(si) else { return 0 };
+        let learned = self.learned_vteps.get(si).map_or(0, |l| l.iter().filter(|v| !seg.vteps.contains(v)).count());
+        seg.vteps.len() + learned
+    }
+
+    /// The `k`-th VTEP of segment `si` in [`Core::vtep_count`]'s order.
+    fn vtep_at(&self, si: usize, k: usize) -> Option<Ipv4Addr> {
+        let seg = self.cfg.segments.get(si)?;
+        if let Some(v) = seg.vteps.get(k) {
+            return Some(*v);
+        }
+        self.learned_vteps.get(si)?.iter().filter(|v| !seg.vteps.contains(v)).nth(k - seg.vteps.len()).copied()
+    }
+
+    /// Whether `vtep` is one of segment `si`'s (configured or learned).
+    fn is_vtep(&self, si: usize, vtep: Ipv4Addr) -> bool {
+        self.cfg.segments.get(si).is_some_and(|s| s.vteps.contains(&vtep)) || self.learned_vteps.get(si).is_some_and(|l| l.contains(&vtep))
+    }
+
     pub(super) fn underlay_for(&self, vtep: Ipv4Addr) -> Underlay {
         match self.routes.lookup_routes(vtep) {
             Some(NextHop::Tunnel(peer)) => Underlay::Tunnel(peer),
@@ -118,10 +140,10 @@ impl Core {
         scratch: &mut [u8; BUF_SIZE],
         last_in_place: bool,
     ) -> Verdict {
-        let n = self.cfg.segments.get(si).map_or(0, |s| s.vteps.len());
+        let n = self.vtep_count(si);
         self.counters.vxlan_floods += 1;
         for k in 0..n {
-            let Some(vtep) = self.cfg.segments.get(si).and_then(|s| s.vteps.get(k)).copied() else { break };
+            let Some(vtep) = self.vtep_at(si, k) else { break };
             if last_in_place && k + 1 == n {
                 return self.vxlan_encap(now, si, vtep, buf, tunnel, tx);
             }
@@ -160,12 +182,12 @@ impl Core {
         let Some(si) = self.cfg.segments.iter().position(|s| s.vni == vni && s.udp_port == dport) else {
             return self.drop(DropReason::VxlanUnknownVni);
         };
+        if !self.is_vtep(si, outer_src) {
+            return self.drop(DropReason::VxlanUnknownVtep);
+        }
         let Some(seg) = self.cfg.segments.get(si) else {
             return self.drop(DropReason::VxlanUnknownVni);
         };
-        if !seg.vteps.contains(&outer_src) {
-            return self.drop(DropReason::VxlanUnknownVtep);
-        }
         // A VTEP the box reaches through the tunnel speaks only through it:
         // the same source in the clear on the WAN is spoofed (or misrouted).
         if !from_tunnel && matches!(self.underlay_for(outer_src), Underlay::Tunnel(_)) {
