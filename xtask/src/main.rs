@@ -164,22 +164,42 @@ fn ensure_packages(wanted: &[(&str, &str)]) -> Result<(), Failure> {
     if missing.is_empty() {
         return Ok(());
     }
-    let line = format!("apt-get install -y --no-install-recommends {}", missing.join(" "));
+    // QEMU's packages must be of one version: where the machine has one
+    // from backports, the missing ones come from there too.
+    let backports = backports_of(QEMU_FAMILY);
+    let (from_backports, missing): (Vec<&str>, Vec<&str>) =
+        missing.into_iter().partition(|p| backports.is_some() && QEMU_FAMILY.contains(p));
+    let line = format!("apt-get install -y --no-install-recommends --no-remove {}", missing.join(" "));
     if !is_root() || !exists("apt-get") {
-        return Err(Failure::Usage(format!("missing system packages; install them with:\n    sudo {line}")));
+        let mut how = String::new();
+        if let Some(suite) = backports.filter(|_| !from_backports.is_empty()) {
+            how += &format!("    sudo apt-get install -y --no-install-recommends --no-remove -t {suite} {}\n", from_backports.join(" "));
+        }
+        if !missing.is_empty() {
+            how += &format!("    sudo {line}\n");
+        }
+        return Err(Failure::Usage(format!("missing system packages; install them with:\n{how}")));
     }
-    eprintln!("installing missing system packages: {}", missing.join(" "));
-    let mut update = Command::new("apt-get");
-    update.args(["update", "-qq"]).env("DEBIAN_FRONTEND", "noninteractive");
-    run(update, "apt-get update")?;
-    let mut install = Command::new("apt-get");
-    install.args(["install", "-y", "-qq", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive");
-    {
-        // The tests start their own daemons (FRR, dnsmasq) in namespaces:
-        // a package's service must not start on this machine at install.
-        let _no_services = NoServiceStarts::arm();
+    // The tests start their own daemons (FRR, dnsmasq) in namespaces: a
+    // package's service must not start on this machine at install.
+    let _no_services = NoServiceStarts::arm();
+    if let Some(suite) = backports.filter(|_| !from_backports.is_empty()) {
+        install_from_backports(suite, &from_backports)?;
+    }
+    if !missing.is_empty() {
+        eprintln!("installing missing system packages: {}", missing.join(" "));
+        let mut update = Command::new("apt-get");
+        update.args(["update", "-qq"]).env("DEBIAN_FRONTEND", "noninteractive");
+        run(update, "apt-get update")?;
+        let mut install = Command::new("apt-get");
+        // --no-remove: apt fails rather than take a package off the machine.
+        install
+            .args(["install", "-y", "-qq", "--no-install-recommends", "--no-remove"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive");
         run(install, &line)?;
     }
+    drop(_no_services);
     if missing.contains(&"frr") && exists("systemctl") {
         // Nor at the machine's next boot (the tests run FRR themselves).
         let _ = Command::new("systemctl").args(["disable", "--now", "frr"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
@@ -190,6 +210,60 @@ fn ensure_packages(wanted: &[(&str, &str)]) -> Result<(), Failure> {
     } else {
         Err(Failure::Failed(format!("still missing after install: {}", still.join(" "))))
     }
+}
+
+/// Debian packages built from QEMU's one source: apt insists they share a
+/// version (qemu-utils from bookworm-backports breaks bookworm's
+/// qemu-system-x86, and installing that one would remove it).
+const QEMU_FAMILY: &[&str] = &["qemu-system-x86", "qemu-utils"];
+
+/// The backports suite an installed package of `family` came from, by its
+/// version (`…~bpo12+1` is bookworm-backports). This workplace's machines
+/// ship qemu-utils 10 from there.
+fn backports_of(family: &[&str]) -> Option<&'static str> {
+    family.iter().find_map(|pkg| {
+        let out = Command::new("dpkg-query").args(["-W", "-f", "${db:Status-Abbrev}${Version}", pkg]).output().ok()?;
+        let v = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !v.starts_with("ii") {
+            return None;
+        }
+        [("~bpo12", "bookworm-backports"), ("~bpo13", "trixie-backports")].iter().find(|(tag, _)| v.contains(tag)).map(|(_, s)| *s)
+    })
+}
+
+/// Install `packages` from Debian's `suite` (a backports suite) without
+/// adding it to the machine's sources: apt reads a temporary source list
+/// (the suite plus the machine's own /etc/apt/sources.list) and package
+/// lists, the machine's sources.list.d as always.
+fn install_from_backports(suite: &str, packages: &[&str]) -> Result<(), Failure> {
+    eprintln!("installing from {suite} (to match the installed QEMU): {}", packages.join(" "));
+    let dir = std::env::temp_dir().join(format!("routerd-apt-{}", std::process::id()));
+    let lists = dir.join("lists");
+    let fail = |e: std::io::Error| Failure::Failed(format!("{}: {e}", dir.display()));
+    std::fs::create_dir_all(lists.join("partial")).map_err(fail)?;
+    let mut sources = std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default();
+    sources.push_str(&format!("\ndeb http://deb.debian.org/debian {suite} main\n"));
+    std::fs::write(dir.join("sources.list"), sources).map_err(fail)?;
+    let opts = [
+        "-o".to_string(),
+        format!("Dir::Etc::sourcelist={}", dir.join("sources.list").display()),
+        "-o".to_string(),
+        format!("Dir::State::lists={}", lists.display()),
+    ];
+    let apt = || {
+        let mut c = Command::new("apt-get");
+        c.args(&opts).env("DEBIAN_FRONTEND", "noninteractive");
+        c
+    };
+    let mut update = apt();
+    update.args(["update", "-qq"]);
+    let result = run(update, &format!("apt-get update (with {suite})")).and_then(|()| {
+        let mut install = apt();
+        install.args(["install", "-y", "-qq", "--no-install-recommends", "--no-remove", "-t", suite]).args(packages);
+        run(install, &format!("apt-get install -t {suite} {}", packages.join(" ")))
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
 
 /// Debian's `policy-rc.d` convention: while it exists and exits 101, a
