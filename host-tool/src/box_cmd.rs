@@ -434,6 +434,9 @@ pub fn status_text(st: &Status) -> String {
             );
         }
     }
+    if let Some(b) = &st.bgp {
+        o += &crate::bgp_cmd::status_block(b);
+    }
     o += &conntrack_text(st);
     if !st.drops.is_empty() {
         let total: u64 = st.drops.iter().map(|d| d.value).sum();

@@ -8,7 +8,7 @@
 
 use config_schema::budget::{self, Carrier};
 use config_schema::{Config, MssClamp, PortAddress, PortRole};
-use routerd_provision::message::{ClaimRole, ClaimState, HostReport, Status};
+use routerd_provision::message::{BgpState, BgpStatus, ClaimRole, ClaimState, HostReport, Status};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -432,6 +432,9 @@ pub fn hybrid(st: &Status, cfg: Option<&Config>) -> Vec<Check> {
     }
 
     segments(st, cfg, &mut out);
+    if let Some(b) = &st.bgp {
+        bgp(st, b, &mut out);
+    }
     conntrack(st, cfg, &mut out);
 
     // WAN exposure: the dataplane answers only WireGuard on WAN ports.
@@ -825,6 +828,107 @@ fn segments(st: &Status, cfg: &Config, out: &mut Vec<Check>) {
         out.push(segment_fdb(st, s));
     }
     out.push(segment_drops(st, cfg));
+}
+
+/// The BGP EVPN service, when the box runs one: `bgp.sessions` per peer
+/// (Established, or its state and why it last went down), then per EVPN
+/// VNI `bgp.vteps` (somewhere to flood BUM traffic: a learned or a
+/// configured VTEP) and `bgp.remote-macs` (a MAC learned from a peer).
+fn bgp(st: &Status, b: &BgpStatus, out: &mut Vec<Check>) {
+    if b.peers.is_empty() {
+        out.push(check(
+            "bgp.sessions",
+            "bgp",
+            Verdict::Warn,
+            format!("[bgp] (AS {}) has no peers: no VTEP or MAC is learned", b.asn),
+            "list the other sites' BGP speakers in bgp.peers (their tunnel addresses)",
+        ));
+    }
+    for p in &b.peers {
+        let subject = format!("{} {}", p.name, p.address);
+        if p.state == BgpState::Established {
+            let up = match p.uptime_ms {
+                Some(ms) if ms >= 1000 => crate::show::duration(ms / 1000),
+                Some(_) => "under a second".to_string(),
+                None => "?".to_string(),
+            };
+            out.push(pass(
+                "bgp.sessions",
+                subject,
+                format!("Established for {up}, {} routes received (AS {})", p.prefixes_received, b.asn),
+            ));
+            continue;
+        }
+        let why = match (p.established, p.last_down.is_empty()) {
+            (0, true) => "never established".to_string(),
+            (0, false) => format!("never established; last attempt ended: {}", p.last_down),
+            (n, _) => format!("was up {n} times, down {} times; last down: {}", p.downs, p.last_down),
+        };
+        out.push(check(
+            "bgp.sessions",
+            subject,
+            Verdict::Fail,
+            format!("session {} ({why})", p.state),
+            format!(
+                "the peer must run BGP in AS {} with this box ({}) as an iBGP neighbour with l2vpn evpn, reachable \
+                 through the tunnel on TCP 179; `routerctl bgp summary` shows the sessions",
+                b.asn, b.router_id
+            ),
+        ));
+    }
+    for v in &b.vnis {
+        let subject = v.segment.as_ref().map_or_else(|| format!("vni {}", v.vni), |s| s.to_string());
+        let configured: Vec<String> = st
+            .segments
+            .iter()
+            .find(|g| g.vni == v.vni)
+            .map(|g| g.vteps.iter().map(|t| format!("{} (configured)", t.address)).collect())
+            .unwrap_or_default();
+        let mut vteps: Vec<String> = v.flood_list.iter().map(|a| format!("{a} (learned)")).collect();
+        let more = usize::from(v.flood_list_total).saturating_sub(vteps.len());
+        if more > 0 {
+            vteps.push(format!("{more} more learned"));
+        }
+        vteps.extend(configured);
+        if vteps.is_empty() {
+            out.push(check(
+                "bgp.vteps",
+                subject.clone(),
+                Verdict::Fail,
+                format!(
+                    "VNI {}: no VTEP to flood to: no peer advertised a type-3 route for it and the segment has no \
+                     remote_vteps, so broadcast (ARP) stays on this site",
+                    v.vni
+                ),
+                format!(
+                    "the other sites must carry VNI {} with EVPN (FRR: advertise-all-vni, the VNI on a VXLAN device) \
+                     over an Established session (bgp.sessions)",
+                    v.vni
+                ),
+            ));
+        } else {
+            out.push(pass("bgp.vteps", subject.clone(), format!("VNI {} floods to {}", v.vni, vteps.join(", "))));
+        }
+        if v.remote_macs == 0 {
+            out.push(check(
+                "bgp.remote-macs",
+                subject,
+                Verdict::Warn,
+                format!(
+                    "VNI {}: no remote MAC learned ({} local MACs advertised): no host behind the other VTEPs has \
+                     been seen, or they do not advertise type-2 routes",
+                    v.vni, v.local_macs
+                ),
+                "send traffic from a host on the far segment (ping across), then `routerctl bgp routes --vni N`",
+            ));
+        } else {
+            out.push(pass(
+                "bgp.remote-macs",
+                subject,
+                format!("VNI {}: {} remote MACs learned, {} local MACs advertised", v.vni, v.remote_macs, v.local_macs),
+            ));
+        }
+    }
 }
 
 /// One remote VTEP of a segment: inside a peer's allowed IPs (which peer,
@@ -1653,6 +1757,46 @@ delivery = { tunnel = "wg0", peer = "onprem" }
         g.fdb_remote = 3;
         g.vteps[0].fdb_remote = 3;
         st
+    }
+
+    /// BGP EVPN: a session per peer, then per VNI its VTEPs and remote MACs;
+    /// none of it on a box without BGP.
+    #[test]
+    fn bgp_checks_name_the_peer_and_the_vni() {
+        let cfg = two_site();
+        let mut st = healthy_overlay(&cfg);
+        assert!(!hybrid(&st, Some(&cfg)).iter().any(|c| c.id.starts_with("bgp.")), "no [bgp], no bgp checks");
+        let mut b = crate::bgp_cmd::tests::fixture();
+        b.vnis[0].vni = 100_000;
+        b.vnis[0].segment = Some(config_schema::Name::new("crosssite").unwrap());
+        st.bgp = Some(b);
+        let checks = hybrid(&st, Some(&cfg));
+        println!("{}", text(&st, &checks));
+        let up = find(&checks, "bgp.sessions", "pve1 10.1.0.2");
+        assert_eq!(up.result, Verdict::Pass);
+        assert_eq!(up.reason, "Established for 1 minute, 5 seconds, 2 routes received (AS 65000)");
+        let down = find(&checks, "bgp.sessions", "pve2 10.1.0.3");
+        assert_eq!(down.result, Verdict::Fail);
+        assert_eq!(down.reason, "session Active (was up 1 times, down 3 times; last down: sent NOTIFICATION 4/0 (hold timer expired))");
+        assert!(down.hint.contains("AS 65000") && down.hint.contains("10.1.0.1"), "{down:?}");
+        let v = find(&checks, "bgp.vteps", "crosssite");
+        assert_eq!((v.result, v.reason.as_str()), (Verdict::Pass, "VNI 100000 floods to 10.1.0.2 (learned), 10.2.0.1 (configured)"));
+        assert_eq!(find(&checks, "bgp.remote-macs", "crosssite").result, Verdict::Pass);
+        assert!(crate::box_cmd::status_text(&st).contains("bgp (AS 65000, router id 10.1.0.1): 1 of 2 sessions established"));
+
+        // Nothing learned and nothing configured: nowhere to flood; no MAC: a warning.
+        let b = st.bgp.as_mut().unwrap();
+        b.vnis[0].flood_list.clear();
+        b.vnis[0].flood_list_total = 0;
+        b.vnis[0].remote_macs = 0;
+        st.segments[0].vteps.clear();
+        let checks = hybrid(&st, Some(&cfg));
+        let v = find(&checks, "bgp.vteps", "crosssite");
+        assert_eq!(v.result, Verdict::Fail);
+        assert!(v.reason.starts_with("VNI 100000: no VTEP to flood to"), "{v:?}");
+        let m = find(&checks, "bgp.remote-macs", "crosssite");
+        assert_eq!(m.result, Verdict::Warn);
+        assert!(m.reason.starts_with("VNI 100000: no remote MAC learned (0 local MACs advertised)"), "{m:?}");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! `plan`, `apply [--confirm MINUTES]`, `confirm`, `config get
 //! [--generation N]`, `config history`, `rollback`, `claims
 //! list|add|remove`, `key show|generate|import`, `key psk
-//! show|import|generate`, `logs`, `capture`, `reboot`, `reset`, `doctor hybrid`. And
+//! show|import|generate`, `logs`, `capture`, `bgp summary|routes`, `reboot`, `reset`, `doctor hybrid`. And
 //! `completions`, `man`, `lab`.
 //!
 //! Exit codes (PRODUCT.md, "Contracts"): 0 success, 1 a check or command
@@ -38,6 +38,7 @@ macro_rules! println {
     };
 }
 
+mod bgp_cmd;
 mod box_cmd;
 mod capture_cmd;
 mod client;
@@ -272,6 +273,17 @@ enum Command {
     /// Tracked flows of SNAT and the firewall (`conntrack list`)
     #[command(subcommand)]
     Conntrack(conntrack_cmd::ConntrackCommand),
+    /// BGP EVPN: sessions and VNIs (`bgp summary`), routes (`bgp routes`), like FRR's show bgp
+    #[command(
+        subcommand,
+        long_about = "The box's BGP EVPN service ([bgp] and segments with control = \"evpn\"): `bgp summary` \
+            shows the sessions and each VNI's learned VTEPs, like FRR's `show bgp summary`; `bgp routes` lists the \
+            type-2 and type-3 routes, received and the box's own, like `show bgp l2vpn evpn route`.",
+        after_long_help = "Examples:\n  routerctl bgp summary --port /dev/ttyUSB0\n  \
+            routerctl bgp routes --vni 100 --port /dev/ttyUSB0\n\n\
+            A box without [bgp] answers: it runs no BGP (exit code 1); see CONFIG.md for the section."
+    )]
+    Bgp(bgp_cmd::BgpCommand),
     /// The box's WireGuard keys: private keys (only public halves leave the box) and preshared keys (`key psk`)
     #[command(subcommand)]
     Key(box_cmd::KeyCommand),
@@ -423,6 +435,7 @@ fn main() -> ExitCode {
         Command::Reset { yes, device, json } => generations::reset(conn, &device, yes, json),
         Command::Claims(cmd) => box_cmd::claims(cmd, conn),
         Command::Conntrack(cmd) => conntrack_cmd::run(cmd, conn),
+        Command::Bgp(cmd) => bgp_cmd::run(cmd, conn),
         Command::Key(cmd) => box_cmd::key(cmd, conn),
         Command::Logs { r#for, json } => box_cmd::logs(conn, r#for, json),
         Command::Reboot { yes } => box_cmd::reboot(conn, yes),

@@ -795,6 +795,21 @@ fn show_has_status_peers_in_wg_show_layouts() {
         "{text}"
     );
     assert!(text.contains("allowed ips 10.40.0.0/24, keepalive off\n"), "{text}");
+    assert!(!text.contains("\nbgp "), "no BGP block without [bgp]: {text}");
+
+    // No [bgp]: `bgp summary` and `bgp routes` say so, name CONFIG.md and
+    // exit 1; with --json the failure is one JSON document.
+    for args in [&["bgp", "summary"][..], &["bgp", "routes", "--vni", "100"]] {
+        let o = routerctl(&[args, &["--port", &b.port][..]].concat(), None);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("runs no BGP: add a [bgp] section") && stderr(&o).contains("CONFIG.md"), "{args:?}: {}", stderr(&o));
+        assert_eq!(stdout(&o), "", "{args:?}");
+        let o = routerctl(&[args, &["--port", &b.port, "--json"][..]].concat(), None);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+        let doc: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e})"));
+        assert_eq!(doc["result"], "fail", "{doc}");
+        assert!(doc["error"]["message"].as_str().unwrap().contains("runs no BGP"), "{doc}");
+    }
 }
 
 /// `routerctl doctor` without an area runs every check, and its JSON
@@ -855,7 +870,15 @@ fn claims_add_that_makes_the_configuration_invalid_exits_1() {
 #[test]
 fn json_commands_print_a_document_when_the_box_is_unreachable() {
     let port = "unix:/nonexistent/routerd.sock";
-    for cmd in [&["claims", "list"][..], &["key", "show"], &["config", "get"], &["config", "history"], &["conntrack", "list"]] {
+    for cmd in [
+        &["claims", "list"][..],
+        &["key", "show"],
+        &["config", "get"],
+        &["config", "history"],
+        &["conntrack", "list"],
+        &["bgp", "summary"],
+        &["bgp", "routes"],
+    ] {
         let o = routerctl(&[cmd, &["--json", "--port", port][..]].concat(), None);
         assert_eq!(o.status.code(), Some(1), "{cmd:?}: {}", stderr(&o));
         let doc: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap_or_else(|e| panic!("{cmd:?}: not one JSON document ({e})"));
@@ -885,6 +908,9 @@ fn every_box_command_help_lists_the_connection_options() {
         &["claims", "remove"],
         &["claims", "clear-conflict"],
         &["conntrack", "list"],
+        &["bgp"],
+        &["bgp", "summary"],
+        &["bgp", "routes"],
         &["key", "show"],
         &["key", "generate"],
         &["key", "import"],
@@ -918,6 +944,13 @@ fn every_box_command_help_lists_the_connection_options() {
     let help = stdout(&routerctl(&["capture", "--help"], None));
     for want in ["Examples:", "| wireshark -k -i -", "FILTERS", "host A.B.C.D", "115200 baud", "--rate"] {
         assert!(help.contains(want), "capture --help lacks {want:?}:\n{help}");
+    }
+    // bgp's pages give an example and say what a box without [bgp] answers.
+    for page in [&["bgp", "summary", "--help"][..], &["bgp", "routes", "--help"]] {
+        let help = stdout(&routerctl(page, None));
+        for want in ["Examples:", "routerctl bgp ", "CONFIG.md", "JSON:", "Exit codes:"] {
+            assert!(help.contains(want), "{page:?} lacks {want:?}:\n{help}");
+        }
     }
 }
 

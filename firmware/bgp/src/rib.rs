@@ -248,6 +248,17 @@ impl Rib {
         self.prefixes.iter()
     }
 
+    /// Every type-2 route held, each peer's (not only the best per MAC):
+    /// for listings (`routerctl bgp routes`).
+    pub fn mac_entries(&self) -> impl Iterator<Item = (&MacKey, &MacEntry)> + '_ {
+        self.macs.iter()
+    }
+
+    /// Every type-3 route held, each peer's.
+    pub fn imet_entries(&self) -> impl Iterator<Item = (&ImetKey, &ImetEntry)> + '_ {
+        self.imets.iter()
+    }
+
     /// Remote type-2 routes held.
     pub fn mac_routes(&self) -> usize {
         self.macs.len()

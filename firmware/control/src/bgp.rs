@@ -375,6 +375,16 @@ impl Bgp {
         self.next_local_sync = 0;
     }
 
+    /// When the service next needs [`Bgp::poll`] and [`Bgp::program`]
+    /// without new packets: the sessions' timers (hold, keepalive,
+    /// ConnectRetry, idle back-off) and the next advertisement of the
+    /// learned MACs ([`LOCAL_SYNC_MS`]). A loop that sleeps between turns
+    /// (routerd-host) wakes then; the image's loop polls anyway.
+    pub fn poll_at(&self) -> Instant {
+        let sessions = self.peers.iter().filter_map(|p| p.session.poll_at()).map(|t| t.0).min();
+        Instant::from_millis(sessions.map_or(self.next_local_sync, |s| s.min(self.next_local_sync)))
+    }
+
     /// Our sequence number for `mac` in `vni`, if we advertise it.
     fn local_seq(&self, vni: u32, mac: Mac) -> Option<u32> {
         (0..self.local.len()).find_map(|i| match self.local.entry_at(i) {
@@ -733,5 +743,30 @@ impl Bgp {
             }
         }
         self.local.purge(synced);
+    }
+}
+
+/// Read-only views for status and route listings (`Status::bgp`,
+/// `Op::BgpRoutes`): nothing here changes the service.
+impl Bgp {
+    /// The routes we originate (withdrawn entries not yet purged included:
+    /// [`routerd_bgp::rib::LocalEntry::withdrawn`]).
+    pub fn local_routes(&self) -> &LocalRoutes {
+        &self.local
+    }
+
+    /// The address and name of the peer a RIB route came from.
+    pub fn peer_of(&self, peer: PeerId) -> Option<(Ipv4Addr, &config_schema::Name)> {
+        self.peers.get(usize::from(peer.0)).map(|p| (p.addr, &p.name))
+    }
+
+    /// Type-2 routes we advertise in `vni` now (not withdrawn).
+    pub fn local_mac_count(&self, vni: u32) -> usize {
+        (0..self.local.len())
+            .filter(|&i| {
+                matches!(self.local.entry_at(i),
+                    Some((routerd_bgp::rib::LocalKey::Mac { vni: v, .. }, e)) if *v == vni && !e.withdrawn)
+            })
+            .count()
     }
 }

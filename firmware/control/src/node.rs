@@ -470,6 +470,13 @@ impl<R: RngCore + CryptoRng> Node<R> {
             Op::CaptureStart(req) => self.capture_start(now, &req),
             Op::CaptureRead { max_bytes } => Reply::Captured(self.capture.read(now, max_bytes)),
             Op::CaptureStop => Reply::Captured(self.capture.stop(now, msg::CAPTURE_BATCH_BYTES as u32)),
+            Op::BgpRoutes { vni, offset } => match self.services.bgp() {
+                Some(b) => Reply::BgpRoutes(bgp_routes(b, vni, offset)),
+                None => Reply::Error(Failure::new(
+                    FailureKind::NotConfigured,
+                    "bgp: this box runs no BGP: add a [bgp] section and a segment with control = \"evpn\" (CONFIG.md, [bgp])",
+                )),
+            },
         }
     }
 
@@ -1450,6 +1457,7 @@ impl<R: RngCore + CryptoRng> Node<R> {
             });
         }
         st.segments = segment_status(cfg, r.dataplane.fdb(), now);
+        st.bgp = self.services.bgp().map(|b| bgp_status(b, cfg, now));
         let c = r.dataplane.counters();
         for (name, value) in [
             ("forwarded", c.forwarded),
@@ -1538,6 +1546,184 @@ fn segment_status(cfg: &Config, fdb: &dp::fdb::Fdb, now: Instant) -> Vec<msg::Se
             }
         }
         let _ = out.push(g);
+    }
+    out
+}
+
+/// The BGP service as status shows it: sessions, each EVPN VNI with its
+/// segment, what it learned and what we advertise, non-zero counters.
+/// Counting remote MACs scans the RIB (O(n²) per VNI, see
+/// `routerd_bgp::rib`): fine per status request, not per packet.
+fn bgp_status(b: &crate::bgp::Bgp, cfg: &Config, now: Instant) -> msg::BgpStatus {
+    let setup = b.setup();
+    let mut out = msg::BgpStatus {
+        asn: setup.asn,
+        router_id: setup.router_id,
+        hold_time: setup.hold_time,
+        vtep: b.local_routes().vtep(),
+        peers: Vec::new(),
+        vnis: Vec::new(),
+        counters: Vec::new(),
+    };
+    for p in b.sessions() {
+        let _ = out.peers.push(msg::BgpPeerStatus {
+            address: p.addr,
+            name: p.name.clone(),
+            state: bgp_state(p.state),
+            uptime_ms: p.uptime_ms(now),
+            prefixes_received: u32::try_from(p.prefixes_received).unwrap_or(u32::MAX),
+            established: p.established,
+            downs: p.downs,
+            last_down: p.last_down.map_or_else(msg::Text::new, bgp_down_text),
+            messages_in: p.session.messages_in,
+            messages_out: p.session.messages_out,
+        });
+    }
+    for &(vni, _) in setup.vnis.iter() {
+        let mut v = msg::BgpVniStatus {
+            vni,
+            segment: cfg.segments.iter().find(|s| s.vni == vni).map(|s| s.name.clone()),
+            flood_list: Vec::new(),
+            flood_list_total: 0,
+            remote_macs: u32::try_from(b.remote_macs(vni).count()).unwrap_or(u32::MAX),
+            local_macs: u32::try_from(b.local_mac_count(vni)).unwrap_or(u32::MAX),
+        };
+        for vtep in b.flood_list(vni) {
+            v.flood_list_total = v.flood_list_total.saturating_add(1);
+            let _ = v.flood_list.push(vtep);
+        }
+        let _ = out.vnis.push(v);
+    }
+    let c = b.counters();
+    let r = b.rib().counters();
+    for (name, value) in [
+        ("accepted", c.accepted),
+        ("not_a_peer", c.not_a_peer),
+        ("collisions", c.collisions),
+        ("dial_failed", c.dial_failed),
+        ("local_full", c.local_full),
+        ("programmed", c.programmed),
+        ("vteps_refused", c.vteps_refused),
+        ("macs_refused", c.macs_refused),
+        ("rib_macs_full", r.macs_full),
+        ("rib_imets_full", r.imets_full),
+        ("rib_prefixes_full", r.prefixes_full),
+        ("rib_not_imported", r.not_imported),
+        ("rib_unsupported_tunnel", r.unsupported_tunnel),
+        ("rib_other_types", r.other_types),
+        ("rib_bad_peer", r.bad_peer),
+    ] {
+        if value > 0 {
+            let _ = out.counters.push(Count { name: text(name), value });
+        }
+    }
+    out
+}
+
+fn bgp_state(s: routerd_bgp::State) -> msg::BgpState {
+    match s {
+        routerd_bgp::State::Idle => msg::BgpState::Idle,
+        routerd_bgp::State::Connect => msg::BgpState::Connect,
+        routerd_bgp::State::Active => msg::BgpState::Active,
+        routerd_bgp::State::OpenSent => msg::BgpState::OpenSent,
+        routerd_bgp::State::OpenConfirm => msg::BgpState::OpenConfirm,
+        routerd_bgp::State::Established => msg::BgpState::Established,
+    }
+}
+
+/// `sent NOTIFICATION 4/0 (hold timer expired)`: the codes as RFC 4271
+/// §4.5 and RFC 4486 name them.
+fn bgp_down_text(d: routerd_bgp::DownReason) -> msg::Text<{ msg::BGP_DOWN_TEXT }> {
+    fn meaning(code: u8, subcode: u8) -> &'static str {
+        match (code, subcode) {
+            (1, _) => "message header error",
+            (2, _) => "OPEN message error",
+            (3, _) => "UPDATE message error",
+            (4, _) => "hold timer expired",
+            (5, _) => "finite state machine error",
+            (6, 1) => "maximum prefixes reached",
+            (6, 2) => "administrative shutdown",
+            (6, 3) => "peer de-configured",
+            (6, 4) => "administrative reset",
+            (6, 5) => "connection rejected",
+            (6, 6) => "other configuration change",
+            (6, 7) => "connection collision resolution",
+            (6, 8) => "out of resources",
+            (6, _) => "cease",
+            _ => "unknown code",
+        }
+    }
+    match d {
+        routerd_bgp::DownReason::NotificationSent { code, subcode } => {
+            text_fmt(format_args!("sent NOTIFICATION {code}/{subcode} ({})", meaning(code, subcode)))
+        }
+        routerd_bgp::DownReason::NotificationReceived { code, subcode } => {
+            text_fmt(format_args!("received NOTIFICATION {code}/{subcode} ({})", meaning(code, subcode)))
+        }
+        routerd_bgp::DownReason::ConnectionClosed => text("TCP connection closed"),
+        routerd_bgp::DownReason::Stopped => text("stopped on this box"),
+    }
+}
+
+/// The EVPN routes as `routerctl bgp routes` lists them: ours (type 3 per
+/// VNI, type 2 per local MAC; withdrawn ones left out), then every peer's
+/// type 3 and type 2 — only `vni`'s when given — from position `offset`,
+/// at most a page. The order is the tables' (stable while they do not
+/// change); `total` says how many match.
+fn bgp_routes(b: &crate::bgp::Bgp, vni: Option<u32>, offset: u32) -> Box<msg::BgpRoutes> {
+    use routerd_bgp::rib::LocalKey;
+    use routerd_bgp::EvpnRoute;
+    let wanted = |v: u32| vni.is_none_or(|w| w == v);
+    let local = b.local_routes();
+    let own = (0..local.len()).filter_map(|i| local.entry_at(i)).filter(|(_, e)| !e.withdrawn).filter_map(|(k, e)| {
+        let (route_type, v, mac) = match *k {
+            LocalKey::Imet { vni } => (3, vni, None),
+            LocalKey::Mac { vni, mac } => (2, vni, Some(mac.0)),
+        };
+        let rd = match local.route_of(k, e) {
+            EvpnRoute::Imet(r) => r.rd,
+            EvpnRoute::MacIp(r) => r.rd,
+            _ => return None,
+        };
+        Some(msg::BgpRoute {
+            route_type,
+            vni: v,
+            rd: text_fmt(format_args!("{rd}")),
+            mac,
+            ip: None,
+            next_hop: local.vtep(),
+            peer: None,
+            seq: if route_type == 2 { e.seq } else { 0 },
+        })
+    });
+    let peer = |id: u8| b.peer_of(routerd_bgp::PeerId(id)).map(|(address, name)| msg::BgpRoutePeer { address, name: name.clone() });
+    let imets = b.rib().imet_entries().map(|(k, e)| msg::BgpRoute {
+        route_type: 3,
+        vni: e.vni,
+        rd: text_fmt(format_args!("{}", k.rd)),
+        mac: None,
+        ip: None,
+        next_hop: k.originator,
+        peer: peer(k.peer),
+        seq: 0,
+    });
+    let macs = b.rib().mac_entries().map(|(k, e)| msg::BgpRoute {
+        route_type: 2,
+        vni: e.vni,
+        rd: text_fmt(format_args!("{}", k.rd)),
+        mac: Some(k.mac.0),
+        ip: k.ip,
+        next_hop: e.vtep,
+        peer: peer(k.peer),
+        seq: e.seq,
+    });
+    let mut out = Box::new(msg::BgpRoutes { total: 0, offset, routes: Vec::new() });
+    let skip = usize::try_from(offset).unwrap_or(usize::MAX);
+    for (i, r) in own.chain(imets).chain(macs).filter(|r| wanted(r.vni)).enumerate() {
+        out.total = out.total.saturating_add(1);
+        if i >= skip && !out.routes.is_full() {
+            let _ = out.routes.push(r);
+        }
     }
     out
 }

@@ -52,7 +52,9 @@ Op+{Conntrack(ConntrackQuery{limit,proto,address})};Reply+{Conntrack(ConntrackLi
 Op+{UpgradeBegin(UpgradeBegin{size,sha256,identity}),UpgradeChunk(UpgradeChunk{offset,data}),UpgradeCommit};Reply+{Upgrade(UpgradeProgress{slot,size,received,chunk_max})};\
 FirmwareIdentity{version,build,flags};Status+{firmware(FirmwareStatus{running,trial_tries_left,failed,confirm_in_ms,slots{slot,identity,state}})};\
 Op+{CaptureStart(CaptureRequest{port,filter{any_of{not,test{Host,Port,Proto{Icmp,Tcp,Udp,Arp},Inbound,Outbound}}},snaplen,rate}),CaptureRead{max_bytes},CaptureStop};\
-Reply+{Captured(CaptureBatch{running,stopped,frames{ts_us,port,tx,len,caplen},data,waiting,captured,captured_bytes,skipped_rate,skipped_full,rate,ring_bytes,ports})};";
+Reply+{Captured(CaptureBatch{running,stopped,frames{ts_us,port,tx,len,caplen},data,waiting,captured,captured_bytes,skipped_rate,skipped_full,rate,ring_bytes,ports})};\
+Status+{bgp(BgpStatus{asn,router_id,hold_time,vtep,peers{address,name,state{Idle,Connect,Active,OpenSent,OpenConfirm,Established},uptime_ms,prefixes_received,established,downs,last_down,messages_in,messages_out},vnis{vni,segment,flood_list,flood_list_total,remote_macs,local_macs},counters})};\
+Op+{BgpRoutes{vni,offset}};Reply+{BgpRoutes(BgpRoutes{total,offset,routes{route_type,vni,rd,mac,ip,next_hop,peer{address,name},seq}})};";
 
 const fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
     let mut i = 0;
@@ -203,6 +205,12 @@ pub enum Op {
     /// Stop copying; the answer carries frames still held (`waiting`: read
     /// the rest with [`Op::CaptureRead`]).
     CaptureStop,
+    // bgp
+    /// The EVPN routes the box holds, received and its own
+    /// ([`Reply::BgpRoutes`]): only `vni`'s when given, from position
+    /// `offset` on, at most [`MAX_BGP_ROUTE_ROWS`] per answer. Refused
+    /// (`NotConfigured`) on a box that runs no BGP.
+    BgpRoutes { vni: Option<u32>, offset: u32 },
 }
 
 /// Box → host.
@@ -270,6 +278,9 @@ pub enum Reply {
     /// A capture's frames and counters ([`Op::CaptureStart`],
     /// [`Op::CaptureRead`], [`Op::CaptureStop`]).
     Captured(Box<CaptureBatch>),
+    // bgp
+    /// A page of EVPN routes ([`Op::BgpRoutes`]).
+    BgpRoutes(Box<BgpRoutes>),
 }
 
 /// Largest firmware chunk one [`Op::UpgradeChunk`] carries (64 sectors:
@@ -749,6 +760,8 @@ pub struct Status {
     pub clock_source: Text<16>,
     /// The firmware slots, on a box booted from a routerd disk.
     pub firmware: Option<FirmwareStatus>,
+    /// The BGP EVPN service, on a box that runs one (`[bgp]`).
+    pub bgp: Option<BgpStatus>,
 }
 
 impl Status {
@@ -815,6 +828,9 @@ impl Status {
                 counter("vxlan_decap"),
                 counter("vxlan_floods")
             )?;
+        }
+        if let Some(b) = &self.bgp {
+            b.write_summary(w)?;
         }
         for p in &self.peers {
             let hs = p.last_handshake_ms_ago.map(|ms| ms / 1000);
@@ -1420,6 +1436,174 @@ pub struct CaptureBatch {
     pub ports: Vec<Name, MAX_PORT_STATUS>,
 }
 
+// bgp: the BGP EVPN service in status (`Status::bgp`: `routerctl bgp
+// summary`, doctor's `bgp.*` checks) and its routes, a page at a time
+// (`Op::BgpRoutes`: `routerctl bgp routes`).
+
+/// Sessions in [`BgpStatus::peers`] (the configuration's `[bgp]` peers).
+pub const MAX_BGP_PEER_STATUS: usize = config_schema::limits::MAX_BGP_PEERS;
+/// VNIs in [`BgpStatus::vnis`]: one per segment with `control = "evpn"`.
+pub const MAX_BGP_VNI_STATUS: usize = config_schema::limits::MAX_SEGMENTS;
+/// VTEPs listed per VNI (the dataplane's learned-VTEP table per segment,
+/// `routerd_dataplane::MAX_LEARNED_VTEPS`); more are counted in
+/// [`BgpVniStatus::flood_list_total`].
+pub const MAX_BGP_FLOOD_LIST: usize = 32;
+/// Service and RIB counters in [`BgpStatus::counters`] (non-zero ones).
+pub const MAX_BGP_COUNTS: usize = 16;
+/// Routes per [`Reply::BgpRoutes`] (≈ 100 bytes each: a page is ≈ 13 KiB,
+/// about a second at 115200 baud).
+pub const MAX_BGP_ROUTE_ROWS: usize = 128;
+/// [`BgpPeerStatus::last_down`].
+pub const BGP_DOWN_TEXT: usize = 64;
+
+/// A BGP session's state (RFC 4271 §8), named as FRR names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BgpState {
+    Idle,
+    Connect,
+    Active,
+    OpenSent,
+    OpenConfirm,
+    Established,
+}
+
+impl BgpState {
+    /// `Idle`, …, `Established` (FRR's words).
+    pub const fn name(self) -> &'static str {
+        match self {
+            BgpState::Idle => "Idle",
+            BgpState::Connect => "Connect",
+            BgpState::Active => "Active",
+            BgpState::OpenSent => "OpenSent",
+            BgpState::OpenConfirm => "OpenConfirm",
+            BgpState::Established => "Established",
+        }
+    }
+}
+
+impl core::fmt::Display for BgpState {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The BGP EVPN service (`[bgp]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BgpStatus {
+    /// Our AS (iBGP: every peer's too).
+    pub asn: u32,
+    pub router_id: Ipv4Addr,
+    /// The hold time we propose, seconds.
+    pub hold_time: u16,
+    /// Our VTEP: the next hop of the routes we originate.
+    pub vtep: Ipv4Addr,
+    /// Every configured peer, in configuration order.
+    pub peers: Vec<BgpPeerStatus, MAX_BGP_PEER_STATUS>,
+    /// Every VNI we join, in configuration order.
+    pub vnis: Vec<BgpVniStatus, MAX_BGP_VNI_STATUS>,
+    /// Non-zero counters of the service (`accepted`, `collisions`, …) and
+    /// of the RIB (`rib_macs_full`, `rib_not_imported`, …).
+    pub counters: Vec<Count, MAX_BGP_COUNTS>,
+}
+
+/// One BGP session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BgpPeerStatus {
+    pub address: Ipv4Addr,
+    pub name: Name,
+    pub state: BgpState,
+    /// How long the session has been Established (`None`: not up).
+    pub uptime_ms: Option<u64>,
+    /// The peer's routes in the RIB now.
+    pub prefixes_received: u32,
+    /// Times the session reached Established, and went down.
+    pub established: u64,
+    pub downs: u64,
+    /// Why it last went down (`sent NOTIFICATION 4/0 (hold timer
+    /// expired)`); empty: never.
+    pub last_down: Text<BGP_DOWN_TEXT>,
+    /// BGP messages received and sent on the session.
+    pub messages_in: u64,
+    pub messages_out: u64,
+}
+
+/// One EVPN VNI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BgpVniStatus {
+    pub vni: u32,
+    /// The segment carrying it (`None`: no running segment has this VNI).
+    pub segment: Option<Name>,
+    /// The VTEPs learned from the peers' type-3 routes: BUM traffic of the
+    /// VNI is flooded to them (besides the segment's `remote_vteps`).
+    pub flood_list: Vec<Ipv4Addr, MAX_BGP_FLOOD_LIST>,
+    /// Learned VTEPs in all (`flood_list` holds the first ones).
+    pub flood_list_total: u16,
+    /// MACs learned from the peers' type-2 routes (each MAC once).
+    pub remote_macs: u32,
+    /// MACs we advertise (learned on the segment's port).
+    pub local_macs: u32,
+}
+
+/// [`Reply::BgpRoutes`]: `routes` are positions `offset ..` of the `total`
+/// routes that match; ask again from `offset + routes.len()` for more.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct BgpRoutes {
+    pub total: u32,
+    pub offset: u32,
+    pub routes: Vec<BgpRoute, MAX_BGP_ROUTE_ROWS>,
+}
+
+/// One EVPN route, ours or a peer's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BgpRoute {
+    /// 2 (MAC/IP advertisement) or 3 (inclusive multicast: the VTEP joins the VNI).
+    pub route_type: u8,
+    pub vni: u32,
+    /// Route distinguisher (`10.1.0.1:3`, `65000:100`).
+    pub rd: Text<24>,
+    /// Type 2: the MAC.
+    pub mac: Option<[u8; 6]>,
+    /// Type 2: the IP with it, if advertised.
+    pub ip: Option<core::net::IpAddr>,
+    /// The VTEP: the next hop (type 2) or the originator (type 3).
+    pub next_hop: Ipv4Addr,
+    /// Who sent it (`None`: we originate it).
+    pub peer: Option<BgpRoutePeer>,
+    /// Type 2: the MAC-mobility sequence number (0 without one).
+    pub seq: u32,
+}
+
+/// The peer a route came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BgpRoutePeer {
+    pub address: Ipv4Addr,
+    pub name: Name,
+}
+
+impl BgpStatus {
+    /// `bgp as 65000, router id 10.1.0.1: 1 of 2 sessions established` and
+    /// a line per VNI (the console's `status`).
+    pub fn write_summary(&self, w: &mut dyn core::fmt::Write) -> core::fmt::Result {
+        let up = self.peers.iter().filter(|p| p.state == BgpState::Established).count();
+        writeln!(w, "  bgp as {}, router id {}: {up} of {} sessions established", self.asn, self.router_id, self.peers.len())?;
+        for p in self.peers.iter().filter(|p| p.state != BgpState::Established) {
+            write!(w, "  bgp peer {} {}: {}", p.name, p.address, p.state)?;
+            if !p.last_down.is_empty() {
+                write!(w, ", last down: {}", p.last_down)?;
+            }
+            writeln!(w)?;
+        }
+        for v in &self.vnis {
+            writeln!(
+                w,
+                "  bgp vni {}: {} VTEPs learned, {} remote MACs, {} local MACs advertised",
+                v.vni, v.flood_list_total, v.remote_macs, v.local_macs
+            )?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -1624,11 +1808,128 @@ mod tests {
         while host.forward_drops.push(big_text()).is_ok() {}
         while host.errors.push(big_text()).is_ok() {}
         st.host = Some(host);
+        st.bgp = Some(maximal_bgp_status());
         let up = Up::Response(Response { seq: u32::MAX, reply: Reply::Status(Box::new(st.clone())) });
         let mut buf = vec![0u8; MAX_PAYLOAD];
         let n = encode(&up, &mut buf).expect("maximal status must fit MAX_PAYLOAD").len();
         std::println!("maximal status: {n} bytes of {MAX_PAYLOAD}");
         assert_eq!(decode::<Up>(&buf[..n]), Ok(up));
+    }
+
+    fn maximal_bgp_status() -> BgpStatus {
+        let peer = BgpPeerStatus {
+            address: Ipv4Addr::BROADCAST,
+            name: name("abcdefghijklmnopqrstuvwx"),
+            state: BgpState::OpenConfirm,
+            uptime_ms: Some(u64::MAX),
+            prefixes_received: u32::MAX,
+            established: u64::MAX,
+            downs: u64::MAX,
+            last_down: big_text(),
+            messages_in: u64::MAX,
+            messages_out: u64::MAX,
+        };
+        let vni = BgpVniStatus {
+            vni: u32::MAX,
+            segment: Some(name("abcdefghijklmnopqrstuvwx")),
+            flood_list: core::iter::repeat_n(Ipv4Addr::BROADCAST, MAX_BGP_FLOOD_LIST).collect(),
+            flood_list_total: u16::MAX,
+            remote_macs: u32::MAX,
+            local_macs: u32::MAX,
+        };
+        BgpStatus {
+            asn: u32::MAX,
+            router_id: Ipv4Addr::BROADCAST,
+            hold_time: u16::MAX,
+            vtep: Ipv4Addr::BROADCAST,
+            peers: core::iter::repeat_n(peer, MAX_BGP_PEER_STATUS).collect(),
+            vnis: core::iter::repeat_n(vni, MAX_BGP_VNI_STATUS).collect(),
+            counters: core::iter::repeat_n(Count { name: big_text(), value: u64::MAX }, MAX_BGP_COUNTS).collect(),
+        }
+    }
+
+    /// The BGP part alone stays small enough that the status keeps room
+    /// to grow: its own bound, measured.
+    #[test]
+    fn maximal_bgp_status_has_a_bound() {
+        let mut buf = vec![0u8; MAX_PAYLOAD];
+        let b = maximal_bgp_status();
+        let n = encode(&b, &mut buf).unwrap().len();
+        std::println!("maximal bgp status: {n} bytes");
+        assert!(n <= 6 * 1024, "{n}");
+        assert_eq!(decode::<BgpStatus>(&buf[..n]), Ok(b));
+    }
+
+    /// A full page of routes with the largest values (IPv6 addresses, the
+    /// longest names) fits a frame with room to spare; the request is small.
+    #[test]
+    fn a_maximal_bgp_route_page_fits_a_frame() {
+        let route = BgpRoute {
+            route_type: 2,
+            vni: u32::MAX,
+            rd: big_text(),
+            mac: Some([0xff; 6]),
+            ip: Some(core::net::IpAddr::V6(core::net::Ipv6Addr::new(0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff))),
+            next_hop: Ipv4Addr::BROADCAST,
+            peer: Some(BgpRoutePeer { address: Ipv4Addr::BROADCAST, name: name("abcdefghijklmnopqrstuvwx") }),
+            seq: u32::MAX,
+        };
+        let page = BgpRoutes { total: u32::MAX, offset: u32::MAX, routes: core::iter::repeat_n(route, MAX_BGP_ROUTE_ROWS).collect() };
+        let up = Up::Response(Response { seq: u32::MAX, reply: Reply::BgpRoutes(Box::new(page)) });
+        let mut buf = vec![0u8; MAX_PAYLOAD];
+        let n = encode(&up, &mut buf).expect("a maximal route page must fit MAX_PAYLOAD").len();
+        std::println!("maximal bgp route page: {n} bytes of {MAX_PAYLOAD}");
+        assert!(n <= MAX_PAYLOAD / 2, "{n}");
+        assert_eq!(decode::<Up>(&buf[..n]), Ok(up));
+        // A local type 3: no MAC, IP or peer.
+        let own = BgpRoute {
+            route_type: 3,
+            vni: 100,
+            rd: text("10.1.0.1:1"),
+            mac: None,
+            ip: None,
+            next_hop: Ipv4Addr::new(10, 1, 0, 1),
+            peer: None,
+            seq: 0,
+        };
+        let up = Up::Response(Response {
+            seq: 1,
+            reply: Reply::BgpRoutes(Box::new(BgpRoutes { total: 1, offset: 0, routes: [own].into_iter().collect() })),
+        });
+        let n = encode(&up, &mut buf).unwrap().len();
+        assert_eq!(decode::<Up>(&buf[..n]), Ok(up));
+        for cut in 0..n {
+            assert!(decode::<Up>(&buf[..cut]).is_err(), "{cut}/{n}");
+        }
+    }
+
+    #[test]
+    fn bgp_summary_lines_name_the_sessions_and_vnis() {
+        let mut b = maximal_bgp_status();
+        b.asn = 65000;
+        b.router_id = Ipv4Addr::new(10, 1, 0, 1);
+        b.peers.truncate(2);
+        b.peers[0].state = BgpState::Established;
+        b.peers[1].name = name("pve2");
+        b.peers[1].state = BgpState::Active;
+        b.peers[1].last_down = text("sent NOTIFICATION 4/0 (hold timer expired)");
+        b.vnis.truncate(1);
+        b.vnis[0].vni = 100;
+        b.vnis[0].flood_list_total = 2;
+        b.vnis[0].remote_macs = 3;
+        b.vnis[0].local_macs = 1;
+        let mut out = std::string::String::new();
+        b.write_summary(&mut out).unwrap();
+        assert_eq!(
+            out,
+            "  bgp as 65000, router id 10.1.0.1: 1 of 2 sessions established\n\
+             \x20 bgp peer pve2 255.255.255.255: Active, last down: sent NOTIFICATION 4/0 (hold timer expired)\n\
+             \x20 bgp vni 100: 2 VTEPs learned, 3 remote MACs, 1 local MACs advertised\n"
+        );
+        let st = Status { bgp: Some(b), ..Status::default() };
+        let mut all = std::string::String::new();
+        st.write_summary(&mut all).unwrap();
+        assert!(all.contains("1 of 2 sessions established"), "{all}");
     }
 
     /// A full firmware chunk with the largest numbers fits a frame.
@@ -1684,6 +1985,8 @@ mod tests {
             Request { seq: 11, op: Op::Rollback { generation: 7, dry_run: true } },
             Request { seq: 12, op: Op::Confirm },
             Request { seq: 13, op: Op::FactoryReset { device: text("edge") } },
+            Request { seq: 14, op: Op::BgpRoutes { vni: Some(u32::MAX), offset: u32::MAX } },
+            Request { seq: 15, op: Op::BgpRoutes { vni: None, offset: 0 } },
         ];
         for r in reqs {
             let mut buf = [0u8; 512];
