@@ -53,13 +53,17 @@ impl Platform {
         }
     }
 
-    /// Whether it runs `[bgp]` and segments with `control = "evpn"`. Not
-    /// yet on either: the node, services and dataplane are wired
-    /// (firmware/control/tests/evpn_node.rs), but no interop test against
-    /// FRR proves a platform yet (routerd-host: host/tests/evpn_frr.rs, to
-    /// come; the image: an image test).
+    /// Whether it runs `[bgp]` and segments with `control = "evpn"`:
+    /// routerd-host does (host/tests/evpn_frr.rs proves it against FRR as
+    /// Proxmox configures it, over WireGuard); the image not yet — the
+    /// node, services and dataplane are the same
+    /// (firmware/control/tests/evpn_node.rs), but no image test against
+    /// FRR proves it there.
     pub const fn runs_bgp(self) -> bool {
-        false
+        match self {
+            Platform::Image => false,
+            Platform::Host => true,
+        }
     }
 
     /// The capacities this platform runs.

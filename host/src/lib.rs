@@ -13,8 +13,10 @@
 //!   ([`linux::LinuxFindings`], for `doctor hybrid`).
 //! - [`key`]: the WireGuard key (generated, or a 0600 key file).
 //! - [`state`]: `--state-dir`, the image's store in a file.
+//! - [`evpn`]: log lines for BGP sessions and EVPN segments.
 
 pub mod control;
+pub mod evpn;
 pub mod frame;
 pub mod key;
 pub mod linux;

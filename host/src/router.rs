@@ -12,8 +12,9 @@
 //! per frame; WAN: queued, one `sendmmsg` at the end of the turn), feeds the
 //! shim's ARP answers back in, and runs the dataplane's timers when due or
 //! when traffic moved. Between turns the task sleeps on fd readiness
-//! (`AsyncFd`), the dataplane's `poll_at`, the periodic Linux check, DNS
-//! re-resolution, a control-socket request ([`crate::control`]), and
+//! (`AsyncFd`), the dataplane's and the services' `poll_at` (BGP and its
+//! TCP), the periodic Linux check, DNS re-resolution, a control-socket
+//! request ([`crate::control`]), and
 //! SIGINT/SIGTERM (clean stop) / SIGUSR1 (status). When a batch was full the
 //! next turn starts after a `yield_now` instead of sleeping. No task and no
 //! allocation per packet.
@@ -49,6 +50,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::control::{Call, BUILD, SOFTWARE};
+use crate::evpn::EvpnLog;
 use crate::linux::{self, LinuxFindings};
 use crate::setup::{self, DnsCache, DnsPeer, Opened};
 use crate::state::{self, State};
@@ -169,6 +171,8 @@ pub struct Router {
     state: Option<State>,
     /// The wall clock at `Instant::ZERO` and where it came from.
     clock: (Duration, &'static str),
+    /// What was logged about BGP sessions and EVPN segments.
+    evpn: EvpnLog,
 }
 
 impl Router {
@@ -287,6 +291,7 @@ impl Router {
             recheck: false,
             state,
             clock,
+            evpn: EvpnLog::default(),
         };
         let apply_start = match saved {
             Some(rec) => {
@@ -466,6 +471,7 @@ impl Router {
         let captured = setup::captured_secondary(cfg);
         self.recheck |= captured != self.captured;
         self.captured = captured;
+        self.evpn.configured(cfg);
         let name = cfg.device.name.as_str().to_string();
         let slot = tunnel_slot(cfg);
         self.device.send_replace(name);
@@ -612,7 +618,13 @@ impl Router {
                 // and signals, then go on without sleeping.
                 tokio::task::yield_now().await;
             }
-            let poll_at = self.node.forwarding().and_then(|f| f.dataplane.poll_at(&f.tunnel)).map(|t| self.tokio_deadline(t));
+            // The dataplane's timers and the services' (BGP, its TCP).
+            let now = self.now();
+            let poll_at = self
+                .node
+                .forwarding()
+                .and_then(|f| [f.dataplane.poll_at(&f.tunnel), f.services.poll_at(now)].into_iter().flatten().min())
+                .map(|t| self.tokio_deadline(t));
             let confirm_at = self.node.confirm_deadline().map(|t| self.tokio_deadline(t));
             let wake = [poll_at, confirm_at, Some(next_linux), Some(next_dns_check)].into_iter().flatten().min();
             let wake = wake.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
@@ -678,6 +690,9 @@ impl Router {
             }
             let now = self.now();
             busy = self.turn(now);
+            if let Some(f) = self.node.forwarding() {
+                self.evpn.observe(f.services, f.dataplane);
+            }
             self.expire_confirm(now);
             log_events(&mut self.node);
             self.poll_state();

@@ -192,6 +192,23 @@ impl Services {
         self.tcp.as_deref()
     }
 
+    /// When [`Services::poll`] is next due without new packets, for a loop
+    /// that sleeps between turns (routerd-host; the image polls anyway):
+    /// at once with packets waiting, else the DHCP client's, the TCP
+    /// endpoint's (retransmissions, FIN timeouts) and the BGP service's
+    /// timers ([`Bgp::poll_at`]). `None`: nothing scheduled. The resolver
+    /// is not counted: routerd-host resolves endpoints itself (its bind
+    /// hands the node addresses), so it keeps no names.
+    pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
+        if !self.queue.is_empty() {
+            return Some(now);
+        }
+        let dhcp = self.dhcp.as_mut().and_then(|c| c.poll_at(now));
+        let tcp = self.tcp.as_mut().and_then(|t| t.poll_at(now));
+        let bgp = self.bgp.as_ref().map(|b| b.poll_at());
+        [dhcp, tcp, bgp].into_iter().flatten().min()
+    }
+
     /// Packets waiting.
     pub fn pending(&self) -> usize {
         self.queue.len()
@@ -432,6 +449,28 @@ mod tests {
             assert_eq!(echo_reply(&request()[..n], &mut out), None, "truncated at {n}");
         }
         assert_eq!(echo_reply(&request(), &mut out[..10]), None, "no room");
+    }
+
+    #[test]
+    fn poll_at_wakes_a_sleeping_loop_for_bgp() {
+        // routerd-host sleeps until poll_at: without BGP's timers in it,
+        // keepalives and the hold timer ran only when something else woke it.
+        let mut s = Services::new();
+        let now = Instant::from_millis(5_000);
+        assert_eq!(s.poll_at(now), None, "nothing scheduled");
+        let mut peers = Vec::new();
+        peers.push((core::net::Ipv4Addr::new(10, 1, 0, 2), config_schema::Name::new("pve").unwrap())).unwrap();
+        let mut vnis = Vec::new();
+        vnis.push((100, core::net::Ipv4Addr::new(10, 1, 0, 1))).unwrap();
+        let setup = BgpSetup { asn: 65000, router_id: core::net::Ipv4Addr::new(10, 1, 0, 1), peers, vnis, hold_time: 9 };
+        s.set_bgp(Some(setup), 1, now).unwrap();
+        // The session dials and the local MACs were never advertised: due now.
+        assert!(s.poll_at(now).is_some_and(|t| t <= now), "{:?}", s.poll_at(now));
+        s.set_bgp(None, 1, now).unwrap();
+        assert_eq!(s.poll_at(now), None);
+        // A packet waiting is due at once.
+        s.accept(LocalFrom::Port(routerd_dataplane::PortId(0)), &request());
+        assert_eq!(s.poll_at(now), Some(now));
     }
 
     #[test]
