@@ -40,11 +40,12 @@
 
 mod common;
 
+use common::frr::{log_lines, proxmox_evpn_config, session_state, type2_next_hops, until_ping, Frr, FRR};
 use common::{ping, prerequisites, receive_pattern, run, send_pattern, skip_or_fail, wg_keypair, wireguard_go, Lab, WgGo};
 use std::fs::{self, File};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const ASN: u32 = 65000;
@@ -57,7 +58,6 @@ const VM_B_MAC: &str = "02:00:00:00:bb:01";
 /// The segment's MTU (CONFIG.md: 1500 − 80 − 50), on every VM NIC.
 const SEGMENT_MTU: &str = "1370";
 const TRANSFER: u64 = 4 << 20;
-const FRR: &str = "/usr/lib/frr";
 /// The hold time both sides agree on (FRR's `timers bgp 3 9`, ours 9).
 const HOLD: Duration = Duration::from_secs(9);
 
@@ -104,198 +104,6 @@ hold_time = 9
 peers = [{{ address = "{PVE_TUN}", name = "pve" }}]
 "#
     )
-}
-
-/// What Proxmox VE writes for an EVPN zone with one peer, plus `timers bgp 3 9`.
-fn frr_config() -> String {
-    format!(
-        "frr version 8.4.4
-frr defaults datacenter
-hostname pve
-!
-router bgp {ASN}
- bgp router-id {PVE_TUN}
- no bgp default ipv4-unicast
- coalesce-time 1000
- timers bgp 3 9
- neighbor VTEP peer-group
- neighbor VTEP remote-as {ASN}
- neighbor VTEP bfd
- neighbor {BOX_TUN} peer-group VTEP
- !
- address-family l2vpn evpn
-  neighbor VTEP route-map MAP_VTEP_IN in
-  neighbor VTEP route-map MAP_VTEP_OUT out
-  neighbor VTEP activate
-  advertise-all-vni
- exit-address-family
-exit
-!
-route-map MAP_VTEP_IN permit 1
-exit
-!
-route-map MAP_VTEP_OUT permit 1
-exit
-!
-line vty
-!
-"
-    )
-}
-
-/// FRR's daemons in pve's namespace; dropping it stops them.
-struct Frr {
-    ns: String,
-    dir: PathBuf,
-    daemons: Vec<(&'static str, Child)>,
-}
-
-impl Frr {
-    fn new(ns: &str, dir: PathBuf) -> Frr {
-        fs::create_dir_all(&dir).unwrap();
-        // The daemons drop to the `frr` user and write their sockets here.
-        run(&["chmod", "0777", dir.to_str().expect("utf-8 path")]).unwrap();
-        fs::write(dir.join("frr.conf"), frr_config()).unwrap();
-        Frr { ns: ns.to_string(), dir, daemons: Vec::new() }
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.join(name).to_string_lossy().into_owned()
-    }
-
-    /// Starts `daemon` (foreground, as `frr`); returns once its vty answers.
-    fn start(&mut self, daemon: &'static str) {
-        let mut args: Vec<String> = vec!["netns".into(), "exec".into(), self.ns.clone(), format!("{FRR}/{daemon}")];
-        args.extend(["-u", "frr", "-g", "frr", "-P", "0"].map(String::from));
-        args.extend(["-f".into(), self.path("frr.conf"), "-i".into(), self.path(&format!("{daemon}.pid"))]);
-        args.extend(["-z".into(), self.path("zserv.api"), "--vty_socket".into(), self.path("")]);
-        args.extend(["--log".into(), format!("file:{}", self.path(&format!("{daemon}.log")))]);
-        if daemon == "bfdd" {
-            args.extend(["--bfdctl".into(), self.path("bfdd.sock")]);
-        }
-        let out = File::create(self.path(&format!("{daemon}.out"))).unwrap();
-        let err = out.try_clone().unwrap();
-        let _ = fs::remove_file(self.path(&format!("{daemon}.vty")));
-        let child = Command::new("ip").args(&args).stdin(Stdio::null()).stdout(out).stderr(err).spawn().expect("start an FRR daemon");
-        self.daemons.push((daemon, child));
-        let t0 = Instant::now();
-        while !(Path::new(&self.path(&format!("{daemon}.vty"))).exists() && self.vtysh(daemon, "show version").is_ok()) {
-            assert!(t0.elapsed() < Duration::from_secs(15), "{daemon} did not come up:{}", self.logs());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Sends `sig` to `daemon`.
-    fn signal(&self, daemon: &str, sig: libc::c_int) {
-        for (_, c) in self.daemons.iter().filter(|(n, _)| *n == daemon) {
-            // SAFETY: kill(2) on our own child's pid (`ip netns exec` execs the daemon).
-            unsafe { libc::kill(c.id() as libc::pid_t, sig) };
-        }
-    }
-
-    /// Stops `daemon` (SIGTERM, SIGKILL after 5 s).
-    fn stop(&mut self, daemon: &str) {
-        let (mut gone, keep): (Vec<_>, Vec<_>) = self.daemons.drain(..).partition(|(n, _)| *n == daemon);
-        self.daemons = keep;
-        for (_, c) in &mut gone {
-            terminate(c);
-        }
-    }
-
-    fn vtysh(&self, daemon: &str, cmd: &str) -> Result<String, String> {
-        run(&["vtysh", "--vty_socket", &self.path(""), "-d", daemon, "-c", cmd])
-    }
-
-    fn logs(&self) -> String {
-        frr_logs(&self.dir)
-    }
-}
-
-/// The last lines of every FRR daemon's output and log in `dir`.
-fn frr_logs(dir: &Path) -> String {
-    let mut s = String::new();
-    for name in ["zebra.out", "bgpd.out", "bfdd.out", "zebra.log", "bgpd.log", "bfdd.log"] {
-        if let Ok(t) = fs::read_to_string(dir.join(name)) {
-            let lines: Vec<&str> = t.lines().collect();
-            s += &format!("\n--- {name} (last lines)\n{}\n", lines[lines.len().saturating_sub(30)..].join("\n"));
-        }
-    }
-    s
-}
-
-fn terminate(c: &mut Child) {
-    // SAFETY: kill(2) on our own child's pid (`ip netns exec` execs the daemon).
-    unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
-    if common::wait_exit(c, Duration::from_secs(5)).is_none() {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
-}
-
-impl Drop for Frr {
-    fn drop(&mut self) {
-        for (_, c) in &mut self.daemons {
-            terminate(c);
-        }
-    }
-}
-
-/// The state of FRR's session with the box (`show bgp summary json`).
-fn frr_session_state(frr: &Frr) -> String {
-    let text = frr.vtysh("bgpd", "show bgp summary json").unwrap_or_default();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-    let peer = &v["l2VpnEvpn"]["peers"][BOX_TUN];
-    peer["state"].as_str().unwrap_or("none").to_string()
-}
-
-/// FRR's type-2 route for `mac` and its next hops, from `show bgp l2vpn
-/// evpn route json` (every RD, every path).
-fn frr_type2_next_hops(frr: &Frr, mac: &str) -> Vec<String> {
-    let text = frr.vtysh("bgpd", "show bgp l2vpn evpn route json").unwrap_or_default();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-    let key = format!("[2]:[0]:[48]:[{mac}]");
-    let mut hops = Vec::new();
-    for rd in v.as_object().into_iter().flat_map(|o| o.values()) {
-        let Some(paths) = rd[&key]["paths"].as_array() else { continue };
-        for path in paths.iter().flat_map(|p| p.as_array().cloned().unwrap_or_default()) {
-            for nh in path["nexthops"].as_array().into_iter().flatten() {
-                if let Some(ip) = nh["ip"].as_str() {
-                    hops.push(ip.to_string());
-                }
-            }
-        }
-    }
-    hops
-}
-
-/// Lines of the box's log (`[secs.millis] LEVEL text`) containing `what`,
-/// with their time since the process started.
-fn log_lines(log: &str, what: &str) -> Vec<(Duration, String)> {
-    log.lines()
-        .filter(|l| l.contains(what))
-        .map(|l| {
-            let secs = l.strip_prefix('[').and_then(|r| r.split(']').next()).and_then(|t| t.trim().parse::<f64>().ok());
-            (Duration::from_secs_f64(secs.unwrap_or(0.0)), l.to_string())
-        })
-        .collect()
-}
-
-/// Pings once a while until a reply or `limit`: the time to the first reply.
-fn until_ping(ns: &str, target: &str, limit: Duration) -> Option<Duration> {
-    let t0 = Instant::now();
-    while t0.elapsed() < limit {
-        let ok = Command::new("ip")
-            .args(["netns", "exec", ns, "ping", "-n", "-c", "1", "-W", "1", target])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return Some(t0.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    None
 }
 
 #[test]
@@ -360,7 +168,7 @@ fn routerd_host_is_a_vtep_beside_frr_as_proxmox_configures_it() {
     ] {
         run(&[&["ip", "-n", &ns_vmp][..], &args[..]].concat()).unwrap();
     }
-    let mut frr = Frr::new(&ns_pve, dir.join("frr"));
+    let mut frr = Frr::new(&ns_pve, dir.join("frr"), &proxmox_evpn_config(ASN, PVE_TUN, &[BOX_TUN]));
     frr.start("zebra");
     // zebra must know the VNI before bgpd asks for it.
     common::wait_for("zebra to see vxlan100", Duration::from_secs(10), || {
@@ -391,7 +199,7 @@ fn routerd_host_is_a_vtep_beside_frr_as_proxmox_configures_it() {
         // SAFETY: kill(2) on our own child's pid (`ip netns exec` execs the binary).
         unsafe { libc::kill(box_pid, libc::SIGUSR1) };
         std::thread::sleep(Duration::from_millis(300));
-        panic!("{what}\n--- box log\n{}\nFRR:{}", log(), frr_logs(&frr_dir));
+        panic!("{what}\n--- box log\n{}\nFRR:{}", log(), common::frr::frr_logs(&frr_dir));
     };
     let wait = |what: &str, limit: Duration, ok: &mut dyn FnMut() -> bool| -> Duration {
         let t0 = Instant::now();
@@ -415,7 +223,7 @@ fn routerd_host_is_a_vtep_beside_frr_as_proxmox_configures_it() {
     }
 
     // 1. The session, over WireGuard.
-    wait("FRR to show the box Established", Duration::from_secs(30), &mut || frr_session_state(&frr) == "Established");
+    wait("FRR to show the box Established", Duration::from_secs(30), &mut || session_state(&frr, BOX_TUN) == "Established");
     let seen_up = started.elapsed();
     wait("the box to log the session Established", Duration::from_secs(5), &mut || {
         !log_lines(&log(), &format!("bgp: peer pve ({PVE_TUN}) Established")).is_empty()
@@ -447,7 +255,7 @@ fn routerd_host_is_a_vtep_beside_frr_as_proxmox_configures_it() {
     let mut hops = Vec::new();
     let mut fdb = String::new();
     wait("FRR to take the box's VM MAC as a type 2 and install it", Duration::from_secs(15), &mut || {
-        hops = frr_type2_next_hops(&frr, VM_B_MAC);
+        hops = type2_next_hops(&frr, VM_B_MAC);
         fdb = run(&["ip", "netns", "exec", &ns_pve, "bridge", "fdb", "show", "dev", "vxlan100"]).unwrap_or_default();
         hops.iter().any(|h| h == BOX_TUN)
             && fdb.contains(&format!("{VM_B_MAC} dst {BOX_TUN}"))

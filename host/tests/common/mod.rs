@@ -9,6 +9,8 @@
 //! Each test file includes this with `mod common;` and uses a part of it.
 #![allow(dead_code)]
 
+pub mod frr;
+
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
