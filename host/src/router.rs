@@ -713,6 +713,7 @@ impl Router {
                 }
             }
         }
+        self.stop_bgp().await;
         if let Some(j) = linux_job {
             // Let a check in flight finish (it may have just removed an
             // address) so the final status reports it; bounded.
@@ -724,6 +725,30 @@ impl Router {
             j.abort();
         }
         Ok(())
+    }
+
+    /// Says goodbye to the BGP peers before the process ends: a Cease
+    /// (Administrative Shutdown) on every session that is up, then turns
+    /// until the TCP endpoint has sent it all and seen it acknowledged, FINs
+    /// included (at most 500 ms), so the peers withdraw this box's routes at
+    /// once instead of waiting out their hold timer while their VMs flood
+    /// into a VTEP that is gone.
+    async fn stop_bgp(&mut self) {
+        let now = self.now();
+        let Some(f) = self.node.forwarding() else { return };
+        let Some((bgp, tcp)) = f.services.bgp_mut() else { return };
+        bgp.stop(now, tcp);
+        let until = tokio::time::Instant::now() + Duration::from_millis(500);
+        while tokio::time::Instant::now() < until {
+            let now = self.now();
+            self.turn(now);
+            let quiet = self.node.forwarding().is_none_or(|f| f.services.tcp().is_none_or(|t| !t.sending()));
+            if quiet {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        log_events(&mut self.node);
     }
 
     /// One turn over every fd. True when a batch was full (more waiting).

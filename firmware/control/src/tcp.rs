@@ -555,6 +555,18 @@ impl Tcp {
         self.slots.iter().filter(|s| s.role != Role::Free).count()
     }
 
+    /// Whether anything is still to go out: bytes a socket has not had
+    /// acknowledged yet (a goodbye NOTIFICATION, a FIN), or packets queued
+    /// for the dataplane. For a platform that wants its last words sent
+    /// before it stops.
+    pub fn sending(&self) -> bool {
+        !self.pipe.tx.is_empty()
+            || self.slots.iter().filter(|s| s.role != Role::Free).any(|s| {
+                let sock = self.sockets.get::<tcp::Socket>(s.handle);
+                sock.send_queue() > 0 || matches!(sock.state(), tcp::State::FinWait1 | tcp::State::Closing | tcp::State::LastAck)
+            })
+    }
+
     /// What the endpoint did so far.
     pub fn counters(&self) -> TcpCounters {
         self.counters
