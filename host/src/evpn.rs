@@ -10,7 +10,12 @@
 //! evpn: segment vnet100 (vni 100): 1 remote MAC installed: 02:00:00:00:aa:01 → 10.1.0.2
 //! bgp: peer pve (10.1.0.2) down: NotificationReceived { code: 6, subcode: 2 }
 //! evpn: segment vnet100 (vni 100): VTEPs none
+//! bgp: peer pve (10.1.0.2) sent malformed UPDATEs (RFC 7606; totals): 1 treated as withdraw, 0 attributes discarded, 0 unreadable withdrawn NLRIs
 //! ```
+//!
+//! The malformed-UPDATE line repeats when those counters move, at most once
+//! per `FAULT_LOG_EVERY` per peer, so a peer sending garbage cannot flood
+//! the journal (the line carries totals: the last one is always right).
 //!
 //! Cheap per turn: the sessions' counters are compared in place, and the
 //! dataplane's tables are read only after the BGP service programmed it
@@ -18,6 +23,7 @@
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
 
 use config_schema::{Config, SegmentControl};
 use routerd_control::Services;
@@ -26,6 +32,16 @@ use routerd_dataplane::{Dataplane, Mac, MacText};
 
 /// Installed MACs named in one line (the count is always given).
 const MACS_SHOWN: usize = 4;
+/// The shortest interval between two malformed-UPDATE lines of one peer.
+const FAULT_LOG_EVERY: Duration = Duration::from_secs(1);
+
+/// A session's RFC 7606 counters: what a malformed UPDATE cost, short of a reset.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Faults {
+    treat_as_withdraw: u64,
+    attributes_discarded: u64,
+    withdraw_nlri_errors: u64,
+}
 
 /// One EVPN segment as last logged.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +57,8 @@ struct Segment {
 pub struct EvpnLog {
     /// Per peer (the service's order): times Established, up now.
     peers: Vec<(u64, bool)>,
+    /// Per peer: the RFC 7606 counters last logged, and when.
+    faults: Vec<(Faults, Option<Instant>)>,
     /// The service's `programmed` counter when the tables were last read.
     programmed: Option<u64>,
     segments: Vec<Segment>,
@@ -71,6 +89,7 @@ impl EvpnLog {
     pub fn observe(&mut self, services: &Services, dp: &Dataplane) {
         let Some(bgp) = services.bgp() else {
             self.peers.clear();
+            self.faults.clear();
             self.programmed = None;
             return;
         };
@@ -89,6 +108,29 @@ impl EvpnLog {
                 }
             }
             (*established, *up) = (p.established, now_up);
+            if self.faults.len() <= i {
+                self.faults.push((Faults::default(), None));
+            }
+            let c = &p.session;
+            let faults = Faults {
+                treat_as_withdraw: c.treat_as_withdraw,
+                attributes_discarded: c.attributes_discarded,
+                withdraw_nlri_errors: c.withdraw_nlri_errors,
+            };
+            if let Some((logged, at)) = self.faults.get_mut(i) {
+                if faults != *logged && at.is_none_or(|t| t.elapsed() >= FAULT_LOG_EVERY) {
+                    log::warn!(
+                        "bgp: peer {} ({}) sent malformed UPDATEs (RFC 7606; totals): {} treated as withdraw, {} attributes discarded, \
+                         {} unreadable withdrawn NLRIs",
+                        p.name.as_str(),
+                        p.addr,
+                        faults.treat_as_withdraw,
+                        faults.attributes_discarded,
+                        faults.withdraw_nlri_errors
+                    );
+                    (*logged, *at) = (faults, Some(Instant::now()));
+                }
+            }
         }
         let programmed = bgp.counters().programmed;
         if self.programmed == Some(programmed) {

@@ -286,6 +286,21 @@ impl EvpnRoute {
     }
 }
 
+/// Whether every EVPN NLRI in `data` (an MP_REACH/MP_UNREACH's NLRI field)
+/// has its type and length octets and fits in the field: whether the
+/// routes can be located at all. RFC 7606 §5.3 and §3(j): when they cannot,
+/// treat-as-withdraw is impossible and the session must be reset.
+pub fn nlri_framed(data: &[u8]) -> bool {
+    let mut r = Reader::new(data);
+    while !r.is_empty() {
+        let (Some(_), Some(len)) = (r.u8(), r.u8()) else { return false };
+        if r.take(len as usize).is_none() {
+            return false;
+        }
+    }
+    true
+}
+
 /// Iterates over the EVPN NLRIs of an MP_REACH/MP_UNREACH attribute,
 /// reading the raw bytes. After the first framing or parse error it yields
 /// that error once and then ends (the rest cannot be located reliably).
@@ -632,6 +647,9 @@ mod tests {
         let v: std::vec::Vec<_> = NlriIter::new(&[3, 17, 0]).collect();
         assert_eq!(v.len(), 1);
         assert!(v[0].is_err());
+        // Framing: the bad MAC length still lets the routes be located; an overrun or a lone type octet does not.
+        assert!(nlri_framed(&raw) && nlri_framed(&bad) && nlri_framed(&[]));
+        assert!(!nlri_framed(&[3, 17, 0]) && !nlri_framed(&raw[..raw.len() - 1]) && !nlri_framed(&[2]));
         // Type 2 with a bad IP length; type 5 of a wrong length; type 3 with no IP.
         assert!(EvpnRoute::parse(2, &[0; 33]).is_err());
         assert!(EvpnRoute::parse(5, &[0; 35]).is_err());

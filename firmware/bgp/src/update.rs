@@ -31,8 +31,9 @@
 //! | CLUSTER_LIST: length not a multiple of 4                          | treat-as-withdraw   |
 //! | EXTENDED_COMMUNITIES: length not a multiple of 8                  | treat-as-withdraw   |
 //! | PMSI_TUNNEL: shorter than 5, bad ingress-replication endpoint     | treat-as-withdraw   |
-//! | EVPN NLRI in MP_REACH that cannot be parsed                       | treat-as-withdraw (the NLRIs parsed before it) |
-//! | EVPN NLRI in MP_UNREACH that cannot be parsed                     | withdraw those parsed before it, count |
+//! | an EVPN NLRI overrunning MP_REACH/MP_UNREACH (7606 §5.3, §3j)     | session reset 3/9   |
+//! | EVPN NLRI in MP_REACH, framed right, its fields wrong             | treat-as-withdraw (the NLRIs parsed before it) |
+//! | EVPN NLRI in MP_UNREACH, framed right, its fields wrong           | withdraw those parsed before it, count |
 //! | ORIGIN or AS_PATH missing while MP_REACH carries NLRI (7606 §3d)  | treat-as-withdraw   |
 //! | ATOMIC_AGGREGATE length ≠ 0, AGGREGATOR length ≠ 6/8, their flags | attribute discard   |
 //! | unknown optional attribute                                        | skipped (counted)   |
@@ -41,7 +42,7 @@
 //! AS capability (RFC 6793), else 2-octet ones; AS4_PATH/AS4_AGGREGATOR are
 //! skipped (they only matter between old and new speakers).
 
-use crate::evpn::{ExtCommunities, NlriIter, PmsiTunnel};
+use crate::evpn::{nlri_framed, ExtCommunities, NlriIter, PmsiTunnel};
 use crate::wire::{afi, msg, safi, Error, Reader, Writer, MAX_MESSAGE_LEN};
 use core::net::{Ipv4Addr, Ipv6Addr};
 
@@ -370,8 +371,22 @@ pub fn decode_update(body: &[u8], as4: bool) -> Result<Update<'_>, Error> {
             attr::AGGREGATOR if value.len() == if as4 { 8 } else { 6 } => {}
             // Malformed ones: attribute discard.
             attr::ATOMIC_AGGREGATE | attr::AGGREGATOR => discarded = discarded.saturating_add(1),
-            attr::MP_REACH => a.mp_reach = Some(decode_mp_reach(value)?),
-            attr::MP_UNREACH => a.mp_unreach = Some(decode_mp_unreach(value)?),
+            // EVPN NLRIs that cannot even be located cannot be withdrawn
+            // either: RFC 7606 §5.3 leaves a session reset (RFC 4760 §7: 3/9).
+            attr::MP_REACH => {
+                let mp = decode_mp_reach(value)?;
+                if mp.is_evpn() && !nlri_framed(mp.nlri) {
+                    return Err(Error::OptionalAttribute { ty, field: "EVPN NLRI length" });
+                }
+                a.mp_reach = Some(mp)
+            }
+            attr::MP_UNREACH => {
+                let mp = decode_mp_unreach(value)?;
+                if mp.is_evpn() && !nlri_framed(mp.nlri) {
+                    return Err(Error::OptionalAttribute { ty, field: "EVPN NLRI length" });
+                }
+                a.mp_unreach = Some(mp)
+            }
             // Known and not used: COMMUNITIES, AS4_PATH, AS4_AGGREGATOR.
             _ => {}
         }
@@ -662,6 +677,12 @@ mod tests {
         assert_eq!(decode_update(&body(&[&[0x80, 14, 5, 0, 25, 70, 9, 1]]), true).unwrap_err().notification(), (3, 9));
         assert_eq!(decode_update(&body(&[&[0x80, 14, 10, 0, 25, 70, 5, 1, 1, 1, 1, 1, 0]]), true).unwrap_err().notification(), (3, 9));
         assert_eq!(decode_update(&body(&[&[0x80, 15, 2, 0, 25]]), true).unwrap_err().notification(), (3, 9));
+        // An EVPN NLRI overrunning MP_REACH (its last byte cut) or MP_UNREACH: the routes cannot be located.
+        let mut cut = mp_reach_imet();
+        cut.pop();
+        cut[2] -= 1;
+        assert_eq!(decode_update(&body(&[ORIGIN, AS_PATH, &cut]), true).unwrap_err().notification(), (3, 9));
+        assert_eq!(decode_update(&body(&[&[0x80, 15, 5, 0, 25, 70, 2, 33]]), true).unwrap_err().notification(), (3, 9));
         // MP_UNREACH flagged transitive.
         assert_eq!(decode_update(&body(&[&[0xc0, 15, 3, 0, 25, 70]]), true).unwrap_err().notification(), (3, 4));
     }
