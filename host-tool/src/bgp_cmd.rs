@@ -31,7 +31,8 @@ pub enum BgpCommand {
             routerctl bgp summary --port /dev/ttyUSB0\n  \
             routerctl bgp summary --json --port unix:/run/routerd.sock | jq '.bgp.peers[] | {name, state}'\n\n\
             JSON: {schema, port, bgp: {asn, router_id, hold_time, vtep, peers: [{address, name, state, uptime_ms, \
-            prefixes_received, established, downs, last_down, messages_in, messages_out}], vnis: [{vni, segment, \
+            prefixes_received, established, downs, last_down, messages_in, messages_out, \
+            treat_as_withdraw, attributes_discarded, withdraw_nlri_errors}], vnis: [{vni, segment, \
             flood_list, flood_list_total, remote_macs, local_macs}], counters}}.\n\
             Exit codes: 0 shown, 1 the box is unreachable or runs no BGP (no [bgp] section; see CONFIG.md)."
     )]
@@ -184,6 +185,12 @@ pub fn summary_text(b: &BgpStatus) -> String {
     for p in b.peers.iter().filter(|p| p.state != BgpState::Established && !p.last_down.is_empty()) {
         o += &format!("  {} ({}) last down: {} ({} times)\n", p.name, p.address, p.last_down, p.downs);
     }
+    for p in b.peers.iter().filter(|p| p.treat_as_withdraw + p.attributes_discarded + p.withdraw_nlri_errors > 0) {
+        o += &format!(
+            "  {} ({}) sent malformed UPDATEs (RFC 7606): {} treated as withdraw, {} attributes discarded, {} unreadable withdrawals\n",
+            p.name, p.address, p.treat_as_withdraw, p.attributes_discarded, p.withdraw_nlri_errors
+        );
+    }
     if !b.vnis.is_empty() {
         o += &format!(
             "\n{:<9} {:<24} {:>5} {:>11} {:>10}  Flood list (learned VTEPs)\n",
@@ -278,6 +285,9 @@ pub mod tests {
             last_down: text(""),
             messages_in: 12,
             messages_out: 11,
+            treat_as_withdraw: 0,
+            attributes_discarded: 0,
+            withdraw_nlri_errors: 0,
         };
         let down = BgpPeerStatus {
             state: BgpState::Active,
@@ -287,6 +297,7 @@ pub mod tests {
             last_down: text("sent NOTIFICATION 4/0 (hold timer expired)"),
             messages_in: 40,
             messages_out: 41,
+            treat_as_withdraw: 2,
             ..peer("pve2", 3)
         };
         BgpStatus {
@@ -321,6 +332,7 @@ Neighbor        Name         AS  MsgRcvd  MsgSent   Up/Down  State/PfxRcd
 
 Total number of neighbors 2, 1 established
   pve2 (10.1.0.3) last down: sent NOTIFICATION 4/0 (hold timer expired) (3 times)
+  pve2 (10.1.0.3) sent malformed UPDATEs (RFC 7606): 2 treated as withdraw, 0 attributes discarded, 0 unreadable withdrawals
 
 VNI       Segment                  VTEPs Remote MACs Local MACs  Flood list (learned VTEPs)
 100       zone                         1           1          0  10.1.0.2

@@ -494,7 +494,7 @@ fn counters_line(p: &Value) -> String {
 }
 
 /// The last RFC 7606 line of the box's log (routerd-host logs the session
-/// counters when they move; the status does not carry them).
+/// counters when they move, rate-limited).
 fn fault_line(log: &str) -> String {
     log_lines(log, "malformed UPDATE").last().map(|(_, l)| l.clone()).unwrap_or_default()
 }
@@ -749,6 +749,10 @@ fn malformed_updates_get_rfc7606_and_the_box_keeps_forwarding() {
     if p1["state"] != "Established" || p1["established"] != established || p1["downs"] != p0["downs"] || !has(&routes1, 3, "") {
         fail("case 1: the session did not stay up with its type 3");
     }
+    // `routerctl bgp summary --json` counts it too.
+    if p1["treat_as_withdraw"].as_u64() != p0["treat_as_withdraw"].as_u64().map(|n| n + 1) {
+        fail(&format!("case 1: treat_as_withdraw {} → {}", p0["treat_as_withdraw"], p1["treat_as_withdraw"]));
+    }
     // The last one or two may still be in flight when ping is interrupted.
     if got + 2 < sent {
         fail(&format!("case 1: pings lost: {got}/{sent} answered"));
@@ -782,6 +786,9 @@ fn malformed_updates_get_rfc7606_and_the_box_keeps_forwarding() {
         fault_line(&host.log()).contains("4 attributes discarded")
     });
     let p2 = peer_status(&port);
+    if p2["attributes_discarded"].as_u64() != p1["attributes_discarded"].as_u64().map(|n| n + 4) {
+        fail(&format!("case 2: attributes_discarded {} → {}", p1["attributes_discarded"], p2["attributes_discarded"]));
+    }
     println!(
         "case 2 (duplicates, bad AGGREGATOR/ATOMIC_AGGREGATE, unknown optional): {}\n  routes {routes2:?}\n  box: {}",
         counters_line(&p2),

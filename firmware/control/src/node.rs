@@ -1577,6 +1577,9 @@ fn bgp_status(b: &crate::bgp::Bgp, cfg: &Config, now: Instant) -> msg::BgpStatus
             last_down: p.last_down.map_or_else(msg::Text::new, bgp_down_text),
             messages_in: p.session.messages_in,
             messages_out: p.session.messages_out,
+            treat_as_withdraw: p.session.treat_as_withdraw,
+            attributes_discarded: p.session.attributes_discarded,
+            withdraw_nlri_errors: p.session.withdraw_nlri_errors,
         });
     }
     for &(vni, _) in setup.vnis.iter() {

@@ -53,7 +53,7 @@ Op+{UpgradeBegin(UpgradeBegin{size,sha256,identity}),UpgradeChunk(UpgradeChunk{o
 FirmwareIdentity{version,build,flags};Status+{firmware(FirmwareStatus{running,trial_tries_left,failed,confirm_in_ms,slots{slot,identity,state}})};\
 Op+{CaptureStart(CaptureRequest{port,filter{any_of{not,test{Host,Port,Proto{Icmp,Tcp,Udp,Arp},Inbound,Outbound}}},snaplen,rate}),CaptureRead{max_bytes},CaptureStop};\
 Reply+{Captured(CaptureBatch{running,stopped,frames{ts_us,port,tx,len,caplen},data,waiting,captured,captured_bytes,skipped_rate,skipped_full,rate,ring_bytes,ports})};\
-Status+{bgp(BgpStatus{asn,router_id,hold_time,vtep,peers{address,name,state{Idle,Connect,Active,OpenSent,OpenConfirm,Established},uptime_ms,prefixes_received,established,downs,last_down,messages_in,messages_out},vnis{vni,segment,flood_list,flood_list_total,remote_macs,local_macs},counters})};\
+Status+{bgp(BgpStatus{asn,router_id,hold_time,vtep,peers{address,name,state{Idle,Connect,Active,OpenSent,OpenConfirm,Established},uptime_ms,prefixes_received,established,downs,last_down,messages_in,messages_out,treat_as_withdraw,attributes_discarded,withdraw_nlri_errors},vnis{vni,segment,flood_list,flood_list_total,remote_macs,local_macs},counters})};\
 Op+{BgpRoutes{vni,offset}};Reply+{BgpRoutes(BgpRoutes{total,offset,routes{route_type,vni,rd,mac,ip,next_hop,peer{address,name},seq}})};";
 
 const fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
@@ -1525,6 +1525,12 @@ pub struct BgpPeerStatus {
     /// BGP messages received and sent on the session.
     pub messages_in: u64,
     pub messages_out: u64,
+    /// Malformed UPDATEs that cost less than a reset (RFC 7606): routes
+    /// treated as withdrawn, attributes discarded, withdrawn NLRIs that
+    /// could not be read. Totals over the session's life on this box.
+    pub treat_as_withdraw: u64,
+    pub attributes_discarded: u64,
+    pub withdraw_nlri_errors: u64,
 }
 
 /// One EVPN VNI.
@@ -1828,6 +1834,9 @@ mod tests {
             last_down: big_text(),
             messages_in: u64::MAX,
             messages_out: u64::MAX,
+            treat_as_withdraw: u64::MAX,
+            attributes_discarded: u64::MAX,
+            withdraw_nlri_errors: u64::MAX,
         };
         let vni = BgpVniStatus {
             vni: u32::MAX,
