@@ -139,7 +139,10 @@ impl EvpnLog {
         self.programmed = Some(programmed);
         for seg in &mut self.segments {
             let Some(si) = dp.config().segments.iter().position(|s| s.vni == seg.vni) else { continue };
-            let vteps = dp.learned_vteps(si).to_vec();
+            // Sorted: the dataplane keeps them in learning order, and a
+            // reordering alone is not news.
+            let mut vteps = dp.learned_vteps(si).to_vec();
+            vteps.sort_unstable();
             let macs: Vec<(Mac, Ipv4Addr)> = dp
                 .fdb()
                 .entries()
