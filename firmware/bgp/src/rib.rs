@@ -67,6 +67,10 @@ pub struct MacEntry {
     /// MAC mobility sequence (0 without the community).
     pub seq: u32,
     pub sticky: bool,
+    /// Whether this is the best route of its (VNI, MAC), the one
+    /// [`Rib::remote_macs`] gives. Kept by the Rib on every change, so the
+    /// query is one pass over the table instead of a pass per route.
+    pub best: bool,
 }
 
 /// Key of a received type-3 route.
@@ -186,6 +190,17 @@ impl Rib {
     pub fn withdraw_peer(&mut self, peer: PeerId) -> usize {
         let before = self.len();
         self.macs.retain(|k, _| k.peer != peer.0);
+        // A best route that went leaves its MAC with none marked: only MACs
+        // with a route not marked best can be such (rare: a MAC announced by
+        // more than one peer), so this stays cheap.
+        let mut i = 0;
+        while let Some((k, e)) = self.macs.get_index(i) {
+            let (vni, mac) = (e.vni, k.mac);
+            if !e.best && !self.macs.iter().any(|(k2, e2)| e2.best && e2.vni == vni && k2.mac == mac) {
+                self.rebest(vni, mac);
+            }
+            i += 1;
+        }
         self.imets.retain(|k, _| k.peer != peer.0);
         self.prefixes.retain(|k, _| k.peer != peer.0);
         before - self.len()
@@ -208,39 +223,47 @@ impl Rib {
         })
     }
 
-    fn better(a: &MacEntry, b: &MacEntry) -> bool {
-        (a.seq, core::cmp::Reverse(a.vtep)) > (b.seq, core::cmp::Reverse(b.vtep))
+    /// Highest sequence, then lowest VTEP, then lowest peer: a total order
+    /// between peers, so the choice never depends on table order.
+    fn better(a: (&MacKey, &MacEntry), b: (&MacKey, &MacEntry)) -> bool {
+        use core::cmp::Reverse;
+        (a.1.seq, Reverse(a.1.vtep), Reverse(a.0.peer)) > (b.1.seq, Reverse(b.1.vtep), Reverse(b.0.peer))
     }
 
     fn best_index(&self, vni: u32, mac: Mac) -> Option<usize> {
-        let mut best: Option<(usize, &MacEntry)> = None;
+        let mut best: Option<(usize, (&MacKey, &MacEntry))> = None;
         for (i, (k, e)) in self.macs.iter().enumerate() {
-            if e.vni == vni && k.mac == mac && best.is_none_or(|(_, b)| Self::better(e, b)) {
-                best = Some((i, e));
+            if e.vni == vni && k.mac == mac && best.is_none_or(|(_, b)| Self::better((k, e), b)) {
+                best = Some((i, (k, e)));
             }
         }
         best.map(|(i, _)| i)
     }
 
-    fn remote_at(&self, i: usize) -> Option<RemoteMac> {
-        let (k, e) = self.macs.get_index(i)?;
-        Some(RemoteMac { mac: k.mac, vtep: e.vtep, seq: e.seq, sticky: e.sticky, peer: PeerId(k.peer) })
+    /// Marks the best route of (`vni`, `mac`) and unmarks its others, after
+    /// one of them was added, changed or removed.
+    fn rebest(&mut self, vni: u32, mac: Mac) {
+        let best = self.best_index(vni, mac);
+        for (i, (k, e)) in self.macs.iter_mut().enumerate() {
+            if e.vni == vni && k.mac == mac {
+                e.best = Some(i) == best;
+            }
+        }
+    }
+
+    fn remote(k: &MacKey, e: &MacEntry) -> RemoteMac {
+        RemoteMac { mac: k.mac, vtep: e.vtep, seq: e.seq, sticky: e.sticky, peer: PeerId(k.peer) }
     }
 
     /// Where `mac` of `vni` lives: the route with the highest MAC-mobility
-    /// sequence (then the lowest VTEP address).
+    /// sequence (then the lowest VTEP address, then the lowest peer).
     pub fn remote_mac(&self, vni: u32, mac: Mac) -> Option<RemoteMac> {
-        self.remote_at(self.best_index(vni, mac)?)
+        self.macs.iter().find(|(k, e)| e.best && e.vni == vni && k.mac == mac).map(|(k, e)| Self::remote(k, e))
     }
 
     /// Every remote MAC of `vni` with its best route, each MAC once.
     pub fn remote_macs(&self, vni: u32) -> impl Iterator<Item = RemoteMac> + '_ {
-        self.macs.iter().enumerate().filter_map(move |(i, (k, e))| {
-            if e.vni != vni || self.best_index(vni, k.mac) != Some(i) {
-                return None;
-            }
-            self.remote_at(i)
-        })
+        self.macs.iter().filter(move |(_, e)| e.best && e.vni == vni).map(|(k, e)| Self::remote(k, e))
     }
 
     /// The type-5 routes held.
@@ -270,13 +293,22 @@ impl Rib {
                 let key = MacKey { peer, rd: m.rd, eth_tag: m.eth_tag, mac: m.mac, ip: m.ip };
                 if !imports(attrs, self.asn, m.label1) {
                     self.counters.not_imported += 1;
-                    self.macs.remove(&key);
+                    if let Some(old) = self.macs.remove(&key) {
+                        self.rebest(old.vni, key.mac);
+                    }
                     return;
                 }
                 let (sticky, seq) = attrs.ext_communities.mac_mobility().unwrap_or((false, 0));
-                let entry = MacEntry { vni: m.label1, vtep: attrs.next_hop, seq, sticky };
+                let entry = MacEntry { vni: m.label1, vtep: attrs.next_hop, seq, sticky, best: false };
+                // A re-announcement may move the route to another VNI.
+                let old_vni = self.macs.get(&key).map(|e| e.vni);
                 if self.macs.insert(key, entry).is_err() {
                     self.counters.macs_full += 1;
+                    return;
+                }
+                self.rebest(m.label1, key.mac);
+                if let Some(v) = old_vni.filter(|&v| v != m.label1) {
+                    self.rebest(v, key.mac);
                 }
             }
             EvpnRoute::Imet(i) => {
@@ -323,7 +355,9 @@ impl Rib {
     fn withdraw(&mut self, peer: u8, route: &EvpnRoute) {
         match route {
             EvpnRoute::MacIp(m) => {
-                self.macs.remove(&MacKey { peer, rd: m.rd, eth_tag: m.eth_tag, mac: m.mac, ip: m.ip });
+                if let Some(old) = self.macs.remove(&MacKey { peer, rd: m.rd, eth_tag: m.eth_tag, mac: m.mac, ip: m.ip }) {
+                    self.rebest(old.vni, m.mac);
+                }
             }
             EvpnRoute::Imet(i) => {
                 if let IpAddr::V4(originator) = i.originator {
@@ -615,6 +649,53 @@ mod tests {
         // Peer ids beyond the table are refused.
         rib.sink(PeerId(16)).announce(&mac_route(2, 1, 100), &a);
         assert_eq!((rib.counters().bad_peer, rib.mac_routes()), (1, 0));
+    }
+
+    /// The best-route marks kept on every change give what the definition
+    /// gives (the best of each MAC's routes, scanned from scratch), through
+    /// random announcements, moves between VNIs, withdrawals, refusals and
+    /// peers going down.
+    #[test]
+    fn best_marks_match_a_scan_from_scratch() {
+        let mut rib = Box::new(Rib::new(ASN));
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for step in 0..4000 {
+            let (peer, mac, vni) = (next(4) as u8, next(6) as u8, 100 + next(2) as u32);
+            match next(10) {
+                0 => {
+                    rib.withdraw_peer(PeerId(peer));
+                }
+                1..=2 => rib.sink(PeerId(peer)).withdraw(&mac_route(u16::from(peer) + 1, mac, vni)),
+                r => {
+                    let rt = ec(&[
+                        ExtCommunity::RouteTarget(RouteTarget::auto(ASN, if r == 3 { 999 } else { vni })),
+                        ExtCommunity::MacMobility { sticky: false, seq: next(3) as u32 },
+                    ]);
+                    let hop = Ipv4Addr::new(10, 0, 0, 1 + next(3) as u8);
+                    let a = RouteAttrs { next_hop: hop, local_pref: 100, ext_communities: ExtCommunities(&rt), pmsi: None };
+                    rib.sink(PeerId(peer)).announce(&mac_route(u16::from(peer) + 1, mac, vni), &a);
+                }
+            }
+            for vni in [100, 101] {
+                let mut got: Vec<RemoteMac> = rib.remote_macs(vni).collect();
+                let mut want: Vec<RemoteMac> = Vec::new();
+                for mac in 0..6 {
+                    if let Some(i) = rib.best_index(vni, Mac([2, 0, 0, 0, 0, mac])) {
+                        let (k, e) = rib.macs.get_index(i).unwrap();
+                        want.push(Rib::remote(k, e));
+                    }
+                }
+                got.sort_by_key(|r| r.mac.0);
+                want.sort_by_key(|r| r.mac.0);
+                assert_eq!(got, want, "step {step}, vni {vni}");
+            }
+        }
     }
 
     #[test]
