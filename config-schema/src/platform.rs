@@ -53,16 +53,16 @@ impl Platform {
         }
     }
 
-    /// Whether it runs `[bgp]` and segments with `control = "evpn"`:
-    /// routerd-host does (host/tests/evpn_frr.rs proves it against FRR as
-    /// Proxmox configures it, over WireGuard); the image not yet — the
-    /// node, services and dataplane are the same
-    /// (firmware/control/tests/evpn_node.rs), but no image test against
-    /// FRR proves it there.
+    /// Whether it runs `[bgp]` and segments with `control = "evpn"`: both
+    /// do, on the same node, services and dataplane
+    /// (firmware/control/tests/evpn_node.rs), each proved against FRR as
+    /// Proxmox configures it, over WireGuard: routerd-host by
+    /// host/tests/evpn_frr.rs, the image in QEMU by host/tests/image_evpn.rs.
+    /// The answer stays per platform so a new one starts without BGP until
+    /// a test like those proves it.
     pub const fn runs_bgp(self) -> bool {
         match self {
-            Platform::Image => false,
-            Platform::Host => true,
+            Platform::Image | Platform::Host => true,
         }
     }
 

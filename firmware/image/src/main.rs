@@ -193,7 +193,7 @@ pub extern "C" fn routerd_main(eax: u32, ebx: u32) -> ! {
     let slots = Box::new(slots::Slots::boot(me, slot_word("routerd.slot"), slot_word("routerd.trial"), &mut storage, now));
     if let Some(cfg) = boot_config(boot_info.as_ref()) {
         let now = routerd_dataplane::Instant::from_millis(clock.now_ms());
-        match node.apply(cfg, now) {
+        match node.apply_with(cfg, now, &mut router::bgp_room) {
             Reply::Applied(out) => {
                 // Preshared keys (no public key) are never logged.
                 for k in &out.keys_created {
@@ -212,6 +212,7 @@ pub extern "C" fn routerd_main(eax: u32, ebx: u32) -> ! {
                         c.segments.len()
                     );
                 }
+                router::log_heap();
             }
             Reply::Error(f) => {
                 warn!("config: not applied: {}", f.message.as_str());

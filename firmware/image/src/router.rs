@@ -20,7 +20,7 @@ use log::{info, warn};
 use routerd_control::{Forwarder, NicSnapshot, Node};
 use routerd_dataplane::Instant;
 use routerd_netdev::NetDevice;
-use routerd_provision::message::{text_fmt, Op, Reply};
+use routerd_provision::message::{text_fmt, Failure, Op, Reply};
 use routerd_provision::session::{Session, Step};
 
 /// Serial bytes taken per turn (the UART FIFO holds 16; QEMU holds more).
@@ -207,7 +207,7 @@ impl Router {
             // The disks are the platform's: the node never sees them.
             Op::StorageInit { disk, force } => self.storage.init(&mut self.node, disk.as_str(), force, now),
             op @ (Op::UpgradeBegin(_) | Op::UpgradeChunk(_) | Op::UpgradeCommit) => self.slots.handle(op, &mut self.storage),
-            op => self.node.handle(now, op, &snaps),
+            op => self.node.handle_with(now, op, &snaps, &mut bgp_room),
         };
         // What changed is on disk (or erased) before the answer goes out.
         self.storage.poll(&mut self.node, now);
@@ -240,6 +240,7 @@ impl Router {
                         what.as_str()
                     );
                 }
+                log_heap();
             }
             Reply::Error(f) if applying => warn!("config: refused: {}", f.message.as_str()),
             Reply::Confirmed { generation } => info!("config: generation {generation} confirmed; it stays"),
@@ -268,6 +269,66 @@ impl Router {
         let snaps = Self::snapshots(nics);
         let st = self.node.status(now, false, &snaps);
         let _ = st.write_summary(&mut console::ConsoleText);
+        let h = crate::rt::heap_usage();
+        console::print(format_args!(
+            "heap: {} KiB in use, at most {} KiB so far, of {} KiB\n",
+            h.used / 1024,
+            h.peak / 1024,
+            h.size / 1024
+        ));
         console::print(format_args!("end of status\n"));
     }
+}
+
+/// The heap figures, logged after an apply.
+pub fn log_heap() {
+    let h = crate::rt::heap_usage();
+    info!("mem: heap {} KiB in use, at most {} KiB so far, of {} KiB", h.used / 1024, h.peak / 1024, h.size / 1024);
+}
+
+/// The image's [`routerd_control::Bind`]: configurations bind as written,
+/// but one with `[bgp]` is refused, naming `bgp`, when the heap cannot hold
+/// what applying it may allocate — the staged dataplane, configuration and
+/// WireGuard device, and a whole BGP service (RIB, local routes, a session
+/// per peer, the TCP endpoint) beside the running one, as a replacement
+/// does (conservative: an apply that keeps the running service needs none
+/// of it). A failed allocation would stop the box (`Box::new` has no
+/// fallible form), so the apply asks first; see `rt::heap_holds`.
+pub fn bgp_room(cfg: &config_schema::Config) -> Result<Option<Box<config_schema::Config>>, Box<Failure>> {
+    use core::alloc::Layout;
+    let Some(b) = &cfg.bgp else { return Ok(None) };
+    let mut blocks: heapless::Vec<Layout, { crate::rt::MAX_PROBE_BLOCKS }> = heapless::Vec::new();
+    let fixed = [
+        Layout::new::<routerd_dataplane::Dataplane>(),
+        Layout::new::<routerd_control::WgDevice>(),
+        Layout::new::<config_schema::Config>(),
+        Layout::new::<routerd_control::bgp::Bgp>(),
+        Layout::new::<routerd_bgp::Rib>(),
+        Layout::new::<routerd_bgp::LocalRoutes>(),
+        Layout::new::<[u8; routerd_bgp::wire::MAX_MESSAGE_LEN]>(),
+        Layout::new::<routerd_control::tcp::Tcp>(),
+        // The TCP endpoint's socket buffers (its sockets and interface are
+        // counted in the margin).
+        Layout::new::<[[u8; routerd_control::tcp::RX_BUF + routerd_control::tcp::TX_BUF]; routerd_control::tcp::MAX_SOCKETS]>(),
+        // What else an apply keeps or allocates for a moment (history's
+        // copy of the configuration, its outcome, smoltcp's sockets):
+        // measured about 130 KiB with one peer.
+        Layout::new::<[u8; 256 * 1024]>(),
+    ];
+    let sessions = core::iter::repeat_n(Layout::new::<routerd_bgp::Session>(), b.peers.len().min(routerd_control::bgp::MAX_BGP_PEERS));
+    for l in fixed.into_iter().chain(sessions) {
+        // Capacity: 10 fixed blocks and at most 16 sessions.
+        let _ = blocks.push(l);
+    }
+    if crate::rt::heap_holds(&blocks) {
+        return Ok(None);
+    }
+    let need: usize = blocks.iter().map(|l| l.size()).sum();
+    let h = crate::rt::heap_usage();
+    Err(Failure::refused(format_args!(
+        "bgp: the heap cannot hold the BGP service beside the running configuration ({} KiB needed; {} KiB of {} KiB in use)",
+        need / 1024,
+        h.used / 1024,
+        h.size / 1024
+    )))
 }

@@ -7,9 +7,12 @@
 //! the compiler cannot turn them back into calls to themselves; on CPUs with
 //! ERMS (every x86_64 from the last decade) these are also the fast path.
 
+use core::alloc::{GlobalAlloc, Layout};
 use core::arch::asm;
 use core::fmt::Write;
 use core::panic::PanicInfo;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// # Safety
 /// Standard C `memcpy` contract: `n` bytes, non-overlapping, valid pointers.
@@ -101,19 +104,96 @@ fn panic(info: &PanicInfo) -> ! {
     hal_x86::power::fail()
 }
 
-/// The heap: `ring` links against `alloc` (its crypto paths used here do not
-/// allocate per packet); nothing in the dataplane allocates.
+/// The heap. `ring` links against `alloc`; the node boxes what is large
+/// (configurations, the dataplane, the WireGuard device, a staged set of
+/// them beside the running one during an apply) and, with `[bgp]`, the
+/// BGP service and its TCP endpoint (ARCHITECTURE.md "Memory" has the
+/// figures). Nothing allocates per packet. Counted, so the console can say
+/// how much is in use and the most ever used.
 #[global_allocator]
-static HEAP: linked_list_allocator::LockedHeap = linked_list_allocator::LockedHeap::empty();
+static HEAP: CountedHeap = CountedHeap { heap: linked_list_allocator::LockedHeap::empty(), peak: AtomicUsize::new(0) };
 
-/// Bytes of heap.
-const HEAP_BYTES: usize = 4 * 1024 * 1024;
+/// Bytes of heap. Measured in QEMU (host/tests/image_evpn.rs): 344 KiB in
+/// use at boot, 1.4 MiB with one EVPN peer running (the BGP service and
+/// its TCP endpoint ≈ 1 MiB of it); 16 peers add 16 KiB each, and an apply
+/// that replaces the BGP service holds two for a moment: under 3 MiB at
+/// worst. An apply that would not fit is refused (`router::bgp_room`).
+pub const HEAP_BYTES: usize = 4 * 1024 * 1024;
 static mut HEAP_MEMORY: [u8; HEAP_BYTES] = [0; HEAP_BYTES];
 
 /// Hands the heap its memory; call once, before anything allocates.
 pub fn init_heap() {
     // SAFETY: called once at boot; the array is used for nothing else.
     unsafe {
-        HEAP.lock().init(core::ptr::addr_of_mut!(HEAP_MEMORY).cast::<u8>(), HEAP_BYTES);
+        HEAP.heap.lock().init(core::ptr::addr_of_mut!(HEAP_MEMORY).cast::<u8>(), HEAP_BYTES);
     }
+}
+
+/// `linked_list_allocator`'s heap with the most bytes ever in use.
+struct CountedHeap {
+    heap: linked_list_allocator::LockedHeap,
+    peak: AtomicUsize,
+}
+
+// SAFETY: every call goes to the inner allocator with the caller's
+// arguments unchanged; the counter only reads its figures.
+unsafe impl GlobalAlloc for CountedHeap {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let mut heap = self.heap.lock();
+        let p = heap.allocate_first_fit(layout).map_or(core::ptr::null_mut(), |a| a.as_ptr());
+        self.peak.fetch_max(heap.used(), Ordering::Relaxed);
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if let Some(p) = NonNull::new(ptr) {
+            // SAFETY: `ptr` came from `alloc` with this `layout` (GlobalAlloc's contract).
+            unsafe { self.heap.lock().deallocate(p, layout) };
+        }
+    }
+}
+
+/// How the heap is used now, in bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct HeapUsage {
+    pub used: usize,
+    /// The most ever in use since boot.
+    pub peak: usize,
+    pub size: usize,
+}
+
+pub fn heap_usage() -> HeapUsage {
+    let used = HEAP.heap.lock().used();
+    HeapUsage { used, peak: HEAP.peak.load(Ordering::Relaxed).max(used), size: HEAP_BYTES }
+}
+
+/// Blocks a fallible check may ask for at once ([`heap_holds`]).
+pub const MAX_PROBE_BLOCKS: usize = 32;
+
+/// Whether the heap can hand out all of `blocks` at once, now: each is
+/// allocated in turn and everything is freed again. `alloc` panics when
+/// the heap is exhausted (`Box::new` has no fallible form on stable), so
+/// whatever is about to allocate much asks first and refuses cleanly. A
+/// probe does not move the peak.
+pub fn heap_holds(blocks: &[Layout]) -> bool {
+    let mut heap = HEAP.heap.lock();
+    let mut taken: heapless::Vec<(NonNull<u8>, Layout), MAX_PROBE_BLOCKS> = heapless::Vec::new();
+    let mut all = blocks.len() <= MAX_PROBE_BLOCKS;
+    for l in blocks.iter().take(MAX_PROBE_BLOCKS) {
+        match heap.allocate_first_fit(*l) {
+            Ok(p) => {
+                // Capacity: at most MAX_PROBE_BLOCKS are taken.
+                let _ = taken.push((p, *l));
+            }
+            Err(()) => {
+                all = false;
+                break;
+            }
+        }
+    }
+    for (p, l) in taken {
+        // SAFETY: allocated just above with this layout, freed once.
+        unsafe { heap.deallocate(p, l) };
+    }
+    all
 }

@@ -309,7 +309,7 @@ impl Storage {
         self.start_clock(node, now, Some(saved.wall_clock_ms.unwrap_or(0)));
         let boots = saved.boots;
         let had_config = saved.config.is_some();
-        let reply = node.restore(saved, now);
+        let reply = node.restore_with(saved, now, &mut crate::router::bgp_room);
         // A record saved while a commit-confirm was on trial comes back on
         // the confirmed generation, a new one: the node's number is the truth.
         let generation = node.generation();
