@@ -40,82 +40,24 @@
 
 mod common;
 
-use common::frr::{log_lines, proxmox_evpn_config, session_state, type2_next_hops, until_ping, Frr, FRR};
-use common::{ping, prerequisites, receive_pattern, run, send_pattern, skip_or_fail, wg_keypair, wireguard_go, Lab, WgGo};
-use std::fs::{self, File};
+use common::evpn::{
+    box_config, box_key, cpu_seconds, print_log, proxmox_vnet, pve_type2, pve_wireguard, segment_pings, transfer, vm_nic, vm_on_bridge,
+    wait_until, Neighbour, ASN, BOX_TUN, HOLD, PVE_TUN, VM_B, VM_B_MAC, VM_P, VM_P_MAC,
+};
+use common::frr::{frr_prerequisites, log_lines, session_state, until_ping, Frr};
+use common::{ping, run, skip_or_fail, start_routerd_host, wg_keypair, Lab};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const ASN: u32 = 65000;
-const BOX_TUN: &str = "10.1.0.1";
-const PVE_TUN: &str = "10.1.0.2";
-const VM_P: &str = "10.50.0.1";
-const VM_B: &str = "10.50.0.2";
-const VM_P_MAC: &str = "02:00:00:00:aa:01";
-const VM_B_MAC: &str = "02:00:00:00:bb:01";
-/// The segment's MTU (CONFIG.md: 1500 − 80 − 50), on every VM NIC.
-const SEGMENT_MTU: &str = "1370";
 const TRANSFER: u64 = 4 << 20;
 /// The hold time both sides agree on (FRR's `timers bgp 3 9`, ours 9).
-const HOLD: Duration = Duration::from_secs(9);
-
-fn box_config(pve_key: &str, pve_ep: &str, wan: &str) -> String {
-    format!(
-        r#"
-[device]
-name = "evpn-box"
-side = "box"
-
-[[ports]]
-name = "lan1"
-role = "lan"
-
-[[ports]]
-name = "wan0"
-role = "wan"
-address = "{wan}/24"
-
-[[wireguard]]
-name = "wg0"
-listen_port = 51820
-address = "{BOX_TUN}/24"
-private_key = "device:wg0"
-
-[[peers]]
-name = "pve"
-tunnel = "wg0"
-public_key = "{pve_key}"
-endpoint = "{pve_ep}"
-persistent_keepalive = 25
-allowed_ips = ["{PVE_TUN}/32"]
-
-[[segments]]
-name = "vnet100"
-vni = 100
-port = "lan1"
-local_vtep = "{BOX_TUN}"
-control = "evpn"
-
-[bgp]
-asn = {ASN}
-hold_time = 9
-peers = [{{ address = "{PVE_TUN}", name = "pve" }}]
-"#
-    )
-}
+const HOLD_TIME: Duration = Duration::from_secs(HOLD as u64);
 
 #[test]
 fn routerd_host_is_a_vtep_beside_frr_as_proxmox_configures_it() {
     let install = "apt-get install --no-install-recommends iproute2 iputils-ping wireguard-tools wireguard-go frr";
-    if let Some(reason) = prerequisites(&["ip", "bridge", "ping", "wg", "wireguard-go", "vtysh"], install) {
+    if let Some(reason) = frr_prerequisites(&["ip", "bridge", "ping", "wg", "wireguard-go", "vtysh"], install) {
         return skip_or_fail("routerd-host EVPN/FRR test", &reason);
-    }
-    for d in ["zebra", "bgpd", "bfdd"] {
-        if !Path::new(&format!("{FRR}/{d}")).exists() {
-            return skip_or_fail("routerd-host EVPN/FRR test", &format!("{FRR}/{d} missing ({install})"));
-        }
     }
     let test_start = Instant::now();
     let pid = std::process::id();
@@ -134,93 +76,36 @@ fn routerd_host_is_a_vtep_beside_frr_as_proxmox_configures_it() {
 
     // Keys: pve's from wg(8), the box's from its key file.
     let (pve_key_file, pve_public) = wg_keypair(&dir, "pve.key");
-    let bin = env!("CARGO_BIN_EXE_routerd-host");
-    let key_file = dir.join("box.key");
-    let box_public = run(&[bin, "pubkey", "--key-file", key_file.to_str().unwrap()]).unwrap().trim().to_string();
+    let (key_file, box_public) = box_key(&dir, "box.key");
 
     // pve: WireGuard (tunnel address 10.1.0.2), the VNet, the VM, FRR.
-    let box_ep = format!("{wan}:51820");
-    wireguard_go(
-        &mut lab,
-        &WgGo {
-            ns: &ns_pve,
-            ifname: &wg_if,
-            key_file: &pve_key_file,
-            listen_port: 51821,
-            peer_public: &box_public,
-            allowed_ips: &format!("{BOX_TUN}/32"),
-            endpoint: Some(&box_ep),
-            address: &format!("{PVE_TUN}/32"),
-            routes: &[&format!("{BOX_TUN}/32")],
-        },
-    );
-    let pve = |args: &[&str]| run(&[&["ip", "-n", &ns_pve][..], args].concat()).unwrap();
-    pve(&["link", "add", "vmbr100", "type", "bridge"]);
-    pve(&["link", "add", "vxlan100", "type", "vxlan", "id", "100", "local", PVE_TUN, "dstport", "4789", "nolearning"]);
-    pve(&["link", "set", "vxlan100", "mtu", SEGMENT_MTU, "master", "vmbr100", "up"]);
-    run(&["ip", "netns", "exec", &ns_pve, "bridge", "link", "set", "dev", "vxlan100", "learning", "off"]).unwrap();
-    run(&["ip", "-n", &ns_vmp, "link", "add", &veth_vm, "type", "veth", "peer", "name", &veth_br, "netns", &ns_pve]).unwrap();
-    pve(&["link", "set", &veth_br, "mtu", SEGMENT_MTU, "master", "vmbr100", "up"]);
-    pve(&["link", "set", "vmbr100", "up"]);
-    for args in [
-        vec!["link", "set", &veth_vm, "address", VM_P_MAC, "mtu", SEGMENT_MTU, "up"],
-        vec!["addr", "add", &format!("{VM_P}/24"), "dev", &veth_vm],
-    ] {
-        run(&[&["ip", "-n", &ns_vmp][..], &args[..]].concat()).unwrap();
-    }
-    let mut frr = Frr::new(&ns_pve, dir.join("frr"), &proxmox_evpn_config(ASN, PVE_TUN, &[BOX_TUN]));
-    frr.start("zebra");
-    // zebra must know the VNI before bgpd asks for it.
-    common::wait_for("zebra to see vxlan100", Duration::from_secs(10), || {
-        frr.vtysh("zebra", "show interface vxlan100").unwrap_or_default().contains("VxLAN Id 100")
-    });
-    frr.start("bfdd");
-    frr.start("bgpd");
+    pve_wireguard(&mut lab, &ns_pve, &wg_if, &pve_key_file, &box_public, &wan);
+    proxmox_vnet(&ns_pve);
+    vm_on_bridge(&ns_pve, "vmbr100", &veth_br, &ns_vmp, &veth_vm, VM_P_MAC, VM_P);
+    let mut frr = Frr::proxmox(&ns_pve, dir.join("frr"), ASN, PVE_TUN, &[BOX_TUN]);
 
     // The box.
     let cfg_file = dir.join("box.toml");
-    fs::write(&cfg_file, box_config(&pve_public, &format!("{pve_ul}:51821"), &wan)).unwrap();
-    let log_file = dir.join("box.log");
+    let pve = Neighbour { name: "pve", public_key: &pve_public, endpoint: format!("{pve_ul}:51821"), tunnel: PVE_TUN };
+    std::fs::write(&cfg_file, box_config("evpn-box", "lan1", BOX_TUN, &wan, &[pve])).unwrap();
     let started = Instant::now();
-    let child = Command::new("ip")
-        .args(["netns", "exec", &ns_box, bin, "--config", cfg_file.to_str().unwrap(), "--key-file", key_file.to_str().unwrap()])
-        .args(["--port", &format!("lan1={tap}")])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(File::create(&log_file).unwrap())
-        .spawn()
-        .expect("start routerd-host");
-    lab.children.push(child);
-    let box_pid = lab.children.last().map_or(0, |c| c.id()) as libc::pid_t;
-    let log = || fs::read_to_string(&log_file).unwrap_or_default();
+    let port = format!("lan1={tap}");
+    let args = ["--config", cfg_file.to_str().unwrap(), "--key-file", key_file.to_str().unwrap(), "--port", &port];
+    let host = start_routerd_host(&mut lab, &ns_box, "box", &args);
+    let box_pid = host.pid;
+    let log = || host.log();
     let frr_dir = frr.dir.clone();
     let fail = |what: &str| -> ! {
-        // SIGUSR1: the box prints its status into the log.
-        // SAFETY: kill(2) on our own child's pid (`ip netns exec` execs the binary).
-        unsafe { libc::kill(box_pid, libc::SIGUSR1) };
-        std::thread::sleep(Duration::from_millis(300));
+        host.dump_status();
         panic!("{what}\n--- box log\n{}\nFRR:{}", log(), common::frr::frr_logs(&frr_dir));
     };
-    let wait = |what: &str, limit: Duration, ok: &mut dyn FnMut() -> bool| -> Duration {
-        let t0 = Instant::now();
-        while !ok() {
-            if t0.elapsed() >= limit {
-                fail(&format!("timed out after {limit:?} waiting for {what}"));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        t0.elapsed()
+    let wait = |what: &str, limit: Duration, ok: &mut dyn FnMut() -> bool| {
+        wait_until(what, limit, Duration::from_millis(50), ok).unwrap_or_else(|e| fail(&e))
     };
-    wait("routerd-host to create its TAP", Duration::from_secs(20), &mut || {
-        run(&["ip", "-n", &ns_box, "link", "show", &tap]).is_ok() && log().contains("running")
-    });
+    wait("routerd-host to create its TAP", Duration::from_secs(20), &mut || run(&["ip", "-n", &ns_box, "link", "show", &tap]).is_ok());
     // The kernel side of the TAP is vmB's NIC.
     run(&["ip", "-n", &ns_box, "link", "set", &tap, "netns", &ns_vmb]).unwrap();
-    for args in
-        [vec!["link", "set", &tap, "address", VM_B_MAC, "mtu", SEGMENT_MTU, "up"], vec!["addr", "add", &format!("{VM_B}/24"), "dev", &tap]]
-    {
-        run(&[&["ip", "-n", &ns_vmb][..], &args[..]].concat()).unwrap();
-    }
+    vm_nic(&ns_vmb, &tap, VM_B_MAC, VM_B);
 
     // 1. The session, over WireGuard.
     wait("FRR to show the box Established", Duration::from_secs(30), &mut || session_state(&frr, BOX_TUN) == "Established");
@@ -241,27 +126,18 @@ fn routerd_host_is_a_vtep_beside_frr_as_proxmox_configures_it() {
     wait("the box to learn pve's VTEP", Duration::from_secs(10), &mut || !log_lines(&log(), &vteps_line).is_empty());
 
     // 3. The VMs, both ways (the first ping also teaches both sides the MACs).
-    let Some(first) = until_ping(&ns_vmb, VM_P, Duration::from_secs(15)) else { fail("vmB never reached vmP") };
-    println!("first ping vmB → vmP answered after {:.0} ms", first.as_secs_f64() * 1e3);
-    let a = ping(&ns_vmb, VM_P, 5, 56);
-    let b = ping(&ns_vmp, VM_B, 5, 56);
-    // A full segment MTU: 1342 + 8 + 20 = 1370.
-    let c = ping(&ns_vmb, VM_P, 3, 1342);
-    if a < 4 || b < 4 || c < 2 {
-        fail(&format!("pings: vmB → vmP {a}/5, vmP → vmB {b}/5, 1370-byte {c}/3"));
+    if let Err(e) = segment_pings(&ns_vmb, &ns_vmp, Duration::from_secs(15)) {
+        fail(&e);
     }
 
     // 4. Type 2 both ways.
-    let mut hops = Vec::new();
-    let mut fdb = String::new();
+    let mut seen = String::new();
     wait("FRR to take the box's VM MAC as a type 2 and install it", Duration::from_secs(15), &mut || {
-        hops = type2_next_hops(&frr, VM_B_MAC);
-        fdb = run(&["ip", "netns", "exec", &ns_pve, "bridge", "fdb", "show", "dev", "vxlan100"]).unwrap_or_default();
-        hops.iter().any(|h| h == BOX_TUN)
-            && fdb.contains(&format!("{VM_B_MAC} dst {BOX_TUN}"))
-            && fdb.contains(&format!("00:00:00:00:00:00 dst {BOX_TUN}"))
+        let (ok, look) = pve_type2(&frr, &ns_pve, VM_B_MAC, BOX_TUN);
+        seen = look;
+        ok
     });
-    println!("FRR: type 2 {VM_B_MAC} next hop {hops:?}; vxlan100 FDB:\n{}", fdb.trim_end());
+    println!("FRR: {seen}");
     let installed = format!("{VM_P_MAC} → {PVE_TUN}");
     wait("the box to install pve's VM MAC", Duration::from_secs(15), &mut || {
         log_lines(&log(), "remote MAC").last().is_some_and(|(_, l)| l.contains(&installed))
@@ -270,19 +146,7 @@ fn routerd_host_is_a_vtep_beside_frr_as_proxmox_configures_it() {
 
     // 5. 4 MiB through the segment, every byte checked.
     let to: SocketAddr = format!("{VM_P}:5201").parse().unwrap();
-    let server = receive_pattern(&ns_vmp, to);
-    std::thread::sleep(Duration::from_millis(200));
-    let sent = send_pattern(&ns_vmb, to, TRANSFER).join().expect("sender");
-    let got = server.join().expect("receiver");
-    println!(
-        "4 MiB vmB → vmP: {} bytes sent in {:.0} ms, {} received ({} wrong) in {:.0} ms, MSS {}",
-        sent.bytes,
-        sent.took.as_secs_f64() * 1e3,
-        got.bytes,
-        got.wrong,
-        got.took.as_secs_f64() * 1e3,
-        got.mss
-    );
+    let (_, got) = transfer("4 MiB vmB → vmP", &ns_vmb, &ns_vmp, to, TRANSFER);
     if got.bytes != TRANSFER || got.wrong != 0 {
         fail(&format!("transfer: {} of {TRANSFER} bytes arrived, {} wrong", got.bytes, got.wrong));
     }
@@ -324,7 +188,7 @@ fn routerd_host_is_a_vtep_beside_frr_as_proxmox_configures_it() {
     let before = log().len();
     let frozen = Instant::now();
     frr.signal("bgpd", libc::SIGSTOP);
-    wait("the box's hold timer to withdraw pve's VTEP", HOLD + Duration::from_secs(3), &mut || {
+    wait("the box's hold timer to withdraw pve's VTEP", HOLD_TIME + Duration::from_secs(3), &mut || {
         log().get(before..).is_some_and(|new| new.contains(withdrawn))
     });
     let hold_took = frozen.elapsed();
@@ -332,7 +196,7 @@ fn routerd_host_is_a_vtep_beside_frr_as_proxmox_configures_it() {
     let down = log().get(before..).and_then(|new| new.lines().find(|l| l.contains("bgp: peer pve")).map(str::to_string));
     println!("bgpd frozen: VTEP withdrawn after {:.0} ms ({})", hold_took.as_secs_f64() * 1e3, down.clone().unwrap_or_default());
     // Hold time 9 s from the last keepalive before the freeze (≤ 3 s earlier), plus a turn.
-    if hold_took > HOLD + Duration::from_secs(1) || !down.is_some_and(|d| d.contains("code: 4")) {
+    if hold_took > HOLD_TIME + Duration::from_secs(1) || !down.is_some_and(|d| d.contains("code: 4")) {
         fail(&format!("not our hold timer, or late: {hold_took:?}"));
     }
     let thawed = Instant::now();
@@ -346,7 +210,7 @@ fn routerd_host_is_a_vtep_beside_frr_as_proxmox_configures_it() {
     let before = log().len();
     let stopped = Instant::now();
     frr.stop("bgpd");
-    wait("the box to withdraw pve's VTEP", HOLD, &mut || log().get(before..).is_some_and(|new| new.contains(withdrawn)));
+    wait("the box to withdraw pve's VTEP", HOLD_TIME, &mut || log().get(before..).is_some_and(|new| new.contains(withdrawn)));
     let took = stopped.elapsed();
     let down = log().get(before..).and_then(|new| new.lines().find(|l| l.contains("bgp: peer pve")).map(str::to_string));
     println!("bgpd stopped: VTEP withdrawn after {:.0} ms ({})", took.as_secs_f64() * 1e3, down.unwrap_or_default());
@@ -373,17 +237,9 @@ fn routerd_host_is_a_vtep_beside_frr_as_proxmox_configures_it() {
          route-maps ~5 s after it starts: `bgp route-map delay-timer`)",
         restored.as_secs_f64() * 1e3
     );
-    println!("the box's BGP and EVPN log:");
-    for (_, l) in log_lines(&log(), "bgp: ").into_iter().chain(log_lines(&log(), "evpn: ")) {
-        println!("  {l}");
-    }
+    print_log("the box's BGP and EVPN log:", &log(), &["bgp: ", "evpn: "]);
     // The loop sleeps between its timers: no spinning while BGP runs.
-    let stat = fs::read_to_string(format!("/proc/{box_pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let cpu = ticks as f64 / hz;
+    let cpu = cpu_seconds(box_pid);
     let alive = started.elapsed().as_secs_f64();
     println!("routerd-host CPU time: {cpu:.2} s in {alive:.1} s");
     if cpu > alive / 2.0 {

@@ -61,11 +61,12 @@
 
 mod common;
 
-use common::frr::{log_lines, until_ping};
-use common::{
-    in_netns, mac_text, output_within, ping, prerequisites, routerctl, run, skip_or_fail, start_routerd_host, wg_keypair, wireguard_go,
-    Lab, WgGo,
+use common::evpn::{
+    box_config, box_key, cpu_seconds, pve_wireguard, vm_nic, vm_on_bridge, wait_until, Neighbour, ASN, HOLD, SEGMENT_MTU, VM_B, VM_B_MAC,
+    VM_P, VNI,
 };
+use common::frr::{log_lines, until_ping};
+use common::{in_netns, mac_text, output_within, ping, prerequisites, routerctl, run, skip_or_fail, start_routerd_host, wg_keypair, Lab};
 use routerd_bgp::evpn::{ImetRoute, MacIpRoute, TUNNEL_VXLAN};
 use routerd_bgp::update::{decode_update, encode_evpn_announce, encode_evpn_withdraw, OutAttrs};
 use routerd_bgp::wire::{self, Writer, HEADER_LEN};
@@ -79,68 +80,16 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-const ASN: u32 = 65000;
-const VNI: u32 = 100;
+/// The addresses `common::evpn` gives the box and pve (here the speaker).
 const BOX_TUN: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
 const PEER_TUN: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
-const VM_P: &str = "10.50.0.1";
-const VM_B: &str = "10.50.0.2";
 const VM_P_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xaa, 0x01];
-const VM_B_MAC: &str = "02:00:00:00:bb:01";
 /// A MAC no VM has: case 2's route.
 const GHOST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xcc, 0x01];
-/// The segment's MTU (CONFIG.md: 1500 − 80 − 50), on every VM NIC.
-const SEGMENT_MTU: &str = "1370";
-/// The hold time both sides propose; the speaker sends a KEEPALIVE every third of it.
-const HOLD: u16 = 9;
-const KEEPALIVE_EVERY: Duration = Duration::from_secs(3);
+/// The speaker sends a KEEPALIVE every third of the hold time both sides propose.
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(HOLD as u64 / 3);
 /// Case 5.
 const FLOOD: usize = 1000;
-
-fn box_config(peer_key: &str, peer_ep: &str, wan: &str) -> String {
-    format!(
-        r#"
-[device]
-name = "hostile-box"
-side = "box"
-
-[[ports]]
-name = "lan1"
-role = "lan"
-
-[[ports]]
-name = "wan0"
-role = "wan"
-address = "{wan}/24"
-
-[[wireguard]]
-name = "wg0"
-listen_port = 51820
-address = "{BOX_TUN}/24"
-private_key = "device:wg0"
-
-[[peers]]
-name = "peer"
-tunnel = "wg0"
-public_key = "{peer_key}"
-endpoint = "{peer_ep}"
-persistent_keepalive = 25
-allowed_ips = ["{PEER_TUN}/32"]
-
-[[segments]]
-name = "vnet100"
-vni = {VNI}
-port = "lan1"
-local_vtep = "{BOX_TUN}"
-control = "evpn"
-
-[bgp]
-asn = {ASN}
-hold_time = {HOLD}
-peers = [{{ address = "{PEER_TUN}", name = "peer" }}]
-"#
-    )
-}
 
 // ------------------------------------------------------------ messages
 
@@ -499,16 +448,6 @@ fn fault_line(log: &str) -> String {
     log_lines(log, "malformed UPDATE").last().map(|(_, l)| l.clone()).unwrap_or_default()
 }
 
-/// utime + stime of `pid`, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    ticks as f64 / hz
-}
-
 /// `ping -i 0.2` from `ns` to `target` while a case runs (at most 60 s),
 /// its replies counted as they arrive; [`Pinger::finish`] interrupts it
 /// and returns (sent, received). Dropping it kills the ping.
@@ -602,85 +541,41 @@ fn malformed_updates_get_rfc7606_and_the_box_keeps_forwarding() {
     common::veth(&ns_box, &veth_box, &format!("{wan}/24"), &ns_peer, &veth_peer, &format!("{peer_ul}/24"));
 
     let (peer_key_file, peer_public) = wg_keypair(&dir, "peer.key");
-    let bin = env!("CARGO_BIN_EXE_routerd-host");
-    let key_file = dir.join("box.key");
-    let box_public = run(&[bin, "pubkey", "--key-file", key_file.to_str().unwrap()]).unwrap().trim().to_string();
+    let (key_file, box_public) = box_key(&dir, "box.key");
 
     // The peer: WireGuard (tunnel address 10.1.0.2), a VXLAN port that
     // learns, its BUM traffic to the box, the VM.
-    let box_ep = format!("{wan}:51820");
-    wireguard_go(
-        &mut lab,
-        &WgGo {
-            ns: &ns_peer,
-            ifname: &wg_if,
-            key_file: &peer_key_file,
-            listen_port: 51821,
-            peer_public: &box_public,
-            allowed_ips: &format!("{BOX_TUN}/32"),
-            endpoint: Some(&box_ep),
-            address: &format!("{PEER_TUN}/32"),
-            routes: &[&format!("{BOX_TUN}/32")],
-        },
-    );
+    pve_wireguard(&mut lab, &ns_peer, &wg_if, &peer_key_file, &box_public, &wan);
     let peer = |args: &[&str]| run(&[&["ip", "-n", &ns_peer][..], args].concat()).unwrap();
     peer(&["link", "add", "br100", "type", "bridge"]);
     peer(&["link", "add", "vxlan100", "type", "vxlan", "id", "100", "local", &PEER_TUN.to_string(), "dstport", "4789"]);
     peer(&["link", "set", "vxlan100", "mtu", SEGMENT_MTU, "master", "br100", "up"]);
     run(&["ip", "netns", "exec", &ns_peer, "bridge", "fdb", "append", "00:00:00:00:00:00", "dev", "vxlan100", "dst", &BOX_TUN.to_string()])
         .unwrap();
-    run(&["ip", "-n", &ns_vmp, "link", "add", &veth_vm, "type", "veth", "peer", "name", &veth_br, "netns", &ns_peer]).unwrap();
-    peer(&["link", "set", &veth_br, "mtu", SEGMENT_MTU, "master", "br100", "up"]);
     peer(&["link", "set", "br100", "up"]);
-    for args in [
-        vec!["link", "set", &veth_vm, "address", &mac_text(VM_P_MAC), "mtu", SEGMENT_MTU, "up"],
-        vec!["addr", "add", &format!("{VM_P}/24"), "dev", &veth_vm],
-    ] {
-        run(&[&["ip", "-n", &ns_vmp][..], &args[..]].concat()).unwrap();
-    }
+    vm_on_bridge(&ns_peer, "br100", &veth_br, &ns_vmp, &veth_vm, &mac_text(VM_P_MAC), VM_P);
 
     // The box, with its control socket.
     let cfg_file = dir.join("box.toml");
-    std::fs::write(&cfg_file, box_config(&peer_public, &format!("{peer_ul}:51821"), &wan)).unwrap();
+    let (box_tun, peer_tun) = (BOX_TUN.to_string(), PEER_TUN.to_string());
+    let peer = Neighbour { name: "peer", public_key: &peer_public, endpoint: format!("{peer_ul}:51821"), tunnel: &peer_tun };
+    std::fs::write(&cfg_file, box_config("hostile-box", "lan1", &box_tun, &wan, &[peer])).unwrap();
     let sock = dir.join("ctl.sock");
     let port = format!("unix:{}", sock.display());
     let lan_map = format!("lan1={tap}");
-    let host = start_routerd_host(
-        &mut lab,
-        &ns_box,
-        "box",
-        &[
-            "--config",
-            cfg_file.to_str().unwrap(),
-            "--key-file",
-            key_file.to_str().unwrap(),
-            "--control",
-            sock.to_str().unwrap(),
-            "--port",
-            &lan_map,
-        ],
-    );
+    let (cfg_arg, key_arg, sock_arg) = (cfg_file.to_str().unwrap(), key_file.to_str().unwrap(), sock.to_str().unwrap());
+    let args = ["--config", cfg_arg, "--key-file", key_arg, "--control", sock_arg, "--port", &lan_map];
+    let host = start_routerd_host(&mut lab, &ns_box, "box", &args);
     let box_pid = host.pid;
     run(&["ip", "-n", &ns_box, "link", "set", &tap, "netns", &ns_vmb]).unwrap();
-    for args in
-        [vec!["link", "set", &tap, "address", VM_B_MAC, "mtu", SEGMENT_MTU, "up"], vec!["addr", "add", &format!("{VM_B}/24"), "dev", &tap]]
-    {
-        run(&[&["ip", "-n", &ns_vmb][..], &args[..]].concat()).unwrap();
-    }
+    vm_nic(&ns_vmb, &tap, VM_B_MAC, VM_B);
 
     let fail = |what: &str| -> ! {
         host.dump_status();
         panic!("{what}\n--- box log\n{}", host.log());
     };
-    let wait = |what: &str, limit: Duration, ok: &mut dyn FnMut() -> bool| -> Duration {
-        let t0 = Instant::now();
-        while !ok() {
-            if t0.elapsed() >= limit {
-                fail(&format!("timed out after {limit:?} waiting for {what}"));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        t0.elapsed()
+    let wait = |what: &str, limit: Duration, ok: &mut dyn FnMut() -> bool| {
+        wait_until(what, limit, Duration::from_millis(50), ok).unwrap_or_else(|e| fail(&e))
     };
     let has = |routes: &[(u64, String, u64)], ty: u64, mac: &str| routes.iter().any(|(t, m, _)| *t == ty && m == mac);
     let vm_p_mac = mac_text(VM_P_MAC);

@@ -38,97 +38,25 @@
 
 mod common;
 
-use common::frr::{log_lines, proxmox_evpn_config, session_state, until_ping, Frr, FRR};
-use common::{
-    output_within, ping, prerequisites, routerctl, run, skip_or_fail, start_routerd_host, wait_exit, wg_keypair, wireguard_go, Lab, WgGo,
+use common::evpn::{
+    box_config, box_key, flood_list, print_log, proxmox_vnet, pve_fdb, pve_floods_to, pve_wireguard, vm_nic, vm_on_bridge, wait_until,
+    Neighbour, ASN, BOX_TUN as BOX1_TUN, HOLD, PVE_TUN, VM_P, VM_P_MAC,
 };
+use common::frr::{frr_prerequisites, log_lines, session_state, until_ping, Frr};
+use common::{output_within, ping, routerctl, run, skip_or_fail, start_routerd_host, wait_exit, wg_keypair, Lab};
 use serde_json::Value;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const ASN: u32 = 65000;
-const BOX1_TUN: &str = "10.1.0.1";
-const PVE_TUN: &str = "10.1.0.2";
 const BOX2_TUN: &str = "10.1.0.3";
-const VM_P: &str = "10.50.0.1";
 const VM_1: &str = "10.50.0.2";
 const VM_2: &str = "10.50.0.3";
-const VM_P_MAC: &str = "02:00:00:00:aa:01";
 const VM_1_MAC: &str = "02:00:00:00:b1:01";
 const VM_2_MAC: &str = "02:00:00:00:b2:01";
-const VNI: u64 = 100;
-/// The segment's MTU (CONFIG.md: 1500 − 80 − 50), on every VM NIC.
-const SEGMENT_MTU: &str = "1370";
 /// The hold time all three agree on (FRR's `timers bgp 3 9`, the boxes' 9).
-const HOLD: Duration = Duration::from_secs(9);
-
-/// One WireGuard peer (and BGP peer) of a box: the same name in both lists.
-struct Neighbour<'a> {
-    name: &'a str,
-    public_key: &'a str,
-    endpoint: String,
-    tunnel: &'a str,
-}
-
-/// A box's file: its tunnel address `tun`, its WAN address `wan`, and the
-/// two others as WireGuard peers (each its tunnel address as a /32) and as
-/// BGP peers. The segment is EVPN-controlled and lists no VTEP.
-fn box_config(name: &str, tun: &str, wan: &str, neighbours: &[Neighbour<'_>]) -> String {
-    let mut peers = String::new();
-    let mut bgp_peers = Vec::new();
-    for n in neighbours {
-        peers += &format!(
-            r#"
-[[peers]]
-name = "{}"
-tunnel = "wg0"
-public_key = "{}"
-endpoint = "{}"
-persistent_keepalive = 25
-allowed_ips = ["{}/32"]
-"#,
-            n.name, n.public_key, n.endpoint, n.tunnel
-        );
-        bgp_peers.push(format!(r#"{{ address = "{}", name = "{}" }}"#, n.tunnel, n.name));
-    }
-    let bgp_peers = bgp_peers.join(", ");
-    format!(
-        r#"
-[device]
-name = "{name}"
-side = "box"
-
-[[ports]]
-name = "lan1"
-role = "lan"
-
-[[ports]]
-name = "wan0"
-role = "wan"
-address = "{wan}/24"
-
-[[wireguard]]
-name = "wg0"
-listen_port = 51820
-address = "{tun}/24"
-private_key = "device:wg0"
-{peers}
-[[segments]]
-name = "vnet100"
-vni = {VNI}
-port = "lan1"
-local_vtep = "{tun}"
-control = "evpn"
-
-[bgp]
-asn = {ASN}
-hold_time = 9
-peers = [{bgp_peers}]
-"#
-    )
-}
+const HOLD_TIME: Duration = Duration::from_secs(HOLD as u64);
 
 /// `routerctl bgp summary --json` against a box's control socket: its
 /// `bgp` object, or `Null` when it does not answer (quietly: this is polled).
@@ -154,25 +82,6 @@ fn all_established(bgp: &Value, n: usize) -> bool {
     states.len() == n && states.iter().all(|(_, s)| s == "Established")
 }
 
-/// VNI 100's flood list in the box's summary, sorted.
-fn flood_list(bgp: &Value) -> Vec<String> {
-    let vnis = bgp["vnis"].as_array().cloned().unwrap_or_default();
-    let Some(v) = vnis.iter().find(|v| v["vni"] == VNI) else { return Vec::new() };
-    let mut list: Vec<String> = v["flood_list"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(str::to_string)).collect();
-    list.sort();
-    list
-}
-
-/// pve's vxlan100 FDB.
-fn pve_fdb(ns: &str) -> String {
-    run(&["ip", "netns", "exec", ns, "bridge", "fdb", "show", "dev", "vxlan100"]).unwrap_or_default()
-}
-
-/// Whether pve floods VNI 100 to `vtep` (the all-zero entry FRR installs from its type 3).
-fn pve_floods_to(fdb: &str, vtep: &str) -> bool {
-    fdb.contains(&format!("00:00:00:00:00:00 dst {vtep} "))
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -180,13 +89,8 @@ fn ms(d: Duration) -> f64 {
 #[test]
 fn two_boxes_and_frr_in_full_mesh_converge_their_flood_lists() {
     let install = "apt-get install --no-install-recommends iproute2 iputils-ping wireguard-tools wireguard-go frr";
-    if let Some(reason) = prerequisites(&["ip", "bridge", "ping", "wg", "wireguard-go", "vtysh"], install) {
+    if let Some(reason) = frr_prerequisites(&["ip", "bridge", "ping", "wg", "wireguard-go", "vtysh"], install) {
         return skip_or_fail("routerd-host three-VTEP EVPN test", &reason);
-    }
-    for d in ["zebra", "bgpd", "bfdd"] {
-        if !Path::new(&format!("{FRR}/{d}")).exists() {
-            return skip_or_fail("routerd-host three-VTEP EVPN test", &format!("{FRR}/{d} missing ({install})"));
-        }
     }
     // Built (if need be) before the clock starts and before the lab exists.
     let _ = routerctl();
@@ -221,55 +125,17 @@ fn two_boxes_and_frr_in_full_mesh_converge_their_flood_lists() {
 
     // Keys: pve's from wg(8), the boxes' from their key files.
     let (pve_key_file, pve_public) = wg_keypair(&dir, "pve.key");
-    let bin = env!("CARGO_BIN_EXE_routerd-host");
-    let key = |name: &str| -> (PathBuf, String) {
-        let file = dir.join(name);
-        let public = run(&[bin, "pubkey", "--key-file", file.to_str().unwrap()]).unwrap().trim().to_string();
-        (file, public)
-    };
-    let ((key1, pub1), (key2, pub2)) = (key("box1.key"), key("box2.key"));
+    let ((key1, pub1), (key2, pub2)) = (box_key(&dir, "box1.key"), box_key(&dir, "box2.key"));
 
     // pve: WireGuard with both boxes as peers, the VNet, its VM, FRR.
-    let ep1 = format!("{wan1}:51820");
-    wireguard_go(
-        &mut lab,
-        &WgGo {
-            ns: &ns_pve,
-            ifname: &wg_if,
-            key_file: &pve_key_file,
-            listen_port: 51821,
-            peer_public: &pub1,
-            allowed_ips: &format!("{BOX1_TUN}/32"),
-            endpoint: Some(&ep1),
-            address: &format!("{PVE_TUN}/32"),
-            routes: &[&format!("{BOX1_TUN}/32")],
-        },
-    );
-    let ep2 = format!("{wan2}:51820");
+    pve_wireguard(&mut lab, &ns_pve, &wg_if, &pve_key_file, &pub1, &wan1);
+    let (ep1, ep2) = (format!("{wan1}:51820"), format!("{wan2}:51820"));
     let allowed2 = format!("{BOX2_TUN}/32");
     run(&["ip", "netns", "exec", &ns_pve, "wg", "set", &wg_if, "peer", &pub2, "allowed-ips", &allowed2, "endpoint", &ep2]).unwrap();
     pve(&["route", "add", &allowed2, "dev", &wg_if]);
-    pve(&["link", "add", "vmbr100", "type", "bridge"]);
-    pve(&["link", "add", "vxlan100", "type", "vxlan", "id", "100", "local", PVE_TUN, "dstport", "4789", "nolearning"]);
-    pve(&["link", "set", "vxlan100", "mtu", SEGMENT_MTU, "master", "vmbr100", "up"]);
-    run(&["ip", "netns", "exec", &ns_pve, "bridge", "link", "set", "dev", "vxlan100", "learning", "off"]).unwrap();
-    run(&["ip", "-n", &ns_vmp, "link", "add", &veth_vm, "type", "veth", "peer", "name", &veth_br, "netns", &ns_pve]).unwrap();
-    pve(&["link", "set", &veth_br, "mtu", SEGMENT_MTU, "master", "vmbr100", "up"]);
-    pve(&["link", "set", "vmbr100", "up"]);
-    for args in [
-        vec!["link", "set", &veth_vm, "address", VM_P_MAC, "mtu", SEGMENT_MTU, "up"],
-        vec!["addr", "add", &format!("{VM_P}/24"), "dev", &veth_vm],
-    ] {
-        run(&[&["ip", "-n", &ns_vmp][..], &args[..]].concat()).unwrap();
-    }
-    let mut frr = Frr::new(&ns_pve, dir.join("frr"), &proxmox_evpn_config(ASN, PVE_TUN, &[BOX1_TUN, BOX2_TUN]));
-    frr.start("zebra");
-    // zebra must know the VNI before bgpd asks for it.
-    common::wait_for("zebra to see vxlan100", Duration::from_secs(10), || {
-        frr.vtysh("zebra", "show interface vxlan100").unwrap_or_default().contains("VxLAN Id 100")
-    });
-    frr.start("bfdd");
-    frr.start("bgpd");
+    proxmox_vnet(&ns_pve);
+    vm_on_bridge(&ns_pve, "vmbr100", &veth_br, &ns_vmp, &veth_vm, VM_P_MAC, VM_P);
+    let frr = Frr::proxmox(&ns_pve, dir.join("frr"), ASN, PVE_TUN, &[BOX1_TUN, BOX2_TUN]);
 
     // The boxes, each with its control socket.
     let cfg1 = dir.join("box1.toml");
@@ -280,6 +146,7 @@ fn two_boxes_and_frr_in_full_mesh_converge_their_flood_lists() {
         &cfg1,
         box_config(
             "evpn-box1",
+            "lan1",
             BOX1_TUN,
             &wan1,
             &[pve_n(&pve_public), Neighbour { name: "box2", public_key: &pub2, endpoint: ep2.clone(), tunnel: BOX2_TUN }],
@@ -290,6 +157,7 @@ fn two_boxes_and_frr_in_full_mesh_converge_their_flood_lists() {
         &cfg2,
         box_config(
             "evpn-box2",
+            "lan1",
             BOX2_TUN,
             &wan2,
             &[pve_n(&pve_public), Neighbour { name: "box1", public_key: &pub1, endpoint: ep1.clone(), tunnel: BOX1_TUN }],
@@ -319,20 +187,13 @@ fn two_boxes_and_frr_in_full_mesh_converge_their_flood_lists() {
         );
     };
     let wait = |what: &str, limit: Duration, ok: &mut dyn FnMut() -> bool| {
-        let t0 = Instant::now();
-        while !ok() {
-            if t0.elapsed() >= limit {
-                fail(&format!("timed out after {limit:?} waiting for {what}"));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_until(what, limit, Duration::from_millis(100), ok).unwrap_or_else(|e| fail(&e));
     };
     // Each TAP's kernel side is a VM's NIC.
     for (n, tap, vm_ns, mac, ip) in [(&ns_b1, &tap1, &ns_vm1, VM_1_MAC, VM_1), (&ns_b2, &tap2, &ns_vm2, VM_2_MAC, VM_2)] {
         wait("routerd-host to create its TAP", Duration::from_secs(10), &mut || run(&["ip", "-n", n, "link", "show", tap]).is_ok());
         run(&["ip", "-n", n, "link", "set", tap, "netns", vm_ns]).unwrap();
-        run(&["ip", "-n", vm_ns, "link", "set", tap, "address", mac, "mtu", SEGMENT_MTU, "up"]).unwrap();
-        run(&["ip", "-n", vm_ns, "addr", "add", &format!("{ip}/24"), "dev", tap]).unwrap();
+        vm_nic(vm_ns, tap, mac, ip);
     }
 
     // 1. Three sessions, each Established at both of its ends.
@@ -406,7 +267,7 @@ fn two_boxes_and_frr_in_full_mesh_converge_their_flood_lists() {
         fail("box2 did not stop within 5 s of SIGTERM");
     }
     let (mut box1_gone, mut pve_gone) = (None, None);
-    wait("box1 and pve to withdraw box2's VTEP", HOLD + Duration::from_secs(4), &mut || {
+    wait("box1 and pve to withdraw box2's VTEP", HOLD_TIME + Duration::from_secs(4), &mut || {
         if box1_gone.is_none() {
             s1 = bgp_summary(&sock1);
             if flood_list(&s1) == [PVE_TUN] {
@@ -452,10 +313,7 @@ fn two_boxes_and_frr_in_full_mesh_converge_their_flood_lists() {
         fail(&format!("after box2 stopped: vm1 → vmP {a}/3, vmP → vm1 {b}/3"));
     }
 
-    println!("box1's BGP and EVPN log:");
-    for (_, l) in log_lines(&box1.log(), "bgp: ").into_iter().chain(log_lines(&box1.log(), "evpn: ")) {
-        println!("  {l}");
-    }
+    print_log("box1's BGP and EVPN log:", &box1.log(), &["bgp: ", "evpn: "]);
     println!(
         "figures: start → all Established {:.0} ms, → flood lists complete {:.0} ms; box2 stopped → withdrawn on box1 {:.0} ms, on pve {:.0} ms",
         ms(all_up),

@@ -43,75 +43,22 @@
 mod common;
 
 use base64::Engine;
-use common::frr::{proxmox_evpn_config, session_state, type2_next_hops, until_ping, Frr, FRR};
-use common::{
-    output_within, ping, prerequisites, receive_pattern, routerctl, run, send_pattern, skip_or_fail, wg_keypair, wireguard_go, Lab, WgGo,
+use common::evpn::{
+    box_config, flood_list, proxmox_vnet, pve_type2, pve_wireguard, segment_pings, transfer, vm_nic, vm_on_bridge, Neighbour, ASN, BOX_TUN,
+    PVE_TUN, VM_B, VM_B_MAC, VM_P, VM_P_MAC,
 };
+use common::frr::{frr_prerequisites, session_state, until_ping, Frr};
+use common::{output_within, ping, routerctl, run, skip_or_fail, wg_keypair, Lab};
 use routerd_e2e::qemu::{self, NetBackend, Nic, NicModel, Vm};
 use serde_json::Value;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const ASN: u32 = 65000;
-const BOX_TUN: &str = "10.1.0.1";
-const PVE_TUN: &str = "10.1.0.2";
-const VM_P: &str = "10.50.0.1";
-const VM_B: &str = "10.50.0.2";
-const VM_P_MAC: &str = "02:00:00:00:aa:01";
-const VM_B_MAC: &str = "02:00:00:00:bb:01";
-/// The segment's MTU (CONFIG.md: 1500 − 80 − 50), on every VM NIC.
-const SEGMENT_MTU: &str = "1370";
 /// Bytes through the segment: TCG forwards a few MiB/s.
 const TRANSFER: u64 = 1 << 20;
 const BOOT: Duration = Duration::from_secs(60);
-
-fn box_config(pve_key: &str, pve_ep: &str, wan: &str) -> String {
-    format!(
-        r#"
-[device]
-name = "evpn-image"
-side = "box"
-
-[[ports]]
-name = "lan0"
-role = "lan"
-
-[[ports]]
-name = "wan0"
-role = "wan"
-address = "{wan}/24"
-
-[[wireguard]]
-name = "wg0"
-listen_port = 51820
-address = "{BOX_TUN}/24"
-private_key = "device:wg0"
-
-[[peers]]
-name = "pve"
-tunnel = "wg0"
-public_key = "{pve_key}"
-endpoint = "{pve_ep}"
-persistent_keepalive = 25
-allowed_ips = ["{PVE_TUN}/32"]
-
-[[segments]]
-name = "vnet100"
-vni = 100
-port = "lan0"
-local_vtep = "{BOX_TUN}"
-control = "evpn"
-
-[bgp]
-asn = {ASN}
-hold_time = 9
-peers = [{{ address = "{PVE_TUN}", name = "pve" }}]
-"#
-    )
-}
 
 /// `routerd.config=<base64 postcard>` for the image's command line, after
 /// the same validation the image runs.
@@ -180,11 +127,6 @@ fn peer_state(bgp: &Value) -> String {
     bgp["peers"][0]["state"].as_str().unwrap_or("none").to_string()
 }
 
-fn flood_list(bgp: &Value) -> Vec<String> {
-    let list = bgp["vnis"][0]["flood_list"].as_array().cloned().unwrap_or_default();
-    list.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()
-}
-
 /// The last `mem: heap …` line the image logged.
 fn heap_line(console: &str) -> String {
     console.lines().rfind(|l| l.contains("mem: heap")).unwrap_or("(no heap line)").trim().to_string()
@@ -195,13 +137,8 @@ fn the_image_is_a_vtep_beside_frr_as_proxmox_configures_it() {
     let qemu_bin = qemu::qemu_binary();
     let qemu_name = qemu_bin.to_str().unwrap_or("qemu-system-x86_64");
     let install = "apt-get install --no-install-recommends iproute2 iputils-ping wireguard-tools wireguard-go frr qemu-system-x86";
-    if let Some(reason) = prerequisites(&["ip", "bridge", "ping", "wg", "wireguard-go", "vtysh", qemu_name], install) {
+    if let Some(reason) = frr_prerequisites(&["ip", "bridge", "ping", "wg", "wireguard-go", "vtysh", qemu_name], install) {
         return skip_or_fail("image EVPN/FRR test", &reason);
-    }
-    for d in ["zebra", "bgpd", "bfdd"] {
-        if !Path::new(&format!("{FRR}/{d}")).exists() {
-            return skip_or_fail("image EVPN/FRR test", &format!("{FRR}/{d} missing ({install})"));
-        }
     }
     // The image first (built if needed): its build is not the test's time.
     let image_file = routerd_e2e::image();
@@ -224,7 +161,8 @@ fn the_image_is_a_vtep_beside_frr_as_proxmox_configures_it() {
 
     // The image: lan0 carries the segment, wan0 the underlay.
     let mut m = qemu::Machine::new(image_file).expect("run dir");
-    m.cmdline = config_option(&box_config(&pve_public, &format!("{pve_ul}:51821"), &wan));
+    let pve = Neighbour { name: "pve", public_key: &pve_public, endpoint: format!("{pve_ul}:51821"), tunnel: PVE_TUN };
+    m.cmdline = config_option(&box_config("evpn-image", "lan0", BOX_TUN, &wan, &[pve]));
     for (n, ifname) in [&tap_lan, &tap_wan].into_iter().enumerate() {
         m.nics.push(Nic {
             model: NicModel::VirtioNet,
@@ -241,12 +179,7 @@ fn the_image_is_a_vtep_beside_frr_as_proxmox_configures_it() {
         run(&["ip", "link", "set", tap, "netns", ns]).unwrap();
     }
     // vmB behind the bridge-only port; pve's underlay address on the WAN.
-    for args in [
-        vec!["link", "set", &tap_lan, "address", VM_B_MAC, "mtu", SEGMENT_MTU, "up"],
-        vec!["addr", "add", &format!("{VM_B}/24"), "dev", &tap_lan],
-    ] {
-        run(&[&["ip", "-n", &ns_vmb][..], &args[..]].concat()).unwrap();
-    }
+    vm_nic(&ns_vmb, &tap_lan, VM_B_MAC, VM_B);
     run(&["ip", "-n", &ns_pve, "addr", "add", &format!("{pve_ul}/24"), "dev", &tap_wan]).unwrap();
     run(&["ip", "-n", &ns_pve, "link", "set", &tap_wan, "up"]).unwrap();
 
@@ -263,43 +196,10 @@ fn the_image_is_a_vtep_beside_frr_as_proxmox_configures_it() {
     println!("image forwarding {:.1} s after QEMU started; {}", booted.as_secs_f64(), heap_line(&console));
 
     // pve: WireGuard (tunnel address 10.1.0.2), the VNet, the VM, FRR.
-    let box_ep = format!("{wan}:51820");
-    wireguard_go(
-        &mut lab,
-        &WgGo {
-            ns: &ns_pve,
-            ifname: &wg_if,
-            key_file: &pve_key_file,
-            listen_port: 51821,
-            peer_public: &box_public,
-            allowed_ips: &format!("{BOX_TUN}/32"),
-            endpoint: Some(&box_ep),
-            address: &format!("{PVE_TUN}/32"),
-            routes: &[&format!("{BOX_TUN}/32")],
-        },
-    );
-    let pve = |args: &[&str]| run(&[&["ip", "-n", &ns_pve][..], args].concat()).unwrap();
-    pve(&["link", "add", "vmbr100", "type", "bridge"]);
-    pve(&["link", "add", "vxlan100", "type", "vxlan", "id", "100", "local", PVE_TUN, "dstport", "4789", "nolearning"]);
-    pve(&["link", "set", "vxlan100", "mtu", SEGMENT_MTU, "master", "vmbr100", "up"]);
-    run(&["ip", "netns", "exec", &ns_pve, "bridge", "link", "set", "dev", "vxlan100", "learning", "off"]).unwrap();
-    run(&["ip", "-n", &ns_vmp, "link", "add", &veth_vm, "type", "veth", "peer", "name", &veth_br, "netns", &ns_pve]).unwrap();
-    pve(&["link", "set", &veth_br, "mtu", SEGMENT_MTU, "master", "vmbr100", "up"]);
-    pve(&["link", "set", "vmbr100", "up"]);
-    for args in [
-        vec!["link", "set", &veth_vm, "address", VM_P_MAC, "mtu", SEGMENT_MTU, "up"],
-        vec!["addr", "add", &format!("{VM_P}/24"), "dev", &veth_vm],
-    ] {
-        run(&[&["ip", "-n", &ns_vmp][..], &args[..]].concat()).unwrap();
-    }
-    let mut frr = Frr::new(&ns_pve, dir.join("frr"), &proxmox_evpn_config(ASN, PVE_TUN, &[BOX_TUN]));
-    frr.start("zebra");
-    // zebra must know the VNI before bgpd asks for it.
-    common::wait_for("zebra to see vxlan100", Duration::from_secs(10), || {
-        frr.vtysh("zebra", "show interface vxlan100").unwrap_or_default().contains("VxLAN Id 100")
-    });
-    frr.start("bfdd");
-    frr.start("bgpd");
+    pve_wireguard(&mut lab, &ns_pve, &wg_if, &pve_key_file, &box_public, &wan);
+    proxmox_vnet(&ns_pve);
+    vm_on_bridge(&ns_pve, "vmbr100", &veth_br, &ns_vmp, &veth_vm, VM_P_MAC, VM_P);
+    let mut frr = Frr::proxmox(&ns_pve, dir.join("frr"), ASN, PVE_TUN, &[BOX_TUN]);
 
     // 1. The session, over WireGuard: FRR's view, then the box's.
     common::wait_for("FRR to show the box Established", Duration::from_secs(40), || session_state(&frr, BOX_TUN) == "Established");
@@ -325,43 +225,24 @@ fn the_image_is_a_vtep_beside_frr_as_proxmox_configures_it() {
     );
 
     // 3. The VMs, both ways (the first ping also teaches both sides the MACs).
-    let Some(first) = until_ping(&ns_vmb, VM_P, Duration::from_secs(20)) else { panic!("vmB never reached vmP") };
-    println!("first ping vmB → vmP answered after {:.0} ms", first.as_secs_f64() * 1e3);
-    let a = ping(&ns_vmb, VM_P, 5, 56);
-    let b = ping(&ns_vmp, VM_B, 5, 56);
-    // A full segment MTU: 1342 + 8 + 20 = 1370.
-    let c = ping(&ns_vmb, VM_P, 3, 1342);
-    assert!(a >= 4 && b >= 4 && c >= 2, "pings: vmB → vmP {a}/5, vmP → vmB {b}/5, 1370-byte {c}/3");
+    if let Err(e) = segment_pings(&ns_vmb, &ns_vmp, Duration::from_secs(20)) {
+        panic!("{e}");
+    }
 
     // 4. 1 MiB through the segment, every byte checked.
     let to: SocketAddr = format!("{VM_P}:5201").parse().unwrap();
-    let server = receive_pattern(&ns_vmp, to);
-    std::thread::sleep(Duration::from_millis(200));
-    let sent = send_pattern(&ns_vmb, to, TRANSFER).join().expect("sender");
-    let got = server.join().expect("receiver");
-    println!(
-        "1 MiB vmB → vmP: {} bytes sent in {:.0} ms, {} received ({} wrong) in {:.0} ms, MSS {}",
-        sent.bytes,
-        sent.took.as_secs_f64() * 1e3,
-        got.bytes,
-        got.wrong,
-        got.took.as_secs_f64() * 1e3,
-        got.mss
-    );
+    let (_, got) = transfer("1 MiB vmB → vmP", &ns_vmb, &ns_vmp, to, TRANSFER);
     assert_eq!((got.bytes, got.wrong), (TRANSFER, 0), "every byte arrives unchanged");
 
     // 5. Type 2 both ways: FRR holds vmB's MAC behind the box and installs
     // it; the box has pve's type 3 and vmP's type 2 from pve.
-    let mut hops = Vec::new();
-    let mut fdb = String::new();
+    let mut seen = String::new();
     common::wait_for("FRR to take the box's VM MAC as a type 2 and install it", Duration::from_secs(15), || {
-        hops = type2_next_hops(&frr, VM_B_MAC);
-        fdb = run(&["ip", "netns", "exec", &ns_pve, "bridge", "fdb", "show", "dev", "vxlan100"]).unwrap_or_default();
-        hops.iter().any(|h| h == BOX_TUN)
-            && fdb.contains(&format!("{VM_B_MAC} dst {BOX_TUN}"))
-            && fdb.contains(&format!("00:00:00:00:00:00 dst {BOX_TUN}"))
+        let (ok, look) = pve_type2(&frr, &ns_pve, VM_B_MAC, BOX_TUN);
+        seen = look;
+        ok
     });
-    println!("FRR: type 2 {VM_B_MAC} next hop {hops:?}; vxlan100 FDB:\n{}", fdb.trim_end());
+    println!("FRR: {seen}");
     let routes = image.ctl_json(&["bgp", "routes", "--vni", "100"]);
     let list = routes["routes"].as_array().cloned().unwrap_or_default();
     let from_pve = |t: u64| list.iter().filter(|r| r["type"] == t && r["from"] == "pve" && r["next_hop"] == PVE_TUN).count();

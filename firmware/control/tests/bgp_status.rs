@@ -1,9 +1,9 @@
 //! What the node reports of its BGP EVPN service: `Status::bgp` (sessions,
 //! VNIs, flood lists, MAC counts) and `Op::BgpRoutes` (the route table, a
 //! page at a time), on two boxes whose sessions come up over their
-//! WireGuard tunnel — the boxes of `evpn_node.rs` (the real `Node`, the real
-//! forwarding turn, in-memory NICs), set up the same way: the configuration
-//! runs without `[bgp]` (a static segment without VTEPs) and the BGP service
+//! WireGuard tunnel — the EVPN pair of `evpn_node.rs` (`common::evpn_pair`:
+//! the real `Node`, the real forwarding turn, in-memory NICs), except that
+//! here the configuration runs without `[bgp]` (a static segment without VTEPs) and the BGP service
 //! is set up from the full configuration (`BgpSetup::from_config`, what the
 //! apply does), so this test does not depend on whether a platform accepts
 //! `[bgp]` yet. Time is virtual: the hold-time expiry costs no wall time.
@@ -11,100 +11,30 @@
 //! Runs on an 8 MiB thread: a debug build moves the BGP service's RIB
 //! (≈ 340 KiB) through the stack more than once.
 
-use rand_core::{OsRng, RngCore};
+mod common;
+
+use common::{arp_from_vm, evpn_pair, on_big_stack, Site, A_MACS, A_TUN, B_MACS, B_TUN, VM};
 use routerd_control::bgp::BgpSetup;
-use routerd_control::{Forwarder, NicInfo, Node};
 use routerd_dataplane::Instant;
-use routerd_netdev::testing::Loopback;
 use routerd_provision::frame::MAX_PAYLOAD;
 use routerd_provision::message::{encode, BgpRoute, BgpRoutes, BgpState, BgpStatus, FailureKind, Op, Reply, Response, Status, Up};
-use routerd_wireguard::SecretKey;
-use std::net::Ipv4Addr;
 
-const A_MACS: [[u8; 6]; 3] = [[0x02, 0xa0, 0, 0, 0, 0], [0x02, 0xa0, 0, 0, 0, 1], [0x02, 0xa0, 0, 0, 0, 2]];
-const B_MACS: [[u8; 6]; 3] = [[0x02, 0xc0, 0, 0, 0, 0], [0x02, 0xc0, 0, 0, 0, 1], [0x02, 0xc0, 0, 0, 0, 2]];
-const A_TUN: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
-const B_TUN: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
-const VM: [u8; 6] = [0x02, 0, 0, 0, 0xbb, 0x01];
-
-fn config(side: &str, lan: &str, wan: &str, tunnel: &str, peer_key: &str, endpoint: &str, other: Ipv4Addr) -> String {
-    format!(
-        r#"
-[device]
-name = "{side}-box"
-side = "{side}"
-
-[[ports]]
-name = "lan0"
-role = "lan"
-address = "{lan}"
-
-[[ports]]
-name = "wan0"
-role = "wan"
-address = "{wan}"
-
-[[ports]]
-name = "lan1"
-role = "lan"
-
-[[wireguard]]
-name = "wg0"
-private_key = "device:wg0"
-address = "{tunnel}/24"
-
-[[peers]]
-name = "other"
-tunnel = "wg0"
-public_key = "{peer_key}"
-endpoint = "{endpoint}"
-allowed_ips = ["{other}/32"]
-
-[[segments]]
-name = "zone"
-vni = 100
-port = "lan1"
-local_vtep = "{tunnel}"
-control = "evpn"
-
-[bgp]
-asn = 65000
-hold_time = 9
-peers = [{{ address = "{other}", name = "other" }}]
-"#
-    )
+/// A box of the EVPN pair that applies its configuration without `[bgp]`
+/// (a static segment without VTEPs) and sets up the BGP service from the
+/// full configuration, as the apply does.
+fn evpn_box(cfg: config_schema::Config, macs: [[u8; 6]; 3], key: [u8; 32]) -> Site<3> {
+    let mut site = Site::bare(macs, key, Some(config_schema::Platform::Host));
+    let mut plain = cfg.clone();
+    plain.bgp = None;
+    plain.segments[0].control = config_schema::SegmentControl::Static;
+    site.apply(plain);
+    let setup = BgpSetup::from_config(&cfg).expect("[bgp]");
+    site.services().set_bgp(Some(setup), 7, Instant::ZERO).expect("BGP set up");
+    site
 }
 
-struct Site {
-    node: Box<Node<OsRng>>,
-    nics: [Loopback; 3],
-    fwd: Box<Forwarder>,
-}
-
-impl Site {
-    fn new(toml: &str, macs: [[u8; 6]; 3], key: [u8; 32]) -> Site {
-        let cfg = config_schema::human::from_toml(toml).expect("config parses");
-        let infos = macs.map(|mac| NicInfo { mac });
-        let mut node = Box::new(Node::new(&infos, Some(OsRng), "0.1.0", "test"));
-        node.set_platform(config_schema::Platform::Host);
-        let slot = config_schema::Name::new("wg0").unwrap();
-        assert!(matches!(node.handle(Instant::ZERO, Op::KeyImport(slot, key), &[]), Reply::Keys(_)));
-        let mut plain = cfg.clone();
-        plain.bgp = None;
-        plain.segments[0].control = config_schema::SegmentControl::Static;
-        match node.handle(Instant::ZERO, Op::Apply(Box::new(plain)), &[]) {
-            Reply::Applied(_) => {}
-            other => panic!("apply refused: {other:?}"),
-        }
-        let setup = BgpSetup::from_config(&cfg).expect("[bgp]");
-        node.forwarding().expect("configured").services.set_bgp(Some(setup), 7, Instant::ZERO).expect("BGP set up");
-        Site { node, nics: macs.map(|m| Loopback::new(m, 64)), fwd: Box::new(Forwarder::new()) }
-    }
-
-    fn turn(&mut self, now: Instant) {
-        self.fwd.turn(&mut self.node, now, &mut self.nics[..], &mut |_| {});
-    }
-
+// What this test asks of a box: its status, the BGP part of it, its routes.
+impl Site<3> {
     fn status(&mut self, now: Instant) -> Box<Status> {
         match self.node.handle(now, Op::Status { mark: false }, &[]) {
             Reply::Status(st) => st,
@@ -125,39 +55,8 @@ impl Site {
 }
 
 /// Runs both boxes until quiet; WAN frames cross when `wire` is up.
-fn pump(now: Instant, a: &mut Site, b: &mut Site, wire: bool) {
-    for _ in 0..200 {
-        a.turn(now);
-        b.turn(now);
-        let (a_wan, b_wan) = (a.nics[1].take_sent(), b.nics[1].take_sent());
-        for site in [&mut *a, &mut *b] {
-            site.nics[0].take_sent();
-            site.nics[2].take_sent();
-        }
-        if a_wan.is_empty() && b_wan.is_empty() {
-            return;
-        }
-        if wire {
-            for f in a_wan {
-                b.nics[1].inject(&f);
-            }
-            for f in b_wan {
-                a.nics[1].inject(&f);
-            }
-        }
-    }
-    panic!("the boxes never went quiet");
-}
-
-/// An ARP request from the VM (broadcast: flooded to every VTEP).
-fn arp_from_vm() -> Vec<u8> {
-    let mut f = vec![0xff; 6];
-    f.extend_from_slice(&VM);
-    f.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
-    f.extend_from_slice(&VM);
-    f.extend_from_slice(&[10, 50, 0, 1, 0, 0, 0, 0, 0, 0, 10, 50, 0, 2]);
-    f.resize(60, 0);
-    f
+fn pump(now: Instant, a: &mut Site<3>, b: &mut Site<3>, wire: bool) {
+    common::pump(now, a, b, wire, 200, &mut |_, _, _| {});
 }
 
 /// The reply fits one frame, as the box must send it.
@@ -168,19 +67,12 @@ fn fits(reply: Reply) {
 
 #[test]
 fn status_and_routes_show_the_sessions_vteps_and_macs() {
-    let t = std::thread::Builder::new().stack_size(8 << 20).spawn(run).expect("thread");
-    t.join().expect("the test passed");
+    on_big_stack(run);
 }
 
 fn run() {
-    let (mut a_key, mut b_key) = ([0u8; 32], [0u8; 32]);
-    OsRng.fill_bytes(&mut a_key);
-    OsRng.fill_bytes(&mut b_key);
-    let a_pub = SecretKey::from_bytes(a_key).public_key().to_base64();
-    let b_pub = SecretKey::from_bytes(b_key).public_key().to_base64();
-    let a_cfg = config("onprem", "10.20.0.2/24", "192.0.2.1/24", "10.1.0.1", b_pub.as_str(), "192.0.2.2:51820", B_TUN);
-    let b_cfg = config("cloud", "10.30.0.3/24", "192.0.2.2/24", "10.1.0.2", a_pub.as_str(), "192.0.2.1:51820", A_TUN);
-    let (mut a, mut b) = (Site::new(&a_cfg, A_MACS, a_key), Site::new(&b_cfg, B_MACS, b_key));
+    let ((a_cfg, a_key), (b_cfg, b_key)) = evpn_pair();
+    let (mut a, mut b) = (evpn_box(a_cfg, A_MACS, a_key), evpn_box(b_cfg, B_MACS, b_key));
 
     // Before any session: the peer is not Established, nothing learned,
     // only our own type 3 in the table.
@@ -287,7 +179,7 @@ fn run() {
     assert_eq!(a.routes(now, None, 0).total, 1, "only A's own type 3 is left");
 
     // Without BGP: no `bgp` in status, and the routes are refused by name.
-    a.node.forwarding().expect("configured").services.set_bgp(None, 0, now).expect("BGP removed");
+    a.services().set_bgp(None, 0, now).expect("BGP removed");
     assert!(a.status(now).bgp.is_none());
     match a.node.handle(now, Op::BgpRoutes { vni: None, offset: 0 }, &[]) {
         Reply::Error(f) => {

@@ -5,23 +5,21 @@
 //! services layer's TCP endpoint (smoltcp) through the tunnel; time is
 //! virtual, so a hold-time expiry costs no wall time.
 //!
-//! The setup is `two_boxes.rs`'s, narrowed to what BGP needs and with a
-//! tunnel address per box (kept here so that file stays as it is).
+//! The boxes and the pump are `two_boxes.rs`'s (`common`); the
+//! configuration is narrowed to what BGP needs, with a tunnel address per
+//! box and no claims.
 
-use rand_core::{OsRng, RngCore};
+mod common;
+
+use common::{key_pair, Site, A_TUN, B_TUN};
 use routerd_bgp::{DownReason, Mac, State};
 use routerd_control::bgp::BgpSetup;
-use routerd_control::{Forwarder, NicInfo, Node};
 use routerd_dataplane::Instant;
-use routerd_netdev::testing::Loopback;
 use routerd_provision::message::{Op, Reply};
-use routerd_wireguard::SecretKey;
 use std::net::Ipv4Addr;
 
 const A_MACS: [[u8; 6]; 2] = [[0x02, 0xa0, 0, 0, 0, 0], [0x02, 0xa0, 0, 0, 0, 1]];
 const B_MACS: [[u8; 6]; 2] = [[0x02, 0xc0, 0, 0, 0, 0], [0x02, 0xc0, 0, 0, 0, 1]];
-const A_TUN: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
-const B_TUN: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
 const ASN: u32 = 65000;
 const VNI: u32 = 100;
 const VM_MAC: Mac = Mac([0x02, 0, 0, 0, 0xaa, 0x01]);
@@ -59,42 +57,7 @@ allowed_ips = [{peer_allowed}]
     )
 }
 
-struct Site {
-    node: Box<Node<OsRng>>,
-    nics: [Loopback; 2],
-    fwd: Box<Forwarder>,
-}
-
-impl Site {
-    fn new(toml: &str, macs: [[u8; 6]; 2], key: [u8; 32]) -> Site {
-        let cfg = config_schema::human::from_toml(toml).expect("config parses");
-        let infos = macs.map(|mac| NicInfo { mac });
-        let mut node = Box::new(Node::new(&infos, Some(OsRng), "0.1.0", "test"));
-        let slot = config_schema::Name::new("wg0").unwrap();
-        assert!(matches!(node.handle(Instant::ZERO, Op::KeyImport(slot, key), &[]), Reply::Keys(_)));
-        match node.handle(Instant::ZERO, Op::Apply(Box::new(cfg)), &[]) {
-            Reply::Applied(_) => {}
-            other => panic!("apply refused: {other:?}"),
-        }
-        Site { node, nics: macs.map(|m| Loopback::new(m, 64)), fwd: Box::new(Forwarder::new()) }
-    }
-
-    fn turn(&mut self, now: Instant) {
-        self.fwd.turn(&mut self.node, now, &mut self.nics[..], &mut |_| {});
-    }
-
-    fn services(&mut self) -> &mut routerd_control::Services {
-        self.node.forwarding().expect("configured").services
-    }
-
-    fn bgp(&mut self) -> &mut routerd_control::bgp::Bgp {
-        self.services().bgp_mut().expect("BGP set up").0
-    }
-
-    fn state(&mut self) -> State {
-        self.bgp().sessions().next().expect("one peer").state
-    }
-
+impl Site<2> {
     /// A counter or drop by name, from status.
     fn count(&mut self, now: Instant, name: &str) -> u64 {
         let Reply::Status(st) = self.node.handle(now, Op::Status { mark: false }, &[]) else { panic!("no status") };
@@ -103,26 +66,8 @@ impl Site {
 }
 
 /// Runs both boxes until quiet; WAN frames cross when `wire` is up.
-fn pump(now: Instant, a: &mut Site, b: &mut Site, wire: bool) {
-    for _ in 0..200 {
-        a.turn(now);
-        b.turn(now);
-        let (a_wan, b_wan) = (a.nics[1].take_sent(), b.nics[1].take_sent());
-        a.nics[0].take_sent();
-        b.nics[0].take_sent();
-        if a_wan.is_empty() && b_wan.is_empty() {
-            return;
-        }
-        if wire {
-            for f in a_wan {
-                b.nics[1].inject(&f);
-            }
-            for f in b_wan {
-                a.nics[1].inject(&f);
-            }
-        }
-    }
-    panic!("the boxes never went quiet");
+fn pump(now: Instant, a: &mut Site<2>, b: &mut Site<2>, wire: bool) {
+    common::pump(now, a, b, wire, 200, &mut |_, _, _| {});
 }
 
 fn setup(peer: Ipv4Addr, vtep: Ipv4Addr) -> BgpSetup {
@@ -132,12 +77,8 @@ fn setup(peer: Ipv4Addr, vtep: Ipv4Addr) -> BgpSetup {
     s
 }
 
-fn two_boxes() -> (Site, Site) {
-    let (mut a_key, mut b_key) = ([0u8; 32], [0u8; 32]);
-    OsRng.fill_bytes(&mut a_key);
-    OsRng.fill_bytes(&mut b_key);
-    let a_pub = SecretKey::from_bytes(a_key).public_key().to_base64();
-    let b_pub = SecretKey::from_bytes(b_key).public_key().to_base64();
+fn two_boxes() -> (Site<2>, Site<2>) {
+    let ((a_key, a_pub), (b_key, b_pub)) = (key_pair(), key_pair());
     let a_cfg =
         config("onprem", "10.20.0.2/24", "192.0.2.1/24", "10.1.0.1/24", "cloud", b_pub.as_str(), "192.0.2.2:51820", "\"10.1.0.2/32\"");
     let b_cfg =

@@ -5,13 +5,15 @@
 //! are played by the test with frames built and parsed by `etherparse`, an
 //! implementation independent of ours.
 
-use rand_core::{OsRng, RngCore};
-use routerd_control::{build, Forwarder, NicInfo, Node};
+mod common;
+
+use common::key_pair;
+use routerd_control::{build, NicInfo};
 use routerd_dataplane::Instant;
 use routerd_e2e::net;
 use routerd_netdev::testing::Loopback;
 use routerd_provision::message::{Op, Reply};
-use routerd_wireguard::{self as wg, SecretKey};
+use routerd_wireguard as wg;
 
 const ONPREM_MACS: [[u8; 6]; 2] = [[0x02, 0xa0, 0, 0, 0, 0], [0x02, 0xa0, 0, 0, 0, 1]];
 const CLOUD_MACS: [[u8; 6]; 2] = [[0x02, 0xc0, 0, 0, 0, 0], [0x02, 0xc0, 0, 0, 0, 1]];
@@ -63,58 +65,15 @@ delivery = {{ tunnel = "wg0", peer = "onprem" }}
     )
 }
 
-/// One box: the real node (configuration, keys, dataplane, WireGuard)
-/// driven by the forwarding turn every platform runs, over two in-memory
-/// NICs (lan0, wan0).
-struct Site {
-    node: Box<Node<OsRng>>,
-    nics: [Loopback; 2],
-    fwd: Box<Forwarder>,
-}
-
-impl Site {
-    fn new(toml: &str, macs: [[u8; 6]; 2], key: [u8; 32]) -> Site {
-        let cfg = config_schema::human::from_toml(toml).expect("config parses");
-        let infos = macs.map(|mac| NicInfo { mac });
-        let mut node = Box::new(Node::new(&infos, Some(OsRng), "0.1.0", "test"));
-        let slot = config_schema::Name::new("wg0").unwrap();
-        assert!(matches!(node.handle(Instant::ZERO, Op::KeyImport(slot, key), &[]), Reply::Keys(_)));
-        match node.handle(Instant::ZERO, Op::Apply(Box::new(cfg)), &[]) {
-            Reply::Applied(_) => {}
-            other => panic!("apply refused: {other:?}"),
-        }
-        Site { node, nics: macs.map(|m| Loopback::new(m, 64)), fwd: Box::new(Forwarder::new()) }
-    }
-
-    fn turn(&mut self, now: Instant) -> bool {
-        self.fwd.turn(&mut self.node, now, &mut self.nics[..], &mut |_| {})
-    }
-
-    fn lan(&mut self) -> &mut Loopback {
-        &mut self.nics[0]
-    }
-}
+/// One box (`common::Site`): the real node (configuration, keys,
+/// dataplane, WireGuard) driven by the forwarding turn every platform runs,
+/// over two in-memory NICs (lan0, wan0).
+type Site = common::Site<2>;
 
 /// Runs both boxes, carrying WAN frames across, until both are quiet;
 /// collects what they sent on their LANs.
 fn pump(now: Instant, a: &mut Site, b: &mut Site, a_lan: &mut Vec<Vec<u8>>, b_lan: &mut Vec<Vec<u8>>) {
-    for _ in 0..1000 {
-        a.turn(now);
-        b.turn(now);
-        let (a_wan, b_wan) = (a.nics[1].take_sent(), b.nics[1].take_sent());
-        a_lan.extend(a.nics[0].take_sent());
-        b_lan.extend(b.nics[0].take_sent());
-        if a_wan.is_empty() && b_wan.is_empty() && a.nics[0].pending() == 0 && b.nics[0].pending() == 0 {
-            return;
-        }
-        for f in a_wan {
-            b.nics[1].inject(&f);
-        }
-        for f in b_wan {
-            a.nics[1].inject(&f);
-        }
-    }
-    panic!("the boxes never went quiet");
+    common::pump(now, a, b, true, 1000, &mut |site, _, frames| if site == 0 { a_lan.extend(frames) } else { b_lan.extend(frames) });
 }
 
 fn tcp_syn(src_mac: [u8; 6], dst_mac: [u8; 6], src: [u8; 4], dst: [u8; 4], ack: bool, mss: u16) -> Vec<u8> {
@@ -131,11 +90,7 @@ fn checksums_valid(frame: &[u8]) -> bool {
 
 #[test]
 fn a_syn_crosses_from_onprem_to_the_cloud_host_and_back_clamped_both_ways() {
-    let (mut onprem_key, mut cloud_key) = ([0u8; 32], [0u8; 32]);
-    OsRng.fill_bytes(&mut onprem_key);
-    OsRng.fill_bytes(&mut cloud_key);
-    let onprem_pub = SecretKey::from_bytes(onprem_key).public_key().to_base64();
-    let cloud_pub = SecretKey::from_bytes(cloud_key).public_key().to_base64();
+    let ((onprem_key, onprem_pub), (cloud_key, cloud_pub)) = (key_pair(), key_pair());
     let onprem_cfg = config("onprem", "10.20.0.2/24", "192.0.2.1/24", "cloud", cloud_pub.as_str(), "192.0.2.2:51820", "\"10.20.0.50/32\"");
     let cloud_cfg = config("cloud", "10.20.0.3/24", "192.0.2.2/24", "onprem", onprem_pub.as_str(), "192.0.2.1:51820", "\"10.20.0.10/32\"");
     let mut onprem = Site::new(&onprem_cfg, ONPREM_MACS, onprem_key);
@@ -231,10 +186,7 @@ fn a_syn_crosses_from_onprem_to_the_cloud_host_and_back_clamped_both_ways() {
 /// counted drop on that port, shown by status.
 #[test]
 fn a_full_transmit_ring_is_counted_by_the_loop() {
-    let (mut onprem_key, mut peer_key) = ([0u8; 32], [0u8; 32]);
-    OsRng.fill_bytes(&mut onprem_key);
-    OsRng.fill_bytes(&mut peer_key);
-    let peer_pub = SecretKey::from_bytes(peer_key).public_key().to_base64();
+    let ((onprem_key, _), (_, peer_pub)) = (key_pair(), key_pair());
     let cfg = config("onprem", "10.20.0.2/24", "192.0.2.1/24", "cloud", peer_pub.as_str(), "192.0.2.2:51820", "\"10.20.0.50/32\"");
     let mut site = Site::new(&cfg, ONPREM_MACS, onprem_key);
     site.nics[1] = Loopback::new(ONPREM_MACS[1], 4);
@@ -268,10 +220,7 @@ fn a_full_transmit_ring_is_counted_by_the_loop() {
 /// routed back — all inside the one loop.
 #[test]
 fn the_box_answers_ping_through_its_services_layer() {
-    let (mut key, mut peer_key) = ([0u8; 32], [0u8; 32]);
-    OsRng.fill_bytes(&mut key);
-    OsRng.fill_bytes(&mut peer_key);
-    let peer_pub = SecretKey::from_bytes(peer_key).public_key().to_base64();
+    let ((key, _), (_, peer_pub)) = (key_pair(), key_pair());
     let cfg = config("onprem", "10.20.0.2/24", "192.0.2.1/24", "cloud", peer_pub.as_str(), "192.0.2.2:51820", "\"10.20.0.50/32\"");
     let mut site = Site::new(&cfg, ONPREM_MACS, key);
     let now = Instant::from_millis(1000);
@@ -387,11 +336,7 @@ fn syn_across(now: &mut Instant, onprem: &mut Site, cloud: &mut Site, attempts: 
 /// restarts with it.
 #[test]
 fn a_preshared_key_revealed_on_one_box_and_imported_on_the_other_joins_them() {
-    let (mut onprem_key, mut cloud_key) = ([0u8; 32], [0u8; 32]);
-    OsRng.fill_bytes(&mut onprem_key);
-    OsRng.fill_bytes(&mut cloud_key);
-    let onprem_pub = SecretKey::from_bytes(onprem_key).public_key().to_base64();
-    let cloud_pub = SecretKey::from_bytes(cloud_key).public_key().to_base64();
+    let ((onprem_key, onprem_pub), (cloud_key, cloud_pub)) = (key_pair(), key_pair());
     let psk = |toml: String| toml.replace("allowed_ips = [", "preshared_key = \"device:pair-psk\"\nallowed_ips = [");
     let onprem_cfg = config("onprem", "10.20.0.2/24", "192.0.2.1/24", "cloud", cloud_pub.as_str(), "192.0.2.2:51820", "\"10.20.0.50/32\"");
     let cloud_cfg = config("cloud", "10.20.0.3/24", "192.0.2.2/24", "onprem", onprem_pub.as_str(), "192.0.2.1:51820", "\"10.20.0.10/32\"");

@@ -4,7 +4,7 @@
 //! stopped by a Drop guard. Also the box-log and ping waits the EVPN tests
 //! share.
 
-use super::run;
+use super::{prerequisites, run};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -51,6 +51,19 @@ line vty
     )
 }
 
+/// Why an FRR test cannot run here: one of `bins` (`install` says how to
+/// get them) or root or /dev/net/tun missing ([`prerequisites`]), or one of
+/// FRR's daemons.
+pub fn frr_prerequisites(bins: &[&str], install: &str) -> Option<String> {
+    if let Some(reason) = prerequisites(bins, install) {
+        return Some(reason);
+    }
+    ["zebra", "bgpd", "bfdd"]
+        .into_iter()
+        .find(|d| !Path::new(&format!("{FRR}/{d}")).exists())
+        .map(|d| format!("{FRR}/{d} missing ({install})"))
+}
+
 /// FRR's daemons in a namespace; dropping it stops them.
 pub struct Frr {
     ns: String,
@@ -66,6 +79,20 @@ impl Frr {
         run(&["chmod", "0777", dir.to_str().expect("utf-8 path")]).unwrap();
         fs::write(dir.join("frr.conf"), config).unwrap();
         Frr { ns: ns.to_string(), dir, daemons: Vec::new() }
+    }
+
+    /// pve's FRR in `ns` (its files in `dir`): [`proxmox_evpn_config`]
+    /// with router id `router_id` and the controller's `peers`, zebra, bfdd
+    /// and bgpd started; zebra knows vxlan100 before bgpd asks for the VNI.
+    pub fn proxmox(ns: &str, dir: PathBuf, asn: u32, router_id: &str, peers: &[&str]) -> Frr {
+        let mut frr = Frr::new(ns, dir, &proxmox_evpn_config(asn, router_id, peers));
+        frr.start("zebra");
+        super::wait_for("zebra to see vxlan100", Duration::from_secs(10), || {
+            frr.vtysh("zebra", "show interface vxlan100").unwrap_or_default().contains("VxLAN Id 100")
+        });
+        frr.start("bfdd");
+        frr.start("bgpd");
+        frr
     }
 
     pub fn path(&self, name: &str) -> String {

@@ -9,6 +9,7 @@
 //! Each test file includes this with `mod common;` and uses a part of it.
 #![allow(dead_code)]
 
+pub mod evpn;
 pub mod frr;
 
 use std::ffi::CString;
