@@ -2,9 +2,12 @@
 //! loop iteration, the same on every platform that drives Ethernet devices.
 //!
 //! A platform owns its devices and its clock; [`Forwarder::turn`] does the
-//! rest: a bounded batch from every NIC into frame buffers with headroom,
-//! each frame through `Dataplane::process_and_transmit` (which seals or
-//! opens WireGuard in place and counts a full transmit ring as a drop),
+//! rest: a bounded batch of received frames lent by every NIC (the driver's
+//! own buffers, the frame at `HEADROOM`: `NetDevice::lend`), each frame
+//! through `Dataplane::process_and_transmit` where the NIC put it (which
+//! seals or opens WireGuard in place and counts a full transmit ring as a
+//! drop; sending is the one copy, into the transmit slot), the buffer given
+//! back to its NIC right after,
 //! extra frames straight to the NIC of their port, packets for the box to
 //! the services layer (answered after the batch), the dataplane's timers
 //! when due or when traffic moved, the DHCP client's lease changes applied,
@@ -19,7 +22,7 @@
 //! order the node's NIC list was given in.
 
 use routerd_dataplane::{self as dp, FrameBuf, Instant, PortId, Transmit};
-use routerd_netdev::{NetDevice, TxToken};
+use routerd_netdev::{NetDevice, RxLoan, TxToken};
 
 use crate::capture::Tap;
 use crate::node::{Event, Node};
@@ -27,6 +30,10 @@ use crate::services::WithServices;
 
 /// Frames taken from one NIC per turn.
 pub const BATCH: usize = 32;
+
+// Drivers leave the headroom the dataplane prepends tunnel headers into
+// (`routerd_netdev` repeats the number because it depends on nothing).
+const _: () = assert!(routerd_netdev::RX_HEADROOM == dp::HEADROOM);
 
 /// The platform's NICs, by contract index.
 pub trait Nics {
@@ -72,11 +79,10 @@ impl<N: Nics + ?Sized> Transmit for NicTransmit<'_, N> {
     }
 }
 
-/// The loop's frame buffers (`BATCH` × `BUF_SIZE`, ~64 KiB: keep it in a
-/// `static` or a `Box`).
+/// The loans of one NIC's batch, between `lend` and `give_back` (no frame
+/// buffers of its own: frames are processed where the NIC received them).
 pub struct Forwarder {
-    frames: [[u8; dp::BUF_SIZE]; BATCH],
-    lens: [usize; BATCH],
+    loans: [Option<RxLoan>; BATCH],
 }
 
 impl Default for Forwarder {
@@ -86,14 +92,19 @@ impl Default for Forwarder {
 }
 
 impl Forwarder {
-    /// Empty buffers.
+    /// No loans held.
     pub const fn new() -> Forwarder {
-        Forwarder { frames: [[0; dp::BUF_SIZE]; BATCH], lens: [0; BATCH] }
+        Forwarder { loans: [const { None }; BATCH] }
     }
 
     /// One turn at `now`. Claim transitions and DHCP leases go to `log`.
     /// True when any NIC had frames (the platform may then skip its idle
     /// pause).
+    ///
+    /// Each NIC lends a batch and is then free again: the dataplane may
+    /// transmit to any NIC, this one included, while it works on the lent
+    /// frames. Every loan is given back to its NIC in the same turn, as soon
+    /// as its frame is done.
     pub fn turn<R, N>(&mut self, node: &mut Node<R>, now: Instant, nics: &mut N, log: &mut dyn FnMut(Event)) -> bool
     where
         R: rand_core::RngCore + rand_core::CryptoRng,
@@ -110,30 +121,40 @@ impl Forwarder {
                 n.receive(BATCH, &mut |_| {});
                 continue;
             };
-            let mut count = 0usize;
-            let Forwarder { frames, lens } = self;
-            let capture = node.capture();
-            n.receive(BATCH, &mut |frame| {
-                // Copied as received, before the dataplane rewrites it in place.
-                capture.frame(port, false, frame);
-                if let (Some(buf), Some(len)) = (frames.get_mut(count), lens.get_mut(count)) {
-                    if let Some(dst) = buf.get_mut(dp::HEADROOM..dp::HEADROOM + frame.len()) {
-                        dst.copy_from_slice(frame);
-                        *len = frame.len();
-                        count += 1;
+            // The slots are empty: every loan of the last batch was taken.
+            let count = n.lend(&mut self.loans);
+            busy |= count > 0;
+            let batch = self.loans.iter_mut().take(count);
+            match node.forwarding() {
+                Some(mut f) => {
+                    let mut nic_tx = NicTransmit { nics: &mut *nics, nic_of_port: f.nic_of_port };
+                    for slot in batch {
+                        let Some(mut loan) = slot.take() else { continue };
+                        // As received, before the dataplane rewrites it in place.
+                        f.capture.frame(port, false, loan.frame());
+                        let (head, len) = (loan.head(), loan.len());
+                        if let Ok(mut fb) = FrameBuf::new(loan.buf_mut(), head, len) {
+                            let mut tap = Tap { inner: &mut nic_tx, capture: &mut *f.capture };
+                            let mut tx = WithServices { inner: &mut tap, services: &mut *f.services };
+                            f.dataplane.process_and_transmit(now, port, &mut fb, &mut f.tunnel, &mut tx);
+                        }
+                        give_back(&mut *nic_tx.nics, i, loan);
                     }
                 }
-            });
-            busy |= count > 0;
-            // A port is bound, so a configuration runs.
-            let Some(mut f) = node.forwarding() else { continue };
-            let mut nic_tx = NicTransmit { nics: &mut *nics, nic_of_port: f.nic_of_port };
-            let mut tap = Tap { inner: &mut nic_tx, capture: &mut *f.capture };
-            let mut tx = WithServices { inner: &mut tap, services: &mut *f.services };
-            for (raw, &len) in self.frames.iter_mut().zip(self.lens.iter()).take(count) {
-                let Ok(mut fb) = FrameBuf::new(raw, dp::HEADROOM, len) else { continue };
-                f.dataplane.process_and_transmit(now, port, &mut fb, &mut f.tunnel, &mut tx);
+                // A port is bound, so a configuration runs; were it not,
+                // the frames are dropped (after the capture saw them).
+                None => {
+                    for slot in batch {
+                        let Some(loan) = slot.take() else { continue };
+                        node.capture().frame(port, false, loan.frame());
+                        give_back(&mut *nics, i, loan);
+                    }
+                }
             }
+            debug_assert!(
+                nics.nic(i).is_none_or(|n| n.stats().rx_loans_out == 0),
+                "NIC {i} has receive buffers out on loan after its batch: lost to its ring"
+            );
         }
         if let Some(mut f) = node.forwarding() {
             let mut nic_tx = NicTransmit { nics: &mut *nics, nic_of_port: f.nic_of_port };
@@ -156,5 +177,14 @@ impl Forwarder {
             log(e);
         }
         busy
+    }
+}
+
+/// Returns a loan to the NIC that lent it. The NIC is still there (the
+/// platform's list does not change during a turn); if it were not, the
+/// buffer would be lost to it, which its counters show.
+fn give_back<N: Nics + ?Sized>(nics: &mut N, i: usize, loan: RxLoan) {
+    if let Some(n) = nics.nic(i) {
+        n.give_back(loan);
     }
 }

@@ -29,7 +29,7 @@ const SERIAL_BUDGET: usize = 4096;
 /// Everything the loop owns.
 pub struct Router {
     pub node: Box<Node<Entropy>>,
-    /// The forwarding turn and its frame buffers (a static).
+    /// The forwarding turn and the slots for the loans of a batch (a static).
     pub forwarder: &'static mut Forwarder,
     pub session: Box<Session>,
     pub storage: Box<crate::storage::Storage>,

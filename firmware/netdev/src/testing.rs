@@ -13,6 +13,10 @@
 //! - [`RingNic`]: for benchmarks, an in-memory NIC whose receive and
 //!   transmit rings are preallocated slots (no allocation per frame).
 //!
+//! Like the image's drivers, the devices lend received frames
+//! ([`NetDevice::lend`]) from a fixed pool of [`RING_SLOT`]-byte buffers, the
+//! frame at [`RX_HEADROOM`]; a buffer is reused only once it is given back.
+//!
 //! Models: smoltcp's `phy/loopback.rs`, `fault_injector.rs`, `pcap_writer.rs`.
 
 extern crate std;
@@ -21,12 +25,97 @@ use std::collections::VecDeque;
 use std::io::Write;
 use std::vec::Vec;
 
-use crate::{DeviceStats, NetDevice, TxToken, MAX_FRAME, MIN_FRAME};
+use crate::{DeviceStats, NetDevice, RxLoan, TxToken, MAX_FRAME, MIN_FRAME, RX_HEADROOM};
+
+/// Receive buffers a [`Loopback`] lends at once (more than the forwarding
+/// loop takes per turn).
+pub const LOOPBACK_RX_BUFS: usize = 64;
+
+/// A test device's receive buffers: one allocation split into
+/// [`RING_SLOT`]-byte slots that are lent as `&'static mut` (what an
+/// [`RxLoan`] holds). The allocation is freed when the pool is dropped with
+/// every slot home; with a loan still out it is leaked instead, so the loan
+/// stays valid.
+struct RxPool {
+    /// The allocation, kept to free it.
+    raw: *mut [u8],
+    /// Each slot's buffer, `None` while lent.
+    slots: Vec<Option<&'static mut [u8]>>,
+    /// Slot numbers free for a frame (home and holding none).
+    free: Vec<usize>,
+    /// Slots lent out.
+    out: usize,
+}
+
+// SAFETY: the pool owns its allocation alone (the raw pointer is only used
+// to free it, after every slot reference is gone); moving it to another
+// thread moves that ownership.
+unsafe impl Send for RxPool {}
+
+impl RxPool {
+    fn new(n: usize) -> RxPool {
+        let raw = std::boxed::Box::into_raw(std::vec![0u8; n * RING_SLOT].into_boxed_slice());
+        // SAFETY: `raw` comes from `Box::into_raw` just above; this is the only
+        // reference made from it, split into disjoint slots below. It is
+        // freed only in `drop`, once every slot reference is back and dropped.
+        let all: &'static mut [u8] = unsafe { &mut *raw };
+        let slots: Vec<Option<&'static mut [u8]>> = all.chunks_exact_mut(RING_SLOT).map(Some).collect();
+        RxPool { raw, slots, free: (0..n).rev().collect(), out: 0 }
+    }
+
+    /// A free slot to put a frame in.
+    fn alloc(&mut self) -> Option<usize> {
+        self.free.pop()
+    }
+
+    fn buf(&mut self, i: usize) -> Option<&mut [u8]> {
+        self.slots.get_mut(i)?.as_deref_mut()
+    }
+
+    /// Lends slot `i` with a frame of `len` bytes at [`RX_HEADROOM`].
+    fn lend(&mut self, i: usize, len: usize) -> Option<RxLoan> {
+        if RX_HEADROOM + len > RING_SLOT {
+            return None;
+        }
+        let buf = self.slots.get_mut(i)?.take()?;
+        self.out += 1;
+        RxLoan::new(buf, RX_HEADROOM, len, i)
+    }
+
+    /// Takes a loan back: true if it was one of ours, lent and whole.
+    fn give_back(&mut self, loan: RxLoan) -> bool {
+        let home = self.raw.cast::<u8>() as usize + loan.slot() * RING_SLOT;
+        let Some(slot) = self.slots.get_mut(loan.slot()) else { return false };
+        // Exactly the slot lent (address and length): then no part of it can
+        // still be referenced elsewhere.
+        if slot.is_some() || loan.addr() != home || loan.buf_len() != RING_SLOT {
+            return false;
+        }
+        let (buf, i) = loan.into_parts();
+        *slot = Some(buf);
+        self.out -= 1;
+        self.free.push(i);
+        true
+    }
+}
+
+impl Drop for RxPool {
+    fn drop(&mut self) {
+        if self.out == 0 {
+            self.slots.clear();
+            // SAFETY: every slot reference was given back and just dropped, so
+            // nothing refers to the allocation from `Box::into_raw` any more.
+            drop(unsafe { std::boxed::Box::from_raw(self.raw) });
+        }
+    }
+}
 
 /// An in-memory NIC with a bounded transmit ring.
 pub struct Loopback {
     mac: [u8; 6],
     rx: VecDeque<Vec<u8>>,
+    /// Made at the first receive (many test devices never receive).
+    pool: Option<RxPool>,
     sent: VecDeque<Vec<u8>>,
     /// Transmit slots in use since the last `poll`.
     in_flight: usize,
@@ -38,7 +127,16 @@ pub struct Loopback {
 impl Loopback {
     /// A device with `ring` transmit slots (frames sent between two polls).
     pub fn new(mac: [u8; 6], ring: usize) -> Loopback {
-        Loopback { mac, rx: VecDeque::new(), sent: VecDeque::new(), in_flight: 0, ring, stats: DeviceStats::default(), link: true }
+        Loopback {
+            mac,
+            rx: VecDeque::new(),
+            pool: None,
+            sent: VecDeque::new(),
+            in_flight: 0,
+            ring,
+            stats: DeviceStats::default(),
+            link: true,
+        }
     }
 
     /// A frame arrives from the wire.
@@ -95,20 +193,38 @@ impl NetDevice for Loopback {
         self.link
     }
 
-    fn receive(&mut self, budget: usize, on_frame: &mut dyn FnMut(&mut [u8])) -> usize {
+    fn lend(&mut self, into: &mut [Option<RxLoan>]) -> usize {
+        let pool = self.pool.get_or_insert_with(|| RxPool::new(LOOPBACK_RX_BUFS));
         let mut n = 0;
-        while n < budget {
-            let Some(mut f) = self.rx.pop_front() else { break };
+        while let Some(out) = into.get_mut(n) {
+            let Some(f) = self.rx.front() else { break };
             if f.len() > MAX_FRAME {
                 self.stats.rx_errors += 1;
+                self.rx.pop_front();
                 continue;
             }
+            // Every buffer lent: the frame waits, as on a NIC.
+            let Some(i) = pool.alloc() else { break };
+            let Some(f) = self.rx.pop_front() else { break };
+            if let Some(dst) = pool.buf(i).and_then(|b| b.get_mut(RX_HEADROOM..RX_HEADROOM + f.len())) {
+                dst.copy_from_slice(&f);
+            }
+            let Some(loan) = pool.lend(i, f.len()) else { break };
             self.stats.rx_frames += 1;
             self.stats.rx_bytes += f.len() as u64;
-            on_frame(&mut f);
+            self.stats.rx_loans_out += 1;
+            *out = Some(loan);
             n += 1;
         }
         n
+    }
+
+    fn give_back(&mut self, loan: RxLoan) {
+        if self.pool.as_mut().is_some_and(|p| p.give_back(loan)) {
+            self.stats.rx_loans_out -= 1;
+        } else {
+            self.stats.rx_foreign_loans += 1;
+        }
     }
 
     fn transmit(&mut self) -> Option<LoopbackTx<'_>> {
@@ -164,6 +280,9 @@ impl<D: NetDevice> FaultInjector<D> {
     }
 }
 
+/// Frames one `FaultInjector::lend` may drop before it returns.
+const FAULT_DROPS_PER_CALL: usize = 64;
+
 fn every(n: u32, k: u32) -> bool {
     n != 0 && k.is_multiple_of(n)
 }
@@ -182,30 +301,46 @@ impl<D: NetDevice> NetDevice for FaultInjector<D> {
         self.inner.link_up()
     }
 
-    fn receive(&mut self, budget: usize, on_frame: &mut dyn FnMut(&mut [u8])) -> usize {
-        let FaultInjector { inner, faults, seen, injected } = self;
-        inner.receive(budget, &mut |f| {
-            *seen = seen.wrapping_add(1);
-            let k = *seen;
-            if every(faults.drop_every, k) {
-                *injected += 1;
-                return;
+    fn lend(&mut self, into: &mut [Option<RxLoan>]) -> usize {
+        let mut n = 0;
+        // Dropped frames do not use up the budget (so a caller never takes
+        // "none lent" for "nothing there"), within a bound.
+        let mut dropped = 0usize;
+        while n < into.len() && dropped < FAULT_DROPS_PER_CALL {
+            let mut one: [Option<RxLoan>; 1] = [None];
+            self.inner.lend(&mut one);
+            let [Some(mut loan)] = one else { break };
+            self.seen = self.seen.wrapping_add(1);
+            let k = self.seen;
+            if every(self.faults.drop_every, k) {
+                self.injected += 1;
+                dropped += 1;
+                self.inner.give_back(loan);
+                continue;
             }
-            if every(faults.corrupt_every, k) {
-                *injected += 1;
+            if every(self.faults.corrupt_every, k) {
+                self.injected += 1;
+                let f = loan.frame_mut();
                 let i = (k as usize).wrapping_mul(7919) % f.len().max(1);
                 if let Some(b) = f.get_mut(i) {
                     *b ^= 0x5a;
                 }
             }
-            if every(faults.truncate_every, k) {
-                *injected += 1;
-                let half = f.len() / 2;
-                on_frame(&mut f[..half]);
-                return;
+            if every(self.faults.truncate_every, k) {
+                self.injected += 1;
+                let half = loan.len() / 2;
+                loan.truncate(half);
             }
-            on_frame(f);
-        })
+            if let Some(out) = into.get_mut(n) {
+                *out = Some(loan);
+            }
+            n += 1;
+        }
+        n
+    }
+
+    fn give_back(&mut self, loan: RxLoan) {
+        self.inner.give_back(loan);
     }
 
     fn transmit(&mut self) -> Option<D::TxToken<'_>> {
@@ -303,12 +438,16 @@ impl<D: NetDevice, W: Write> NetDevice for PcapWriter<D, W> {
         self.inner.link_up()
     }
 
-    fn receive(&mut self, budget: usize, on_frame: &mut dyn FnMut(&mut [u8])) -> usize {
-        let PcapWriter { inner, out, now_us } = self;
-        inner.receive(budget, &mut |f| {
-            record(out, *now_us, f);
-            on_frame(f);
-        })
+    fn lend(&mut self, into: &mut [Option<RxLoan>]) -> usize {
+        let n = self.inner.lend(into);
+        for loan in into.iter().take(n).flatten() {
+            record(&mut self.out, self.now_us, loan.frame());
+        }
+        n
+    }
+
+    fn give_back(&mut self, loan: RxLoan) {
+        self.inner.give_back(loan);
     }
 
     fn transmit(&mut self) -> Option<Self::TxToken<'_>> {
@@ -386,9 +525,10 @@ pub const RING_SLOT: usize = 2048;
 /// An in-memory NIC for benchmarks: like [`Loopback`], but both rings are
 /// preallocated fixed slots, so no frame allocates.
 ///
-/// - Receive: [`RingNic::inject`] copies a frame into the next free receive
-///   slot (a full ring refuses it); [`NetDevice::receive`] hands the slots
-///   out in place, oldest first, and frees them.
+/// - Receive: [`RingNic::inject`] copies a frame into a free receive slot at
+///   [`RX_HEADROOM`] (what DMA does; a full ring refuses it);
+///   [`NetDevice::lend`] lends the slots in place, oldest first, and
+///   [`NetDevice::give_back`] frees them.
 /// - Transmit: a bounded ring of slots. A [`TxToken`] fills the next slot
 ///   directly (one copy, by the caller's `fill`); [`NetDevice::poll`]
 ///   completes every frame in flight ("puts it on the wire") and frees the
@@ -396,10 +536,10 @@ pub const RING_SLOT: usize = 2048;
 ///   [`RingNic::wire`] until the next transmit overwrites them.
 pub struct RingNic {
     mac: [u8; 6],
-    rx: Vec<[u8; RING_SLOT]>,
-    rx_len: Vec<usize>,
-    rx_head: usize,
-    rx_count: usize,
+    rx: RxPool,
+    /// Received frames waiting to be lent, oldest first: (slot, length).
+    /// Preallocated to the pool's size, so it never grows.
+    rx_queue: VecDeque<(usize, usize)>,
     tx: Vec<[u8; RING_SLOT]>,
     tx_len: Vec<usize>,
     /// Slots filled since the last `poll`.
@@ -418,10 +558,8 @@ impl RingNic {
     pub fn new(mac: [u8; 6], rx_slots: usize, tx_slots: usize) -> RingNic {
         RingNic {
             mac,
-            rx: std::vec![[0u8; RING_SLOT]; rx_slots.max(1)],
-            rx_len: std::vec![0; rx_slots.max(1)],
-            rx_head: 0,
-            rx_count: 0,
+            rx: RxPool::new(rx_slots.max(1)),
+            rx_queue: VecDeque::with_capacity(rx_slots.max(1)),
             tx: std::vec![[0u8; RING_SLOT]; tx_slots],
             tx_len: std::vec![0; tx_slots],
             in_flight: 0,
@@ -432,7 +570,7 @@ impl RingNic {
         }
     }
 
-    /// At most `max` frames per [`NetDevice::receive`] call from now on
+    /// At most `max` frames per [`NetDevice::lend`] call from now on
     /// (`usize::MAX`: only the caller's budget limits it), e.g. to drive a
     /// loop one frame per turn.
     pub fn set_rx_limit(&mut self, max: usize) {
@@ -448,25 +586,23 @@ impl RingNic {
             self.stats.rx_errors += 1;
             return false;
         }
-        if self.rx_count == self.rx.len() {
-            return false;
+        let Some(i) = self.rx.alloc() else { return false };
+        match self.rx.buf(i).and_then(|b| b.get_mut(RX_HEADROOM..RX_HEADROOM + frame.len())) {
+            Some(dst) => dst.copy_from_slice(frame),
+            None => return false,
         }
-        let i = (self.rx_head + self.rx_count) % self.rx.len();
-        let (Some(slot), Some(len)) = (self.rx.get_mut(i), self.rx_len.get_mut(i)) else { return false };
-        slot[..frame.len()].copy_from_slice(frame);
-        *len = frame.len();
-        self.rx_count += 1;
+        self.rx_queue.push_back((i, frame.len()));
         true
     }
 
     /// Frames waiting to be received.
     pub fn pending(&self) -> usize {
-        self.rx_count
+        self.rx_queue.len()
     }
 
-    /// Free receive slots.
+    /// Free receive slots (neither holding a frame nor lent).
     pub fn rx_free(&self) -> usize {
-        self.rx.len() - self.rx_count
+        self.rx.free.len()
     }
 
     /// The frames the last [`NetDevice::poll`] put on the wire, oldest
@@ -525,19 +661,28 @@ impl NetDevice for RingNic {
         self.link
     }
 
-    fn receive(&mut self, budget: usize, on_frame: &mut dyn FnMut(&mut [u8])) -> usize {
-        let n = budget.min(self.rx_count).min(self.rx_limit);
-        let slots = self.rx.len();
-        for _ in 0..n {
-            let i = self.rx_head;
-            let len = self.rx_len[i];
-            self.stats.rx_frames += 1;
-            self.stats.rx_bytes += len as u64;
-            on_frame(&mut self.rx[i][..len]);
-            self.rx_head = if i + 1 == slots { 0 } else { i + 1 };
-            self.rx_count -= 1;
+    fn lend(&mut self, into: &mut [Option<RxLoan>]) -> usize {
+        let (mut n, mut bytes) = (0, 0);
+        let limit = into.len().min(self.rx_limit).min(self.rx_queue.len());
+        for (i, len) in self.rx_queue.drain(..limit) {
+            // Cannot fail: a queued slot is home and holds a frame that fits.
+            let (Some(loan), Some(out)) = (self.rx.lend(i, len), into.get_mut(n)) else { continue };
+            *out = Some(loan);
+            n += 1;
+            bytes += len as u64;
         }
+        self.stats.rx_frames += n as u64;
+        self.stats.rx_bytes += bytes;
+        self.stats.rx_loans_out += n as u64;
         n
+    }
+
+    fn give_back(&mut self, loan: RxLoan) {
+        if self.rx.give_back(loan) {
+            self.stats.rx_loans_out -= 1;
+        } else {
+            self.stats.rx_foreign_loans += 1;
+        }
     }
 
     fn transmit(&mut self) -> Option<RingNicTx<'_>> {
@@ -562,6 +707,14 @@ impl NetDevice for RingNic {
 mod ring_nic_tests {
     use super::*;
 
+    /// Lends up to `budget` frames from `d` onto `loans`; how many.
+    fn lend_into<D: NetDevice>(d: &mut D, budget: usize, loans: &mut Vec<RxLoan>) -> usize {
+        let mut slots: Vec<Option<RxLoan>> = (0..budget).map(|_| None).collect();
+        let n = d.lend(&mut slots);
+        loans.extend(slots.into_iter().flatten());
+        n
+    }
+
     #[test]
     fn rings_wrap_are_bounded_and_keep_the_last_polled_frames() {
         let mut d = RingNic::new([2, 0, 0, 0, 0, 2], 3, 2);
@@ -577,9 +730,13 @@ mod ring_nic_tests {
         assert_eq!(d.pending(), 0);
         d.set_rx_limit(1);
         assert!(d.inject(&[6; 60]) && d.inject(&[7; 60]));
-        assert_eq!(d.receive(8, &mut |_| {}), 1, "limited to one frame per call");
+        let mut loans = Vec::new();
+        assert_eq!(lend_into(&mut d, 8, &mut loans), 1, "limited to one frame per call");
         d.set_rx_limit(usize::MAX);
-        assert_eq!(d.receive(8, &mut |_| {}), 1);
+        assert_eq!(lend_into(&mut d, 8, &mut loans), 1);
+        for l in loans {
+            d.give_back(l);
+        }
 
         d.transmit().unwrap().send(14, |b| b.fill(7));
         d.transmit().unwrap().send(MAX_FRAME + 10, |b| b.fill(8));
@@ -594,5 +751,59 @@ mod ring_nic_tests {
         assert!(d.transmit().is_some());
         d.poll();
         assert_eq!(d.wire().count(), 0);
+    }
+
+    #[test]
+    fn loans_hold_their_buffers_until_given_back() {
+        let mut d = RingNic::new([2, 0, 0, 0, 0, 3], 2, 1);
+        assert!(d.inject(&[1; 60]) && d.inject(&[2; 70]));
+        let mut loans = Vec::new();
+        assert_eq!(lend_into(&mut d, 8, &mut loans), 2);
+        assert_eq!((loans[0].head(), loans[0].len(), loans[0].frame()[0]), (RX_HEADROOM, 60, 1));
+        assert!(loans[1].buf_mut().len() >= RX_HEADROOM + MAX_FRAME + 64, "headroom and tailroom for the dataplane");
+        assert_eq!(d.stats().rx_loans_out, 2);
+        assert!(!d.inject(&[3; 60]), "lent buffers are not the device's to fill");
+        // Edited in place, given back: the slot is reused for the next frame.
+        loans[0].frame_mut()[0] = 9;
+        let first = loans.remove(0);
+        d.give_back(first);
+        assert_eq!(d.stats().rx_loans_out, 1);
+        assert!(d.inject(&[4; 80]));
+        let mut again = Vec::new();
+        assert_eq!(lend_into(&mut d, 8, &mut again), 1);
+        assert_eq!(again[0].frame(), &[4; 80][..]);
+        // Another device's loan, or one given back twice, is refused.
+        let mut other = RingNic::new([2, 0, 0, 0, 0, 4], 1, 1);
+        assert!(other.inject(&[5; 60]));
+        let mut foreign = Vec::new();
+        assert_eq!(lend_into(&mut other, 1, &mut foreign), 1);
+        d.give_back(foreign.remove(0));
+        assert_eq!(d.stats().rx_foreign_loans, 1);
+        assert_eq!(other.stats().rx_loans_out, 1, "the lost loan shows on its own device");
+        for l in loans.into_iter().chain(again) {
+            d.give_back(l);
+        }
+        assert_eq!((d.stats().rx_loans_out, d.rx_free()), (0, 2));
+    }
+
+    #[test]
+    fn loopback_lends_a_bounded_pool_and_faults_edit_loans() {
+        let mut lo = Loopback::new([2, 0, 0, 0, 0, 5], 4);
+        for i in 0..LOOPBACK_RX_BUFS + 3 {
+            lo.inject(&[i as u8; 60]);
+        }
+        let mut loans = Vec::new();
+        assert_eq!(lend_into(&mut lo, 1000, &mut loans), LOOPBACK_RX_BUFS, "every buffer lent: the rest wait");
+        assert_eq!(lo.pending(), 3);
+        for l in loans.drain(..) {
+            lo.give_back(l);
+        }
+        let mut d = FaultInjector::new(lo, Faults { drop_every: 2, truncate_every: 3, ..Faults::default() });
+        assert_eq!(lend_into(&mut d, 8, &mut loans), 2, "the 2nd frame dropped (given back), the 3rd truncated");
+        assert_eq!(loans.iter().map(|l| l.len()).collect::<Vec<_>>(), [60, 30]);
+        for l in loans.drain(..) {
+            d.give_back(l);
+        }
+        assert_eq!(d.inner().stats().rx_loans_out, 0);
     }
 }

@@ -3,10 +3,10 @@
 //!
 //! Role: bring the controller up without interrupts and move whole Ethernet
 //! frames through one legacy receive ring and one legacy transmit ring of
-//! [`RING`] descriptors, each descriptor owning a fixed [`BUF`]-byte buffer
-//! from the DMA pool. No offloads: checksum offload is off (the dataplane
-//! verifies and rewrites checksums itself), no context descriptors, no
-//! multi-descriptor frames.
+//! [`RING`] descriptors, with buffers from the DMA pool (fixed [`BUF`]-byte
+//! ones for transmit; receive buffers rotate, see below). No offloads:
+//! checksum offload is off (the dataplane verifies and rewrites checksums
+//! itself), no context descriptors, no multi-descriptor frames.
 //!
 //! Contract:
 //! - nothing the device writes is trusted: descriptor lengths are bounds
@@ -19,6 +19,18 @@
 //!   owns until the tail register moves past it;
 //! - bring-up waits are bounded (reset, NVM auto-read, DMA quiesce); a device
 //!   that never finishes its reset is reported, not waited for forever.
+//!
+//! Receive without a copy: each receive descriptor is posted at
+//! [`RX_HEADROOM`] into its buffer, so the device writes the frame where the
+//! dataplane wants it (room in front for the tunnel headers it prepends in
+//! place), and [`NetDevice::lend`] lends the whole buffer ([`RxLoan`]). The
+//! legacy ring is strictly in order, so a lent buffer cannot hold up its
+//! descriptor: the descriptor is re-posted at once with one of [`RX_SPARE`]
+//! spare buffers, and the lent buffer becomes a spare when it is given back.
+//! With every spare out, `lend` stops (frames wait in the ring, then the
+//! device counts misses) until loans come back; loans out are counted.
+//! A receive buffer is [`RX_HEADROOM`] + [`BUF`] bytes: the device may write
+//! the full BSIZE (2048) from the posted address, so the headroom is extra.
 //!
 //! This file is the model for later Intel drivers (i210/i225 share the
 //! register names and the legacy descriptor layouts, with per-queue enable
@@ -79,7 +91,7 @@ use crate::dma::{self, DmaRegion, IdentityHal};
 use crate::pci::Device;
 use core::ptr::NonNull;
 use core::sync::atomic::{fence, Ordering};
-use routerd_netdev::{DeviceStats, NetDevice, TxToken, MAX_FRAME, MIN_FRAME};
+use routerd_netdev::{DeviceStats, NetDevice, RxLoan, TxToken, MAX_FRAME, MIN_FRAME, RX_HEADROOM};
 use virtio_drivers::transport::pci::bus::{BarInfo, Command, ConfigurationAccess, PciRoot};
 use virtio_drivers::Hal;
 
@@ -98,12 +110,26 @@ const DESC: usize = 16;
 const TX_RING_OFFSET: usize = 2048;
 const PAGE: usize = 4096;
 const BUF_PAGES: usize = RING * BUF / PAGE;
+/// Receive buffers beyond one per descriptor, lent while the ring keeps
+/// receiving: as many as the forwarding loop takes per turn
+/// (`routerd_control::run::BATCH`).
+pub const RX_SPARE: usize = 32;
+/// Receive buffers in all.
+const RX_BUFS: usize = RING + RX_SPARE;
+/// Bytes per receive buffer: headroom, then the BSIZE bytes the device may
+/// write from the posted address.
+const RX_STRIDE: usize = RX_HEADROOM + BUF;
+/// 51 pages; with the descriptor page and the transmit buffers 84 per NIC
+/// (virtio-net: 116), so eight NICs still fit the 1024-page DMA pool.
+const RX_BUF_PAGES: usize = (RX_BUFS * RX_STRIDE).div_ceil(PAGE);
+const _: () = assert!(1 + RX_BUF_PAGES + BUF_PAGES <= 100);
 
 // The ring sizes the registers and the DMA layout rely on.
 const _: () = assert!(RING * DESC <= TX_RING_OFFSET && TX_RING_OFFSET + RING * DESC <= PAGE);
 const _: () = assert!((RING * DESC).is_multiple_of(128), "RDLEN/TDLEN must be multiples of 128 bytes");
 const _: () = assert!(RING >= 2 && RING <= u16::MAX as usize);
 const _: () = assert!(BUF >= MAX_FRAME && (BUF * RING).is_multiple_of(PAGE));
+const _: () = assert!(RX_STRIDE.is_multiple_of(16) && RX_BUFS <= u16::MAX as usize && RX_SPARE >= 1);
 
 /// Register offsets in the BAR0 window.
 mod reg {
@@ -486,8 +512,16 @@ pub struct E1000e {
     /// One page: receive descriptors at 0, transmit descriptors at
     /// [`TX_RING_OFFSET`].
     rings: DmaRegion,
+    /// `RX_BUFS` receive buffers of `RX_STRIDE` bytes.
     rx_bufs: DmaRegion,
     tx_bufs: DmaRegion,
+    /// The receive buffer each descriptor holds.
+    rx_buf_of: [u16; RING],
+    /// Receive buffers neither in a descriptor nor lent (a stack).
+    rx_spare: [u16; RX_SPARE],
+    rx_spare_len: usize,
+    /// Receive buffers lent out.
+    rx_lent: [bool; RX_BUFS],
     /// Next receive descriptor to look at; RDT is always `ring_prev` of it.
     rx_next: u16,
     /// Skipping the rest of a frame that spans descriptors.
@@ -537,10 +571,18 @@ impl E1000e {
         }
 
         let rings = dma::alloc_pages(1).ok_or(Error::NoDmaMemory)?;
-        let rx_bufs = dma::alloc_pages(BUF_PAGES).ok_or(Error::NoDmaMemory)?;
+        let rx_bufs = dma::alloc_pages(RX_BUF_PAGES).ok_or(Error::NoDmaMemory)?;
         let tx_bufs = dma::alloc_pages(BUF_PAGES).ok_or(Error::NoDmaMemory)?;
-        if rings.len < PAGE || rx_bufs.len < RING * BUF || tx_bufs.len < RING * BUF {
+        if rings.len < PAGE || rx_bufs.len < RX_BUFS * RX_STRIDE || tx_bufs.len < RING * BUF {
             return Err(Error::NoDmaMemory);
+        }
+        let mut rx_buf_of = [0u16; RING];
+        for (i, b) in rx_buf_of.iter_mut().enumerate() {
+            *b = i as u16;
+        }
+        let mut rx_spare = [0u16; RX_SPARE];
+        for (i, b) in rx_spare.iter_mut().enumerate() {
+            *b = (RING + i) as u16;
         }
         let nic = E1000e {
             regs,
@@ -548,6 +590,10 @@ impl E1000e {
             rings,
             rx_bufs,
             tx_bufs,
+            rx_buf_of,
+            rx_spare,
+            rx_spare_len: RX_SPARE,
+            rx_lent: [false; RX_BUFS],
             rx_next: 0,
             rx_discarding: false,
             tx: TxRing::default(),
@@ -625,10 +671,12 @@ impl E1000e {
         self.rings.ptr.as_ptr().wrapping_add(TX_RING_OFFSET + i * DESC).cast::<u64>()
     }
 
-    /// Gives receive descriptor `i` (its buffer) to the device: address set,
-    /// status cleared so a stale DD is never mistaken for a new frame.
+    /// Gives receive descriptor `i` (its buffer, from `RX_HEADROOM` on) to the
+    /// device: address set, status cleared so a stale DD is never mistaken
+    /// for a new frame.
     fn post_rx(&self, i: u16) {
-        let addr = self.rx_bufs.phys + (usize::from(i) % RING * BUF) as u64;
+        let b = self.rx_buf_of.get(usize::from(i) % RING).map_or(0, |&b| usize::from(b) % RX_BUFS);
+        let addr = self.rx_bufs.phys + (b * RX_STRIDE + RX_HEADROOM) as u64;
         let p = self.rx_desc_ptr(i);
         // SAFETY: `p` is descriptor i of the receive ring (i < RING), 16-byte
         // aligned in our DMA page; software owns it (not yet handed over by
@@ -663,13 +711,18 @@ impl E1000e {
         tx_status(unsafe { p.add(1).read_volatile() })
     }
 
-    fn rx_buf(&mut self, i: u16) -> &mut [u8] {
-        let i = usize::from(i) % RING;
-        // SAFETY: buffer i lies inside the receive region (i < RING, checked
-        // at start-up to hold RING * BUF bytes); its descriptor has DD set
-        // and is not yet returned, so the device no longer writes it, and the
-        // `&mut self` borrow makes this the only view.
-        unsafe { core::slice::from_raw_parts_mut(self.rx_bufs.ptr.as_ptr().add(i * BUF), BUF) }
+    /// Receive buffer `b`, whole, to lend. Called once per loan.
+    fn rx_buf(&mut self, b: u16) -> &'static mut [u8] {
+        let b = usize::from(b) % RX_BUFS;
+        // SAFETY: buffer b lies inside the receive region (b < RX_BUFS, checked
+        // at start-up to hold RX_BUFS * RX_STRIDE bytes). The region comes
+        // from the DMA pool, which is `'static` and never frees a page, so
+        // `'static` is true of the memory. The caller has just taken b out of
+        // its descriptor (DD set: the device is done writing it; the
+        // descriptor now holds a spare) and marks it lent: until it is given
+        // back the driver neither posts nor reads it, so the loan is its only
+        // view.
+        unsafe { core::slice::from_raw_parts_mut(self.rx_bufs.ptr.as_ptr().add(b * RX_STRIDE), RX_STRIDE) }
     }
 
     fn tx_buf(&mut self, i: u16) -> &mut [u8] {
@@ -814,31 +867,43 @@ impl NetDevice for E1000e {
         self.regs.read(reg::STATUS) & status::LU != 0
     }
 
-    fn receive(&mut self, budget: usize, on_frame: &mut dyn FnMut(&mut [u8])) -> usize {
+    fn lend(&mut self, into: &mut [Option<RxLoan>]) -> usize {
         let mut passed = 0;
         let mut examined = 0;
         // Dropped descriptors count against a second bound so a flood of bad
         // frames cannot keep the call going while the device refills.
-        let limit = budget.saturating_add(RING);
-        while passed < budget && examined < limit {
+        let limit = into.len().saturating_add(RING);
+        while passed < into.len() && examined < limit {
             let i = self.rx_next;
             let wb = self.rx_writeback(i);
             if !wb.done() {
                 break;
             }
             fence(Ordering::Acquire);
-            match classify_rx(wb, &mut self.rx_discarding) {
-                RxVerdict::Deliver(len) => match self.rx_buf(i).get_mut(..len) {
-                    Some(frame) => {
-                        on_frame(frame);
+            let verdict = classify_rx(wb, &mut self.rx_discarding);
+            if let RxVerdict::Deliver(len) = verdict {
+                // A good frame leaves `rx_discarding` false, so when no spare
+                // is left the descriptor can simply wait for the next call.
+                let Some(spare) = self.rx_spare_len.checked_sub(1).and_then(|s| self.rx_spare.get(s).copied()) else { break };
+                let b = self.rx_buf_of.get(usize::from(i) % RING).copied().unwrap_or(0);
+                let loan = RxLoan::new(self.rx_buf(b), RX_HEADROOM, len, usize::from(b));
+                match (loan, self.rx_lent.get_mut(usize::from(b)), into.get_mut(passed)) {
+                    (Some(loan), Some(out), Some(slot)) => {
+                        *out = true;
+                        self.rx_spare_len -= 1;
+                        if let Some(d) = self.rx_buf_of.get_mut(usize::from(i) % RING) {
+                            *d = spare;
+                        }
                         self.stats.rx_frames += 1;
                         self.stats.rx_bytes += len as u64;
+                        self.stats.rx_loans_out += 1;
+                        *slot = Some(loan);
                         passed += 1;
                     }
-                    None => self.count_rx_drop(RxDrop::BadLength),
-                },
-                RxVerdict::Drop(why) => self.count_rx_drop(why),
-                RxVerdict::Discard => {}
+                    _ => self.count_rx_drop(RxDrop::BadLength),
+                }
+            } else if let RxVerdict::Drop(why) = verdict {
+                self.count_rx_drop(why);
             }
             self.post_rx(i);
             self.rx_next = ring_next(i);
@@ -849,6 +914,27 @@ impl NetDevice for E1000e {
             self.regs.write(reg::RDT, u32::from(ring_prev(self.rx_next)));
         }
         passed
+    }
+
+    fn give_back(&mut self, loan: RxLoan) {
+        let b = loan.slot();
+        let home = self.rx_bufs.ptr.as_ptr() as usize + b * RX_STRIDE;
+        // Only a buffer of ours that is out on loan, whole, becomes a spare:
+        // anything else (another NIC's, or given back twice) would hand the
+        // device memory someone else may still be using.
+        let ours = loan.addr() == home && loan.buf_len() == RX_STRIDE;
+        match (self.rx_lent.get_mut(b), self.rx_spare.get_mut(self.rx_spare_len)) {
+            (Some(out), Some(spare)) if *out && ours => {
+                *out = false;
+                // `b < RX_BUFS <= u16::MAX`, asserted at compile time.
+                *spare = b as u16;
+                self.rx_spare_len += 1;
+                self.stats.rx_loans_out -= 1;
+                // The loan ends here; the buffer is re-made when lent again.
+                let _ = loan.into_parts();
+            }
+            _ => self.stats.rx_foreign_loans += 1,
+        }
     }
 
     fn transmit(&mut self) -> Option<Tx<'_>> {
@@ -882,6 +968,14 @@ mod tests {
     use super::*;
     use std::vec;
     use std::vec::Vec;
+
+    /// Lends up to `budget` frames from `d` onto `loans`; how many.
+    fn lend_into<D: NetDevice>(d: &mut D, budget: usize, loans: &mut Vec<RxLoan>) -> usize {
+        let mut slots: Vec<Option<RxLoan>> = (0..budget).map(|_| None).collect();
+        let n = d.lend(&mut slots);
+        loans.extend(slots.into_iter().flatten());
+        n
+    }
 
     fn wb_bytes(bytes: [u8; 8]) -> RxWriteback {
         RxWriteback::parse(u64::from_le_bytes(bytes))
@@ -1217,5 +1311,52 @@ mod tests {
             assert_eq!(dev.transmit_all().len(), 1);
         }
         assert_eq!(nic.stats().tx_frames, (RING - 1 + 3 * RING) as u64);
+    }
+
+    #[test]
+    fn lends_in_place_and_keeps_receiving_from_spares() {
+        let mut dev = FakeDevice::new([0x52, 0x54, 0, 0, 0, 6]);
+        let mut nic = bring_up(&mut dev);
+        let frame: Vec<u8> = (0..100u8).collect();
+        let mut loans = Vec::new();
+        // More frames than spare buffers: lending stops when every spare is
+        // out, the rest wait in the ring.
+        for _ in 0..RX_SPARE + 5 {
+            assert!(dev.deliver(&frame, 0x03, 0));
+        }
+        assert_eq!(lend_into(&mut nic, 1000, &mut loans), RX_SPARE);
+        assert_eq!((loans[0].head(), loans[0].len(), loans[0].buf_len()), (RX_HEADROOM, 100, RX_STRIDE));
+        assert!(loans.iter().all(|l| l.frame() == &frame[..]));
+        assert_eq!(nic.stats().rx_loans_out, RX_SPARE as u64);
+        // Every lent descriptor was posted again with a spare at once.
+        assert_eq!(dev.reg(reg::RDT) as usize, RX_SPARE - 1);
+        assert_eq!(lend_into(&mut nic, 8, &mut loans), 0, "no spare left");
+        // Edit in place, give back: lending goes on.
+        loans[3].buf_mut()[..RX_HEADROOM].fill(0xee);
+        for l in loans.drain(..) {
+            nic.give_back(l);
+        }
+        assert_eq!(nic.stats().rx_loans_out, 0);
+        assert_eq!(lend_into(&mut nic, 1000, &mut loans), 5);
+        // A loan given back to the wrong NIC is refused.
+        let mut other_dev = FakeDevice::new([0x52, 0x54, 0, 0, 0, 7]);
+        let mut other = bring_up(&mut other_dev);
+        nic.give_back(loans.remove(0));
+        other.give_back(loans.remove(0));
+        assert_eq!(other.stats().rx_foreign_loans, 1);
+        assert_eq!(nic.stats().rx_loans_out, 4, "the refused loan is still out, and shows");
+        for l in loans.drain(..) {
+            nic.give_back(l);
+        }
+        // Buffers rotate through descriptors; the device still writes each
+        // frame RX_HEADROOM into its buffer, headroom untouched.
+        for round in 0..3 * RING {
+            assert!(dev.deliver(&[round as u8; 60], 0x03, 0));
+            assert_eq!(lend_into(&mut nic, 1, &mut loans), 1);
+            let l = loans.pop().unwrap();
+            assert_eq!(l.frame(), &[round as u8; 60][..]);
+            nic.give_back(l);
+        }
+        assert_eq!(nic.stats().rx_errors, 0);
     }
 }

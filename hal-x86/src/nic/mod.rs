@@ -10,7 +10,7 @@ pub mod e1000e;
 pub mod virtio;
 
 use crate::pci::{Device, VENDOR_INTEL, VENDOR_VIRTIO};
-use routerd_netdev::{DeviceStats, NetDevice, TxToken};
+use routerd_netdev::{DeviceStats, NetDevice, RxLoan, TxToken};
 use virtio_drivers::transport::pci::bus::{ConfigurationAccess, PciRoot};
 
 /// A NIC the image can drive. The variants differ in size (e1000e keeps its
@@ -82,6 +82,20 @@ impl NetDevice for Nic {
         match self {
             Nic::Virtio(d) => d.link_up(),
             Nic::E1000e(d) => d.link_up(),
+        }
+    }
+
+    fn lend(&mut self, into: &mut [Option<RxLoan>]) -> usize {
+        match self {
+            Nic::Virtio(d) => d.lend(into),
+            Nic::E1000e(d) => d.lend(into),
+        }
+    }
+
+    fn give_back(&mut self, loan: RxLoan) {
+        match self {
+            Nic::Virtio(d) => d.give_back(loan),
+            Nic::E1000e(d) => d.give_back(loan),
         }
     }
 

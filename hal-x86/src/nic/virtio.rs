@@ -3,8 +3,8 @@
 //! `virtio-drivers` provides the PCI transport and the split virtqueue
 //! (`VirtQueue`); this driver negotiates the features itself, owns the two
 //! queues and the packet buffers (from the DMA pool): `RX_RING` receive
-//! buffers always posted to the device, and `TX_RING` transmit buffers handed
-//! out as transmit slots. Link state is reported as up: QEMU's virtio-net
+//! buffers always posted to the device (plus `RX_SPARE` to lend, below), and
+//! `TX_RING` transmit buffers handed out as transmit slots. Link state is reported as up: QEMU's virtio-net
 //! link is up whenever the netdev exists.
 //!
 //! Why not `virtio-drivers`' `VirtIONetRaw`: it notifies the device after
@@ -52,12 +52,24 @@
 //!
 //! A transmit therefore never stays unannounced past the end of the turn it
 //! was sent in unless the device itself said it is still busy with the ring.
+//!
+//! **Receive without a copy.** Each receive buffer is posted at
+//! [`RX_HEADROOM`] minus the virtio-net header, so the device writes the
+//! frame where the dataplane wants it: [`RX_HEADROOM`] bytes into a
+//! [`BUF`]-byte buffer, room in front for the tunnel headers the dataplane
+//! prepends in place. [`NetDevice::lend`] lends the whole buffer
+//! ([`RxLoan`]) and posts one of [`RX_SPARE`] spare buffers in its place at
+//! once (published now, announced in the next `poll` like every refill), so
+//! the device keeps all `RX_RING` buffers while the loop works on the loans —
+//! as it did when the loop copied each frame out. A buffer given back becomes
+//! a spare. With every spare out, `lend` stops (frames wait in the used ring)
+//! until loans come back; loans out are counted.
 
 use crate::dma;
 use crate::pci::Device;
 use core::sync::atomic::{fence, Ordering};
 use log::info;
-use routerd_netdev::{DeviceStats, NetDevice, TxToken, MAX_FRAME, MIN_FRAME};
+use routerd_netdev::{DeviceStats, NetDevice, RxLoan, TxToken, MAX_FRAME, MIN_FRAME, RX_HEADROOM};
 use virtio_drivers::queue::VirtQueue;
 use virtio_drivers::transport::pci::bus::{Command, ConfigurationAccess, PciRoot};
 use virtio_drivers::transport::pci::PciTransport;
@@ -69,11 +81,21 @@ const RX_RING: usize = 64;
 /// per turn the vCPU no longer stalls on an exit per frame, and on a busy
 /// host it outran QEMU's transmit flush, overflowing a 64-slot ring under a
 /// single TCP flow (40–960 drops per 15 s); 128 slots did not overflow.
-/// DMA: 100 pages per NIC, so eight NICs fit the 1024-page pool.
+/// DMA: 116 pages per NIC (receive 48, transmit 64, queues 4), so eight NICs
+/// fit the 1024-page pool beside virtio-blk's 11.
 const TX_RING: usize = 128;
-/// Bytes per packet buffer: the virtio-net header plus a full frame.
+/// Receive buffers beyond the ring's, lent while the ring stays full: as many
+/// as the forwarding loop takes per turn (`routerd_control::run::BATCH`).
+pub const RX_SPARE: usize = 32;
+/// Receive buffers in all.
+const RX_BUFS: usize = RX_RING + RX_SPARE;
+/// Bytes per packet buffer: receive headroom, a full frame and the
+/// dataplane's tailroom (64) fit (the virtio-net header sits in the
+/// headroom, right in front of the frame).
 const BUF: usize = 2048;
-const RX_PAGES: usize = RX_RING * BUF / 4096;
+const _: () = assert!(RX_HEADROOM >= HDR_MODERN && RX_HEADROOM + MAX_FRAME + 64 <= BUF);
+const RX_PAGES: usize = RX_BUFS * BUF / 4096;
+const _: () = assert!(RX_BUFS <= u16::MAX as usize && RX_SPARE >= 1);
 const TX_PAGES: usize = TX_RING * BUF / 4096;
 
 /// The split virtqueues in the DMA pool.
@@ -153,6 +175,11 @@ pub struct VirtioNet<T: Transport = PciTransport> {
     tx: dma::DmaRegion,
     /// Receive buffer index posted under each queue token.
     rx_of_token: [u16; RX_RING],
+    /// Receive buffers lent out.
+    rx_lent: [bool; RX_BUFS],
+    /// Receive buffers neither posted nor lent (a stack).
+    rx_spare: [u16; RX_SPARE],
+    rx_spare_len: usize,
     /// Transmit buffer index and length in flight under each queue token.
     tx_of_token: [(u16, u16); TX_RING],
     free_tx: [u16; TX_RING],
@@ -258,6 +285,9 @@ impl<T: Transport> VirtioNet<T> {
             rx,
             tx,
             rx_of_token: [0; RX_RING],
+            rx_lent: [false; RX_BUFS],
+            rx_spare: [0; RX_SPARE],
+            rx_spare_len: RX_SPARE,
             tx_of_token: [(0, 0); TX_RING],
             free_tx: [0; TX_RING],
             free_tx_len: TX_RING,
@@ -268,6 +298,9 @@ impl<T: Transport> VirtioNet<T> {
         nic.transport.finish_init();
         for (i, slot) in nic.free_tx.iter_mut().enumerate() {
             *slot = i as u16;
+        }
+        for (i, slot) in nic.rx_spare.iter_mut().enumerate() {
+            *slot = (RX_RING + i) as u16;
         }
         for i in 0..RX_RING {
             // Cannot fail: the queue has RX_RING descriptors and each buffer
@@ -280,12 +313,27 @@ impl<T: Transport> VirtioNet<T> {
         nic
     }
 
+    /// Receive buffer `i`, whole. Every caller makes one view and hands it
+    /// on (to the queue or as a loan) before making another.
     fn rx_buf(&mut self, i: usize) -> &'static mut [u8] {
-        debug_assert!(i < RX_RING);
-        // SAFETY: buffer i lies inside the rx region (i < RX_RING), regions are
-        // owned by this driver for the rest of the run, and each buffer is
-        // either with the device or being looked at by exactly one caller.
+        debug_assert!(i < RX_BUFS);
+        // SAFETY: buffer i lies inside the rx region (i < RX_BUFS). The region
+        // comes from the DMA pool, which is `'static` and never frees a page
+        // (in the host tests: leaked heap pages), so `'static` is true of the
+        // memory. Each buffer has one owner at a time: the device (posted,
+        // until `pop_used` returns it), this driver (between pop and lend or
+        // re-post, and as a spare), or the holder of its `RxLoan`
+        // (`rx_lent[i]`, until `give_back`); the driver neither posts nor reads
+        // a lent buffer.
         unsafe { core::slice::from_raw_parts_mut(self.rx.ptr.as_ptr().add(i * BUF), BUF) }
+    }
+
+    /// The part of receive buffer `i` the device writes: the virtio-net
+    /// header, then the frame at `RX_HEADROOM` of the whole buffer.
+    fn rx_posted(&mut self, i: usize) -> &'static mut [u8] {
+        let at = RX_HEADROOM - self.hdr;
+        let buf = self.rx_buf(i);
+        buf.get_mut(at..).unwrap_or(&mut [])
     }
 
     fn tx_buf(&mut self, i: usize) -> &'static mut [u8] {
@@ -296,7 +344,7 @@ impl<T: Transport> VirtioNet<T> {
 
     /// Publishes receive buffer `i` (the device is told in `notify_owed`).
     fn post_rx(&mut self, i: usize) -> Result<(), virtio_drivers::Error> {
-        let buf = self.rx_buf(i);
+        let buf = self.rx_posted(i);
         // SAFETY: the buffer is not touched again until the device returns it
         // through the used ring (`receive` pops it before reading).
         let token = unsafe { self.rxq.add(&[], &mut [buf]) }?;
@@ -437,9 +485,15 @@ impl<T: Transport> NetDevice for VirtioNet<T> {
         true
     }
 
-    fn receive(&mut self, budget: usize, on_frame: &mut dyn FnMut(&mut [u8])) -> usize {
-        let mut n = 0;
-        while n < budget {
+    fn lend(&mut self, into: &mut [Option<RxLoan>]) -> usize {
+        let mut lent = 0;
+        // Bad buffers are re-posted at once and bounded separately, so a
+        // device returning only garbage cannot keep the call going.
+        let mut examined = 0;
+        while lent < into.len() && examined < into.len().saturating_add(RX_RING) {
+            // A frame is lent only with a spare to post in its place; without
+            // one it waits in the used ring.
+            let Some(spare) = self.rx_spare_len.checked_sub(1).and_then(|s| self.rx_spare.get(s).copied()) else { break };
             let Some(token) = self.rxq.peek_used() else { break };
             let Some(&i) = self.rx_of_token.get(usize::from(token)) else {
                 // A token that names no descriptor: see `reclaim_tx`.
@@ -447,32 +501,63 @@ impl<T: Transport> NetDevice for VirtioNet<T> {
                 break;
             };
             let i = usize::from(i);
-            let buf = self.rx_buf(i);
-            // SAFETY: `buf` is the buffer posted under `token`; popping it
+            examined += 1;
+            let posted = self.rx_posted(i);
+            // SAFETY: `posted` is the buffer posted under `token`; popping it
             // (an acquire load of the used index came first, in `peek_used`)
             // hands it back to us before we read it.
-            let written = match unsafe { self.rxq.pop_used(token, &[], &mut [buf]) } {
+            let written = match unsafe { self.rxq.pop_used(token, &[], &mut [posted]) } {
                 Ok(written) => written as usize,
                 Err(_) => {
                     self.stats.rx_errors += 1;
                     break;
                 }
             };
-            let buf = self.rx_buf(i);
-            match written.checked_sub(self.hdr) {
-                Some(len) if len <= MAX_FRAME && self.hdr + len <= BUF => {
-                    self.stats.rx_frames += 1;
-                    self.stats.rx_bytes += len as u64;
-                    on_frame(&mut buf[self.hdr..self.hdr + len]);
+            let loan = match written.checked_sub(self.hdr) {
+                Some(len) if len <= MAX_FRAME => RxLoan::new(self.rx_buf(i), RX_HEADROOM, len, i),
+                _ => None,
+            };
+            let (Some(loan), Some(out), Some(slot)) = (loan, self.rx_lent.get_mut(i), into.get_mut(lent)) else {
+                self.stats.rx_errors += 1;
+                if self.post_rx(i).is_err() {
+                    self.stats.rx_errors += 1;
                 }
-                _ => self.stats.rx_errors += 1,
-            }
-            if self.post_rx(i).is_err() {
+                continue;
+            };
+            *out = true;
+            self.rx_spare_len -= 1;
+            // The descriptor `pop_used` just freed takes the spare.
+            if self.post_rx(usize::from(spare)).is_err() {
                 self.stats.rx_errors += 1;
             }
-            n += 1;
+            self.stats.rx_frames += 1;
+            self.stats.rx_bytes += loan.len() as u64;
+            self.stats.rx_loans_out += 1;
+            *slot = Some(loan);
+            lent += 1;
         }
-        n
+        lent
+    }
+
+    fn give_back(&mut self, loan: RxLoan) {
+        let i = loan.slot();
+        let home = self.rx.ptr.as_ptr() as usize + i * BUF;
+        // Only a buffer of ours that is out on loan, whole, becomes a spare:
+        // anything else (another NIC's, or given back twice) would later hand
+        // the device memory someone else may still be using.
+        let ours = loan.addr() == home && loan.buf_len() == BUF;
+        match (self.rx_lent.get_mut(i), self.rx_spare.get_mut(self.rx_spare_len)) {
+            (Some(out), Some(spare)) if *out && ours => {
+                *out = false;
+                // `i < RX_BUFS <= u16::MAX`, asserted at compile time.
+                *spare = i as u16;
+                self.rx_spare_len += 1;
+                self.stats.rx_loans_out -= 1;
+                // The loan ends here; the buffer is re-made when posted.
+                let _ = loan.into_parts();
+            }
+            _ => self.stats.rx_foreign_loans += 1,
+        }
     }
 
     fn transmit(&mut self) -> Option<Tx<'_, T>> {
@@ -514,6 +599,14 @@ mod tests {
     use virtio_drivers::transport::{DeviceType, InterruptStatus};
     use virtio_drivers::PhysAddr;
     use zerocopy::{FromBytes, Immutable, IntoBytes};
+
+    /// Lends up to `budget` frames from `d` onto `loans`; how many.
+    fn lend_into<D: NetDevice>(d: &mut D, budget: usize, loans: &mut Vec<RxLoan>) -> usize {
+        let mut slots: Vec<Option<RxLoan>> = (0..budget).map(|_| None).collect();
+        let n = d.lend(&mut slots);
+        loans.extend(slots.into_iter().flatten());
+        n
+    }
 
     /// Rings and packet buffers from the host heap, leaked (see `Mem`).
     pub(super) struct HeapHal;
@@ -900,7 +993,76 @@ mod tests {
         // A used length shorter than the header is an error, not a frame.
         let (head, _, _, _) = dev.borrow_mut().take(RX_QUEUE).expect("rx buffer");
         dev.borrow_mut().complete(RX_QUEUE, head, 4);
-        assert_eq!(nic.receive(8, &mut |_| panic!("no frame")), 1);
+        assert_eq!(nic.receive(8, &mut |_| panic!("no frame")), 0);
         assert_eq!(nic.stats().rx_errors, 1);
+        assert_eq!(dev.borrow().pending(RX_QUEUE), RX_RING, "the bad buffer went straight back");
+    }
+
+    #[test]
+    fn frames_are_lent_in_place_and_spares_keep_the_ring_full() {
+        let (mut nic, dev) = nic();
+        for n in 0..3 {
+            assert!(dev.borrow_mut().deliver(&frame(n, 100)));
+        }
+        let mut loans = Vec::new();
+        assert_eq!(lend_into(&mut nic, 2, &mut loans), 2, "the budget bounds the batch");
+        // Where the device wrote it: RX_HEADROOM into the whole buffer, the
+        // virtio-net header right in front.
+        assert_eq!((loans[0].head(), loans[0].len(), loans[0].buf_len()), (RX_HEADROOM, 100, BUF));
+        assert_eq!(loans[0].frame(), &frame(0, 100)[..]);
+        assert_eq!(loans[1].frame(), &frame(1, 100)[..]);
+        assert_eq!(nic.stats().rx_loans_out, 2);
+        assert_eq!(dev.borrow().pending(RX_QUEUE), RX_RING - 1, "a spare was posted for each loan at once");
+        // Edit in place (a tunnel header in the headroom), then give back.
+        loans[0].buf_mut()[..RX_HEADROOM].fill(0xee);
+        for l in loans.drain(..) {
+            nic.give_back(l);
+        }
+        assert_eq!((nic.stats().rx_loans_out, nic.rx_spare_len), (0, RX_SPARE));
+        // Another NIC's loan: refused, never posted.
+        let (mut other, other_dev) = super::tests::nic();
+        assert!(other_dev.borrow_mut().deliver(&frame(7, 60)));
+        let mut foreign = Vec::new();
+        assert_eq!(lend_into(&mut other, 1, &mut foreign), 1);
+        nic.give_back(foreign.remove(0));
+        assert_eq!((nic.stats().rx_foreign_loans, nic.rx_spare_len), (1, RX_SPARE));
+        assert_eq!(lend_into(&mut nic, 8, &mut loans), 1);
+        for l in loans.drain(..) {
+            nic.give_back(l);
+        }
+        nic.poll();
+        assert_eq!(dev.borrow().pending(RX_QUEUE), RX_RING);
+        // Every spare out: lending stops, the frames wait in the used ring
+        // until loans come back; buffers rotate through the ring meanwhile.
+        for n in 0..RX_SPARE + 3 {
+            assert!(dev.borrow_mut().deliver(&frame(n as u8, 60 + n)));
+        }
+        assert_eq!(lend_into(&mut nic, 1000, &mut loans), RX_SPARE);
+        assert_eq!(lend_into(&mut nic, 8, &mut loans), 0, "no spare left");
+        assert_eq!(nic.stats().rx_loans_out, RX_SPARE as u64);
+        let first = loans.remove(0);
+        nic.give_back(first);
+        assert_eq!(lend_into(&mut nic, 8, &mut loans), 1);
+        assert_eq!(loans.last().unwrap().frame(), &frame(RX_SPARE as u8, 60 + RX_SPARE)[..]);
+        for l in loans.drain(..) {
+            nic.give_back(l);
+        }
+        assert_eq!(lend_into(&mut nic, 8, &mut loans), 2);
+        for l in loans.drain(..) {
+            nic.give_back(l);
+        }
+        // The device writes the next frame behind the same headroom, in a
+        // buffer that was a spare.
+        for n in 0..RX_RING {
+            assert!(dev.borrow_mut().deliver(&frame(n as u8, 1514)));
+            assert_eq!(lend_into(&mut nic, 1, &mut loans), 1);
+            let l = loans.remove(0);
+            assert_eq!(l.frame(), &frame(n as u8, 1514)[..]);
+            assert!(l.buf_len() - RX_HEADROOM - 1514 >= 64, "tailroom for the tunnel's tag and padding");
+            nic.give_back(l);
+        }
+        nic.poll();
+        assert_eq!(dev.borrow().pending(RX_QUEUE), RX_RING);
+        assert_eq!((nic.stats().rx_errors, nic.stats().rx_loans_out), (0, 0));
     }
 }
