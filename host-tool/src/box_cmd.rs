@@ -332,8 +332,12 @@ pub fn status_text(st: &Status) -> String {
             p.address.map_or("-".to_string(), |a| a.to_string()),
             p.rx_frames,
             p.tx_frames,
-            if p.rx_errors + p.tx_ring_full > 0 {
-                format!(", {} rx errors, {} tx ring full", p.rx_errors, p.tx_ring_full)
+            if p.rx_errors + p.tx_ring_full + p.rx_loans_out + p.rx_foreign_loans > 0 {
+                let mut s = format!(", {} rx errors, {} tx ring full", p.rx_errors, p.tx_ring_full);
+                if p.rx_loans_out + p.rx_foreign_loans > 0 {
+                    s += &format!(", {} rx buffers on loan, {} foreign loans refused", p.rx_loans_out, p.rx_foreign_loans);
+                }
+                s
             } else {
                 String::new()
             }

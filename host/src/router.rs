@@ -545,6 +545,7 @@ impl Router {
                         tx_frames: w.tx_datagrams + w.tun_tx,
                         rx_errors: 0,
                         tx_ring_full: 0,
+                        ..NicSnapshot::default()
                     };
                 }
                 let c = self.ports.counters.get(i).copied().unwrap_or_default();
@@ -554,6 +555,8 @@ impl Router {
                     tx_frames: c.tx_frames,
                     rx_errors: c.rx_errors + c.rx_oversize,
                     tx_ring_full: c.tx_errors,
+                    // TAPs are read into the loop's own buffers: no loans.
+                    ..NicSnapshot::default()
                 }
             })
             .collect()

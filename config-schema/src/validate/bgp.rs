@@ -171,7 +171,7 @@ impl Checker<'_, '_> {
                 path = ("bgp"),
                 value = ("AS {}", b.asn),
                 msg = ("{who} does not run [bgp] (BGP EVPN) yet: not yet on this platform"),
-                hint = ("list remote_vteps with control = \"static\" on this platform; routerd-host runs [bgp] (tested against FRR as Proxmox configures it)")
+                hint = ("list remote_vteps with control = \"static\" on this platform")
             );
         }
     }

@@ -77,6 +77,11 @@ pub struct NicSnapshot {
     pub tx_frames: u64,
     pub rx_errors: u64,
     pub tx_ring_full: u64,
+    /// Receive buffers the driver has out on loan now, and loans given back
+    /// that were not its own (`routerd_netdev::DeviceStats`): both stay 0
+    /// unless something loses or mixes up buffers.
+    pub rx_loans_out: u64,
+    pub rx_foreign_loans: u64,
 }
 
 struct Running {
@@ -1358,6 +1363,8 @@ impl<R: RngCore + CryptoRng> Node<R> {
                 tx_frames: n.tx_frames,
                 rx_errors: n.rx_errors,
                 tx_ring_full: n.tx_ring_full,
+                rx_loans_out: n.rx_loans_out,
+                rx_foreign_loans: n.rx_foreign_loans,
                 tx_dropped: port.and_then(|p| self.running.as_ref()?.dataplane.counters().tx_full.get(p).copied()).unwrap_or(0),
                 tx_dropped_since_mark: None,
             });

@@ -185,6 +185,8 @@ impl Router {
                     tx_frames: s.tx_frames,
                     rx_errors: s.rx_errors,
                     tx_ring_full: s.tx_ring_full,
+                    rx_loans_out: s.rx_loans_out,
+                    rx_foreign_loans: s.rx_foreign_loans,
                 }
             })
             .collect()

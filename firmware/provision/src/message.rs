@@ -34,7 +34,7 @@ ClaimAdd(Claim),ClaimRemove(Cidr),KeyShow,KeyGenerate(Name),KeyImport(Name,[u8;3
 Up{Response{seq,reply},Log{ms,level,text}};Reply{Hello,Done,Pong,Status,Config,Plan,Applied,Keys,Error,Probing};\
 Probing{address,probes,interval_ms,done_in_ms};\
 Status{device,software,uptime,configured,ports,tunnel,peers,claims,segments,counters,drops,drops_since_mark,mark_age,wireguard,wireguard_load,serial,host};\
-PortStatus{..,tx_ring_full,tx_dropped,tx_dropped_since_mark};ClaimState{Active,Probing,Conflict,Disabled};\
+PortStatus{..,tx_ring_full,rx_loans_out,rx_foreign_loans,tx_dropped,tx_dropped_since_mark};ClaimState{Active,Probing,Conflict,Disabled};\
 ClaimStatus{..,loops,live_host_heard_ms_ago,conflict_hold_ms,next_probe_in_ms,probes_sent,probes_answered};\
 SegmentStatus{name,vni,port,udp_port,fdb_local,fdb_remote,vteps{address,fdb_remote}};\
 WireguardLoad{under_load,last_under_load_ms_ago,handshakes,cookie_replies_sent,cookies_received,refused_under_load,cookie_replies_sent_since_mark,refused_under_load_since_mark};\
@@ -786,6 +786,9 @@ impl Status {
                 p.rx_errors,
                 p.tx_ring_full
             )?;
+            if p.rx_loans_out + p.rx_foreign_loans > 0 {
+                writeln!(w, "    rx buffers on loan {}, foreign loans refused {}", p.rx_loans_out, p.rx_foreign_loans)?;
+            }
         }
         if let Some(d) = &self.dhcp {
             d.write_line(w)?;
@@ -988,6 +991,11 @@ pub struct PortStatus {
     pub rx_errors: u64,
     /// Times the NIC had no free transmit slot (as the driver counts).
     pub tx_ring_full: u64,
+    /// Receive buffers out on loan to the forwarding loop now (given back
+    /// within the turn, so 0 when asked), and loans given back that were not
+    /// this NIC's (refused). Either above 0 means lost or mixed-up buffers.
+    pub rx_loans_out: u64,
+    pub rx_foreign_loans: u64,
     /// Frames the box lost because this port's transmit ring was full
     /// (drop reason `tx_full`, since the box started forwarding).
     pub tx_dropped: u64,
@@ -1726,6 +1734,8 @@ mod tests {
                 tx_frames: u64::MAX,
                 rx_errors: u64::MAX,
                 tx_ring_full: u64::MAX,
+                rx_loans_out: u64::MAX,
+                rx_foreign_loans: u64::MAX,
                 tx_dropped: u64::MAX,
                 tx_dropped_since_mark: Some(u64::MAX),
             })
