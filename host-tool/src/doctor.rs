@@ -201,6 +201,18 @@ pub fn hybrid(st: &Status, cfg: Option<&Config>) -> Vec<Check> {
             )),
             _ => {}
         }
+        // The loop gives every receive buffer back within its turn: one
+        // still out, or one given back to the wrong NIC, is a firmware bug
+        // that shrinks the ring until the port goes deaf.
+        if p.rx_loans_out + p.rx_foreign_loans > 0 {
+            out.push(check(
+                "port.rx-buffers",
+                p.name.as_str(),
+                Verdict::Fail,
+                format!("{} receive buffers not given back, {} given back to the wrong NIC", p.rx_loans_out, p.rx_foreign_loans),
+                "a firmware bug: save `routerctl status --json` and the console log, report them, and reboot the box",
+            ));
+        }
     }
 
     // Capture and delivery, per claim.
@@ -1468,6 +1480,14 @@ delivery = { tunnel = "wg0", peer = "onprem" }
         assert!(t.reason.contains("2 frames lost") && t.reason.contains("7 in all"), "{}", t.reason);
         st.ports[0].tx_dropped_since_mark = Some(0);
         assert_eq!(find(&hybrid(&st, Some(&cfg)), "port.tx", st.ports[0].name.as_str()).result, Verdict::Pass);
+
+        // Receive buffers lost or mixed up: a failure, named; none: no check at all.
+        assert!(!hybrid(&st, Some(&cfg)).iter().any(|c| c.id == "port.rx-buffers"));
+        st.ports[0].rx_foreign_loans = 1;
+        let b = find(&hybrid(&st, Some(&cfg)), "port.rx-buffers", st.ports[0].name.as_str()).clone();
+        assert_eq!(b.result, Verdict::Fail);
+        assert!(b.reason.contains("1 given back to the wrong NIC"), "{}", b.reason);
+        st.ports[0].rx_foreign_loans = 0;
 
         // The owner box routes its own address back into the tunnel.
         st.peers[0].allowed_ips.push("10.20.0.10/32".parse().unwrap()).unwrap();
