@@ -260,7 +260,7 @@ fn install_from_backports(suite: &str, packages: &[&str]) -> Result<(), Failure>
     let result = run(update, &format!("apt-get update (with {suite})")).and_then(|()| {
         let mut install = apt();
         install.args(["install", "-y", "-qq", "--no-install-recommends", "--no-remove", "-t", suite]).args(packages);
-        run(install, &format!("apt-get install -t {suite} {}", packages.join(" ")))
+        run(install, &format!("apt-get install --no-install-recommends --no-remove -t {suite} {}", packages.join(" ")))
     });
     let _ = std::fs::remove_dir_all(&dir);
     result

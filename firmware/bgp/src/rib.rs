@@ -18,10 +18,11 @@
 //! Queries: [`Rib::flood_list`] (the VTEPs to replicate BUM traffic of a
 //! VNI to: the originators of its type-3 routes with ingress replication),
 //! [`Rib::remote_macs`] / [`Rib::remote_mac`] (MAC → VTEP, the highest
-//! MAC-mobility sequence winning, then the lowest VTEP address).
-//! Both scan the tables: O(n) per MAC lookup, O(n²) for a whole VNI's list
-//! (4096² compares in the worst case) — meant for reprogramming after a
-//! change, not per packet.
+//! MAC-mobility sequence winning, then the lowest VTEP address, then the
+//! lowest peer). The best route of each MAC is marked when one of its
+//! routes changes (a scan of the table per change), so a VNI's list is one
+//! pass and a MAC lookup one scan; the flood list is O(n²) over the type-3
+//! routes. Meant for reprogramming after a change, not per packet.
 //!
 //! **Local routes**: a type 3 per VNI and a type 2 per local MAC. Every
 //! change takes a new generation number; a removed route stays as a

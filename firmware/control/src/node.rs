@@ -1559,8 +1559,9 @@ fn segment_status(cfg: &Config, fdb: &dp::fdb::Fdb, now: Instant) -> Vec<msg::Se
 
 /// The BGP service as status shows it: sessions, each EVPN VNI with its
 /// segment, what it learned and what we advertise, non-zero counters.
-/// Counting remote MACs scans the RIB (O(n²) per VNI, see
-/// `routerd_bgp::rib`): fine per status request, not per packet.
+/// Counting remote MACs is a pass over the RIB, the flood list O(n²) over
+/// the type-3 routes (`routerd_bgp::rib`): fine per status request, not
+/// per packet.
 fn bgp_status(b: &crate::bgp::Bgp, cfg: &Config, now: Instant) -> msg::BgpStatus {
     let setup = b.setup();
     let mut out = msg::BgpStatus {

@@ -271,21 +271,14 @@ impl Router {
         let snaps = Self::snapshots(nics);
         let st = self.node.status(now, false, &snaps);
         let _ = st.write_summary(&mut console::ConsoleText);
-        let h = crate::rt::heap_usage();
-        console::print(format_args!(
-            "heap: {} KiB in use, at most {} KiB so far, of {} KiB\n",
-            h.used / 1024,
-            h.peak / 1024,
-            h.size / 1024
-        ));
+        console::print(format_args!("heap: {}\n", crate::rt::heap_usage()));
         console::print(format_args!("end of status\n"));
     }
 }
 
 /// The heap figures, logged after an apply.
 pub fn log_heap() {
-    let h = crate::rt::heap_usage();
-    info!("mem: heap {} KiB in use, at most {} KiB so far, of {} KiB", h.used / 1024, h.peak / 1024, h.size / 1024);
+    info!("mem: heap {}", crate::rt::heap_usage());
 }
 
 /// The image's [`routerd_control::Bind`]: configurations bind as written,

@@ -162,6 +162,13 @@ pub struct HeapUsage {
     pub size: usize,
 }
 
+/// `1483 KiB in use, at most 1470 KiB so far, of 4096 KiB`.
+impl core::fmt::Display for HeapUsage {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{} KiB in use, at most {} KiB so far, of {} KiB", self.used / 1024, self.peak / 1024, self.size / 1024)
+    }
+}
+
 pub fn heap_usage() -> HeapUsage {
     let used = HEAP.heap.lock().used();
     HeapUsage { used, peak: HEAP.peak.load(Ordering::Relaxed).max(used), size: HEAP_BYTES }
