@@ -1,9 +1,12 @@
 //! The one network-device interface of routerd.
 //!
-//! Drivers (virtio-net, e1000e in `hal-x86`) implement [`NetDevice`]; the
-//! image's main loop — and, on the host, TAP/loopback/fault-injecting
-//! implementations — drive it. This crate depends on nothing, so drivers and
-//! their users meet here without knowing each other.
+//! Drivers (virtio-net, e1000e in `hal-x86`) implement [`NetDevice`], and so
+//! do routerd-host's TAP and WAN-socket devices and the in-memory test
+//! devices (`testing`); the one forwarding turn (`routerd_control::run`)
+//! drives them all. This crate depends on nothing, so drivers and their
+//! users meet here without knowing each other. A device says what its
+//! frames are ([`NetDevice::capabilities`]: Ethernet, or datagrams of a
+//! socket the host's kernel owns, [`Medium`]).
 //!
 //! The shape is polled and batched:
 //! - [`NetDevice::lend`] lends a bounded batch of received frames, in arrival
@@ -22,6 +25,8 @@
 //!   receive ring; the main loop calls it every turn.
 #![no_std]
 
+#[cfg(feature = "std")]
+pub mod pool;
 #[cfg(feature = "std")]
 pub mod testing;
 
@@ -154,6 +159,31 @@ pub struct DeviceStats {
     pub rx_foreign_loans: u64,
 }
 
+/// What a device's frames are ([`Capabilities::medium`]), after
+/// embassy-net-driver's `Medium`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Medium {
+    /// Ethernet frames without FCS: the image's NICs, TAP devices.
+    #[default]
+    Ethernet,
+    /// The tunnel's UDP datagrams on a socket whose wire, addresses and
+    /// neighbours belong to the host's kernel (routerd-host's WAN). A lent
+    /// frame is either one received UDP payload, its sender given by
+    /// [`NetDevice::rx_source`], or — from the device's IP side, if it has
+    /// one (a TUN) — a bare IPv4 packet (`rx_source` is `None`). Payloads go
+    /// out with [`NetDevice::send_datagram`]; what [`NetDevice::transmit`]
+    /// sends is a bare IPv4 packet for the IP side. No link layer either
+    /// way: no Ethernet header, no ARP.
+    Datagram,
+}
+
+/// What a device can do, asked once when the loop binds it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// What its frames are.
+    pub medium: Medium,
+}
+
 /// A reserved transmit slot. Dropping it unused gives the slot back.
 pub trait TxToken {
     /// Fills `len` bytes of the slot's buffer with `fill` and sends them.
@@ -169,8 +199,31 @@ pub trait NetDevice {
     where
         Self: 'a;
 
-    /// The device's MAC address.
+    /// The device's MAC address (a datagram device has none of its own:
+    /// any fixed value the platform names it by).
     fn mac(&self) -> [u8; 6];
+
+    /// What the device's frames are. Ethernet unless it says otherwise.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+
+    /// The sender of a lent frame on a [`Medium::Datagram`] device: the UDP
+    /// source it came from, or `None` for a packet from the device's IP
+    /// side. Asked before the loan is given back. Ethernet devices: `None`.
+    fn rx_source(&self, loan: &RxLoan) -> Option<core::net::SocketAddr> {
+        let _ = loan;
+        None
+    }
+
+    /// Sends `payload` as one UDP datagram to `to` from the device's socket
+    /// (a [`Medium::Datagram`] device). False when it cannot: not a datagram
+    /// device, no room, or an address family the socket does not carry;
+    /// the device counts the last two.
+    fn send_datagram(&mut self, to: core::net::SocketAddr, payload: &[u8]) -> bool {
+        let _ = (to, payload);
+        false
+    }
 
     /// Whether the link is up (devices without link reporting say `true`).
     fn link_up(&mut self) -> bool;

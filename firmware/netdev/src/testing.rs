@@ -5,7 +5,9 @@
 //!   are received by the loop; frames the loop transmits are queued for the
 //!   test ([`Loopback::take_sent`]). Its transmit ring has a fixed number of
 //!   slots that only [`NetDevice::poll`] frees, like a real ring, so a test
-//!   can fill it.
+//!   can fill it. [`Loopback::datagram`] makes one of [`Medium::Datagram`]:
+//!   an in-memory UDP socket (routerd-host's WAN) whose datagrams carry
+//!   their endpoint ([`Loopback::inject_from`], [`Loopback::take_datagrams`]).
 //! - [`FaultInjector`]: wraps a device and drops or corrupts received
 //!   frames on a deterministic schedule, or refuses transmit slots.
 //! - [`PcapWriter`]: wraps a device and records every frame in and out as a
@@ -23,100 +25,29 @@ extern crate std;
 
 use std::collections::VecDeque;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::vec::Vec;
 
-use crate::{DeviceStats, NetDevice, RxLoan, TxToken, MAX_FRAME, MIN_FRAME, RX_HEADROOM};
+use crate::pool::RxPool;
+use crate::{Capabilities, DeviceStats, Medium, NetDevice, RxLoan, TxToken, MAX_FRAME, MIN_FRAME, RX_HEADROOM};
 
 /// Receive buffers a [`Loopback`] lends at once (more than the forwarding
 /// loop takes per turn).
 pub const LOOPBACK_RX_BUFS: usize = 64;
 
-/// A test device's receive buffers: one allocation split into
-/// [`RING_SLOT`]-byte slots that are lent as `&'static mut` (what an
-/// [`RxLoan`] holds). The allocation is freed when the pool is dropped with
-/// every slot home; with a loan still out it is leaked instead, so the loan
-/// stays valid.
-struct RxPool {
-    /// The allocation, kept to free it.
-    raw: *mut [u8],
-    /// Each slot's buffer, `None` while lent.
-    slots: Vec<Option<&'static mut [u8]>>,
-    /// Slot numbers free for a frame (home and holding none).
-    free: Vec<usize>,
-    /// Slots lent out.
-    out: usize,
-}
-
-// SAFETY: the pool owns its allocation alone (the raw pointer is only used
-// to free it, after every slot reference is gone); moving it to another
-// thread moves that ownership.
-unsafe impl Send for RxPool {}
-
-impl RxPool {
-    fn new(n: usize) -> RxPool {
-        let raw = std::boxed::Box::into_raw(std::vec![0u8; n * RING_SLOT].into_boxed_slice());
-        // SAFETY: `raw` comes from `Box::into_raw` just above; this is the only
-        // reference made from it, split into disjoint slots below. It is
-        // freed only in `drop`, once every slot reference is back and dropped.
-        let all: &'static mut [u8] = unsafe { &mut *raw };
-        let slots: Vec<Option<&'static mut [u8]>> = all.chunks_exact_mut(RING_SLOT).map(Some).collect();
-        RxPool { raw, slots, free: (0..n).rev().collect(), out: 0 }
-    }
-
-    /// A free slot to put a frame in.
-    fn alloc(&mut self) -> Option<usize> {
-        self.free.pop()
-    }
-
-    fn buf(&mut self, i: usize) -> Option<&mut [u8]> {
-        self.slots.get_mut(i)?.as_deref_mut()
-    }
-
-    /// Lends slot `i` with a frame of `len` bytes at [`RX_HEADROOM`].
-    fn lend(&mut self, i: usize, len: usize) -> Option<RxLoan> {
-        if RX_HEADROOM + len > RING_SLOT {
-            return None;
-        }
-        let buf = self.slots.get_mut(i)?.take()?;
-        self.out += 1;
-        RxLoan::new(buf, RX_HEADROOM, len, i)
-    }
-
-    /// Takes a loan back: true if it was one of ours, lent and whole.
-    fn give_back(&mut self, loan: RxLoan) -> bool {
-        let home = self.raw.cast::<u8>() as usize + loan.slot() * RING_SLOT;
-        let Some(slot) = self.slots.get_mut(loan.slot()) else { return false };
-        // Exactly the slot lent (address and length): then no part of it can
-        // still be referenced elsewhere.
-        if slot.is_some() || loan.addr() != home || loan.buf_len() != RING_SLOT {
-            return false;
-        }
-        let (buf, i) = loan.into_parts();
-        *slot = Some(buf);
-        self.out -= 1;
-        self.free.push(i);
-        true
-    }
-}
-
-impl Drop for RxPool {
-    fn drop(&mut self) {
-        if self.out == 0 {
-            self.slots.clear();
-            // SAFETY: every slot reference was given back and just dropped, so
-            // nothing refers to the allocation from `Box::into_raw` any more.
-            drop(unsafe { std::boxed::Box::from_raw(self.raw) });
-        }
-    }
-}
-
-/// An in-memory NIC with a bounded transmit ring.
+/// An in-memory NIC with a bounded transmit ring (or an in-memory UDP
+/// socket: [`Loopback::datagram`]).
 pub struct Loopback {
     mac: [u8; 6],
-    rx: VecDeque<Vec<u8>>,
+    medium: Medium,
+    /// Frames to receive, with their sender on a datagram device.
+    rx: VecDeque<(Option<SocketAddr>, Vec<u8>)>,
     /// Made at the first receive (many test devices never receive).
     pool: Option<RxPool>,
+    /// The sender of the frame in each pool slot.
+    sources: Vec<Option<SocketAddr>>,
     sent: VecDeque<Vec<u8>>,
+    datagrams: VecDeque<(SocketAddr, Vec<u8>)>,
     /// Transmit slots in use since the last `poll`.
     in_flight: usize,
     ring: usize,
@@ -129,9 +60,12 @@ impl Loopback {
     pub fn new(mac: [u8; 6], ring: usize) -> Loopback {
         Loopback {
             mac,
+            medium: Medium::Ethernet,
             rx: VecDeque::new(),
             pool: None,
+            sources: std::vec![None; LOOPBACK_RX_BUFS],
             sent: VecDeque::new(),
+            datagrams: VecDeque::new(),
             in_flight: 0,
             ring,
             stats: DeviceStats::default(),
@@ -139,9 +73,30 @@ impl Loopback {
         }
     }
 
-    /// A frame arrives from the wire.
+    /// An in-memory UDP socket ([`Medium::Datagram`]): what it receives
+    /// is a UDP payload from an endpoint ([`Loopback::inject_from`]) or a
+    /// bare IPv4 packet ([`Loopback::inject`]); `transmit` sends bare IPv4
+    /// packets ([`Loopback::take_sent`]), `send_datagram` payloads
+    /// ([`Loopback::take_datagrams`]).
+    pub fn datagram(mac: [u8; 6], ring: usize) -> Loopback {
+        Loopback { medium: Medium::Datagram, ..Loopback::new(mac, ring) }
+    }
+
+    /// A frame arrives from the wire (on a datagram device: a bare IPv4
+    /// packet from its IP side).
     pub fn inject(&mut self, frame: &[u8]) {
-        self.rx.push_back(frame.to_vec());
+        self.rx.push_back((None, frame.to_vec()));
+    }
+
+    /// A datagram device receives `payload` from `from`.
+    pub fn inject_from(&mut self, from: SocketAddr, payload: &[u8]) {
+        self.rx.push_back((Some(from), payload.to_vec()));
+    }
+
+    /// Every datagram sent since the last call, oldest first, with where it
+    /// went.
+    pub fn take_datagrams(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
+        self.datagrams.drain(..).collect()
     }
 
     /// Everything transmitted since the last call, oldest first.
@@ -189,6 +144,29 @@ impl NetDevice for Loopback {
         self.mac
     }
 
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { medium: self.medium }
+    }
+
+    fn rx_source(&self, loan: &RxLoan) -> Option<SocketAddr> {
+        self.sources.get(loan.slot()).copied().flatten()
+    }
+
+    fn send_datagram(&mut self, to: SocketAddr, payload: &[u8]) -> bool {
+        if self.medium != Medium::Datagram {
+            return false;
+        }
+        if self.in_flight >= self.ring {
+            self.stats.tx_ring_full += 1;
+            return false;
+        }
+        self.in_flight += 1;
+        self.stats.tx_frames += 1;
+        self.stats.tx_bytes += payload.len() as u64;
+        self.datagrams.push_back((to, payload.to_vec()));
+        true
+    }
+
     fn link_up(&mut self) -> bool {
         self.link
     }
@@ -197,7 +175,7 @@ impl NetDevice for Loopback {
         let pool = self.pool.get_or_insert_with(|| RxPool::new(LOOPBACK_RX_BUFS));
         let mut n = 0;
         while let Some(out) = into.get_mut(n) {
-            let Some(f) = self.rx.front() else { break };
+            let Some((_, f)) = self.rx.front() else { break };
             if f.len() > MAX_FRAME {
                 self.stats.rx_errors += 1;
                 self.rx.pop_front();
@@ -205,9 +183,12 @@ impl NetDevice for Loopback {
             }
             // Every buffer lent: the frame waits, as on a NIC.
             let Some(i) = pool.alloc() else { break };
-            let Some(f) = self.rx.pop_front() else { break };
+            let Some((from, f)) = self.rx.pop_front() else { break };
             if let Some(dst) = pool.buf(i).and_then(|b| b.get_mut(RX_HEADROOM..RX_HEADROOM + f.len())) {
                 dst.copy_from_slice(&f);
+            }
+            if let Some(s) = self.sources.get_mut(i) {
+                *s = from;
             }
             let Some(loan) = pool.lend(i, f.len()) else { break };
             self.stats.rx_frames += 1;
@@ -297,6 +278,18 @@ impl<D: NetDevice> NetDevice for FaultInjector<D> {
         self.inner.mac()
     }
 
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    fn rx_source(&self, loan: &RxLoan) -> Option<SocketAddr> {
+        self.inner.rx_source(loan)
+    }
+
+    fn send_datagram(&mut self, to: SocketAddr, payload: &[u8]) -> bool {
+        self.inner.send_datagram(to, payload)
+    }
+
     fn link_up(&mut self) -> bool {
         self.inner.link_up()
     }
@@ -368,8 +361,16 @@ pub struct PcapWriter<D, W: Write> {
 }
 
 impl<D: NetDevice, W: Write> PcapWriter<D, W> {
-    /// Wrap `inner`, writing the pcap header to `out` now.
+    /// Wrap `inner`, writing the pcap header to `out` now. Only an
+    /// Ethernet device: a datagram device's payloads have no link header
+    /// to record (routerd-control's capture makes one up for them).
     pub fn new(inner: D, mut out: W) -> std::io::Result<PcapWriter<D, W>> {
+        if inner.capabilities().medium != Medium::Ethernet {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "PcapWriter records Ethernet devices only (LINKTYPE_ETHERNET)",
+            ));
+        }
         // Magic, version 2.4, GMT offset 0, accuracy 0, snaplen, LINKTYPE_ETHERNET.
         let mut h = Vec::with_capacity(24);
         h.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
@@ -432,6 +433,18 @@ impl<D: NetDevice, W: Write> NetDevice for PcapWriter<D, W> {
 
     fn mac(&self) -> [u8; 6] {
         self.inner.mac()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    fn rx_source(&self, loan: &RxLoan) -> Option<SocketAddr> {
+        self.inner.rx_source(loan)
+    }
+
+    fn send_datagram(&mut self, to: SocketAddr, payload: &[u8]) -> bool {
+        self.inner.send_datagram(to, payload)
     }
 
     fn link_up(&mut self) -> bool {
@@ -516,11 +529,17 @@ mod tests {
         assert_eq!(pcap[40], 0xab);
         assert_eq!(pcap[24 + 76 + 16], 0xcd);
     }
+
+    #[test]
+    fn pcap_refuses_a_datagram_device() {
+        let e = PcapWriter::new(Loopback::datagram([2, 0, 0, 0, 0, 1], 4), Vec::new()).err();
+        assert_eq!(e.map(|e| e.kind()), Some(std::io::ErrorKind::InvalidInput));
+    }
 }
 
 /// Bytes per slot of a [`RingNic`] (a frame of up to [`MAX_FRAME`] bytes,
 /// rounded up like a driver's DMA buffer).
-pub const RING_SLOT: usize = 2048;
+pub const RING_SLOT: usize = crate::pool::SLOT;
 
 /// An in-memory NIC for benchmarks: like [`Loopback`], but both rings are
 /// preallocated fixed slots, so no frame allocates.
@@ -602,7 +621,7 @@ impl RingNic {
 
     /// Free receive slots (neither holding a frame nor lent).
     pub fn rx_free(&self) -> usize {
-        self.rx.free.len()
+        self.rx.free()
     }
 
     /// The frames the last [`NetDevice::poll`] put on the wire, oldest
