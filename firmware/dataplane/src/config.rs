@@ -109,11 +109,28 @@ pub enum PortRole {
     Wan,
 }
 
+/// What a port's frames are (the device's medium).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Medium {
+    /// Ethernet: the dataplane writes and reads link headers, answers and
+    /// asks ARP.
+    #[default]
+    Ethernet,
+    /// A UDP socket whose wire belongs to the host's kernel (routerd-host's
+    /// WAN; only a WAN may be one): tunnel datagrams go out as payload and
+    /// endpoint (`Transmit::send_datagram`) and come in the same way
+    /// (`Dataplane::process_datagram_and_transmit`); other IPv4 leaves as a
+    /// bare packet for the device's IP side. No Ethernet, no ARP.
+    Datagram,
+}
+
 /// One NIC.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortConfig {
     /// LAN or WAN.
     pub role: PortRole,
+    /// Ethernet, or a datagram socket.
+    pub medium: Medium,
     /// The port's MAC address (used as source and in proxy-ARP replies).
     pub mac: Mac,
     /// The box's own address on this port; `None` for a port that is a
@@ -387,7 +404,8 @@ impl Config {
             return Err(ConfigError::WanCount);
         }
         for (i, p) in self.ports.iter().enumerate() {
-            if p.prefix_len > 32 || p.mtu < 576 || p.mtu > MAX_PORT_MTU || !p.mac.is_unicast() {
+            let datagram_lan = p.medium == Medium::Datagram && p.role != PortRole::Wan;
+            if p.prefix_len > 32 || p.mtu < 576 || p.mtu > MAX_PORT_MTU || !p.mac.is_unicast() || datagram_lan {
                 return Err(ConfigError::BadPort(PortId(i as u8)));
             }
             // A LAN port without an address only bridges a segment.

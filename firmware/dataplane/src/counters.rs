@@ -85,6 +85,10 @@ drop_reasons! {
     NoRoute = "no_route",
     /// To send from the WAN, which has no address (DHCP without a lease).
     WanNoAddress = "wan_no_address",
+    /// A tunnel datagram for an IPv6 endpoint on an Ethernet WAN, whose
+    /// underlay is IPv4 only (validation refuses IPv6 endpoints on the
+    /// image; a peer can still roam to one only on a datagram WAN).
+    UnderlayIpv6 = "underlay_ipv6",
     /// Addressed to a port without an address (a bridge-only segment port)
     /// and not bridged: there is nothing on the box to give it to.
     PortNoAddress = "port_no_address",

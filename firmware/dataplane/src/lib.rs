@@ -55,7 +55,7 @@ pub mod vxlan;
 pub use buf::{FrameBuf, BUF_SIZE, HEADROOM, MAX_FRAME, TAILROOM};
 pub use claims::{ClaimEvent, ClaimEventKind, ClaimState, Evidence, MacText, ProbeReason};
 pub use config::{
-    Capture, ClaimConfig, ClaimSide, Config, ConfigError, Mac, NatRule, PeerConfig, PeerId, PortConfig, PortId, PortRole, Prefix,
+    Capture, ClaimConfig, ClaimSide, Config, ConfigError, Mac, Medium, NatRule, PeerConfig, PeerId, PortConfig, PortId, PortRole, Prefix,
     SegmentConfig, Timing, TunnelConfig,
 };
 pub use conntrack::{Conntrack, Dir, Proto, State, Tuple, Zone};

@@ -64,7 +64,7 @@ use crate::buf::{FrameBuf, BUF_SIZE, HEADROOM};
 use crate::checksum;
 use crate::claims::{self, ClaimEvent, ClaimEventKind, ClaimRuntime, ClaimState, Evidence, ProbeReason};
 use crate::config::Prefix;
-use crate::config::{Capture, ClaimSide, Config, ConfigError, Mac, PeerId, PortId, PortRole, MAX_CLAIMS};
+use crate::config::{Capture, ClaimSide, Config, ConfigError, Mac, Medium, PeerId, PortId, PortRole, MAX_CLAIMS};
 use crate::conntrack::{Conntrack, Dir};
 use crate::counters::{ClaimCounters, Counters, DropReason};
 use crate::fdb::{Fdb, Learn, Location};
@@ -111,6 +111,15 @@ pub trait Transmit {
     /// Queue a copy of `frame` on `port`. Return false when no transmit slot
     /// is free (the dataplane counts `TxFull`).
     fn send(&mut self, port: PortId, frame: &[u8]) -> bool;
+
+    /// Send `payload` as one UDP datagram to `to` from the socket of `port`,
+    /// a [`Medium::Datagram`] port (the tunnel's datagrams on routerd-host's
+    /// WAN). False when it cannot (the dataplane counts `TxFull`); a
+    /// transmitter without datagram ports never can.
+    fn send_datagram(&mut self, port: PortId, to: Endpoint, payload: &[u8]) -> bool {
+        let _ = (port, to, payload);
+        false
+    }
 
     /// Hand an IPv4 packet addressed to the box, which the policy admits
     /// (ICMP from a LAN or the tunnel), to the services layer. Without one,
@@ -318,6 +327,28 @@ impl Dataplane {
         v
     }
 
+    /// [`Dataplane::process_and_transmit`] for a frame received on a port of
+    /// [`Medium::Datagram`]: with `from`, the UDP payload of a datagram sent
+    /// to the tunnel's listen port from `from` (the kernel took the IP and
+    /// UDP headers off and checked them), which goes straight to the tunnel;
+    /// without, a bare IPv4 packet from the port's IP side, which enters the
+    /// IPv4 stage like one from an Ethernet port.
+    pub fn process_datagram_and_transmit<T: Tunnel + ?Sized, X: Transmit + ?Sized>(
+        &mut self,
+        now: Instant,
+        port: PortId,
+        from: Option<Endpoint>,
+        buf: &mut FrameBuf<'_>,
+        tunnel: &mut T,
+        tx: &mut X,
+    ) -> Verdict {
+        let v = self.core.datagram_intake(now, port, from, buf, tunnel, tx);
+        if let Verdict::Transmit(p) = v {
+            send_extra(&mut self.core.counters, tx, p, buf.frame());
+        }
+        v
+    }
+
     /// Run timers: gratuitous ARPs, ARP retries and give-ups, neighbour and
     /// FDB aging, the tunnel's own timers. Frames go to `tx`.
     pub fn poll<T: Tunnel + ?Sized, X: Transmit + ?Sized>(&mut self, now: Instant, tunnel: &mut T, tx: &mut X) {
@@ -338,7 +369,7 @@ impl Dataplane {
                 continue;
             }
             self.core.counters.tunnel_control += 1;
-            if let Verdict::Transmit(p) = self.core.udp_to_endpoint(now, to, &mut fb) {
+            if let Verdict::Transmit(p) = self.core.udp_to_endpoint(now, to, &mut fb, tx) {
                 let Core { counters, .. } = &mut self.core;
                 send_extra(counters, tx, p, fb.frame());
             }
@@ -578,7 +609,14 @@ impl Dataplane {
 }
 
 fn send_extra<X: Transmit + ?Sized>(counters: &mut Counters, tx: &mut X, port: PortId, frame: &[u8]) {
-    if tx.send(port, frame) {
+    let sent = tx.send(port, frame);
+    count_sent(counters, port, sent);
+}
+
+/// One frame or datagram handed to `port`'s device: sent, or lost to a full
+/// ring (counted per port too).
+fn count_sent(counters: &mut Counters, port: PortId, sent: bool) {
+    if sent {
         if let Some(c) = counters.tx_frames.get_mut(port.index()) {
             *c += 1;
         }

@@ -1,7 +1,9 @@
 //! The interface between the dataplane and a WireGuard implementation.
 //!
 //! Division of work: the dataplane owns the WAN address, the WireGuard UDP
-//! listen port, the underlay UDP/IPv4/Ethernet headers and gateway ARP; the
+//! listen port, the underlay UDP/IPv4/Ethernet headers and gateway ARP on an
+//! Ethernet WAN (on a datagram WAN, routerd-host's UDP socket, the kernel
+//! owns them and the dataplane hands over the payload and endpoint); the
 //! tunnel owns keys, sessions, handshakes, timers and its own copy of the
 //! cryptokey routing table. Both work in the caller's frame buffer so that
 //! nothing is copied:
@@ -22,7 +24,6 @@
 //! every tunnel implementation. A tunnel may check as well; a packet it
 //! refuses is reported as [`Opened::Rejected`].
 
-use core::net::Ipv4Addr;
 use core::ops::Range;
 
 use crate::config::PeerId;
@@ -35,14 +36,10 @@ pub const TUNNEL_HEADROOM: usize = 16;
 /// + up to 15 bytes padding).
 pub const TUNNEL_TAILROOM: usize = 32;
 
-/// A UDP endpoint on the underlay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Endpoint {
-    /// IPv4 address.
-    pub addr: Ipv4Addr,
-    /// UDP port.
-    pub port: u16,
-}
+/// A UDP endpoint on the underlay: IPv4 on any WAN, IPv6 only on a
+/// datagram WAN (an Ethernet WAN drops a datagram for an IPv6 endpoint:
+/// `underlay_ipv6`).
+pub type Endpoint = core::net::SocketAddr;
 
 /// Result of sealing a packet.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,10 +17,10 @@ fn into_tunnel(frame: &[u8]) -> Vec<u8> {
     assert_eq!(e.source, WAN_MAC);
     let Some(etherparse::NetHeaders::Ipv4(ip, _)) = &h.net else { panic!("not ipv4") };
     assert_eq!(Ipv4Addr::from(ip.source), WAN_IP);
-    assert_eq!(Ipv4Addr::from(ip.destination), PEER_ENDPOINT.addr);
+    assert_eq!(Ipv4Addr::from(ip.destination), PEER_ADDR);
     let Some(etherparse::TransportHeader::Udp(u)) = &h.transport else { panic!("not udp") };
     assert_eq!(u.source_port, LISTEN);
-    assert_eq!(u.destination_port, PEER_ENDPOINT.port);
+    assert_eq!(u.destination_port, PEER_ENDPOINT.port());
     assert_eq!(u.checksum, 0, "WireGuard datagrams go without a UDP checksum (RFC 768: zero is none; the tag authenticates)");
     let p = h.payload.slice();
     assert_eq!(&p[..4], b"PT\x00\x01");
@@ -471,14 +471,14 @@ fn loop_guard_drops_tunnel_to_tunnel() {
 fn tunnel_handshake_reply_and_keepalive_and_rejects() {
     let mut h = Harness::new();
     h.learn_gateway();
-    let (p, f) = h.rx(WAN, &wan_udp(PEER_ENDPOINT.addr, 41000, LISTEN, b"HI")).unwrap();
+    let (p, f) = h.rx(WAN, &wan_udp(PEER_ADDR, 41000, LISTEN, b"HI")).unwrap();
     assert_eq!(p, WAN);
     let hd = checked(&f);
     let Some(etherparse::TransportHeader::Udp(u)) = &hd.transport else { panic!() };
     assert_eq!((u.source_port, u.destination_port), (LISTEN, 41000), "reply goes to where it came from");
     assert_eq!(hd.payload.slice(), b"HR");
-    assert!(h.rx(WAN, &wan_udp(PEER_ENDPOINT.addr, 41000, LISTEN, b"KA")).is_none());
-    assert!(h.rx(WAN, &wan_udp(PEER_ENDPOINT.addr, 41000, LISTEN, b"garbage")).is_none());
+    assert!(h.rx(WAN, &wan_udp(PEER_ADDR, 41000, LISTEN, b"KA")).is_none());
+    assert!(h.rx(WAN, &wan_udp(PEER_ADDR, 41000, LISTEN, b"garbage")).is_none());
     assert_eq!(h.dropped(DropReason::TunnelRejected), 1);
     assert_eq!(h.dp.counters().tunnel_control, 2);
     assert_eq!(h.dp.counters().total_drops(), 1);

@@ -72,12 +72,42 @@ impl Core {
         }
     }
 
+    /// A frame from a port of [`Medium::Datagram`]: a tunnel datagram from
+    /// `from`, or (`None`) a bare IPv4 packet from the port's IP side.
+    pub(super) fn datagram_intake<T: Tunnel + ?Sized, X: Transmit + ?Sized>(
+        &mut self,
+        now: Instant,
+        port: PortId,
+        from: Option<Endpoint>,
+        buf: &mut FrameBuf<'_>,
+        tunnel: &mut T,
+        tx: &mut X,
+    ) -> Verdict {
+        if self.cfg.ports.get(port.index()).is_none_or(|pc| pc.medium != Medium::Datagram) {
+            return self.drop(DropReason::UnknownPort);
+        }
+        if let Some(c) = self.counters.rx_frames.get_mut(port.index()) {
+            *c += 1;
+        }
+        match from {
+            // Only the WAN may be a datagram port (`Config::validate`); its
+            // socket is the tunnel's listen port.
+            Some(from) => self.tunnel_in(now, from, buf, tunnel, tx),
+            None => self.ipv4_in(now, Ingress::Port(port), None, buf, tunnel, tx),
+        }
+    }
+
     /// Put an Ethernet header on the IPv4 packet in `buf` for `next_hop` on
-    /// `port`, resolving its MAC (parking the frame if needed).
+    /// `port`, resolving its MAC (parking the frame if needed). On a
+    /// datagram port the packet leaves bare, for the device's IP side: the
+    /// kernel behind it does the next hop's link work.
     pub(super) fn ip_out(&mut self, now: Instant, port: PortId, next_hop: Ipv4Addr, buf: &mut FrameBuf<'_>) -> Verdict {
         let Some(pc) = self.cfg.ports.get(port.index()) else {
             return self.drop(DropReason::NoRoute);
         };
+        if pc.medium == Medium::Datagram {
+            return Verdict::Transmit(port);
+        }
         let (port_mac, port_addr) = (pc.mac, pc.address);
         let t = self.cfg.timing;
         let Ok(f) = buf.push_head(ETH_LEN) else {

@@ -94,7 +94,7 @@ impl Core {
         }
         self.counters.forwarded += 1;
         match decision.hop {
-            NextHop::Tunnel(peer) => self.tunnel_out(now, peer, buf, tunnel),
+            NextHop::Tunnel(peer) => self.tunnel_out(now, peer, buf, tunnel, tx),
             NextHop::Port { port, gateway } => self.ip_out(now, port, gateway.unwrap_or(dst), buf),
         }
     }
@@ -105,14 +105,14 @@ impl Core {
         now: Instant,
         buf: &mut FrameBuf<'_>,
         tunnel: &mut T,
-        _tx: &mut X,
+        tx: &mut X,
     ) -> Verdict {
         let Ok(ip) = Ipv4Packet::new_checked(buf.frame()) else {
             return self.drop(DropReason::Ipv4Malformed);
         };
         let dst = ip.dst_addr();
         match self.routes.lookup(&self.cfg, dst, |i| self.claim_enabled(i)).map(|d| d.hop) {
-            Some(NextHop::Tunnel(peer)) => self.tunnel_out(now, peer, buf, tunnel),
+            Some(NextHop::Tunnel(peer)) => self.tunnel_out(now, peer, buf, tunnel, tx),
             Some(NextHop::Port { port, gateway }) => self.ip_out(now, port, gateway.unwrap_or(dst), buf),
             None => self.drop(DropReason::NoRoute),
         }

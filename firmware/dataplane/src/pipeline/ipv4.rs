@@ -234,7 +234,7 @@ impl Core {
             return self.drop(DropReason::UdpMalformed);
         }
         if !from_tunnel && dport == self.cfg.tunnel.listen_port {
-            return self.tunnel_in(now, Endpoint { addr: src, port: sport }, buf, tunnel, tx);
+            return self.tunnel_in(now, Endpoint::from((src, sport)), buf, tunnel, tx);
         }
         if self.cfg.segments.iter().any(|s| s.udp_port == dport) {
             return self.vxlan_decap(now, src, dport, from_tunnel, buf);

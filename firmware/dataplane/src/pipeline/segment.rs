@@ -66,7 +66,7 @@ impl Core {
         vtep: Ipv4Addr,
         buf: &mut FrameBuf<'_>,
         tunnel: &mut T,
-        _tx: &mut X,
+        tx: &mut X,
     ) -> Verdict {
         let Some(seg) = self.cfg.segments.get(si) else {
             return self.drop(DropReason::VxlanUnknownVni);
@@ -111,7 +111,7 @@ impl Core {
         }
         self.counters.vxlan_encap += 1;
         match underlay {
-            Underlay::Tunnel(peer) => self.tunnel_out(now, peer, buf, tunnel),
+            Underlay::Tunnel(peer) => self.tunnel_out(now, peer, buf, tunnel, tx),
             Underlay::Wan => {
                 let wan = self.wan;
                 let next_hop = match self.cfg.ports.get(wan.index()) {

@@ -1,5 +1,6 @@
 //! The tunnel's edges: opening a WireGuard datagram (stage 4) and sealing a
-//! packet into one, wrapped in UDP/IPv4 for the WAN (stage 6).
+//! packet into one, wrapped in UDP/IPv4 for an Ethernet WAN or handed to a
+//! datagram WAN's socket with its endpoint (stage 6).
 
 use super::*;
 
@@ -26,7 +27,7 @@ impl Core {
                     return self.drop(DropReason::TunnelBadOutput);
                 }
                 self.counters.tunnel_control += 1;
-                self.udp_to_endpoint(now, to, buf)
+                self.udp_to_endpoint(now, to, buf, tx)
             }
             Opened::Consumed => {
                 self.counters.tunnel_control += 1;
@@ -37,7 +38,14 @@ impl Core {
     }
 
     /// Seal the IPv4 packet in `buf` for `peer` and wrap it for the WAN.
-    pub(super) fn tunnel_out<T: Tunnel + ?Sized>(&mut self, now: Instant, peer: PeerId, buf: &mut FrameBuf<'_>, tunnel: &mut T) -> Verdict {
+    pub(super) fn tunnel_out<T: Tunnel + ?Sized, X: Transmit + ?Sized>(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        buf: &mut FrameBuf<'_>,
+        tunnel: &mut T,
+        tx: &mut X,
+    ) -> Verdict {
         // Make sure the tunnel and the underlay headers fit in front.
         let front = UNDERLAY_LEN + TUNNEL_HEADROOM;
         if buf.push_head(front).is_err() || buf.pull_head(front).is_err() {
@@ -53,7 +61,7 @@ impl Core {
                     return self.drop(DropReason::TunnelBadOutput);
                 }
                 self.counters.tunnel_tx += 1;
-                self.udp_to_endpoint(now, to, buf)
+                self.udp_to_endpoint(now, to, buf, tx)
             }
             Sealed::Held => {
                 self.counters.tunnel_held += 1;
@@ -63,18 +71,34 @@ impl Core {
         }
     }
 
-    /// Wrap the UDP payload in `buf` from the WireGuard port to `to` and send
-    /// it on the WAN, with a zero (absent) UDP checksum.
-    pub(super) fn udp_to_endpoint(&mut self, now: Instant, to: Endpoint, buf: &mut FrameBuf<'_>) -> Verdict {
+    /// Send the UDP payload in `buf` from the WireGuard port to `to` on the
+    /// WAN: on a datagram WAN the socket's job (`Transmit::send_datagram`,
+    /// counted here like a frame sent); on an Ethernet WAN wrapped in UDP
+    /// with a zero (absent) checksum, IPv4 and Ethernet.
+    pub(super) fn udp_to_endpoint<X: Transmit + ?Sized>(
+        &mut self,
+        now: Instant,
+        to: Endpoint,
+        buf: &mut FrameBuf<'_>,
+        tx: &mut X,
+    ) -> Verdict {
         let wan = self.wan;
         let Some(pc) = self.cfg.ports.get(wan.index()) else {
             return self.drop(DropReason::NoRoute);
         };
+        if pc.medium == Medium::Datagram {
+            let sent = tx.send_datagram(wan, to, buf.frame());
+            count_sent(&mut self.counters, wan, sent);
+            return Verdict::Consumed;
+        }
+        let core::net::SocketAddr::V4(to) = to else {
+            return self.drop(DropReason::UnderlayIpv6);
+        };
         let Some(src) = pc.address else {
             return self.drop(DropReason::WanNoAddress);
         };
-        let next_hop = if pc.on_link(to.addr) {
-            to.addr
+        let next_hop = if pc.on_link(*to.ip()) {
+            *to.ip()
         } else if let Some(gw) = pc.gateway {
             gw
         } else {
@@ -89,13 +113,13 @@ impl Core {
         let Ok(f) = buf.push_head(IPV4_LEN + UDP_LEN) else {
             return self.drop(DropReason::NoHeadroom);
         };
-        if !write_ipv4(f, src, to.addr, IpProtocol::Udp, usize::from(udp_len), OWN_TTL, false, ident) {
+        if !write_ipv4(f, src, *to.ip(), IpProtocol::Udp, usize::from(udp_len), OWN_TTL, false, ident) {
             return self.drop(DropReason::TunnelBadOutput);
         }
         if let Some(u) = f.get_mut(IPV4_LEN..) {
             let mut udp = UdpPacket::new_unchecked(u);
             udp.set_src_port(listen);
-            udp.set_dst_port(to.port);
+            udp.set_dst_port(to.port());
             udp.set_len(udp_len);
             // No UDP checksum (zero: "none", RFC 768, IPv4 only): every
             // byte of the payload that matters is authenticated by the

@@ -62,7 +62,7 @@ pub fn corpus() -> Vec<(PortId, Vec<u8>)> {
         (WAN, from_peer(1, &tcp_syn(Ipv4Addr::new(192, 168, 50, 3), MOVED, 64, 1460, false, 0))),
         (WAN, from_peer(1, &echo(VTEP_TUN, TUN_IP, 64))),
         (WAN, from_peer(1, &udp(VTEP_TUN, TUN_IP, 64, 50001, 4789, &vx_tun))),
-        (WAN, wan_udp(PEER_ENDPOINT.addr, 41000, LISTEN, b"HI")),
+        (WAN, wan_udp(PEER_ADDR, 41000, LISTEN, b"HI")),
         (WAN, vxlan_frame(VTEP_WAN, VTEP_WAN_MAC, 100, 0x08, &vx_inner)),
         (LAN1, vx_inner.clone()),
         (LAN1, eth([0xff; 6], VM1_MAC, &udp(Ipv4Addr::new(10, 1, 1, 11), Ipv4Addr::BROADCAST, 64, 68, 67, &[0u8; 300]))),
@@ -172,7 +172,7 @@ impl Tunnel for ChaosTunnel {
             1 => Sealed::Failed,
             _ => {
                 let r = if self.0.chance(2) { inner.start.saturating_sub(16)..inner.end + 16 } else { self.range(buf.len()) };
-                Sealed::Datagram { range: r, to: Endpoint { addr: Ipv4Addr::from(self.0.next() as u32), port: self.0.next() as u16 } }
+                Sealed::Datagram { range: r, to: Endpoint::from((Ipv4Addr::from(self.0.next() as u32), self.0.next() as u16)) }
             }
         }
     }

@@ -41,7 +41,8 @@ pub const VTEP_TUN: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 1);
 /// A VTEP on the WAN subnet.
 pub const VTEP_WAN: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 50);
 pub const PEER: PeerId = PeerId(1);
-pub const PEER_ENDPOINT: Endpoint = Endpoint { addr: Ipv4Addr::new(198, 51, 100, 1), port: 51820 };
+pub const PEER_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+pub const PEER_ENDPOINT: Endpoint = Endpoint::V4(std::net::SocketAddrV4::new(PEER_ADDR, 51820));
 pub const LISTEN: u16 = 51820;
 
 pub const CLAIM_MOVED: usize = 0;
@@ -63,6 +64,7 @@ pub fn config() -> Config {
             gateway: None,
             mtu: 1500,
             dhcp: false,
+            medium: Medium::Ethernet,
         })
         .unwrap();
     ports
@@ -74,6 +76,7 @@ pub fn config() -> Config {
             gateway: Some(GW_IP),
             mtu: 1500,
             dhcp: false,
+            medium: Medium::Ethernet,
         })
         .unwrap();
     ports
@@ -85,6 +88,7 @@ pub fn config() -> Config {
             gateway: None,
             mtu: 1500,
             dhcp: false,
+            medium: Medium::Ethernet,
         })
         .unwrap();
     let mut allowed = heapless::Vec::new();
@@ -351,7 +355,7 @@ pub fn from_peer(peer: u16, inner: &[u8]) -> Vec<u8> {
     let mut payload = b"PT".to_vec();
     payload.extend_from_slice(&peer.to_be_bytes());
     payload.extend_from_slice(inner);
-    wan_udp(PEER_ENDPOINT.addr, PEER_ENDPOINT.port, LISTEN, &payload)
+    wan_udp(PEER_ADDR, PEER_ENDPOINT.port(), LISTEN, &payload)
 }
 
 /// A UDP datagram arriving on the WAN for the box (from the gateway's MAC).
