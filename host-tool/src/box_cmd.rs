@@ -376,7 +376,7 @@ pub fn status_text(st: &Status) -> String {
         o += &format!(
             "  peer {}: endpoint {}{}, handshake {}, session {}, {} received, {} sent\n    public key {}, allowed ips {}, keepalive {}\n",
             p.name,
-            p.endpoint.map_or("-".into(), |(a, port)| format!("{a}:{port}")),
+            p.endpoint.map_or("-".into(), |e| e.to_string()),
             if p.endpoint_configured.is_empty() { String::new() } else { format!(" (configured {})", p.endpoint_configured) },
             ago(p.last_handshake_ms_ago),
             if p.has_session { "up" } else { "none" },

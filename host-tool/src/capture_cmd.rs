@@ -79,9 +79,10 @@ pub const LONG_ABOUT: &str = "Copy frames the box receives and sends into a pcap
     works live.\n\n\
     On the WAN port of the image you see the underlay: WireGuard's UDP (port 51820 unless \
     configured), ARP for the gateway. On a LAN port the hosts' own traffic. routerd-host's WAN \
-    port is a UDP socket: its frames are the Ethernet/IPv4/UDP frames the dataplane sees (the \
-    address the socket stands for, IPv6 peers under their 240.66.0.0/16 stand-ins), so Wireshark \
-    decodes the WireGuard messages there too.\n\n\
+    port is a UDP socket and a TUN: each datagram is shown as the frame it was on the wire \
+    (Ethernet with zero MACs, IPv4 or IPv6, UDP between the WAN address and listen port and the \
+    peer; an IPv4 end beside an IPv6 one written ::ffff:a.b.c.d), and the TUN's packets behind \
+    the same Ethernet header, so Wireshark decodes the WireGuard messages there too.\n\n\
     A serial line is slow: 115200 baud carries about 11 KB/s, and the box writes its answers \
     between forwarding turns. So the image copies at most 8 KiB/s by default (what the line \
     carries) into a 128 KiB ring; more is skipped and counted, and every read asks for at most a \

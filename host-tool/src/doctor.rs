@@ -407,7 +407,7 @@ pub fn hybrid(st: &Status, cfg: Option<&Config>) -> Vec<Check> {
             )),
             Some(s) => out.push(pass("peer.handshake", subject, format!("handshake {s} s ago"))),
         }
-        let now = p.endpoint.map(|(a, port)| format!("{a}:{port}"));
+        let now = p.endpoint.map(|e| e.to_string());
         match (&now, p.endpoint_configured.as_str()) {
             (None, "") => out.push(check(
                 "peer.endpoint",
@@ -1395,7 +1395,7 @@ delivery = { tunnel = "wg0", peer = "onprem" }
 
     fn status(cfg: &Config) -> Box<Status> {
         let count = cfg.ports.len().max(2);
-        let nics: Vec<NicInfo> = (0..count as u8).map(|i| NicInfo { mac: [2, 0, 0, 0, 0, i] }).collect();
+        let nics: Vec<NicInfo> = (0..count as u8).map(|i| NicInfo::ethernet([2, 0, 0, 0, 0, i])).collect();
         let mut n: Node<OsRng> = Node::new(&nics, Some(OsRng), "0.1.0", "t");
         match n.handle(Instant::from_millis(1), Op::Apply(Box::new(cfg.clone())), &[]) {
             Reply::Applied(_) => {}

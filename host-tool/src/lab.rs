@@ -555,7 +555,7 @@ fn hybrid(args: &LabArgs) -> Result<u8, Failure> {
         clock.say(format!("roaming: the cloud box's public address moves to {new_public}"));
         let p3 = cloud_host.ping(ONPREM_HOST, 3, Duration::from_secs(3));
         let st = on_c.status()?;
-        let seen = st.peers.first().and_then(|p| p.endpoint).map(|(a, port)| format!("{a}:{port}"));
+        let seen = st.peers.first().and_then(|p| p.endpoint).map(|e| e.to_string());
         println!("after roaming: {p3}; onprem box now sends to the cloud peer at {}", seen.clone().unwrap_or("-".into()));
         roamed = p3.received > 0 && seen.as_deref() == Some("203.0.113.20:51820");
     }

@@ -73,7 +73,7 @@ fn handshake_ago(ms_ago: u64) -> String {
 }
 
 fn endpoint(p: &PeerStatus) -> Option<String> {
-    p.endpoint.map(|(a, port)| format!("{a}:{port}"))
+    p.endpoint.map(|e| e.to_string())
 }
 
 fn allowed_ips(p: &PeerStatus, sep: &str) -> String {
@@ -188,7 +188,7 @@ mod tests {
             name: Name::new(name).unwrap(),
             public_key: key(public),
             endpoint_configured: text(""),
-            endpoint: endpoint.map(|(a, p)| (a.into(), p)),
+            endpoint: endpoint.map(|(a, p)| std::net::SocketAddr::from((a, p))),
             allowed_ips: allowed.iter().map(|a| a.parse().unwrap()).collect(),
             last_handshake_ms_ago: None,
             has_session: false,
@@ -267,6 +267,16 @@ peer: xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=
         for (i, line) in got.lines().enumerate() {
             assert_eq!(line.split('\t').count(), if i == 0 { 4 } else { 8 }, "{line}");
         }
+    }
+
+    #[test]
+    fn an_ipv6_endpoint_is_bracketed_as_wg_writes_it() {
+        let (t, mut peers) = fixture();
+        peers[1].endpoint = Some("[2001:db8::10]:51820".parse().unwrap());
+        let shown = pretty(&t, &peers, &|_| false);
+        assert!(shown.contains("  endpoint: [2001:db8::10]:51820\n"), "{shown}");
+        let dumped = dump(&t, &peers, &|_| false, 1_700_000_100_000);
+        assert!(dumped.contains("\t[2001:db8::10]:51820\t"), "{dumped}");
     }
 
     #[test]

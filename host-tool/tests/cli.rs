@@ -687,7 +687,7 @@ mod fake_box {
         let path = dir.join("box.sock");
         let listener = UnixListener::bind(&path).unwrap();
         let cfg = config_schema::human::from_toml(config).unwrap();
-        let nics = [NicInfo { mac: [2, 0, 0, 0, 0, 1] }, NicInfo { mac: [2, 0, 0, 0, 0, 2] }];
+        let nics = [NicInfo::ethernet([2, 0, 0, 0, 0, 1]), NicInfo::ethernet([2, 0, 0, 0, 0, 2])];
         let mut node: Node<OsRng> = Node::new(&nics, Some(OsRng), "0.1.0", "test");
         let snaps = vec![NicSnapshot { link_up: true, ..NicSnapshot::default() }; 2];
         match node.handle(Instant::from_millis(1), Op::Apply(Box::new(cfg)), &snaps) {

@@ -75,7 +75,7 @@ fn start(tag: &str) -> FakeBox {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("box.sock");
     let listener = UnixListener::bind(&path).unwrap();
-    let nics = [NicInfo { mac: [2, 0, 0, 0, 0, 1] }, NicInfo { mac: [2, 0, 0, 0, 0, 2] }];
+    let nics = [NicInfo::ethernet([2, 0, 0, 0, 0, 1]), NicInfo::ethernet([2, 0, 0, 0, 0, 2])];
     let mut node: Box<Node<OsRng>> = Box::new(Node::new(&nics, Some(OsRng), "0.1.0", "test"));
     let epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
     node.set_wall_clock(Instant::ZERO, epoch);

@@ -138,7 +138,7 @@ struct Site {
 impl Site {
     fn new(toml: &str, macs: [[u8; 6]; 2], key: [u8; 32]) -> Site {
         let cfg = config_schema::human::from_toml(toml).expect("config parses");
-        let infos = macs.map(|mac| NicInfo { mac });
+        let infos = macs.map(NicInfo::ethernet);
         let mut node = Box::new(Node::new(&infos, Some(OsRng), "0.1.0", "bench"));
         let slot = config_schema::Name::new("wg0").unwrap();
         assert!(matches!(node.handle(Instant::ZERO, Op::KeyImport(slot, key), &[]), Reply::Keys(_)));

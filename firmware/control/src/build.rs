@@ -5,6 +5,7 @@ use core::fmt;
 use core::net::{SocketAddr, SocketAddrV4};
 use heapless::Vec;
 use routerd_dataplane as dp;
+use routerd_netdev::Medium;
 
 /// Most NICs a box binds (one per port it runs).
 pub const MAX_NICS: usize = config_schema::RUNS.ports;
@@ -18,6 +19,26 @@ pub const MAX_PEERS: usize = config_schema::RUNS.peers;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NicInfo {
     pub mac: [u8; 6],
+    /// What its frames are: Ethernet, or datagrams on a socket the host's
+    /// kernel owns (routerd-host's WAN), which only the WAN port can bind.
+    pub medium: Medium,
+}
+
+impl NicInfo {
+    /// An Ethernet NIC.
+    pub const fn ethernet(mac: [u8; 6]) -> NicInfo {
+        NicInfo { mac, medium: Medium::Ethernet }
+    }
+
+    /// A datagram socket standing for the WAN NIC, named by `mac`.
+    pub const fn datagram(mac: [u8; 6]) -> NicInfo {
+        NicInfo { mac, medium: Medium::Datagram }
+    }
+
+    /// What `dev` says it is.
+    pub fn of<D: routerd_netdev::NetDevice + ?Sized>(dev: &D) -> NicInfo {
+        NicInfo { mac: dev.mac(), medium: dev.capabilities().medium }
+    }
 }
 
 /// The contract name of the n-th NIC the platform found: `lan0`, `wan0`,
@@ -98,8 +119,12 @@ pub enum BuildError {
     PortAddress { port: usize },
     /// `wireguard[i]`: this build drives one WireGuard interface.
     ExtraTunnel { tunnel: usize },
-    /// `peers[i].endpoint`: IPv6 (the underlay is IPv4 today).
+    /// `peers[i].endpoint`: IPv6, and the WAN is an Ethernet NIC (whose
+    /// underlay is IPv4 only).
     PeerEndpoint { peer: usize },
+    /// `ports[i]`: a LAN port bound to a datagram NIC (a UDP socket can
+    /// only be the WAN).
+    DatagramLan { port: usize },
     /// `peers[i]` or `claims[i]` names something missing (validate() catches
     /// this first; kept so `build` is total).
     Reference { what: &'static str, index: usize },
@@ -142,7 +167,10 @@ impl fmt::Display for BuildError {
                 write!(f, "wireguard[{tunnel}]: this build drives one WireGuard interface")
             }
             BuildError::PeerEndpoint { peer } => {
-                write!(f, "peers[{peer}].endpoint: give an IPv4 address or a DNS name (IPv6 endpoints are not supported yet)")
+                write!(f, "peers[{peer}].endpoint: this box's WAN underlay is IPv4 only; give an IPv4 address or a DNS name")
+            }
+            BuildError::DatagramLan { port } => {
+                write!(f, "ports[{port}].role: its NIC is a UDP socket, which only the WAN port can be")
             }
             BuildError::Reference { what, index } => write!(f, "{what}[{index}]: names something that does not exist"),
             BuildError::NoLocalPort { claim } => {
@@ -187,6 +215,7 @@ pub fn build_with(
     let mut nic_of_port: Vec<usize, MAX_NICS> = Vec::new();
     let mut ports: Vec<dp::PortConfig, { dp::config::MAX_PORTS }> = Vec::new();
     let mut wan_address = None;
+    let mut wan_medium = Medium::Ethernet;
     for (i, p) in cfg.ports.iter().enumerate() {
         let nic = match p.mac {
             Some(mac) => nics.iter().position(|n| n.mac == mac.0),
@@ -219,12 +248,19 @@ pub fn build_with(
             },
             _ => return Err(BuildError::PortAddress { port: i }),
         };
+        let nic_medium = nics.get(nic).map(|n| n.medium).unwrap_or_default();
         let role = match p.role {
+            PortRole::Lan if nic_medium == Medium::Datagram => return Err(BuildError::DatagramLan { port: i }),
             PortRole::Lan => dp::PortRole::Lan,
             PortRole::Wan => {
                 wan_address = cidr.map(|c| c.addr());
+                wan_medium = nic_medium;
                 dp::PortRole::Wan
             }
+        };
+        let medium = match nic_medium {
+            Medium::Ethernet => dp::Medium::Ethernet,
+            Medium::Datagram => dp::Medium::Datagram,
         };
         let mac = nics.get(nic).map(|n| n.mac).unwrap_or_default();
         nic_of_port.push(nic).map_err(|_| BuildError::Capacity { what: "ports" })?;
@@ -237,6 +273,7 @@ pub fn build_with(
                 gateway,
                 mtu: p.mtu,
                 dhcp,
+                medium,
             })
             .map_err(|_| BuildError::Capacity { what: "ports" })?;
     }
@@ -270,6 +307,8 @@ pub fn build_with(
                         .map_err(|_| BuildError::Capacity { what: "peers" })?;
                     resolved(name).map(|a| SocketAddr::V4(SocketAddrV4::new(a, e.port)))
                 }
+                // Only a datagram WAN (the host's kernel) carries IPv6.
+                Host::V6(a) if wan_medium == Medium::Datagram => Some(SocketAddr::new(core::net::IpAddr::V6(*a), e.port)),
                 Host::V6(_) => return Err(BuildError::PeerEndpoint { peer: i }),
             },
         };

@@ -41,12 +41,16 @@
 use alloc::boxed::Box;
 use alloc::vec::Vec as AllocVec;
 use config_schema::Name;
+use core::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use heapless::Vec;
 use routerd_dataplane::{Instant, Local, LocalFrom, PortId, Transmit};
 use routerd_provision::message::{
     self as msg, text, CaptureBatch, CaptureFilter, CaptureProto, CaptureRequest, CaptureTest, CapturedFrame, Failure, FailureKind,
     CAPTURE_BATCH_BYTES, CAPTURE_SNAP_MAX,
 };
+
+/// Ethernet + IPv6 + UDP: the most a datagram is shown with.
+const DATAGRAM_HEADERS: usize = 14 + 40 + 8;
 
 /// The image's default rate cap, bytes per second: about what a 115200-baud
 /// serial line carries after framing (11.5 KB/s raw).
@@ -79,13 +83,18 @@ impl Defaults {
 }
 
 /// The box's packet capture (at most one at a time).
-#[derive(Default)]
 pub struct Capture {
     /// A capture copies frames now (the one branch per frame).
     on: bool,
     /// The turn's time in µs since the epoch (or boot).
     now_us: u64,
     run: Option<Box<Run>>,
+    /// The box's end of a datagram port's datagrams (the WAN address and
+    /// the listen port), for the headers a datagram is shown with.
+    underlay: SocketAddr,
+    /// The datagram port whose other frames are bare IPv4 (routerd-host's
+    /// WAN: what its TUN carries), shown behind an Ethernet header.
+    bare_ip: Option<PortId>,
 }
 
 /// One capture, from its start until its ring is drained or dropped.
@@ -224,10 +233,16 @@ impl Ring {
     }
 }
 
+impl Default for Capture {
+    fn default() -> Capture {
+        Capture::new()
+    }
+}
+
 impl Capture {
     /// No capture.
     pub const fn new() -> Capture {
-        Capture { on: false, now_us: 0, run: None }
+        Capture { on: false, now_us: 0, run: None, underlay: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)), bare_ip: None }
     }
 
     /// A capture copies frames now.
@@ -267,6 +282,96 @@ impl Capture {
     #[inline]
     pub fn frame(&mut self, port: PortId, tx: bool, frame: &[u8]) {
         if self.on {
+            if self.bare_ip == Some(port) {
+                self.record_bare_ip(port, tx, frame);
+            } else {
+                self.record(port, tx, frame);
+            }
+        }
+    }
+
+    /// The box's end of the datagrams [`Capture::datagram`] shows (the WAN
+    /// address and the tunnel's listen port of the running configuration),
+    /// and the datagram port, if any, whose frames are bare IPv4.
+    pub fn set_underlay(&mut self, local: SocketAddr, bare_ip: Option<PortId>) {
+        self.underlay = local;
+        self.bare_ip = bare_ip;
+    }
+
+    /// A bare IPv4 packet of a datagram port, behind an Ethernet header
+    /// with zero MACs (LINKTYPE_ETHERNET is the file's one link type).
+    fn record_bare_ip(&mut self, port: PortId, tx: bool, packet: &[u8]) {
+        let mut f = [0u8; 14 + routerd_dataplane::BUF_SIZE];
+        f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        let packet = packet.get(..routerd_dataplane::BUF_SIZE).unwrap_or(packet);
+        let end = 14 + packet.len();
+        if let Some(p) = f.get_mut(14..end) {
+            p.copy_from_slice(packet);
+        }
+        if let Some(frame) = f.get(..end) {
+            self.record(port, tx, frame);
+        }
+    }
+
+    /// A UDP payload received from `remote` (`tx` false) or sent to it on a
+    /// datagram port (routerd-host's WAN socket, where the kernel owns the
+    /// headers): shown as the frame it was on the wire — Ethernet (zero
+    /// MACs), IPv4 or IPv6, UDP between the box's end ([`Capture::set_underlay`])
+    /// and `remote` — so filters and pcap readers see what they see on an
+    /// Ethernet WAN. One branch when no capture runs.
+    #[inline]
+    pub fn datagram(&mut self, port: PortId, tx: bool, remote: SocketAddr, payload: &[u8]) {
+        if self.on {
+            self.record_datagram(port, tx, remote, payload);
+        }
+    }
+
+    fn record_datagram(&mut self, port: PortId, tx: bool, remote: SocketAddr, payload: &[u8]) {
+        let mut f = [0u8; DATAGRAM_HEADERS + routerd_dataplane::BUF_SIZE];
+        let local = self.underlay;
+        let (src, dst) = if tx { (local, remote) } else { (remote, local) };
+        let payload = payload.get(..routerd_dataplane::BUF_SIZE).unwrap_or(payload);
+        let udp_len = 8 + payload.len();
+        let ip_len = match (src, dst) {
+            (SocketAddr::V4(s), SocketAddr::V4(d)) => {
+                f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+                let h = &mut f[14..34];
+                h[0] = 0x45;
+                h[2..4].copy_from_slice(&((20 + udp_len) as u16).to_be_bytes());
+                h[8] = 64;
+                h[9] = 17;
+                h[12..16].copy_from_slice(&s.ip().octets());
+                h[16..20].copy_from_slice(&d.ip().octets());
+                let c = routerd_dataplane::checksum::internet(h);
+                h[10..12].copy_from_slice(&c.to_be_bytes());
+                20
+            }
+            _ => {
+                // IPv6, an IPv4 end written as `::ffff:a.b.c.d`.
+                let v6 = |a: SocketAddr| match a {
+                    SocketAddr::V4(a) => a.ip().to_ipv6_mapped(),
+                    SocketAddr::V6(a) => *a.ip(),
+                };
+                f[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+                let h = &mut f[14..54];
+                h[0] = 0x60;
+                h[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
+                h[6] = 17;
+                h[7] = 64;
+                h[8..24].copy_from_slice(&v6(src).octets());
+                h[24..40].copy_from_slice(&v6(dst).octets());
+                40
+            }
+        };
+        let u = 14 + ip_len;
+        f[u..u + 2].copy_from_slice(&src.port().to_be_bytes());
+        f[u + 2..u + 4].copy_from_slice(&dst.port().to_be_bytes());
+        f[u + 4..u + 6].copy_from_slice(&(udp_len as u16).to_be_bytes());
+        let end = u + udp_len;
+        if let Some(p) = f.get_mut(u + 8..end) {
+            p.copy_from_slice(payload);
+        }
+        if let Some(frame) = f.get(..end) {
             self.record(port, tx, frame);
         }
     }
@@ -507,6 +612,30 @@ fn facts(frame: &[u8]) -> Facts {
                 }
             }
         }
+        // IPv6 (routerd-host's WAN to an IPv6 peer): the protocol and ports
+        // when no extension header comes first. Host tests name IPv4
+        // addresses: they match an IPv4 end written as ::ffff:a.b.c.d.
+        0x86dd => {
+            let (Some(&vtc), Some(&next)) = (p.first(), p.get(6)) else { return f };
+            if vtc >> 4 != 6 {
+                return f;
+            }
+            let v4 = |at: usize| {
+                let a = p.get(at..at + 16)?;
+                (a[..10].iter().all(|&b| b == 0) && a[10..12] == [0xff, 0xff]).then(|| [a[12], a[13], a[14], a[15]])
+            };
+            if let (Some(s), Some(d)) = (v4(8), v4(24)) {
+                f.addrs = Some((s, d));
+            } else if let Some(a) = v4(8).or(v4(24)) {
+                f.addrs = Some((a, a));
+            }
+            f.proto = Some(next);
+            if matches!(next, 6 | 17) {
+                if let (Some(sp), Some(dp)) = (be16(p, 40), be16(p, 42)) {
+                    f.ports = Some((sp, dp));
+                }
+            }
+        }
         _ => {}
     }
     f
@@ -524,7 +653,7 @@ pub fn matches(filter: &CaptureFilter, frame: &[u8], tx: bool) -> bool {
                 CaptureTest::Host(a) => f.addrs.is_some_and(|(s, d)| s == a.octets() || d == a.octets()),
                 CaptureTest::Port(port) => f.ports.is_some_and(|(s, d)| s == port || d == port),
                 CaptureTest::Proto(CaptureProto::Arp) => f.arp,
-                CaptureTest::Proto(CaptureProto::Icmp) => f.proto == Some(1),
+                CaptureTest::Proto(CaptureProto::Icmp) => matches!(f.proto, Some(1 | 58)),
                 CaptureTest::Proto(CaptureProto::Tcp) => f.proto == Some(6),
                 CaptureTest::Proto(CaptureProto::Udp) => f.proto == Some(17),
                 CaptureTest::Inbound => !tx,
@@ -546,6 +675,11 @@ impl<X: Transmit + ?Sized> Transmit for Tap<'_, X> {
     fn send(&mut self, port: PortId, frame: &[u8]) -> bool {
         self.capture.frame(port, true, frame);
         self.inner.send(port, frame)
+    }
+
+    fn send_datagram(&mut self, port: PortId, to: SocketAddr, payload: &[u8]) -> bool {
+        self.capture.datagram(port, true, to, payload);
+        self.inner.send_datagram(port, to, payload)
     }
 
     fn local(&mut self, from: LocalFrom, packet: &[u8]) -> Local {
@@ -701,6 +835,61 @@ mod tests {
         // Stopped and drained: gone.
         c.frame(PortId(0), false, &[7u8; 100]);
         assert!(c.read(Instant::from_millis(5_005), u32::MAX).stopped.contains("no capture"));
+    }
+
+    #[test]
+    fn a_datagram_port_is_shown_as_the_frames_it_stands_for() {
+        let mut c = Capture::new();
+        let now = Instant::from_millis(0);
+        c.tick(now);
+        let wan = PortId(1);
+        c.set_underlay("192.0.2.1:51820".parse().unwrap(), Some(wan));
+        // `udp port 51820 or icmp`: both kinds of frames must match it.
+        let f = filter(&[
+            &[(false, CaptureTest::Proto(CaptureProto::Udp)), (false, CaptureTest::Port(51820))],
+            &[(false, CaptureTest::Proto(CaptureProto::Icmp))],
+        ]);
+        c.start(now, &request(f, Some("wan0"), None), &ports(), Defaults::HOST, 0).unwrap();
+        c.datagram(wan, false, "203.0.113.7:40000".parse().unwrap(), &[4, 0, 0, 0, 0xaa]);
+        c.datagram(wan, true, "[2001:db8::7]:51820".parse().unwrap(), &[1; 148]);
+        let ping = &ip_frame(1, [198, 51, 100, 9], [192, 0, 2, 1], 0, 0, 8)[14..];
+        c.frame(wan, false, ping);
+        c.frame(PortId(0), false, &ip_frame(1, [10, 0, 0, 1], [10, 0, 0, 2], 0, 0, 8));
+        let b = c.read(now, u32::MAX);
+        assert_eq!(b.frames.len(), 3, "the LAN frame is not on wan0");
+        let (mut at, mut frames) = (0, StdVec::new());
+        for h in &b.frames {
+            frames.push(b.data[at..at + usize::from(h.caplen)].to_vec());
+            at += usize::from(h.caplen);
+        }
+        // In over IPv4: Ethernet, IPv4 from the sender to the box's end, UDP.
+        let v4 = &frames[0];
+        assert_eq!((v4.len(), &v4[12..14], v4[14], v4[23]), (14 + 20 + 8 + 5, &[8u8, 0][..], 0x45, 17));
+        assert_eq!((&v4[26..30], &v4[30..34]), (&[203u8, 0, 113, 7][..], &[192u8, 0, 2, 1][..]));
+        assert_eq!((&v4[34..36], &v4[36..38]), (&40000u16.to_be_bytes()[..], &51820u16.to_be_bytes()[..]));
+        assert!(checksum_ok(&v4[14..34]), "the made-up IPv4 header's checksum");
+        assert_eq!(&v4[42..], &[4, 0, 0, 0, 0xaa]);
+        // Out over IPv6: the box's IPv4 end written as ::ffff:a.b.c.d.
+        let v6 = &frames[1];
+        assert_eq!((v6.len(), &v6[12..14], v6[14] >> 4, v6[20]), (14 + 40 + 8 + 148, &[0x86u8, 0xdd][..], 6, 17));
+        assert_eq!(&v6[22..38], &Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped().octets());
+        assert_eq!(&v6[38..54], &"2001:db8::7".parse::<core::net::Ipv6Addr>().unwrap().octets());
+        assert!(b.frames[1].tx);
+        let box_end = filter(&[&[(false, CaptureTest::Host(Ipv4Addr::new(192, 0, 2, 1)))]]);
+        assert!(matches(&box_end, v6, true), "`host` finds the box's IPv4 end in the IPv6 header");
+        assert!(!matches(&filter(&[&[(false, CaptureTest::Port(22))]]), v6, true));
+        for n in 0..v6.len() {
+            let _ = matches(&box_end, &v6[..n], true);
+            let _ = matches(&filter(&[&[(false, CaptureTest::Port(51820))]]), &v6[..n], true);
+        }
+        // Bare IPv4 from the IP side: behind an Ethernet header.
+        let bare = &frames[2];
+        assert_eq!((&bare[..12], &bare[12..14]), (&[0u8; 12][..], &[8u8, 0][..]));
+        assert_eq!(&bare[14..], ping);
+    }
+
+    fn checksum_ok(header: &[u8]) -> bool {
+        routerd_dataplane::checksum::internet(header) == 0
     }
 
     #[test]
@@ -864,7 +1053,7 @@ role = "wan"
 address = "192.0.2.2/24"
 "#;
         let cfg = config_schema::human::from_toml(toml).unwrap();
-        let mut node = Box::new(Node::new(&[NicInfo { mac: LAN_MAC }, NicInfo { mac: WAN_MAC }], Some(OsRng), "0.1.0", "test"));
+        let mut node = Box::new(Node::new(&[NicInfo::ethernet(LAN_MAC), NicInfo::ethernet(WAN_MAC)], Some(OsRng), "0.1.0", "test"));
         let t = Instant::from_millis;
         node.set_wall_clock(t(0), core::time::Duration::from_secs(1_700_000_000));
         assert!(matches!(node.handle(t(0), Op::Apply(Box::new(cfg)), &[]), Reply::Applied(_)));

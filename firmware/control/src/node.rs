@@ -142,6 +142,9 @@ pub struct Node<R> {
     /// `routerctl capture`: frames copied for the operator (kept across
     /// applies; see `crate::capture`).
     capture: Capture,
+    /// Frames received on a NIC no port of the running configuration binds
+    /// (the forwarding turn drains them): status shows `nic_unbound`.
+    unbound_rx: u64,
 }
 
 /// A commit-confirm on trial: unless confirmed by `deadline`, the node
@@ -347,7 +350,13 @@ impl<R: RngCore + CryptoRng> Node<R> {
             refused: None,
             erase: false,
             capture: Capture::new(),
+            unbound_rx: 0,
         }
+    }
+
+    /// Counts `frames` received on a NIC no port binds and dropped.
+    pub fn count_unbound(&mut self, frames: usize) {
+        self.unbound_rx = self.unbound_rx.saturating_add(frames as u64);
     }
 
     /// The platform this node runs on (the image unless set): every plan
@@ -1399,10 +1408,7 @@ impl<R: RngCore + CryptoRng> Node<R> {
                 name: p.name.clone(),
                 public_key: p.public_key.0,
                 endpoint_configured,
-                endpoint: s.as_ref().and_then(|s| match s.endpoint {
-                    Some(SocketAddr::V4(a)) => Some((*a.ip(), a.port())),
-                    _ => None,
-                }),
+                endpoint: s.as_ref().and_then(|s| s.endpoint),
                 allowed_ips: p.allowed_ips.clone(),
                 last_handshake_ms_ago: s
                     .as_ref()
@@ -1490,6 +1496,9 @@ impl<R: RngCore + CryptoRng> Node<R> {
         conntrack_counts(&r.dataplane, &mut st.counters);
         for (reason, value) in c.nonzero_drops() {
             let _ = st.drops.push(Count { name: text(reason.name()), value });
+        }
+        if self.unbound_rx > 0 {
+            let _ = st.drops.push(Count { name: text("nic_unbound"), value: self.unbound_rx });
         }
         // Per-port transmit drops, indexed by NIC like `st.ports`.
         let mut tx_full = [0u64; MAX_NICS];

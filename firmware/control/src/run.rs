@@ -18,11 +18,17 @@
 //! every sent frame passes the node's `Capture` (`crate::capture`) on the
 //! way: one branch per frame while no capture runs.
 //!
+//! A NIC of `Medium::Datagram` (routerd-host's WAN: a UDP socket, and a
+//! TUN for its IP side) goes through the same turn: its loans are UDP
+//! payloads with their sender (`NetDevice::rx_source`), or bare IPv4
+//! packets, into `Dataplane::process_datagram_and_transmit`; the tunnel's
+//! datagrams leave through `NetDevice::send_datagram`.
+//!
 //! NICs are indexed in contract order (`lan0`, `wan0`, `lan1`, …) — the
 //! order the node's NIC list was given in.
 
 use routerd_dataplane::{self as dp, FrameBuf, Instant, PortId, Transmit};
-use routerd_netdev::{NetDevice, RxLoan, TxToken};
+use routerd_netdev::{Medium, NetDevice, RxLoan, TxToken};
 
 use crate::capture::Tap;
 use crate::node::{Event, Node};
@@ -77,6 +83,11 @@ impl<N: Nics + ?Sized> Transmit for NicTransmit<'_, N> {
             None => false,
         }
     }
+
+    fn send_datagram(&mut self, port: PortId, to: dp::Endpoint, payload: &[u8]) -> bool {
+        let Some(&i) = self.nic_of_port.get(port.index()) else { return false };
+        self.nics.nic(i).is_some_and(|n| n.send_datagram(to, payload))
+    }
 }
 
 /// The loans of one NIC's batch, between `lend` and `give_back` (no frame
@@ -112,13 +123,24 @@ impl Forwarder {
     {
         let mut busy = false;
         node.capture().tick(now);
+        if node.capture().is_on() {
+            if let Some(f) = node.forwarding() {
+                let c = f.dataplane.config();
+                let wan = c.wan().and_then(|w| c.ports.get(w.index()).map(|p| (w, p)));
+                let address = wan.and_then(|(_, p)| p.address).unwrap_or(core::net::Ipv4Addr::UNSPECIFIED);
+                let bare_ip = wan.filter(|(_, p)| p.medium == dp::Medium::Datagram).map(|(w, _)| w);
+                f.capture.set_underlay(dp::Endpoint::from((address, c.tunnel.listen_port)), bare_ip);
+            }
+        }
         for i in 0..nics.slots() {
             let port = node.port_of_nic(i);
             let Some(n) = nics.nic(i) else { continue };
+            let datagram = n.capabilities().medium == Medium::Datagram;
             let Some(port) = port else {
                 // A NIC the configuration does not use (or none yet): keep
-                // its ring moving.
-                n.receive(BATCH, &mut |_| {});
+                // its ring moving, and count what it drops.
+                let dropped = n.receive(BATCH, &mut |_| {});
+                node.count_unbound(dropped);
                 continue;
             };
             // The slots are empty: every loan of the last batch was taken.
@@ -130,13 +152,21 @@ impl Forwarder {
                     let mut nic_tx = NicTransmit { nics: &mut *nics, nic_of_port: f.nic_of_port };
                     for slot in batch {
                         let Some(mut loan) = slot.take() else { continue };
+                        let from = if datagram { nic_tx.nics.nic(i).and_then(|n| n.rx_source(&loan)) } else { None };
                         // As received, before the dataplane rewrites it in place.
-                        f.capture.frame(port, false, loan.frame());
+                        match from {
+                            Some(from) => f.capture.datagram(port, false, from, loan.frame()),
+                            None => f.capture.frame(port, false, loan.frame()),
+                        }
                         let (head, len) = (loan.head(), loan.len());
                         if let Ok(mut fb) = FrameBuf::new(loan.buf_mut(), head, len) {
                             let mut tap = Tap { inner: &mut nic_tx, capture: &mut *f.capture };
                             let mut tx = WithServices { inner: &mut tap, services: &mut *f.services };
-                            f.dataplane.process_and_transmit(now, port, &mut fb, &mut f.tunnel, &mut tx);
+                            if datagram {
+                                f.dataplane.process_datagram_and_transmit(now, port, from, &mut fb, &mut f.tunnel, &mut tx);
+                            } else {
+                                f.dataplane.process_and_transmit(now, port, &mut fb, &mut f.tunnel, &mut tx);
+                            }
                         }
                         give_back(&mut *nic_tx.nics, i, loan);
                     }

@@ -397,6 +397,10 @@ impl<X: Transmit + ?Sized> Transmit for WithServices<'_, X> {
         self.inner.send(port, frame)
     }
 
+    fn send_datagram(&mut self, port: PortId, to: core::net::SocketAddr, payload: &[u8]) -> bool {
+        self.inner.send_datagram(port, to, payload)
+    }
+
     fn local(&mut self, from: LocalFrom, packet: &[u8]) -> Local {
         self.services.accept(from, packet)
     }

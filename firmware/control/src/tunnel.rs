@@ -5,9 +5,10 @@
 //! dataplane never wakes the tunnel early). Peer ids are shared: dataplane
 //! peer `i` is WireGuard peer `i` ([`crate::build`] numbers both).
 //! WireGuard's own counters record every refusal; the dataplane counts the
-//! outcome.
+//! outcome. Endpoints pass through as they are, IPv6 included: the dataplane
+//! sends those on a datagram WAN and drops them, counted, on an Ethernet
+//! one (`underlay_ipv6`).
 
-use core::net::{SocketAddr, SocketAddrV4};
 use core::ops::Range;
 use rand_core::{CryptoRng, RngCore};
 use routerd_dataplane::{Endpoint, Instant, Opened, PeerId, Sealed, Tunnel};
@@ -23,22 +24,12 @@ fn wg_now(now: Instant) -> wg::Instant {
     wg::Instant::from_millis(now.millis())
 }
 
-fn endpoint(to: SocketAddr) -> Option<Endpoint> {
-    match to {
-        SocketAddr::V4(a) => Some(Endpoint { addr: *a.ip(), port: a.port() }),
-        SocketAddr::V6(_) => None,
-    }
-}
-
 impl<const PEERS: usize, const ROUTES: usize, R: RngCore + CryptoRng> Tunnel for WgTunnel<'_, PEERS, ROUTES, R> {
     fn seal(&mut self, now: Instant, peer: PeerId, buf: &mut [u8], inner: Range<usize>) -> Sealed {
         let Some(start) = inner.start.checked_sub(wg::HEADROOM) else { return Sealed::Failed };
         let Some(window) = buf.get_mut(start..) else { return Sealed::Failed };
         match self.device.encapsulate_to(wg::PeerId(peer.0), wg_now(now), self.rng, window, inner.len()) {
-            Ok(Action::Send { to, len }) => match endpoint(to) {
-                Some(to) => Sealed::Datagram { range: start..start + len, to },
-                None => Sealed::Failed,
-            },
+            Ok(Action::Send { to, len }) => Sealed::Datagram { range: start..start + len, to },
             Ok(_) => Sealed::Held,
             Err(_) => Sealed::Failed,
         }
@@ -47,34 +38,21 @@ impl<const PEERS: usize, const ROUTES: usize, R: RngCore + CryptoRng> Tunnel for
     fn open(&mut self, now: Instant, from: Endpoint, buf: &mut [u8], datagram: Range<usize>) -> Opened {
         let start = datagram.start;
         let Some(window) = buf.get_mut(datagram) else { return Opened::Rejected };
-        let from = SocketAddr::V4(SocketAddrV4::new(from.addr, from.port));
         match self.device.decapsulate_in_place(wg_now(now), self.rng, from, window) {
             Ok(Action::Deliver { peer, offset, len }) => {
                 Opened::Packet { peer: PeerId(peer.0), range: start + offset..start + offset + len }
             }
-            Ok(Action::Send { to, len }) => match endpoint(to) {
-                Some(to) => Opened::Reply { range: start..start + len, to },
-                None => Opened::Consumed,
-            },
+            Ok(Action::Send { to, len }) => Opened::Reply { range: start..start + len, to },
             Ok(Action::None) => Opened::Consumed,
             Err(_) => Opened::Rejected,
         }
     }
 
     fn poll(&mut self, now: Instant, buf: &mut [u8]) -> Option<(Range<usize>, Endpoint)> {
-        // A datagram for an IPv6 endpoint cannot go out on this underlay;
-        // skip it and look for the next (bounded by the device's peers).
-        for _ in 0..=PEERS {
-            match self.device.poll(wg_now(now), self.rng, buf) {
-                Action::Send { to, len } => {
-                    if let Some(to) = endpoint(to) {
-                        return Some((0..len, to));
-                    }
-                }
-                _ => return None,
-            }
+        match self.device.poll(wg_now(now), self.rng, buf) {
+            Action::Send { to, len } => Some((0..len, to)),
+            _ => None,
         }
-        None
     }
 
     fn poll_at(&self) -> Option<Instant> {

@@ -68,7 +68,7 @@ impl Box_ {
     fn with(toml: &str) -> Box_ {
         let cfg = config_schema::human::from_toml(toml).unwrap();
         assert!(config_schema::validate_for(&cfg, config_schema::Platform::Image).is_valid());
-        let mut node = Box::new(Node::new(&[NicInfo { mac: LAN_MAC }, NicInfo { mac: WAN_MAC }], Some(OsRng), "0.1.0", "test"));
+        let mut node = Box::new(Node::new(&[NicInfo::ethernet(LAN_MAC), NicInfo::ethernet(WAN_MAC)], Some(OsRng), "0.1.0", "test"));
         match node.handle(Instant::ZERO, Op::Apply(Box::new(cfg)), &[]) {
             Reply::Applied(_) => {}
             other => panic!("apply refused: {other:?}"),
@@ -464,13 +464,13 @@ fn a_peer_by_name_is_resolved_with_the_leases_server_and_followed_when_it_moves(
     let r = st.resolver.clone().expect("resolver status");
     assert_eq!(r.servers.as_slice(), &[DNS]);
     assert_eq!((r.names[0].address, r.names[0].ttl_secs), (Some(first), Some(60)));
-    assert_eq!(st.peers[0].endpoint, Some((first, 51820)), "the peer's endpoint is the resolved address");
+    assert_eq!(st.peers[0].endpoint, Some((first, 51820).into()), "the peer's endpoint is the resolved address");
     assert!(b.log.iter().any(|l| l == "dns: roz.example.net resolves to 198.51.100.35 (ttl 60 s); endpoint of peer roz"), "{:?}", b.log);
     // A spoofed answer on another port or from another source is refused
     // by the dataplane or the resolver; nothing moves.
     b.nics[1].inject(&dns_answer(1, 50000, "roz.example.net", moved, 60));
     b.run(t(s));
-    assert_eq!(b.status(t(s)).peers[0].endpoint, Some((first, 51820)));
+    assert_eq!(b.status(t(s)).peers[0].endpoint, Some((first, 51820).into()));
 
     // The peer is kept alive, so it is dialled at once at that address.
     let dialled = (s..s + 3).flat_map(|x| run_answering_arp(&mut b, x)).any(|f| {
@@ -484,7 +484,7 @@ fn a_peer_by_name_is_resolved_with_the_leases_server_and_followed_when_it_moves(
     s += 61;
     let (_, _) = serve(&mut b, &mut s, moved);
     let st = b.status(t(s));
-    assert_eq!(st.peers[0].endpoint, Some((moved, 51820)), "the endpoint follows the name");
+    assert_eq!(st.peers[0].endpoint, Some((moved, 51820).into()), "the endpoint follows the name");
     assert!(b.log.iter().any(|l| l.starts_with("dns: roz.example.net moved from 198.51.100.35 to 198.51.100.99")), "{:?}", b.log);
     let dialled = (s..s + 6).flat_map(|x| run_answering_arp(&mut b, x)).any(|f| {
         let Ok(p) = SlicedPacket::from_ethernet(&f) else { return false };

@@ -52,7 +52,7 @@ delivery = {{ tunnel = "wg0", peer = "cloud" }}
 }
 
 fn node() -> Box<Node<OsRng>> {
-    let nics: Vec<NicInfo> = MACS.iter().map(|&mac| NicInfo { mac }).collect();
+    let nics: Vec<NicInfo> = MACS.iter().map(|&mac| NicInfo::ethernet(mac)).collect();
     let mut n = Box::new(Node::new(&nics, Some(OsRng), "0.1.0", "test"));
     n.set_wall_clock(Instant::ZERO, core::time::Duration::from_secs(1_800_000_000));
     n
@@ -418,7 +418,7 @@ fn records_of_versions_1_and_2_are_read_and_history_starts_with_the_running_one(
 /// configuration and a pending revert target always kept.
 #[test]
 fn maximal_configurations_keep_the_record_within_a_store_slot() {
-    let nics: Vec<NicInfo> = (0..8u8).map(|i| NicInfo { mac: [0x02, 0xa0, 0, 0, 0, i] }).collect();
+    let nics: Vec<NicInfo> = (0..8u8).map(|i| NicInfo::ethernet([0x02, 0xa0, 0, 0, 0, i])).collect();
     let mut n = Box::new(Node::new(&nics, Some(OsRng), "0.1.0", "test"));
     let snaps = vec![NicSnapshot::default(); 8];
     let mut sizes = Vec::new();

@@ -95,7 +95,7 @@ fn public_key() -> PublicKey {
 }
 
 fn nics(n: usize) -> Vec<NicInfo> {
-    MACS.iter().take(n).map(|&mac| NicInfo { mac }).collect()
+    MACS.iter().take(n).map(|&mac| NicInfo::ethernet(mac)).collect()
 }
 
 fn node(platform: Platform, nics: &[NicInfo]) -> Box<Node<OsRng>> {
@@ -295,7 +295,7 @@ const CASES: &[Case] = &[
         image: true,
         host: false,
         change: |c| c.peers[0].endpoint = Some("[2001:db8::10]:51820".parse().unwrap()),
-        box_says: "peers[0].endpoint: give an IPv4 address or a DNS name",
+        box_says: "peers[0].endpoint: this box's WAN underlay is IPv4 only; give an IPv4 address or a DNS name",
     },
     Case {
         what: "VXLAN from a LAN address",
@@ -574,7 +574,7 @@ fn one_more_than_a_list_holds_is_refused_while_the_file_is_read() {
 #[test]
 fn the_image_applies_every_shipped_example() {
     let mut nics = nics(2);
-    nics.push(NicInfo { mac: AZURE_MAC });
+    nics.push(NicInfo::ethernet(AZURE_MAC));
     for file in ["hybrid-onprem", "hybrid-cloud", "two-site-roz", "two-site-wro"] {
         let text = std::fs::read_to_string(format!("{}/../../config-schema/examples/{file}.toml", env!("CARGO_MANIFEST_DIR"))).unwrap();
         let cfg = config_schema::human::from_toml(&text).unwrap();

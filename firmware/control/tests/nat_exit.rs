@@ -100,7 +100,7 @@ fn count(s: &Status, name: &str) -> Option<u64> {
 #[test]
 fn a_vm_on_the_overlay_reaches_the_internet_as_the_wan_address() {
     let mut b = TheBox {
-        node: Box::new(Node::new(&MACS.map(|mac| NicInfo { mac }), Some(OsRng), "0.1.0", "test")),
+        node: Box::new(Node::new(&MACS.map(NicInfo::ethernet), Some(OsRng), "0.1.0", "test")),
         nics: MACS.map(|m| Loopback::new(m, 64)),
         fwd: Box::new(Forwarder::new()),
     };

@@ -64,7 +64,7 @@ fn cfg(extra: bool) -> Box<config_schema::Config> {
 }
 
 fn node() -> Box<Node<OsRng>> {
-    let nics: Vec<NicInfo> = MACS.iter().map(|&mac| NicInfo { mac }).collect();
+    let nics: Vec<NicInfo> = MACS.iter().map(|&mac| NicInfo::ethernet(mac)).collect();
     Box::new(Node::new(&nics, Some(OsRng), "0.1.0", "test"))
 }
 
@@ -116,7 +116,7 @@ fn plan_changes_nothing_and_apply_runs_with_a_generated_key() {
     assert!(st.configured);
     assert_eq!(st.device.as_str(), "edge");
     assert_eq!(st.tunnel.as_ref().unwrap().public_key, public);
-    assert_eq!(st.peers[0].endpoint, Some(("203.0.113.10".parse().unwrap(), 51820)));
+    assert_eq!(st.peers[0].endpoint, Some("203.0.113.10:51820".parse().unwrap()));
     let claim = &st.claims[0];
     assert_eq!(claim.role, ClaimRole::ProxyArp);
     assert_eq!(claim.state, ClaimState::Probing, "a new proxy-ARP claim asks before it answers");
@@ -371,7 +371,7 @@ fn a_preshared_key_is_imported_or_remade_and_the_tunnel_restarts_with_it() {
 
 #[test]
 fn without_entropy_keys_and_applies_are_refused() {
-    let nics_info: Vec<NicInfo> = MACS.iter().map(|&mac| NicInfo { mac }).collect();
+    let nics_info: Vec<NicInfo> = MACS.iter().map(|&mac| NicInfo::ethernet(mac)).collect();
     let mut n: Node<OsRng> = Node::new(&nics_info, None, "0.1.0", "test");
     match n.handle(t(1), Op::Apply(cfg(false)), &nics()) {
         Reply::Error(f) => assert_eq!(f.kind, FailureKind::NoEntropy),

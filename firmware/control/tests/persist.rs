@@ -56,7 +56,7 @@ delivery = {{ tunnel = "wg0", peer = "cloud" }}
 }
 
 fn node() -> Box<Node<OsRng>> {
-    let nics: Vec<NicInfo> = MACS.iter().map(|&mac| NicInfo { mac }).collect();
+    let nics: Vec<NicInfo> = MACS.iter().map(|&mac| NicInfo::ethernet(mac)).collect();
     Box::new(Node::new(&nics, Some(OsRng), "0.1.0", "test"))
 }
 

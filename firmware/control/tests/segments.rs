@@ -49,7 +49,7 @@ struct Site {
 impl Site {
     fn new(toml: &str, macs: [[u8; 6]; 3], key: [u8; 32]) -> Site {
         let cfg = config_schema::human::from_toml(toml).expect("config parses");
-        let infos = macs.map(|mac| NicInfo { mac });
+        let infos = macs.map(NicInfo::ethernet);
         let mut node = Box::new(Node::new(&infos, Some(OsRng), "0.1.0", "test"));
         let slot = config_schema::Name::new("wg0").unwrap();
         assert!(matches!(node.handle(Instant::ZERO, Op::KeyImport(slot, key), &[]), Reply::Keys(_)));
@@ -173,7 +173,7 @@ fn vms_on_both_sites_are_learned_through_the_encrypted_overlay() {
 
 #[test]
 fn a_box_without_segments_reports_none() {
-    let mut n = Node::<OsRng>::new(&[NicInfo { mac: ROZ_MACS[0] }, NicInfo { mac: ROZ_MACS[1] }], Some(OsRng), "0.1.0", "test");
+    let mut n = Node::<OsRng>::new(&[NicInfo::ethernet(ROZ_MACS[0]), NicInfo::ethernet(ROZ_MACS[1])], Some(OsRng), "0.1.0", "test");
     let text = example("hybrid-onprem.toml");
     let cfg = config_schema::human::from_toml(&text).unwrap();
     assert!(matches!(n.handle(Instant::ZERO, Op::Apply(Box::new(cfg)), &[]), Reply::Applied(_)));
@@ -187,7 +187,7 @@ fn a_box_without_segments_reports_none() {
 #[test]
 fn a_segment_mtu_below_the_budget_lowers_the_auto_clamp() {
     let (roz, _) = configs("oMaLZx2CyStyUXbJudE35/ssTSln1HACnSHDEO1kWQE=", "DsXmsGlubU4CdxEM95hXI4oruM+wpipdxh9XNFNl8wQ=");
-    let nics = [NicInfo { mac: [2, 0, 0, 0, 0, 1] }, NicInfo { mac: [2, 0, 0, 0, 0, 2] }, NicInfo { mac: [2, 0, 0, 0, 0, 3] }];
+    let nics = [NicInfo::ethernet([2, 0, 0, 0, 0, 1]), NicInfo::ethernet([2, 0, 0, 0, 0, 2]), NicInfo::ethernet([2, 0, 0, 0, 0, 3])];
     let at_budget = config_schema::human::from_toml(&roz).unwrap();
     let rt = routerd_control::build(&at_budget, &nics).unwrap();
     assert_eq!(rt.dataplane.segments[0].mss, None, "1370 is the budget: the dataplane derives 1330 per VTEP");

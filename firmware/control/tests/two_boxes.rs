@@ -256,7 +256,7 @@ fn the_box_answers_ping_through_its_services_layer() {
 
 #[test]
 fn the_shipped_examples_build_on_a_two_nic_box() {
-    let nics = [NicInfo { mac: ONPREM_MACS[0] }, NicInfo { mac: ONPREM_MACS[1] }];
+    let nics = [NicInfo::ethernet(ONPREM_MACS[0]), NicInfo::ethernet(ONPREM_MACS[1])];
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config-schema/examples/hybrid-onprem.toml")).unwrap();
     let cfg = config_schema::human::from_toml(&text).unwrap();
     let rt = build(&cfg, &nics).expect("onprem example builds");
@@ -279,7 +279,7 @@ fn build_errors_name_the_configuration_path() {
         "\"10.20.0.50/32\"",
     );
     let cfg = config_schema::human::from_toml(&text).unwrap();
-    let nics = [NicInfo { mac: ONPREM_MACS[0] }, NicInfo { mac: ONPREM_MACS[1] }];
+    let nics = [NicInfo::ethernet(ONPREM_MACS[0]), NicInfo::ethernet(ONPREM_MACS[1])];
     let e = build(&cfg, &nics).unwrap_err();
     assert!(e.to_string().starts_with("peers[0].endpoint:"), "{e}");
     // A name is not an error: the peer has no endpoint until it resolves.
@@ -296,7 +296,7 @@ fn build_errors_name_the_configuration_path() {
     // Named by a MAC no NIC has: the MAC and every NIC (four still fit a refusal's 200 characters).
     let mut by_mac = cfg.clone();
     by_mac.ports[0].mac = Some("02:99:00:00:00:01".parse().unwrap());
-    let four: Vec<NicInfo> = (0..4).map(|i| NicInfo { mac: [0x02, 0xa0, 0, 0, 0, i] }).collect();
+    let four: Vec<NicInfo> = (0..4).map(|i| NicInfo::ethernet([0x02, 0xa0, 0, 0, 0, i])).collect();
     let said = build(&by_mac, &four).unwrap_err().to_string();
     assert_eq!(
         said,

@@ -59,7 +59,7 @@ impl Nics {
 
     /// The MACs in contract order, for binding configuration ports.
     pub fn infos(&self) -> heapless::Vec<routerd_control::NicInfo, MAX_NICS> {
-        self.list.iter().flatten().map(|(_, n)| routerd_control::NicInfo { mac: n.mac() }).collect()
+        self.list.iter().flatten().map(|(_, n)| routerd_control::NicInfo::of(n)).collect()
     }
 }
 

@@ -17,7 +17,7 @@
 
 use alloc::boxed::Box;
 use config_schema::{Claim, Config, Ipv4Cidr, Name, PortRole};
-use core::net::Ipv4Addr;
+use core::net::{Ipv4Addr, SocketAddr};
 use heapless::{String, Vec};
 use serde::{Deserialize, Serialize};
 
@@ -54,7 +54,8 @@ FirmwareIdentity{version,build,flags};Status+{firmware(FirmwareStatus{running,tr
 Op+{CaptureStart(CaptureRequest{port,filter{any_of{not,test{Host,Port,Proto{Icmp,Tcp,Udp,Arp},Inbound,Outbound}}},snaplen,rate}),CaptureRead{max_bytes},CaptureStop};\
 Reply+{Captured(CaptureBatch{running,stopped,frames{ts_us,port,tx,len,caplen},data,waiting,captured,captured_bytes,skipped_rate,skipped_full,rate,ring_bytes,ports})};\
 Status+{bgp(BgpStatus{asn,router_id,hold_time,vtep,peers{address,name,state{Idle,Connect,Active,OpenSent,OpenConfirm,Established},uptime_ms,prefixes_received,established,downs,last_down,messages_in,messages_out,treat_as_withdraw,attributes_discarded,withdraw_nlri_errors},vnis{vni,segment,flood_list,flood_list_total,remote_macs,local_macs},counters})};\
-Op+{BgpRoutes{vni,offset}};Reply+{BgpRoutes(BgpRoutes{total,offset,routes{route_type,vni,rd,mac,ip,next_hop,peer{address,name},seq}})};";
+Op+{BgpRoutes{vni,offset}};Reply+{BgpRoutes(BgpRoutes{total,offset,routes{route_type,vni,rd,mac,ip,next_hop,peer{address,name},seq}})};\
+PeerStatus.endpoint:Option<SocketAddr>;";
 
 const fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
     let mut i = 0;
@@ -1149,8 +1150,9 @@ pub struct PeerStatus {
     pub public_key: [u8; 32],
     /// As configured (`host:port`; a DNS name stays a name).
     pub endpoint_configured: Text<64>,
-    /// Where the peer is reached now (learned from its packets when roaming).
-    pub endpoint: Option<(Ipv4Addr, u16)>,
+    /// Where the peer is reached now (learned from its packets when
+    /// roaming); IPv6 only on a platform whose WAN is a socket (routerd-host).
+    pub endpoint: Option<SocketAddr>,
     pub allowed_ips: Vec<Ipv4Cidr, { config_schema::limits::MAX_ALLOWED_IPS }>,
     pub last_handshake_ms_ago: Option<u64>,
     pub has_session: bool,
@@ -1747,7 +1749,7 @@ mod tests {
                 name: long.clone(),
                 public_key: [0xff; 32],
                 endpoint_configured: big_text(),
-                endpoint: Some((Ipv4Addr::BROADCAST, u16::MAX)),
+                endpoint: Some(SocketAddr::new(core::net::Ipv6Addr::from([0xff; 16]).into(), u16::MAX)),
                 allowed_ips: core::iter::repeat_n(Ipv4Cidr::new(Ipv4Addr::BROADCAST, 32).unwrap(), 16).collect(),
                 last_handshake_ms_ago: Some(u64::MAX),
                 has_session: true,

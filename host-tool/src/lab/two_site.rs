@@ -118,7 +118,7 @@ fn wait<T>(limit: Duration, every: Duration, mut f: impl FnMut() -> Result<Optio
 }
 
 fn endpoint_text(st: &Status) -> String {
-    st.peers.first().and_then(|p| p.endpoint).map_or_else(|| "-".into(), |(a, port)| format!("{a}:{port}"))
+    st.peers.first().and_then(|p| p.endpoint).map_or_else(|| "-".into(), |e| e.to_string())
 }
 
 /// One line per name the box's resolver keeps, and whether all resolved.

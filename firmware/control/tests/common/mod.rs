@@ -28,7 +28,7 @@ impl<const N: usize> Site<N> {
     /// A node with NICs `macs` and `key` imported as wg0's private key, set
     /// to run as `platform` if one is given; nothing applied yet.
     pub fn bare(macs: [[u8; 6]; N], key: [u8; 32], platform: Option<config_schema::Platform>) -> Site<N> {
-        let infos = macs.map(|mac| NicInfo { mac });
+        let infos = macs.map(NicInfo::ethernet);
         let mut node = Box::new(Node::new(&infos, Some(OsRng), "0.1.0", "test"));
         if let Some(p) = platform {
             node.set_platform(p);
