@@ -4,10 +4,12 @@
 //! - [`setup`]: TOML → validated config → ports opened; any configuration →
 //!   what `routerd_control` binds on this host.
 //! - [`router`]: `routerd_control::Node` (the image's control plane) and the
-//!   tokio current-thread loop over TAP fds and the WAN shim.
+//!   tokio current-thread loop that runs the image's forwarding turn
+//!   (`routerd_control::Forwarder`) over routerd-host's NICs.
 //! - [`control`]: the provisioning protocol on a unix socket (`routerctl
 //!   --port unix:PATH`).
-//! - [`wan`], [`frame`], [`v6map`]: the WAN port as a UDP socket.
+//! - [`nic`]: the NICs as `routerd_netdev::NetDevice`s — a TAP device per
+//!   LAN port, and [`wan`]: the WAN port as a UDP socket (datagram medium).
 //! - [`tap`]: TAP/TUN devices.
 //! - [`linux`]: captured-address enforcement and forward-path findings
 //!   ([`linux::LinuxFindings`], for `doctor hybrid`).
@@ -17,13 +19,12 @@
 
 pub mod control;
 pub mod evpn;
-pub mod frame;
 pub mod key;
 pub mod linux;
 pub mod logger;
+pub mod nic;
 pub mod router;
 pub mod setup;
 pub mod state;
 pub mod tap;
-pub mod v6map;
 pub mod wan;

@@ -1,23 +1,23 @@
-//! The loop: TAP ports and the WAN shim ⇄ the node's dataplane, on one
-//! tokio current-thread runtime.
+//! The loop: routerd-host's NICs ⇄ the node's dataplane, on one tokio
+//! current-thread runtime.
 //!
 //! The router owns a `routerd_control::Node` — the same control plane the
 //! image runs: configuration, key slots, dataplane and WireGuard, atomic
 //! plan/apply — and the ports opened at start (NIC `i` is
 //! `Opened::ports[i]`; the running configuration binds its ports to them by
-//! MAC). Each turn reads the clock once, drains a bounded batch ([`BATCH`])
-//! from every TAP device, the WAN socket (one `recvmmsg`) and the WAN TUN
-//! device into buffers allocated once at start (frame at `HEADROOM`), runs
-//! every frame through the dataplane, sends what comes out (TAP: one write
-//! per frame; WAN: queued, one `sendmmsg` at the end of the turn), feeds the
-//! shim's ARP answers back in, and runs the dataplane's timers when due or
-//! when traffic moved. Between turns the task sleeps on fd readiness
+//! MAC): a TAP device per LAN port and the WAN's UDP socket, a datagram
+//! NIC ([`crate::nic`], [`crate::wan`]). Each turn is the image's
+//! forwarding turn (`routerd_control::Forwarder::turn`) over those NICs at
+//! one clock reading: a bounded batch from every NIC lent in the NIC's own
+//! receive buffers, every frame through the dataplane where it was read,
+//! the services, the dataplane's timers, the WAN's queued datagrams out
+//! with one `sendmmsg`. Between turns the task sleeps on fd readiness
 //! (`AsyncFd`), the dataplane's and the services' `poll_at` (BGP and its
 //! TCP), the periodic Linux check, DNS re-resolution, a control-socket
 //! request ([`crate::control`]), and
-//! SIGINT/SIGTERM (clean stop) / SIGUSR1 (status). When a batch was full the
-//! next turn starts after a `yield_now` instead of sleeping. No task and no
-//! allocation per packet.
+//! SIGINT/SIGTERM (clean stop) / SIGUSR1 (status). After a turn that moved
+//! frames the next starts after a `yield_now` instead of sleeping. No task
+//! and no allocation per packet.
 //!
 //! With `--state-dir` ([`crate::state`]) the node starts from the saved
 //! record — keys, then the saved configuration through the normal apply;
@@ -31,20 +31,16 @@
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use config_schema::{Config, KeyRef, Name};
 use rand_core::OsRng;
-use routerd_control::capture::Tap;
-use routerd_control::node::Forwarding;
 use routerd_control::persist::SavedKey;
-use routerd_control::WithServices;
-use routerd_control::{NicSnapshot, Node, Saved};
-use routerd_dataplane::{self as dp, FrameBuf, Instant, PortId, Transmit};
+use routerd_control::{Event, Forwarder, NicSnapshot, Node, Saved};
+use routerd_dataplane::Instant;
+use routerd_netdev::NetDevice;
 use routerd_provision::message::{self as msg, text, text_fmt, Failure, FailureKind, Op, Reply};
 use routerd_wireguard::{self as wg, SecretKey};
-use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -52,14 +48,12 @@ use tokio::task::JoinHandle;
 use crate::control::{Call, BUILD, SOFTWARE};
 use crate::evpn::EvpnLog;
 use crate::linux::{self, LinuxFindings};
+use crate::nic::{HostNic, Ports, TapNic};
 use crate::setup::{self, DnsCache, DnsPeer, Opened};
 use crate::state::{self, State};
-use crate::tap;
-use crate::wan::Wan;
+use crate::wan::WanNic;
 use routerd_control::dns::{NameClock, Policy};
 
-/// Frames taken from one fd per turn (and slots per `recvmmsg`).
-pub const BATCH: usize = crate::wan::BATCH;
 /// Re-resolve a DNS peer when no handshake succeeded for this long (the
 /// default of `--reresolve-after`; WireGuard rekeys every 120 s).
 pub const RERESOLVE_AFTER: Duration = Duration::from_secs(120);
@@ -67,61 +61,6 @@ pub const RERESOLVE_AFTER: Duration = Duration::from_secs(120);
 pub const RESOLVE_RETRY: Duration = Duration::from_secs(30);
 /// How often DNS peers are looked at.
 const DNS_TICK: Duration = Duration::from_secs(5);
-
-/// Counters of one TAP port (the WAN shim has its own).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TapCounters {
-    pub rx_frames: u64,
-    pub tx_frames: u64,
-    pub rx_errors: u64,
-    pub rx_oversize: u64,
-    /// The kernel did not take a frame (queue full, device down).
-    pub tx_errors: u64,
-    /// Received while no configuration binds the port.
-    pub rx_unbound: u64,
-}
-
-/// The NICs: a TAP device per LAN port, the shim for the WAN port.
-struct Ports {
-    taps: Vec<Option<AsyncFd<tap::Device>>>,
-    wan: Wan,
-    wan_nic: usize,
-    counters: Vec<TapCounters>,
-}
-
-impl Ports {
-    fn send_nic(&mut self, nic: usize, frame: &[u8]) -> bool {
-        if nic == self.wan_nic {
-            return self.wan.transmit(frame);
-        }
-        let (Some(Some(t)), Some(c)) = (self.taps.get(nic), self.counters.get_mut(nic)) else { return false };
-        match t.get_ref().send(frame) {
-            Ok(_) => {
-                c.tx_frames += 1;
-                true
-            }
-            Err(_) => {
-                c.tx_errors += 1;
-                false
-            }
-        }
-    }
-}
-
-/// The dataplane's transmit side: dataplane port → NIC.
-struct Tx<'a> {
-    ports: &'a mut Ports,
-    nic_of_port: &'a [usize],
-}
-
-impl Transmit for Tx<'_> {
-    fn send(&mut self, port: PortId, frame: &[u8]) -> bool {
-        match self.nic_of_port.get(port.index()) {
-            Some(&nic) => self.ports.send_nic(nic, frame),
-            None => false,
-        }
-    }
-}
 
 /// Options of the loop.
 #[derive(Debug, Clone)]
@@ -152,8 +91,7 @@ pub struct Router {
     node: Node<OsRng>,
     ports: Ports,
     opened: Opened,
-    bufs: Vec<[u8; dp::BUF_SIZE]>,
-    lens: Vec<usize>,
+    fwd: Box<Forwarder>,
     start: std::time::Instant,
     dns: Vec<DnsState>,
     dns_cache: DnsCache,
@@ -181,21 +119,22 @@ impl Router {
     /// module comment). DNS names are resolved first (blocking).
     pub fn new(
         mut opened: Opened,
-        wan: Wan,
+        wan: WanNic,
         cfg: Config,
         key: Option<SecretKey>,
         opts: LoopOptions,
         state: Option<(State, Option<Saved>)>,
     ) -> Result<Router, String> {
         let start = std::time::Instant::now();
-        let mut taps = Vec::new();
-        for port in &mut opened.ports {
-            taps.push(match port.tap.take() {
-                Some(t) => Some(tap::register(t).map_err(|e| format!("register TAP: {e}"))?),
+        let mut nics = Vec::new();
+        let mut wan = Some(wan);
+        for (i, port) in opened.ports.iter_mut().enumerate() {
+            nics.push(match port.tap.take() {
+                _ if i == opened.wan_port => wan.take().map(HostNic::Wan),
+                Some(t) => Some(HostNic::Tap(TapNic::new(t, port.mac).map_err(|e| format!("register TAP: {e}"))?)),
                 None => None,
             });
         }
-        let counters = vec![TapCounters::default(); taps.len()];
         let mut node = Node::new(&opened.nics(), Some(OsRng), SOFTWARE, BUILD);
         node.set_platform(config_schema::Platform::Host);
         let (state, mut saved) = match state {
@@ -272,13 +211,12 @@ impl Router {
         if let Some(c) = saved.as_ref().and_then(|s| s.config.as_deref()) {
             dns_cache.extend(setup::resolve_all(c));
         }
-        let ports = Ports { taps, wan, wan_nic: opened.wan_port, counters };
+        let ports = Ports { nics, wan_nic: opened.wan_port };
         let mut r = Router {
             node,
             ports,
             opened,
-            bufs: vec![[0u8; dp::BUF_SIZE]; BATCH],
-            lens: vec![0; BATCH],
+            fwd: Box::new(Forwarder::new()),
             start,
             dns: Vec::new(),
             dns_cache,
@@ -337,9 +275,10 @@ impl Router {
     /// `Node::restore`: keys first, then the configuration's apply).
     fn restore(&mut self, saved: Saved) -> Reply {
         let now = self.now();
-        let Router { node, ports, opened, dns_cache, .. } = self;
+        let dual_stack = self.dual_stack();
+        let Router { node, opened, dns_cache, .. } = self;
         let mut bind =
-            |c: &Config| setup::bind(c, opened, &mut ports.wan, dns_cache).map(Some).map_err(|m| Failure::refused(format_args!("{m}")));
+            |c: &Config| setup::bind(c, opened, dual_stack, dns_cache).map(Some).map_err(|m| Failure::refused(format_args!("{m}")));
         node.restore_with(saved, now, &mut bind)
     }
 
@@ -372,6 +311,11 @@ impl Router {
     /// The last Linux findings.
     pub fn findings(&self) -> &LinuxFindings {
         &self.findings
+    }
+
+    /// Whether the WAN socket carries IPv6.
+    fn dual_stack(&self) -> bool {
+        self.ports.wan().is_some_and(WanNic::dual_stack)
     }
 
     fn now(&self) -> Instant {
@@ -416,9 +360,10 @@ impl Router {
         );
         let now = self.now();
         let snaps = self.snapshots();
-        let Router { node, ports, opened, dns_cache, .. } = self;
+        let dual_stack = self.dual_stack();
+        let Router { node, opened, dns_cache, .. } = self;
         let mut bind =
-            |c: &Config| setup::bind(c, opened, &mut ports.wan, dns_cache).map(Some).map_err(|m| Failure::refused(format_args!("{m}")));
+            |c: &Config| setup::bind(c, opened, dual_stack, dns_cache).map(Some).map_err(|m| Failure::refused(format_args!("{m}")));
         let mut reply = node.handle_with(now, op, &snaps, &mut bind);
         if changes && matches!(reply, Reply::Applied(_) | Reply::Keys(_)) {
             self.reconfigured();
@@ -440,9 +385,10 @@ impl Router {
         if self.node.confirm_deadline().is_none_or(|d| now < d) {
             return;
         }
-        let Router { node, ports, opened, dns_cache, .. } = self;
+        let dual_stack = self.dual_stack();
+        let Router { node, opened, dns_cache, .. } = self;
         let mut bind =
-            |c: &Config| setup::bind(c, opened, &mut ports.wan, dns_cache).map(Some).map_err(|m| Failure::refused(format_args!("{m}")));
+            |c: &Config| setup::bind(c, opened, dual_stack, dns_cache).map(Some).map_err(|m| Failure::refused(format_args!("{m}")));
         node.expire_with(now, &mut bind);
         self.reconfigured();
         self.poll_state();
@@ -522,42 +468,36 @@ impl Router {
     }
 
     fn set_endpoint(&mut self, peer: u16, real: SocketAddr) {
-        let Some(v4) = self.ports.wan.dataplane_endpoint(real) else {
+        if setup::endpoint(real, self.dual_stack()).is_none() {
             log::warn!("peer {peer}: {real} cannot be reached from this socket (IPv6 on an IPv4-only socket)");
             return;
-        };
+        }
         if let Some(w) = self.node.wireguard() {
-            if let Err(e) = w.set_endpoint(wg::PeerId(peer), Some(SocketAddr::V4(v4))) {
+            if let Err(e) = w.set_endpoint(wg::PeerId(peer), Some(real)) {
                 log::warn!("peer {peer}: endpoint update refused: {e:?}");
             }
         }
     }
 
     /// The NICs for status, in `Opened::ports` order.
-    fn snapshots(&self) -> Vec<NicSnapshot> {
-        let w = self.ports.wan.counters;
-        (0..self.opened.ports.len())
-            .map(|i| {
-                if i == self.ports.wan_nic {
-                    return NicSnapshot {
-                        link_up: true,
-                        rx_frames: w.rx_datagrams + w.tun_rx,
-                        tx_frames: w.tx_datagrams + w.tun_tx,
-                        rx_errors: 0,
-                        tx_ring_full: 0,
-                        ..NicSnapshot::default()
-                    };
+    fn snapshots(&mut self) -> Vec<NicSnapshot> {
+        self.ports
+            .nics
+            .iter_mut()
+            .map(|n| match n {
+                Some(n) => {
+                    let st = n.stats();
+                    NicSnapshot {
+                        link_up: n.link_up(),
+                        rx_frames: st.rx_frames,
+                        tx_frames: st.tx_frames,
+                        rx_errors: st.rx_errors,
+                        tx_ring_full: st.tx_ring_full,
+                        rx_loans_out: st.rx_loans_out,
+                        rx_foreign_loans: st.rx_foreign_loans,
+                    }
                 }
-                let c = self.ports.counters.get(i).copied().unwrap_or_default();
-                NicSnapshot {
-                    link_up: matches!(self.ports.taps.get(i), Some(Some(_))),
-                    rx_frames: c.rx_frames,
-                    tx_frames: c.tx_frames,
-                    rx_errors: c.rx_errors + c.rx_oversize,
-                    tx_ring_full: c.tx_errors,
-                    // TAPs are read into the loop's own buffers: no loans.
-                    ..NicSnapshot::default()
-                }
+                None => NicSnapshot::default(),
             })
             .collect()
     }
@@ -568,11 +508,11 @@ impl Router {
         let mut h = msg::HostReport {
             checks: f.checks,
             ip_forward: f.ip_forward,
-            wan_socket: match self.ports.wan.local_addr() {
-                Ok(a) => text_fmt(format_args!("{a}")),
-                Err(_) => text(""),
+            wan_socket: match self.ports.wan().map(WanNic::local_addr) {
+                Some(Ok(a)) => text_fmt(format_args!("{a}")),
+                _ => text(""),
             },
-            wan_tun: text(self.ports.wan.tun_name().unwrap_or("")),
+            wan_tun: text(self.ports.wan().and_then(WanNic::tun_name).unwrap_or("")),
             removals: f.removals_total,
             last_event: text(f.last_event.as_deref().unwrap_or("")),
             firewalls: text(&f.firewalls_checked.join(" ")),
@@ -631,37 +571,8 @@ impl Router {
             let confirm_at = self.node.confirm_deadline().map(|t| self.tokio_deadline(t));
             let wake = [poll_at, confirm_at, Some(next_linux), Some(next_dns_check)].into_iter().flatten().min();
             let wake = wake.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
-            let Ports { taps, wan, .. } = &self.ports;
-            let readable = std::future::poll_fn(|cx| {
-                let mut any = false;
-                for t in taps.iter().flatten() {
-                    if let Poll::Ready(r) = t.poll_read_ready(cx) {
-                        if let Ok(mut g) = r {
-                            g.clear_ready();
-                        }
-                        any = true;
-                    }
-                }
-                if let Poll::Ready(r) = wan.socket_fd().poll_read_ready(cx) {
-                    if let Ok(mut g) = r {
-                        g.clear_ready();
-                    }
-                    any = true;
-                }
-                if let Some(t) = wan.tun_fd() {
-                    if let Poll::Ready(r) = t.poll_read_ready(cx) {
-                        if let Ok(mut g) = r {
-                            g.clear_ready();
-                        }
-                        any = true;
-                    }
-                }
-                if any {
-                    Poll::Ready(())
-                } else {
-                    Poll::Pending
-                }
-            });
+            let ports = &self.ports;
+            let readable = std::future::poll_fn(|cx| ports.poll_readable(cx));
             tokio::select! {
                 biased;
                 _ = sigint.recv() => break,
@@ -706,7 +617,7 @@ impl Router {
             if t >= next_linux && linux_job.is_none() {
                 next_linux = t + self.opts.linux_every;
                 let (captured, enforce, prev) = (self.captured.clone(), self.opts.enforce, self.findings.clone());
-                let tun = self.ports.wan.tun_name().map(str::to_string);
+                let tun = self.ports.wan().and_then(WanNic::tun_name).map(str::to_string);
                 linux_job = Some(tokio::task::spawn_blocking(move || linux::check(&captured, tun.as_deref(), enforce, &prev)));
             }
             if t >= next_dns_check {
@@ -754,87 +665,11 @@ impl Router {
         log_events(&mut self.node);
     }
 
-    /// One turn over every fd. True when a batch was full (more waiting).
+    /// One forwarding turn over every NIC. True when frames moved (more
+    /// may be waiting).
     fn turn(&mut self, now: Instant) -> bool {
-        let Router { node, ports, bufs, lens, .. } = self;
-        node.capture().tick(now);
-        let mut fwd = node.forwarding();
-        let mut port_of_nic = [None; routerd_control::build::MAX_NICS];
-        let nic_of_port: &[usize] = fwd.as_ref().map_or(&[], |f| f.nic_of_port);
-        for (p, &n) in nic_of_port.iter().enumerate() {
-            if let Some(slot) = port_of_nic.get_mut(n) {
-                *slot = Some(PortId(p as u8));
-            }
-        }
-        let mut tx = Tx { ports, nic_of_port };
-        let mut more = false;
-        let mut moved = false;
-        for nic in 0..tx.ports.taps.len() {
-            let Some(Some(tap)) = tx.ports.taps.get(nic) else { continue };
-            let mut count = 0;
-            let mut errors = 0;
-            for (buf, len) in bufs.iter_mut().zip(lens.iter_mut()) {
-                let Some(area) = buf.get_mut(dp::HEADROOM..dp::BUF_SIZE - dp::TAILROOM) else { break };
-                match tap.get_ref().recv(area) {
-                    Ok(n) => {
-                        *len = n;
-                        count += 1;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(_) => {
-                        errors += 1;
-                        break;
-                    }
-                }
-            }
-            more |= count == bufs.len();
-            moved |= count > 0;
-            let port = port_of_nic.get(nic).copied().flatten();
-            for i in 0..count {
-                let (Some(buf), Some(&len)) = (bufs.get_mut(i), lens.get(i)) else { continue };
-                let Some(c) = tx.ports.counters.get_mut(nic) else { continue };
-                c.rx_frames += 1;
-                c.rx_errors += errors;
-                errors = 0;
-                if len > dp::MAX_FRAME {
-                    c.rx_oversize += 1;
-                    continue;
-                }
-                match (port, fwd.as_mut()) {
-                    (Some(port), Some(f)) => process(f, &mut tx, now, port, buf, len),
-                    _ => c.rx_unbound += 1,
-                }
-            }
-        }
-        let wan_port = port_of_nic.get(tx.ports.wan_nic).copied().flatten();
-        for from_tun in [false, true] {
-            let (count, drained) = if from_tun { tx.ports.wan.receive_tun(bufs, lens) } else { tx.ports.wan.receive(bufs, lens) };
-            more |= !drained;
-            moved |= count > 0;
-            let (Some(port), Some(f)) = (wan_port, fwd.as_mut()) else { continue };
-            for i in 0..count {
-                let (Some(buf), Some(&len)) = (bufs.get_mut(i), lens.get(i)) else { continue };
-                if len > 0 {
-                    process(f, &mut tx, now, port, buf, len);
-                }
-            }
-        }
-        if let Some(f) = fwd.as_mut() {
-            // What ended on the box is answered before the timers run.
-            let mut tap = Tap { inner: &mut tx, capture: &mut *f.capture };
-            f.services.poll(now, f.dataplane, &mut f.tunnel, &mut tap);
-        }
-        if let (Some(port), Some(f)) = (wan_port, fwd.as_mut()) {
-            feed_arp(f, &mut tx, now, port, bufs);
-            let due = f.dataplane.poll_at(&f.tunnel).is_some_and(|t| t <= now);
-            if due || moved {
-                let mut tap = Tap { inner: &mut tx, capture: &mut *f.capture };
-                f.dataplane.poll(now, &mut f.tunnel, &mut tap);
-                feed_arp(f, &mut tx, now, port, bufs);
-            }
-        }
-        tx.ports.wan.flush();
-        more
+        let Router { node, ports, fwd, .. } = self;
+        fwd.turn(node, now, ports, &mut log_event)
     }
 
     fn take_findings(&mut self, f: LinuxFindings) {
@@ -842,7 +677,7 @@ impl Router {
         if first || f.ip_forward != self.findings.ip_forward {
             match f.ip_forward {
                 Some(true) => log::info!("linux: net.ipv4.ip_forward = 1"),
-                Some(false) if self.ports.wan.tun_name().is_some() => log::warn!(
+                Some(false) if self.ports.wan().and_then(WanNic::tun_name).is_some() => log::warn!(
                     "linux: net.ipv4.ip_forward = 0: the kernel will not forward provider-secondary-ip traffic into --wan-tun (sysctl -w net.ipv4.ip_forward=1)"
                 ),
                 Some(false) => log::info!("linux: net.ipv4.ip_forward = 0 (fine without --wan-tun)"),
@@ -927,29 +762,36 @@ impl Router {
         };
         let mut s = String::new();
         let _ = st.write_summary(&mut s);
-        for (p, c) in self.opened.ports.iter().zip(&self.ports.counters) {
-            if c.rx_errors + c.rx_oversize + c.tx_errors + c.rx_unbound > 0 {
+        for (p, n) in self.opened.ports.iter().zip(&self.ports.nics) {
+            let Some(HostNic::Tap(t)) = n else { continue };
+            let c = t.stats();
+            if c.rx_errors + c.tx_ring_full + c.tx_oversize > 0 {
                 let _ = writeln!(
                     s,
-                    "  {} (TAP): rx errors {}, rx oversize {}, tx errors {}, rx while unbound {}",
-                    p.name, c.rx_errors, c.rx_oversize, c.tx_errors, c.rx_unbound
+                    "  {} (TAP {}): rx errors {}, tx not taken {}, tx oversize {}",
+                    p.name,
+                    t.name(),
+                    c.rx_errors,
+                    c.tx_ring_full,
+                    c.tx_oversize
                 );
             }
         }
-        let w = self.ports.wan.counters;
-        let _ = writeln!(
-            s,
-            "  wan socket: rx {} datagrams, tx {} datagrams, arp answered {}, tun rx {} tx {}",
-            w.rx_datagrams, w.tx_datagrams, w.arp_answered, w.tun_rx, w.tun_tx
-        );
-        for (name, n) in w.drops() {
-            if n > 0 {
-                let _ = writeln!(s, "  wan drop {name}: {n}");
+        if let Some(wan) = self.ports.wan() {
+            let w = wan.counters;
+            let _ = writeln!(
+                s,
+                "  wan socket: rx {} datagrams, tx {} datagrams, tun rx {} tx {}",
+                w.rx_datagrams, w.tx_datagrams, w.tun_rx, w.tun_tx
+            );
+            for (name, n) in w.drops() {
+                if n > 0 {
+                    let _ = writeln!(s, "  wan drop {name}: {n}");
+                }
             }
         }
         for d in &self.dns {
-            let real = d.peer.resolved.map(|a| self.ports.wan.real_endpoint(a));
-            let _ = writeln!(s, "  dns peer {}: {} → {:?}", d.peer.name, d.peer.host, real);
+            let _ = writeln!(s, "  dns peer {}: {} → {:?}", d.peer.name, d.peer.host, d.peer.resolved);
         }
         s
     }
@@ -985,40 +827,19 @@ async fn finished<T>(job: &mut Option<JoinHandle<T>>) -> Result<T, tokio::task::
     }
 }
 
-/// One frame through the dataplane; what comes out goes to its port. A
-/// capture (`routerctl capture`) sees the frame as received and what is sent.
-/// The WAN port's frames are the Ethernet/IPv4/UDP frames the shim builds and
-/// the dataplane sends: the dataplane's view of the underlay.
-fn process(f: &mut Forwarding<'_, OsRng>, tx: &mut Tx<'_>, now: Instant, port: PortId, buf: &mut [u8], len: usize) {
-    if let Some(frame) = buf.get(dp::HEADROOM..dp::HEADROOM + len) {
-        f.capture.frame(port, false, frame);
+/// Log one thing the node reports: a claim transition (conflicts, probes
+/// and their outcome) with its reasons, a commit-confirm that ran out.
+fn log_event(e: Event) {
+    if e.is_warning() {
+        log::warn!("{e}");
+    } else {
+        log::info!("{e}");
     }
-    let Ok(mut fb) = FrameBuf::new(buf, dp::HEADROOM, len) else { return };
-    let mut tap = Tap { inner: tx, capture: &mut *f.capture };
-    let mut with = WithServices { inner: &mut tap, services: &mut *f.services };
-    f.dataplane.process_and_transmit(now, port, &mut fb, &mut f.tunnel, &mut with);
 }
 
-/// Log what the node reports: claim transitions (conflicts, probes and their
-/// outcome) with their reasons, and a commit-confirm that ran out.
+/// Log everything the node has to report.
 fn log_events(node: &mut Node<OsRng>) {
     while let Some(e) = node.take_event() {
-        if e.is_warning() {
-            log::warn!("{e}");
-        } else {
-            log::info!("{e}");
-        }
-    }
-}
-
-/// Feed the shim's ARP answers into the WAN port (bounded: the answers can
-/// release parked frames, which can ask again at most once per next hop).
-fn feed_arp(f: &mut Forwarding<'_, OsRng>, tx: &mut Tx<'_>, now: Instant, wan_port: PortId, bufs: &mut [[u8; dp::BUF_SIZE]]) {
-    for _ in 0..32 {
-        let Some(reply) = tx.ports.wan.pop_arp() else { return };
-        let Some(buf) = bufs.first_mut() else { return };
-        let Some(dst) = buf.get_mut(dp::HEADROOM..dp::HEADROOM + reply.len()) else { return };
-        dst.copy_from_slice(&reply);
-        process(f, tx, now, wan_port, buf, reply.len());
+        log_event(e);
     }
 }

@@ -8,10 +8,10 @@
 //! name. For every apply, [`bind`] makes a *copy* that differs from the
 //! configuration only where the host must fill in what `build` expects from
 //! a NIC: each port's MAC (so ports bind by MAC, whatever their order), the
-//! WAN address and gateway when the file has none (placeholders: the kernel
-//! does the real routing), and endpoints as IPv4 addresses (DNS names
-//! resolved; IPv6 endpoints under their synthetic IPv4, see `v6map`). The
-//! node keeps and shows the configuration as given.
+//! WAN address when the file has none (a placeholder: the kernel owns the
+//! real one; the dataplane only names the box's end of the tunnel with it),
+//! and endpoints as addresses (DNS names resolved). The node keeps and
+//! shows the configuration as given.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
@@ -20,7 +20,7 @@ use config_schema::{CaptureMethod, ClaimAction, Config, Endpoint, Host, Ipv4Cidr
 use routerd_control::NicInfo;
 
 use crate::tap::{self, Kind};
-use crate::wan::{Wan, WanIdentity};
+use crate::wan::WanNic;
 
 /// Why setup stopped: the message and the exit code (2: the input is
 /// wrong, 1: the system refused).
@@ -84,7 +84,11 @@ pub struct Opened {
 impl Opened {
     /// The NICs as `routerd_control::Node` sees them.
     pub fn nics(&self) -> Vec<NicInfo> {
-        self.ports.iter().map(|p| NicInfo { mac: p.mac }).collect()
+        self.ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| if i == self.wan_port { NicInfo::datagram(p.mac) } else { NicInfo::ethernet(p.mac) })
+            .collect()
     }
 }
 
@@ -137,7 +141,7 @@ pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
 
 /// Open the ports the file names: a TAP device per LAN port, the UDP shim
 /// (and `--wan-tun`) for the WAN port.
-pub fn open(file: &Config, opts: &PortOptions) -> Result<(Opened, Wan), SetupError> {
+pub fn open(file: &Config, opts: &PortOptions) -> Result<(Opened, WanNic), SetupError> {
     let mut ports: Vec<PortPlan> = Vec::new();
     let mut wan_port = None;
     let mut wan_address = None;
@@ -184,8 +188,7 @@ pub fn open(file: &Config, opts: &PortOptions) -> Result<(Opened, Wan), SetupErr
         }
         None => None,
     };
-    let wan = Wan::new(opts.wan_bind, WanIdentity { mac, address: wan_address.addr(), listen_port }, tun)
-        .map_err(|e| system(format!("WAN socket (UDP port {listen_port}): {e}")))?;
+    let wan = WanNic::new(opts.wan_bind, listen_port, mac, tun).map_err(|e| system(format!("WAN socket (UDP port {listen_port}): {e}")))?;
     Ok((Opened { ports, wan_port, wan_address, wan_gateway, listen_port }, wan))
 }
 
@@ -212,10 +215,10 @@ pub fn resolve_all(cfg: &Config) -> DnsCache {
 /// The configuration `routerd_control::build` binds on this host: `cfg`
 /// with each port's MAC set to the opened port of the same name, the WAN
 /// address and gateway the shim stands for, and every endpoint as an IPv4
-/// address (DNS names from `dns`, left empty when unresolved; IPv6 under
-/// its synthetic IPv4). Refuses (naming the path) what the opened ports
-/// cannot carry without a restart.
-pub fn bind(cfg: &Config, opened: &Opened, wan: &mut Wan, dns: &DnsCache) -> Result<Box<Config>, String> {
+/// address (DNS names from `dns`, left empty when unresolved). Refuses
+/// (naming the path) what the opened ports cannot carry without a restart,
+/// and an IPv6 endpoint when the socket is IPv4 only (`dual_stack` false).
+pub fn bind(cfg: &Config, opened: &Opened, dual_stack: bool, dns: &DnsCache) -> Result<Box<Config>, String> {
     let restart = "restart routerd-host with the new --config to change it";
     let mut out = Box::new(cfg.clone());
     for (i, p) in out.ports.iter_mut().enumerate() {
@@ -257,15 +260,26 @@ pub fn bind(cfg: &Config, opened: &Opened, wan: &mut Wan, dns: &DnsCache) -> Res
         };
         p.endpoint = match real {
             None => None,
-            Some(a) => match wan.dataplane_endpoint(a) {
-                Some(v4) => Some(Endpoint { host: Host::V4(*v4.ip()), port: v4.port() }),
-                None => {
-                    return Err(format!("peers[{i}].endpoint: {a} is IPv6 but the WAN socket is IPv4 only (bind it to :: with --wan-bind)"))
-                }
-            },
+            Some(a) => Some(endpoint(a, dual_stack).ok_or_else(|| {
+                format!("peers[{i}].endpoint: {a} is IPv6 but the WAN socket is IPv4 only (bind it to :: with --wan-bind)")
+            })?),
         };
     }
     Ok(out)
+}
+
+/// `a` as a configuration endpoint (`::ffff:a.b.c.d` as IPv4); `None` for
+/// IPv6 on an IPv4-only socket.
+pub fn endpoint(a: SocketAddr, dual_stack: bool) -> Option<Endpoint> {
+    let host = match a {
+        SocketAddr::V4(v4) => Host::V4(*v4.ip()),
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => Host::V4(v4),
+            None if dual_stack => Host::V6(*v6.ip()),
+            None => return None,
+        },
+    };
+    Some(Endpoint { host, port: a.port() })
 }
 
 /// The peers of `cfg`'s tunnel whose endpoint is a DNS name, numbered like
@@ -298,8 +312,10 @@ pub fn captured_secondary(cfg: &Config) -> Vec<Ipv4Addr> {
         .collect()
 }
 
-/// A gateway for a WAN port that has none: another address of its subnet
-/// (the shim answers ARP for any address; the kernel routes for real).
+/// A gateway for a WAN port that has none: another address of its subnet,
+/// so the dataplane has a default route out of the WAN. Nothing is sent to
+/// it: on the datagram WAN a routed packet leaves bare for `--wan-tun` and
+/// the kernel picks the real next hop.
 fn placeholder_gateway(address: Option<PortAddress>) -> Option<Ipv4Addr> {
     let Some(PortAddress::Static(c)) = address else { return None };
     if c.prefix_len() >= 31 {

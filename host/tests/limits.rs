@@ -12,7 +12,7 @@ use rand_core::OsRng;
 use routerd_control::{NicSnapshot, Node};
 use routerd_dataplane::Instant;
 use routerd_host::setup::{self, DnsCache, Opened, PortPlan};
-use routerd_host::wan::{Wan, WanIdentity};
+use routerd_host::wan::WanNic;
 use routerd_provision::message::{Failure, FailureKind, Op, Reply};
 use routerd_wireguard::SecretKey;
 
@@ -71,7 +71,7 @@ delivery = { tunnel = "wg0", peer = "onprem" }
 /// devices) and `Router::new`'s node.
 struct HostBox {
     opened: Opened,
-    wan: Wan,
+    wan: WanNic,
     dns: DnsCache,
     node: Box<Node<OsRng>>,
     _rt: tokio::runtime::Runtime,
@@ -100,7 +100,7 @@ impl HostBox {
         };
         let opened = Opened { ports, wan_port, wan_address, wan_gateway, listen_port: 51820 };
         // Port 0: any free port (the node never sees the socket's own port).
-        let wan = Wan::new(Some(bind), WanIdentity { mac: WAN_MAC, address: wan_address.addr(), listen_port: 0 }, None).ok()?;
+        let wan = WanNic::new(Some(bind), 0, WAN_MAC, None).ok()?;
         let mut node = Box::new(Node::new(&opened.nics(), Some(OsRng), "routerd-host", "test"));
         node.set_platform(Platform::Host);
         let mut dns = DnsCache::new();
@@ -114,7 +114,8 @@ impl HostBox {
     fn apply(&mut self, cfg: &Config) -> Reply {
         let _guard = self._rt.enter();
         let HostBox { opened, wan, dns, node, .. } = self;
-        let mut bind = |c: &Config| setup::bind(c, opened, wan, dns).map(Some).map_err(|m| Failure::refused(format_args!("{m}")));
+        let dual_stack = wan.dual_stack();
+        let mut bind = |c: &Config| setup::bind(c, opened, dual_stack, dns).map(Some).map_err(|m| Failure::refused(format_args!("{m}")));
         let snaps = vec![NicSnapshot::default(); opened.ports.len()];
         node.handle_with(Instant::from_millis(1), Op::Apply(Box::new(cfg.clone())), &snaps, &mut bind)
     }
@@ -257,7 +258,7 @@ fn routerd_host_refuses_what_validation_refuses_with_the_same_path() {
 
         // Without validation, routerd-host's bind and routerd-control's
         // build, dataplane and WireGuard device refuse it too.
-        let bound = setup::bind(&cfg, &b.opened, &mut b.wan, &b.dns);
+        let bound = setup::bind(&cfg, &b.opened, b.wan.dual_stack(), &b.dns);
         let psk = |_: &Name| Some(routerd_wireguard::PresharedKey([7; 32]));
         let said = match bound {
             Err(e) => e,

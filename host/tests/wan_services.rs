@@ -222,7 +222,7 @@ fn the_image_leases_its_wan_resolves_its_peer_by_name_and_follows_it_when_it_mov
     assert_eq!(name["name"].as_str(), Some("roz.example.net"), "{}", st["resolver"]);
     assert_eq!(name["address"].as_str(), Some("192.0.2.5"), "{}", st["resolver"]);
     assert_eq!(st["resolver"]["servers"][0].as_str(), Some("192.0.2.1"), "the lease's DNS server: {}", st["resolver"]);
-    assert_eq!(st["peers"][0]["endpoint"][0].as_str(), Some("192.0.2.5"), "{}", st["peers"]);
+    assert_eq!(st["peers"][0]["endpoint"].as_str(), Some("192.0.2.5:51820"), "{}", st["peers"]);
 
     // The peer moves: its address changes and so does its DNS record.
     // Nothing is applied; the box re-resolves (TTL) and dials the new one.
@@ -238,7 +238,7 @@ fn the_image_leases_its_wan_resolves_its_peer_by_name_and_follows_it_when_it_mov
     let mut recovered = None;
     while t_move.elapsed() < Duration::from_secs(90) {
         if run(&["ip", "netns", "exec", &ns_wan, "ping", "-c", "1", "-W", "1", "10.20.0.2"]).is_ok()
-            && status(&port)["peers"][0]["endpoint"][0].as_str() == Some("192.0.2.6")
+            && status(&port)["peers"][0]["endpoint"].as_str() == Some("192.0.2.6:51820")
         {
             recovered = Some(t_move.elapsed());
             break;

@@ -1,0 +1,325 @@
+//! routerd-host's NICs as `routerd_netdev::NetDevice`s, so the host runs the
+//! forwarding turn every platform runs (`routerd_control::Forwarder`):
+//!
+//! - [`TapNic`]: a LAN port's TAP device, Ethernet. Frames are read into a
+//!   pool of receive buffers with the dataplane's headroom in front and lent
+//!   to the loop like a NIC's DMA buffers (the read is the one copy the
+//!   kernel makes anyway); a frame sent is one `write`.
+//! - [`crate::wan::WanNic`]: the WAN port, a UDP socket (and an optional
+//!   TUN), of `Medium::Datagram`.
+//! - [`HostNic`]: either, for the loop's one device type; [`Ports`] holds
+//!   them by NIC index.
+//!
+//! Readiness: [`HostNic::poll_readable`] registers the task with every fd
+//! and clears what it saw; a turn then reads each fd until it would block or
+//! the batch is full (the loop turns again without sleeping after a turn
+//! that moved frames).
+
+use std::io;
+use std::net::SocketAddr;
+use std::task::{Context, Poll};
+
+use routerd_netdev::pool::RxPool;
+use routerd_netdev::{Capabilities, DeviceStats, NetDevice, RxLoan, TxToken, MAX_FRAME, MIN_FRAME, RX_HEADROOM};
+use tokio::io::unix::AsyncFd;
+
+use crate::tap;
+use crate::wan::{WanNic, WanTx};
+
+/// Receive buffers per device: two turns' batches, so a batch never waits
+/// for a buffer.
+pub const RX_BUFS: usize = 2 * routerd_control::run::BATCH;
+/// Reads that fail (not "would block") in a row before a turn gives up on
+/// an fd: a transient error must not leave data behind with the readiness
+/// already cleared.
+pub(crate) const READ_ERRORS: usize = 4;
+
+/// Where a frame is read to in a receive buffer: after the headroom, up to
+/// the dataplane's tailroom.
+pub(crate) fn rx_area(buf: &mut [u8]) -> Option<&mut [u8]> {
+    let end = buf.len().checked_sub(routerd_dataplane::TAILROOM)?;
+    buf.get_mut(RX_HEADROOM..end)
+}
+
+/// Polls `fd` for readability, clearing what it saw. True when it was ready.
+pub(crate) fn ready<T: std::os::fd::AsRawFd>(fd: &AsyncFd<T>, cx: &mut Context<'_>) -> bool {
+    match fd.poll_read_ready(cx) {
+        Poll::Ready(r) => {
+            if let Ok(mut g) = r {
+                g.clear_ready();
+            }
+            true
+        }
+        Poll::Pending => false,
+    }
+}
+
+/// A LAN port's TAP device.
+pub struct TapNic {
+    fd: AsyncFd<tap::Device>,
+    mac: [u8; 6],
+    pool: RxPool,
+    tx: Box<[u8; MAX_FRAME]>,
+    stats: DeviceStats,
+}
+
+impl TapNic {
+    /// Registers `dev` with the runtime; the box's MAC on it is `mac`.
+    pub fn new(dev: tap::Device, mac: [u8; 6]) -> io::Result<TapNic> {
+        Ok(TapNic { fd: tap::register(dev)?, mac, pool: RxPool::new(RX_BUFS), tx: Box::new([0; MAX_FRAME]), stats: DeviceStats::default() })
+    }
+
+    /// The kernel's name of the device.
+    pub fn name(&self) -> &str {
+        self.fd.get_ref().name()
+    }
+}
+
+/// A frame for a [`TapNic`]: filled in the device's transmit buffer, then
+/// one `write`.
+pub struct TapTx<'a> {
+    nic: &'a mut TapNic,
+}
+
+impl TxToken for TapTx<'_> {
+    fn send<R>(self, len: usize, fill: impl FnOnce(&mut [u8]) -> R) -> R {
+        let nic = self.nic;
+        let len = if len > MAX_FRAME {
+            nic.stats.tx_oversize += 1;
+            MAX_FRAME
+        } else {
+            len
+        };
+        let buf = &mut nic.tx[..];
+        let r = fill(&mut buf[..len]);
+        // The kernel pads nothing: short frames go out padded, like a NIC's.
+        let wire = len.max(MIN_FRAME);
+        buf[len..wire].fill(0);
+        match nic.fd.get_ref().send(&buf[..wire]) {
+            Ok(_) => {
+                nic.stats.tx_frames += 1;
+                nic.stats.tx_bytes += wire as u64;
+            }
+            // The kernel did not take it (queue full, device down): the
+            // ring-full counter is what a NIC would show.
+            Err(_) => nic.stats.tx_ring_full += 1,
+        }
+        r
+    }
+}
+
+impl NetDevice for TapNic {
+    type TxToken<'a> = TapTx<'a>;
+
+    fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    fn link_up(&mut self) -> bool {
+        true
+    }
+
+    fn lend(&mut self, into: &mut [Option<RxLoan>]) -> usize {
+        let mut n = 0;
+        let mut errors = 0;
+        while n < into.len() && errors < READ_ERRORS {
+            let Some(i) = self.pool.alloc() else { break };
+            let read = match self.pool.buf(i).and_then(rx_area) {
+                Some(area) => self.fd.get_ref().recv(area),
+                None => Err(io::Error::other("receive buffer too small")),
+            };
+            match read {
+                Ok(len) if len > MAX_FRAME || len == 0 => {
+                    self.pool.release(i);
+                    self.stats.rx_errors += 1;
+                }
+                Ok(len) => {
+                    let (Some(loan), Some(out)) = (self.pool.lend(i, len), into.get_mut(n)) else {
+                        self.pool.release(i);
+                        break;
+                    };
+                    self.stats.rx_frames += 1;
+                    self.stats.rx_bytes += len as u64;
+                    self.stats.rx_loans_out += 1;
+                    *out = Some(loan);
+                    n += 1;
+                }
+                Err(e) => {
+                    self.pool.release(i);
+                    if e.kind() == io::ErrorKind::WouldBlock {
+                        break;
+                    }
+                    self.stats.rx_errors += 1;
+                    errors += 1;
+                }
+            }
+        }
+        n
+    }
+
+    fn give_back(&mut self, loan: RxLoan) {
+        if self.pool.give_back(loan) {
+            self.stats.rx_loans_out -= 1;
+        } else {
+            self.stats.rx_foreign_loans += 1;
+        }
+    }
+
+    fn transmit(&mut self) -> Option<TapTx<'_>> {
+        Some(TapTx { nic: self })
+    }
+
+    fn poll(&mut self) {}
+
+    fn stats(&self) -> DeviceStats {
+        self.stats
+    }
+}
+
+/// A NIC of routerd-host.
+pub enum HostNic {
+    Tap(TapNic),
+    Wan(WanNic),
+}
+
+/// A transmit slot of a [`HostNic`].
+pub enum HostTx<'a> {
+    Tap(TapTx<'a>),
+    Wan(WanTx<'a>),
+}
+
+impl TxToken for HostTx<'_> {
+    fn send<R>(self, len: usize, fill: impl FnOnce(&mut [u8]) -> R) -> R {
+        match self {
+            HostTx::Tap(t) => t.send(len, fill),
+            HostTx::Wan(t) => t.send(len, fill),
+        }
+    }
+}
+
+impl HostNic {
+    /// Registers the task with the NIC's fds; true when any was readable
+    /// (its readiness is cleared: the next turn reads until it would block).
+    pub fn poll_readable(&self, cx: &mut Context<'_>) -> bool {
+        match self {
+            HostNic::Tap(t) => ready(&t.fd, cx),
+            HostNic::Wan(w) => w.poll_readable(cx),
+        }
+    }
+}
+
+impl NetDevice for HostNic {
+    type TxToken<'a> = HostTx<'a>;
+
+    fn mac(&self) -> [u8; 6] {
+        match self {
+            HostNic::Tap(t) => t.mac(),
+            HostNic::Wan(w) => w.mac(),
+        }
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        match self {
+            HostNic::Tap(t) => t.capabilities(),
+            HostNic::Wan(w) => w.capabilities(),
+        }
+    }
+
+    fn rx_source(&self, loan: &RxLoan) -> Option<SocketAddr> {
+        match self {
+            HostNic::Tap(t) => t.rx_source(loan),
+            HostNic::Wan(w) => w.rx_source(loan),
+        }
+    }
+
+    fn send_datagram(&mut self, to: SocketAddr, payload: &[u8]) -> bool {
+        match self {
+            HostNic::Tap(t) => t.send_datagram(to, payload),
+            HostNic::Wan(w) => w.send_datagram(to, payload),
+        }
+    }
+
+    fn link_up(&mut self) -> bool {
+        match self {
+            HostNic::Tap(t) => t.link_up(),
+            HostNic::Wan(w) => w.link_up(),
+        }
+    }
+
+    fn lend(&mut self, into: &mut [Option<RxLoan>]) -> usize {
+        match self {
+            HostNic::Tap(t) => t.lend(into),
+            HostNic::Wan(w) => w.lend(into),
+        }
+    }
+
+    fn give_back(&mut self, loan: RxLoan) {
+        match self {
+            HostNic::Tap(t) => t.give_back(loan),
+            HostNic::Wan(w) => w.give_back(loan),
+        }
+    }
+
+    fn transmit(&mut self) -> Option<HostTx<'_>> {
+        match self {
+            HostNic::Tap(t) => t.transmit().map(HostTx::Tap),
+            HostNic::Wan(w) => w.transmit().map(HostTx::Wan),
+        }
+    }
+
+    fn poll(&mut self) {
+        match self {
+            HostNic::Tap(t) => t.poll(),
+            HostNic::Wan(w) => w.poll(),
+        }
+    }
+
+    fn stats(&self) -> DeviceStats {
+        match self {
+            HostNic::Tap(t) => t.stats(),
+            HostNic::Wan(w) => w.stats(),
+        }
+    }
+}
+
+/// The NICs by index (`Opened::ports` order; a port without a device has
+/// none), the WAN among them.
+pub struct Ports {
+    pub nics: Vec<Option<HostNic>>,
+    pub wan_nic: usize,
+}
+
+impl Ports {
+    /// The WAN port's device.
+    pub fn wan(&self) -> Option<&WanNic> {
+        match self.nics.get(self.wan_nic) {
+            Some(Some(HostNic::Wan(w))) => Some(w),
+            _ => None,
+        }
+    }
+
+    /// Registers the task with every fd; ready when any was readable.
+    pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut any = false;
+        for n in self.nics.iter().flatten() {
+            any |= n.poll_readable(cx);
+        }
+        if any {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl routerd_control::run::Nics for Ports {
+    type Dev = HostNic;
+
+    fn slots(&self) -> usize {
+        self.nics.len()
+    }
+
+    fn nic(&mut self, i: usize) -> Option<&mut HostNic> {
+        self.nics.get_mut(i)?.as_mut()
+    }
+}
