@@ -75,6 +75,7 @@ impl Core {
     /// WAN: on a datagram WAN the socket's job (`Transmit::send_datagram`,
     /// counted here like a frame sent); on an Ethernet WAN wrapped in UDP
     /// with a zero (absent) checksum, IPv4 and Ethernet.
+    #[inline]
     pub(super) fn udp_to_endpoint<X: Transmit + ?Sized>(
         &mut self,
         now: Instant,
@@ -91,8 +92,18 @@ impl Core {
             count_sent(&mut self.counters, wan, sent);
             return Verdict::Consumed;
         }
-        let core::net::SocketAddr::V4(to) = to else {
-            return self.drop(DropReason::UnderlayIpv6);
+        match to {
+            core::net::SocketAddr::V4(to) => self.udp_to_ethernet(now, to, buf),
+            core::net::SocketAddr::V6(_) => self.drop(DropReason::UnderlayIpv6),
+        }
+    }
+
+    /// [`Core::udp_to_endpoint`] on an Ethernet WAN. Not generic, so it is
+    /// built once, here, with the header writers inlined into it.
+    fn udp_to_ethernet(&mut self, now: Instant, to: core::net::SocketAddrV4, buf: &mut FrameBuf<'_>) -> Verdict {
+        let wan = self.wan;
+        let Some(pc) = self.cfg.ports.get(wan.index()) else {
+            return self.drop(DropReason::NoRoute);
         };
         let Some(src) = pc.address else {
             return self.drop(DropReason::WanNoAddress);
