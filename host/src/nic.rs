@@ -41,6 +41,82 @@ pub(crate) fn rx_area(buf: &mut [u8]) -> Option<&mut [u8]> {
     buf.get_mut(RX_HEADROOM..end)
 }
 
+/// What [`lend_reads`] did besides lending.
+#[derive(Default)]
+pub(crate) struct Reads {
+    pub lent: usize,
+    /// Read, but `accept` refused it (the buffer went back to the pool).
+    pub refused: u64,
+    /// Reads that failed with something other than "would block".
+    pub errors: u64,
+}
+
+/// Fills `into` with loans from `pool`, each buffer filled at
+/// [`RX_HEADROOM`] by one `read`, until `into` is full, the pool is empty,
+/// `read` would block, or [`READ_ERRORS`] reads failed. A packet
+/// `accept` refuses is not lent. Counts what it lent in `stats`.
+pub(crate) fn lend_reads(
+    pool: &mut RxPool,
+    stats: &mut DeviceStats,
+    into: &mut [Option<RxLoan>],
+    mut read: impl FnMut(&mut [u8]) -> io::Result<usize>,
+    accept: impl Fn(&[u8]) -> bool,
+) -> Reads {
+    let mut r = Reads::default();
+    while r.lent < into.len() && r.errors < READ_ERRORS as u64 {
+        let Some(i) = pool.alloc() else { break };
+        let got = match pool.buf(i).and_then(rx_area) {
+            Some(area) => read(area).map(|len| (len, area.get(..len).is_some_and(&accept))),
+            None => Err(io::Error::other("receive buffer too small")),
+        };
+        match got {
+            Ok((len, true)) => {
+                let (Some(loan), Some(out)) = (pool.lend(i, len), into.get_mut(r.lent)) else {
+                    pool.release(i);
+                    break;
+                };
+                stats.rx_frames += 1;
+                stats.rx_bytes += len as u64;
+                stats.rx_loans_out += 1;
+                *out = Some(loan);
+                r.lent += 1;
+            }
+            Ok((_, false)) => {
+                pool.release(i);
+                r.refused += 1;
+            }
+            Err(e) => {
+                pool.release(i);
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    break;
+                }
+                r.errors += 1;
+            }
+        }
+    }
+    r
+}
+
+/// Takes back a loan of `pool`'s, counting it in `stats` (a loan it did not
+/// lend is refused and counted as foreign).
+pub(crate) fn give_back_to(pool: &mut RxPool, stats: &mut DeviceStats, loan: RxLoan) {
+    if pool.give_back(loan) {
+        stats.rx_loans_out -= 1;
+    } else {
+        stats.rx_foreign_loans += 1;
+    }
+}
+
+/// A frame of `len` bytes to send, cut to [`MAX_FRAME`] (counted).
+pub(crate) fn tx_len(len: usize, stats: &mut DeviceStats) -> usize {
+    if len > MAX_FRAME {
+        stats.tx_oversize += 1;
+        MAX_FRAME
+    } else {
+        len
+    }
+}
+
 /// Polls `fd` for readability, clearing what it saw. True when it was ready.
 pub(crate) fn ready<T: std::os::fd::AsRawFd>(fd: &AsyncFd<T>, cx: &mut Context<'_>) -> bool {
     match fd.poll_read_ready(cx) {
@@ -84,12 +160,7 @@ pub struct TapTx<'a> {
 impl TxToken for TapTx<'_> {
     fn send<R>(self, len: usize, fill: impl FnOnce(&mut [u8]) -> R) -> R {
         let nic = self.nic;
-        let len = if len > MAX_FRAME {
-            nic.stats.tx_oversize += 1;
-            MAX_FRAME
-        } else {
-            len
-        };
+        let len = tx_len(len, &mut nic.stats);
         let buf = &mut nic.tx[..];
         let r = fill(&mut buf[..len]);
         // The kernel pads nothing: short frames go out padded, like a NIC's.
@@ -120,49 +191,16 @@ impl NetDevice for TapNic {
     }
 
     fn lend(&mut self, into: &mut [Option<RxLoan>]) -> usize {
-        let mut n = 0;
-        let mut errors = 0;
-        while n < into.len() && errors < READ_ERRORS {
-            let Some(i) = self.pool.alloc() else { break };
-            let read = match self.pool.buf(i).and_then(rx_area) {
-                Some(area) => self.fd.get_ref().recv(area),
-                None => Err(io::Error::other("receive buffer too small")),
-            };
-            match read {
-                Ok(len) if len > MAX_FRAME || len == 0 => {
-                    self.pool.release(i);
-                    self.stats.rx_errors += 1;
-                }
-                Ok(len) => {
-                    let (Some(loan), Some(out)) = (self.pool.lend(i, len), into.get_mut(n)) else {
-                        self.pool.release(i);
-                        break;
-                    };
-                    self.stats.rx_frames += 1;
-                    self.stats.rx_bytes += len as u64;
-                    self.stats.rx_loans_out += 1;
-                    *out = Some(loan);
-                    n += 1;
-                }
-                Err(e) => {
-                    self.pool.release(i);
-                    if e.kind() == io::ErrorKind::WouldBlock {
-                        break;
-                    }
-                    self.stats.rx_errors += 1;
-                    errors += 1;
-                }
-            }
-        }
-        n
+        let fd = &self.fd;
+        // Empty or longer than any Ethernet frame: a bad read, counted.
+        let r =
+            lend_reads(&mut self.pool, &mut self.stats, into, |area| fd.get_ref().recv(area), |f| !f.is_empty() && f.len() <= MAX_FRAME);
+        self.stats.rx_errors += r.refused + r.errors;
+        r.lent
     }
 
     fn give_back(&mut self, loan: RxLoan) {
-        if self.pool.give_back(loan) {
-            self.stats.rx_loans_out -= 1;
-        } else {
-            self.stats.rx_foreign_loans += 1;
-        }
+        give_back_to(&mut self.pool, &mut self.stats, loan);
     }
 
     fn transmit(&mut self) -> Option<TapTx<'_>> {

@@ -30,7 +30,7 @@ use routerd_netdev::{Capabilities, DeviceStats, Medium, NetDevice, RxLoan, TxTok
 use socket2::{Domain, SockAddr, Socket, Type};
 use tokio::io::unix::AsyncFd;
 
-use crate::nic::{ready, rx_area, READ_ERRORS, RX_BUFS};
+use crate::nic::{give_back_to, lend_reads, ready, rx_area, tx_len, READ_ERRORS, RX_BUFS};
 use crate::tap;
 
 /// Datagrams per `recvmmsg`/`sendmmsg` call.
@@ -378,47 +378,19 @@ impl WanNic {
     /// Packets from the TUN device into `into[0..]`, lent without a sender.
     fn lend_tun(&mut self, into: &mut [Option<RxLoan>]) -> usize {
         let Some(tun) = self.tun.as_ref() else { return 0 };
-        let mut n = 0;
-        let mut errors = 0;
-        while n < into.len() && errors < READ_ERRORS {
-            let Some(i) = self.pool.alloc() else { break };
-            let read = match self.pool.buf(i).and_then(rx_area) {
-                Some(area) => tun.get_ref().recv(area).map(|len| (len, area.first().map(|b| b >> 4))),
-                None => Err(io::Error::other("receive buffer too small")),
-            };
-            match read {
-                Ok((len, Some(4))) if len <= MAX_FRAME => {
-                    let (Some(loan), Some(out)) = (self.pool.lend(i, len), into.get_mut(n)) else {
-                        self.pool.release(i);
-                        break;
-                    };
-                    if let Some(s) = self.sources.get_mut(i) {
-                        *s = None;
-                    }
-                    self.counters.tun_rx += 1;
-                    self.stats.rx_frames += 1;
-                    self.stats.rx_bytes += len as u64;
-                    self.stats.rx_loans_out += 1;
-                    *out = Some(loan);
-                    n += 1;
-                }
-                Ok(_) => {
-                    // IPv6 chatter the kernel sends into the device, or an
-                    // IPv4 packet larger than any port carries.
-                    self.pool.release(i);
-                    self.counters.tun_not_ipv4 += 1;
-                }
-                Err(e) => {
-                    self.pool.release(i);
-                    if e.kind() == io::ErrorKind::WouldBlock {
-                        break;
-                    }
-                    self.counters.tun_read_errors += 1;
-                    errors += 1;
-                }
+        // Refused: IPv6 chatter the kernel sends into the device, or an
+        // IPv4 packet larger than any port carries.
+        let ipv4 = |p: &[u8]| p.first().is_some_and(|b| b >> 4 == 4) && p.len() <= MAX_FRAME;
+        let r = lend_reads(&mut self.pool, &mut self.stats, into, |area| tun.get_ref().recv(area), ipv4);
+        for loan in into.iter().take(r.lent).flatten() {
+            if let Some(s) = self.sources.get_mut(loan.slot()) {
+                *s = None;
             }
         }
-        n
+        self.counters.tun_rx += r.lent as u64;
+        self.counters.tun_not_ipv4 += r.refused;
+        self.counters.tun_read_errors += r.errors;
+        r.lent
     }
 }
 
@@ -451,12 +423,7 @@ pub struct WanTx<'a> {
 impl TxToken for WanTx<'_> {
     fn send<R>(self, len: usize, fill: impl FnOnce(&mut [u8]) -> R) -> R {
         let nic = self.nic;
-        let len = if len > MAX_FRAME {
-            nic.stats.tx_oversize += 1;
-            MAX_FRAME
-        } else {
-            len
-        };
+        let len = tx_len(len, &mut nic.stats);
         let packet = &mut nic.tun_buf[..len];
         let r = fill(packet);
         match nic.tun.as_ref() {
@@ -516,11 +483,7 @@ impl NetDevice for WanNic {
     }
 
     fn give_back(&mut self, loan: RxLoan) {
-        if self.pool.give_back(loan) {
-            self.stats.rx_loans_out -= 1;
-        } else {
-            self.stats.rx_foreign_loans += 1;
-        }
+        give_back_to(&mut self.pool, &mut self.stats, loan);
     }
 
     fn transmit(&mut self) -> Option<WanTx<'_>> {

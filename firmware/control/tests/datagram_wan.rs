@@ -6,7 +6,10 @@
 //! (the one the other's configuration names as its endpoint). No Ethernet
 //! and no ARP ever leave a WAN; IPv6 endpoints work the same.
 
-use rand_core::{OsRng, RngCore};
+mod common;
+
+use common::{key_pair, seed_000, CLOUD_MACS, HOST_CLOUD, HOST_CLOUD_MAC, HOST_ONPREM, HOST_ONPREM_MAC, ONPREM_MACS};
+use rand_core::OsRng;
 use routerd_control::{Forwarder, NicInfo, Node};
 use routerd_dataplane::Instant;
 use routerd_e2e::net;
@@ -14,66 +17,6 @@ use routerd_netdev::testing::Loopback;
 use routerd_provision::message::{FailureKind, Op, Reply};
 use routerd_wireguard as wg;
 use std::net::SocketAddr;
-
-const ONPREM_MACS: [[u8; 6]; 2] = [[0x02, 0xa0, 0, 0, 0, 0], [0x02, 0xa0, 0, 0, 0, 1]];
-const CLOUD_MACS: [[u8; 6]; 2] = [[0x02, 0xc0, 0, 0, 0, 0], [0x02, 0xc0, 0, 0, 0, 1]];
-const HOST_ONPREM_MAC: [u8; 6] = [0x02, 0x11, 0, 0, 0, 10];
-const HOST_CLOUD_MAC: [u8; 6] = [0x02, 0x22, 0, 0, 0, 50];
-const HOST_ONPREM: [u8; 4] = [10, 20, 0, 10];
-const HOST_CLOUD: [u8; 4] = [10, 20, 0, 50];
-
-/// The seed-000 pair of two_boxes.rs: each box claims its own host's
-/// address on the other side's LAN by proxy-ARP.
-fn config(side: &str, lan: &str, wan: &str, peer_name: &str, peer_key: &str, endpoint: &str, peer_allowed: &str) -> String {
-    format!(
-        r#"
-[device]
-name = "{side}-box"
-side = "{side}"
-
-[[ports]]
-name = "lan0"
-role = "lan"
-address = "{lan}"
-
-[[ports]]
-name = "wan0"
-role = "wan"
-address = "{wan}"
-
-[[wireguard]]
-name = "wg0"
-private_key = "device:wg0"
-
-[[peers]]
-name = "{peer_name}"
-tunnel = "wg0"
-public_key = "{peer_key}"
-endpoint = "{endpoint}"
-allowed_ips = [{peer_allowed}]
-
-[[claims]]
-address = "10.20.0.50/32"
-owner = "cloud"
-capture = {{ method = "proxy-arp", port = "lan0" }}
-delivery = {{ tunnel = "wg0", peer = "cloud" }}
-
-[[claims]]
-address = "10.20.0.10/32"
-owner = "onprem"
-capture = {{ method = "proxy-arp", port = "lan0" }}
-delivery = {{ tunnel = "wg0", peer = "onprem" }}
-"#
-    )
-}
-
-/// A fresh WireGuard private key and its public key in base64.
-fn key_pair() -> ([u8; 32], String) {
-    let mut key = [0u8; 32];
-    OsRng.fill_bytes(&mut key);
-    let public = wg::SecretKey::from_bytes(key).public_key().to_base64().as_str().to_string();
-    (key, public)
-}
 
 /// One routerd-host box: lan0 an Ethernet NIC, wan0 a UDP socket.
 struct HostBox {
@@ -235,8 +178,8 @@ fn across(
 /// checks.
 fn ping_across(onprem_at: &str, cloud_at: &str) -> (HostBox, HostBox, Instant) {
     let ((onprem_key, onprem_pub), (cloud_key, cloud_pub)) = (key_pair(), key_pair());
-    let onprem_cfg = config("onprem", "10.20.0.2/24", "192.0.2.1/24", "cloud", &cloud_pub, cloud_at, "\"10.20.0.50/32\"");
-    let cloud_cfg = config("cloud", "10.20.0.3/24", "192.0.2.2/24", "onprem", &onprem_pub, onprem_at, "\"10.20.0.10/32\"");
+    let onprem_cfg = seed_000("onprem", "10.20.0.2/24", "192.0.2.1/24", "cloud", &cloud_pub, cloud_at, "\"10.20.0.50/32\"");
+    let cloud_cfg = seed_000("cloud", "10.20.0.3/24", "192.0.2.2/24", "onprem", &onprem_pub, onprem_at, "\"10.20.0.10/32\"");
     let mut onprem = HostBox::new(&onprem_cfg, ONPREM_MACS, onprem_key, onprem_at.parse().unwrap());
     let mut cloud = HostBox::new(&cloud_cfg, CLOUD_MACS, cloud_key, cloud_at.parse().unwrap());
     let mut now = Instant::from_millis(1000);
@@ -360,7 +303,7 @@ fn the_peer_endpoint_follows_a_roaming_sender() {
 #[test]
 fn the_image_refuses_an_ipv6_endpoint_and_an_ethernet_wan_cannot_carry_one() {
     let ((key, _), (_, peer_pub)) = (key_pair(), key_pair());
-    let toml = config("onprem", "10.20.0.2/24", "192.0.2.1/24", "cloud", &peer_pub, "[2001:db8::2]:51820", "\"10.20.0.50/32\"");
+    let toml = seed_000("onprem", "10.20.0.2/24", "192.0.2.1/24", "cloud", &peer_pub, "[2001:db8::2]:51820", "\"10.20.0.50/32\"");
     let cfg = || Box::new(config_schema::human::from_toml(&toml).expect("config parses"));
     let slot = config_schema::Name::new("wg0").unwrap();
     let node = |infos: [NicInfo; 2], platform: Option<config_schema::Platform>| {
@@ -407,7 +350,7 @@ fn the_image_refuses_an_ipv6_endpoint_and_an_ethernet_wan_cannot_carry_one() {
 #[test]
 fn a_datagram_nic_binds_only_the_wan() {
     let ((key, _), (_, peer_pub)) = (key_pair(), key_pair());
-    let toml = config("onprem", "10.20.0.2/24", "192.0.2.1/24", "cloud", &peer_pub, "192.0.2.2:51820", "\"10.20.0.50/32\"");
+    let toml = seed_000("onprem", "10.20.0.2/24", "192.0.2.1/24", "cloud", &peer_pub, "192.0.2.2:51820", "\"10.20.0.50/32\"");
     let cfg = config_schema::human::from_toml(&toml).expect("config parses");
     // lan0's NIC is the socket.
     let infos = [NicInfo::datagram(ONPREM_MACS[0]), NicInfo::ethernet(ONPREM_MACS[1])];

@@ -7,63 +7,13 @@
 
 mod common;
 
-use common::key_pair;
+use common::{key_pair, seed_000, CLOUD_MACS, HOST_CLOUD, HOST_CLOUD_MAC, HOST_ONPREM, HOST_ONPREM_MAC, ONPREM_MACS};
 use routerd_control::{build, NicInfo};
 use routerd_dataplane::Instant;
 use routerd_e2e::net;
 use routerd_netdev::testing::Loopback;
 use routerd_provision::message::{Op, Reply};
 use routerd_wireguard as wg;
-
-const ONPREM_MACS: [[u8; 6]; 2] = [[0x02, 0xa0, 0, 0, 0, 0], [0x02, 0xa0, 0, 0, 0, 1]];
-const CLOUD_MACS: [[u8; 6]; 2] = [[0x02, 0xc0, 0, 0, 0, 0], [0x02, 0xc0, 0, 0, 0, 1]];
-const HOST_ONPREM_MAC: [u8; 6] = [0x02, 0x11, 0, 0, 0, 10];
-const HOST_CLOUD_MAC: [u8; 6] = [0x02, 0x22, 0, 0, 0, 50];
-const HOST_ONPREM: [u8; 4] = [10, 20, 0, 10];
-const HOST_CLOUD: [u8; 4] = [10, 20, 0, 50];
-
-fn config(side: &str, lan: &str, wan: &str, peer_name: &str, peer_key: &str, endpoint: &str, peer_allowed: &str) -> String {
-    format!(
-        r#"
-[device]
-name = "{side}-box"
-side = "{side}"
-
-[[ports]]
-name = "lan0"
-role = "lan"
-address = "{lan}"
-
-[[ports]]
-name = "wan0"
-role = "wan"
-address = "{wan}"
-
-[[wireguard]]
-name = "wg0"
-private_key = "device:wg0"
-
-[[peers]]
-name = "{peer_name}"
-tunnel = "wg0"
-public_key = "{peer_key}"
-endpoint = "{endpoint}"
-allowed_ips = [{peer_allowed}]
-
-[[claims]]
-address = "10.20.0.50/32"
-owner = "cloud"
-capture = {{ method = "proxy-arp", port = "lan0" }}
-delivery = {{ tunnel = "wg0", peer = "cloud" }}
-
-[[claims]]
-address = "10.20.0.10/32"
-owner = "onprem"
-capture = {{ method = "proxy-arp", port = "lan0" }}
-delivery = {{ tunnel = "wg0", peer = "onprem" }}
-"#
-    )
-}
 
 /// One box (`common::Site`): the real node (configuration, keys,
 /// dataplane, WireGuard) driven by the forwarding turn every platform runs,
@@ -91,8 +41,10 @@ fn checksums_valid(frame: &[u8]) -> bool {
 #[test]
 fn a_syn_crosses_from_onprem_to_the_cloud_host_and_back_clamped_both_ways() {
     let ((onprem_key, onprem_pub), (cloud_key, cloud_pub)) = (key_pair(), key_pair());
-    let onprem_cfg = config("onprem", "10.20.0.2/24", "192.0.2.1/24", "cloud", cloud_pub.as_str(), "192.0.2.2:51820", "\"10.20.0.50/32\"");
-    let cloud_cfg = config("cloud", "10.20.0.3/24", "192.0.2.2/24", "onprem", onprem_pub.as_str(), "192.0.2.1:51820", "\"10.20.0.10/32\"");
+    let onprem_cfg =
+        seed_000("onprem", "10.20.0.2/24", "192.0.2.1/24", "cloud", cloud_pub.as_str(), "192.0.2.2:51820", "\"10.20.0.50/32\"");
+    let cloud_cfg =
+        seed_000("cloud", "10.20.0.3/24", "192.0.2.2/24", "onprem", onprem_pub.as_str(), "192.0.2.1:51820", "\"10.20.0.10/32\"");
     let mut onprem = Site::new(&onprem_cfg, ONPREM_MACS, onprem_key);
     let mut cloud = Site::new(&cloud_cfg, CLOUD_MACS, cloud_key);
     let (mut onprem_lan, mut cloud_lan) = (Vec::new(), Vec::new());
@@ -187,7 +139,7 @@ fn a_syn_crosses_from_onprem_to_the_cloud_host_and_back_clamped_both_ways() {
 #[test]
 fn a_full_transmit_ring_is_counted_by_the_loop() {
     let ((onprem_key, _), (_, peer_pub)) = (key_pair(), key_pair());
-    let cfg = config("onprem", "10.20.0.2/24", "192.0.2.1/24", "cloud", peer_pub.as_str(), "192.0.2.2:51820", "\"10.20.0.50/32\"");
+    let cfg = seed_000("onprem", "10.20.0.2/24", "192.0.2.1/24", "cloud", peer_pub.as_str(), "192.0.2.2:51820", "\"10.20.0.50/32\"");
     let mut site = Site::new(&cfg, ONPREM_MACS, onprem_key);
     site.nics[1] = Loopback::new(ONPREM_MACS[1], 4);
     let mut now = Instant::from_millis(1000);
@@ -221,7 +173,7 @@ fn a_full_transmit_ring_is_counted_by_the_loop() {
 #[test]
 fn the_box_answers_ping_through_its_services_layer() {
     let ((key, _), (_, peer_pub)) = (key_pair(), key_pair());
-    let cfg = config("onprem", "10.20.0.2/24", "192.0.2.1/24", "cloud", peer_pub.as_str(), "192.0.2.2:51820", "\"10.20.0.50/32\"");
+    let cfg = seed_000("onprem", "10.20.0.2/24", "192.0.2.1/24", "cloud", peer_pub.as_str(), "192.0.2.2:51820", "\"10.20.0.50/32\"");
     let mut site = Site::new(&cfg, ONPREM_MACS, key);
     let now = Instant::from_millis(1000);
     site.turn(now);
@@ -269,7 +221,7 @@ fn the_shipped_examples_build_on_a_two_nic_box() {
 
 #[test]
 fn build_errors_name_the_configuration_path() {
-    let text = config(
+    let text = seed_000(
         "onprem",
         "10.20.0.2/24",
         "192.0.2.1/24",
@@ -338,8 +290,10 @@ fn syn_across(now: &mut Instant, onprem: &mut Site, cloud: &mut Site, attempts: 
 fn a_preshared_key_revealed_on_one_box_and_imported_on_the_other_joins_them() {
     let ((onprem_key, onprem_pub), (cloud_key, cloud_pub)) = (key_pair(), key_pair());
     let psk = |toml: String| toml.replace("allowed_ips = [", "preshared_key = \"device:pair-psk\"\nallowed_ips = [");
-    let onprem_cfg = config("onprem", "10.20.0.2/24", "192.0.2.1/24", "cloud", cloud_pub.as_str(), "192.0.2.2:51820", "\"10.20.0.50/32\"");
-    let cloud_cfg = config("cloud", "10.20.0.3/24", "192.0.2.2/24", "onprem", onprem_pub.as_str(), "192.0.2.1:51820", "\"10.20.0.10/32\"");
+    let onprem_cfg =
+        seed_000("onprem", "10.20.0.2/24", "192.0.2.1/24", "cloud", cloud_pub.as_str(), "192.0.2.2:51820", "\"10.20.0.50/32\"");
+    let cloud_cfg =
+        seed_000("cloud", "10.20.0.3/24", "192.0.2.2/24", "onprem", onprem_pub.as_str(), "192.0.2.1:51820", "\"10.20.0.10/32\"");
     let mut onprem = Site::new(&psk(onprem_cfg), ONPREM_MACS, onprem_key);
     let mut cloud = Site::new(&psk(cloud_cfg), CLOUD_MACS, cloud_key);
     let slot = config_schema::Name::new("pair-psk").unwrap();

@@ -217,3 +217,55 @@ pub fn arp_from_vm() -> Vec<u8> {
     f.resize(60, 0);
     f
 }
+
+pub const ONPREM_MACS: [[u8; 6]; 2] = [[0x02, 0xa0, 0, 0, 0, 0], [0x02, 0xa0, 0, 0, 0, 1]];
+pub const CLOUD_MACS: [[u8; 6]; 2] = [[0x02, 0xc0, 0, 0, 0, 0], [0x02, 0xc0, 0, 0, 0, 1]];
+pub const HOST_ONPREM_MAC: [u8; 6] = [0x02, 0x11, 0, 0, 0, 10];
+pub const HOST_CLOUD_MAC: [u8; 6] = [0x02, 0x22, 0, 0, 0, 50];
+pub const HOST_ONPREM: [u8; 4] = [10, 20, 0, 10];
+pub const HOST_CLOUD: [u8; 4] = [10, 20, 0, 50];
+
+/// The seed-000 pair: each box claims the other side's host on its lan0 by
+/// proxy-ARP and delivers it through wg0 to its one peer.
+pub fn seed_000(side: &str, lan: &str, wan: &str, peer_name: &str, peer_key: &str, endpoint: &str, peer_allowed: &str) -> String {
+    format!(
+        r#"
+[device]
+name = "{side}-box"
+side = "{side}"
+
+[[ports]]
+name = "lan0"
+role = "lan"
+address = "{lan}"
+
+[[ports]]
+name = "wan0"
+role = "wan"
+address = "{wan}"
+
+[[wireguard]]
+name = "wg0"
+private_key = "device:wg0"
+
+[[peers]]
+name = "{peer_name}"
+tunnel = "wg0"
+public_key = "{peer_key}"
+endpoint = "{endpoint}"
+allowed_ips = [{peer_allowed}]
+
+[[claims]]
+address = "10.20.0.50/32"
+owner = "cloud"
+capture = {{ method = "proxy-arp", port = "lan0" }}
+delivery = {{ tunnel = "wg0", peer = "cloud" }}
+
+[[claims]]
+address = "10.20.0.10/32"
+owner = "onprem"
+capture = {{ method = "proxy-arp", port = "lan0" }}
+delivery = {{ tunnel = "wg0", peer = "onprem" }}
+"#
+    )
+}
