@@ -159,6 +159,7 @@ codes! {
     EndpointUnsupported => "endpoint-unsupported", Error;
     VtepNotWanOrTunnel => "vtep-not-wan-or-tunnel", Error;
     VtepNeedsTunnelAddress => "vtep-needs-tunnel-address", Error;
+    VtepWanUnsupported => "vtep-wan-unsupported", Error;
     DnsServersMissing => "dns-servers-missing", Error;
     DnsServersHost => "dns-servers-host", Warning;
     // [[nat]] and [firewall] (validate/nat_firewall.rs).
@@ -1477,6 +1478,15 @@ impl Checker<'_, '_> {
                     msg = ("{who} sends VXLAN from the WAN address or the tunnel address; {v} is neither"),
                     hint = ("use the tunnel address (wireguard[0].address) so VXLAN runs inside WireGuard")
                 );
+            } else if self.platform == Some(Platform::Host) && Some(v) == wan_address && Some(v) != tunnel_address {
+                report!(
+                    self,
+                    Code::VtepWanUnsupported,
+                    path = ("segments[{i}].local_vtep"),
+                    value = ("{v}"),
+                    msg = ("{who}'s WAN is a UDP socket of the host that carries WireGuard only: VXLAN from {v} could neither leave nor arrive"),
+                    hint = ("use the tunnel address (wireguard[0].address) so VXLAN runs inside WireGuard")
+                );
             }
             let Some(t) = tunnel.filter(|t| t.address.is_none()) else {
                 continue;
@@ -1969,6 +1979,8 @@ mod tests {
             |c| c.peers[0].endpoint = endpoint("[2001:db8::1]:51820"), |c| c.peers[0].endpoint = endpoint("198.51.100.1:51820")),
         run_case(Code::VtepNotWanOrTunnel, R, "segments[0].local_vtep", BOTH, |c| c.segments[0].local_vtep = ip("192.168.2.4"),
             |c| c.segments[0].local_vtep = ip("192.168.1.35")),
+        run_case(Code::VtepWanUnsupported, R, "segments[0].local_vtep", HOST, |c| c.segments[0].local_vtep = ip("192.168.1.35"),
+            |c| c.segments[0].local_vtep = ip("10.1.0.1")),
         run_case(Code::VtepNeedsTunnelAddress, R, "segments[0].remote_vteps[0]", BOTH,
             |c| { c.wireguard[0].address = None; c.segments[0].local_vtep = ip("192.168.1.35"); },
             |c| { c.wireguard[0].address = None; c.segments[0].local_vtep = ip("192.168.1.35");

@@ -239,6 +239,29 @@ fn routerd_host_refuses_what_validation_refuses_with_the_same_path() {
                 }
             }),
         ),
+        (
+            "VXLAN from the WAN address",
+            Code::VtepWanUnsupported,
+            "segments[0].local_vtep",
+            "segments[0].local_vtep: this box's WAN is a UDP socket that carries WireGuard only",
+            Box::new(|c| {
+                c.ports[0].address = Some(PortAddress::Static(cidr("192.0.2.10/24")));
+                c.ports[0].gateway = Some("192.0.2.1".parse().unwrap());
+                c.segments
+                    .push(config_schema::Segment {
+                        name: name("bare"),
+                        vni: 4000,
+                        port: c.ports[1].name.clone(),
+                        local_vtep: "192.0.2.10".parse().unwrap(),
+                        remote_vteps: [Ipv4Addr::new(198, 51, 100, 9)].into_iter().collect(),
+                        udp_port: 4789,
+                        mtu: 1450,
+                        mss_clamp: config_schema::MssClamp::Auto,
+                        control: Default::default(),
+                    })
+                    .unwrap();
+            }),
+        ),
     ];
     for (what, code, path, box_says, change) in cases {
         let mut cfg = base(1);

@@ -132,6 +132,9 @@ pub enum BuildError {
     NoLocalPort { claim: usize },
     /// `segments[i].local_vtep`: neither the WAN address nor the tunnel address.
     LocalVtep { segment: usize },
+    /// `segments[i].local_vtep`: the WAN address of a datagram WAN, whose
+    /// socket carries WireGuard only (VXLAN could neither leave nor arrive).
+    DatagramVtep { segment: usize },
     /// A table is larger than this build's capacity.
     Capacity { what: &'static str },
     /// The dataplane refused the result (a bug if validate() passed).
@@ -179,6 +182,10 @@ impl fmt::Display for BuildError {
             BuildError::LocalVtep { segment } => {
                 write!(f, "segments[{segment}].local_vtep: must be the WAN address or the tunnel address")
             }
+            BuildError::DatagramVtep { segment } => write!(
+                f,
+                "segments[{segment}].local_vtep: this box's WAN is a UDP socket that carries WireGuard only; send VXLAN from the tunnel address"
+            ),
             BuildError::Capacity { what } => write!(f, "{what}: more entries than this build holds"),
             BuildError::Dataplane(e) => write!(f, "the dataplane refused the configuration: {e:?}"),
         }
@@ -374,6 +381,9 @@ pub fn build_with(
     for (i, s) in cfg.segments.iter().enumerate() {
         if Some(s.local_vtep) != wan_address && Some(s.local_vtep) != tunnel_address {
             return Err(BuildError::LocalVtep { segment: i });
+        }
+        if wan_medium == Medium::Datagram && Some(s.local_vtep) != tunnel_address {
+            return Err(BuildError::DatagramVtep { segment: i });
         }
         let port = port_index(cfg, &s.port).ok_or(BuildError::Reference { what: "segments", index: i })?;
         let mut vteps = Vec::new();
