@@ -28,7 +28,7 @@ use crate::wan::{WanNic, WanTx};
 
 /// Receive buffers per device: two turns' batches, so a batch never waits
 /// for a buffer.
-pub const RX_BUFS: usize = 2 * routerd_control::run::BATCH;
+pub const RX_BUFS: usize = 2 * crate::wan::BATCH;
 /// Reads that fail (not "would block") in a row before a turn gives up on
 /// an fd: a transient error must not leave data behind with the readiness
 /// already cleared.
@@ -137,12 +137,21 @@ pub struct TapNic {
     pool: RxPool,
     tx: Box<[u8; MAX_FRAME]>,
     stats: DeviceStats,
+    /// The last `lend` filled its batch: more may be waiting.
+    full: bool,
 }
 
 impl TapNic {
     /// Registers `dev` with the runtime; the box's MAC on it is `mac`.
     pub fn new(dev: tap::Device, mac: [u8; 6]) -> io::Result<TapNic> {
-        Ok(TapNic { fd: tap::register(dev)?, mac, pool: RxPool::new(RX_BUFS), tx: Box::new([0; MAX_FRAME]), stats: DeviceStats::default() })
+        Ok(TapNic {
+            fd: tap::register(dev)?,
+            mac,
+            pool: RxPool::new(RX_BUFS),
+            tx: Box::new([0; MAX_FRAME]),
+            stats: DeviceStats::default(),
+            full: false,
+        })
     }
 
     /// The kernel's name of the device.
@@ -196,6 +205,7 @@ impl NetDevice for TapNic {
         let r =
             lend_reads(&mut self.pool, &mut self.stats, into, |area| fd.get_ref().recv(area), |f| !f.is_empty() && f.len() <= MAX_FRAME);
         self.stats.rx_errors += r.refused + r.errors;
+        self.full = r.lent == into.len();
         r.lent
     }
 
@@ -328,6 +338,18 @@ pub struct Ports {
 }
 
 impl Ports {
+    /// Whether a NIC filled its batch in the last turn, so frames may be
+    /// waiting that no readiness will announce again (each fd's readiness
+    /// was cleared before the turn read it). A turn that moved frames but
+    /// drained every fd is not a reason to turn again at once: the loop
+    /// waits for readiness then, leaving the CPU to the kernel and the peers.
+    pub fn any_full(&self) -> bool {
+        self.nics.iter().flatten().any(|n| match n {
+            HostNic::Tap(t) => t.full,
+            HostNic::Wan(w) => w.full,
+        })
+    }
+
     /// The WAN port's device.
     pub fn wan(&self) -> Option<&WanNic> {
         match self.nics.get(self.wan_nic) {

@@ -91,7 +91,7 @@ pub struct Router {
     node: Node<OsRng>,
     ports: Ports,
     opened: Opened,
-    fwd: Box<Forwarder>,
+    fwd: Box<Forwarder<{ crate::wan::BATCH }>>,
     start: std::time::Instant,
     dns: Vec<DnsState>,
     dns_cache: DnsCache,
@@ -216,7 +216,7 @@ impl Router {
             node,
             ports,
             opened,
-            fwd: Box::new(Forwarder::new()),
+            fwd: Box::new(Forwarder::with_batch()),
             start,
             dns: Vec::new(),
             dns_cache,
@@ -603,7 +603,8 @@ impl Router {
                 _ = tokio::time::sleep_until(wake), if !busy => {}
             }
             let now = self.now();
-            busy = self.turn(now);
+            self.turn(now);
+            busy = self.ports.any_full();
             if let Some(f) = self.node.forwarding() {
                 self.evpn.observe(f.services, f.dataplane);
             }
@@ -665,11 +666,11 @@ impl Router {
         log_events(&mut self.node);
     }
 
-    /// One forwarding turn over every NIC. True when frames moved (more
-    /// may be waiting).
-    fn turn(&mut self, now: Instant) -> bool {
+    /// One forwarding turn over every NIC (whether more may be waiting:
+    /// [`Ports::any_full`]).
+    fn turn(&mut self, now: Instant) {
         let Router { node, ports, fwd, .. } = self;
-        fwd.turn(node, now, ports, &mut log_event)
+        fwd.turn(node, now, ports, &mut log_event);
     }
 
     fn take_findings(&mut self, f: LinuxFindings) {

@@ -33,7 +33,8 @@ use tokio::io::unix::AsyncFd;
 use crate::nic::{give_back_to, lend_reads, ready, rx_area, tx_len, READ_ERRORS, RX_BUFS};
 use crate::tap;
 
-/// Datagrams per `recvmmsg`/`sendmmsg` call.
+/// Datagrams per `recvmmsg`/`sendmmsg` call, and frames per NIC and turn
+/// (the forwarding turn's batch on routerd-host).
 pub const BATCH: usize = 64;
 /// Room for one outgoing datagram (a sealed 1500-byte inner packet is 1532).
 const TX_SLOT: usize = 2048;
@@ -109,6 +110,8 @@ pub struct WanNic {
     tun_buf: Box<[u8; MAX_FRAME]>,
     stats: DeviceStats,
     pub counters: WanCounters,
+    /// The last `lend` filled its batch: more may be waiting.
+    pub(crate) full: bool,
 }
 
 fn zero_sockaddr6() -> libc::sockaddr_in6 {
@@ -171,6 +174,7 @@ impl WanNic {
             tun,
             tun_buf: Box::new([0; MAX_FRAME]),
             stats: DeviceStats::default(),
+            full: false,
             counters: WanCounters::default(),
         })
     }
@@ -479,6 +483,7 @@ impl NetDevice for WanNic {
         if n < into.len() {
             n += self.lend_datagrams(into.get_mut(n..).unwrap_or_default());
         }
+        self.full = n == into.len();
         n
     }
 

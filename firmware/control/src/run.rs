@@ -34,7 +34,8 @@ use crate::capture::Tap;
 use crate::node::{Event, Node};
 use crate::services::WithServices;
 
-/// Frames taken from one NIC per turn.
+/// Frames taken from one NIC per turn, unless the platform picks another
+/// batch ([`Forwarder::with_batch`]): the image's.
 pub const BATCH: usize = 32;
 
 // Drivers leave the headroom the dataplane prepends tunnel headers into
@@ -90,10 +91,11 @@ impl<N: Nics + ?Sized> Transmit for NicTransmit<'_, N> {
     }
 }
 
-/// The loans of one NIC's batch, between `lend` and `give_back` (no frame
-/// buffers of its own: frames are processed where the NIC received them).
-pub struct Forwarder {
-    loans: [Option<RxLoan>; BATCH],
+/// The loans of one NIC's batch of up to `B` frames, between `lend` and
+/// `give_back` (no frame buffers of its own: frames are processed where the
+/// NIC received them).
+pub struct Forwarder<const B: usize = BATCH> {
+    loans: [Option<RxLoan>; B],
 }
 
 impl Default for Forwarder {
@@ -103,9 +105,18 @@ impl Default for Forwarder {
 }
 
 impl Forwarder {
-    /// No loans held.
+    /// No loans held; batches of [`BATCH`].
     pub const fn new() -> Forwarder {
-        Forwarder { loans: [const { None }; BATCH] }
+        Forwarder::with_batch()
+    }
+}
+
+impl<const B: usize> Forwarder<B> {
+    /// No loans held; batches of `B` frames per NIC and turn. routerd-host
+    /// takes 64, what one `recvmmsg`/`sendmmsg` pair moves cheaply, where
+    /// every turn also costs a trip through its runtime.
+    pub const fn with_batch() -> Forwarder<B> {
+        Forwarder { loans: [const { None }; B] }
     }
 
     /// One turn at `now`. Claim transitions and DHCP leases go to `log`.
@@ -139,7 +150,7 @@ impl Forwarder {
             let Some(port) = port else {
                 // A NIC the configuration does not use (or none yet): keep
                 // its ring moving, and count what it drops.
-                let dropped = n.receive(BATCH, &mut |_| {});
+                let dropped = n.receive(B, &mut |_| {});
                 node.count_unbound(dropped);
                 continue;
             };
