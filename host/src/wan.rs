@@ -91,7 +91,8 @@ impl WanCounters {
 struct TxQueue {
     data: Vec<[u8; TX_SLOT]>,
     lens: [usize; BATCH],
-    dsts: [libc::sockaddr_in6; BATCH],
+    /// Where each goes, in a family the socket carries.
+    dsts: [SocketAddr; BATCH],
     len: usize,
 }
 
@@ -170,7 +171,12 @@ impl WanNic {
             mac,
             pool: RxPool::new(RX_BUFS),
             sources: vec![None; RX_BUFS],
-            tx: Box::new(TxQueue { data: vec![[0u8; TX_SLOT]; BATCH], lens: [0; BATCH], dsts: [zero_sockaddr6(); BATCH], len: 0 }),
+            tx: Box::new(TxQueue {
+                data: vec![[0u8; TX_SLOT]; BATCH],
+                lens: [0; BATCH],
+                dsts: [SocketAddr::from(([0u8; 4], 0)); BATCH],
+                len: 0,
+            }),
             tun,
             tun_buf: Box::new([0; MAX_FRAME]),
             stats: DeviceStats::default(),
@@ -205,13 +211,17 @@ impl WanNic {
     // ------------------------------------------------------------ outgoing
 
     fn queue_datagram(&mut self, to: SocketAddr, data: &[u8]) -> bool {
-        let sa = match to {
-            SocketAddr::V4(a) => sockaddr6(a.ip().to_ipv6_mapped(), a.port()),
-            SocketAddr::V6(a) if a.ip().to_ipv4_mapped().is_some() || self.dual_stack => sockaddr6(*a.ip(), a.port()),
-            SocketAddr::V6(_) => {
-                self.counters.v6_no_socket += 1;
-                return false;
-            }
+        // `::ffff:a.b.c.d` is IPv4; IPv6 needs the dual-stack socket.
+        let to = match to {
+            SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
+                Some(v4) => SocketAddr::V4(SocketAddrV4::new(v4, a.port())),
+                None if self.dual_stack => to,
+                None => {
+                    self.counters.v6_no_socket += 1;
+                    return false;
+                }
+            },
+            v4 => v4,
         };
         if self.tx.len >= BATCH {
             self.flush();
@@ -227,7 +237,7 @@ impl WanNic {
         };
         dst_bytes.copy_from_slice(data);
         *len = data.len();
-        *dst = sa;
+        *dst = to;
         self.tx.len += 1;
         true
     }
@@ -243,30 +253,45 @@ impl WanNic {
         let mut iovs: [libc::iovec; BATCH] = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; BATCH];
         // SAFETY: mmsghdr is plain old data; all-zero is a valid value.
         let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-        // An IPv4-only socket takes sockaddr_in; convert in place.
+        // The dual-stack socket takes sockaddr_in6 (IPv4 as ::ffff:a.b.c.d),
+        // an IPv4-only one sockaddr_in.
+        let mut v6: [libc::sockaddr_in6; BATCH] = [zero_sockaddr6(); BATCH];
         let mut v4: [libc::sockaddr_in; BATCH] =
             [libc::sockaddr_in { sin_family: 0, sin_port: 0, sin_addr: libc::in_addr { s_addr: 0 }, sin_zero: [0; 8] }; BATCH];
         let mut count = 0usize;
         for i in 0..n {
-            let (Some(slot), Some(&len), Some(sa)) = (self.tx.data.get_mut(i), self.tx.lens.get(i), self.tx.dsts.get_mut(i)) else { break };
-            let (Some(iov), Some(msg), Some(sa4)) = (iovs.get_mut(count), msgs.get_mut(count), v4.get_mut(count)) else { break };
+            let (Some(slot), Some(&len), Some(&to)) = (self.tx.data.get_mut(i), self.tx.lens.get(i), self.tx.dsts.get(i)) else { break };
+            let (Some(iov), Some(msg), Some(sa6), Some(sa4)) =
+                (iovs.get_mut(count), msgs.get_mut(count), v6.get_mut(count), v4.get_mut(count))
+            else {
+                break;
+            };
             iov.iov_base = slot.as_mut_ptr().cast();
             iov.iov_len = len;
             msg.msg_hdr.msg_iov = iov;
             msg.msg_hdr.msg_iovlen = 1;
-            if self.dual_stack {
-                msg.msg_hdr.msg_name = (sa as *mut libc::sockaddr_in6).cast();
-                msg.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
-            } else {
-                let Some(ip4) = Ipv6Addr::from(sa.sin6_addr.s6_addr).to_ipv4_mapped() else {
+            match (self.dual_stack, to) {
+                (true, to) => {
+                    let ip = match to.ip() {
+                        IpAddr::V4(a) => a.to_ipv6_mapped(),
+                        IpAddr::V6(a) => a,
+                    };
+                    *sa6 = sockaddr6(ip, to.port());
+                    msg.msg_hdr.msg_name = (sa6 as *mut libc::sockaddr_in6).cast();
+                    msg.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+                }
+                (false, SocketAddr::V4(a)) => {
+                    sa4.sin_family = libc::AF_INET as libc::sa_family_t;
+                    sa4.sin_port = a.port().to_be();
+                    sa4.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+                    msg.msg_hdr.msg_name = (sa4 as *mut libc::sockaddr_in).cast();
+                    msg.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                }
+                // `queue_datagram` keeps IPv6 off an IPv4-only socket.
+                (false, SocketAddr::V6(_)) => {
                     self.counters.v6_no_socket += 1;
                     continue;
-                };
-                sa4.sin_family = libc::AF_INET as libc::sa_family_t;
-                sa4.sin_port = sa.sin6_port;
-                sa4.sin_addr.s_addr = u32::from_ne_bytes(ip4.octets());
-                msg.msg_hdr.msg_name = (sa4 as *mut libc::sockaddr_in).cast();
-                msg.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                }
             }
             count += 1;
         }

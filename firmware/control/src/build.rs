@@ -265,10 +265,6 @@ pub fn build_with(
                 dp::PortRole::Wan
             }
         };
-        let medium = match nic_medium {
-            Medium::Ethernet => dp::Medium::Ethernet,
-            Medium::Datagram => dp::Medium::Datagram,
-        };
         let mac = nics.get(nic).map(|n| n.mac).unwrap_or_default();
         nic_of_port.push(nic).map_err(|_| BuildError::Capacity { what: "ports" })?;
         ports
@@ -280,7 +276,7 @@ pub fn build_with(
                 gateway,
                 mtu: p.mtu,
                 dhcp,
-                medium,
+                medium: nic_medium,
             })
             .map_err(|_| BuildError::Capacity { what: "ports" })?;
     }

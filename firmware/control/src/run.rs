@@ -139,7 +139,7 @@ impl<const B: usize> Forwarder<B> {
                 let c = f.dataplane.config();
                 let wan = c.wan().and_then(|w| c.ports.get(w.index()).map(|p| (w, p)));
                 let address = wan.and_then(|(_, p)| p.address).unwrap_or(core::net::Ipv4Addr::UNSPECIFIED);
-                let bare_ip = wan.filter(|(_, p)| p.medium == dp::Medium::Datagram).map(|(w, _)| w);
+                let bare_ip = wan.filter(|(_, p)| p.medium == Medium::Datagram).map(|(w, _)| w);
                 f.capture.set_underlay(dp::Endpoint::from((address, c.tunnel.listen_port)), bare_ip);
             }
         }

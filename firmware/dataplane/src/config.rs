@@ -109,20 +109,14 @@ pub enum PortRole {
     Wan,
 }
 
-/// What a port's frames are (the device's medium).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Medium {
-    /// Ethernet: the dataplane writes and reads link headers, answers and
-    /// asks ARP.
-    #[default]
-    Ethernet,
-    /// A UDP socket whose wire belongs to the host's kernel (routerd-host's
-    /// WAN; only a WAN may be one): tunnel datagrams go out as payload and
-    /// endpoint (`Transmit::send_datagram`) and come in the same way
-    /// (`Dataplane::process_datagram_and_transmit`); other IPv4 leaves as a
-    /// bare packet for the device's IP side. No Ethernet, no ARP.
-    Datagram,
-}
+/// What a port's frames are: its device's medium (`routerd_netdev`'s, one
+/// type for the drivers and the dataplane). On an Ethernet port the
+/// dataplane writes and reads link headers and answers and asks ARP; a
+/// datagram port (routerd-host's WAN socket, only a WAN may be one) sends
+/// tunnel datagrams as payload and endpoint (`Transmit::send_datagram`),
+/// takes them in the same way (`Dataplane::process_datagram_and_transmit`)
+/// and lets other IPv4 leave bare for the device's IP side.
+pub use routerd_netdev::Medium;
 
 /// One NIC.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -51,6 +51,7 @@ impl RxPool {
         self.free.pop()
     }
 
+    /// Slot `i`'s buffer, while it is home.
     pub fn buf(&mut self, i: usize) -> Option<&mut [u8]> {
         self.slots.get_mut(i)?.as_deref_mut()
     }
@@ -80,20 +81,7 @@ impl RxPool {
         self.free.push(i);
         true
     }
-}
 
-impl Drop for RxPool {
-    fn drop(&mut self) {
-        if self.out == 0 {
-            self.slots.clear();
-            // SAFETY: every slot reference was given back and just dropped, so
-            // nothing refers to the allocation from `Box::into_raw` any more.
-            drop(unsafe { std::boxed::Box::from_raw(self.raw) });
-        }
-    }
-}
-
-impl RxPool {
     /// Buffers lent and not given back.
     pub fn out(&self) -> usize {
         self.out
@@ -108,6 +96,17 @@ impl RxPool {
     pub fn release(&mut self, i: usize) {
         if self.slots.get(i).is_some_and(Option::is_some) && !self.free.contains(&i) {
             self.free.push(i);
+        }
+    }
+}
+
+impl Drop for RxPool {
+    fn drop(&mut self) {
+        if self.out == 0 {
+            self.slots.clear();
+            // SAFETY: every slot reference was given back and just dropped, so
+            // nothing refers to the allocation from `Box::into_raw` any more.
+            drop(unsafe { std::boxed::Box::from_raw(self.raw) });
         }
     }
 }

@@ -84,10 +84,7 @@ impl Core {
         tx: &mut X,
     ) -> Verdict {
         let wan = self.wan;
-        let Some(pc) = self.cfg.ports.get(wan.index()) else {
-            return self.drop(DropReason::NoRoute);
-        };
-        if pc.medium == Medium::Datagram {
+        if self.cfg.ports.get(wan.index()).is_some_and(|pc| pc.medium == Medium::Datagram) {
             let sent = tx.send_datagram(wan, to, buf.frame());
             count_sent(&mut self.counters, wan, sent);
             return Verdict::Consumed;
